@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine (Python 3.11, pip, gcc, git):
+#   make run    install, build the examples and serve them on http://127.0.0.1:8787/
+#   make test   install and run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# zig's cache (C/Zig guest builds) stays inside the project
+export EDGEFN_CACHE_DIR := $(CURDIR)/.cache
+
+.PHONY: install run test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m ziglang version >/dev/null
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+run: install
+	$(BIN)/edgefn serve --config examples/edgefn.toml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf .cache examples/.edgefn examples/*/.edgefn

@@ -1,0 +1,56 @@
+"""edgefn command line: argument parsing only."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .runtime.errors import EdgefnError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgefn", description="WebAssembly-sandboxed edge functions.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", "-c", type=Path, default=Path("edgefn.toml"), help="the app manifest (default: ./edgefn.toml)")
+        return sp
+
+    b = with_config(sub.add_parser("build", help="compile every function (or one source) to wasm and precompile it"))
+    b.add_argument("source", nargs="?", type=Path, help="build only this .c/.zig file instead of the manifest")
+    b.add_argument("-o", "--out", type=Path, help="output .wasm for a single source")
+    b.add_argument("--target", choices=("freestanding", "wasi"), default="freestanding")
+
+    i = with_config(sub.add_parser("invoke", help="run one invocation and print the result and the REPORT line"))
+    i.add_argument("function")
+    i.add_argument("--event", "-e", type=Path, help="the event as JSON (bodies as text or base64)")
+
+    s = with_config(sub.add_parser("serve", help="run the edge server"))
+    s.add_argument("--host", help="override server.host")
+    s.add_argument("--port", type=int, help="override server.port")
+    s.add_argument("--workers", type=int, help="override server.workers")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from . import commands
+
+    try:
+        if args.command == "build":
+            return commands.build(args.config, args.source, args.out, args.target, sys.stdout)
+        if args.command == "invoke":
+            return commands.invoke(args.config, args.function, args.event, sys.stdout)
+        if args.command == "serve":
+            from .server import serve
+
+            return serve(args.config, host=args.host, port=args.port, workers=args.workers)
+    except EdgefnError as exc:
+        print(f"edgefn: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""What each CLI command does; cli.py only parses arguments and calls these."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import TextIO
+
+from .build.app import build_app, store_dir_of
+from .build.toolchain import build_source, cache_dir
+from .manifest.load import ManifestError, load_manifest
+from .manifest.resolve import ResolvedApp
+from .runtime import abi
+from .runtime.errors import InvocationError
+from .runtime.invoker import Runtime
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def open_app(config: Path, workers: int | None = None) -> tuple[ResolvedApp, Runtime]:
+    """Load, build and precompile the app of `config`; the caller closes the returned Runtime."""
+    manifest = load_manifest(config)
+    runtime = Runtime(store_dir_of(config, manifest), workers=workers or manifest.server.guest_threads or None)
+    try:
+        app = build_app(config, manifest, runtime.store)
+    except BaseException:
+        runtime.close()
+        raise
+    return app, runtime.start()
+
+
+def build(config: Path, source: Path | None, out: Path | None, target: str, stdout: TextIO) -> int:
+    if source is not None:
+        dest = out or source.with_suffix(".wasm")
+        start = time.perf_counter()
+        wasm = build_source(source.resolve(), dest.resolve(), target, cache_dir(source.resolve().parent))
+        print(f"built {dest} ({len(wasm):,} bytes) in {(time.perf_counter() - start) * 1000:.0f} ms", file=stdout)
+        return 0
+    start = time.perf_counter()
+    app, runtime = open_app(config)
+    try:
+        for name, spec in app.functions.items():
+            loaded, _ = runtime.store.load(spec.digest, name)
+            print(f"{name:24} {spec.digest[:12]}  {loaded.artifact_bytes:>9,} bytes precompiled  ({app.sources[name].name})", file=stdout)
+        print(f"built {len(app.functions)} functions into {app.store_dir} in {(time.perf_counter() - start) * 1000:.0f} ms", file=stdout)
+    finally:
+        runtime.close()
+    return 0
+
+
+def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    app, runtime = open_app(config, workers=1)
+    try:
+        if function not in app.functions:
+            raise ManifestError(config, f"functions.{function}", "no such function", f"pick one of: {', '.join(sorted(app.functions))}")
+        doc = json.loads(event_file.read_text()) if event_file else {"request": {"uri": "/"}}
+        event = abi.event_from_document(doc)
+        event.config = replace(event.config, function_name=function, request_id=event.config.request_id or new_request_id())
+        try:
+            done = runtime.invoker.invoke_sync(app.functions[function], event)
+        except InvocationError as exc:
+            print(json.dumps({"errorType": exc.kind, "errorMessage": str(exc)}, indent=2), file=stdout)
+            return 1
+        print(json.dumps(abi.to_json_document(done.result), indent=2), file=stdout)
+        return 0
+    finally:
+        runtime.close()

@@ -1,0 +1,95 @@
+"""Turn an authoring manifest plus built code into the one ResolvedApp the server and CLI use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..runtime.invoker import FunctionSpec
+from ..runtime.sandbox import Limits
+from .schema import BehaviorConfig, FunctionConfig, Manifest, ServerConfig
+
+#: manifest hook key -> Lambda@Edge event type
+EVENT_OF_HOOK = {
+    "viewer_request": "viewer-request",
+    "origin_request": "origin-request",
+    "origin_response": "origin-response",
+    "viewer_response": "viewer-response",
+}
+
+
+@dataclass(frozen=True)
+class ResolvedHook:
+    function: str
+    include_body: bool
+
+
+@dataclass(frozen=True)
+class ResolvedBehavior:
+    path_pattern: str  # "*" for the default behavior
+    host_pattern: str
+    function: str | None
+    origin: str | None
+    hooks: dict[str, ResolvedHook] = field(default_factory=dict)  # event type -> hook
+    is_default: bool = False
+
+
+@dataclass(frozen=True)
+class ResolvedApp:
+    manifest_path: Path
+    root: Path
+    name: str
+    store_dir: Path
+    build_dir: Path
+    server: ServerConfig
+    functions: dict[str, FunctionSpec]
+    sources: dict[str, Path]
+    behaviors: list[ResolvedBehavior]  # ordered; the default behavior (if any) is last
+
+
+def source_path(manifest_path: Path, cfg: FunctionConfig) -> Path:
+    return (manifest_path.parent / cfg.source).resolve()
+
+
+def limits_of(cfg: FunctionConfig) -> Limits:
+    return Limits(memory_mb=cfg.memory_mb, timeout_ms=cfg.timeout_ms, fuel=cfg.fuel, max_result_bytes=cfg.max_result_bytes)
+
+
+def _behavior(b: BehaviorConfig, is_default: bool) -> ResolvedBehavior:
+    hooks = {
+        event: ResolvedHook(cfg.function, cfg.include_body)
+        for key, event in EVENT_OF_HOOK.items()
+        if (cfg := getattr(b, key)) is not None
+    }
+    return ResolvedBehavior(
+        path_pattern="*" if is_default else (b.path_pattern or "*"),
+        host_pattern=b.host_pattern,
+        function=b.function,
+        origin=b.origin,
+        hooks=hooks,
+        is_default=is_default,
+    )
+
+
+def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) -> ResolvedApp:
+    """`digests` maps each function name to the digest of its built wasm in the module store."""
+    manifest_path = manifest_path.resolve()
+    root = manifest_path.parent
+    functions = {
+        name: FunctionSpec(name=name, digest=digests[name], limits=limits_of(cfg), env=dict(cfg.env))
+        for name, cfg in manifest.functions.items()
+    }
+    behaviors = [_behavior(b, False) for b in manifest.behaviors]
+    if manifest.default_behavior is not None:
+        behaviors.append(_behavior(manifest.default_behavior, True))
+    return ResolvedApp(
+        manifest_path=manifest_path,
+        root=root,
+        name=manifest.app.name,
+        store_dir=(root / manifest.app.store_dir).resolve(),
+        build_dir=(root / manifest.app.build_dir).resolve(),
+        server=manifest.server,
+        functions=functions,
+        sources={name: source_path(manifest_path, cfg) for name, cfg in manifest.functions.items()},
+        behaviors=behaviors,
+    )

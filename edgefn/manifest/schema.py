@@ -1,0 +1,111 @@
+"""The authoring form of edgefn.toml: typed tables, each field with its allowed values.
+
+Every table is a frozen data class; `metadata["check"]` validates a value and returns what is allowed
+when it is not. load.py walks these classes, so a field added here is parsed, checked and documented
+in error messages without further code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+Check = Callable[[Any], "str | None"]  # returns None when fine, else a description of what is allowed
+
+
+def int_range(lo: int, hi: int) -> Check:
+    return lambda v: None if lo <= v <= hi else f"an integer from {lo:,} to {hi:,}"
+
+
+def one_of(*choices: str) -> Check:
+    return lambda v: None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
+
+
+def matches(pattern: str, description: str) -> Check:
+    rx = re.compile(pattern)
+    return lambda v: None if rx.fullmatch(v) else description
+
+
+def spec(default: Any = None, check: Check | None = None, help: str = "", factory: Callable[[], Any] | None = None) -> Any:
+    meta = {"check": check, "help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+REQUIRED = object()  # marker default: the key must be present
+
+FUNCTION_NAME = matches(r"[a-z0-9][a-z0-9-]{0,63}", "lowercase letters, digits and '-', at most 64 characters")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENV_MAX_BYTES = 4096  # Lambda's aggregate limit
+PATTERN = matches(
+    r"[A-Za-z0-9_\-.*$/~\"'@:+?&=%]{1,255}", "a path pattern of at most 255 characters using letters, digits, / and * ? _ - . ~ $ @ : + & = %"
+)
+
+HOST_PATTERN = matches(r"[A-Za-z0-9*?.\-:]{1,255}", "a host pattern using letters, digits, '.', '-', ':', '*' and '?'")
+
+
+def _env_check(env: dict[str, str]) -> str | None:
+    for key in env:
+        if not ENV_NAME.fullmatch(key):
+            return f"names matching [A-Za-z_][A-Za-z0-9_]* (got {key!r})"
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in env.items())
+    if size > ENV_MAX_BYTES:
+        return f"at most {ENV_MAX_BYTES} bytes of names and values in total (got {size})"
+    return None
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    name: str = spec("edgefn-app", FUNCTION_NAME, "the application's name")
+    store_dir: str = spec(".edgefn/modules", None, "module store directory, relative to the manifest")
+    build_dir: str = spec(".edgefn/build", None, "where built .wasm files go, relative to the manifest")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = spec("127.0.0.1", None, "address to listen on")
+    port: int = spec(8787, int_range(0, 65535), "TCP port (0 picks a free one)")
+    workers: int = spec(1, int_range(1, 64), "server processes sharing the port and the module store")
+    guest_threads: int = spec(0, int_range(0, 256), "worker threads running guests per process (0 = one per core)")
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    source: str = spec(REQUIRED, matches(r".+\.(c|zig|wasm)", "a path ending in .c, .zig or .wasm"), "the code")
+    memory_mb: int = spec(128, int_range(1, 4096), "linear-memory cap in MB")
+    timeout_ms: int = spec(5000, int_range(1, 900_000), "wall-clock limit per invocation")
+    fuel: int = spec(2_000_000_000, int_range(1_000, 10**15), "CPU budget per invocation, in wasm instructions")
+    max_result_bytes: int = spec(1024 * 1024, int_range(16, 64 * 1024 * 1024), "largest result document")
+    env: dict[str, str] = spec(None, _env_check, "environment variables", factory=dict)
+    target: str = spec("freestanding", one_of("freestanding", "wasi"), "C/Zig build target: wasm32-freestanding or a WASI reactor")
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    function: str = spec(REQUIRED, FUNCTION_NAME, "the function to run for this event")
+    include_body: bool = spec(False, None, "expose the body to the function")
+
+
+@dataclass(frozen=True)
+class BehaviorConfig:
+    """A cache behavior: which requests it serves, its target, and one function per event type."""
+
+    path_pattern: str | None = spec(None, PATTERN, "which paths this behavior serves (not set on default_behavior)")
+    host_pattern: str = spec("*", HOST_PATTERN, "which Host headers this behavior serves")
+    function: str | None = spec(None, FUNCTION_NAME, "a function acting as the origin")
+    origin: str | None = spec(None, matches(r"https?://[^\s/]+(/[^\s]*)?", "an http:// or https:// URL"), "the origin URL to proxy to")
+    viewer_request: HookConfig | None = spec(None)
+    origin_request: HookConfig | None = spec(None)
+    origin_response: HookConfig | None = spec(None)
+    viewer_response: HookConfig | None = spec(None)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    app: AppConfig = spec(None, factory=AppConfig)
+    server: ServerConfig = spec(None, factory=ServerConfig)
+    functions: dict[str, FunctionConfig] = spec(None, factory=dict)
+    behaviors: list[BehaviorConfig] = spec(None, factory=list)
+    default_behavior: BehaviorConfig | None = spec(None)

@@ -1,0 +1,135 @@
+"""Invoke functions off the event loop in a bounded worker pool, and write their log streams."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import abi
+from .abi import EdgeRequest, EdgeResponse, Event
+from .engine import EngineSettings, EpochTicker, create_engine
+from .errors import FunctionError, InvalidResult, InvocationError
+from .linking import create_linker
+from .module_store import ModuleStore
+from .sandbox import InvocationReport, Limits, Sandbox, log_level
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A function as the runtime runs it: code by digest, limits and env (resolved from the manifest)."""
+
+    name: str
+    digest: str
+    limits: Limits = Limits()
+    env: dict[str, str] = field(default_factory=dict)
+    version: str = "$LATEST"
+
+
+@dataclass
+class Invocation:
+    """A successful invocation: the decoded result and what it cost."""
+
+    result: EdgeRequest | EdgeResponse
+    report: InvocationReport
+
+
+def function_logger(name: str) -> logging.Logger:
+    """The log stream of one function (START/END/REPORT and the guest's own lines)."""
+    return logging.getLogger(f"edgefn.function.{name}")
+
+
+class Invoker:
+    """Runs invocations on `workers` threads (wasmtime releases the GIL while wasm runs)."""
+
+    def __init__(self, store: ModuleStore, sandbox: Sandbox, workers: int | None = None) -> None:
+        self.store = store
+        self.sandbox = sandbox
+        self.workers = workers or (os.cpu_count() or 2)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="edgefn-guest")
+
+    async def invoke(self, fn: FunctionSpec, event: Event) -> Invocation:
+        """Run `fn` on `event`; raises a typed InvocationError (with `.report`) on any failure."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.invoke_sync, fn, event)
+
+    def invoke_sync(self, fn: FunctionSpec, event: Event) -> Invocation:
+        """The same as `invoke`, on the calling thread (CLI, benchmarks)."""
+        flog = function_logger(fn.name)
+        rid = event.config.request_id
+        flog.info("START RequestId: %s Version: %s", rid, fn.version)
+        loaded, loaded_now = self.store.load(fn.digest, fn.name)
+
+        def emit(level: int, message: str) -> None:
+            flog.log(log_level(level), "%s\t%s", rid, message)
+
+        run = self.sandbox.run(
+            loaded,
+            function=fn.name,
+            request_id=rid,
+            event=abi.encode_event(event),
+            limits=fn.limits,
+            env=fn.env,
+            emit=emit,
+            init_duration_ms=loaded.load_ms if loaded_now else None,
+        )
+        run.report.version = fn.version
+        error = run.error
+        result: EdgeRequest | EdgeResponse | None = None
+        if error is None:
+            assert run.result is not None
+            try:
+                result = abi.decode_result(run.result, event)
+            except abi.GuestFunctionError as exc:
+                error = FunctionError(fn.name, rid, exc.error_type, exc.error_message)
+            except abi.ResultError as exc:
+                error = InvalidResult(fn.name, rid, str(exc))
+            if error is not None:
+                run.report.outcome = error.kind
+        flog.info("END RequestId: %s", rid)
+        flog.info("%s", run.report.line())
+        if error is not None:
+            flog.error("%s\t%s", rid, error)
+            error.report = run.report
+            raise error
+        assert result is not None
+        return Invocation(result, run.report)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Runtime:
+    """Everything a process needs to run guests: one engine, ticker, linker, module store and invoker."""
+
+    def __init__(self, store_dir: Path, settings: EngineSettings | None = None, workers: int | None = None) -> None:
+        self.settings = settings or EngineSettings()
+        self.engine = create_engine(self.settings)
+        self.ticker = EpochTicker(self.engine, self.settings.epoch_tick_ms)
+        self.linker = create_linker(self.engine)
+        self.store = ModuleStore(store_dir, self.engine, self.linker, self.settings.fingerprint())
+        self.sandbox = Sandbox(self.engine, self.ticker)
+        self.invoker = Invoker(self.store, self.sandbox, workers)
+        self._started = False
+        self._lock = threading.Lock()
+
+    def start(self) -> "Runtime":
+        with self._lock:
+            if not self._started:
+                self.ticker.start()
+                self._started = True
+        return self
+
+    def close(self) -> None:
+        self.invoker.close()
+        self.ticker.stop()
+
+    def __enter__(self) -> "Runtime":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

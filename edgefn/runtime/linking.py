@@ -1,0 +1,211 @@
+"""What a guest may import, and the checks that a module speaks ABI v1 (done once, at load)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import wasmtime
+
+from . import abi
+from .errors import AbiMismatch, ImportNotAllowed, MissingExport
+
+MAX_LOG_LINE = 4096
+MAX_LOG_BYTES_PER_INVOCATION = 64 * 1024
+
+log = logging.getLogger("edgefn.runtime")
+
+
+@dataclass(frozen=True)
+class GuestModuleInfo:
+    """Static facts about a v1 module, read from its types so the request path never looks them up."""
+
+    export_names: tuple[str, ...]
+    memory_export: int
+    alloc_export: int
+    handle_export: int
+    init_export: int | None
+    imports_wasi: bool
+    memory_min_bytes: int
+
+
+_I32 = wasmtime.ValType.i32()
+_I64 = wasmtime.ValType.i64()
+
+
+def _functype(ty: object, params: list[wasmtime.ValType], results: list[wasmtime.ValType]) -> bool:
+    return isinstance(ty, wasmtime.FuncType) and list(ty.params) == params and list(ty.results) == results
+
+
+def inspect_module(module: wasmtime.Module, function: str) -> GuestModuleInfo:
+    """Refuse a module that imports anything not granted or lacks a v1 export; describe the rest."""
+    imports_wasi = False
+    for imp in module.imports:
+        if imp.module == abi.HOST_MODULE and imp.name in HOST_IMPORTS:
+            expected = HOST_IMPORTS[imp.name]
+            if not _functype(imp.type, *expected):
+                raise ImportNotAllowed(function, imp.module, f"{imp.name} (with a type other than ABI v1's)")
+            continue
+        if imp.module == abi.WASI_MODULE and isinstance(imp.type, wasmtime.FuncType):
+            imports_wasi = True
+            continue
+        raise ImportNotAllowed(function, imp.module, imp.name or "")
+
+    names = [e.name for e in module.exports]
+    versions = sorted(
+        int(n[len(abi.VERSION_EXPORT_PREFIX) :])
+        for n in names
+        if n.startswith(abi.VERSION_EXPORT_PREFIX) and n[len(abi.VERSION_EXPORT_PREFIX) :].isdigit()
+    )
+    if abi.ABI_VERSION not in versions:
+        if versions:
+            raise AbiMismatch(function, versions, abi.ABI_VERSION)
+        raise MissingExport(function, f"{abi.VERSION_EXPORT_PREFIX}{abi.ABI_VERSION}", "a function () -> ()")
+
+    types = {e.name: e.type for e in module.exports}
+
+    def index_of(name: str, ok: bool, expected: str) -> int:
+        if name not in types or not ok:
+            raise MissingExport(function, name, expected)
+        return names.index(name)
+
+    mem_ty = types.get("memory")
+    memory_export = index_of("memory", isinstance(mem_ty, wasmtime.MemoryType) and not mem_ty.is_shared, "a non-shared memory")
+    alloc_export = index_of(abi.ALLOC_EXPORT, _functype(types.get(abi.ALLOC_EXPORT), [_I32], [_I32]), "a function (i32) -> i32")
+    handle_export = index_of(
+        abi.HANDLE_EXPORT, _functype(types.get(abi.HANDLE_EXPORT), [_I32, _I32], [_I64]), "a function (i32, i32) -> i64"
+    )
+    init_export = None
+    if abi.INIT_EXPORT in types:
+        init_export = index_of(abi.INIT_EXPORT, _functype(types[abi.INIT_EXPORT], [], []), "a function () -> ()")
+    assert isinstance(mem_ty, wasmtime.MemoryType)
+    return GuestModuleInfo(
+        export_names=tuple(names),
+        memory_export=memory_export,
+        alloc_export=alloc_export,
+        handle_export=handle_export,
+        init_export=init_export,
+        imports_wasi=imports_wasi,
+        memory_min_bytes=mem_ty.limits.min * 65536,
+    )
+
+
+# --- host functions ------------------------------------------------------------------------------------
+
+
+class InvocationContext:
+    """What the host functions of one running invocation may see: its env and its log sink."""
+
+    __slots__ = ("function", "request_id", "env", "emit", "log_bytes", "dropped_lines", "_partial")
+
+    def __init__(self, function: str, request_id: str, env: dict[str, bytes], emit: Callable[[int, str], None]) -> None:
+        self.function = function
+        self.request_id = request_id
+        self.env = env
+        self.emit = emit
+        self.log_bytes = 0
+        self.dropped_lines = 0
+        self._partial: dict[int, bytes] = {}
+
+    def write_log(self, level: int, data: bytes) -> None:
+        if self.log_bytes >= MAX_LOG_BYTES_PER_INVOCATION:
+            self.dropped_lines += 1
+            return
+        data = data[:MAX_LOG_LINE]
+        self.log_bytes += len(data)
+        self.emit(level, data.decode("utf-8", "replace"))
+
+    def _write_stream(self, level: int, data: bytes) -> int:
+        # WASI stdout/stderr: one log line per written line; a partial line waits for its newline or the end
+        *lines, rest = (self._partial.pop(level, b"") + data).split(b"\n")
+        for line in lines:
+            self.write_log(level, line)
+        if rest:
+            self._partial[level] = rest
+        return len(data)
+
+    def stdout(self, data: bytes) -> int:
+        return self._write_stream(1, data)
+
+    def stderr(self, data: bytes) -> int:
+        return self._write_stream(2, data)
+
+    def flush(self) -> None:
+        for level, rest in sorted(self._partial.items()):
+            self.write_log(level, rest)
+        self._partial.clear()
+        if self.dropped_lines:
+            self.emit(2, f"[edgefn] {self.dropped_lines} log lines dropped: over {MAX_LOG_BYTES_PER_INVOCATION} bytes in one invocation")
+            self.dropped_lines = 0
+
+
+#: the invocation running on this thread: invocations are synchronous on one worker thread each
+_current = threading.local()
+
+
+def current_context() -> InvocationContext:
+    return _current.ctx  # type: ignore[no-any-return]
+
+
+def set_current_context(ctx: InvocationContext | None) -> None:
+    _current.ctx = ctx
+
+
+def _read(caller: wasmtime.Caller, ptr: int, length: int) -> bytes | None:
+    mem = caller.get("memory")
+    if not isinstance(mem, wasmtime.Memory) or ptr < 0 or length < 0 or ptr + length > mem.data_len(caller):
+        return None
+    return bytes(mem.read(caller, ptr, ptr + length))
+
+
+def _host_log(caller: wasmtime.Caller, level: int, ptr: int, length: int) -> None:
+    # host functions never raise: an exception would have to unwind through wasm (and wasmtime-py keeps
+    # the pending exception in a process-global, which worker threads would race on)
+    try:
+        ctx = current_context()
+        data = _read(caller, ptr & 0xFFFFFFFF, length & 0xFFFFFFFF)
+        if data is None:
+            ctx.write_log(2, f"[edgefn] log({ptr}, {length}) pointed outside guest memory; line dropped".encode())
+        else:
+            ctx.write_log(level, data)
+    except Exception:  # noqa: BLE001 - see above
+        log.exception("edgefn:host/v1.log failed")
+
+
+def _host_env_get(caller: wasmtime.Caller, key_ptr: int, key_len: int, buf_ptr: int, buf_cap: int) -> int:
+    try:
+        ctx = current_context()
+        key = _read(caller, key_ptr & 0xFFFFFFFF, key_len & 0xFFFFFFFF)
+        if key is None:
+            return -2
+        value = ctx.env.get(key.decode("utf-8", "replace"))
+        if value is None:
+            return -1
+        buf_ptr &= 0xFFFFFFFF
+        if len(value) <= (buf_cap & 0xFFFFFFFF):
+            mem = caller.get("memory")
+            if not isinstance(mem, wasmtime.Memory) or buf_ptr + len(value) > mem.data_len(caller):
+                return -2
+            mem.write(caller, value, buf_ptr)
+        return len(value)
+    except Exception:  # noqa: BLE001 - host functions never raise
+        log.exception("edgefn:host/v1.env_get failed")
+        return -2
+
+
+HOST_IMPORTS: dict[str, tuple[list[wasmtime.ValType], list[wasmtime.ValType]]] = {
+    "log": ([_I32, _I32, _I32], []),
+    "env_get": ([_I32, _I32, _I32, _I32], [_I32]),
+}
+_HOST_CALLBACKS = {"log": _host_log, "env_get": _host_env_get}
+
+
+def create_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
+    """The one Linker of an engine: ABI v1 host functions plus WASI preview1 (capabilities come per Store)."""
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    for name, (params, results) in HOST_IMPORTS.items():
+        linker.define_func(abi.HOST_MODULE, name, wasmtime.FuncType(params, results), _HOST_CALLBACKS[name], access_caller=True)
+    return linker

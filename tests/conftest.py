@@ -1,0 +1,88 @@
+"""Shared fixtures: a real Runtime on a temp module store, WAT and C guests compiled for real."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import wasmtime
+
+from edgefn.build.toolchain import build_source, cache_dir
+from edgefn.runtime.abi import EdgeRequest, Event, EventConfig
+from edgefn.runtime.invoker import FunctionSpec, Runtime
+from edgefn.runtime.sandbox import Limits
+
+REPO = Path(__file__).resolve().parents[1]
+GUESTS_C = REPO / "tests" / "guests" / "c"
+os.environ.setdefault("EDGEFN_CACHE_DIR", str(REPO / ".cache"))
+
+# A minimal ABI v1 guest in WAT. alloc places the event at 1024 (growing memory as needed);
+# tests supply the body of edgefn_handle and any extra imports, globals, data or functions.
+WAT_TEMPLATE = """
+(module
+  {imports}
+  (memory (export "memory") {pages})
+  {extra}
+  (func (export "edgefn_abi_v1"))
+  (func (export "edgefn_alloc") (param $n i32) (result i32)
+    (local $need i32)
+    (local.set $need
+      (i32.sub (i32.shr_u (i32.add (i32.add (i32.const 1024) (local.get $n)) (i32.const 65535)) (i32.const 16))
+               (memory.size)))
+    (if (i32.gt_s (local.get $need) (i32.const 0))
+      (then (if (i32.eq (memory.grow (local.get $need)) (i32.const -1)) (then (return (i32.const 0)))))) 
+    (i32.const 1024))
+  (func $handle (export "edgefn_handle") (param $ptr i32) (param $len i32) (result i64)
+    {handle})
+)
+"""
+
+# CBOR {"status": 200} at offset 16 (10 bytes)
+OK_RESPONSE_DATA = r'(data (i32.const 16) "\a1\66status\18\c8")'
+RETURN_OK = "(i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 10))"
+RETURN_INPUT = "(i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32)) (i64.extend_i32_u (local.get $len)))"
+
+
+def wat_guest(handle: str = RETURN_OK, extra: str = OK_RESPONSE_DATA, imports: str = "", pages: int = 1) -> bytes:
+    return wasmtime.wat2wasm(WAT_TEMPLATE.format(handle=handle, extra=extra, imports=imports, pages=pages))
+
+
+def make_event(event_type: str = "viewer-request", request_id: str = "req-test", **request: object) -> Event:
+    req = EdgeRequest(method="GET", uri="/", querystring="", headers={"host": [("Host", "example.test")]}, client_ip="127.0.0.1")
+    for key, value in request.items():
+        setattr(req, key, value)
+    return Event(EventConfig(event_type, request_id, "test"), req)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    with Runtime(tmp_path / "store", workers=2) as rt:
+        yield rt
+
+
+@pytest.fixture
+def deploy(runtime: Runtime) -> Callable[..., FunctionSpec]:
+    """Put wasm bytes in the runtime's store and return a FunctionSpec with the given limits."""
+
+    def _deploy(wasm: bytes, name: str = "guest", env: dict[str, str] | None = None, **limits: int) -> FunctionSpec:
+        digest = runtime.store.add(wasm)
+        return FunctionSpec(name=name, digest=digest, limits=Limits(**limits), env=env or {})
+
+    return _deploy
+
+
+@pytest.fixture(scope="session")
+def c_guest(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], bytes]:
+    """Compile tests/guests/c/NAME.c with the real toolchain (cached per session)."""
+    out_dir = tmp_path_factory.mktemp("c-guests")
+    built: dict[str, bytes] = {}
+
+    def _build(name: str) -> bytes:
+        if name not in built:
+            src = GUESTS_C / f"{name}.c"
+            built[name] = build_source(src, out_dir / f"{name}.wasm", "freestanding", cache_dir(REPO))
+        return built[name]
+
+    return _build

@@ -1,0 +1,199 @@
+"""Each limit tripped by a real hostile guest (inline WAT); the runtime keeps serving afterwards."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import wasmtime
+
+from edgefn.runtime.abi import EdgeResponse
+from edgefn.runtime.errors import (
+    CpuBudgetExhausted,
+    FunctionError,
+    GuestTrap,
+    InvalidResult,
+    MemoryLimitExceeded,
+    WallClockTimeout,
+)
+from tests.conftest import OK_RESPONSE_DATA, RETURN_OK, make_event, wat_guest
+
+INFINITE_LOOP = "(loop $l (br $l)) (unreachable)"
+MEMORY_BOMB = "(block $done (loop $l (br_if $done (i32.eq (memory.grow (i32.const 16)) (i32.const -1))) (br $l))) (unreachable)"
+
+
+@pytest.fixture
+def healthy(deploy):
+    return deploy(wat_guest(), name="healthy")
+
+
+def assert_still_serves(runtime, healthy) -> None:
+    done = runtime.invoker.invoke_sync(healthy, make_event(request_id="after"))
+    assert isinstance(done.result, EdgeResponse) and done.result.status == 200
+
+
+def test_infinite_loop_exhausts_cpu_budget(runtime, deploy, healthy):
+    fn = deploy(wat_guest(INFINITE_LOOP), name="spinner", fuel=1_000_000)
+    with pytest.raises(CpuBudgetExhausted) as info:
+        runtime.invoker.invoke_sync(fn, make_event(request_id="r-loop"))
+    err = info.value
+    assert (err.function, err.request_id, err.fuel) == ("spinner", "r-loop", 1_000_000)
+    assert err.report is not None and err.report.fuel_used == 1_000_000
+    assert_still_serves(runtime, healthy)
+
+
+def test_infinite_loop_hits_wall_clock_timeout(runtime, deploy, healthy):
+    fn = deploy(wat_guest(INFINITE_LOOP), name="sleeper", fuel=10**15, timeout_ms=50)
+    with pytest.raises(WallClockTimeout) as info:
+        runtime.invoker.invoke_sync(fn, make_event(request_id="r-time"))
+    assert info.value.timeout_ms == 50 and info.value.request_id == "r-time"
+    assert info.value.report.duration_ms >= 45
+    assert_still_serves(runtime, healthy)
+
+
+def test_memory_bomb_hits_memory_cap(runtime, deploy, healthy):
+    fn = deploy(wat_guest(MEMORY_BOMB), name="bomb", memory_mb=8)
+    with pytest.raises(MemoryLimitExceeded) as info:
+        runtime.invoker.invoke_sync(fn, make_event(request_id="r-mem"))
+    assert info.value.memory_mb == 8
+    assert info.value.report.peak_memory_bytes <= 8 * 1024 * 1024
+    assert_still_serves(runtime, healthy)
+
+
+def test_module_whose_initial_memory_exceeds_cap(runtime, deploy, healthy):
+    fn = deploy(wat_guest(pages=512), name="fat", memory_mb=16)  # 32 MiB at start
+    with pytest.raises(MemoryLimitExceeded) as info:
+        runtime.invoker.invoke_sync(fn, make_event())
+    assert "512 pages" in str(info.value)
+    assert_still_serves(runtime, healthy)
+
+
+def test_deep_recursion_is_a_stack_overflow_trap(runtime, deploy, healthy):
+    extra = OK_RESPONSE_DATA + " (func $down (param i32) (result i32) (i32.add (call $down (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))"
+    fn = deploy(wat_guest("(drop (call $down (i32.const 0))) " + RETURN_OK, extra=extra), name="recursive")
+    with pytest.raises(GuestTrap) as info:
+        runtime.invoker.invoke_sync(fn, make_event())
+    assert info.value.trap_code == "stack_overflow"
+    assert_still_serves(runtime, healthy)
+
+
+def test_trap_carries_code_and_wasm_backtrace(runtime, deploy, healthy):
+    extra = OK_RESPONSE_DATA + " (func $explode (unreachable))"
+    fn = deploy(wat_guest("(call $explode) " + RETURN_OK, extra=extra), name="trapper")
+    with pytest.raises(GuestTrap) as info:
+        runtime.invoker.invoke_sync(fn, make_event(request_id="r-trap"))
+    err = info.value
+    assert err.trap_code == "unreachable"
+    assert err.backtrace and err.backtrace[0].startswith("explode")
+    assert any(frame.startswith("handle") for frame in err.backtrace)
+    assert_still_serves(runtime, healthy)
+
+
+def test_divide_by_zero_trap(runtime, deploy):
+    fn = deploy(wat_guest("(drop (i32.div_u (i32.const 1) (i32.sub (local.get $len) (local.get $len)))) " + RETURN_OK))
+    with pytest.raises(GuestTrap) as info:
+        runtime.invoker.invoke_sync(fn, make_event())
+    assert info.value.trap_code == "integer_division_by_zero"
+
+
+def test_garbage_result_is_invalid(runtime, deploy, healthy):
+    extra = r'(data (i32.const 16) "\ff\ff\00garbage")'
+    fn = deploy(wat_guest(RETURN_OK, extra=extra), name="garbage")
+    with pytest.raises(InvalidResult) as info:
+        runtime.invoker.invoke_sync(fn, make_event())
+    assert "not a CBOR document" in info.value.reason
+    assert_still_serves(runtime, healthy)
+
+
+def test_oversized_result_is_invalid(runtime, deploy, healthy):
+    handle = "(i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 40000))"
+    fn = deploy(wat_guest(handle), name="chatty", max_result_bytes=32768)
+    with pytest.raises(InvalidResult) as info:
+        runtime.invoker.invoke_sync(fn, make_event())
+    assert "oversized" in info.value.reason and "32768" in info.value.reason
+    assert_still_serves(runtime, healthy)
+
+
+def test_out_of_bounds_result_pointer_is_invalid(runtime, deploy, healthy):
+    handle = "(i64.or (i64.shl (i64.const 0xFFFF0000) (i64.const 32)) (i64.const 100))"
+    fn = deploy(wat_guest(handle), name="wild")
+    with pytest.raises(InvalidResult) as info:
+        runtime.invoker.invoke_sync(fn, make_event())
+    assert "out of bounds" in info.value.reason
+    assert_still_serves(runtime, healthy)
+
+
+def test_out_of_bounds_alloc_pointer_is_invalid(runtime, deploy, healthy):
+    wat = """(module (memory (export "memory") 1) (func (export "edgefn_abi_v1"))
+      (func (export "edgefn_alloc") (param i32) (result i32) (i32.const 0x7FFFFFF0))
+      (func (export "edgefn_handle") (param i32 i32) (result i64) (i64.const 0)))"""
+    fn = deploy(wasmtime.wat2wasm(wat), name="liar")
+    with pytest.raises(InvalidResult) as info:
+        runtime.invoker.invoke_sync(fn, make_event())
+    assert "unusable address" in info.value.reason
+    assert_still_serves(runtime, healthy)
+
+
+def test_empty_result_is_invalid(runtime, deploy):
+    fn = deploy(wat_guest("(i64.const 0)"))
+    with pytest.raises(InvalidResult, match="empty result"):
+        runtime.invoker.invoke_sync(fn, make_event())
+
+
+@pytest.mark.parametrize(
+    ("cbor_hex", "fragment"),
+    [
+        ("a16673746174757318 63".replace(" ", ""), "outside 200..599"),  # {"status": 99}
+        ("a167686561646572738101", "result.headers must be"),  # {"headers": [1]}
+        ("a1637572696474657374", "must start with '/'"),  # {"uri": "test"}
+        ("83010203", "result must be a map"),  # [1, 2, 3]
+    ],
+)
+def test_wrong_shape_results_name_the_field(runtime, deploy, cbor_hex, fragment):
+    data = bytes.fromhex(cbor_hex)
+    escaped = "".join(f"\\{b:02x}" for b in data)
+    handle = f"(i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const {len(data)}))"
+    fn = deploy(wat_guest(handle, extra=f'(data (i32.const 16) "{escaped}")'))
+    with pytest.raises(InvalidResult) as info:
+        runtime.invoker.invoke_sync(fn, make_event())
+    assert fragment in info.value.reason
+
+
+def test_function_error_document(runtime, deploy):
+    import cbor2
+
+    data = cbor2.dumps({"errorType": "BadToken", "errorMessage": "token expired"})
+    escaped = "".join(f"\\{b:02x}" for b in data)
+    handle = f"(i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const {len(data)}))"
+    fn = deploy(wat_guest(handle, extra=f'(data (i32.const 16) "{escaped}")'), name="picky")
+    with pytest.raises(FunctionError) as info:
+        runtime.invoker.invoke_sync(fn, make_event())
+    assert (info.value.error_type, info.value.error_message) == ("BadToken", "token expired")
+
+
+def test_fresh_instance_per_invocation_leaks_no_state(runtime, deploy):
+    # a global counter; the response status is 200 + counter, so a leaked global would show as 202, 203...
+    extra = r'(global $count (mut i32) (i32.const 0)) (data (i32.const 16) "\a1\66status\19\00\c8")'
+    handle = """
+      (global.set $count (i32.add (global.get $count) (i32.const 1)))
+      (i32.store8 (i32.const 26) (i32.add (i32.const 200) (global.get $count)))
+      (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 11))"""
+    fn = deploy(wat_guest(handle, extra=extra), name="counter")
+    statuses = [runtime.invoker.invoke_sync(fn, make_event()).result.status for _ in range(5)]
+    assert statuses == [201] * 5
+
+
+def test_report_line_is_written_to_the_function_log(runtime, deploy, caplog):
+    fn = deploy(wat_guest(), name="reported", memory_mb=64)
+    with caplog.at_level(logging.INFO, logger="edgefn.function.reported"):
+        runtime.invoker.invoke_sync(fn, make_event(request_id="r-report"))
+        runtime.invoker.invoke_sync(fn, make_event(request_id="r-report-2"))
+    lines = [r.getMessage() for r in caplog.records]
+    reports = [line for line in lines if line.startswith("REPORT")]
+    assert len(reports) == 2
+    first, second = reports
+    for field in ("RequestId: r-report", "Duration:", "Billed Duration:", "Memory Size: 64 MB", "Max Memory Used: 1 MB", "Fuel Used:", "Outcome: ok"):
+        assert field in first
+    assert "Init Duration:" in first  # the first invocation loaded the module
+    assert "Init Duration:" not in second  # the second found it ready in memory
+    assert "START RequestId: r-report Version: $LATEST" in lines and "END RequestId: r-report" in lines
