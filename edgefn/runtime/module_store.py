@@ -176,7 +176,7 @@ class ModuleStore:
             return None, 0
         problem = self._artifact_problem(blob, digest)
         if problem is None:
-            payload = memoryview(blob)[_HEADER.size :]
+            payload = blob[_HEADER.size :]
             try:
                 module = wasmtime.Module.deserialize(self._engine, payload)
             except wasmtime.WasmtimeError as exc:

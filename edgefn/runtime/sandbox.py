@@ -212,7 +212,7 @@ class Sandbox:
 
 def _wasi_config(env: dict[str, str], ctx: InvocationContext) -> wasmtime.WasiConfig:
     wasi = wasmtime.WasiConfig()
-    wasi.env(env.items())
+    wasi.env = [(k, v) for k, v in env.items()]
     wasi.stdout_custom = ctx.stdout
     wasi.stderr_custom = ctx.stderr
     return wasi
