@@ -1,0 +1,125 @@
+"""End to end: a real `edgefn serve` on 127.0.0.1, real HTTP clients (HTTP/1.1 and h2c), real C guests."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import httpx
+import pytest
+
+from tests.servers import REPO, edge_server
+
+
+@pytest.fixture(scope="module")
+def examples():
+    with edge_server(REPO / "examples" / "edgefn.toml") as (base, log):
+        yield base, log
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    with edge_server(REPO / "tests" / "apps" / "hostile" / "edgefn.toml") as (base, log):
+        yield base, log
+
+
+def test_hello_function_as_origin(examples):
+    base, _ = examples
+    r = httpx.get(f"{base}/")
+    assert r.status_code == 200
+    assert "Hello" in r.text
+    assert re.fullmatch(r"[0-9a-f-]{36}", r.headers["x-edgefn-request-id"])
+    timing = r.headers["server-timing"]
+    assert re.search(r"origin;dur=\d+\.\d+", timing) and "total;dur=" in timing
+
+
+def test_viewer_response_adds_security_headers(examples):
+    base, _ = examples
+    r = httpx.get(f"{base}/secure/page")
+    assert r.status_code == 200
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "DENY"
+    assert "max-age" in r.headers["strict-transport-security"]
+    assert "viewer-response;dur=" in r.headers["server-timing"]
+
+
+def test_viewer_request_redirect_short_circuits(examples):
+    base, _ = examples
+    r = httpx.get(f"{base}/old/docs/intro?page=2")
+    assert r.status_code == 301
+    assert r.headers["location"] == "/new/docs/intro?page=2"
+    assert "origin;dur" not in r.headers["server-timing"]  # the origin never ran
+
+
+def test_auth_refuses_then_admits(examples):
+    base, _ = examples
+    refused = httpx.get(f"{base}/private/report")
+    assert refused.status_code == 401 and "bearer" in refused.headers["www-authenticate"].lower()
+    wrong = httpx.get(f"{base}/private/report", headers={"authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    admitted = httpx.get(f"{base}/private/report", headers={"authorization": "Bearer let-me-in"})
+    assert admitted.status_code == 200
+
+
+def test_http2_cleartext(examples):
+    base, _ = examples
+    with httpx.Client(http1=False, http2=True) as client:
+        r = client.get(f"{base}/secure/x")
+    assert r.http_version == "HTTP/2" and r.status_code == 200
+    assert r.headers["x-frame-options"] == "DENY"
+
+
+def test_info_and_health_endpoints(examples):
+    base, _ = examples
+    info = httpx.get(f"{base}/_edgefn/info").json()
+    assert set(info["functions"]) == {"hello", "page", "security-headers", "redirect", "auth"}
+    assert [b["path_pattern"] for b in info["behaviors"]] == ["/secure/*", "/old/*", "/private/*", "*"]
+
+
+def test_report_and_access_log_lines(examples):
+    base, log = examples
+    rid = httpx.get(f"{base}/").headers["x-edgefn-request-id"]
+    text = log.read_text()
+    assert f"REPORT RequestId: {rid}" in text
+    assert f'"request_id": "{rid}"' in text
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "kind", "function"),
+    [
+        ("/spin/x", 503, "cpu_budget_exhausted", "spin"),
+        ("/stall/x", 504, "timeout", "stall"),
+        ("/bomb/x", 503, "memory_limit_exceeded", "bomb"),
+        ("/crash/x", 503, "trap", "crash"),
+        ("/abyss/x", 503, "trap", "abyss"),
+    ],
+)
+def test_hostile_guest_gets_a_precise_status_and_log_line(hostile, path, status, kind, function):
+    base, log = hostile
+    r = httpx.get(f"{base}{path}", timeout=30)
+    assert r.status_code == status
+    assert r.headers["x-edgefn-error"] == kind
+    rid = r.headers["x-edgefn-request-id"]
+    assert rid in r.text and function in r.text
+    line = next(line for line in log.read_text().splitlines() if f"{kind}: function '{function}', request {rid}" in line)
+    assert line
+    assert httpx.get(f"{base}/fine").status_code == 200  # and the server keeps serving
+
+
+def test_healthy_requests_succeed_while_hostile_ones_run(hostile):
+    base, _ = hostile
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            bad = [client.get(p) for p in ("/spin/a", "/bomb/b", "/crash/c", "/stall/d")]
+            good = [client.get(f"/fine/{i}") for i in range(12)]
+            responses = await asyncio.gather(*bad, *good)
+        return [r.status_code for r in responses[len(bad):]]
+
+    assert asyncio.run(burst()) == [200] * 12
+
+
+def test_no_state_leaks_between_requests(hostile):
+    base, _ = hostile
+    counts = [httpx.get(f"{base}/count").headers["x-count"] for _ in range(4)]
+    assert counts == ["1"] * 4
