@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
 
     s = with_config(sub.add_parser("serve", help="run the edge server"))
     s.add_argument("--host", help="override server.host")
-    s.add_argument("--port", type=int, help="override server.port")
+    s.add_argument("--port", type=int, help="override server.port (cleartext HTTP/1.1 + h2c)")
+    s.add_argument("--tls-port", type=int, help="override server.tls_port (TLS HTTP/1.1 + HTTP/2, HTTP/3 over QUIC; 0 = off)")
     s.add_argument("--workers", type=int, help="override server.workers")
     return p
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from .server import serve
 
-            return serve(args.config, host=args.host, port=args.port, workers=args.workers)
+            return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=args.workers)
     except EdgefnError as exc:
         print(f"edgefn: {exc}", file=sys.stderr)
         return 2

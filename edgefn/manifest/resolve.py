@@ -25,6 +25,18 @@ class ResolvedHook:
 
 
 @dataclass(frozen=True)
+class CachePolicy:
+    """A behavior's cache policy: the cache-key allowlists (lowercase) and the TTL bounds in seconds."""
+
+    min_ttl: int = 0
+    default_ttl: int = 86400
+    max_ttl: int = 31_536_000
+    query_strings: tuple[str, ...] = ()  # ("*",) = every parameter
+    headers: tuple[str, ...] = ()
+    cookies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ResolvedBehavior:
     path_pattern: str  # "*" for the default behavior
     host_pattern: str
@@ -32,6 +44,9 @@ class ResolvedBehavior:
     origin: str | None
     hooks: dict[str, ResolvedHook] = field(default_factory=dict)  # event type -> hook
     is_default: bool = False
+    cache: CachePolicy | None = None  # None: responses are not cached
+    origin_connect_timeout_s: float = 5.0
+    origin_read_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,13 @@ def _behavior(b: BehaviorConfig, is_default: bool) -> ResolvedBehavior:
         for key, event in EVENT_OF_HOOK.items()
         if (cfg := getattr(b, key)) is not None
     }
+    cache = None
+    if b.cache is not None:
+        c = b.cache
+        cache = CachePolicy(
+            min_ttl=c.min_ttl, default_ttl=c.default_ttl, max_ttl=c.max_ttl,
+            query_strings=tuple(c.query_strings), headers=tuple(h.lower() for h in c.headers), cookies=tuple(c.cookies),
+        )
     return ResolvedBehavior(
         path_pattern="*" if is_default else (b.path_pattern or "*"),
         host_pattern=b.host_pattern,
@@ -68,6 +90,9 @@ def _behavior(b: BehaviorConfig, is_default: bool) -> ResolvedBehavior:
         origin=b.origin,
         hooks=hooks,
         is_default=is_default,
+        cache=cache,
+        origin_connect_timeout_s=b.origin_connect_timeout_ms / 1000,
+        origin_read_timeout_s=b.origin_read_timeout_ms / 1000,
     )
 
 
@@ -76,7 +101,9 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
     manifest_path = manifest_path.resolve()
     root = manifest_path.parent
     functions = {
-        name: FunctionSpec(name=name, digest=digests[name], limits=limits_of(cfg), env=dict(cfg.env))
+        name: FunctionSpec(
+            name=name, digest=digests[name], limits=limits_of(cfg), env=dict(cfg.env), allowed_hosts=tuple(cfg.allowed_hosts)
+        )
         for name, cfg in manifest.functions.items()
     }
     behaviors = [_behavior(b, False) for b in manifest.behaviors]

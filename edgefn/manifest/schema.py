@@ -66,7 +66,12 @@ class AppConfig:
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = spec("127.0.0.1", None, "address to listen on")
-    port: int = spec(8787, int_range(0, 65535), "TCP port (0 picks a free one)")
+    port: int = spec(8787, int_range(0, 65535), "cleartext TCP port: HTTP/1.1 and h2c")
+    tls_port: int = spec(8443, int_range(0, 65535), "TLS port: HTTP/1.1 and HTTP/2 over TCP, HTTP/3 over QUIC on the same number (0 = no TLS)")
+    tls_cert: str | None = spec(None, None, "PEM certificate chain, relative to the manifest (default: a self-signed localhost certificate)")
+    tls_key: str | None = spec(None, None, "PEM private key for tls_cert")
+    http3: bool = spec(True, None, "serve HTTP/3 on the TLS port and advertise it with Alt-Svc")
+    cache_max_bytes: int = spec(256 * 1024 * 1024, int_range(0, 64 * 1024**3), "byte budget of the shared response cache")
     workers: int = spec(1, int_range(1, 64), "server processes sharing the port and the module store")
     guest_threads: int = spec(0, int_range(0, 256), "worker threads running guests per process (0 = one per core)")
 
@@ -79,6 +84,7 @@ class FunctionConfig:
     fuel: int = spec(2_000_000_000, int_range(1_000, 10**15), "CPU budget per invocation, in wasm instructions")
     max_result_bytes: int = spec(1024 * 1024, int_range(16, 64 * 1024 * 1024), "largest result document")
     env: dict[str, str] = spec(None, _env_check, "environment variables", factory=dict)
+    allowed_hosts: list[str] = spec(None, None, "hosts (host or host:port) the function may fetch from", factory=list)
     target: str = spec("freestanding", one_of("freestanding", "wasi"), "C/Zig build target: wasm32-freestanding or a WASI reactor")
 
 
@@ -86,6 +92,18 @@ class FunctionConfig:
 class HookConfig:
     function: str = spec(REQUIRED, FUNCTION_NAME, "the function to run for this event")
     include_body: bool = spec(False, None, "expose the body to the function")
+
+
+@dataclass(frozen=True)
+class CachePolicyConfig:
+    """What goes into the cache key, and TTL bounds (CloudFront's defaults)."""
+
+    min_ttl: int = spec(0, int_range(0, 10**9), "seconds; a lower origin max-age is raised to this")
+    default_ttl: int = spec(86400, int_range(0, 10**9), "seconds, when the origin sends no Cache-Control max-age/s-maxage or Expires")
+    max_ttl: int = spec(31_536_000, int_range(0, 10**9), "seconds; a higher origin max-age is lowered to this")
+    query_strings: list[str] = spec(None, None, 'query parameters in the cache key (["*"] = all)', factory=list)
+    headers: list[str] = spec(None, None, "request headers in the cache key (lowercase names)", factory=list)
+    cookies: list[str] = spec(None, None, "cookies in the cache key", factory=list)
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,9 @@ class BehaviorConfig:
     origin_request: HookConfig | None = spec(None)
     origin_response: HookConfig | None = spec(None)
     viewer_response: HookConfig | None = spec(None)
+    cache: CachePolicyConfig | None = spec(None)
+    origin_connect_timeout_ms: int = spec(5000, int_range(100, 60_000), "origin connect timeout")
+    origin_read_timeout_ms: int = spec(30_000, int_range(100, 180_000), "origin read timeout")
 
 
 @dataclass(frozen=True)

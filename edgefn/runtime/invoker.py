@@ -28,6 +28,8 @@ class FunctionSpec:
     limits: Limits = Limits()
     env: dict[str, str] = field(default_factory=dict)
     version: str = "$LATEST"
+    #: hosts ("host" or "host:port") the function may reach with the fetch host call
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass
