@@ -215,12 +215,14 @@ _RESPONSE_KEYS = frozenset({"status", "statusDescription", "headers", "body"})
 _REQUEST_KEYS = frozenset({"uri", "querystring", "method", "headers", "body", "origin", "clientIp"})
 
 
-def decode_response(doc: dict[str, Any], path: str = "result") -> EdgeResponse:
+def decode_response(doc: dict[str, Any], incoming: EdgeResponse | None = None, path: str = "result") -> EdgeResponse:
+    """A result response; in response triggers an absent field keeps the `incoming` value."""
     _check_keys(doc, _RESPONSE_KEYS, path)
+    base = incoming or EdgeResponse(200)
     status = _decode_status(doc["status"], f"{path}.status")
-    description = _expect(doc.get("statusDescription", ""), str, f"{path}.statusDescription", "text")
-    headers = decode_headers(doc.get("headers", {}), f"{path}.headers")
-    body = _decode_body(doc["body"], f"{path}.body") if "body" in doc else None
+    description = _expect(doc.get("statusDescription", base.status_description), str, f"{path}.statusDescription", "text")
+    headers = decode_headers(doc["headers"], f"{path}.headers") if "headers" in doc else dict(base.headers)
+    body = _decode_body(doc["body"], f"{path}.body") if "body" in doc else base.body
     return EdgeResponse(status, description, headers, body)
 
 
@@ -278,7 +280,7 @@ def decode_result(raw: bytes, event: Event) -> EdgeRequest | EdgeResponse:
         message = _expect(doc.get("errorMessage", ""), str, "result.errorMessage", "text")
         raise GuestFunctionError(error_type, message)
     if "status" in doc:
-        return decode_response(doc)
+        return decode_response(doc, event.response)
     if event.config.event_type not in REQUEST_EVENTS:
         raise ResultError(f"a {event.config.event_type} function must return a response (a map with 'status')")
     return _apply_request(doc, event.request, "result")
