@@ -14,7 +14,7 @@ from typing import AsyncIterator
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .commands import open_app
@@ -24,6 +24,8 @@ from .runtime.abi import Body, EdgeRequest, Headers, title_case
 RESERVED_PREFIX = "/_edgefn"
 REQUEST_ID_HEADER = "x-edgefn-request-id"
 MAX_REQUEST_BODY = 6 * 1024 * 1024  # Lambda's synchronous payload limit
+MAX_URI_AND_QUERY = 8192  # CloudFront's limit on URI plus query string
+MAX_HEADER_BYTES = 20 * 1024  # CloudFront's limit on all request headers together
 
 access_log = logging.getLogger("edgefn.access")
 
@@ -40,6 +42,29 @@ def _edge_request(request: Request, body: bytes) -> EdgeRequest:
         client_ip=request.client.host if request.client else "",
         body=Body(body) if body else None,
     )
+
+
+def _size_refusal(request: Request) -> tuple[int, str] | None:
+    """Requests over the edge's size limits are refused before any function runs."""
+    scope = request.scope
+    if len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 1 > MAX_URI_AND_QUERY:
+        return 414, f"URI Too Long: the URI plus query string must be under {MAX_URI_AND_QUERY} bytes"
+    if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+        return 431, f"Request Header Fields Too Large: at most {MAX_HEADER_BYTES} bytes of headers"
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_REQUEST_BODY:
+        return 413, f"Content Too Large: the body may be at most {MAX_REQUEST_BODY} bytes"
+    return None
+
+
+async def _read_body(request: Request) -> tuple[bytes, tuple[int, str] | None]:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_REQUEST_BODY:
+            return b"", (413, f"Content Too Large: the body may be at most {MAX_REQUEST_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks), None
 
 
 def create_app(config: Path, dev: bool = False) -> Starlette:
@@ -75,28 +100,35 @@ def create_app(config: Path, dev: bool = False) -> Starlette:
     async def edge(request: Request) -> Response:
         start = time.perf_counter()
         rid = str(uuid.uuid4())
-        body = await request.body()
-        if len(body) > MAX_REQUEST_BODY:
-            return Response(b"request body too large\n", 413, {REQUEST_ID_HEADER: rid})
+        refusal = _size_refusal(request)
+        body = b""
+        if refusal is None:
+            body, refusal = await _read_body(request)
+        if refusal is not None:
+            status, text = refusal
+            access_log.info(json.dumps({"request_id": rid, "method": request.method, "path": request.url.path, "status": status, "refused": text}))
+            return Response(f"{status} {text}\n", status, {REQUEST_ID_HEADER: rid, "content-type": "text/plain; charset=utf-8"})
         pipeline = state["pipeline"]
         result = await pipeline.handle(_edge_request(request, body), request.headers.get("host", ""), rid)
         resp = result.response
-        out = Response(resp.body.data if resp.body else b"", resp.status)
-        raw = out.raw_headers[:1] if resp.body else []  # keep Starlette's content-length
-        for name, entries in resp.headers.items():
-            if name == "content-length":
-                continue
-            raw.extend((name.encode("latin-1"), v.encode("latin-1")) for _, v in entries)
         total_ms = (time.perf_counter() - start) * 1000
+        raw = [(name.encode("latin-1"), v.encode("latin-1")) for name, entries in resp.headers.items() if name != "content-length" for _, v in entries]
         timing = ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in result.timings)
         raw.append((REQUEST_ID_HEADER.encode(), rid.encode()))
+        raw.append((b"x-cache", f"{result.cache_status} from edgefn".encode()))
         raw.append((b"server-timing", f"{timing + ', ' if timing else ''}total;dur={total_ms:.2f}".encode()))
-        out.raw_headers = raw
+        out: Response
+        if result.stream is not None:
+            out = StreamingResponse(result.stream, resp.status)
+            out.raw_headers = [h for h in out.raw_headers if h[0] != b"content-type"] + raw
+        else:
+            out = Response(resp.body.data if resp.body else b"", resp.status)
+            out.raw_headers = [h for h in out.raw_headers if h[0] == b"content-length"] + raw
         access_log.info(
             json.dumps(
                 {
                     "request_id": rid, "method": request.method, "path": request.url.path, "status": resp.status,
-                    "behavior": result.behavior, "duration_ms": round(total_ms, 3),
+                    "behavior": result.behavior, "cache": result.cache_status, "duration_ms": round(total_ms, 3),
                     "timings_ms": {s: round(ms, 3) for s, ms in result.timings}, "functions": result.outcomes,
                 }
             )

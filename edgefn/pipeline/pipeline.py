@@ -1,16 +1,26 @@
-"""viewer-request → origin-request → origin → origin-response → viewer-response, as Lambda@Edge runs them."""
+"""viewer-request → cache → origin-request → origin → origin-response → cache store → viewer-response.
+
+The order and the skips follow Lambda@Edge (../shared/reference/lambda-and-edge.md §1.2):
+- a response generated at viewer-request goes straight to the viewer (not cached, no viewer-response);
+- origin-request and origin-response run only on a cache miss; a response generated at origin-request
+  is cached and skips the origin and origin-response;
+- viewer-response runs on hits and misses, may not change the status, and is skipped for origin errors.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from typing import AsyncIterator
+from urllib.parse import urlsplit
 
 import httpx
 
 from ..manifest.resolve import ResolvedApp, ResolvedBehavior
-from ..runtime.abi import Body, EdgeRequest, EdgeResponse, Event, EventConfig, Headers, title_case
+from ..runtime.abi import Body, EdgeRequest, EdgeResponse, Event, EventConfig, Headers
 from ..runtime.errors import InvocationError
 from ..runtime.invoker import Invoker
+from . import rules
 from .behaviors import BehaviorRouter
 from .errors import error_response, status_text
 
@@ -19,8 +29,22 @@ from .errors import error_response, status_text
 class PipelineResult:
     response: EdgeResponse
     behavior: str
+    #: the origin body still streaming (no hook needed it, nothing caches it); None when in response.body
+    stream: AsyncIterator[bytes] | None = None
+    cache_status: str = "Miss"
     timings: list[tuple[str, float]] = field(default_factory=list)  # (stage, ms) for Server-Timing
     outcomes: dict[str, str] = field(default_factory=dict)  # event type -> "ok" | error kind
+
+
+@dataclass
+class _Origin:
+    """Where a request goes after origin-request: a URL origin or a function acting as the origin."""
+
+    url: str | None = None
+    function: str | None = None
+
+
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "host", "content-length"})
 
 
 class EdgePipeline:
@@ -35,24 +59,45 @@ class EdgePipeline:
         behavior = self.router.match(host, request.uri)
         if behavior is None:
             body = f"No behavior of this app matches host {host!r} and path {request.uri!r}.\n".encode()
-            return PipelineResult(EdgeResponse(404, "Not Found", _plain_headers(), Body(body)), "none")
+            return PipelineResult(EdgeResponse(404, "Not Found", _plain_headers(), Body(body)), "none", cache_status="Error")
         result = PipelineResult(EdgeResponse(200), behavior.path_pattern)
         try:
-            result.response = await self._run(behavior, request, request_id, result)
+            await self._run(behavior, request, request_id, result)
         except InvocationError as exc:
-            result.response = error_response(exc, self.dev)
+            await _close(result)
+            result.response, result.cache_status = error_response(exc, self.dev), "Error"
         return result
 
-    async def _hook(
-        self, behavior: ResolvedBehavior, event_type: str, request: EdgeRequest, response: EdgeResponse | None,
-        request_id: str, result: PipelineResult,
-    ) -> EdgeRequest | EdgeResponse | None:
-        hook = behavior.hooks.get(event_type)
-        if hook is None:
-            return None
-        req = request if hook.include_body or request.body is None else replace(request, body=None)
-        config = EventConfig(event_type, request_id, hook.function, distribution_domain_name=self.app.name)  # type: ignore[arg-type]
-        return await self._invoke(hook.function, Event(config, req, response), event_type, result)
+    # --- stages, top to bottom --------------------------------------------------------------------
+
+    async def _run(self, behavior: ResolvedBehavior, request: EdgeRequest, rid: str, result: PipelineResult) -> None:
+        out = await self._request_hook(behavior, "viewer-request", request, rid, result)
+        if isinstance(out, EdgeResponse):
+            result.response, result.cache_status = out, "LambdaGeneratedResponse"
+            return
+        request = out
+
+        await self._origin_side(behavior, request, rid, result)
+
+        response = result.response
+        if response.status < 400 and "viewer-response" in behavior.hooks:
+            result.response = await self._response_hook(behavior, "viewer-response", request, response, rid, result)
+
+    async def _origin_side(self, behavior: ResolvedBehavior, request: EdgeRequest, rid: str, result: PipelineResult) -> None:
+        """What happens on a cache miss: origin-request, the origin, origin-response."""
+        origin = _default_origin(behavior)
+        if "origin-request" in behavior.hooks:
+            out = await self._request_hook(behavior, "origin-request", replace(request, origin=_origin_doc(origin, behavior)), rid, result)
+            if isinstance(out, EdgeResponse):
+                result.response = out  # generated at origin-request: skips the origin and origin-response
+                return
+            origin = self._switched_origin(out.origin, origin, behavior, rid)
+            request = replace(out, origin=None)
+        await self._fetch_origin(behavior, origin, request, rid, result)
+        if "origin-response" in behavior.hooks:
+            result.response = await self._response_hook(behavior, "origin-response", request, result.response, rid, result)
+
+    # --- hooks ------------------------------------------------------------------------------------
 
     async def _invoke(self, function: str, event: Event, stage: str, result: PipelineResult) -> EdgeRequest | EdgeResponse:
         start = time.perf_counter()
@@ -66,56 +111,154 @@ class EdgePipeline:
         result.outcomes[stage] = "ok"
         return done.result
 
-    async def _run(self, behavior: ResolvedBehavior, request: EdgeRequest, rid: str, result: PipelineResult) -> EdgeResponse:
-        out = await self._hook(behavior, "viewer-request", request, None, rid, result)
-        if isinstance(out, EdgeResponse):
-            return out  # generated at viewer-request: goes straight to the viewer
-        request = out or request
+    def _event(self, event_type: str, function: str, rid: str, request: EdgeRequest, response: EdgeResponse | None = None) -> Event:
+        config = EventConfig(event_type, rid, function, distribution_domain_name=self.app.name)  # type: ignore[arg-type]
+        return Event(config, request, response)
 
-        out = await self._hook(behavior, "origin-request", request, None, rid, result)
-        if isinstance(out, EdgeResponse):
-            response = out  # generated at origin-request: skips the origin and origin-response
-        else:
-            request = out or request
-            response = await self._origin(behavior, request, rid, result)
-            changed = await self._hook(behavior, "origin-response", request, response, rid, result)
-            response = changed if isinstance(changed, EdgeResponse) else response
-
-        if response.status < 400 and "viewer-response" in behavior.hooks:
-            changed = await self._hook(behavior, "viewer-response", request, response, rid, result)
-            if isinstance(changed, EdgeResponse):
-                response = replace(changed, status=response.status, status_description=response.status_description)
-        return response
-
-    async def _origin(self, behavior: ResolvedBehavior, request: EdgeRequest, rid: str, result: PipelineResult) -> EdgeResponse:
-        if behavior.function is not None:
-            config = EventConfig("origin-request", rid, behavior.function, distribution_domain_name=self.app.name)
-            out = await self._invoke(behavior.function, Event(config, request), "origin", result)
-            if not isinstance(out, EdgeResponse):
-                return EdgeResponse(502, "Bad Gateway", _plain_headers(), Body(b"origin function returned a request, not a response\n"))
-            return out
-        assert behavior.origin is not None
-        start = time.perf_counter()
-        url = behavior.origin.rstrip("/") + request.uri + (f"?{request.querystring}" if request.querystring else "")
-        headers = [(k, v) for name, entries in request.headers.items() if name not in _HOP_BY_HOP for k, v in entries]
+    async def _request_hook(
+        self, behavior: ResolvedBehavior, event_type: str, request: EdgeRequest, rid: str, result: PipelineResult
+    ) -> EdgeRequest | EdgeResponse:
+        hook = behavior.hooks.get(event_type)
+        if hook is None:
+            return request
+        exposed = rules.expose_body(request.body, event_type) if hook.include_body else None
+        shown = replace(request, headers=rules.visible_headers(request.headers), body=exposed)
+        out = await self._invoke(hook.function, self._event(event_type, hook.function, rid, shown), event_type, result)
         try:
-            upstream = await self.client.request(
-                request.method, url, headers=headers, content=request.body.data if request.body else None
-            )
+            if isinstance(out, EdgeResponse):
+                return rules.check_generated_response(hook.function, rid, event_type, out)
+            if out.body is exposed:  # the function kept the body: the viewer's, never the truncated copy
+                out = replace(out, body=request.body)
+            return rules.check_request_result(hook.function, rid, event_type, request, out)
+        except rules.RuleViolation as exc:
+            result.outcomes[event_type] = exc.kind
+            raise
+
+    async def _response_hook(
+        self, behavior: ResolvedBehavior, event_type: str, request: EdgeRequest, response: EdgeResponse, rid: str,
+        result: PipelineResult,
+    ) -> EdgeResponse:
+        hook = behavior.hooks[event_type]
+        if hook.include_body and result.stream is not None:
+            await _buffer(result)
+            response = result.response
+        exposed = rules.expose_body(response.body, event_type) if hook.include_body else None
+        shown_response = replace(response, headers=rules.visible_headers(response.headers), body=exposed)
+        shown_request = replace(request, headers=rules.visible_headers(request.headers), body=None)
+        event = self._event(event_type, hook.function, rid, shown_request, shown_response)
+        out = await self._invoke(hook.function, event, event_type, result)
+        assert isinstance(out, EdgeResponse)  # decode_result refuses requests from response triggers
+        if out.body is exposed:
+            out = replace(out, body=response.body)
+        elif result.stream is not None:
+            await _close(result)  # the function replaced the body: the origin's stream is not needed
+        try:
+            return rules.check_response_result(hook.function, rid, event_type, response, out)
+        except rules.RuleViolation as exc:
+            result.outcomes[event_type] = exc.kind
+            raise
+
+    # --- the origin -------------------------------------------------------------------------------
+
+    def _switched_origin(self, doc: dict | None, current: _Origin, behavior: ResolvedBehavior, rid: str) -> _Origin:
+        """origin-request may switch the origin by returning an `origin` map (custom URL or function)."""
+        if doc is None or doc == _origin_doc(current, behavior):
+            return current
+        fn = behavior.hooks["origin-request"].function
+        if isinstance(doc.get("function"), dict):
+            name = doc["function"].get("name")
+            if name not in self.app.functions:
+                raise rules.RuleViolation(fn, rid, "origin-request", "request.origin.function.name", f"{name!r} is not a function of this app")
+            return _Origin(function=name)
+        custom = doc.get("custom")
+        if not isinstance(custom, dict) or not isinstance(custom.get("domainName"), str):
+            raise rules.RuleViolation(fn, rid, "origin-request", "request.origin", "must hold custom{domainName, port, protocol, path} or function{name}")
+        protocol = custom.get("protocol", "https")
+        port = custom.get("port", 443 if protocol == "https" else 80)
+        if protocol not in ("http", "https") or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise rules.RuleViolation(fn, rid, "origin-request", "request.origin.custom", "protocol must be http or https and port 1..65535")
+        return _Origin(url=f"{protocol}://{custom['domainName']}:{port}{custom.get('path', '')}")
+
+    async def _fetch_origin(self, behavior: ResolvedBehavior, origin: _Origin, request: EdgeRequest, rid: str, result: PipelineResult) -> None:
+        if origin.function is not None:
+            event = self._event("origin-request", origin.function, rid, request)
+            out = await self._invoke(origin.function, event, "origin", result)
+            if not isinstance(out, EdgeResponse):
+                result.response = _origin_failure(502, f"origin function {origin.function!r} returned a request, not a response")
+            else:
+                result.response = out
+            return
+        assert origin.url is not None
+        start = time.perf_counter()
+        url = origin.url.rstrip("/") + request.uri + (f"?{request.querystring}" if request.querystring else "")
+        headers = [(k, v) for name, entries in request.headers.items() if name not in _HOP_BY_HOP for k, v in entries]
+        timeout = httpx.Timeout(behavior.origin_read_timeout_s, connect=behavior.origin_connect_timeout_s)
+        upstream_req = self.client.build_request(
+            request.method, url, headers=headers, content=request.body.data if request.body else None, timeout=timeout
+        )
+        try:
+            upstream = await self.client.send(upstream_req, stream=True)
         except httpx.TimeoutException:
-            return _origin_failure(504, f"origin {behavior.origin} timed out")
+            result.response = _origin_failure(504, f"origin {origin.url} did not answer within its timeout")
+            return
         except httpx.HTTPError as exc:
-            return _origin_failure(502, f"origin {behavior.origin} is unreachable ({type(exc).__name__})")
+            result.response = _origin_failure(502, f"origin {origin.url} is unreachable ({type(exc).__name__})")
+            return
         finally:
             result.timings.append(("origin", (time.perf_counter() - start) * 1000))
         resp_headers: Headers = {}
-        for name, value in upstream.headers.multi_items():
-            if name not in _HOP_BY_HOP and name != "content-encoding":  # httpx hands us the decoded body
-                resp_headers.setdefault(name, []).append((title_case(name), value))
-        return EdgeResponse(upstream.status_code, upstream.reason_phrase or status_text(upstream.status_code), resp_headers, Body(upstream.content))
+        for raw_name, raw_value in upstream.headers.raw:
+            key = raw_name.decode("latin-1")
+            if key.lower() not in _HOP_BY_HOP:
+                resp_headers.setdefault(key.lower(), []).append((key, raw_value.decode("latin-1")))
+        result.response = EdgeResponse(upstream.status_code, upstream.reason_phrase or status_text(upstream.status_code), resp_headers)
+        result.stream = _relay(upstream)
 
 
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "host", "content-length"})
+def _default_origin(behavior: ResolvedBehavior) -> _Origin:
+    return _Origin(url=behavior.origin, function=behavior.function)
+
+
+def _origin_doc(origin: _Origin, behavior: ResolvedBehavior) -> dict:
+    """The Lambda@Edge `request.origin` object shown to origin-request functions."""
+    if origin.function is not None:
+        return {"function": {"name": origin.function}}
+    assert origin.url is not None
+    parts = urlsplit(origin.url)
+    return {
+        "custom": {
+            "domainName": parts.hostname or "",
+            "port": parts.port or (443 if parts.scheme == "https" else 80),
+            "protocol": parts.scheme,
+            "path": parts.path.rstrip("/"),
+            "readTimeout": int(behavior.origin_read_timeout_s),
+            "keepaliveTimeout": 5,
+            "customHeaders": {},
+        }
+    }
+
+
+async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
+    """Stream the origin's raw bytes (content-encoding stays as the origin sent it)."""
+    try:
+        async for chunk in upstream.aiter_raw():
+            yield chunk
+    finally:
+        await upstream.aclose()
+
+
+async def _buffer(result: PipelineResult) -> None:
+    """Read a streaming origin body into the response (a hook or the cache needs it)."""
+    assert result.stream is not None
+    chunks = [chunk async for chunk in result.stream]
+    result.stream = None
+    result.response = replace(result.response, body=Body(b"".join(chunks)))
+
+
+async def _close(result: PipelineResult) -> None:
+    if result.stream is not None:
+        await result.stream.aclose()  # type: ignore[attr-defined]
+        result.stream = None
 
 
 def _plain_headers() -> Headers:

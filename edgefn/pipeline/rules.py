@@ -126,12 +126,11 @@ def check_generated_response(fn: str, rid: str, trigger: str, resp: EdgeResponse
 
 
 def check_response_result(fn: str, rid: str, trigger: str, before: EdgeResponse, after: EdgeResponse) -> EdgeResponse:
-    """A changed response from a response trigger. The origin body is kept unless the function set one."""
+    """A changed response from a response trigger (`after.body is before.body` when it kept the body)."""
     if trigger == "viewer-response" and after.status != before.status:
         raise RuleViolation(fn, rid, trigger, "response.status", f"viewer-response may not change the status (was {before.status}, now {after.status})")
     _check_header_changes(fn, rid, trigger, visible_headers(before.headers), after.headers, "response")
-    if after.body is not None:
+    if after.body is not before.body and after.body is not None:
         _check_generated(fn, rid, trigger, after, "response")
     hidden = {n: v for n, v in before.headers.items() if is_disallowed(n)}
-    body = after.body if after.body is not None else before.body
-    return replace(after, headers={**after.headers, **hidden}, body=body)
+    return replace(after, headers={**after.headers, **hidden}) if hidden else after

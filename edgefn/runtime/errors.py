@@ -37,7 +37,7 @@ class ImportNotAllowed(ModuleRejected):
         super().__init__(
             function,
             f"imports {module}.{name}, which is not granted; a guest may import only "
-            f"edgefn:host/v1 (log, env_get) and wasi_snapshot_preview1",
+            f"edgefn:host/v1 (log, env_get, fetch, fetch_result) and wasi_snapshot_preview1",
         )
 
 

@@ -78,6 +78,7 @@ class Invoker:
             env=fn.env,
             emit=emit,
             init_duration_ms=loaded.load_ms if loaded_now else None,
+            allowed_hosts=fn.allowed_hosts,
         )
         run.report.version = fn.version
         error = run.error

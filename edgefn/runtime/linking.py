@@ -7,10 +7,12 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+import cbor2
 import wasmtime
 
 from . import abi
 from .errors import AbiMismatch, ImportNotAllowed, MissingExport
+from .outbound import MAX_FETCHES_PER_INVOCATION, perform_fetch
 
 MAX_LOG_LINE = 4096
 MAX_LOG_BYTES_PER_INVOCATION = 64 * 1024
@@ -98,9 +100,20 @@ def inspect_module(module: wasmtime.Module, function: str) -> GuestModuleInfo:
 class InvocationContext:
     """What the host functions of one running invocation may see: its env and its log sink."""
 
-    __slots__ = ("function", "request_id", "env", "emit", "log_bytes", "dropped_lines", "_partial")
+    __slots__ = (
+        "function", "request_id", "env", "emit", "log_bytes", "dropped_lines", "_partial",
+        "allowed_hosts", "deadline", "fetches", "pending_fetch",
+    )
 
-    def __init__(self, function: str, request_id: str, env: dict[str, bytes], emit: Callable[[int, str], None]) -> None:
+    def __init__(
+        self,
+        function: str,
+        request_id: str,
+        env: dict[str, bytes],
+        emit: Callable[[int, str], None],
+        allowed_hosts: tuple[str, ...] = (),
+        deadline: float = float("inf"),
+    ) -> None:
         self.function = function
         self.request_id = request_id
         self.env = env
@@ -108,6 +121,10 @@ class InvocationContext:
         self.log_bytes = 0
         self.dropped_lines = 0
         self._partial: dict[int, bytes] = {}
+        self.allowed_hosts = allowed_hosts
+        self.deadline = deadline  # time.monotonic() when the wall-clock limit runs out
+        self.fetches = 0
+        self.pending_fetch: bytes | None = None
 
     def write_log(self, level: int, data: bytes) -> None:
         if self.log_bytes >= MAX_LOG_BYTES_PER_INVOCATION:
@@ -183,23 +200,60 @@ def _host_env_get(caller: wasmtime.Caller, key_ptr: int, key_len: int, buf_ptr: 
         value = ctx.env.get(key.decode("utf-8", "replace"))
         if value is None:
             return -1
-        buf_ptr &= 0xFFFFFFFF
-        if len(value) <= (buf_cap & 0xFFFFFFFF):
-            mem = caller.get("memory")
-            if not isinstance(mem, wasmtime.Memory) or buf_ptr + len(value) > mem.data_len(caller):
-                return -2
-            mem.write(caller, value, buf_ptr)
-        return len(value)
+        return _copy_out(caller, value, buf_ptr, buf_cap)
     except Exception:  # noqa: BLE001 - host functions never raise
         log.exception("edgefn:host/v1.env_get failed")
+        return -2
+
+
+def _copy_out(caller: wasmtime.Caller, value: bytes, buf_ptr: int, buf_cap: int) -> int:
+    """The env_get/fetch_result convention: copy only if it fits, always return the full length."""
+    buf_ptr &= 0xFFFFFFFF
+    if len(value) <= (buf_cap & 0xFFFFFFFF):
+        mem = caller.get("memory")
+        if not isinstance(mem, wasmtime.Memory) or buf_ptr + len(value) > mem.data_len(caller):
+            return -2
+        mem.write(caller, value, buf_ptr)
+    return len(value)
+
+
+def _host_fetch(caller: wasmtime.Caller, req_ptr: int, req_len: int) -> int:
+    try:
+        ctx = current_context()
+        request = _read(caller, req_ptr & 0xFFFFFFFF, req_len & 0xFFFFFFFF)
+        if request is None:
+            return -2
+        ctx.fetches += 1
+        if ctx.fetches > MAX_FETCHES_PER_INVOCATION:
+            doc, line = {"error": f"fetch refused: more than {MAX_FETCHES_PER_INVOCATION} fetches in one invocation"}, "fetch refused: too many"
+        else:
+            doc, line = perform_fetch(request, ctx.allowed_hosts, ctx.deadline)
+        ctx.write_log(2 if "error" in doc else 1, f"[edgefn] {line}".encode())
+        ctx.pending_fetch = cbor2.dumps(doc)
+        return len(ctx.pending_fetch)
+    except Exception:  # noqa: BLE001 - host functions never raise
+        log.exception("edgefn:host/v1.fetch failed")
+        return -2
+
+
+def _host_fetch_result(caller: wasmtime.Caller, buf_ptr: int, buf_cap: int) -> int:
+    try:
+        pending = current_context().pending_fetch
+        if pending is None:
+            return -1
+        return _copy_out(caller, pending, buf_ptr, buf_cap)
+    except Exception:  # noqa: BLE001 - host functions never raise
+        log.exception("edgefn:host/v1.fetch_result failed")
         return -2
 
 
 HOST_IMPORTS: dict[str, tuple[list[wasmtime.ValType], list[wasmtime.ValType]]] = {
     "log": ([_I32, _I32, _I32], []),
     "env_get": ([_I32, _I32, _I32, _I32], [_I32]),
+    "fetch": ([_I32, _I32], [_I32]),
+    "fetch_result": ([_I32, _I32], [_I32]),
 }
-_HOST_CALLBACKS = {"log": _host_log, "env_get": _host_env_get}
+_HOST_CALLBACKS = {"log": _host_log, "env_get": _host_env_get, "fetch": _host_fetch, "fetch_result": _host_fetch_result}
 
 
 def create_linker(engine: wasmtime.Engine) -> wasmtime.Linker:

@@ -116,6 +116,7 @@ class Sandbox:
         env: dict[str, str],
         emit: LogEmitter,
         init_duration_ms: float | None = None,
+        allowed_hosts: tuple[str, ...] = (),
     ) -> SandboxRun:
         start = time.perf_counter()
         cap = limits.memory_mb * 1024 * 1024
@@ -123,7 +124,8 @@ class Sandbox:
         store.set_fuel(limits.fuel)
         store.set_limits(memory_size=cap)
         store.set_epoch_deadline(self._ticker.ticks_for(limits.timeout_ms))
-        ctx = InvocationContext(function, request_id, {k: v.encode() for k, v in env.items()}, emit)
+        deadline = time.monotonic() + limits.timeout_ms / 1000
+        ctx = InvocationContext(function, request_id, {k: v.encode() for k, v in env.items()}, emit, allowed_hosts, deadline)
         info = loaded.info
         if info.imports_wasi:
             store.set_wasi(_wasi_config(env, ctx))

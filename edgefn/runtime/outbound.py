@@ -1,0 +1,102 @@
+"""The fetch host capability: outbound HTTP from a guest, only to the hosts its manifest allows.
+
+A guest calls `edgefn:host/v1.fetch` from its worker thread, so the request is made with a blocking
+client there (the event loop never waits on it). The time it may take is what is left of the
+invocation's wall-clock limit; when it returns late, the epoch deadline stops the guest at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import cbor2
+import httpx
+
+from .abi import ResultError, decode_headers
+
+MAX_FETCHES_PER_INVOCATION = 50
+MAX_FETCH_RESPONSE_BYTES = 6 * 1024 * 1024
+MAX_FETCH_SECONDS = 30.0
+
+_client: httpx.Client | None = None
+_client_lock = threading.Lock()
+
+
+def shared_client() -> httpx.Client:
+    """One pooled client per process, shared by all worker threads (httpx.Client is thread-safe)."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            _client = httpx.Client(follow_redirects=False, limits=httpx.Limits(max_connections=100))
+        return _client
+
+
+def host_allowed(url: str, allowed_hosts: tuple[str, ...]) -> bool:
+    """`host`, `host:port` or `*.domain` entries; a bare host allows any port."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    for entry in allowed_hosts:
+        entry = entry.lower()
+        name, _, entry_port = entry.partition(":")
+        if entry_port and entry_port != str(port):
+            continue
+        if name == host or (name.startswith("*.") and host.endswith(name[1:])):
+            return True
+    return False
+
+
+def perform_fetch(doc_bytes: bytes, allowed_hosts: tuple[str, ...], deadline: float) -> tuple[dict[str, Any], str]:
+    """Run one guest fetch; returns the response document for the guest and a log line for the operator."""
+    try:
+        doc = cbor2.loads(doc_bytes)
+        if not isinstance(doc, dict):
+            raise ResultError("the fetch request must be a map")
+        method = doc.get("method", "GET")
+        url = doc["url"]
+        if not isinstance(method, str) or not isinstance(url, str):
+            raise ResultError("method and url must be text")
+        headers = [(k, v) for entries in decode_headers(doc.get("headers", {}), "fetch.headers").values() for k, v in entries]
+        body = doc.get("body", b"")
+        if isinstance(body, str):
+            body = body.encode()
+    except (KeyError, ValueError, cbor2.CBORDecodeError) as exc:
+        message = f"malformed fetch request: {exc}"
+        return {"error": message}, message
+    if urlsplit(url).scheme not in ("http", "https"):
+        message = f"fetch refused: {url!r} is not an http(s) URL"
+        return {"error": message}, message
+    if not host_allowed(url, allowed_hosts):
+        host = urlsplit(url).netloc
+        message = f"fetch refused: host {host!r} is not in this function's allowed_hosts ({', '.join(allowed_hosts) or 'none'})"
+        return {"error": message}, message
+    remaining = min(deadline - time.monotonic(), MAX_FETCH_SECONDS)
+    if remaining <= 0:
+        return {"error": "fetch refused: the invocation's wall-clock limit has passed"}, "fetch refused: out of time"
+    start = time.perf_counter()
+    try:
+        with shared_client().stream(method, url, headers=headers, content=body or None, timeout=remaining) as resp:
+            chunks, size = [], 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > MAX_FETCH_RESPONSE_BYTES:
+                    message = f"fetch {method} {url}: response over {MAX_FETCH_RESPONSE_BYTES} bytes"
+                    return {"error": message}, message
+                chunks.append(chunk)
+            resp_headers: dict[str, list[dict[str, str]]] = {}
+            for raw_name, raw_value in resp.headers.raw:
+                key = raw_name.decode("latin-1")
+                if key.lower() != "content-encoding":  # httpx hands over the decoded body
+                    resp_headers.setdefault(key.lower(), []).append({"key": key, "value": raw_value.decode("latin-1")})
+            out = {"status": resp.status_code, "headers": resp_headers, "body": b"".join(chunks)}
+    except httpx.TimeoutException:
+        message = f"fetch {method} {url}: timed out after {remaining:.2f} s"
+        return {"error": message}, message
+    except httpx.HTTPError as exc:
+        message = f"fetch {method} {url}: {type(exc).__name__}: {exc}"
+        return {"error": message}, message
+    ms = (time.perf_counter() - start) * 1000
+    return out, f"fetch {method} {url} -> {out['status']} ({size} bytes, {ms:.1f} ms)"
