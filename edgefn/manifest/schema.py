@@ -84,7 +84,7 @@ class FunctionConfig:
     fuel: int = spec(2_000_000_000, int_range(1_000, 10**15), "CPU budget per invocation, in wasm instructions")
     max_result_bytes: int = spec(1024 * 1024, int_range(16, 64 * 1024 * 1024), "largest result document")
     env: dict[str, str] = spec(None, _env_check, "environment variables", factory=dict)
-    allowed_hosts: list[str] = spec(None, None, "hosts (host or host:port) the function may fetch from", factory=list)
+    allowed_hosts: list[str] = spec(None, None, "hosts the function may fetch from: host, host:port or *.domain", factory=list)
     target: str = spec("freestanding", one_of("freestanding", "wasi"), "C/Zig build target: wasm32-freestanding or a WASI reactor")
 
 

@@ -19,7 +19,7 @@ import httpx
 from ..manifest.resolve import ResolvedApp, ResolvedBehavior
 from ..runtime.abi import Body, EdgeRequest, EdgeResponse, Event, EventConfig, Headers
 from ..runtime.errors import InvocationError
-from ..runtime.invoker import Invoker
+from ..runtime.invoker import Invoker, function_logger
 from . import rules
 from .behaviors import BehaviorRouter
 from .errors import error_response, status_text
@@ -131,8 +131,7 @@ class EdgePipeline:
                 out = replace(out, body=request.body)
             return rules.check_request_result(hook.function, rid, event_type, request, out)
         except rules.RuleViolation as exc:
-            result.outcomes[event_type] = exc.kind
-            raise
+            raise _reported(exc, event_type, result) from None
 
     async def _response_hook(
         self, behavior: ResolvedBehavior, event_type: str, request: EdgeRequest, response: EdgeResponse, rid: str,
@@ -155,8 +154,7 @@ class EdgePipeline:
         try:
             return rules.check_response_result(hook.function, rid, event_type, response, out)
         except rules.RuleViolation as exc:
-            result.outcomes[event_type] = exc.kind
-            raise
+            raise _reported(exc, event_type, result) from None
 
     # --- the origin -------------------------------------------------------------------------------
 
@@ -213,6 +211,13 @@ class EdgePipeline:
                 resp_headers.setdefault(key.lower(), []).append((key, raw_value.decode("latin-1")))
         result.response = EdgeResponse(upstream.status_code, upstream.reason_phrase or status_text(upstream.status_code), resp_headers)
         result.stream = _relay(upstream)
+
+
+def _reported(exc: rules.RuleViolation, stage: str, result: PipelineResult) -> rules.RuleViolation:
+    """A rule broken after the invocation itself succeeded: record it and write it to the function's log."""
+    result.outcomes[stage] = exc.kind
+    function_logger(exc.function).error("%s\t%s", exc.request_id, exc)
+    return exc
 
 
 def _default_origin(behavior: ResolvedBehavior) -> _Origin:

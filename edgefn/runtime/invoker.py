@@ -16,6 +16,7 @@ from .engine import EngineSettings, EpochTicker, create_engine
 from .errors import FunctionError, InvalidResult, InvocationError
 from .linking import create_linker
 from .module_store import ModuleStore
+from .outbound import shared_client
 from .sandbox import InvocationReport, Limits, Sandbox, log_level
 
 
@@ -124,6 +125,7 @@ class Runtime:
         with self._lock:
             if not self._started:
                 self.ticker.start()
+                shared_client()  # its TLS setup takes ~100 ms: not inside the first fetching invocation
                 self._started = True
         return self
 

@@ -66,8 +66,17 @@ def perform_fetch(doc_bytes: bytes, allowed_hosts: tuple[str, ...], deadline: fl
     except (KeyError, ValueError, cbor2.CBORDecodeError) as exc:
         message = f"malformed fetch request: {exc}"
         return {"error": message}, message
-    if urlsplit(url).scheme not in ("http", "https"):
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        message = f"fetch refused: {url!r} is not a valid URL ({exc})"
+        return {"error": message}, message
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         message = f"fetch refused: {url!r} is not an http(s) URL"
+        return {"error": message}, message
+    if not isinstance(body, bytes):
+        message = "malformed fetch request: body must be bytes or text"
         return {"error": message}, message
     if not host_allowed(url, allowed_hosts):
         host = urlsplit(url).netloc
@@ -77,6 +86,7 @@ def perform_fetch(doc_bytes: bytes, allowed_hosts: tuple[str, ...], deadline: fl
     if remaining <= 0:
         return {"error": "fetch refused: the invocation's wall-clock limit has passed"}, "fetch refused: out of time"
     start = time.perf_counter()
+    give_up = time.monotonic() + remaining  # httpx's timeout is per read: this bounds the whole fetch
     try:
         with shared_client().stream(method, url, headers=headers, content=body or None, timeout=remaining) as resp:
             chunks, size = [], 0
@@ -85,17 +95,19 @@ def perform_fetch(doc_bytes: bytes, allowed_hosts: tuple[str, ...], deadline: fl
                 if size > MAX_FETCH_RESPONSE_BYTES:
                     message = f"fetch {method} {url}: response over {MAX_FETCH_RESPONSE_BYTES} bytes"
                     return {"error": message}, message
+                if time.monotonic() > give_up:
+                    raise httpx.ReadTimeout("the whole response took too long")
                 chunks.append(chunk)
             resp_headers: dict[str, list[dict[str, str]]] = {}
             for raw_name, raw_value in resp.headers.raw:
                 key = raw_name.decode("latin-1")
-                if key.lower() != "content-encoding":  # httpx hands over the decoded body
+                if key.lower() not in ("content-encoding", "content-length"):  # the body arrives decoded
                     resp_headers.setdefault(key.lower(), []).append({"key": key, "value": raw_value.decode("latin-1")})
             out = {"status": resp.status_code, "headers": resp_headers, "body": b"".join(chunks)}
     except httpx.TimeoutException:
         message = f"fetch {method} {url}: timed out after {remaining:.2f} s"
         return {"error": message}, message
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         message = f"fetch {method} {url}: {type(exc).__name__}: {exc}"
         return {"error": message}, message
     ms = (time.perf_counter() - start) * 1000

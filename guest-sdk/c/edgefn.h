@@ -6,8 +6,8 @@
  *     edgefn_result edgefn_main(const edgefn_event *ev);
  *
  * The header defines the module's exports itself (edgefn_abi_v1, edgefn_alloc, edgefn_handle; the
- * linker exports `memory`) and imports only edgefn:host/v1.log and edgefn:host/v1.env_get, and only
- * when the function uses edgefn_log* / edgefn_env.
+ * linker exports `memory`) and imports only edgefn:host/v1.log, env_get, fetch and fetch_result, and
+ * each only when the function uses edgefn_log* / edgefn_env / edgefn_fetch_send.
  *
  *   #include "edgefn.h"
  *
@@ -38,6 +38,8 @@
  *             edgefn_edit_response, edgefn_new_response + edgefn_set_* / edgefn_add_header /
  *             edgefn_remove_header, then edgefn_finish
  *   env, log  edgefn_env, edgefn_log / edgefn_log_str / edgefn_log_debug|info|warn|error
+ *   fetch     edgefn_fetch_new / _new_str, edgefn_fetch_header / _header_str, edgefn_fetch_body, then
+ *             edgefn_fetch_send -> edgefn_fetch_response {ok, status, headers, body, error}
  *   memory    edgefn_arena_alloc (bump arena, reset by every invocation), edgefn_buf (growable string)
  *
  * Memory: everything the SDK allocates lives in a bump arena that starts at __heap_base, grows with
@@ -204,6 +206,28 @@ typedef struct {
     size_t body_len;
 } edgefn_out;
 
+/* An outbound HTTP request being built (edgefn_fetch_new, edgefn_fetch_header, edgefn_fetch_body),
+   sent with edgefn_fetch_send. Fields are private. */
+typedef struct {
+    edgefn_out hdrs; /* the header edits (the result builder's checks and encoder), failed, misuse */
+    edgefn_str method, url;
+    bool has_body;
+    const void *body;
+    size_t body_len;
+} edgefn_fetch_request;
+
+/* The outcome of edgefn_fetch_send. ok: the host got an HTTP response (any status, 4xx/5xx too);
+   status, headers (use edgefn_header_get / edgefn_headers_iter) and body point into one arena copy
+   of the host's result and stay valid until edgefn_main returns. !ok: no response; error says why
+   (refused host, timeout, unreachable, too large, out of memory, misuse), not NUL-terminated. */
+typedef struct {
+    bool ok;
+    uint32_t status;        /* 0 when !ok */
+    edgefn_headers headers; /* len 0 when !ok or none */
+    edgefn_bytes body;      /* empty (never a NULL ptr) when !ok or none */
+    edgefn_str error;       /* empty when ok */
+} edgefn_fetch_response;
+
 /* The function's handler, defined by the user. */
 static edgefn_result edgefn_main(const edgefn_event *ev);
 
@@ -216,6 +240,12 @@ void edgefn__host_log(int32_t level, const char *ptr, size_t len);
 
 __attribute__((import_module("edgefn:host/v1"), import_name("env_get")))
 int32_t edgefn__host_env_get(const char *key, size_t key_len, char *buf, size_t buf_cap);
+
+__attribute__((import_module("edgefn:host/v1"), import_name("fetch")))
+int32_t edgefn__host_fetch(const uint8_t *req, size_t req_len);
+
+__attribute__((import_module("edgefn:host/v1"), import_name("fetch_result")))
+int32_t edgefn__host_fetch_result(uint8_t *buf, size_t buf_cap);
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Strings                                                                                          */
@@ -1247,6 +1277,178 @@ EDGEFN__FN edgefn_result edgefn_respond(uint32_t status, const char *content_typ
     if (content_type) edgefn_set_header(&o, "Content-Type", content_type);
     if (body) edgefn_set_body_text(&o, body);
     return edgefn_finish(&o);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Outbound fetch (edgefn:host/v1.fetch / fetch_result, ABI.md section 3)                           */
+/* ------------------------------------------------------------------------------------------------ */
+
+/* A request `method` (NULL: "GET") to `url` (http:// or https://, its host must be in the manifest's
+   allowed_hosts). Both are copied. Problems (a bad method or url, memory) are reported by
+   edgefn_fetch_send, so the builder calls need no checks. */
+EDGEFN__FN edgefn_fetch_request edgefn_fetch_new_str(const char *method, edgefn_str url) {
+    edgefn_fetch_request q;
+    __builtin_memset(&q, 0, sizeof q);
+    q.hdrs = edgefn__out(0);
+    q.method = edgefn__dup(&q.hdrs, method ? edgefn_cstr(method) : EDGEFN_STR("GET"));
+    q.url = edgefn__dup(&q.hdrs, url.ptr ? url : edgefn__empty);
+    q.body = "";
+    if (q.method.len == 0) edgefn__misuse(&q.hdrs, "fetch: empty method");
+    for (size_t i = 0; i < q.method.len; i++)
+        if (!edgefn__tchar(q.method.ptr[i])) edgefn__misuse(&q.hdrs, "fetch: invalid character in method");
+    if (q.url.len == 0) edgefn__misuse(&q.hdrs, "fetch: empty url");
+    for (size_t i = 0; i < q.url.len; i++)
+        if ((uint8_t)q.url.ptr[i] <= 0x20 || (uint8_t)q.url.ptr[i] == 0x7f)
+            edgefn__misuse(&q.hdrs, "fetch: space or control character in url");
+    return q;
+}
+
+EDGEFN__FN edgefn_fetch_request edgefn_fetch_new(const char *method, const char *url) {
+    return edgefn_fetch_new_str(method, edgefn_cstr(url));
+}
+
+/* Adds one request header value (a repeated name sends every value, in call order). The same
+   checks as edgefn_add_header: an HTTP token name, no CR, LF or NUL in the value. Copied. */
+EDGEFN__FN void edgefn_fetch_header_str(edgefn_fetch_request *req, const char *name, edgefn_str value) {
+    edgefn__hop_push(&req->hdrs, EDGEFN__HOP_ADD, name, value);
+}
+EDGEFN__FN void edgefn_fetch_header(edgefn_fetch_request *req, const char *name, const char *value) {
+    edgefn__hop_push(&req->hdrs, EDGEFN__HOP_ADD, name, edgefn_cstr(value));
+}
+
+/* The request body (bytes). Not copied: it must stay valid until edgefn_fetch_send returns. */
+EDGEFN__FN void edgefn_fetch_body(edgefn_fetch_request *req, const void *data, size_t len) {
+    req->has_body = true;
+    req->body = data ? data : "";
+    req->body_len = data ? len : 0;
+}
+
+typedef struct {
+    const edgefn_fetch_request *req;
+    edgefn__plan plan;
+} edgefn__fetch_doc;
+
+/* {"method": tstr, "url": tstr, ? "headers": headers, ? "body": bstr} */
+EDGEFN__FN void edgefn__emit_fetch(edgefn__w *w, const void *ctx) {
+    const edgefn__fetch_doc *d = (const edgefn__fetch_doc *)ctx;
+    const edgefn_fetch_request *q = d->req;
+    bool headers = q->hdrs.ops != NULL;
+    edgefn__w_head(w, EDGEFN__MAP, 2u + (uint32_t)headers + (uint32_t)q->has_body);
+    edgefn__w_lit(w, "method");
+    edgefn__w_text(w, q->method);
+    edgefn__w_lit(w, "url");
+    edgefn__w_text(w, q->url);
+    if (headers) edgefn__emit_headers(w, &d->plan);
+    if (q->has_body) {
+        edgefn__w_lit(w, "body");
+        edgefn__w_str(w, EDGEFN__BSTR, q->body, q->body_len);
+    }
+}
+
+/* {"status": uint, ? "headers": headers, ? "body": bstr / tstr} or {"error": tstr}, read in place
+   with the event's checks (definite lengths, no tags or floats, no trailing bytes). */
+EDGEFN__FN bool edgefn__parse_fetch_result(const uint8_t *p, size_t n, edgefn_fetch_response *out) {
+    edgefn__rd r;
+    uint32_t fields;
+    bool has_status = false, has_error = false;
+    r.p = p;
+    r.n = n;
+    if (!edgefn__read_map(&r, &fields)) return false;
+    for (uint32_t i = 0; i < fields; i++) {
+        edgefn_str k;
+        uint64_t v;
+        int mt;
+        if (!edgefn__read_str(&r, EDGEFN__TSTR, &k)) return false;
+        if (EDGEFN__IS(k, "status")) {
+            if (!edgefn__expect(&r, EDGEFN__UINT, &v) || v > 999) return false;
+            out->status = (uint32_t)v;
+            has_status = true;
+        } else if (EDGEFN__IS(k, "headers")) {
+            if (!edgefn__parse_headers(&r, &out->headers)) return false;
+        } else if (EDGEFN__IS(k, "body")) {
+            if (!edgefn__head(&r, &mt, &v) || (mt != EDGEFN__BSTR && mt != EDGEFN__TSTR)) return false;
+            out->body.ptr = r.p; /* edgefn__head checked that the payload fits */
+            out->body.len = (size_t)v;
+            r.p += v;
+            r.n -= (size_t)v;
+        } else if (EDGEFN__IS(k, "error")) {
+            if (!edgefn__read_str(&r, EDGEFN__TSTR, &out->error)) return false;
+            has_error = true;
+        } else if (!edgefn__skip(&r)) {
+            return false;
+        }
+    }
+    if (r.n != 0 || (!has_status && !has_error)) return false;
+    out->ok = !has_error;
+    if (has_error) { /* an error document: nothing else counts */
+        out->status = 0;
+        out->headers.cbor = NULL;
+        out->headers.len = 0;
+        out->body.ptr = (const uint8_t *)"";
+        out->body.len = 0;
+    }
+    return true;
+}
+
+EDGEFN__FN bool edgefn__fetch_fail(edgefn_fetch_response *out, const char *why) {
+    out->ok = false;
+    out->status = 0;
+    out->headers.cbor = NULL;
+    out->headers.len = 0;
+    out->body.ptr = (const uint8_t *)"";
+    out->body.len = 0;
+    out->error = edgefn_cstr(why);
+    return false;
+}
+
+/* Sends the request through the host (blocking; at most the invocation's remaining time) and
+   fills *out. true: out->ok, a response with out->status (any status, 4xx/5xx too). false: no
+   response, out->error says why: the host's reason (the url's host is not in allowed_hosts, not an
+   http(s) url, timed out, unreachable, over 6 MiB, more than 50 fetches) or the SDK's (misuse of
+   the builder, out of memory). A failed fetch never fails the invocation by itself. The response
+   stays valid until edgefn_main returns; each fetch takes its own arena block (the response
+   document, about the body's size plus the headers). */
+EDGEFN__FN bool edgefn_fetch_send(edgefn_fetch_request *req, edgefn_fetch_response *out) {
+    edgefn__fetch_doc d;
+    (void)edgefn__fetch_fail(out, NULL); /* *out is defined on every path */
+    if (req->hdrs.failed) return edgefn__fetch_fail(out, "fetch: out of memory building the request");
+    if (req->hdrs.misuse) return edgefn__fetch_fail(out, req->hdrs.misuse);
+    if (edgefn__top == 0) edgefn__arena_reset();
+    uint32_t mark = edgefn__top;
+    d.req = req;
+    if (!edgefn__plan_make(&req->hdrs, &d.plan)) return edgefn__fetch_fail(out, "fetch: out of memory building the request");
+
+    /* encode the request (measure, then write) into a block that is given back after the call */
+    edgefn__w w = { NULL, 0, 0, false };
+    edgefn__emit_fetch(&w, &d);
+    uint8_t *doc = w.len <= 0xFFFF0000u ? (uint8_t *)edgefn_arena_alloc((size_t)w.len) : NULL;
+    if (!doc) {
+        edgefn__top = mark;
+        return edgefn__fetch_fail(out, "fetch: out of memory building the request");
+    }
+    edgefn__w w2 = { doc, 0, w.len, false };
+    edgefn__emit_fetch(&w2, &d);
+    if (w2.overflow || w2.len != w.len) { /* cannot happen */
+        edgefn__top = mark;
+        return edgefn__fetch_fail(out, "fetch: internal error encoding the request");
+    }
+    int32_t n = edgefn__host_fetch(doc, (size_t)w.len);
+    edgefn__top = mark; /* the request document is not needed any more */
+    if (n <= 0) return edgefn__fetch_fail(out, "fetch: the host could not read the request (fetch returned an error code)");
+
+    /* the host announced the result's exact length: one block, one copy */
+    uint8_t *buf = (uint8_t *)edgefn_arena_alloc((size_t)(uint32_t)n);
+    if (!buf) return edgefn__fetch_fail(out, "fetch: out of memory: the response does not fit in guest memory (memory_mb)");
+    int32_t got = edgefn__host_fetch_result(buf, (size_t)(uint32_t)n);
+    if (got != n) {
+        edgefn__top = mark;
+        return edgefn__fetch_fail(out, "fetch: the host's fetch_result did not match fetch");
+    }
+    if (!edgefn__parse_fetch_result(buf, (size_t)(uint32_t)n, out)) {
+        edgefn__top = mark;
+        return edgefn__fetch_fail(out, "fetch: malformed result document from the host");
+    }
+    return out->ok;
 }
 
 /* ------------------------------------------------------------------------------------------------ */

@@ -1,0 +1,216 @@
+"""Every pipeline rule through real servers: edgefn on 127.0.0.1 in front of a real origin on another port."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import cbor2
+import httpx
+import pytest
+import wasmtime
+
+from tests.conftest import wat_guest
+from tests.origin_app import origin_server, origin_stats
+from tests.servers import REPO, edge_server, free_port
+
+RULEBREAKER = REPO / "tests" / "guests" / "c" / "rulebreaker.c"
+FETCHER = REPO / "tests" / "guests" / "c" / "fetcher.c"
+MODES = ["set-host", "add-connection", "change-status", "big-response", "body-info", "response-body-info"]
+
+
+def manifest(origin: str, switch_wasm: Path, dead_port: int) -> str:
+    fns = "\n".join(
+        f'[functions.{m}]\nsource = "{RULEBREAKER}"\nenv = {{ MODE = "{m}" }}\n' for m in MODES
+    )
+    tags = "\n".join(
+        f'[functions.tag-{t}]\nsource = "{RULEBREAKER}"\nenv = {{ MODE = "tag", TAG = "{t}" }}\n' for t in ("vreq", "oreq", "ores", "vres")
+    )
+
+    def behavior(pattern: str, extra: str, target: str = f'origin = "{origin}"') -> str:
+        return f'[[behaviors]]\npath_pattern = "{pattern}"\n{target}\n{extra}\n'
+
+    all_tags = (
+        'viewer_request = { function = "tag-vreq" }\norigin_request = { function = "tag-oreq" }\n'
+        'origin_response = { function = "tag-ores" }\nviewer_response = { function = "tag-vres" }'
+    )
+    return "\n".join(
+        [
+            '[app]\nname = "pipeline"\n',
+            fns,
+            tags,
+            f'[functions.switch]\nsource = "{switch_wasm}"\n',
+            f'[functions.fetcher]\nsource = "{FETCHER}"\nallowed_hosts = ["127.0.0.1"]\ntimeout_ms = 1000\n',
+            f'[functions.fetcher-jailed]\nsource = "{FETCHER}"\nallowed_hosts = ["api.example.com"]\n',
+            behavior("/fetch/*", "", target='function = "fetcher"'),
+            behavior("/jailed/*", "", target='function = "fetcher-jailed"'),
+            behavior("/ro/*", 'viewer_request = { function = "set-host" }'),
+            behavior("/disallowed/*", 'origin_response = { function = "add-connection" }'),
+            behavior("/status/*", 'viewer_response = { function = "change-status" }'),
+            behavior("/big-viewer/*", 'viewer_request = { function = "big-response" }'),
+            behavior("/big-origin/*", 'origin_request = { function = "big-response" }'),
+            behavior("/body/*", 'viewer_request = { function = "body-info", include_body = true }'),
+            behavior("/nobody/*", 'viewer_request = { function = "body-info" }'),
+            behavior("/origin-body/*", 'origin_response = { function = "response-body-info", include_body = true }'),
+            behavior("/tags/*", all_tags),
+            behavior("/switch/*", 'origin_request = { function = "switch" }', target=f'origin = "http://127.0.0.1:{dead_port}"'),
+            behavior("/slow/*", "origin_read_timeout_ms = 300"),
+            behavior("/down/*", "", target=f'origin = "http://127.0.0.1:{dead_port}"'),
+            f'[default_behavior]\norigin = "{origin}"\n',
+        ]
+    )
+
+
+def switch_guest(origin_port: int) -> bytes:
+    """origin-request: returns the request with origin switched to the real origin (the behavior's is dead)."""
+    doc = cbor2.dumps({"origin": {"custom": {"domainName": "127.0.0.1", "port": origin_port, "protocol": "http", "path": ""}}})
+    data = "".join(f"\\{b:02x}" for b in doc)
+    handle = f"(i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const {len(doc)}))"
+    return wat_guest(handle, extra=f'(data (i32.const 16) "{data}")')
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    origin_port, dead_port = free_port(), free_port()
+    switch = tmp / "switch.wasm"
+    switch.write_bytes(switch_guest(origin_port))
+    config = tmp / "edgefn.toml"
+    with origin_server(origin_port) as origin:
+        config.write_text(manifest(origin, switch, dead_port))
+        with edge_server(config) as (base, log):
+            yield base, origin, log
+
+
+def get(base: str, path: str, **kw) -> httpx.Response:
+    return httpx.request(kw.pop("method", "GET"), f"{base}{path}", timeout=30, **kw)
+
+
+def test_read_only_header_change_is_a_502_naming_function_trigger_and_header(servers):
+    base, origin, log = servers
+    r = get(base, "/ro/x")
+    assert r.status_code == 502 and r.headers["x-edgefn-error"] == "rule_violation"
+    rid = r.headers["x-edgefn-request-id"]
+    line = next(l for l in log.read_text().splitlines() if rid in l and "rule_violation" in l)
+    assert "'set-host'" in line and "viewer-request" in line and "'host'" in line and "read-only" in line
+    assert "/ro/x" not in origin_stats(origin)  # the origin never saw it
+
+
+def test_disallowed_header_from_origin_response_is_a_502(servers):
+    base, _, log = servers
+    r = get(base, "/disallowed/x")
+    assert r.status_code == 502
+    assert "'connection' is a disallowed header" in log.read_text()
+
+
+def test_viewer_response_may_not_change_the_status(servers):
+    base, _, log = servers
+    r = get(base, "/status/x")
+    assert r.status_code == 502
+    assert "viewer-response may not change the status (was 200, now 299)" in log.read_text()
+
+
+def test_generated_response_size_limits_per_trigger(servers):
+    base, origin, _ = servers
+    viewer = get(base, "/big-viewer/x")
+    assert viewer.status_code == 502  # 50,000 bytes > 40 KB for viewer triggers
+    origin_side = get(base, "/big-origin/x")
+    assert origin_side.status_code == 200 and len(origin_side.content) == 50_000  # fine under 1 MB
+    assert "/big-origin/x" not in origin_stats(origin)  # generated at origin-request: no origin fetch
+
+
+def test_include_body_truncates_at_the_viewer_limit_but_the_origin_gets_it_all(servers):
+    base, _, _ = servers
+    body = b"b" * 50_000
+    r = get(base, "/body/x", method="POST", content=body)
+    seen = r.json()
+    assert seen["headers"]["x-body-len"] == str(40 * 1024)
+    assert seen["headers"]["x-body-truncated"] == "1"
+    assert len(seen["body"]) == 50_000
+    small = get(base, "/body/y", method="POST", content=b"hello").json()
+    assert (small["headers"]["x-body-len"], small["headers"]["x-body-truncated"]) == ("5", "0")
+    hidden = get(base, "/nobody/y", method="POST", content=b"hello").json()
+    assert hidden["headers"]["x-body-len"] == "0"  # include_body off: the function sees no body
+
+
+def test_origin_response_include_body(servers):
+    base, _, _ = servers
+    r = get(base, "/origin-body/x?size=2000000")
+    assert r.headers["x-body-len"] == str(1024 * 1024) and r.headers["x-body-truncated"] == "1"
+    assert len(r.content) == 2_000_000  # the viewer still gets the whole body
+
+
+def test_all_four_hooks_run_in_order_and_viewer_response_is_skipped_for_origin_errors(servers):
+    base, _, _ = servers
+    ok = get(base, "/tags/a")
+    seen = ok.json()["headers"]
+    assert seen["x-tag-vreq"] == "1" and seen["x-tag-oreq"] == "1"  # request hooks reached the origin
+    assert ok.headers["x-tag-ores"] == "1" and ok.headers["x-tag-vres"] == "1"
+    timing = ok.headers["server-timing"]
+    assert timing.index("viewer-request") < timing.index("origin-request") < timing.index("origin;") < timing.index("origin-response") < timing.index("viewer-response")
+    err = get(base, "/tags/b?status=404")
+    assert err.status_code == 404
+    assert err.headers["x-tag-ores"] == "1"  # origin-response runs for 4xx too
+    assert "x-tag-vres" not in err.headers  # viewer-response is skipped for origin errors
+
+
+def test_origin_request_can_switch_the_origin(servers):
+    base, origin, _ = servers
+    r = get(base, "/switch/here")
+    assert r.status_code == 200 and r.json()["path"] == "/switch/here"
+    assert origin_stats(origin)["/switch/here"] == 1
+
+
+def test_origin_down_is_502_and_slow_origin_is_504(servers):
+    base, _, log = servers
+    down = get(base, "/down/x")
+    assert down.status_code == 502 and "unreachable" in down.text
+    slow = get(base, "/slow/x?delay=2")
+    assert slow.status_code == 504 and "timeout" in slow.text
+    assert httpx.get(f"{base}/fine").status_code == 200
+
+
+def test_large_origin_response_streams_through(servers):
+    base, _, _ = servers
+    size = 8 * 1024 * 1024
+
+    async def fetch() -> tuple[int, int, int]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            async with client.stream("GET", f"{base}/large?size={size}") as r:
+                first = None
+                total = 0
+                async for chunk in r.aiter_raw():
+                    first = first if first is not None else len(chunk)
+                    total += len(chunk)
+                return r.status_code, total, first or 0
+
+    status, total, first = asyncio.run(fetch())
+    assert status == 200 and total == size
+    assert first < size  # it arrived in pieces, not as one buffered body
+
+
+def test_oversized_requests_are_refused_before_any_function_runs(servers):
+    base, origin, _ = servers
+    assert get(base, "/tags/" + "a" * 9000).status_code == 414
+    assert get(base, "/tags/huge-headers", headers={f"x-big-{i}": "v" * 1000 for i in range(25)}).status_code == 431
+    assert get(base, "/tags/huge-body", method="POST", content=b"x" * (7 * 1024 * 1024)).status_code == 413
+    stats = origin_stats(origin)
+    assert "/tags/huge-headers" not in stats and "/tags/huge-body" not in stats
+
+
+def test_function_fetches_only_from_allowed_hosts(servers):
+    base, origin, log = servers
+    ok = get(base, f"/fetch/x?url={origin}/upstream/thing")
+    assert ok.status_code == 200 and ok.headers["x-fetch-status"] == "200"
+    assert ok.json()["path"] == "/upstream/thing"
+    refused = get(base, f"/jailed/x?url={origin}/upstream/other")
+    assert "x-fetch-status" not in refused.headers
+    assert "allowed_hosts" in refused.headers["x-fetch-error"]
+    assert "/upstream/other" not in origin_stats(origin)
+    assert "fetch refused: host '127.0.0.1:" in log.read_text()
+
+
+def test_fetch_is_bounded_by_the_functions_wall_clock_limit(servers):
+    base, origin, _ = servers
+    r = get(base, f"/fetch/x?url={origin}/upstream/slow?delay=5")
+    assert r.status_code == 504 or "timed out" in r.headers.get("x-fetch-error", "")
