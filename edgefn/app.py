@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .commands import open_app
+from .pipeline.cache import EdgeCache
 from .pipeline.pipeline import EdgePipeline
 from .runtime.abi import Body, EdgeRequest, Headers, title_case
 
@@ -74,7 +75,7 @@ def create_app(config: Path, dev: bool = False) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         app, runtime = open_app(config)
         client = httpx.AsyncClient(http2=True, timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=False)
-        state["pipeline"] = EdgePipeline(app, runtime.invoker, client, dev=dev)
+        state["pipeline"] = EdgePipeline(app, runtime.invoker, client, EdgeCache(app.server.cache_max_bytes), dev=dev)
         try:
             yield
         finally:
@@ -115,7 +116,7 @@ def create_app(config: Path, dev: bool = False) -> Starlette:
         raw = [(name.encode("latin-1"), v.encode("latin-1")) for name, entries in resp.headers.items() if name != "content-length" for _, v in entries]
         timing = ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in result.timings)
         raw.append((REQUEST_ID_HEADER.encode(), rid.encode()))
-        raw.append((b"x-cache", f"{result.cache_status} from edgefn".encode()))
+        raw.append((b"x-cache", result.cache_status.header_value.encode()))
         raw.append((b"server-timing", f"{timing + ', ' if timing else ''}total;dur={total_ms:.2f}".encode()))
         out: Response
         if result.stream is not None:

@@ -55,6 +55,9 @@ def manifest(origin: str, switch_wasm: Path, dead_port: int) -> str:
             behavior("/tags/*", all_tags),
             behavior("/switch/*", 'origin_request = { function = "switch" }', target=f'origin = "http://127.0.0.1:{dead_port}"'),
             behavior("/slow/*", "origin_read_timeout_ms = 300"),
+            behavior("/cached/*", 'origin_request = { function = "tag-oreq" }\nviewer_response = { function = "tag-vres" }\ncache = {}'),
+            behavior("/keyed/*", 'cache = { query_strings = ["page"], headers = ["accept-language"] }'),
+            behavior("/cached-gen/*", 'origin_request = { function = "big-response" }\ncache = { default_ttl = 60 }'),
             behavior("/down/*", "", target=f'origin = "http://127.0.0.1:{dead_port}"'),
             f'[default_behavior]\norigin = "{origin}"\n',
         ]
@@ -214,3 +217,81 @@ def test_fetch_is_bounded_by_the_functions_wall_clock_limit(servers):
     base, origin, _ = servers
     r = get(base, f"/fetch/x?url={origin}/upstream/slow?delay=5")
     assert r.status_code == 504 or "timed out" in r.headers.get("x-fetch-error", "")
+
+
+def xcache(r: httpx.Response) -> str:
+    return r.headers["x-cache"].split(" ")[0]
+
+
+def test_miss_then_hit_runs_origin_hooks_only_on_the_miss(servers):
+    base, origin, _ = servers
+    first = get(base, "/cached/a?cc=max-age=60")
+    second = get(base, "/cached/a?cc=max-age=60")
+    assert (xcache(first), xcache(second)) == ("Miss", "Hit")
+    assert origin_stats(origin)["/cached/a"] == 1
+    assert int(second.headers["age"]) >= 0 and second.json() == first.json()
+    assert "origin-request" in first.headers["server-timing"] and "origin-request" not in second.headers["server-timing"]
+    assert first.headers["x-tag-vres"] == second.headers["x-tag-vres"] == "1"  # viewer-response on hit and miss
+
+
+def test_no_store_and_private_are_never_cached(servers):
+    base, origin, _ = servers
+    for cc in ("no-store", "private"):
+        statuses = [xcache(get(base, f"/cached/{cc}?cc={cc}")) for _ in range(2)]
+        assert statuses == ["Miss", "Miss"]
+        assert origin_stats(origin)[f"/cached/{cc}"] == 2
+
+
+def test_vary_separates_variants(servers):
+    base, origin, _ = servers
+    path = "/cached/vary?cc=max-age=60&vary=accept-language"
+    en = get(base, path, headers={"accept-language": "en"})
+    fr = get(base, path, headers={"accept-language": "fr"})
+    en2 = get(base, path, headers={"accept-language": "en"})
+    assert (xcache(en), xcache(fr), xcache(en2)) == ("Miss", "Miss", "Hit")
+    assert origin_stats(origin)["/cached/vary"] == 2
+
+
+def test_cache_key_uses_only_allowlisted_query_params_and_headers(servers):
+    base, origin, _ = servers
+    a = get(base, "/keyed/p?page=1&utm=a&cc=max-age=60")
+    b = get(base, "/keyed/p?utm=b&page=1&cc=max-age=60")
+    c = get(base, "/keyed/p?page=2&cc=max-age=60")
+    d = get(base, "/keyed/p?page=1&cc=max-age=60", headers={"accept-language": "de"})
+    assert [xcache(r) for r in (a, b, c, d)] == ["Miss", "Hit", "Miss", "Miss"]
+
+
+def test_concurrent_misses_are_coalesced_into_one_origin_fetch(servers):
+    base, origin, _ = servers
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*(client.get(f"{base}/cached/coalesce?cc=max-age=60&delay=0.5") for _ in range(10)))
+
+    responses = asyncio.run(burst())
+    assert all(r.status_code == 200 for r in responses)
+    assert origin_stats(origin)["/cached/coalesce"] == 1
+    assert sorted(xcache(r) for r in responses).count("Miss") == 1
+
+
+def test_stale_entry_is_revalidated_with_its_etag(servers):
+    base, origin, _ = servers
+    path = "/cached/etag?cc=max-age=1&etag=v1"
+    assert xcache(get(base, path)) == "Miss"
+    import time
+
+    time.sleep(1.3)
+    refreshed = get(base, path)
+    assert xcache(refreshed) == "RefreshHit" and refreshed.status_code == 200
+    assert refreshed.json()["path"] == "/cached/etag"  # the stored body, served again
+    stats = origin_stats(origin)
+    assert stats["/cached/etag#304"] == 1
+
+
+def test_response_generated_at_origin_request_is_cached(servers):
+    base, origin, _ = servers
+    first, second = get(base, "/cached-gen/x"), get(base, "/cached-gen/x")
+    assert (xcache(first), xcache(second)) == ("Miss", "Hit")
+    assert len(second.content) == 50_000
+    assert "/cached-gen/x" not in origin_stats(origin)
+    assert "origin-request" not in second.headers["server-timing"]

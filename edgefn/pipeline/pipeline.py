@@ -16,12 +16,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..manifest.resolve import ResolvedApp, ResolvedBehavior
+from ..manifest.resolve import CachePolicy, ResolvedApp, ResolvedBehavior
 from ..runtime.abi import Body, EdgeRequest, EdgeResponse, Event, EventConfig, Headers
 from ..runtime.errors import InvocationError
 from ..runtime.invoker import Invoker, function_logger
 from . import rules
 from .behaviors import BehaviorRouter
+from .cache import EdgeCache, XCache, cache_key, is_cacheable_method
 from .errors import error_response, status_text
 
 
@@ -31,7 +32,7 @@ class PipelineResult:
     behavior: str
     #: the origin body still streaming (no hook needed it, nothing caches it); None when in response.body
     stream: AsyncIterator[bytes] | None = None
-    cache_status: str = "Miss"
+    cache_status: XCache = XCache.MISS
     timings: list[tuple[str, float]] = field(default_factory=list)  # (stage, ms) for Server-Timing
     outcomes: dict[str, str] = field(default_factory=dict)  # event type -> "ok" | error kind
 
@@ -44,14 +45,17 @@ class _Origin:
     function: str | None = None
 
 
+#: a viewer's own conditionals are not forwarded on a cached behavior: the cache revalidates with its own
+_VIEWER_CONDITIONALS = frozenset({"if-none-match", "if-modified-since", "if-range", "if-match", "if-unmodified-since"})
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "host", "content-length"})
 
 
 class EdgePipeline:
-    def __init__(self, app: ResolvedApp, invoker: Invoker, client: httpx.AsyncClient, dev: bool = False) -> None:
+    def __init__(self, app: ResolvedApp, invoker: Invoker, client: httpx.AsyncClient, cache: EdgeCache, dev: bool = False) -> None:
         self.app = app
         self.invoker = invoker
         self.client = client
+        self.cache = cache
         self.dev = dev
         self.router = BehaviorRouter(app.behaviors)
 
@@ -59,29 +63,50 @@ class EdgePipeline:
         behavior = self.router.match(host, request.uri)
         if behavior is None:
             body = f"No behavior of this app matches host {host!r} and path {request.uri!r}.\n".encode()
-            return PipelineResult(EdgeResponse(404, "Not Found", _plain_headers(), Body(body)), "none", cache_status="Error")
+            return PipelineResult(EdgeResponse(404, "Not Found", _plain_headers(), Body(body)), "none", cache_status=XCache.ERROR)
         result = PipelineResult(EdgeResponse(200), behavior.path_pattern)
         try:
-            await self._run(behavior, request, request_id, result)
+            await self._run(behavior, request, host, request_id, result)
         except InvocationError as exc:
             await _close(result)
-            result.response, result.cache_status = error_response(exc, self.dev), "Error"
+            result.response, result.cache_status = error_response(exc, self.dev), XCache.ERROR
         return result
 
     # --- stages, top to bottom --------------------------------------------------------------------
 
-    async def _run(self, behavior: ResolvedBehavior, request: EdgeRequest, rid: str, result: PipelineResult) -> None:
+    async def _run(self, behavior: ResolvedBehavior, request: EdgeRequest, host: str, rid: str, result: PipelineResult) -> None:
         out = await self._request_hook(behavior, "viewer-request", request, rid, result)
         if isinstance(out, EdgeResponse):
-            result.response, result.cache_status = out, "LambdaGeneratedResponse"
+            result.response, result.cache_status = out, XCache.LAMBDA_GENERATED
             return
         request = out
 
-        await self._origin_side(behavior, request, rid, result)
+        if behavior.cache is not None and is_cacheable_method(request.method):
+            await self._through_cache(behavior, behavior.cache, request, host, rid, result)
+        else:
+            await self._origin_side(behavior, request, rid, result)
 
         response = result.response
+        if response.status >= 400:
+            result.cache_status = XCache.ERROR
         if response.status < 400 and "viewer-response" in behavior.hooks:
             result.response = await self._response_hook(behavior, "viewer-response", request, response, rid, result)
+
+    async def _through_cache(
+        self, behavior: ResolvedBehavior, policy: CachePolicy, request: EdgeRequest, host: str, rid: str, result: PipelineResult
+    ) -> None:
+        """A hit skips the origin side; concurrent misses for one key share one origin fetch."""
+        key = cache_key(policy, f"{behavior.host_pattern}|{behavior.path_pattern}", host, request)
+        forwarded = {n: v for n, v in request.headers.items() if n not in _VIEWER_CONDITIONALS}
+
+        async def fetch(conditional: Headers) -> EdgeResponse:
+            await self._origin_side(behavior, replace(request, headers={**forwarded, **conditional}), rid, result)
+            if result.stream is not None:
+                await _buffer(result)  # the cache stores whole bodies
+            return result.response
+
+        cached = await self.cache.get_or_fetch(key, request, policy, fetch)
+        result.response, result.cache_status = cached.response, cached.x_cache
 
     async def _origin_side(self, behavior: ResolvedBehavior, request: EdgeRequest, rid: str, result: PipelineResult) -> None:
         """What happens on a cache miss: origin-request, the origin, origin-response."""
