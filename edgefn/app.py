@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import html
 import json
 import logging
 import os
@@ -14,10 +16,15 @@ from typing import AsyncIterator
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .commands import open_app
+from .dev.console import DevConsole
+from .dev.recorder import EventRecorder
+from .dev.reloader import DevReloader, DevState
+from .manifest.resolve import ResolvedApp
+from .runtime.errors import EdgefnError
 from .pipeline.cache import EdgeCache
 from .pipeline.pipeline import EdgePipeline
 from .runtime.abi import Body, EdgeRequest, Headers, title_case
@@ -68,17 +75,56 @@ async def _read_body(request: Request) -> tuple[bytes, tuple[int, str] | None]:
     return b"".join(chunks), None
 
 
-def create_app(config: Path, dev: bool = False) -> Starlette:
-    state: dict[str, EdgePipeline] = {}
+class EdgeState:
+    """The running app of one server process; `pipeline` is swapped whole on reload."""
+
+    def __init__(self) -> None:
+        self.pipeline: EdgePipeline | None = None
+        self.dev: DevState | None = None
+        self.console: DevConsole | None = None
+
+
+def _build_error_page(broken: dict[str, EdgefnError], names: set[str]) -> Response:
+    items = "".join(
+        f"<h2>{html.escape(n)}</h2><pre>{html.escape(str(e))}</pre>" for n, e in sorted(broken.items()) if n in names
+    )
+    page = (
+        "<!doctype html><meta charset=utf-8><title>edgefn: build failed</title>"
+        "<style>body{font:15px system-ui;margin:2em;max-width:70em}pre{background:#fee;padding:1em;white-space:pre-wrap}</style>"
+        f"<h1>Build failed</h1><p>This request uses a function whose last save did not build. API clients keep getting the "
+        f"last good build; fix the error and save: the next good build is picked up by itself.</p>{items}"
+    )
+    return HTMLResponse(page, 500)
+
+
+def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) -> Starlette:
+    state = EdgeState()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         app, runtime = open_app(config)
         client = httpx.AsyncClient(http2=True, timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=False)
-        state["pipeline"] = EdgePipeline(app, runtime.invoker, client, EdgeCache(app.server.cache_max_bytes), dev=dev)
+        cache = EdgeCache(app.server.cache_max_bytes)
+        recorder = EventRecorder(record_dir) if record_dir is not None else None
+
+        def apply(new_app: ResolvedApp) -> None:
+            cache.clear()  # entries made by the old code must not outlive it
+            state.pipeline = EdgePipeline(new_app, runtime.invoker, client, cache, dev=dev, recorder=recorder)
+
+        apply(app)
+        stop = asyncio.Event()
+        watcher = None
+        if dev:
+            state.dev, state.console = DevState(), DevConsole()
+            reloader = DevReloader(config, runtime, app, apply, state.dev, state.console)
+            watcher = asyncio.create_task(reloader.run(stop))
+            state.console.info(f"watching {Path(config).resolve().parent} for changes")
         try:
             yield
         finally:
+            stop.set()
+            if watcher is not None:
+                await asyncio.wait([watcher], timeout=5)
             await client.aclose()
             runtime.close()
 
@@ -86,7 +132,8 @@ def create_app(config: Path, dev: bool = False) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def info(_: Request) -> Response:
-        app = state["pipeline"].app
+        assert state.pipeline is not None
+        app = state.pipeline.app
         return JSONResponse(
             {
                 "app": app.name,
@@ -109,8 +156,15 @@ def create_app(config: Path, dev: bool = False) -> Starlette:
             status, text = refusal
             access_log.info(json.dumps({"request_id": rid, "method": request.method, "path": request.url.path, "status": status, "refused": text}))
             return Response(f"{status} {text}\n", status, {REQUEST_ID_HEADER: rid, "content-type": "text/plain; charset=utf-8"})
-        pipeline = state["pipeline"]
-        result = await pipeline.handle(_edge_request(request, body), request.headers.get("host", ""), rid)
+        pipeline = state.pipeline  # this request finishes on this pipeline even if a reload swaps it
+        assert pipeline is not None
+        host = request.headers.get("host", "")
+        if state.dev is not None and state.dev.broken and "text/html" in request.headers.get("accept", ""):
+            behavior = pipeline.router.match(host, request.url.path)
+            names = {behavior.function, *(h.function for h in behavior.hooks.values())} if behavior else set()
+            if names & set(state.dev.broken):
+                return _build_error_page(state.dev.broken, names)
+        result = await pipeline.handle(_edge_request(request, body), host, rid)
         resp = result.response
         total_ms = (time.perf_counter() - start) * 1000
         raw = [(name.encode("latin-1"), v.encode("latin-1")) for name, entries in resp.headers.items() if name != "content-length" for _, v in entries]
@@ -125,6 +179,8 @@ def create_app(config: Path, dev: bool = False) -> Starlette:
         else:
             out = Response(resp.body.data if resp.body else b"", resp.status)
             out.raw_headers = [h for h in out.raw_headers if h[0] == b"content-length"] + raw
+        if state.console is not None:
+            state.console.request(request.method, request.url.path, result, total_ms)
         access_log.info(
             json.dumps(
                 {
@@ -146,4 +202,5 @@ def create_app(config: Path, dev: bool = False) -> Starlette:
 
 def app_from_env() -> Starlette:
     """Entry point for Hypercorn worker processes: the parent passes the manifest in EDGEFN_CONFIG."""
-    return create_app(Path(os.environ["EDGEFN_CONFIG"]), dev=os.environ.get("EDGEFN_DEV") == "1")
+    record = os.environ.get("EDGEFN_RECORD")
+    return create_app(Path(os.environ["EDGEFN_CONFIG"]), dev=os.environ.get("EDGEFN_DEV") == "1", record_dir=Path(record) if record else None)

@@ -26,6 +26,16 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("function")
     i.add_argument("--event", "-e", type=Path, help="the event as JSON (bodies as text or base64)")
 
+    init = sub.add_parser("init", help="scaffold a new project")
+    init.add_argument("directory", type=Path)
+    init.add_argument("--lang", choices=("c", "python"), default="c")
+    init.add_argument("--triggers", default="viewer-request,viewer-response", help="comma-separated event types to write a function for")
+
+    ev = sub.add_parser("events", help="sample events for `edgefn invoke`")
+    ev_sub = ev.add_subparsers(dest="events_command", required=True)
+    sample = ev_sub.add_parser("sample", help="print a valid sample event as JSON")
+    sample.add_argument("event_type", choices=("viewer-request", "origin-request", "origin-response", "viewer-response"))
+
     s = with_config(sub.add_parser("serve", help="run the edge server"))
     s.add_argument("--host", help="override server.host")
     s.add_argument("--port", type=int, help="override server.port (cleartext HTTP/1.1 + h2c)")
@@ -41,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "build":
             return commands.build(args.config, args.source, args.out, args.target, sys.stdout)
+        if args.command == "init":
+            return commands.init(args.directory, args.lang, [t for t in args.triggers.split(",") if t], sys.stdout)
+        if args.command == "events":
+            return commands.events_sample(args.event_type, sys.stdout)
         if args.command == "invoke":
             return commands.invoke(args.config, args.function, args.event, sys.stdout)
         if args.command == "serve":

@@ -73,3 +73,41 @@ def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO)
         return 0
     finally:
         runtime.close()
+
+
+def sample_event(event_type: str) -> abi.Event:
+    """A valid, realistic event of `event_type` (what `edgefn events sample` prints)."""
+    request = abi.EdgeRequest(
+        method="GET",
+        uri="/index.html",
+        querystring="lang=en",
+        headers={
+            "host": [("Host", "d111111abcdef8.cloudfront.net")],
+            "user-agent": [("User-Agent", "curl/8.5.0")],
+            "accept": [("Accept", "*/*")],
+        },
+        client_ip="203.0.113.178",
+    )
+    response = None
+    if event_type in ("origin-response", "viewer-response"):
+        response = abi.EdgeResponse(
+            200, "OK", {"content-type": [("Content-Type", "text/html; charset=utf-8")], "cache-control": [("Cache-Control", "max-age=60")]}
+        )
+    if event_type == "origin-request":
+        request.origin = {"custom": {"domainName": "example.org", "port": 443, "protocol": "https", "path": "", "readTimeout": 30, "keepaliveTimeout": 5, "customHeaders": {}}}
+    config = abi.EventConfig(event_type, new_request_id(), "", distribution_domain_name="d111111abcdef8.cloudfront.net", distribution_id="EDFDVBD6EXAMPLE")  # type: ignore[arg-type]
+    return abi.Event(config, request, response)
+
+
+def events_sample(event_type: str, stdout: TextIO) -> int:
+    print(json.dumps(abi.to_json_document(sample_event(event_type)), indent=2), file=stdout)
+    return 0
+
+
+def init(directory: Path, lang: str, triggers: list[str], stdout: TextIO) -> int:
+    from .dev.scaffold import init_project
+
+    for path in init_project(directory, lang, triggers):
+        print(f"created {path}", file=stdout)
+    print(f"\nnext: cd {directory} && edgefn dev", file=stdout)
+    return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,6 +20,7 @@ from ..manifest.resolve import CachePolicy, ResolvedApp, ResolvedBehavior
 from ..runtime.abi import Body, EdgeRequest, EdgeResponse, Event, EventConfig, Headers
 from ..runtime.errors import InvocationError
 from ..runtime.invoker import Invoker, function_logger
+from ..runtime.sandbox import InvocationReport
 from . import rules
 from .behaviors import BehaviorRouter
 from .cache import EdgeCache, XCache, cache_key, is_cacheable_method
@@ -35,6 +36,7 @@ class PipelineResult:
     cache_status: XCache = XCache.MISS
     timings: list[tuple[str, float]] = field(default_factory=list)  # (stage, ms) for Server-Timing
     outcomes: dict[str, str] = field(default_factory=dict)  # event type -> "ok" | error kind
+    reports: list[InvocationReport] = field(default_factory=list)  # one per function that ran
 
 
 @dataclass
@@ -51,12 +53,16 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transf
 
 
 class EdgePipeline:
-    def __init__(self, app: ResolvedApp, invoker: Invoker, client: httpx.AsyncClient, cache: EdgeCache, dev: bool = False) -> None:
+    def __init__(
+        self, app: ResolvedApp, invoker: Invoker, client: httpx.AsyncClient, cache: EdgeCache, dev: bool = False,
+        recorder: Callable[[str, Event], None] | None = None,
+    ) -> None:
         self.app = app
         self.invoker = invoker
         self.client = client
         self.cache = cache
         self.dev = dev
+        self.recorder = recorder  # `edgefn dev --record`: sees every event before its function runs
         self.router = BehaviorRouter(app.behaviors)
 
     async def handle(self, request: EdgeRequest, host: str, request_id: str) -> PipelineResult:
@@ -126,14 +132,19 @@ class EdgePipeline:
 
     async def _invoke(self, function: str, event: Event, stage: str, result: PipelineResult) -> EdgeRequest | EdgeResponse:
         start = time.perf_counter()
+        if self.recorder is not None:
+            self.recorder(function, event)
         try:
             done = await self.invoker.invoke(self.app.functions[function], event)
         except InvocationError as exc:
             result.outcomes[stage] = exc.kind
+            if exc.report is not None:
+                result.reports.append(exc.report)
             raise
         finally:
             result.timings.append((stage, (time.perf_counter() - start) * 1000))
         result.outcomes[stage] = "ok"
+        result.reports.append(done.report)
         return done.result
 
     def _event(self, event_type: str, function: str, rid: str, request: EdgeRequest, response: EdgeResponse | None = None) -> Event:

@@ -1,0 +1,60 @@
+"""The `edgefn dev` terminal: one line per request, colored on a TTY and plain otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from ..pipeline.pipeline import PipelineResult
+
+_COLORS = {"green": "32", "yellow": "33", "red": "31", "cyan": "36", "dim": "2", "bold": "1"}
+
+
+class DevConsole:
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.color = self.stream.isatty()
+
+    def _paint(self, text: str, color: str) -> str:
+        return f"\033[{_COLORS[color]}m{text}\033[0m" if self.color else text
+
+    def _write(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def info(self, message: str) -> None:
+        self._write(self._paint("edgefn", "cyan") + f" {message}")
+
+    def error(self, message: str) -> None:
+        self._write(self._paint("edgefn error", "red") + f" {message}")
+
+    def step(self, message: str) -> "Step":
+        return Step(self, message)
+
+    def request(self, method: str, path: str, result: PipelineResult, total_ms: float) -> None:
+        status = result.response.status
+        color = "green" if status < 400 else "yellow" if status < 500 else "red"
+        hooks = " ".join(f"{stage}={ms:.1f}ms" for stage, ms in result.timings)
+        costs = " ".join(
+            f"{r.function}:fuel={r.fuel_used} mem={-(-r.peak_memory_bytes // 1024)}KiB" + ("" if r.outcome == "ok" else f" {r.outcome}")
+            for r in result.reports
+        )
+        line = f"{method:6} {path} {self._paint(str(status), color)} {result.cache_status.value} {total_ms:.1f}ms"
+        self._write(" ".join(part for part in (line, self._paint(hooks, "dim"), costs) if part))
+
+
+class Step:
+    """A long step (a first toolchain compile, a Python component build): says when it starts and ends."""
+
+    def __init__(self, console: DevConsole, message: str) -> None:
+        self.console = console
+        self.message = message
+
+    def __enter__(self) -> "Step":
+        self.start = time.perf_counter()
+        self.console.info(f"{self.message} …")
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.console.info(f"{self.message}: done in {(time.perf_counter() - self.start) * 1000:.0f} ms")

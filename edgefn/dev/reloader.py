@@ -1,0 +1,110 @@
+"""Hot reload for `edgefn dev`: rebuild what changed, precompile it, swap the app atomically.
+
+In-flight requests keep the pipeline object they started with, so they finish on the old code; the next
+request sees the new one. A broken build or manifest keeps the last good version serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import watchfiles
+
+from ..build.app import build_function
+from ..build.toolchain import BuildError
+from ..manifest.load import ManifestError, load_manifest
+from ..manifest.resolve import ResolvedApp, resolve
+from ..manifest.schema import Manifest
+from ..runtime.errors import EdgefnError
+from ..runtime.invoker import Runtime
+from .console import DevConsole
+
+SOURCE_SUFFIXES = (".c", ".h", ".zig", ".wasm", ".py")
+
+
+@dataclass
+class DevState:
+    """What dev mode knows beyond the running app: the builds that are broken right now."""
+
+    broken: dict[str, EdgefnError] = field(default_factory=dict)
+
+
+def _watched(change: watchfiles.Change, path: str) -> bool:
+    p = Path(path)
+    if ".edgefn" in p.parts or "__pycache__" in p.parts or p.name.startswith("."):
+        return False  # our own build outputs and editors' temp files
+    return p.name == "edgefn.toml" or p.suffix in SOURCE_SUFFIXES or p.suffix == ".toml"
+
+
+class DevReloader:
+    def __init__(
+        self, manifest_path: Path, runtime: Runtime, app: ResolvedApp, apply: Callable[[ResolvedApp], None],
+        state: DevState, console: DevConsole,
+    ) -> None:
+        self.manifest_path = manifest_path.resolve()
+        self.runtime = runtime
+        self.app = app
+        self.apply = apply
+        self.state = state
+        self.console = console
+
+    async def run(self, stop: asyncio.Event) -> None:
+        root = self.manifest_path.parent
+        async for changes in watchfiles.awatch(root, watch_filter=_watched, stop_event=stop, debounce=50, step=20):
+            await self.reload({Path(p).resolve() for _, p in changes})
+
+    def _affected(self, manifest: Manifest, changed: set[Path]) -> list[str]:
+        """Functions to rebuild: all of them after a manifest change, else those whose source folder changed."""
+        if self.manifest_path in changed:
+            return list(manifest.functions)
+        names = []
+        for name, cfg in manifest.functions.items():
+            source = (self.manifest_path.parent / cfg.source).resolve()
+            if source in changed or any(p.parent == source.parent and p.suffix in (".h", ".c", ".py") for p in changed):
+                names.append(name)
+        return names
+
+    async def reload(self, changed: set[Path]) -> None:
+        start = time.perf_counter()
+        try:
+            manifest = load_manifest(self.manifest_path)
+        except ManifestError as exc:
+            self.console.error(f"manifest not applied, the last good one keeps serving:\n  {exc}")
+            return
+        rebuild = self._affected(manifest, changed)
+        digests = {name: spec.digest for name, spec in self.app.functions.items()}
+        results = await asyncio.gather(
+            *(asyncio.to_thread(build_function, self.manifest_path, manifest, name) for name in rebuild), return_exceptions=True
+        )
+        for name, built in zip(rebuild, results):
+            if isinstance(built, BaseException):
+                if not isinstance(built, EdgefnError):
+                    raise built
+                self.state.broken[name] = built
+                self.console.error(f"{name}: {built}")
+                continue
+            try:
+                digest = self.runtime.store.add(built)
+                await asyncio.to_thread(self.runtime.store.load, digest, name)  # precompile off the request path
+            except EdgefnError as exc:
+                self.state.broken[name] = exc
+                self.console.error(f"{name}: {exc}")
+                continue
+            digests[name] = digest
+            self.state.broken.pop(name, None)
+        missing = [n for n in manifest.functions if n not in digests]
+        if missing:
+            self.console.error(f"not applied: {', '.join(missing)} never built successfully; the last good app keeps serving")
+            return
+        for name in list(self.state.broken):
+            if name not in manifest.functions:
+                del self.state.broken[name]
+        self.app = resolve(manifest, self.manifest_path, {n: digests[n] for n in manifest.functions})
+        self.apply(self.app)
+        ok = [n for n in rebuild if n not in self.state.broken]
+        what = ", ".join(ok) if ok else "manifest"
+        self.console.info(f"reloaded {what} in {(time.perf_counter() - start) * 1000:.0f} ms")
