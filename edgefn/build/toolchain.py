@@ -1,0 +1,110 @@
+"""Compile guest sources to wasm with the pinned PyPI `ziglang` toolchain (C and Zig)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..runtime.errors import EdgefnError
+
+#: the C guest SDK (guest-sdk/c/edgefn.h) in a source checkout; EDGEFN_SDK_DIR overrides it
+SDK_C_DIR = Path(os.environ.get("EDGEFN_SDK_DIR", Path(__file__).resolve().parents[2] / "guest-sdk" / "c"))
+
+_DIAGNOSTIC = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?:(?P<col>\d+):)?\s*(?P<kind>error|warning|note): (?P<msg>.*)$")
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    file: str
+    line: int
+    column: int
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.kind}: {self.message}"
+
+
+class BuildError(EdgefnError):
+    """The compiler refused a source; `diagnostics` carry file:line for each error."""
+
+    def __init__(self, source: Path, diagnostics: list[Diagnostic], output: str) -> None:
+        self.source = source
+        self.diagnostics = diagnostics
+        self.output = output
+        errors = [d for d in diagnostics if d.kind == "error"] or diagnostics
+        summary = "\n".join(f"  {d}" for d in errors[:20]) or "  " + output.strip()[-2000:]
+        super().__init__(f"build of {source} failed:\n{summary}")
+
+
+def cache_dir(default_root: Path) -> Path:
+    """Zig's global cache; project-owned (never ~/.cache), EDGEFN_CACHE_DIR overrides the default."""
+    root = Path(os.environ.get("EDGEFN_CACHE_DIR", default_root / ".edgefn" / "cache"))
+    return root / "zig"
+
+
+def parse_diagnostics(output: str) -> list[Diagnostic]:
+    found = []
+    for line in output.splitlines():
+        m = _DIAGNOSTIC.match(line.strip())
+        if m:
+            found.append(Diagnostic(m["file"], int(m["line"]), int(m["col"] or 0), m["kind"], m["msg"]))
+    return found
+
+
+def _run(cmd: list[str], source: Path, zig_cache: Path) -> None:
+    zig_cache.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, ZIG_GLOBAL_CACHE_DIR=str(zig_cache), ZIG_LOCAL_CACHE_DIR=str(zig_cache / "local"))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=source.parent)
+    if proc.returncode != 0:
+        output = proc.stdout + proc.stderr
+        raise BuildError(source, parse_diagnostics(output), output)
+
+
+def compile_c(source: Path, out: Path, target: str, zig_cache: Path) -> None:
+    triple = "wasm32-freestanding" if target == "freestanding" else "wasm32-wasi"
+    cmd = [sys.executable, "-m", "ziglang", "cc", f"--target={triple}", "-Oz", "-s", "-mbulk-memory", "-I", str(SDK_C_DIR)]
+    if target == "freestanding":
+        cmd += ["-nostdlib", "-Wl,--no-entry"]
+    else:
+        cmd += ["-mexec-model=reactor"]
+    cmd += ["-Wl,--strip-all", "-Wall", "-Werror=implicit-function-declaration", str(source), "-o", str(out)]
+    _run(cmd, source, zig_cache)
+
+
+def compile_zig(source: Path, out: Path, target: str, zig_cache: Path) -> None:
+    triple = "wasm32-freestanding" if target == "freestanding" else "wasm32-wasi"
+    cmd = [
+        sys.executable, "-m", "ziglang", "build-exe", str(source), f"-target", triple, "-O", "ReleaseSmall",
+        "-fno-entry", "-rdynamic", "-fstrip", f"-femit-bin={out}",
+    ]
+    if target == "wasi":
+        cmd += ["-mexec-model=reactor"]
+    _run(cmd, source, zig_cache)
+
+
+def build_source(source: Path, out: Path, target: str, zig_cache: Path) -> bytes:
+    """Build `source` (.c, .zig, .py or a prebuilt .wasm) and return the wasm bytes.
+
+    `zig_cache` is the toolchain cache (cache_dir()); Python builds are cached in its sibling directory.
+    """
+    if not source.exists():
+        raise BuildError(source, [], f"{source}: no such file")
+    if source.suffix == ".wasm":
+        return source.read_bytes()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if source.suffix == ".py":
+        from .python import build_python  # a component via componentize-py; cached by input hash
+
+        return build_python(source, out, zig_cache.parent)
+    if source.suffix == ".c":
+        compile_c(source, out, target, zig_cache)
+    elif source.suffix == ".zig":
+        compile_zig(source, out, target, zig_cache)
+    else:
+        raise BuildError(source, [], f"{source}: unsupported source type {source.suffix!r} (use .c, .zig, .py or .wasm)")
+    return out.read_bytes()
