@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="override server.port (cleartext HTTP/1.1 + h2c)")
     s.add_argument("--tls-port", type=int, help="override server.tls_port (TLS HTTP/1.1 + HTTP/2, HTTP/3 over QUIC; 0 = off)")
     s.add_argument("--workers", type=int, help="override server.workers")
+
+    d = with_config(sub.add_parser("dev", help="serve with hot reload: rebuild and swap functions on save"))
+    d.add_argument("--host", help="override server.host")
+    d.add_argument("--port", type=int, help="override server.port")
+    d.add_argument("--tls-port", type=int, help="override server.tls_port (0 = off)")
+    d.add_argument("--record", type=Path, help="save every event that reaches a function into this directory")
     return p
 
 
@@ -61,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             from .server import serve
 
             return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=args.workers)
+        if args.command == "dev":
+            from .server import serve
+
+            return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=1, dev=True, record=args.record)
     except EdgefnError as exc:
         print(f"edgefn: {exc}", file=sys.stderr)
         return 2

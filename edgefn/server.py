@@ -1,40 +1,239 @@
-"""Hypercorn configuration and `edgefn serve`."""
+"""Hypercorn configuration and `edgefn serve`.
+
+Listeners (see docs/tls.md):
+  host:port      TCP, cleartext HTTP/1.1 and h2c
+  host:tls_port  TCP, TLS with ALPN h2 / http/1.1            (tls_port != 0)
+  host:tls_port  UDP, HTTP/3 over QUIC, advertised by Alt-Svc (tls_port != 0 and http3)
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
-from hypercorn.config import Config
+from hypercorn.config import Config, Sockets
 from hypercorn.run import run
+from hypercorn.typing import ASGIFramework
 
 from .build.app import build_app, store_dir_of
 from .manifest.load import load_manifest
+from .runtime.errors import EdgefnError
 from .runtime.invoker import Runtime
+from .tls import fingerprint, tls_files
+
+ALT_SVC_MAX_AGE = 86400
 
 
-def hypercorn_config(host: str, port: int, workers: int) -> Config:
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.application_path = "edgefn.app:app_from_env()"
+def hypercorn_config(
+    host: str,
+    port: int,
+    workers: int,
+    *,
+    tls_port: int = 0,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+    http3: bool = True,
+) -> Config:
+    """The Hypercorn config for these listeners; TLS (and so HTTP/3) only when tls_port and the files are given."""
+    config = EdgeConfig()
+    config.application_path = "edgefn.server:worker_app()"
     config.workers = 0 if workers == 1 else workers  # 0: serve in this process
     config.graceful_timeout = 10.0
     config.accesslog = None  # edgefn writes its own structured access log
+    config.errorlog = logging.getLogger("hypercorn.error")  # through edgefn's logging setup, once
+    if tls_port and certfile and keyfile:
+        # Hypercorn: `bind` is the TLS listener when certfile/keyfile are set, `insecure_bind` the cleartext one
+        config.certfile, config.keyfile = str(certfile), str(keyfile)
+        config.bind = [_addr(host, tls_port)]
+        config.insecure_bind = [_addr(host, port)]
+        if http3:
+            config.quic_bind = [_addr(host, tls_port)]
+            # on every response, h1/h2/h3, cleartext or TLS: browsers act on it only for https:// origins
+            config.alt_svc_headers = [f'h3=":{tls_port}"; ma={ALT_SVC_MAX_AGE}']
+    else:
+        config.bind = [_addr(host, port)]  # without TLS, Hypercorn serves `bind` in cleartext
     return config
 
 
-def serve(config_path: Path, host: str | None = None, port: int | None = None, workers: int | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+class _PerWorkerQuicSockets:
+    """Hypercorn's Sockets for worker processes, with UDP (QUIC) sockets bound by each worker, not shared.
+
+    QUIC connection state lives in one process, but a datagram on a shared UDP socket goes to whichever
+    worker reads it first, so with several workers most connections would stall. Instead each worker binds
+    its own SO_REUSEPORT socket on the port, and the kernel keeps each client's address/port on one socket.
+    A worker binds when Hypercorn first asks for its QUIC sockets, which is after the app has started: a
+    worker joins the port's group only once it can answer, so no connection waits for a slow starter.
+    """
+
+    def __init__(self, secure: list[socket.socket], insecure: list[socket.socket], quic_binds: list[str]) -> None:
+        self.secure_sockets = secure
+        self.insecure_sockets = insecure
+        self.quic_binds = quic_binds
+        self._quic: list[socket.socket] | None = None
+
+    @property
+    def quic_sockets(self) -> list[socket.socket]:
+        if self._quic is None:
+            self._quic = [_udp_socket(b, reuse_port=True) for b in self.quic_binds]
+            _wake_quic_on_shutdown(self.secure_sockets + self.insecure_sockets, self._quic)
+        return self._quic
+
+    def __reduce__(self) -> tuple:  # to a worker process: the TCP sockets and the QUIC addresses
+        return (_PerWorkerQuicSockets, (self.secure_sockets, self.insecure_sockets, self.quic_binds))
+
+
+class EdgeConfig(Config):
+    """Hypercorn's Config, binding QUIC per worker process and failing with a clear error on a taken port."""
+
+    def create_sockets(self) -> Sockets:
+        per_worker_quic = self.workers > 1 and bool(self.quic_bind) and hasattr(socket, "SO_REUSEPORT")
+        quic_bind = self.quic_bind
+        try:
+            if per_worker_quic:
+                for bind in quic_bind:  # fail now, in the parent, if the UDP port is taken
+                    _udp_socket(bind, reuse_port=False).close()
+                self.quic_bind = []
+                try:
+                    base = super().create_sockets()
+                finally:
+                    self.quic_bind = quic_bind
+                sockets: Sockets = _PerWorkerQuicSockets(base.secure_sockets, base.insecure_sockets, list(quic_bind))  # type: ignore[assignment]
+            else:
+                sockets = super().create_sockets()
+                _wake_quic_on_shutdown(sockets.secure_sockets + sockets.insecure_sockets, sockets.quic_sockets)
+        except OSError as exc:
+            binds = ", ".join([*(f"tcp {b}" for b in self.bind + self.insecure_bind), *(f"udp {b}" for b in quic_bind)])
+            raise EdgefnError(f"cannot listen on {binds}: {exc.strerror or exc} (see server.port / server.tls_port, --port / --tls-port)") from None
+        _announce(sockets, quic_bind, per_worker_quic)
+        return sockets
+
+
+def worker_app() -> ASGIFramework:
+    """The app of a server process (Hypercorn's application_path): logging as `serve` sets it up, then the app.
+
+    With several workers Hypercorn spawns fresh interpreters, which would otherwise have no log handler and
+    drop every access-log and REPORT line.
+    """
+    _configure_logging()
+    from .app import app_from_env
+
+    return app_from_env()
+
+
+def serve(
+    config_path: Path,
+    host: str | None = None,
+    port: int | None = None,
+    tls_port: int | None = None,
+    workers: int | None = None,
+    dev: bool = False,
+    record: Path | None = None,
+) -> int:
+    """Build the app, then serve it until SIGTERM/SIGINT; `dev`/`record` are for `edgefn dev` (see edgefn.app)."""
+    _configure_logging()
     config_path = config_path.resolve()
     manifest = load_manifest(config_path)
+    server = manifest.server
     # build and precompile once here, so workers start from a warm store and a broken build never binds a port
     with Runtime(store_dir_of(config_path, manifest)) as runtime:
         app = build_app(config_path, manifest, runtime.store)
-    host = host or manifest.server.host
-    port = manifest.server.port if port is None else port
-    workers = workers or manifest.server.workers
+    host = host or server.host
+    port = server.port if port is None else port
+    tls_port = server.tls_port if tls_port is None else tls_port
+    workers = workers or server.workers
+    certfile = keyfile = None
+    if tls_port:
+        certfile, keyfile, self_signed = tls_files(config_path, server)
+        kind = "self-signed localhost certificate" if self_signed else "certificate"
+        print(f"edgefn: TLS {kind} {certfile} (SHA-256 {fingerprint(certfile)})", file=sys.stderr, flush=True)
+    # the server processes build their app from the environment (edgefn.app.app_from_env)
     os.environ["EDGEFN_CONFIG"] = str(config_path)
-    print(f"edgefn: serving {app.name} ({len(app.functions)} functions) on http://{host}:{port}/", file=sys.stderr, flush=True)
-    return run(hypercorn_config(host, port, workers))
+    if dev:
+        os.environ["EDGEFN_DEV"] = "1"
+    if record is not None:
+        os.environ["EDGEFN_RECORD"] = str(Path(record).resolve())
+    print(f"edgefn: serving {app.name} ({len(app.functions)} functions)", file=sys.stderr, flush=True)
+    config = hypercorn_config(host, port, workers, tls_port=tls_port, certfile=certfile, keyfile=keyfile, http3=server.http3)
+    return run(config)
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+
+
+def _addr(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def _split(bind: str) -> tuple[str, int]:
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _url_host(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
+
+
+def _announce(sockets: Sockets, quic_bind: list[str], per_worker_quic: bool) -> None:
+    lines = [f"http://{_url_host(s)}/ (HTTP/1.1, h2c)" for s in sockets.insecure_sockets]
+    lines += [f"https://{_url_host(s)}/ (HTTP/1.1, HTTP/2)" for s in sockets.secure_sockets]
+    quic = list(quic_bind) if per_worker_quic else [_url_host(s) for s in sockets.quic_sockets]
+    lines += [f"HTTP/3 on udp/{q.rpartition(':')[2]} ({q})" for q in quic]
+    for line in lines:
+        print(f"edgefn: listening on {line}", file=sys.stderr, flush=True)
+
+
+def _udp_socket(bind: str, reuse_port: bool) -> socket.socket:
+    host, port = _split(bind)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _wake_quic_on_shutdown(tcp: list[socket.socket], quic: list[socket.socket]) -> None:
+    """Wake Hypercorn's QUIC loop at shutdown, so an idle server stops at once rather than after graceful_timeout.
+
+    Hypercorn 0.18's UDP server checks for shutdown only after handling a datagram. At shutdown it closes the
+    TCP listeners first; a watcher thread sees that and sends empty datagrams (ignored as not QUIC) to the
+    QUIC socket until the process exits. With per-worker SO_REUSEPORT sockets a datagram may land on a sibling
+    worker — all of them are shutting down together — so each one keeps sending, from fresh source ports.
+    """
+    if not tcp or not quic:
+        return
+    targets = []
+    for q in quic:
+        host, port = q.getsockname()[:2]
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if q.family == socket.AF_INET else "::1"
+        targets.append((q.family, host, port))
+
+    def watch() -> None:
+        while all(s.fileno() != -1 for s in tcp):
+            time.sleep(0.1)
+        while True:  # until the process exits: the loop also stops only once its last connection has drained
+            for family, host, port in targets:
+                try:
+                    with socket.socket(family, socket.SOCK_DGRAM) as s:
+                        s.sendto(b"", (host, port))
+                except OSError:
+                    pass
+            time.sleep(0.05)
+
+    threading.Thread(target=watch, name="edgefn-quic-shutdown", daemon=True).start()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -19,40 +21,112 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-@contextlib.contextmanager
-def edge_server(config: Path, *extra: str, startup_timeout: float = 180.0) -> Iterator[tuple[str, Path]]:
-    """Yield (base URL, log file) of a server serving `config`; stop it with SIGTERM afterwards."""
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="edgefn-server-", suffix=".log")[1])
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgefn.cli", "serve", "--config", str(config), "--port", str(port), *extra],
-            stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"edgefn serve exited with {proc.returncode}:\n{log.read_text()}")
+def free_ports() -> tuple[int, int]:
+    """(port, tls_port): a free TCP port, and a different one free for both TCP and UDP (TLS + QUIC) on 127.0.0.1."""
+    with contextlib.ExitStack() as held:  # hold every candidate until the end, so the two always differ
+
+        def bound(kind: int, port: int = 0) -> int:
+            s = held.enter_context(socket.socket(socket.AF_INET, kind))
+            s.bind(("127.0.0.1", port))
+            return int(s.getsockname()[1])
+
+        port = bound(socket.SOCK_STREAM)
+        for _ in range(50):
+            tls_port = bound(socket.SOCK_STREAM)
             try:
-                if httpx.get(f"{base}/_edgefn/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"edgefn serve did not become healthy in {startup_timeout} s:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield base, log
-    finally:
-        proc.send_signal(signal.SIGTERM)
+                bound(socket.SOCK_DGRAM, tls_port)
+            except OSError:
+                continue
+            return port, tls_port
+    raise RuntimeError("found no port free for both TCP and UDP")
+
+
+@dataclass
+class EdgeServer:
+    """A running `edgefn serve`. Unpacks as `(base, log)`, the shape the older e2e tests use."""
+
+    base: str  # http://127.0.0.1:<port> — cleartext HTTP/1.1 and h2c
+    https: str | None  # https://127.0.0.1:<tls_port> — HTTP/1.1 + HTTP/2 over TLS, HTTP/3 over QUIC; None without TLS
+    port: int
+    tls_port: int  # 0 without TLS
+    log: Path
+    proc: subprocess.Popen
+    stopped_in: float | None = None  # seconds from SIGTERM to exit, once the context has exited
+
+    def __iter__(self) -> Iterator[object]:
+        return iter((self.base, self.log))
+
+    @property
+    def cafile(self) -> Path:
+        """The certificate the server presents (self-signed by default), as printed at startup: trust it as a CA."""
+        found = re.search(r"^edgefn: TLS .*?certificate (.+) \(SHA-256 ", self.log.read_text(), re.MULTILINE)
+        if not found:
+            raise AssertionError(f"no TLS certificate line in the server log:\n{self.log.read_text()}")
+        return Path(found.group(1))
+
+
+@contextlib.contextmanager
+def edge_server(config: Path, *extra: str, tls: bool = True, startup_timeout: float = 180.0) -> Iterator[EdgeServer]:
+    """Serve `config` on free ports (cleartext, and TLS + QUIC unless tls=False); stop with SIGTERM afterwards.
+
+    The server is up (its health endpoint answers) when this yields. `extra` goes to `edgefn serve` after
+    --port/--tls-port. A port taken by someone else between choosing and binding it is retried with new ones.
+    """
+    for attempt in range(3):
+        port, tls_port = free_ports() if tls else (free_port(), 0)
+        log = Path(tempfile.mkstemp(prefix="edgefn-server-", suffix=".log")[1])
+        with open(log, "w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgefn.cli", "serve", "--config", str(config), "--port", str(port), "--tls-port", str(tls_port), *extra],
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )
+        server = EdgeServer(f"http://127.0.0.1:{port}", f"https://127.0.0.1:{tls_port}" if tls_port else None, port, tls_port, log, proc)
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            if _wait_healthy(server, startup_timeout, retry_port_clash=attempt < 2):
+                break
+        except BaseException:
+            _stop(server)
+            raise
+    try:
+        yield server
+    finally:
+        _stop(server)
+
+
+def _wait_healthy(server: EdgeServer, timeout: float, retry_port_clash: bool) -> bool:
+    """True once the server answers; False if it lost a race for its ports (and may be retried); else raises."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.proc.poll() is not None:
+            text = server.log.read_text()
+            if retry_port_clash and "cannot listen on" in text:
+                return False
+            raise RuntimeError(f"edgefn serve exited with {server.proc.returncode}:\n{text}")
+        try:
+            if httpx.get(f"{server.base}/_edgefn/health", timeout=1.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"edgefn serve did not become healthy in {timeout} s:\n{server.log.read_text()}")
+        time.sleep(0.1)
+
+
+def _stop(server: EdgeServer) -> None:
+    proc = server.proc
+    if proc.poll() is not None:
+        return
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    server.stopped_in = time.monotonic() - start
