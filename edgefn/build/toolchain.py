@@ -65,9 +65,17 @@ def _run(cmd: list[str], source: Path, zig_cache: Path) -> None:
         raise BuildError(source, parse_diagnostics(output), output)
 
 
+def zig_command() -> list[str]:
+    """The pinned PyPI ziglang binary, run directly: `python -m ziglang` would add an interpreter start per build."""
+    import ziglang
+
+    binary = Path(ziglang.__file__).parent / ("zig.exe" if sys.platform == "win32" else "zig")
+    return [str(binary)] if binary.exists() else [sys.executable, "-m", "ziglang"]
+
+
 def compile_c(source: Path, out: Path, target: str, zig_cache: Path) -> None:
     triple = "wasm32-freestanding" if target == "freestanding" else "wasm32-wasi"
-    cmd = [sys.executable, "-m", "ziglang", "cc", f"--target={triple}", "-Oz", "-s", "-mbulk-memory", "-I", str(SDK_C_DIR)]
+    cmd = [*zig_command(), "cc", f"--target={triple}", "-Oz", "-s", "-mbulk-memory", "-I", str(SDK_C_DIR)]
     if target == "freestanding":
         cmd += ["-nostdlib", "-Wl,--no-entry"]
     else:
@@ -79,7 +87,7 @@ def compile_c(source: Path, out: Path, target: str, zig_cache: Path) -> None:
 def compile_zig(source: Path, out: Path, target: str, zig_cache: Path) -> None:
     triple = "wasm32-freestanding" if target == "freestanding" else "wasm32-wasi"
     cmd = [
-        sys.executable, "-m", "ziglang", "build-exe", str(source), f"-target", triple, "-O", "ReleaseSmall",
+        *zig_command(), "build-exe", str(source), f"-target", triple, "-O", "ReleaseSmall",
         "-fno-entry", "-rdynamic", "-fstrip", f"-femit-bin={out}",
     ]
     if target == "wasi":

@@ -58,15 +58,13 @@ class DevReloader:
             await self.reload({Path(p).resolve() for _, p in changes})
 
     def _affected(self, manifest: Manifest, changed: set[Path]) -> list[str]:
-        """Functions to rebuild: all of them after a manifest change, else those whose source folder changed."""
+        """What to rebuild: everything after a manifest change; else the functions whose source changed,
+        plus every function beside a changed file that is no function's source (a header, a helper)."""
         if self.manifest_path in changed:
             return list(manifest.functions)
-        names = []
-        for name, cfg in manifest.functions.items():
-            source = (self.manifest_path.parent / cfg.source).resolve()
-            if source in changed or any(p.parent == source.parent and p.suffix in (".h", ".c", ".py") for p in changed):
-                names.append(name)
-        return names
+        sources = {name: (self.manifest_path.parent / cfg.source).resolve() for name, cfg in manifest.functions.items()}
+        shared = {p.parent for p in changed if p not in sources.values()}
+        return [name for name, src in sources.items() if src in changed or src.parent in shared]
 
     async def reload(self, changed: set[Path]) -> None:
         start = time.perf_counter()

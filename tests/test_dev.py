@@ -1,0 +1,115 @@
+"""`edgefn dev` driven as a user would: edit sources and the manifest while it runs, over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import pytest
+
+from tests.servers import REPO, free_port
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory):
+    root = tmp_path_factory.mktemp("devapp")
+    app = root / "app"
+    subprocess.run([sys.executable, "-m", "edgefn.cli", "init", str(app), "--triggers", "viewer-request,viewer-response"], check=True, cwd=REPO, capture_output=True)
+    record = root / "recorded"
+    port = free_port()
+    log = root / "dev.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgefn.cli", "dev", "--config", str(app / "edgefn.toml"), "--port", str(port), "--tls-port", "0", "--record", str(record)],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{base}/_edgefn/health", timeout=1).status_code == 200, 180, "edgefn dev to start")
+        yield base, app, log, record, proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+def test_edit_break_fix_and_manifest_change_without_restart(dev):
+    base, app, log, record, proc = dev
+    source = app / "src" / "viewer_response.c"
+    assert httpx.get(f"{base}/").headers["x-viewer-response"] == "seen"
+
+    # 1. an edit is served without a restart
+    edit(source, '"seen"', '"edited"')
+    wait_for(lambda: httpx.get(f"{base}/").headers.get("x-viewer-response") == "edited", what="the edited C function")
+    wait_for(lambda: "reloaded viewer-response in" in log.read_text(), what="the reload line")
+
+    # 2. a broken build: file:line in the terminal, an error page for browsers, the last good build for API clients
+    edit(source, "return edgefn_finish(&res);", "return edgefn_finish(&res) this is not C;")
+    wait_for(lambda: "viewer_response.c:" in log.read_text() and "error:" in log.read_text(), what="the compiler error in the log")
+    page = httpx.get(f"{base}/", headers={"accept": "text/html"})
+    assert page.status_code == 500 and "Build failed" in page.text and "viewer_response.c:" in page.text
+    api = httpx.get(f"{base}/", headers={"accept": "application/json"})
+    assert api.status_code == 200 and api.headers["x-viewer-response"] == "edited"
+
+    # 3. the next good save recovers by itself
+    edit(source, "return edgefn_finish(&res) this is not C;", "return edgefn_finish(&res);")
+    edit(source, '"edited"', '"fixed"')
+    wait_for(lambda: httpx.get(f"{base}/", headers={"accept": "text/html"}).headers.get("x-viewer-response") == "fixed", what="recovery")
+
+    # 4. a manifest change is applied live; an invalid one keeps the last good app and says what is wrong
+    manifest = app / "edgefn.toml"
+    manifest.write_text(manifest.read_text() + '\n[[behaviors]]\npath_pattern = "/plain/*"\nfunction = "origin"\n')
+    wait_for(lambda: "x-viewer-response" not in httpx.get(f"{base}/plain/x").headers, what="the new behavior")
+    good = manifest.read_text()
+    manifest.write_text(good.replace('path_pattern = "/plain/*"', 'path_patern = "/plain/*"'))
+    wait_for(lambda: "behaviors[0].path_patern: unknown key" in log.read_text(), what="the manifest error")
+    assert "x-viewer-response" not in httpx.get(f"{base}/plain/y").headers  # still the last good manifest
+    manifest.write_text(good)
+    assert proc.poll() is None  # never restarted
+
+
+def test_terminal_shows_a_request_log_line(dev):
+    base, _, log, _, _ = dev
+    httpx.get(f"{base}/logged-path")
+    wait_for(lambda: "GET    /logged-path 200" in log.read_text(), what="the request log line")
+    line = next(l for l in log.read_text().splitlines() if "/logged-path 200" in l)
+    assert "fuel=" in line and "viewer-response=" in line and "\033[" not in line  # plain when not a TTY
+
+
+def test_recorded_events_replay_with_invoke(dev):
+    base, app, _, record, _ = dev
+    httpx.get(f"{base}/replay-me?x=1")
+    wait_for(lambda: any("replay" in p.read_text() for p in record.glob("viewer-request/*.json")), what="a recorded event")
+    event = next(p for p in record.glob("viewer-request/*.json") if "/replay-me" in p.read_text())
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgefn.cli", "invoke", "viewer-request", "--config", str(app / "edgefn.toml"), "--event", str(event)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert '"uri": "/replay-me"' in proc.stdout and "REPORT RequestId:" in proc.stderr
