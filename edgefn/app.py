@@ -24,15 +24,15 @@ from .dev.console import DevConsole
 from .dev.recorder import EventRecorder
 from .dev.reloader import DevReloader, DevState
 from .manifest.resolve import ResolvedApp
-from .runtime.errors import EdgefnError
 from .pipeline.cache import EdgeCache
 from .pipeline.pipeline import EdgePipeline
+from .pipeline.rules import MAX_URI_AND_QUERY
 from .runtime.abi import Body, EdgeRequest, Headers, title_case
+from .runtime.errors import EdgefnError
 
 RESERVED_PREFIX = "/_edgefn"
 REQUEST_ID_HEADER = "x-edgefn-request-id"
 MAX_REQUEST_BODY = 6 * 1024 * 1024  # Lambda's synchronous payload limit
-MAX_URI_AND_QUERY = 8192  # CloudFront's limit on URI plus query string
 MAX_HEADER_BYTES = 20 * 1024  # CloudFront's limit on all request headers together
 
 access_log = logging.getLogger("edgefn.access")
