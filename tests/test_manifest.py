@@ -62,7 +62,7 @@ def test_good_manifest_loads_and_resolves(tmp_path):
         (("memory_mb = 16", "memory_mb = 0"), "functions.hello.memory_mb", "bad value 0", "an integer from 1 to 4,096"),
         (("memory_mb = 16", 'memory_mb = "16"'), "functions.hello.memory_mb", "expected an integer, got '16'", "set functions.hello.memory_mb"),
         (("timeout_ms = 1000", "timeout_ms = true"), "functions.hello.timeout_ms", "expected an integer, got True", ""),
-        (('source = "hello.c"', 'source = "hello.py"'), "functions.hello.source", "bad value 'hello.py'", "ending in .c, .zig or .wasm"),
+        (('source = "hello.c"', 'source = "hello.rb"'), "functions.hello.source", "bad value 'hello.rb'", "ending in .c, .zig, .py or .wasm"),
         (('source = "hello.c"\n', ""), "functions.hello.source", "is required", "add functions.hello.source"),
         (('GREETING = "hi"', '"1BAD" = "hi"'), "functions.hello.env", "bad value", "[A-Za-z_][A-Za-z0-9_]*"),
         (('GREETING = "hi"', "GREETING = 1"), "functions.hello.env.GREETING", "expected a string", ""),

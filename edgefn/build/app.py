@@ -34,8 +34,9 @@ def build_app(manifest_path: Path, manifest: Manifest, store: ModuleStore, preco
     if precompile:
         for name, spec in app.functions.items():
             store.load(spec.digest, name)
-        if store.prewarm_hook is not None:  # warm instances at startup, for functions that ask (prewarm = N)
+        prewarm = getattr(store, "prewarm_hook", None)  # set by Runtime: Invoker.prewarm
+        if prewarm is not None:  # warm instances at startup, for functions that ask (prewarm = N)
             for spec in app.functions.values():
-                if spec.reuse_instances and spec.prewarm > 0:
-                    store.prewarm_hook(spec)
+                if getattr(spec, "reuse_instances", False) and getattr(spec, "prewarm", 0) > 0:
+                    prewarm(spec)
     return app

@@ -100,9 +100,18 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
     """`digests` maps each function name to the digest of its built wasm in the module store."""
     manifest_path = manifest_path.resolve()
     root = manifest_path.parent
+    for name, cfg in manifest.functions.items():
+        if cfg.prewarm and not cfg.reuse_instances:
+            from .load import ManifestError
+
+            raise ManifestError(
+                manifest_path, f"functions.{name}.prewarm", "prewarmed instances are only used by a function that reuses instances",
+                "add reuse_instances = true, or remove prewarm",
+            )
     functions = {
         name: FunctionSpec(
-            name=name, digest=digests[name], limits=limits_of(cfg), env=dict(cfg.env), allowed_hosts=tuple(cfg.allowed_hosts)
+            name=name, digest=digests[name], limits=limits_of(cfg), env=dict(cfg.env), allowed_hosts=tuple(cfg.allowed_hosts),
+            reuse_instances=cfg.reuse_instances, prewarm=cfg.prewarm,
         )
         for name, cfg in manifest.functions.items()
     }

@@ -78,7 +78,7 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class FunctionConfig:
-    source: str = spec(REQUIRED, matches(r".+\.(c|zig|wasm)", "a path ending in .c, .zig or .wasm"), "the code")
+    source: str = spec(REQUIRED, matches(r".+\.(c|zig|py|wasm)", "a path ending in .c, .zig, .py or .wasm"), "the code")
     memory_mb: int = spec(128, int_range(1, 4096), "linear-memory cap in MB")
     timeout_ms: int = spec(5000, int_range(1, 900_000), "wall-clock limit per invocation")
     fuel: int = spec(2_000_000_000, int_range(1_000, 10**15), "CPU budget per invocation, in wasm instructions")
@@ -86,6 +86,8 @@ class FunctionConfig:
     env: dict[str, str] = spec(None, _env_check, "environment variables", factory=dict)
     allowed_hosts: list[str] = spec(None, None, "hosts the function may fetch from: host, host:port or *.domain", factory=list)
     target: str = spec("freestanding", one_of("freestanding", "wasi"), "C/Zig build target: wasm32-freestanding or a WASI reactor")
+    reuse_instances: bool = spec(False, None, "keep warm instances between requests (execution-context reuse); default: a fresh instance per request")
+    prewarm: int = spec(0, int_range(0, 256), "warm instances to create at startup (provisioned concurrency); needs reuse_instances = true")
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,11 @@ from pathlib import Path
 from . import abi
 from .abi import EdgeRequest, EdgeResponse, Event
 from .engine import EngineSettings, EpochTicker, create_engine
-from .errors import FunctionError, InvalidResult, InvocationError
+from .errors import FunctionError, InvalidResult, InvocationError, MemoryLimitExceeded
 from .linking import create_linker
 from .module_store import ModuleStore
 from .outbound import shared_client
+from .pool import WarmPool, WarmPools
 from .sandbox import InvocationReport, Limits, Sandbox, log_level
 
 
@@ -31,6 +32,10 @@ class FunctionSpec:
     version: str = "$LATEST"
     #: hosts ("host" or "host:port") the function may reach with the fetch host call
     allowed_hosts: tuple[str, ...] = ()
+    #: keep warm instances in a bounded pool between invocations (default: a fresh instance per request)
+    reuse_instances: bool = False
+    #: instances to create at startup for the pool (provisioned concurrency); needs reuse_instances
+    prewarm: int = 0
 
 
 @dataclass
@@ -54,6 +59,35 @@ class Invoker:
         self.sandbox = sandbox
         self.workers = workers or (os.cpu_count() or 2)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="edgefn-guest")
+        #: warm instances of functions with reuse_instances; no more than `workers` can be busy at once
+        self.pools = WarmPools(self.workers)
+
+    def pool_of(self, fn: FunctionSpec) -> WarmPool:
+        """The warm pool of `fn` (a new one when its code, limits or env changed)."""
+        return self.pools.pool_for(fn.name, (fn.digest, fn.limits, tuple(sorted(fn.env.items()))))
+
+    def prewarm(self, fn: FunctionSpec) -> int:
+        """Create `fn.prewarm` warm instances now (at startup); returns how many are idle in its pool.
+
+        A failure (the instance trapped or hit a limit while initialising) is logged and leaves the pool
+        as it is: requests then create instances on demand and report the error themselves."""
+        if not fn.reuse_instances or fn.prewarm <= 0:
+            return 0
+        loaded, _ = self.store.load(fn.digest, fn.name)
+        flog = function_logger(fn.name)
+
+        def emit(level: int, message: str) -> None:
+            flog.log(log_level(level), "prewarm\t%s", message)
+
+        def make():  # type: ignore[no-untyped-def]
+            return self.sandbox.prewarm(loaded, function=fn.name, limits=fn.limits, env=fn.env, emit=emit)
+
+        try:
+            return self.pools.prewarm(fn.name, self.pool_of(fn).key, fn.prewarm, make)
+        except InvocationError as exc:
+            flog.error("prewarm of %r failed: %s", fn.name, exc)
+            pool = self.pools.get(fn.name)
+            return pool.idle() if pool is not None else 0
 
     async def invoke(self, fn: FunctionSpec, event: Event) -> Invocation:
         """Run `fn` on `event`; raises a typed InvocationError (with `.report`) on any failure."""
@@ -65,7 +99,9 @@ class Invoker:
         flog = function_logger(fn.name)
         rid = event.config.request_id
         flog.info("START RequestId: %s Version: %s", rid, fn.version)
-        loaded, loaded_now = self.store.load(fn.digest, fn.name)
+        # compiling a component takes seconds: on the request path only precompiled artifacts are loaded
+        loaded, loaded_now = self.store.load(fn.digest, fn.name, compile_components=False)
+        pool = self.pool_of(fn) if fn.reuse_instances else None
 
         def emit(level: int, message: str) -> None:
             flog.log(log_level(level), "%s\t%s", rid, message)
@@ -80,6 +116,7 @@ class Invoker:
             emit=emit,
             init_duration_ms=loaded.load_ms if loaded_now else None,
             allowed_hosts=fn.allowed_hosts,
+            pool=pool,
         )
         run.report.version = fn.version
         error = run.error
@@ -89,11 +126,22 @@ class Invoker:
             try:
                 result = abi.decode_result(run.result, event)
             except abi.GuestFunctionError as exc:
-                error = FunctionError(fn.name, rid, exc.error_type, exc.error_message)
+                if loaded.kind == "component" and exc.error_type == "OutOfMemory":
+                    # a component's memory is not visible to the host: its SDK reports that an allocation was
+                    # refused (memory.grow failed under the cap), see guest-sdk/ABI.md section 8
+                    error = MemoryLimitExceeded(fn.name, rid, fn.limits.memory_mb, f": {exc.error_message}")
+                else:
+                    error = FunctionError(fn.name, rid, exc.error_type, exc.error_message)
             except abi.ResultError as exc:
                 error = InvalidResult(fn.name, rid, str(exc))
             if error is not None:
                 run.report.outcome = error.kind
+        if pool is not None:
+            # back to the pool only after a clean invocation; anything else drops the instance
+            if run.instance is not None and error is None:
+                pool.give(run.instance)
+            else:
+                pool.discard()
         flog.info("END RequestId: %s", rid)
         flog.info("%s", run.report.line())
         if error is not None:
@@ -105,6 +153,7 @@ class Invoker:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.pools.close()  # a Store with WASI output callbacks must not outlive the interpreter
 
 
 class Runtime:
@@ -118,6 +167,7 @@ class Runtime:
         self.store = ModuleStore(store_dir, self.engine, self.linker, self.settings.fingerprint())
         self.sandbox = Sandbox(self.engine, self.ticker)
         self.invoker = Invoker(self.store, self.sandbox, workers)
+        self.store.prewarm_hook = self.invoker.prewarm
         self._started = False
         self._lock = threading.Lock()
 

@@ -2,18 +2,29 @@
 
 Layout under the store root (safe to share between processes; every write is temp file + rename):
 
-    wasm/<sha256>.wasm                          the code as deployed
+    wasm/<sha256>.wasm                          the code as deployed (a core module or a component)
     artifacts/<fingerprint[:16]>/<sha256>.cwasm  header + Module.serialize() for this engine
+    artifacts/<fingerprint[:16]>/<sha256>.component.cwasm  Component.serialize(), exactly (memory-mapped)
+    artifacts/<fingerprint[:16]>/<sha256>.component.meta   its header, in a sidecar
 
 A cold start is a read + checksum + Module.deserialize, never a compile. The artifact header carries the
 engine fingerprint, the wasm digest and a checksum of the payload, because wasmtime trusts serialized
 bytes: a truncated or foreign file must be caught before it reaches `deserialize`.
+
+Components (tens of MB for a Python guest) are loaded with `Component.deserialize_file`, which maps the
+payload file: so the payload is the serialized bytes alone and the header lives in a sidecar, written after
+the payload. The sidecar also records the identity the payload had when its checksum was last verified
+(device, inode, size, mtime, ctime): a payload that has not been written to since is not hashed again
+(40 MB of SHA-256 costs ~30 ms, the mapped load ~3 ms); any write, truncation or copy changes that identity
+and brings the full check back. Compiling a component takes seconds, so the request path never does it:
+`load(..., compile_components=False)` refuses instead (`edgefn build` precompiles).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 import struct
 import tempfile
@@ -22,9 +33,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import wasmtime
+from wasmtime import component as wc
 
+from . import component as comp
 from .engine import ARTIFACT_FORMAT
 from .errors import InvalidModule
 from .linking import GuestModuleInfo, inspect_module
@@ -34,6 +48,10 @@ log = logging.getLogger("edgefn.module_store")
 _MAGIC = b"EDGEFNCW"
 # magic, format, engine fingerprint, wasm sha256, payload sha256, payload length
 _HEADER = struct.Struct("<8sI32s32s32sQ")
+_COMPONENT_MAGIC = b"EDGEFNCM"
+# the component sidecar: the header fields above, the largest initial memory, and the payload's identity
+# when its checksum was last verified (st_dev, st_ino, st_mtime_ns, st_ctime_ns)
+_COMPONENT_META = struct.Struct("<8sI32s32s32sQQQQqq")
 
 
 def wasm_digest(wasm: bytes) -> str:
@@ -42,16 +60,21 @@ def wasm_digest(wasm: bytes) -> str:
 
 @dataclass
 class LoadedModule:
-    """A module ready to instantiate: its InstancePre and the facts the sandbox needs."""
+    """Code ready to instantiate: a core module's InstancePre, or a component; the facts the sandbox needs."""
 
     digest: str
-    pre: wasmtime.InstancePre
-    info: GuestModuleInfo
+    pre: wasmtime.InstancePre | None
+    info: GuestModuleInfo | comp.ComponentInfo
     artifact_bytes: int
     #: how this process got it: "compiled", "disk" (deserialized artifact)
     source: str
     #: time spent making it ready (read + verify + deserialize + link), reported once as Init Duration
     load_ms: float
+    #: "core" (ABI v1 core module) or "component" (the edgefn:function world)
+    kind: str = "core"
+    component: wc.Component | None = None
+    #: the component Linker it is instantiated with (core modules carry theirs in `pre`)
+    linker: wc.Linker | None = None
 
 
 @dataclass
@@ -73,10 +96,15 @@ class ModuleStore:
         fingerprint: str,
         max_entries: int = 256,
         max_bytes: int = 512 * 1024 * 1024,
+        component_linker: wc.Linker | None = None,
     ) -> None:
         self.root = Path(root)
         self._engine = engine
         self._linker = linker
+        self._component_linker = component_linker
+        #: set by Runtime to Invoker.prewarm: build_app calls it after precompiling, for functions with
+        #: reuse_instances and prewarm > 0 (provisioned concurrency at startup)
+        self.prewarm_hook: Callable[[Any], int] | None = None
         self.fingerprint = fingerprint
         self.max_entries = max_entries
         self.max_bytes = max_bytes
@@ -97,6 +125,27 @@ class ModuleStore:
     def artifact_path(self, digest: str) -> Path:
         return self._artifact_dir / f"{digest}.cwasm"
 
+    def component_artifact_path(self, digest: str) -> Path:
+        return self._artifact_dir / f"{digest}.component.cwasm"
+
+    def component_meta_path(self, digest: str) -> Path:
+        return self._artifact_dir / f"{digest}.component.meta"
+
+    @property
+    def component_linker(self) -> wc.Linker:
+        if self._component_linker is None:
+            self._component_linker = comp.create_component_linker(self._engine)
+        return self._component_linker
+
+    def kind_of(self, digest: str) -> str:
+        """"component" or "core", from the stored code's header (or, without it, from the artifacts)."""
+        try:
+            with open(self.wasm_path(digest), "rb") as f:
+                head = f.read(8)
+        except FileNotFoundError:
+            return "component" if self.component_meta_path(digest).exists() else "core"
+        return "component" if comp.is_component(head) else "core"
+
     def add(self, wasm: bytes) -> str:
         """Keep `wasm` in the store; returns its digest (the key of everything else)."""
         digest = wasm_digest(wasm)
@@ -110,8 +159,12 @@ class ModuleStore:
 
     # --- artifacts -------------------------------------------------------------------------------
 
-    def load(self, digest: str, function: str) -> tuple[LoadedModule, bool]:
-        """The ready module for `digest` (memory, else disk artifact, else compile); True if loaded now."""
+    def load(self, digest: str, function: str, compile_components: bool = True) -> tuple[LoadedModule, bool]:
+        """The ready module for `digest` (memory, else disk artifact, else compile); True if loaded now.
+
+        With `compile_components=False` (the request path) a component without a usable artifact is
+        refused with InvalidModule instead of being compiled, which takes seconds.
+        """
         with self._lock:
             ready = self._lookup(digest)
             if ready is not None:
@@ -123,7 +176,7 @@ class ModuleStore:
                 if ready is not None:
                     return ready, False
             try:
-                ready = self._load_uncached(digest, function)
+                ready = self._load_uncached(digest, function, compile_components)
             finally:
                 with self._lock:
                     self._loading.pop(digest, None)
@@ -156,7 +209,9 @@ class ModuleStore:
             self._ready_bytes -= old.artifact_bytes
             self.stats.evictions += 1
 
-    def _load_uncached(self, digest: str, function: str) -> LoadedModule:
+    def _load_uncached(self, digest: str, function: str, compile_components: bool = True) -> LoadedModule:
+        if self.kind_of(digest) == "component":
+            return self._load_component(digest, function, compile_components)
         start = time.perf_counter()
         module, payload_len = self._read_artifact(digest)
         source = "disk"
@@ -230,6 +285,117 @@ class ModuleStore:
         _write_atomic(self.artifact_path(digest), header + payload)
         self.stats.compiles += 1
         return module, len(payload)
+
+
+    # --- components ----------------------------------------------------------------------------------
+
+    def _load_component(self, digest: str, function: str, compile_components: bool) -> LoadedModule:
+        start = time.perf_counter()
+        found = self._read_component_artifact(digest)
+        source = "disk"
+        if found is None:
+            if not compile_components:
+                raise InvalidModule(
+                    function,
+                    f"component {digest[:12]} has no usable precompiled artifact in {self._artifact_dir}; run `edgefn build` "
+                    "(compiling a component takes seconds, so it never happens on the request path)",
+                )
+            found = self._compile_component(digest, function)
+            source = "compiled"
+        component, payload_len, min_bytes = found
+        info = comp.inspect_component(component, self._engine, function, min_bytes)
+        comp.check_links(self._engine, self.component_linker, component, function)
+        load_ms = (time.perf_counter() - start) * 1000
+        return LoadedModule(
+            digest, None, info, payload_len, source, load_ms, kind="component", component=component, linker=self.component_linker
+        )
+
+    def _read_component_artifact(self, digest: str) -> tuple[wc.Component, int, int] | None:
+        meta_path, path = self.component_meta_path(digest), self.component_artifact_path(digest)
+        try:
+            meta = meta_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        problem, fields = self._component_meta_problem(meta, digest)
+        if problem is None:
+            problem = self._component_payload_problem(path, meta_path, meta, fields)
+        if problem is None:
+            try:
+                component = wc.Component.deserialize_file(self._engine, str(path))
+            except wasmtime.WasmtimeError as exc:
+                problem = f"wasmtime refused it ({str(exc).splitlines()[0]})"
+            else:
+                self.stats.disk_loads += 1
+                return component, fields[5], fields[6]
+        log.warning("module store: component artifact %s is unusable: %s; rebuilding it from the wasm", path, problem)
+        self.stats.rebuilt_artifacts += 1
+        return None
+
+    def _component_meta_problem(self, meta: bytes, digest: str) -> tuple[str | None, tuple]:  # type: ignore[type-arg]
+        if len(meta) != _COMPONENT_META.size:
+            return f"its sidecar is {len(meta)} bytes, expected {_COMPONENT_META.size}", ()
+        fields = _COMPONENT_META.unpack(meta)
+        magic, fmt, fingerprint, wasm_sha = fields[:4]
+        if magic != _COMPONENT_MAGIC:
+            return "not an edgefn component artifact (bad magic)", fields
+        if fmt != ARTIFACT_FORMAT:
+            return f"artifact format {fmt}, expected {ARTIFACT_FORMAT}", fields
+        if fingerprint.hex() != self.fingerprint:
+            return "built by another engine (fingerprint differs)", fields
+        if wasm_sha.hex() != digest:
+            return "holds another component (wasm digest differs)", fields
+        return None, fields
+
+    def _component_payload_problem(self, path: Path, meta_path: Path, meta: bytes, fields: tuple) -> str | None:  # type: ignore[type-arg]
+        payload_sha, payload_len = fields[4], fields[5]
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return "its payload is missing"
+        if st.st_size != payload_len:
+            return f"truncated (payload {st.st_size} of {payload_len} bytes)"
+        if (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) == tuple(fields[7:11]):
+            return None  # verified when last written or checked, and not written to since
+        if _file_sha256(path) != payload_sha:
+            return "corrupted (payload checksum differs)"
+        try:  # remember the identity it was verified with (best effort; another process may do the same)
+            _write_atomic(meta_path, _COMPONENT_META.pack(*fields[:7], st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+        except OSError:
+            pass
+        return None
+
+    def _compile_component(self, digest: str, function: str) -> tuple[wc.Component, int, int]:
+        try:
+            wasm = self.wasm_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise InvalidModule(function, f"code {digest[:12]} is not in the module store at {self.root}") from None
+        if wasm_digest(wasm) != digest:
+            raise InvalidModule(function, f"stored wasm {self.wasm_path(digest)} does not match its digest; redeploy it")
+        try:
+            component = wc.Component(self._engine, wasm)
+            min_bytes = comp.memory_min_bytes(wasm)
+        except (wasmtime.WasmtimeError, ValueError, IndexError) as exc:
+            raise InvalidModule(function, f"is not a valid component: {str(exc).splitlines()[0]}") from None
+        payload = bytes(component.serialize())
+        path = self.component_artifact_path(digest)
+        _write_atomic(path, payload)
+        st = os.stat(path)
+        meta = _COMPONENT_META.pack(
+            _COMPONENT_MAGIC, ARTIFACT_FORMAT, bytes.fromhex(self.fingerprint), bytes.fromhex(digest),
+            hashlib.sha256(payload).digest(), len(payload), min_bytes, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns,
+        )
+        _write_atomic(self.component_meta_path(digest), meta)
+        self.stats.compiles += 1
+        return component, len(payload), min_bytes
+
+
+def _file_sha256(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return hashlib.sha256(b"").digest()
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return hashlib.sha256(m).digest()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -1,15 +1,18 @@
-"""One invocation of one guest: a fresh Store with limits, two calls, a report. Runs on a worker thread."""
+"""One invocation of one guest: a Store with limits (fresh, or a warm pooled one), the calls, a report.
+
+Runs on a worker thread. Core modules and components go through the same steps and the same typed errors.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import wasmtime
 
-from . import fastcall
+from . import component, fastcall
 from .engine import EpochTicker
 from .errors import (
     CpuBudgetExhausted,
@@ -19,8 +22,11 @@ from .errors import (
     MemoryLimitExceeded,
     WallClockTimeout,
 )
-from .linking import InvocationContext, set_current_context
+from .linking import GuestModuleInfo, InvocationContext, set_current_context
 from .module_store import LoadedModule
+
+if TYPE_CHECKING:
+    from .pool import WarmPool
 
 PAGE = 65536
 LOG_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}
@@ -49,6 +55,8 @@ class InvocationReport:
     memory_mb: int
     outcome: str
     version: str = "$LATEST"
+    #: True if the invocation ran on a warm (reused) instance
+    warm: bool = False
 
     @property
     def billed_duration_ms(self) -> int:
@@ -76,6 +84,8 @@ class SandboxRun:
     result: bytes | None
     error: InvocationError | None
     report: InvocationReport
+    #: a pooled instance after a clean run, for the caller to give back (None otherwise)
+    instance: "GuestInstance | None" = None
 
 
 LogEmitter = Callable[[int, str], None]
@@ -98,12 +108,127 @@ def _trap_frames(trap: wasmtime.Trap) -> list[str]:
     return frames
 
 
+class _LogSlot:
+    """Where a Store's WASI stdout/stderr go: the context of the invocation running on it, if any.
+
+    WASI 0.2 calls these from wasmtime's I/O threads, not the invocation's thread, so the callbacks are
+    bound to this slot (swapped per invocation on a reused instance) rather than to a thread-local.
+    """
+
+    __slots__ = ("ctx",)
+
+    def __init__(self) -> None:
+        self.ctx: InvocationContext | None = None
+
+    def stdout(self, data: bytes) -> int:
+        ctx = self.ctx
+        return ctx.stdout(data) if ctx is not None else len(data)
+
+    def stderr(self, data: bytes) -> int:
+        ctx = self.ctx
+        return ctx.stderr(data) if ctx is not None else len(data)
+
+
+class GuestInstance:
+    """A live instance and its Store: made for one invocation, or kept warm in a pool between invocations."""
+
+    __slots__ = ("loaded", "store", "slot", "memory", "alloc", "handle", "func", "needs_init", "create_ms", "invocations")
+
+    def __init__(self, loaded: LoadedModule, store: wasmtime.Store, slot: _LogSlot) -> None:
+        self.loaded = loaded
+        self.store = store
+        self.slot = slot
+        self.memory: fastcall.GuestMemory | None = None  # core modules
+        self.alloc: object = None
+        self.handle: object = None
+        self.func: object = None  # components: the `handle` function
+        self.needs_init = False  # core: `_initialize` not run yet
+        self.create_ms = 0.0
+        self.invocations = 0
+
+    def memory_size(self) -> int:
+        if self.memory is not None:
+            return self.memory.size()
+        info = self.loaded.info
+        return info.memory_min_bytes
+
+
 class Sandbox:
-    """Runs guests: every call gets a new Store and instance that are dropped afterwards."""
+    """Runs guests. By default every call gets a new Store and instance that are dropped afterwards; a
+    function that opts in to instance reuse passes a warm pool, from which instances are taken and to
+    which the invoker returns them after a clean invocation."""
 
     def __init__(self, engine: wasmtime.Engine, ticker: EpochTicker) -> None:
         self._engine = engine
         self._ticker = ticker
+
+    # --- instances -------------------------------------------------------------------------------
+
+    def new_instance(self, loaded: LoadedModule, limits: Limits, env: dict[str, str], function: str, request_id: str) -> GuestInstance:
+        """A Store with the function's limits and an instance in it (core: `_initialize` not yet run).
+
+        Raises a typed InvocationError (the Store's fuel and deadline are set for one invocation)."""
+        start = time.perf_counter()
+        cap = limits.memory_mb * 1024 * 1024
+        store = wasmtime.Store(self._engine)
+        store.set_fuel(limits.fuel)
+        store.set_limits(memory_size=cap)
+        store.set_epoch_deadline(self._ticker.ticks_for(limits.timeout_ms))
+        slot = _LogSlot()
+        instance = GuestInstance(loaded, store, slot)
+        if loaded.kind == "component" or loaded.info.imports_wasi:  # type: ignore[union-attr]
+            store.set_wasi(_wasi_config(env, slot))
+        min_bytes = loaded.info.memory_min_bytes
+        if min_bytes > cap:
+            what = "component" if loaded.kind == "component" else "module"
+            raise MemoryLimitExceeded(function, request_id, limits.memory_mb, f": the {what} needs {min_bytes // PAGE} pages at start")
+        try:
+            if loaded.kind == "component":
+                assert loaded.linker is not None and loaded.component is not None
+                inst = component.instantiate(loaded.linker, store, loaded.component)
+                instance.func = component.handle_func(store, inst, loaded.info.handle_export)  # type: ignore[union-attr]
+            else:
+                info = loaded.info
+                assert isinstance(info, GuestModuleInfo) and loaded.pre is not None
+                inst = fastcall.instantiate(store, loaded.pre)
+                instance.memory = fastcall.GuestMemory(store, fastcall.export_nth(store, inst, info.memory_export))
+                instance.alloc = fastcall.export_nth(store, inst, info.alloc_export)
+                instance.handle = fastcall.export_nth(store, inst, info.handle_export)
+                if info.init_export is not None:
+                    instance.needs_init = fastcall.export_nth(store, inst, info.init_export)  # type: ignore[assignment]
+        except (fastcall.GuestCallError, component.ComponentCallError) as exc:
+            raise self._classify(exc, function, request_id, limits, instance, cap, instantiating=True) from None
+        instance.create_ms = (time.perf_counter() - start) * 1000
+        return instance
+
+    def initialize(self, instance: GuestInstance, function: str, request_id: str, limits: Limits) -> None:
+        """Run a core module's `_initialize` once per instance (components need none: componentize-py
+        snapshots the initialised interpreter at build time)."""
+        if instance.needs_init:
+            init, instance.needs_init = instance.needs_init, False
+            try:
+                fastcall.call(instance.store, init, (), None)  # type: ignore[arg-type]
+            except fastcall.GuestCallError as exc:
+                raise self._classify(exc, function, request_id, limits, instance, limits.memory_mb * 1024 * 1024) from None
+
+    def prewarm(self, loaded: LoadedModule, *, function: str, limits: Limits, env: dict[str, str], emit: LogEmitter) -> GuestInstance:
+        """A ready instance for a warm pool (provisioned concurrency): created and initialised now, under the
+        function's limits. Raises the typed InvocationError if that fails."""
+        ctx = InvocationContext(function, "prewarm", {k: v.encode() for k, v in env.items()}, emit)
+        set_current_context(ctx)
+        try:
+            instance = self.new_instance(loaded, limits, env, function, "prewarm")
+            instance.slot.ctx = ctx
+            start = time.perf_counter()
+            self.initialize(instance, function, "prewarm", limits)
+            instance.create_ms += (time.perf_counter() - start) * 1000
+        finally:
+            set_current_context(None)
+            ctx.flush()
+        instance.slot.ctx = None
+        return instance
+
+    # --- one invocation ----------------------------------------------------------------------------
 
     def run(
         self,
@@ -117,63 +242,51 @@ class Sandbox:
         emit: LogEmitter,
         init_duration_ms: float | None = None,
         allowed_hosts: tuple[str, ...] = (),
+        pool: "WarmPool | None" = None,
     ) -> SandboxRun:
+        """One invocation. Without `pool`: a fresh instance, dropped afterwards. With `pool`: a warm instance
+        if one is idle (else a new one); after a clean run it is in `SandboxRun.instance`, for the caller to
+        give back once the result is known to be good. An instance that failed is never returned."""
         start = time.perf_counter()
         cap = limits.memory_mb * 1024 * 1024
-        store = wasmtime.Store(self._engine)
-        store.set_fuel(limits.fuel)
-        store.set_limits(memory_size=cap)
-        store.set_epoch_deadline(self._ticker.ticks_for(limits.timeout_ms))
         deadline = time.monotonic() + limits.timeout_ms / 1000
         ctx = InvocationContext(function, request_id, {k: v.encode() for k, v in env.items()}, emit, allowed_hosts, deadline)
-        info = loaded.info
-        if info.imports_wasi:
-            store.set_wasi(_wasi_config(env, ctx))
-        memory: fastcall.GuestMemory | None = None
+        instance = pool.take() if pool is not None else None
+        warm = instance is not None
         result: bytes | None = None
         error: InvocationError | None = None
         set_current_context(ctx)
         try:
-            if info.memory_min_bytes > cap:
-                raise MemoryLimitExceeded(
-                    function, request_id, limits.memory_mb, f": the module needs {info.memory_min_bytes // PAGE} pages at start"
-                )
-            instance = fastcall.instantiate(store, loaded.pre)
-            memory = fastcall.GuestMemory(store, fastcall.export_nth(store, instance, info.memory_export))
-            if info.init_export is not None:
-                fastcall.call(store, fastcall.export_nth(store, instance, info.init_export), (), None)
-            alloc = fastcall.export_nth(store, instance, info.alloc_export)
-            ptr = fastcall.call(store, alloc, (len(event),), fastcall.I32)
-            if ptr == 0 or not memory.write(ptr, event):
-                if near_cap(memory.size(), cap):
-                    raise MemoryLimitExceeded(function, request_id, limits.memory_mb, f": no room for the {len(event)}-byte event")
-                raise InvalidResult(function, request_id, f"edgefn_alloc({len(event)}) returned an unusable address {ptr:#x}")
-            handle = fastcall.export_nth(store, instance, info.handle_export)
-            packed = fastcall.call(store, handle, (ptr, len(event)), fastcall.I64)
-            rptr, rlen = packed >> 32, packed & 0xFFFFFFFF
-            if rlen == 0:
-                raise InvalidResult(function, request_id, "an empty result (length 0)")
-            if rlen > limits.max_result_bytes:
-                raise InvalidResult(
-                    function, request_id, f"oversized: {rlen} bytes, over max_result_bytes {limits.max_result_bytes}"
-                )
-            result = memory.read(rptr, rlen)
-            if result is None:
-                raise InvalidResult(
-                    function, request_id, f"out of bounds: result at {rptr:#x}+{rlen} outside {memory.size()} bytes of memory"
-                )
-        except fastcall.GuestCallError as exc:
-            error = self._classify(exc, function, request_id, limits, memory, cap)
+            if instance is None:
+                instance = self.new_instance(loaded, limits, env, function, request_id)
+            else:
+                instance.store.set_fuel(limits.fuel)
+                instance.store.set_epoch_deadline(self._ticker.ticks_for(limits.timeout_ms))
+            if pool is not None and not warm:
+                start = time.perf_counter()  # a cold pooled instance: its creation is Init Duration, not Duration
+            instance.slot.ctx = ctx
+            self.initialize(instance, function, request_id, limits)
+            if loaded.kind == "component":
+                result = self._call_component(instance, event, function, request_id, limits, cap)
+            else:
+                result = self._call_core(instance, event, function, request_id, limits, cap)
         except InvocationError as exc:
             error = exc
         finally:
             set_current_context(None)
+            if instance is not None:
+                instance.slot.ctx = None
             ctx.flush()
-        peak = memory.size() if memory is not None else info.memory_min_bytes
+        if instance is not None:
+            instance.invocations += 1
+        peak = instance.memory_size() if instance is not None else loaded.info.memory_min_bytes
         if error is not None and not isinstance(error, (CpuBudgetExhausted, WallClockTimeout, MemoryLimitExceeded)):
-            if memory is not None and near_cap(peak, cap):
+            if instance is not None and instance.memory is not None and near_cap(peak, cap):
                 error = MemoryLimitExceeded(function, request_id, limits.memory_mb, f" (then: {error.detail})")
-        fuel_used = limits.fuel - store.get_fuel()
+        fuel_used = limits.fuel - instance.store.get_fuel() if instance is not None else 0
+        if pool is not None:
+            # Lambda's rule: Init Duration only on a cold instance (its load and creation), none on a warm one
+            init_duration_ms = None if warm else (init_duration_ms or 0.0) + (instance.create_ms if instance is not None else 0.0)
         report = InvocationReport(
             request_id=request_id,
             function=function,
@@ -183,40 +296,93 @@ class Sandbox:
             peak_memory_bytes=peak,
             memory_mb=limits.memory_mb,
             outcome="ok" if error is None else error.kind,
+            warm=warm,
         )
-        return SandboxRun(result, error, report)
+        keep = instance if (pool is not None and error is None) else None
+        return SandboxRun(result, error, report, keep)
+
+    def _call_core(self, instance: GuestInstance, event: bytes, function: str, request_id: str, limits: Limits, cap: int) -> bytes:
+        store, memory = instance.store, instance.memory
+        assert memory is not None
+        try:
+            ptr = fastcall.call(store, instance.alloc, (len(event),), fastcall.I32)  # type: ignore[arg-type]
+            if ptr == 0 or not memory.write(ptr, event):
+                if near_cap(memory.size(), cap):
+                    raise MemoryLimitExceeded(function, request_id, limits.memory_mb, f": no room for the {len(event)}-byte event")
+                raise InvalidResult(function, request_id, f"edgefn_alloc({len(event)}) returned an unusable address {ptr:#x}")
+            packed = fastcall.call(store, instance.handle, (ptr, len(event)), fastcall.I64)  # type: ignore[arg-type]
+        except fastcall.GuestCallError as exc:
+            raise self._classify(exc, function, request_id, limits, instance, cap) from None
+        rptr, rlen = packed >> 32, packed & 0xFFFFFFFF
+        if rlen == 0:
+            raise InvalidResult(function, request_id, "an empty result (length 0)")
+        if rlen > limits.max_result_bytes:
+            raise InvalidResult(function, request_id, f"oversized: {rlen} bytes, over max_result_bytes {limits.max_result_bytes}")
+        result = memory.read(rptr, rlen)
+        if result is None:
+            raise InvalidResult(function, request_id, f"out of bounds: result at {rptr:#x}+{rlen} outside {memory.size()} bytes of memory")
+        return result
+
+    def _call_component(self, instance: GuestInstance, event: bytes, function: str, request_id: str, limits: Limits, cap: int) -> bytes:
+        try:
+            result = component.call_handle(instance.store, instance.func, event)  # type: ignore[arg-type]
+        except component.ComponentCallError as exc:
+            raise self._classify(exc, function, request_id, limits, instance, cap) from None
+        if not result:
+            raise InvalidResult(function, request_id, "an empty result (length 0)")
+        if len(result) > limits.max_result_bytes:
+            raise InvalidResult(function, request_id, f"oversized: {len(result)} bytes, over max_result_bytes {limits.max_result_bytes}")
+        return result
 
     def _classify(
         self,
-        exc: fastcall.GuestCallError,
+        exc: fastcall.GuestCallError | component.ComponentCallError,
         function: str,
         request_id: str,
         limits: Limits,
-        memory: fastcall.GuestMemory | None,
+        instance: GuestInstance | None,
         cap: int,
+        instantiating: bool = False,
     ) -> InvocationError:
-        trap = exc.trap
-        code = trap.trap_code if trap is not None else None
+        if isinstance(exc, component.ComponentCallError):
+            code = exc.trap_code
+            frames = exc.frames
+            trap = code is not None or exc.exit_status is not None
+            message = exc.message.splitlines()[-1].strip() if exc.message else "error"
+        else:
+            code = exc.trap.trap_code if exc.trap is not None else None
+            frames = _trap_frames(exc.trap) if exc.trap is not None else []
+            trap = exc.trap is not None
+            message = str(exc.error)
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
             return CpuBudgetExhausted(function, request_id, limits.fuel)
         if code == wasmtime.TrapCode.INTERRUPT:
             return WallClockTimeout(function, request_id, limits.timeout_ms)
-        if memory is None and exc.error is not None:
-            # instantiation failed without a trap: the only cause a validated module can hit is the memory cap
-            return MemoryLimitExceeded(function, request_id, limits.memory_mb, f": instantiation refused ({exc.error})")
-        if trap is None:
-            return GuestTrap(function, request_id, "error", [str(exc.error)])
+        if instantiating and not trap:
+            # instantiation failed without a trap: what a validated, linked module can hit is the memory cap
+            return MemoryLimitExceeded(function, request_id, limits.memory_mb, f": instantiation refused ({message})")
+        if isinstance(exc, component.ComponentCallError):
+            if exc.exit_status is not None:
+                return GuestTrap(function, request_id, "exit", frames)
+            if code is None:
+                # not a trap: wasmtime refused the call itself, e.g. a result too large to copy to the host
+                return InvalidResult(function, request_id, f"the call failed without a trap: {message}")
+            return GuestTrap(function, request_id, code.name.lower(), frames)
+        if not trap:
+            return GuestTrap(function, request_id, "error", [message])
         if code is None:
             # a trap without a code is raised by the host: WASI proc_exit is the one a guest can cause
-            return GuestTrap(function, request_id, "exit", _trap_frames(trap))
-        return GuestTrap(function, request_id, code.name.lower(), _trap_frames(trap))
+            return GuestTrap(function, request_id, "exit", frames)
+        return GuestTrap(function, request_id, code.name.lower(), frames)
 
 
-def _wasi_config(env: dict[str, str], ctx: InvocationContext) -> wasmtime.WasiConfig:
+def _wasi_config(env: dict[str, str], slot: _LogSlot) -> wasmtime.WasiConfig:
+    """Least privilege: no preopened directories, no network, empty argv and stdin; the manifest env only;
+    stdout and stderr to the function's log (WASI preview 1 for core modules, 0.2 for components)."""
     wasi = wasmtime.WasiConfig()
     wasi.env = [(k, v) for k, v in env.items()]
-    wasi.stdout_custom = ctx.stdout
-    wasi.stderr_custom = ctx.stderr
+    wasi.stdout_custom = slot.stdout
+    wasi.stderr_custom = slot.stderr
     return wasi
 
 

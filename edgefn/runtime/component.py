@@ -1,0 +1,360 @@
+"""Components: the component flavour of guest ABI v1 (Python guests built with componentize-py).
+
+A component exports the edgefn:function world's `handle: func(event: list<u8>) -> list<u8>` (one CBOR
+event in, one CBOR result out, as a core module's edgefn_handle) and imports `edgefn:function/host@1.0.0`
+(log, env-get, fetch: the semantics of ABI v1's edgefn:host/v1) plus WASI 0.2, which the host grants
+with least privilege. See guest-sdk/ABI.md section 8 and guest-sdk/python/wit/edgefn.wit.
+
+This module detects components, checks them at load, builds the one component Linker of an engine, and
+makes the one hot crossing (`call_handle`) straight through wasmtime's C API: wasmtime-py's `Func.__call__`
+converts a `list<u8>` one Python object per byte, which costs ~1 µs a byte; this path copies it with
+strided slices instead. Like fastcall.py it touches wasmtime-py internals (`_ffi`, `_func`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from ctypes import byref
+from dataclasses import dataclass
+
+import cbor2
+import wasmtime
+from wasmtime import _ffi as ffi
+from wasmtime import component as wc
+
+from . import abi
+from .errors import AbiMismatch, InvalidModule, MissingExport, ModuleRejected
+from .linking import current_context
+from .outbound import MAX_FETCHES_PER_INVOCATION, perform_fetch
+
+log = logging.getLogger("edgefn.runtime")
+
+HOST_PACKAGE = "edgefn:function"
+HOST_INTERFACE = "edgefn:function/host@1.0.0"
+WORLD_VERSION = "1.0.0"
+HANDLE_EXPORT = "handle"
+HANDLE_TYPE = "func(event: list<u8>) -> list<u8>"
+#: the WASI 0.2 packages `Linker.add_wasip2()` provides (wasi:http is not granted)
+WASI_PACKAGES = ("wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:cli/", "wasi:filesystem/", "wasi:sockets/")
+WASI_VERSION = "@0.2."
+
+_LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
+
+
+# --- what a binary is ----------------------------------------------------------------------------------
+
+
+def is_component(head: bytes) -> bool:
+    """True for a component binary: `\\0asm`, then a version whose layer field (bytes 6-7) is 1."""
+    return len(head) >= 8 and head[:4] == b"\0asm" and head[6:8] == b"\x01\x00"
+
+
+def _leb(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated LEB128")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return result, pos
+
+
+def _sections(data: bytes, start: int, end: int):  # type: ignore[no-untyped-def]
+    pos = start
+    while pos < end:
+        sid = data[pos]
+        size, pos = _leb(data, pos + 1)
+        yield sid, pos, pos + size
+        pos += size
+
+
+def memory_min_bytes(wasm: bytes) -> int:
+    """The largest initial size of any memory a component (or core module) defines, from its binary.
+
+    Each linear memory is capped at `memory_mb` on its own, so this is what must fit at instantiation.
+    """
+    return _min_pages(wasm, 0, len(wasm)) * 65536
+
+
+def _min_pages(data: bytes, start: int, end: int) -> int:
+    if data[start : start + 4] != b"\0asm":
+        raise ValueError("not a wasm binary")
+    component = data[start + 6 : start + 8] == b"\x01\x00"
+    largest = 0
+    for sid, lo, hi in _sections(data, start + 8, end):
+        if component and sid in (1, 4):  # a nested core module or component
+            largest = max(largest, _min_pages(data, lo, hi))
+        elif not component and sid == 5:  # the memory section of a core module
+            count, pos = _leb(data, lo)
+            for _ in range(count):
+                flags = data[pos]
+                minimum, pos = _leb(data, pos + 1)
+                if flags & 0x01:
+                    _, pos = _leb(data, pos)
+                if flags & 0x08:  # custom page size: log2 of it
+                    _, pos = _leb(data, pos)
+                largest = max(largest, minimum)
+    return largest
+
+
+# --- load-time checks ----------------------------------------------------------------------------------
+
+
+class ComponentImportNotAllowed(ModuleRejected):
+    """A component imports an interface the host does not grant."""
+
+    def __init__(self, function: str, interface: str) -> None:
+        self.module = interface
+        self.name = ""
+        super().__init__(
+            function,
+            f"imports {interface}, which is not granted; a component may import only {HOST_INTERFACE} "
+            f"(log, env-get, fetch) and WASI 0.2 (io, clocks, random, cli, filesystem, sockets)",
+        )
+
+
+@dataclass(frozen=True)
+class ComponentInfo:
+    """Static facts about a component, found once at load so the request path never looks them up."""
+
+    handle_export: wc.ExportIndex
+    memory_min_bytes: int
+
+
+def _is_bytes_list(ty: object) -> bool:
+    return isinstance(ty, wc.ListType) and isinstance(ty.element, wc.U8)
+
+
+def inspect_component(component: wc.Component, engine: wasmtime.Engine, function: str, min_bytes: int) -> ComponentInfo:
+    """Refuse a component that imports anything not granted or lacks `handle`; describe the rest."""
+    ctype = component.type
+    for name in ctype.imports(engine):
+        if name == HOST_INTERFACE:
+            continue
+        if name.startswith(HOST_PACKAGE + "/"):
+            version = name.rpartition("@")[2]
+            major = version.split(".")[0]
+            if major.isdigit() and version != WORLD_VERSION:
+                raise AbiMismatch(function, [int(major)], abi.ABI_VERSION)
+            raise ComponentImportNotAllowed(function, name)
+        if name.startswith(WASI_PACKAGES) and WASI_VERSION in name:
+            continue
+        raise ComponentImportNotAllowed(function, name)
+    exports = ctype.exports(engine)
+    handle = exports.get(HANDLE_EXPORT)
+    ty = handle.ty if handle is not None else None
+    if not isinstance(ty, wc.FuncType) or len(ty.params) != 1 or not _is_bytes_list(ty.params[0][1]) or not _is_bytes_list(ty.result):
+        raise MissingExport(function, HANDLE_EXPORT, HANDLE_TYPE)
+    index = component.get_export_index(HANDLE_EXPORT)
+    if index is None:  # pragma: no cover - the type said it is there
+        raise MissingExport(function, HANDLE_EXPORT, HANDLE_TYPE)
+    return ComponentInfo(handle_export=index, memory_min_bytes=min_bytes)
+
+
+def check_links(engine: wasmtime.Engine, linker: wc.Linker, component: wc.Component, function: str) -> None:
+    """Instantiate once without limits, at load: an import of the right name but the wrong type fails here,
+    not on the request path (where an instantiation failure means the memory cap)."""
+    store = wasmtime.Store(engine)
+    store.set_fuel(10**12)
+    store.set_epoch_deadline(1 << 40)
+    store.set_wasi(wasmtime.WasiConfig())
+    try:
+        linker.instantiate(store, component)
+    except wasmtime.WasmtimeError as exc:
+        raise InvalidModule(function, f"cannot be linked against the edgefn:function world: {str(exc).splitlines()[0]}") from None
+
+
+# --- the host side of edgefn:function/host ---------------------------------------------------------------
+
+
+def _host_log(_store: object, level: object, message: str) -> None:
+    # host functions never raise: see linking._host_log
+    try:
+        lvl = _LEVELS.get(level, 1) if isinstance(level, str) else int(level)  # type: ignore[arg-type]
+        current_context().write_log(lvl, message.encode("utf-8", "replace"))
+    except Exception:  # noqa: BLE001
+        log.exception("edgefn:function/host.log failed")
+
+
+def _host_env_get(_store: object, name: str) -> str | None:
+    try:
+        value = current_context().env.get(name)
+        return None if value is None else value.decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001
+        log.exception("edgefn:function/host.env-get failed")
+        return None
+
+
+def _fetch(request: bytes) -> bytes:
+    ctx = current_context()
+    ctx.fetches += 1
+    if ctx.fetches > MAX_FETCHES_PER_INVOCATION:
+        doc, line = {"error": f"fetch refused: more than {MAX_FETCHES_PER_INVOCATION} fetches in one invocation"}, "fetch refused: too many"
+    else:
+        doc, line = perform_fetch(request, ctx.allowed_hosts, ctx.deadline)
+    ctx.write_log(2 if "error" in doc else 1, f"[edgefn] {line}".encode())
+    return cbor2.dumps(doc)
+
+
+@ffi.wasmtime_component_func_callback_t
+def _fetch_trampoline(_data, _context, _ty, args, nargs, results, nresults):  # type: ignore[no-untyped-def]
+    # list<u8> in and out through the fast copies below (a fetched body may be megabytes)
+    try:
+        request = take_bytes(args[0]) if nargs == 1 else b""
+        try:
+            response = _fetch(request)
+        except Exception:  # noqa: BLE001 - host functions never raise
+            log.exception("edgefn:function/host.fetch failed")
+            response = cbor2.dumps({"error": "fetch failed inside the host"})
+        if nresults == 1:
+            put_bytes(response, results[0])
+    except BaseException:  # noqa: BLE001 - nothing may unwind through wasm
+        log.exception("edgefn:function/host.fetch trampoline failed")
+        # no result was written: fail the call (the guest traps) rather than hand wasmtime an unset value
+        return ctypes.cast(ffi.wasmtime_error_new(b"edgefn: the host's fetch failed"), ctypes.c_void_p).value or 0
+    return 0
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+def _no_finalizer(_data):  # type: ignore[no-untyped-def]
+    return None
+
+
+def create_component_linker(engine: wasmtime.Engine) -> wc.Linker:
+    """The one component Linker of an engine: edgefn:function/host plus WASI 0.2 (capabilities per Store)."""
+    linker = wc.Linker(engine)
+    linker.add_wasip2()
+    with linker.root() as root:
+        with root.add_instance(HOST_INTERFACE) as host:
+            host.add_func("log", _host_log)
+            host.add_func("env-get", _host_env_get)
+            name = b"fetch"
+            err = ffi.wasmtime_component_linker_instance_add_func(
+                host.ptr(), ctypes.create_string_buffer(name), len(name), _fetch_trampoline, None, _no_finalizer
+            )
+            if err:
+                raise wasmtime.WasmtimeError._from_ptr(err)
+    return linker
+
+
+# --- the hot crossing --------------------------------------------------------------------------------------
+
+_VAL = ctypes.sizeof(ffi.wasmtime_component_val_t)
+_VAL_OF = ffi.wasmtime_component_val_t.of.offset
+_U8 = ffi.WASMTIME_COMPONENT_U8.value
+_LIST = ffi.WASMTIME_COMPONENT_LIST.value
+
+
+def _view(address: int, size: int) -> memoryview:
+    return memoryview((ctypes.c_ubyte * size).from_address(address)).cast("B")
+
+
+def put_bytes(data: bytes, out: ffi.wasmtime_component_val_t) -> None:
+    """Make `out` the list<u8> holding `data`: each byte is one 32-byte value, filled by strided copies."""
+    n = len(data)
+    raw = ffi.wasmtime_component_vallist_t()
+    ffi.wasmtime_component_vallist_new_uninit(byref(raw), n)
+    if n:
+        view = _view(ctypes.cast(raw.data, ctypes.c_void_p).value or 0, n * _VAL)
+        view[0::_VAL] = bytes((_U8,)) * n
+        view[_VAL_OF::_VAL] = data
+    out.kind = _LIST
+    out.of.list = raw
+
+
+def take_bytes(val: ffi.wasmtime_component_val_t) -> bytes:
+    """The bytes of a list<u8> value, which is then freed."""
+    if val.kind != _LIST:
+        raise TypeError(f"expected a list<u8>, got value kind {val.kind}")
+    lst = val.of.list
+    n = lst.size
+    out = bytes(_view(ctypes.cast(lst.data, ctypes.c_void_p).value or 0, n * _VAL)[_VAL_OF::_VAL]) if n else b""
+    ffi.wasmtime_component_vallist_delete(byref(lst))
+    return out
+
+
+class ComponentCallError(Exception):
+    """A component call or instantiation failed: a trap (with its code), a WASI exit, or another error."""
+
+    def __init__(self, trap_code: wasmtime.TrapCode | None, exit_status: int | None, frames: list[str], message: str) -> None:
+        self.trap_code = trap_code
+        self.exit_status = exit_status
+        self.frames = frames
+        self.message = message
+        super().__init__(message)
+
+
+def _frames(err: ctypes._Pointer) -> list[str]:  # type: ignore[type-arg]
+    vec = ffi.wasm_frame_vec_t()
+    ffi.wasmtime_error_wasm_trace(err, byref(vec))
+    frames = []
+    try:
+        for i in range(min(vec.size, 16)):
+            frame = vec.data[i]
+            name = ffi.wasmtime_frame_func_name(frame)
+            func = ffi.to_str(name.contents) if name else f"func[{ffi.wasm_frame_func_index(frame)}]"
+            module = ffi.wasmtime_frame_module_name(frame)
+            where = ffi.to_str(module.contents) + "!" if module else ""
+            frames.append(f"{where}{func} @ 0x{ffi.wasm_frame_module_offset(frame):x}")
+    finally:
+        ffi.wasm_frame_vec_delete(byref(vec))
+    return frames
+
+
+def error_from_ptr(err: ctypes._Pointer) -> ComponentCallError:  # type: ignore[type-arg]
+    """Classify and free a wasmtime_error_t from a component call.
+
+    The C API gives component traps as wasmtime_error_t, which wraps the same anyhow error as wasm_trap_t
+    (one field, the same layout), so `wasmtime_trap_code` reads the trap code from it.
+    """
+    try:
+        status = ctypes.c_int(0)
+        exit_status = status.value if ffi.wasmtime_error_exit_status(err, byref(status)) else None
+        code = ctypes.c_uint8(0)
+        trap_code = None
+        if ffi.wasmtime_trap_code(ctypes.cast(err, ctypes.POINTER(ffi.wasm_trap_t)), byref(code)):
+            trap_code = wasmtime.TrapCode(code.value)
+        frames = _frames(err)
+        vec = ffi.wasm_byte_vec_t()
+        ffi.wasmtime_error_message(err, byref(vec))
+        message = ffi.to_str(vec)
+        ffi.wasm_byte_vec_delete(byref(vec))
+    finally:
+        ffi.wasmtime_error_delete(err)
+    return ComponentCallError(trap_code, exit_status, frames, message)
+
+
+def instantiate(linker: wc.Linker, store: wasmtime.Store, component: wc.Component) -> wc.Instance:
+    instance = ffi.wasmtime_component_instance_t()
+    err = ffi.wasmtime_component_linker_instantiate(linker.ptr(), store._context(), component.ptr(), byref(instance))
+    if err:
+        raise error_from_ptr(err)
+    return wc.Instance._from_raw(instance)
+
+
+def handle_func(store: wasmtime.Store, instance: wc.Instance, index: wc.ExportIndex) -> ffi.wasmtime_component_func_t:
+    func = ffi.wasmtime_component_func_t()
+    if not ffi.wasmtime_component_instance_get_func(byref(instance._instance), store._context(), index.ptr(), byref(func)):
+        raise ComponentCallError(None, None, [], f"the instance has no {HANDLE_EXPORT!r} function")
+    return func
+
+
+def call_handle(store: wasmtime.Store, func: ffi.wasmtime_component_func_t, event: bytes) -> bytes:
+    """`handle(event)`: one call, the event and the result copied as list<u8>, then post-return."""
+    params = (ffi.wasmtime_component_val_t * 1)()
+    put_bytes(event, params[0])
+    result = ffi.wasmtime_component_val_t()
+    context = store._context()
+    err = ffi.wasmtime_component_func_call(byref(func), context, params, 1, byref(result), 1)
+    ffi.wasmtime_component_val_delete(byref(params[0]))
+    if err:
+        raise error_from_ptr(err)
+    out = take_bytes(result)
+    err = ffi.wasmtime_component_func_post_return(byref(func), context)
+    if err:
+        raise error_from_ptr(err)
+    return out
