@@ -113,3 +113,33 @@ def test_recorded_events_replay_with_invoke(dev):
     )
     assert proc.returncode == 0, proc.stderr
     assert '"uri": "/replay-me"' in proc.stdout and "REPORT RequestId:" in proc.stderr
+
+
+def test_python_function_hot_reload(tmp_path):
+    """`edgefn init --lang python` then `edgefn dev`: saving a .py file swaps in the rebuilt component."""
+    app = tmp_path / "pyapp"
+    subprocess.run(
+        [sys.executable, "-m", "edgefn.cli", "init", str(app), "--lang", "python", "--triggers", "viewer-response"],
+        check=True, cwd=REPO, capture_output=True,
+    )
+    port = free_port()
+    log = tmp_path / "dev.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgefn.cli", "dev", "--config", str(app / "edgefn.toml"), "--port", str(port), "--tls-port", "0"],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{base}/_edgefn/health", timeout=1).status_code == 200, 900, "edgefn dev to build the Python app")
+        first = httpx.get(f"{base}/hello")
+        assert first.status_code == 200 and "/hello" in first.text and first.headers["x-viewer-response"] == "seen"
+        edit(app / "src" / "viewer_response.py", '"seen"', '"edited in python"')
+        wait_for(lambda: httpx.get(f"{base}/").headers.get("x-viewer-response") == "edited in python", 600, "the rebuilt Python function")
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

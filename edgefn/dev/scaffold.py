@@ -50,6 +50,42 @@ edgefn_result edgefn_main(const edgefn_event *ev) {{
 }}
 """
 
+PY_ORIGIN = """\
+\"\"\"origin: a function acting as this app's origin (replace it with origin = "https://..." in edgefn.toml).\"\"\"
+
+from edgefn_guest import Request, Response
+
+
+def handler(event):
+    request: Request = event.request
+    html = f"<!doctype html><h1>Hello from edgefn</h1><p>You asked for {request.uri}</p>\\n"
+    return Response(200, html, headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "max-age=10"})
+"""
+
+PY_REQUEST_HOOK = """\
+\"\"\"{trigger}: runs {when}. Return the request (changed or not) to continue, or a Response to answer now.\"\"\"
+
+from edgefn_guest import Request, Response
+
+
+def {handler}(request: Request):
+    if request.uri == "/blocked":
+        return Response(403, "blocked at {trigger}\\n", headers={{"Content-Type": "text/plain"}})
+    request.headers["x-{trigger}"] = "seen"
+    return request
+"""
+
+PY_RESPONSE_HOOK = """\
+\"\"\"{trigger}: runs {when}. Return the (changed) response.\"\"\"
+
+from edgefn_guest import Response
+
+
+def {handler}(response: Response):
+    response.headers["x-{trigger}"] = "seen"
+    return response
+"""
+
 WHEN = {
     "viewer-request": "on every request, before the cache",
     "origin-request": "on a cache miss, before the origin",
@@ -87,21 +123,28 @@ def init_project(directory: Path, lang: str, triggers: list[str]) -> list[Path]:
     unknown = [t for t in triggers if t not in TRIGGERS]
     if unknown:
         raise ScaffoldError(f"unknown trigger {unknown[0]!r}; choose from {', '.join(TRIGGERS)}")
-    if lang != "c":
-        raise ScaffoldError(f"--lang {lang}: only c is available in this build")
+    if lang not in ("c", "python"):
+        raise ScaffoldError(f"--lang {lang}: choose c or python")
     name = re.sub(r"[^a-z0-9-]+", "-", directory.resolve().name.lower()).strip("-") or "edgefn-app"
-    files: dict[str, str] = {"src/origin.c": C_ORIGIN}
-    manifest = [f'[app]\nname = "{name}"\n', '[functions.origin]\nsource = "src/origin.c"\nmemory_mb = 16\n']
+    ext = "c" if lang == "c" else "py"
+    # a Python instance starts at ~13 MB of linear memory and a request costs ~1 M fuel
+    limits = "memory_mb = 16\n" if lang == "c" else "memory_mb = 64\nfuel = 200_000_000\nreuse_instances = true\n"
+    files: dict[str, str] = {f"src/origin.{ext}": C_ORIGIN if lang == "c" else PY_ORIGIN}
+    manifest = [f'[app]\nname = "{name}"\n', f'[functions.origin]\nsource = "src/origin.{ext}"\n{limits}']
     hooks = []
     for trigger in triggers:
-        template = C_REQUEST_HOOK if trigger.endswith("request") else C_RESPONSE_HOOK
-        path = f"src/{trigger.replace('-', '_')}.c"
-        files[path] = template.format(trigger=trigger, when=WHEN[trigger])
-        manifest.append(f'[functions.{trigger}]\nsource = "{path}"\nmemory_mb = 16\ntimeout_ms = 1000\n')
-        hooks.append(f'{trigger.replace("-", "_")} = {{ function = "{trigger}" }}')
+        handler = trigger.replace("-", "_")
+        if lang == "c":
+            template = C_REQUEST_HOOK if trigger.endswith("request") else C_RESPONSE_HOOK
+        else:
+            template = PY_REQUEST_HOOK if trigger.endswith("request") else PY_RESPONSE_HOOK
+        path = f"src/{handler}.{ext}"
+        files[path] = template.format(trigger=trigger, when=WHEN[trigger], handler=handler)
+        manifest.append(f'[functions.{trigger}]\nsource = "{path}"\n{limits}timeout_ms = 1000\n')
+        hooks.append(f'{handler} = {{ function = "{trigger}" }}')
     manifest.append("[default_behavior]\nfunction = \"origin\"\n" + "".join(f"{h}\n" for h in hooks))
     files["edgefn.toml"] = "\n".join(manifest)
-    files["README.md"] = README.format(name=name, ext="c")
+    files["README.md"] = README.format(name=name, ext=ext)
     files[".gitignore"] = ".edgefn/\n"
     written = []
     for rel, text in files.items():
