@@ -11,10 +11,8 @@ import contextlib
 import datetime as dt
 import getpass
 import ipaddress
-import os
 import socket
 import ssl
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .files import write_atomic
 from .manifest.load import ManifestError
 from .manifest.schema import ServerConfig
 
@@ -52,8 +51,8 @@ def ensure_self_signed(directory: Path) -> tuple[Path, Path]:
     with _locked(directory / ".lock"):
         if not _usable(cert, key):  # another process may have made it while we waited
             cert_pem, key_pem = generate_self_signed()
-            _write_atomically(key, key_pem, 0o600)  # the key first: a new cert never pairs with an old key for long
-            _write_atomically(cert, cert_pem, 0o644)
+            write_atomic(key, key_pem, 0o600)  # the key first: a new cert never pairs with an old key for long
+            write_atomic(cert, cert_pem, 0o644)
     return cert, key
 
 
@@ -130,7 +129,7 @@ def tls_files(manifest_path: Path, server: ServerConfig) -> tuple[Path, Path, bo
         given, missing = ("tls_cert", "tls_key") if server.tls_key is None else ("tls_key", "tls_cert")
         raise ManifestError(
             manifest_path, f"server.{missing}", f"server.{given} is set but server.{missing} is not",
-            f"set both server.tls_cert and server.tls_key, or neither to use a self-signed localhost certificate",
+            "set both server.tls_cert and server.tls_key, or neither to use a self-signed localhost certificate",
         )
     cert, key = (root / server.tls_cert).resolve(), (root / server.tls_key).resolve()
     for manifest_key, path in (("server.tls_cert", cert), ("server.tls_key", key)):
@@ -168,20 +167,6 @@ def _usable(cert: Path, key: Path) -> bool:
         serialization.Encoding.DER, spki
     )
 
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # created 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager

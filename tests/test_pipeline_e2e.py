@@ -8,7 +8,6 @@ from pathlib import Path
 import cbor2
 import httpx
 import pytest
-import wasmtime
 
 from tests.conftest import wat_guest
 from tests.origin_app import origin_server, origin_stats

@@ -87,7 +87,7 @@ def compile_c(source: Path, out: Path, target: str, zig_cache: Path) -> None:
 def compile_zig(source: Path, out: Path, target: str, zig_cache: Path) -> None:
     triple = "wasm32-freestanding" if target == "freestanding" else "wasm32-wasi"
     cmd = [
-        *zig_command(), "build-exe", str(source), f"-target", triple, "-O", "ReleaseSmall",
+        *zig_command(), "build-exe", str(source), "-target", triple, "-O", "ReleaseSmall",
         "-fno-entry", "-rdynamic", "-fstrip", f"-femit-bin={out}",
     ]
     if target == "wasi":

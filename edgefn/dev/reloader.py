@@ -15,7 +15,6 @@ from typing import Callable
 import watchfiles
 
 from ..build.app import build_function
-from ..build.toolchain import BuildError
 from ..manifest.load import ManifestError, load_manifest
 from ..manifest.resolve import ResolvedApp, resolve
 from ..manifest.schema import Manifest

@@ -27,7 +27,6 @@ import logging
 import mmap
 import os
 import struct
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -39,6 +38,7 @@ import wasmtime
 from wasmtime import component as wc
 
 from . import component as comp
+from ..files import write_atomic
 from .engine import ARTIFACT_FORMAT
 from .errors import InvalidModule
 from .linking import GuestModuleInfo, inspect_module
@@ -151,7 +151,7 @@ class ModuleStore:
         digest = wasm_digest(wasm)
         path = self.wasm_path(digest)
         if not path.exists():
-            _write_atomic(path, wasm)
+            write_atomic(path, wasm)
         return digest
 
     def has(self, digest: str) -> bool:
@@ -282,7 +282,7 @@ class ModuleStore:
             hashlib.sha256(payload).digest(),
             len(payload),
         )
-        _write_atomic(self.artifact_path(digest), header + payload)
+        write_atomic(self.artifact_path(digest), header + payload)
         self.stats.compiles += 1
         return module, len(payload)
 
@@ -359,7 +359,7 @@ class ModuleStore:
         if _file_sha256(path) != payload_sha:
             return "corrupted (payload checksum differs)"
         try:  # remember the identity it was verified with (best effort; another process may do the same)
-            _write_atomic(meta_path, _COMPONENT_META.pack(*fields[:7], st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+            write_atomic(meta_path, _COMPONENT_META.pack(*fields[:7], st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
         except OSError:
             pass
         return None
@@ -378,13 +378,13 @@ class ModuleStore:
             raise InvalidModule(function, f"is not a valid component: {str(exc).splitlines()[0]}") from None
         payload = bytes(component.serialize())
         path = self.component_artifact_path(digest)
-        _write_atomic(path, payload)
+        write_atomic(path, payload)
         st = os.stat(path)
         meta = _COMPONENT_META.pack(
             _COMPONENT_MAGIC, ARTIFACT_FORMAT, bytes.fromhex(self.fingerprint), bytes.fromhex(digest),
             hashlib.sha256(payload).digest(), len(payload), min_bytes, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns,
         )
-        _write_atomic(self.component_meta_path(digest), meta)
+        write_atomic(self.component_meta_path(digest), meta)
         self.stats.compiles += 1
         return component, len(payload), min_bytes
 
@@ -397,20 +397,3 @@ def _file_sha256(path: Path) -> bytes:
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
             return hashlib.sha256(m).digest()
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a unique temp file and rename: readers in other processes see all of it or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
