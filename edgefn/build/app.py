@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 from ..manifest.resolve import ResolvedApp, resolve, source_path
 from ..manifest.schema import FunctionConfig, Manifest
 from ..runtime.module_store import ModuleStore
 from .toolchain import build_source, cache_dir
+
+log = logging.getLogger("edgefn.build")
 
 
 def store_dir_of(manifest_path: Path, manifest: Manifest) -> Path:
@@ -20,7 +26,17 @@ def build_function(manifest_path: Path, manifest: Manifest, name: str) -> bytes:
     cfg: FunctionConfig = manifest.functions[name]
     root = Path(manifest_path).resolve().parent
     out = (root / manifest.app.build_dir / f"{name}.wasm").resolve()
-    return build_source(source_path(manifest_path, cfg), out, cfg.target, cache_dir(root))
+    with _step(f"building {name} ({cfg.source})"):
+        return build_source(source_path(manifest_path, cfg), out, cfg.target, cache_dir(root))
+
+
+@contextlib.contextmanager
+def _step(what: str) -> Iterator[None]:
+    """Long steps (a first zig build, a Python component build or precompile) say when they start and end."""
+    start = time.perf_counter()
+    log.info("%s …", what)
+    yield
+    log.info("%s: done in %.0f ms", what, (time.perf_counter() - start) * 1000)
 
 
 def build_app(manifest_path: Path, manifest: Manifest, store: ModuleStore, precompile: bool = True) -> ResolvedApp:
@@ -33,10 +49,10 @@ def build_app(manifest_path: Path, manifest: Manifest, store: ModuleStore, preco
     app = resolve(manifest, manifest_path, digests)
     if precompile:
         for name, spec in app.functions.items():
-            store.load(spec.digest, name)
-        prewarm = getattr(store, "prewarm_hook", None)  # set by Runtime: Invoker.prewarm
-        if prewarm is not None:  # warm instances at startup, for functions that ask (prewarm = N)
+            with _step(f"loading {name} into the module store"):
+                store.load(spec.digest, name)
+        if store.prewarm_hook is not None:  # set by Runtime: warm instances for functions that ask (prewarm = N)
             for spec in app.functions.values():
-                if getattr(spec, "reuse_instances", False) and getattr(spec, "prewarm", 0) > 0:
-                    prewarm(spec)
+                if spec.reuse_instances and spec.prewarm > 0:
+                    store.prewarm_hook(spec)
     return app

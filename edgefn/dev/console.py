@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import TextIO
 
 from ..pipeline.pipeline import PipelineResult
@@ -28,9 +27,6 @@ class DevConsole:
     def error(self, message: str) -> None:
         self._write(self._paint("edgefn error", "red") + f" {message}")
 
-    def step(self, message: str) -> "Step":
-        return Step(self, message)
-
     def request(self, method: str, path: str, result: PipelineResult, total_ms: float) -> None:
         status = result.response.status
         color = "green" if status < 400 else "yellow" if status < 500 else "red"
@@ -41,20 +37,3 @@ class DevConsole:
         )
         line = f"{method:6} {path} {self._paint(str(status), color)} {result.cache_status.value} {total_ms:.1f}ms"
         self._write(" ".join(part for part in (line, self._paint(hooks, "dim"), costs) if part))
-
-
-class Step:
-    """A long step (a first toolchain compile, a Python component build): says when it starts and ends."""
-
-    def __init__(self, console: DevConsole, message: str) -> None:
-        self.console = console
-        self.message = message
-
-    def __enter__(self) -> "Step":
-        self.start = time.perf_counter()
-        self.console.info(f"{self.message} …")
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is None:
-            self.console.info(f"{self.message}: done in {(time.perf_counter() - self.start) * 1000:.0f} ms")
