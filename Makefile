@@ -26,7 +26,13 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# bench: the bench extra (baselines, profilers, plots) once per pyproject.toml change, and wrk (Debian) if absent
 bench: install
+	@stamp=$(VENV)/.bench-$$(cksum < pyproject.toml | cut -d' ' -f1); \
+	  test -f $$stamp || { $(BIN)/python -m pip install --quiet -e '.[test,bench]' && rm -f $(VENV)/.bench-* && touch $$stamp; }
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python bench/run.py
 
 clean:
