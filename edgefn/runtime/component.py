@@ -25,8 +25,7 @@ from wasmtime import component as wc
 
 from . import abi
 from .errors import AbiMismatch, InvalidModule, MissingExport, ModuleRejected
-from .linking import current_context
-from .outbound import MAX_FETCHES_PER_INVOCATION, perform_fetch
+from .linking import current_context, guest_fetch
 
 log = logging.getLogger("edgefn.runtime")
 
@@ -189,24 +188,13 @@ def _host_env_get(_store: object, name: str) -> str | None:
         return None
 
 
-def _fetch(request: bytes) -> bytes:
-    ctx = current_context()
-    ctx.fetches += 1
-    if ctx.fetches > MAX_FETCHES_PER_INVOCATION:
-        doc, line = {"error": f"fetch refused: more than {MAX_FETCHES_PER_INVOCATION} fetches in one invocation"}, "fetch refused: too many"
-    else:
-        doc, line = perform_fetch(request, ctx.allowed_hosts, ctx.deadline)
-    ctx.write_log(2 if "error" in doc else 1, f"[edgefn] {line}".encode())
-    return cbor2.dumps(doc)
-
-
 @ffi.wasmtime_component_func_callback_t
 def _fetch_trampoline(_data, _context, _ty, args, nargs, results, nresults):  # type: ignore[no-untyped-def]
     # list<u8> in and out through the fast copies below (a fetched body may be megabytes)
     try:
         request = take_bytes(args[0]) if nargs == 1 else b""
         try:
-            response = _fetch(request)
+            response = guest_fetch(request)
         except Exception:  # noqa: BLE001 - host functions never raise
             log.exception("edgefn:function/host.fetch failed")
             response = cbor2.dumps({"error": "fetch failed inside the host"})

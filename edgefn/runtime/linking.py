@@ -217,19 +217,25 @@ def _copy_out(caller: wasmtime.Caller, value: bytes, buf_ptr: int, buf_cap: int)
     return len(value)
 
 
+def guest_fetch(request: bytes) -> bytes:
+    """One fetch for the invocation on this thread (core modules and components alike): the CBOR outcome."""
+    ctx = current_context()
+    ctx.fetches += 1
+    if ctx.fetches > MAX_FETCHES_PER_INVOCATION:
+        doc, line = {"error": f"fetch refused: more than {MAX_FETCHES_PER_INVOCATION} fetches in one invocation"}, "fetch refused: too many"
+    else:
+        doc, line = perform_fetch(request, ctx.allowed_hosts, ctx.deadline)
+    ctx.write_log(2 if "error" in doc else 1, f"[edgefn] {line}".encode())
+    return cbor2.dumps(doc)
+
+
 def _host_fetch(caller: wasmtime.Caller, req_ptr: int, req_len: int) -> int:
     try:
-        ctx = current_context()
         request = _read(caller, req_ptr & 0xFFFFFFFF, req_len & 0xFFFFFFFF)
         if request is None:
             return -2
-        ctx.fetches += 1
-        if ctx.fetches > MAX_FETCHES_PER_INVOCATION:
-            doc, line = {"error": f"fetch refused: more than {MAX_FETCHES_PER_INVOCATION} fetches in one invocation"}, "fetch refused: too many"
-        else:
-            doc, line = perform_fetch(request, ctx.allowed_hosts, ctx.deadline)
-        ctx.write_log(2 if "error" in doc else 1, f"[edgefn] {line}".encode())
-        ctx.pending_fetch = cbor2.dumps(doc)
+        ctx = current_context()
+        ctx.pending_fetch = guest_fetch(request)
         return len(ctx.pending_fetch)
     except Exception:  # noqa: BLE001 - host functions never raise
         log.exception("edgefn:host/v1.fetch failed")

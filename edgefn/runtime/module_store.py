@@ -262,13 +262,17 @@ class ModuleStore:
             return "corrupted (payload checksum differs)"
         return None
 
-    def _compile(self, digest: str, function: str) -> tuple[wasmtime.Module, int]:
+    def _stored_wasm(self, digest: str, function: str) -> bytes:
         try:
             wasm = self.wasm_path(digest).read_bytes()
         except FileNotFoundError:
             raise InvalidModule(function, f"code {digest[:12]} is not in the module store at {self.root}") from None
         if wasm_digest(wasm) != digest:
             raise InvalidModule(function, f"stored wasm {self.wasm_path(digest)} does not match its digest; redeploy it")
+        return wasm
+
+    def _compile(self, digest: str, function: str) -> tuple[wasmtime.Module, int]:
+        wasm = self._stored_wasm(digest, function)
         try:
             module = wasmtime.Module(self._engine, wasm)
         except wasmtime.WasmtimeError as exc:
@@ -365,12 +369,7 @@ class ModuleStore:
         return None
 
     def _compile_component(self, digest: str, function: str) -> tuple[wc.Component, int, int]:
-        try:
-            wasm = self.wasm_path(digest).read_bytes()
-        except FileNotFoundError:
-            raise InvalidModule(function, f"code {digest[:12]} is not in the module store at {self.root}") from None
-        if wasm_digest(wasm) != digest:
-            raise InvalidModule(function, f"stored wasm {self.wasm_path(digest)} does not match its digest; redeploy it")
+        wasm = self._stored_wasm(digest, function)
         try:
             component = wc.Component(self._engine, wasm)
             min_bytes = comp.memory_min_bytes(wasm)
