@@ -72,8 +72,17 @@ def test_http2_cleartext(examples):
 def test_info_and_health_endpoints(examples):
     base, _ = examples
     info = httpx.get(f"{base}/_edgefn/info").json()
-    assert set(info["functions"]) == {"hello", "page", "security-headers", "redirect", "auth"}
-    assert [b["path_pattern"] for b in info["behaviors"]] == ["/secure/*", "/old/*", "/private/*", "*"]
+    assert set(info["functions"]) == {"hello", "page", "security-headers", "redirect", "auth", "py-auth", "py-headers"}
+    assert [b["path_pattern"] for b in info["behaviors"]] == ["/py/private/*", "/py/headers/*", "/secure/*", "/old/*", "/private/*", "*"]
+
+
+def test_python_functions_in_the_default_config(examples):
+    base, _ = examples
+    assert httpx.get(f"{base}/py/private/x").status_code == 401
+    admitted = httpx.get(f"{base}/py/private/x", headers={"authorization": "Bearer let-me-in"})
+    assert admitted.status_code == 200
+    rewritten = httpx.get(f"{base}/py/headers/x")
+    assert rewritten.headers["x-frame-options"] == "DENY" and rewritten.headers["cache-control"] == "public, max-age=600"
 
 
 def test_report_and_access_log_lines(examples):
