@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import httpx
 import pytest
@@ -28,29 +29,38 @@ def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "cond
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def dev(tmp_path_factory):
-    root = tmp_path_factory.mktemp("devapp")
-    app = root / "app"
-    subprocess.run([sys.executable, "-m", "edgefn.cli", "init", str(app), "--triggers", "viewer-request,viewer-response"], check=True, cwd=REPO, capture_output=True)
-    record = root / "recorded"
+def init_app(app: Path, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "edgefn.cli", "init", str(app), *args], check=True, cwd=REPO, capture_output=True)
+
+
+@contextlib.contextmanager
+def dev_server(app: Path, log: Path, *extra: str, startup_timeout: float = 180) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`edgefn dev` on `app` in a subprocess (its terminal output in `log`); yields (base URL, process)."""
     port = free_port()
-    log = root / "dev.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edgefn.cli", "dev", "--config", str(app / "edgefn.toml"), "--port", str(port), "--tls-port", "0", "--record", str(record)],
+            [sys.executable, "-m", "edgefn.cli", "dev", "--config", str(app / "edgefn.toml"), "--port", str(port), "--tls-port", "0", *extra],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: httpx.get(f"{base}/_edgefn/health", timeout=1).status_code == 200, 180, "edgefn dev to start")
-        yield base, app, log, record, proc
+        wait_for(lambda: httpx.get(f"{base}/_edgefn/health", timeout=1).status_code == 200, startup_timeout, "edgefn dev to start")
+        yield base, proc
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory):
+    root = tmp_path_factory.mktemp("devapp")
+    app, record, log = root / "app", root / "recorded", root / "dev.log"
+    init_app(app, "--triggers", "viewer-request,viewer-response")
+    with dev_server(app, log, "--record", str(record)) as (base, proc):
+        yield base, app, log, record, proc
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -118,28 +128,10 @@ def test_recorded_events_replay_with_invoke(dev):
 def test_python_function_hot_reload(tmp_path):
     """`edgefn init --lang python` then `edgefn dev`: saving a .py file swaps in the rebuilt component."""
     app = tmp_path / "pyapp"
-    subprocess.run(
-        [sys.executable, "-m", "edgefn.cli", "init", str(app), "--lang", "python", "--triggers", "viewer-response"],
-        check=True, cwd=REPO, capture_output=True,
-    )
-    port = free_port()
-    log = tmp_path / "dev.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgefn.cli", "dev", "--config", str(app / "edgefn.toml"), "--port", str(port), "--tls-port", "0"],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: httpx.get(f"{base}/_edgefn/health", timeout=1).status_code == 200, 900, "edgefn dev to build the Python app")
+    init_app(app, "--lang", "python", "--triggers", "viewer-response")
+    with dev_server(app, tmp_path / "dev.log", startup_timeout=900) as (base, proc):
         first = httpx.get(f"{base}/hello")
         assert first.status_code == 200 and "/hello" in first.text and first.headers["x-viewer-response"] == "seen"
         edit(app / "src" / "viewer_response.py", '"seen"', '"edited in python"')
         wait_for(lambda: httpx.get(f"{base}/").headers.get("x-viewer-response") == "edited in python", 600, "the rebuilt Python function")
         assert proc.poll() is None
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
