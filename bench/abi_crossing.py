@@ -8,16 +8,14 @@ ratios at the end compare designs measured in this same run (the machine is shar
 
 from __future__ import annotations
 
-import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import wasmtime
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import RESULTS, write_json  # noqa: E402  (also puts the repo on sys.path)
 
 from edgefn.runtime import abi, fastcall  # noqa: E402
 from edgefn.runtime.abi import EdgeRequest, Event, EventConfig  # noqa: E402
@@ -104,9 +102,7 @@ def main() -> None:
     print("| operation | µs |\n|---|---:|")
     for name, us in {**results, **summary}.items():
         print(f"| {name} | {us:.2f} |")
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "abi_crossing.json").write_text(json.dumps({"us_per_op": results, "summary": summary}, indent=2))
+    write_json(RESULTS / "abi_crossing.json", {"us_per_op": results, "summary": summary})
 
 
 def _fresh_store(engine: wasmtime.Engine) -> wasmtime.Store:

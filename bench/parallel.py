@@ -12,14 +12,13 @@ import asyncio
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import wasmtime
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import RESULTS, write_json  # noqa: E402  (also puts the repo on sys.path)
 
 from edgefn.runtime.abi import EdgeRequest, Event, EventConfig  # noqa: E402
 from edgefn.runtime.invoker import FunctionSpec, Runtime  # noqa: E402
@@ -65,9 +64,7 @@ def main() -> None:
     two = measure(2, n)
     result = {"cores": os.cpu_count(), "invocations": n, "seconds_1_thread": one, "seconds_2_threads": two, "speedup": one / two}
     print(json.dumps(result, indent=2))
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "parallel.json").write_text(json.dumps(result, indent=2))
+    write_json(RESULTS / "parallel.json", result)
 
 
 if __name__ == "__main__":

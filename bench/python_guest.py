@@ -23,9 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("EDGEFN_CACHE_DIR", str(REPO / ".cache"))
+from common import REPO, RESULTS, write_json  # noqa: E402  (puts the repo on sys.path, sets EDGEFN_CACHE_DIR)
 
 from edgefn.build.python import build_key, componentize_py_version  # noqa: E402
 from edgefn.build.toolchain import build_source, cache_dir  # noqa: E402
@@ -36,7 +34,7 @@ from edgefn.runtime.module_store import _file_sha256  # noqa: E402
 from edgefn.runtime.sandbox import Limits  # noqa: E402
 
 EXAMPLES = REPO / "examples"
-OUT = REPO / "bench" / "results" / "python_guest.json"
+OUT = RESULTS / "python_guest.json"
 
 
 def sample_ms(fn: Callable[[], object], n: int, warmup: int = 3, setup: Callable[[], object] | None = None) -> dict[str, float]:
@@ -221,8 +219,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(res, indent=2) + "\n")
+    write_json(OUT, res)
     p = res["per_request"]
     print(f"python-auth   fresh {p['python_auth']['fresh_instance']['median_ms']:.2f} ms   reused {p['python_auth']['reused_instance']['median_ms']:.2f} ms"
           f"   ({p['python_auth']['speedup_reused']}x)")

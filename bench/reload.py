@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, RESULTS, write_json
 ROUNDS = {"c": 8, "python": 2}  # a Python component build + precompile takes tens of seconds
 
 
@@ -89,9 +89,7 @@ def main() -> None:
     langs = sys.argv[1:] or ["c", "python"]
     results = [measure(lang) for lang in langs]
     print(json.dumps(results, indent=2))
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "reload.json").write_text(json.dumps(results, indent=2))
+    write_json(RESULTS / "reload.json", results)
 
 
 if __name__ == "__main__":
