@@ -30,7 +30,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -84,7 +84,6 @@ class StoreStats:
     compiles: int = 0
     rebuilt_artifacts: int = 0
     evictions: int = 0
-    rejected: list[str] = field(default_factory=list)
 
 
 class ModuleStore:
@@ -153,9 +152,6 @@ class ModuleStore:
         if not path.exists():
             write_atomic(path, wasm)
         return digest
-
-    def has(self, digest: str) -> bool:
-        return self.wasm_path(digest).exists()
 
     # --- artifacts -------------------------------------------------------------------------------
 
