@@ -118,11 +118,13 @@ class EdgePipeline:
         """What happens on a cache miss: origin-request, the origin, origin-response."""
         origin = _default_origin(behavior)
         if "origin-request" in behavior.hooks:
-            out = await self._request_hook(behavior, "origin-request", replace(request, origin=_origin_doc(origin, behavior)), rid, result)
+            shown = _origin_doc(origin, behavior)
+            out = await self._request_hook(behavior, "origin-request", replace(request, origin=shown), rid, result)
             if isinstance(out, EdgeResponse):
                 result.response = out  # generated at origin-request: skips the origin and origin-response
                 return
-            origin = self._switched_origin(out.origin, origin, behavior, rid)
+            if out.origin is not None and out.origin != shown:
+                origin = self._switched_origin(out.origin, behavior, rid)
             request = replace(out, origin=None)
         await self._fetch_origin(behavior, origin, request, rid, result)
         if "origin-response" in behavior.hooks:
@@ -194,10 +196,8 @@ class EdgePipeline:
 
     # --- the origin -------------------------------------------------------------------------------
 
-    def _switched_origin(self, doc: dict | None, current: _Origin, behavior: ResolvedBehavior, rid: str) -> _Origin:
-        """origin-request may switch the origin by returning an `origin` map (custom URL or function)."""
-        if doc is None or doc == _origin_doc(current, behavior):
-            return current
+    def _switched_origin(self, doc: dict, behavior: ResolvedBehavior, rid: str) -> _Origin:
+        """origin-request may switch the origin by returning another `origin` map (custom URL or function)."""
         fn = behavior.hooks["origin-request"].function
         if isinstance(doc.get("function"), dict):
             name = doc["function"].get("name")
