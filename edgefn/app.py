@@ -13,25 +13,22 @@ import uuid
 from pathlib import Path
 from typing import AsyncIterator
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .commands import open_app
 from .dev.console import DevConsole
 from .dev.recorder import EventRecorder
 from .dev.reloader import DevReloader, DevState
-from .manifest.resolve import ResolvedApp
-from .pipeline.cache import EdgeCache
-from .pipeline.pipeline import EdgePipeline
+from .node import EdgeNode
 from .pipeline.rules import MAX_URI_AND_QUERY
 from .runtime.abi import Body, EdgeRequest, Headers, title_case
 from .runtime.errors import EdgefnError
 
 RESERVED_PREFIX = "/_edgefn"
 REQUEST_ID_HEADER = "x-edgefn-request-id"
+EXECUTED_VERSION_HEADER = "x-edgefn-executed-version"
 MAX_REQUEST_BODY = 6 * 1024 * 1024  # Lambda's synchronous payload limit
 MAX_HEADER_BYTES = 20 * 1024  # CloudFront's limit on all request headers together
 
@@ -76,10 +73,10 @@ async def _read_body(request: Request) -> tuple[bytes, tuple[int, str] | None]:
 
 
 class EdgeState:
-    """The running app of one server process; `pipeline` is swapped whole on reload."""
+    """The running node of one server process; its `pipeline` is swapped whole on reload."""
 
     def __init__(self) -> None:
-        self.pipeline: EdgePipeline | None = None
+        self.node: EdgeNode | None = None
         self.dev: DevState | None = None
         self.console: DevConsole | None = None
 
@@ -102,38 +99,25 @@ def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) 
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        app, runtime = open_app(config)
-        client = httpx.AsyncClient(http2=True, timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=False)
-        cache = EdgeCache(app.server.cache_max_bytes)
-        recorder = EventRecorder(record_dir) if record_dir is not None else None
-
-        def apply(new_app: ResolvedApp) -> None:
-            cache.clear()  # entries made by the old code must not outlive it
-            state.pipeline = EdgePipeline(new_app, runtime.invoker, client, cache, dev=dev, recorder=recorder)
-
-        apply(app)
-        stop = asyncio.Event()
-        watcher = None
+        node = EdgeNode(config, dev=dev, recorder=EventRecorder(record_dir) if record_dir is not None else None)
+        state.node = node
+        node.start()
         if dev:
             state.dev, state.console = DevState(), DevConsole()
-            reloader = DevReloader(config, runtime, app, apply, state.dev, state.console)
-            watcher = asyncio.create_task(reloader.run(stop))
+            reloader = DevReloader(config, node.runtime, node.app, node.apply, state.dev, state.console)
+            node.tasks.append(asyncio.create_task(reloader.run(node.stop_event)))
             state.console.info(f"watching {Path(config).resolve().parent} for changes")
         try:
             yield
         finally:
-            stop.set()
-            if watcher is not None:
-                await asyncio.wait([watcher], timeout=5)
-            await client.aclose()
-            runtime.close()
+            await node.close()
 
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def info(_: Request) -> Response:
-        assert state.pipeline is not None
-        app = state.pipeline.app
+        assert state.node is not None
+        app = state.node.app
         return JSONResponse(
             {
                 "app": app.name,
@@ -156,8 +140,8 @@ def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) 
             status, text = refusal
             access_log.info(json.dumps({"request_id": rid, "method": request.method, "path": request.url.path, "status": status, "refused": text}))
             return Response(f"{status} {text}\n", status, {REQUEST_ID_HEADER: rid, "content-type": "text/plain; charset=utf-8"})
-        pipeline = state.pipeline  # this request finishes on this pipeline even if a reload swaps it
-        assert pipeline is not None
+        assert state.node is not None
+        pipeline = state.node.pipeline  # this request finishes on this pipeline even if a reload swaps it
         host = request.headers.get("host", "")
         if state.dev is not None and state.dev.broken and "text/html" in request.headers.get("accept", ""):
             behavior = pipeline.router.match(host, request.url.path)
@@ -171,6 +155,8 @@ def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) 
         timing = ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in result.timings)
         raw.append((REQUEST_ID_HEADER.encode(), rid.encode()))
         raw.append((b"x-cache", result.cache_status.header_value.encode()))
+        if result.reports:  # which version of each function ran (an alias may split between two)
+            raw.append((EXECUTED_VERSION_HEADER.encode(), ", ".join(f"{r.function}:{r.version}" for r in result.reports).encode()))
         raw.append((b"server-timing", f"{timing + ', ' if timing else ''}total;dur={total_ms:.2f}".encode()))
         out: Response
         if result.stream is not None:

@@ -21,6 +21,8 @@ from hypercorn.run import run
 from hypercorn.typing import ASGIFramework
 
 from .build.app import build_app, store_dir_of
+from .control.catalog import FunctionCatalog
+from .control.deploy import check_references, deploy, open_registry
 from .manifest.load import load_manifest
 from .runtime.errors import EdgefnError
 from .runtime.invoker import Runtime
@@ -142,6 +144,11 @@ def serve(
     # build and precompile once here, so workers start from a warm store and a broken build never binds a port
     with Runtime(store_dir_of(config_path, manifest)) as runtime:
         app = build_app(config_path, manifest, runtime.store)
+    registry = open_registry(config_path, manifest)
+    changed = [name for name, moved in deploy(app, manifest, registry).items() if moved]
+    check_references(app, manifest, FunctionCatalog.from_snapshot(registry.snapshot()))
+    if changed:
+        print(f"edgefn: deployed $LATEST of {', '.join(changed)} to {registry.db.path}", file=sys.stderr, flush=True)
     host = host or server.host
     port = server.port if port is None else port
     tls_port = server.tls_port if tls_port is None else tls_port

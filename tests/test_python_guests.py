@@ -597,7 +597,7 @@ def test_reused_instance_keeps_module_state_and_runs_init_once(rt, digests, capl
         assert counts(rt, fn, 3) == [("1", "1"), ("2", "1"), ("3", "1")]
     reports = [r.getMessage() for r in caplog.records if r.getMessage().startswith("REPORT")]
     assert "Init Duration:" in reports[0] and all("Init Duration:" not in r for r in reports[1:])
-    pool = rt.invoker.pools.get("hostile")
+    pool = rt.invoker.pools.get("hostile:$LATEST")
     assert pool is not None and pool.idle() == 1 and (pool.created, pool.reused) == (1, 2)
 
 
@@ -640,7 +640,7 @@ def test_pool_is_bounded_by_the_worker_threads(rt, digests):
         await asyncio.gather(*(rt.invoker.invoke(fn, get("/count")) for _ in range(12)))
 
     asyncio.run(burst())
-    pool = rt.invoker.pools.get("hostile")
+    pool = rt.invoker.pools.get("hostile:$LATEST")
     assert 1 <= pool.idle() <= rt.invoker.workers == 2
     assert pool.created + pool.reused == 12
 
@@ -652,7 +652,7 @@ def test_prewarm_creates_instances_at_startup(rt, digests, caplog):
         done = invoke(rt, fn, "/count")
     assert done.report.warm and done.report.init_duration_ms is None
     assert "Init Duration" not in next(r.getMessage() for r in caplog.records if r.getMessage().startswith("REPORT"))
-    assert rt.invoker.pools.get("hostile").created == 2 and rt.invoker.pools.get("hostile").reused == 1
+    assert rt.invoker.pools.get("hostile:$LATEST").created == 2 and rt.invoker.pools.get("hostile:$LATEST").reused == 1
     assert rt.invoker.prewarm(hostile(digests, reuse=True, prewarm=50)) == 2  # capped at the pool bound
 
 
@@ -687,7 +687,7 @@ def test_manifest_keys_and_prewarm_through_build_app(tmp_path):
         app = build_app(tmp_path / "edgefn.toml", manifest, rt.store)
         spec = app.functions["counter"]
         assert (spec.reuse_instances, spec.prewarm) == (True, 2)
-        assert rt.invoker.pools.get("counter").idle() == 2
+        assert rt.invoker.pools.get("counter:$LATEST").idle() == 2
     (tmp_path / "edgefn.toml").write_text('[functions.f]\nsource = "f.py"\nprewarm = 1\n\n[default_behavior]\nfunction = "f"\n')
     with pytest.raises(ManifestError, match="reuse_instances"):
         from edgefn.manifest.resolve import resolve

@@ -10,7 +10,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 import watchfiles
 
@@ -41,7 +41,7 @@ def _watched(change: watchfiles.Change, path: str) -> bool:
 
 class DevReloader:
     def __init__(
-        self, manifest_path: Path, runtime: Runtime, app: ResolvedApp, apply: Callable[[ResolvedApp], None],
+        self, manifest_path: Path, runtime: Runtime, app: ResolvedApp, apply: Callable[[ResolvedApp, Manifest], Awaitable[None]],
         state: DevState, console: DevConsole,
     ) -> None:
         self.manifest_path = manifest_path.resolve()
@@ -100,8 +100,13 @@ class DevReloader:
         for name in list(self.state.broken):
             if name not in manifest.functions:
                 del self.state.broken[name]
-        self.app = resolve(manifest, self.manifest_path, {n: digests[n] for n in manifest.functions})
-        self.apply(self.app)
+        app = resolve(manifest, self.manifest_path, {n: digests[n] for n in manifest.functions})
+        try:
+            await self.apply(app, manifest)
+        except EdgefnError as exc:
+            self.console.error(f"not applied, the last good app keeps serving:\n  {exc}")
+            return
+        self.app = app
         ok = [n for n in rebuild if n not in self.state.broken]
         what = ", ".join(ok) if ok else "manifest"
         self.console.info(f"reloaded {what} in {(time.perf_counter() - start) * 1000:.0f} ms")

@@ -36,7 +36,7 @@ def load_manifest(path: Path | str) -> Manifest:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(path, "", f"not valid TOML: {exc}", "fix the syntax at that line") from None
-    manifest = _build(Manifest, doc, "", path)
+    manifest = parse_table(Manifest, doc, "", path)
     _check_cross_references(manifest, path)
     return manifest
 
@@ -51,7 +51,7 @@ def _type_name(tp: Any) -> str:
         return "an array"
     if dataclasses.is_dataclass(tp):
         return "a table"
-    return {int: "an integer", str: "a string", bool: "true or false"}.get(tp, str(tp))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
 def _convert(tp: Any, value: Any, key: str, file: Path) -> Any:
@@ -62,7 +62,7 @@ def _convert(tp: Any, value: Any, key: str, file: Path) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ManifestError(file, key, f"expected a table, got {value!r}", f"write [{key}] or {key} = {{ ... }}")
-        return _build(tp, value, key, file)  # type: ignore[arg-type]
+        return parse_table(tp, value, key, file)  # type: ignore[arg-type]
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
@@ -73,13 +73,15 @@ def _convert(tp: Any, value: Any, key: str, file: Path) -> Any:
         if not isinstance(value, list):
             raise ManifestError(file, key, f"expected an array, got {value!r}", f"write [[{key}]] tables")
         return [_convert(item_tp, v, f"{key}[{i}]", file) for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # TOML writes 60 for 60.0
     ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
     if not ok:
         raise ManifestError(file, key, f"expected {_type_name(tp)}, got {value!r}", f"set {key} to {_type_name(tp)}")
     return value
 
 
-def _build(cls: type, doc: dict[str, Any], prefix: str, file: Path) -> Any:
+def parse_table(cls: type, doc: dict[str, Any], prefix: str, file: Path) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in doc:
@@ -111,12 +113,19 @@ HOOKS = ("viewer_request", "origin_request", "origin_response", "viewer_response
 def _check_behavior(b: BehaviorConfig, key: str, manifest: Manifest, file: Path) -> None:
     if (b.function is None) == (b.origin is None):
         raise ManifestError(file, key, "needs exactly one target", "set either function = \"NAME\" or origin = \"http://...\"")
-    if b.function is not None and b.function not in manifest.functions:
-        raise ManifestError(file, f"{key}.function", f"unknown function {b.function!r}", _known(manifest))
+    if b.function is not None:
+        _check_ref(b.function, f"{key}.function", manifest, file)
     for hook in HOOKS:
         cfg = getattr(b, hook)
-        if cfg is not None and cfg.function not in manifest.functions:
-            raise ManifestError(file, f"{key}.{hook}.function", f"unknown function {cfg.function!r}", _known(manifest))
+        if cfg is not None:
+            _check_ref(cfg.function, f"{key}.{hook}.function", manifest, file)
+
+
+def _check_ref(ref: str, key: str, manifest: Manifest, file: Path) -> None:
+    """A reference names a function of this manifest; its version or alias is checked against the registry at start."""
+    name = ref.partition(":")[0]
+    if name not in manifest.functions:
+        raise ManifestError(file, key, f"unknown function {name!r}", _known(manifest))
 
 
 def _known(manifest: Manifest) -> str:
@@ -147,3 +156,13 @@ def _check_cross_references(manifest: Manifest, file: Path) -> None:
         _check_behavior(manifest.default_behavior, "default_behavior", manifest, file)
     elif manifest.behaviors:
         raise ManifestError(file, "default_behavior", "is required when behaviors are declared", "add [default_behavior] with a function or an origin")
+    for name, schedule in manifest.schedules.items():
+        if FUNCTION_NAME(name) is not None:
+            raise ManifestError(file, f"schedules.{name}", "bad schedule name", f"use {FUNCTION_NAME(name)}")
+        _check_ref(schedule.function, f"schedules.{name}.function", manifest, file)
+    for name, cfg in manifest.functions.items():
+        dest_keys = ("on_success", "on_failure")
+        for dest_key in dest_keys:
+            dest = getattr(cfg.async_invoke, dest_key, None) if cfg.async_invoke else None
+            if dest and dest.startswith("function:"):
+                _check_ref(dest.removeprefix("function:"), f"functions.{name}.async_invoke.{dest_key}", manifest, file)

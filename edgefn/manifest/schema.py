@@ -37,6 +37,11 @@ def spec(default: Any = None, check: Check | None = None, help: str = "", factor
 REQUIRED = object()  # marker default: the key must be present
 
 FUNCTION_NAME = matches(r"[a-z0-9][a-z0-9-]{0,63}", "lowercase letters, digits and '-', at most 64 characters")
+#: NAME, NAME:$LATEST, NAME:VERSION or NAME:ALIAS (an alias name is not all digits, as in Lambda)
+FUNCTION_REF = matches(
+    r"[a-z0-9][a-z0-9-]{0,63}(:(\$LATEST|[1-9][0-9]{0,9}|(?![0-9]+$)[A-Za-z0-9_-]{1,128}))?",
+    "NAME, NAME:$LATEST, NAME:VERSION or NAME:ALIAS (NAME: lowercase letters, digits and '-')",
+)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ENV_MAX_BYTES = 4096  # Lambda's aggregate limit
 PATTERN = matches(
@@ -61,6 +66,7 @@ class AppConfig:
     name: str = spec("edgefn-app", FUNCTION_NAME, "the application's name")
     store_dir: str = spec(".edgefn/modules", None, "module store directory, relative to the manifest")
     build_dir: str = spec(".edgefn/build", None, "where built .wasm files go, relative to the manifest")
+    registry: str = spec(".edgefn/control.db", None, "the control-plane database (functions, versions, aliases, async queue), relative to the manifest")
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,38 @@ class ServerConfig:
     cache_max_bytes: int = spec(256 * 1024 * 1024, int_range(0, 64 * 1024**3), "byte budget of the shared response cache")
     workers: int = spec(1, int_range(1, 64), "server processes sharing the port and the module store")
     guest_threads: int = spec(0, int_range(0, 256), "worker threads running guests per process (0 = one per core)")
+    max_concurrency: int = spec(1000, int_range(1, 100_000), "node-wide limit of in-flight invocations; more are throttled")
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The admin and invoke API: a separate listener, loopback-only unless a token is configured."""
+
+    host: str = spec("127.0.0.1", None, "address of the admin/invoke listener (a non-loopback address needs a token)")
+    port: int = spec(8788, int_range(0, 65535), "TCP port of the admin/invoke API (0 = no admin listener)")
+    token_env: str = spec("EDGEFN_ADMIN_TOKEN", matches(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name"), "environment variable holding the bearer token")
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """Asynchronous invocation: delivery workers and backoff (Lambda's timings by default; tests shorten them)."""
+
+    workers: int = spec(2, int_range(1, 256), "events delivered at once per server")
+    retry_delays_s: list[float] = spec(None, None, "wait before each retry after a function error (Lambda: about 1 and 2 minutes)", factory=lambda: [60.0, 120.0])
+    throttle_backoff_min_s: float = spec(1.0, None, "first wait after a throttle; doubles per attempt")
+    throttle_backoff_max_s: float = spec(300.0, None, "longest wait between throttled attempts")
+    poll_interval_ms: int = spec(200, int_range(10, 60_000), "how often idle workers look for due events")
+    idempotency_window_s: int = spec(300, int_range(1, 86_400), "how long an invocation id deduplicates repeated submissions")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Per-function log streams on disk, bounded by rotation and retention."""
+
+    dir: str = spec(".edgefn/logs", None, "directory of the log streams, relative to the manifest")
+    max_file_bytes: int = spec(10 * 1024 * 1024, int_range(4096, 10 * 1024**3), "rotate a function's stream at this size")
+    keep_files: int = spec(5, int_range(1, 1000), "rotated files kept per function")
+    retention_days: int = spec(7, int_range(1, 3650), "delete rotated files older than this")
 
 
 @dataclass(frozen=True)
@@ -88,11 +126,40 @@ class FunctionConfig:
     target: str = spec("freestanding", one_of("freestanding", "wasi"), "C/Zig build target: wasm32-freestanding or a WASI reactor")
     reuse_instances: bool = spec(False, None, "keep warm instances between requests (execution-context reuse); default: a fresh instance per request")
     prewarm: int = spec(0, int_range(0, 256), "warm instances to create at startup (provisioned concurrency); needs reuse_instances = true")
+    reserved_concurrency: int | None = spec(None, int_range(0, 100_000), "in-flight invocations reserved for (and capping) this function; 0 throttles every invocation")
+    async_invoke: "AsyncInvokeConfig | None" = spec(None)
+
+
+DESTINATION = matches(
+    r"(function:[a-z0-9][a-z0-9-]{0,63}(:[A-Za-z0-9$_-]+)?|https?://\S+|dlq)",
+    "function:NAME[:QUALIFIER], an http(s):// URL, or dlq (the built-in dead-letter store)",
+)
+
+
+@dataclass(frozen=True)
+class AsyncInvokeConfig:
+    """What happens to asynchronous invocations of a function (Lambda's event invoke config)."""
+
+    max_retry_attempts: int = spec(2, int_range(0, 2), "retries after a function error")
+    max_event_age_s: int = spec(21_600, int_range(60, 21_600), "an event older than this is not delivered (it goes to on_failure)")
+    on_success: str | None = spec(None, DESTINATION, "where a record of each successful invocation goes")
+    on_failure: str | None = spec("dlq", DESTINATION, "where a record of each failed or expired event goes")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """A timer: invoke `function` asynchronously on a cron or rate expression (EventBridge syntax, UTC)."""
+
+    function: str = spec(REQUIRED, FUNCTION_REF, "the function to invoke (NAME, NAME:VERSION or NAME:ALIAS)")
+    expression: str = spec(REQUIRED, matches(r"(rate|cron)\(.+\)", "rate(N minutes|hours|days) or cron(MIN HOUR DOM MONTH DOW YEAR)"), "when to fire")
+    input: str = spec("{}", None, "the JSON text sent as the event's body")
+    catch_up: str = spec("once", one_of("skip", "once", "all"), "ticks missed while no server ran: skip them, fire once, or fire each")
+    enabled: bool = spec(True, None, "false pauses the schedule")
 
 
 @dataclass(frozen=True)
 class HookConfig:
-    function: str = spec(REQUIRED, FUNCTION_NAME, "the function to run for this event")
+    function: str = spec(REQUIRED, FUNCTION_REF, "the function to run for this event (NAME, NAME:VERSION or NAME:ALIAS)")
     include_body: bool = spec(False, None, "expose the body to the function")
 
 
@@ -114,7 +181,7 @@ class BehaviorConfig:
 
     path_pattern: str | None = spec(None, PATTERN, "which paths this behavior serves (not set on default_behavior)")
     host_pattern: str = spec("*", HOST_PATTERN, "which Host headers this behavior serves")
-    function: str | None = spec(None, FUNCTION_NAME, "a function acting as the origin")
+    function: str | None = spec(None, FUNCTION_REF, "a function acting as the origin (NAME, NAME:VERSION or NAME:ALIAS)")
     origin: str | None = spec(None, matches(r"https?://[^\s/]+(/[^\s]*)?", "an http:// or https:// URL"), "the origin URL to proxy to")
     viewer_request: HookConfig | None = spec(None)
     origin_request: HookConfig | None = spec(None)
@@ -129,6 +196,10 @@ class BehaviorConfig:
 class Manifest:
     app: AppConfig = spec(None, factory=AppConfig)
     server: ServerConfig = spec(None, factory=ServerConfig)
+    admin: AdminConfig = spec(None, factory=AdminConfig)
+    queue: QueueConfig = spec(None, factory=QueueConfig)
+    logs: LogConfig = spec(None, factory=LogConfig)
     functions: dict[str, FunctionConfig] = spec(None, factory=dict)
     behaviors: list[BehaviorConfig] = spec(None, factory=list)
     default_behavior: BehaviorConfig | None = spec(None)
+    schedules: dict[str, ScheduleConfig] = spec(None, factory=dict)

@@ -12,6 +12,7 @@ from ..runtime.errors import InvocationError
 STATUS_OF_KIND: dict[str, int] = {
     "invalid_result": 502,
     "rule_violation": 502,
+    "function_not_found": 502,
     "trap": 503,
     "function_error": 503,
     "cpu_budget_exhausted": 503,

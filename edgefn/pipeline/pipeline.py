@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..control.catalog import LiveCatalog
 from ..manifest.resolve import CachePolicy, ResolvedApp, ResolvedBehavior
 from ..runtime.abi import Body, EdgeRequest, EdgeResponse, Event, EventConfig, Headers
 from ..runtime.errors import InvocationError
@@ -54,10 +55,11 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transf
 
 class EdgePipeline:
     def __init__(
-        self, app: ResolvedApp, invoker: Invoker, client: httpx.AsyncClient, cache: EdgeCache, dev: bool = False,
+        self, app: ResolvedApp, catalog: LiveCatalog, invoker: Invoker, client: httpx.AsyncClient, cache: EdgeCache, dev: bool = False,
         recorder: Callable[[str, Event], None] | None = None,
     ) -> None:
         self.app = app
+        self.catalog = catalog  # function references (name, name:7, name:alias) -> what runs
         self.invoker = invoker
         self.client = client
         self.cache = cache
@@ -137,7 +139,7 @@ class EdgePipeline:
         if self.recorder is not None:
             self.recorder(function, event)
         try:
-            done = await self.invoker.invoke(self.app.functions[function], event)
+            done = await self.invoker.invoke(self.catalog.select(function, event.config.request_id), event)
         except InvocationError as exc:
             result.outcomes[stage] = exc.kind
             if exc.report is not None:
@@ -201,8 +203,9 @@ class EdgePipeline:
         fn = behavior.hooks["origin-request"].function
         if isinstance(doc.get("function"), dict):
             name = doc["function"].get("name")
-            if name not in self.app.functions:
-                raise rules.RuleViolation(fn, rid, "origin-request", "request.origin.function.name", f"{name!r} is not a function of this app")
+            problem = self.catalog.current.check(name) if isinstance(name, str) else "must be a string"
+            if problem is not None:
+                raise rules.RuleViolation(fn, rid, "origin-request", "request.origin.function.name", f"{name!r}: {problem}")
             return _Origin(function=name)
         custom = doc.get("custom")
         if not isinstance(custom, dict) or not isinstance(custom.get("domainName"), str):

@@ -36,6 +36,12 @@ class FunctionSpec:
     reuse_instances: bool = False
     #: instances to create at startup for the pool (provisioned concurrency); needs reuse_instances
     prewarm: int = 0
+    #: in-flight invocations reserved for (and capping) this function; None = the unreserved pool
+    reserved_concurrency: int | None = None
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.name}:{self.version}"
 
 
 @dataclass
@@ -64,7 +70,7 @@ class Invoker:
 
     def pool_of(self, fn: FunctionSpec) -> WarmPool:
         """The warm pool of `fn` (a new one when its code, limits or env changed)."""
-        return self.pools.pool_for(fn.name, (fn.digest, fn.limits, tuple(sorted(fn.env.items()))))
+        return self.pools.pool_for(fn.qualified_name, (fn.digest, fn.limits, tuple(sorted(fn.env.items()))))
 
     def prewarm(self, fn: FunctionSpec) -> int:
         """Create `fn.prewarm` warm instances now (at startup); returns how many are idle in its pool.
@@ -83,10 +89,10 @@ class Invoker:
             return self.sandbox.prewarm(loaded, function=fn.name, limits=fn.limits, env=fn.env, emit=emit)
 
         try:
-            return self.pools.prewarm(fn.name, self.pool_of(fn).key, fn.prewarm, make)
+            return self.pools.prewarm(fn.qualified_name, self.pool_of(fn).key, fn.prewarm, make)
         except InvocationError as exc:
-            flog.error("prewarm of %r failed: %s", fn.name, exc)
-            pool = self.pools.get(fn.name)
+            flog.error("prewarm of %r failed: %s", fn.qualified_name, exc)
+            pool = self.pools.get(fn.qualified_name)
             return pool.idle() if pool is not None else 0
 
     async def invoke(self, fn: FunctionSpec, event: Event) -> Invocation:

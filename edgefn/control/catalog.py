@@ -1,0 +1,178 @@
+"""What a server invokes: function references (`name`, `name:7`, `name:live`) resolved against the registry.
+
+`FunctionCatalog` is an immutable snapshot: every version and $LATEST as a runtime FunctionSpec, and
+aliases with their weights. `LiveCatalog` holds the current snapshot and replaces it whole when the
+registry's revision moves (polled), so an alias flip reaches a running server within a second; an
+invocation already running finishes on the snapshot it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from ..manifest.load import ManifestError, parse_table
+from ..manifest.resolve import limits_of
+from ..manifest.schema import FunctionConfig
+from ..runtime.errors import InvocationError
+from ..runtime.invoker import FunctionSpec
+from .registry import LATEST, AliasRecord, CodeAndConfig, FunctionRef, Registry, RegistrySnapshot
+
+log = logging.getLogger("edgefn.control.catalog")
+
+#: how often a server checks the registry's revision
+POLL_INTERVAL_S = 0.2
+
+
+class UnknownFunction(InvocationError):
+    """A reference names no function, version or alias in the registry."""
+
+    kind = "function_not_found"
+
+    def __init__(self, ref: str, request_id: str, reason: str) -> None:
+        self.ref = ref
+        super().__init__(ref, request_id, reason)
+
+
+def config_record(cfg: FunctionConfig) -> dict[str, Any]:
+    """The configuration the registry keeps for a function (every manifest key of [functions.NAME])."""
+    return _without_none(dataclasses.asdict(cfg))
+
+
+def _without_none(doc: dict[str, Any]) -> dict[str, Any]:
+    """An unset optional key is left out, as in the manifest (TOML has no null)."""
+    return {k: _without_none(v) if isinstance(v, dict) else v for k, v in doc.items() if v is not None}
+
+
+def parse_config(doc: dict[str, Any], name: str, where: str = "configuration") -> FunctionConfig:
+    """Check a configuration document with the manifest's rules; ManifestError names the bad key and the fix."""
+    return parse_table(FunctionConfig, doc, f"functions.{name}", Path(where))
+
+
+def spec_of(name: str, version: str, code: CodeAndConfig, reserved: int | None) -> FunctionSpec:
+    cfg = parse_config(code.config, name, "registry")
+    return FunctionSpec(
+        name=name, digest=code.digest, limits=limits_of(cfg), env=dict(cfg.env), version=version,
+        allowed_hosts=tuple(cfg.allowed_hosts), reuse_instances=cfg.reuse_instances, prewarm=cfg.prewarm,
+        reserved_concurrency=reserved,
+    )
+
+
+@dataclass(frozen=True)
+class FunctionCatalog:
+    """One registry snapshot, ready to resolve references."""
+
+    revision: int
+    #: (name, "$LATEST" | "7") -> the spec to run
+    specs: dict[tuple[str, str], FunctionSpec]
+    aliases: dict[tuple[str, str], AliasRecord]
+    configs: dict[tuple[str, str], FunctionConfig]
+    #: (name, "$LATEST" | "7" | alias) -> instances to keep initialised
+    provisioned: dict[tuple[str, str], int]
+
+    @classmethod
+    def from_snapshot(cls, snap: RegistrySnapshot) -> "FunctionCatalog":
+        specs: dict[tuple[str, str], FunctionSpec] = {}
+        configs: dict[tuple[str, str], FunctionConfig] = {}
+        for name, fn in snap.functions.items():
+            specs[(name, LATEST)] = spec_of(name, LATEST, fn.latest, fn.reserved_concurrency)
+            configs[(name, LATEST)] = parse_config(fn.latest.config, name, "registry")
+        for (name, number), v in snap.versions.items():
+            reserved = snap.functions[name].reserved_concurrency
+            specs[(name, str(number))] = spec_of(name, str(number), v.code, reserved)
+            configs[(name, str(number))] = parse_config(v.code.config, name, "registry")
+        return cls(snap.revision, specs, dict(snap.aliases), configs, dict(snap.provisioned))
+
+    def names(self) -> list[str]:
+        return sorted({name for name, _ in self.specs})
+
+    def versions_of(self, ref: FunctionRef) -> list[str]:
+        """The versions `ref` can run: one, or two for a weighted alias."""
+        if ref.is_version:
+            return [ref.qualifier] if (ref.name, ref.qualifier) in self.specs else []
+        alias = self.aliases.get((ref.name, ref.qualifier))
+        if alias is None:
+            return []
+        return [str(alias.version)] + ([str(alias.extra_version)] if alias.extra_version is not None else [])
+
+    def check(self, ref: str) -> str | None:
+        """None if `ref` resolves, else why not (for start-up validation)."""
+        parsed = FunctionRef.parse(ref)
+        if not any(name == parsed.name for name, _ in self.specs):
+            return f"function {parsed.name!r} is not in the registry (run edgefn deploy)"
+        if not self.versions_of(parsed):
+            kind = "version" if parsed.is_version else "alias"
+            fix = f"edgefn publish {parsed.name}" if parsed.is_version else f"edgefn alias set {parsed.name}:{parsed.qualifier} VERSION"
+            return f"function {parsed.name!r} has no {kind} {parsed.qualifier!r} (create it with: {fix})"
+        return None
+
+    def select(self, ref: str, request_id: str = "", rng: Callable[[], float] = random.random) -> FunctionSpec:
+        """The spec to run for one invocation of `ref`; a weighted alias picks its version at random per call."""
+        parsed = FunctionRef.parse(ref)
+        if parsed.is_version:
+            spec = self.specs.get((parsed.name, parsed.qualifier))
+        else:
+            alias = self.aliases.get((parsed.name, parsed.qualifier))
+            spec = None
+            if alias is not None:
+                version = alias.version
+                if alias.extra_version is not None and rng() < alias.extra_weight:
+                    version = alias.extra_version
+                spec = self.specs.get((parsed.name, str(version)))
+        if spec is None:
+            raise UnknownFunction(ref, request_id, self.check(ref) or f"{ref!r} does not resolve")
+        return spec
+
+    def config(self, ref: str) -> FunctionConfig:
+        """The configuration of what `ref` names ($LATEST for a bare name; an alias's main version)."""
+        parsed = FunctionRef.parse(ref)
+        versions = self.versions_of(parsed)
+        if not versions:
+            raise UnknownFunction(ref, "", self.check(ref) or f"{ref!r} does not resolve")
+        return self.configs[(parsed.name, versions[0])]
+
+
+class LiveCatalog:
+    """The current FunctionCatalog of a server, refreshed when the registry changes."""
+
+    def __init__(self, registry: Registry, prepare: Callable[[FunctionCatalog], Awaitable[None]] | None = None) -> None:
+        self.registry = registry
+        #: runs on a new snapshot before it serves (precompile new code, provisioned instances)
+        self.prepare = prepare
+        self.current = FunctionCatalog.from_snapshot(registry.snapshot())
+        self._refresh_lock = asyncio.Lock()
+
+    def select(self, ref: str, request_id: str = "") -> FunctionSpec:
+        return self.current.select(ref, request_id)
+
+    async def refresh(self) -> bool:
+        """Load the registry if its revision moved; True if the catalog changed."""
+        async with self._refresh_lock:
+            revision = await asyncio.to_thread(self.registry.revision)
+            if revision == self.current.revision:
+                return False
+            new = FunctionCatalog.from_snapshot(await asyncio.to_thread(self.registry.snapshot))
+            if self.prepare is not None:
+                await self.prepare(new)
+            old, self.current = self.current, new
+            log.info("registry revision %d -> %d applied", old.revision, new.revision)
+            return True
+
+    async def watch(self, stop: asyncio.Event, interval_s: float = POLL_INTERVAL_S) -> None:
+        """Poll the registry until `stop`; a failing refresh is logged and the last good catalog keeps serving."""
+        while not stop.is_set():
+            try:
+                await self.refresh()
+            except (InvocationError, ManifestError, OSError) as exc:
+                log.error("registry change not applied, the last good catalog keeps serving: %s", exc)
+            except Exception:  # a bad snapshot must not end the watch: the server would stop seeing changes
+                log.exception("registry change not applied, the last good catalog keeps serving")
+            try:
+                await asyncio.wait_for(stop.wait(), interval_s)
+            except asyncio.TimeoutError:
+                pass

@@ -1,0 +1,43 @@
+"""`edgefn deploy`, and what `serve` does at start: the manifest's built functions become $LATEST in the registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..manifest.load import ManifestError
+from ..manifest.resolve import ResolvedApp
+from ..manifest.schema import Manifest
+from .catalog import FunctionCatalog, config_record
+from .registry import CodeAndConfig, SqliteRegistry
+from .sqlite import Database
+
+
+def registry_path(manifest_path: Path, manifest: Manifest) -> Path:
+    return (Path(manifest_path).resolve().parent / manifest.app.registry).resolve()
+
+
+def open_registry(manifest_path: Path, manifest: Manifest) -> SqliteRegistry:
+    return SqliteRegistry(Database(registry_path(manifest_path, manifest)))
+
+
+def deploy(app: ResolvedApp, manifest: Manifest, registry: SqliteRegistry) -> dict[str, bool]:
+    """Make every function of `app` (built: its code is in the module store) $LATEST, in one transaction.
+
+    Returns name -> whether $LATEST changed. The code is in the module store before this runs, so a crash at
+    any point leaves the registry at the old or the new state, each pointing at code that exists."""
+    items = {name: CodeAndConfig(spec.digest, config_record(manifest.functions[name])) for name, spec in app.functions.items()}
+    return registry.put_many(items)
+
+
+def check_references(app: ResolvedApp, manifest: Manifest, catalog: FunctionCatalog) -> None:
+    """Every version or alias the manifest names must exist before a server starts on it."""
+    refs = [(f"behaviors[{i}]", b) for i, b in enumerate(app.behaviors) if not b.is_default]
+    refs += [("default_behavior", b) for b in app.behaviors if b.is_default]
+    for key, behavior in refs:
+        named = [("function", behavior.function)] + [(f"{e.replace('-', '_')}.function", h.function) for e, h in behavior.hooks.items()]
+        for field, ref in named:
+            if ref is not None and (problem := catalog.check(ref)) is not None:
+                raise ManifestError(app.manifest_path, f"{key}.{field}", problem, "publish the version or set the alias, or name the function without a qualifier ($LATEST)")
+    for name, schedule in manifest.schedules.items():
+        if (problem := catalog.check(schedule.function)) is not None:
+            raise ManifestError(app.manifest_path, f"schedules.{name}.function", problem, "publish the version or set the alias first")

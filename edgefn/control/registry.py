@@ -1,0 +1,390 @@
+"""The function registry: functions, their $LATEST code and configuration, immutable versions and aliases.
+
+`Registry` is the storage interface (what a networked backend for several edge nodes would implement);
+`SqliteRegistry` is the embedded default. Code is referenced by content digest: the bytes live in the
+module store. Every write is one transaction and bumps `revision()`, which servers poll to pick up
+changes (an alias flip) without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..runtime.errors import EdgefnError
+from .sqlite import Database
+
+LATEST = "$LATEST"
+ALIAS_NAME = re.compile(r"(?![0-9]+$)[A-Za-z0-9_-]{1,128}")
+MAX_ALIAS_VERSIONS = 2  # as Lambda: an alias routes to at most two versions
+
+
+class RegistryError(EdgefnError):
+    """A control-plane request that cannot be done; `code` is the Lambda-style error name for the API."""
+
+    code = "InvalidParameterValueException"
+    status = 400
+
+
+class NotFound(RegistryError):
+    code = "ResourceNotFoundException"
+    status = 404
+
+
+class Conflict(RegistryError):
+    code = "ResourceConflictException"
+    status = 409
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    """What a behavior, schedule or invocation names: `name`, `name:$LATEST`, `name:7` or `name:alias`."""
+
+    name: str
+    qualifier: str = LATEST
+
+    @classmethod
+    def parse(cls, ref: str) -> "FunctionRef":
+        name, _, qualifier = ref.partition(":")
+        return cls(name, qualifier or LATEST)
+
+    @property
+    def is_version(self) -> bool:
+        return self.qualifier == LATEST or self.qualifier.isdigit()
+
+    def __str__(self) -> str:
+        return self.name if self.qualifier == LATEST else f"{self.name}:{self.qualifier}"
+
+
+@dataclass(frozen=True)
+class CodeAndConfig:
+    """One deployable state of a function: code digest + configuration (a FunctionConfig as a dict)."""
+
+    digest: str
+    config: dict[str, Any]
+
+    def same_as(self, other: "CodeAndConfig") -> bool:
+        return self.digest == other.digest and self.config == other.config
+
+
+@dataclass(frozen=True)
+class FunctionRecord:
+    name: str
+    latest: CodeAndConfig
+    #: in-flight invocations reserved for (and capping) the function; None = draws on the unreserved pool
+    reserved_concurrency: int | None
+    #: Lambda's RevisionId of $LATEST: changes on every deploy
+    revision_id: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    function: str
+    version: int
+    code: CodeAndConfig
+    description: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    function: str
+    name: str
+    version: int
+    #: a second version and the share of invocations it gets (0 < weight < 1): a canary
+    extra_version: int | None = None
+    extra_weight: float = 0.0
+    description: str = ""
+    updated_at: float = 0.0
+
+    def routing(self) -> dict[str, float]:
+        """version -> share of invocations, as shown by `alias list` and the API."""
+        if self.extra_version is None:
+            return {str(self.version): 1.0}
+        return {str(self.version): round(1.0 - self.extra_weight, 6), str(self.extra_version): self.extra_weight}
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """Everything a server needs to route invocations, read in one transaction."""
+
+    revision: int
+    functions: dict[str, FunctionRecord]
+    versions: dict[tuple[str, int], VersionRecord]
+    aliases: dict[tuple[str, str], AliasRecord]
+    #: (function, qualifier) -> instances to keep initialised (provisioned concurrency)
+    provisioned: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+class Registry(Protocol):
+    """The registry's storage interface. Every method is atomic; writes bump `revision()`."""
+
+    def revision(self) -> int: ...
+    def snapshot(self) -> RegistrySnapshot: ...
+    def put_latest(self, name: str, code: CodeAndConfig) -> tuple[FunctionRecord, bool]: ...
+    def put_many(self, items: dict[str, CodeAndConfig]) -> dict[str, bool]: ...
+    def get_function(self, name: str) -> FunctionRecord: ...
+    def list_functions(self) -> list[FunctionRecord]: ...
+    def publish(self, name: str, description: str = "", expected_revision_id: str | None = None) -> tuple[VersionRecord, bool]: ...
+    def list_versions(self, name: str) -> list[VersionRecord]: ...
+    def get_version(self, name: str, version: int) -> VersionRecord: ...
+    def set_alias(self, alias: AliasRecord) -> AliasRecord: ...
+    def get_alias(self, name: str, alias: str) -> AliasRecord: ...
+    def list_aliases(self, name: str) -> list[AliasRecord]: ...
+    def delete_alias(self, name: str, alias: str) -> None: ...
+    def alias_history(self, name: str, alias: str) -> list[AliasRecord]: ...
+    def set_reserved_concurrency(self, name: str, reserved: int | None) -> None: ...
+    def set_provisioned_concurrency(self, name: str, qualifier: str, count: int) -> None: ...
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
+CREATE TABLE IF NOT EXISTS functions (
+    name TEXT PRIMARY KEY,
+    digest TEXT NOT NULL,
+    config TEXT NOT NULL,
+    reserved_concurrency INTEGER,
+    revision_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    function TEXT NOT NULL REFERENCES functions(name),
+    version INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    config TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    PRIMARY KEY (function, version)
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    function TEXT NOT NULL REFERENCES functions(name),
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    extra_version INTEGER,
+    extra_weight REAL NOT NULL DEFAULT 0,
+    description TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (function, name)
+);
+CREATE TABLE IF NOT EXISTS alias_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    function TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    extra_version INTEGER,
+    extra_weight REAL NOT NULL DEFAULT 0,
+    changed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS provisioned (
+    function TEXT NOT NULL REFERENCES functions(name),
+    qualifier TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (function, qualifier)
+)
+"""
+
+
+def _dumps(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+class SqliteRegistry:
+    """The registry in the control database (see sqlite.Database)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.ensure_schema("registry", SCHEMA)
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    def revision(self) -> int:
+        return int(self.db.query("SELECT value FROM meta WHERE key = 'revision'")[0][0])
+
+    def snapshot(self) -> RegistrySnapshot:
+        conn = self.db.connection()
+        conn.execute("BEGIN")  # one read transaction: a consistent view across the tables
+        try:
+            revision = int(conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
+            functions = {r["name"]: _function(r) for r in conn.execute("SELECT * FROM functions")}
+            versions = {(r["function"], r["version"]): _version(r) for r in conn.execute("SELECT * FROM versions")}
+            aliases = {(r["function"], r["name"]): _alias(r) for r in conn.execute("SELECT * FROM aliases")}
+            provisioned = {(r["function"], r["qualifier"]): r["count"] for r in conn.execute("SELECT * FROM provisioned")}
+        finally:
+            conn.execute("COMMIT")
+        return RegistrySnapshot(revision, functions, versions, aliases, provisioned)
+
+    def get_function(self, name: str) -> FunctionRecord:
+        rows = self.db.query("SELECT * FROM functions WHERE name = ?", (name,))
+        if not rows:
+            raise NotFound(f"function {name!r} is not in the registry; deploy it first (edgefn deploy)")
+        return _function(rows[0])
+
+    def list_functions(self) -> list[FunctionRecord]:
+        return [_function(r) for r in self.db.query("SELECT * FROM functions ORDER BY name")]
+
+    def list_versions(self, name: str) -> list[VersionRecord]:
+        self.get_function(name)
+        return [_version(r) for r in self.db.query("SELECT * FROM versions WHERE function = ? ORDER BY version", (name,))]
+
+    def get_version(self, name: str, version: int) -> VersionRecord:
+        rows = self.db.query("SELECT * FROM versions WHERE function = ? AND version = ?", (name, version))
+        if not rows:
+            self.get_function(name)
+            raise NotFound(f"function {name!r} has no version {version}; publish one first (edgefn publish {name})")
+        return _version(rows[0])
+
+    def get_alias(self, name: str, alias: str) -> AliasRecord:
+        rows = self.db.query("SELECT * FROM aliases WHERE function = ? AND name = ?", (name, alias))
+        if not rows:
+            self.get_function(name)
+            raise NotFound(f"function {name!r} has no alias {alias!r}; create it with: edgefn alias set {name}:{alias} VERSION")
+        return _alias(rows[0])
+
+    def list_aliases(self, name: str) -> list[AliasRecord]:
+        self.get_function(name)
+        return [_alias(r) for r in self.db.query("SELECT * FROM aliases WHERE function = ? ORDER BY name", (name,))]
+
+    def alias_history(self, name: str, alias: str) -> list[AliasRecord]:
+        """Every routing the alias has had, oldest first (the last entry is the current one)."""
+        rows = self.db.query("SELECT * FROM alias_history WHERE function = ? AND name = ? ORDER BY id", (name, alias))
+        return [AliasRecord(r["function"], r["name"], r["version"], r["extra_version"], r["extra_weight"], "", r["changed_at"]) for r in rows]
+
+    # --- writes -------------------------------------------------------------------------------------
+
+    def put_latest(self, name: str, code: CodeAndConfig) -> tuple[FunctionRecord, bool]:
+        """Create or update $LATEST; returns the record and whether anything changed."""
+        changed = self.put_many({name: code})[name]
+        return self.get_function(name), changed
+
+    def put_many(self, items: dict[str, CodeAndConfig]) -> dict[str, bool]:
+        """Update $LATEST of several functions in one transaction (one deploy is all or nothing)."""
+        now = time.time()
+        changed: dict[str, bool] = {}
+        with self.db.transaction() as conn:
+            for name, code in items.items():
+                row = conn.execute("SELECT digest, config FROM functions WHERE name = ?", (name,)).fetchone()
+                config = _dumps(code.config)
+                if row is not None and row["digest"] == code.digest and row["config"] == config:
+                    changed[name] = False
+                    continue
+                if row is None:
+                    conn.execute(
+                        "INSERT INTO functions (name, digest, config, reserved_concurrency, revision_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (name, code.digest, config, code.config.get("reserved_concurrency"), str(uuid.uuid4()), now, now),
+                    )
+                else:
+                    conn.execute(
+                        "UPDATE functions SET digest = ?, config = ?, reserved_concurrency = ?, revision_id = ?, updated_at = ? WHERE name = ?",
+                        (code.digest, config, code.config.get("reserved_concurrency"), str(uuid.uuid4()), now, name),
+                    )
+                changed[name] = True
+            if any(changed.values()):
+                _bump(conn)
+        return changed
+
+    def publish(self, name: str, description: str = "", expected_revision_id: str | None = None) -> tuple[VersionRecord, bool]:
+        """Freeze $LATEST into the next version; if it equals the newest version, that one is returned (False)."""
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT * FROM functions WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"function {name!r} is not in the registry; deploy it first (edgefn deploy)")
+            if expected_revision_id is not None and row["revision_id"] != expected_revision_id:
+                raise Conflict(f"$LATEST of {name!r} changed since revision {expected_revision_id} (now {row['revision_id']}); read it again and retry")
+            last = conn.execute("SELECT * FROM versions WHERE function = ? ORDER BY version DESC LIMIT 1", (name,)).fetchone()
+            if last is not None and last["digest"] == row["digest"] and last["config"] == row["config"]:
+                return _version(last), False  # as Lambda: nothing changed since the last version, no new one
+            number = (last["version"] if last is not None else 0) + 1
+            conn.execute(
+                "INSERT INTO versions (function, version, digest, config, description, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, number, row["digest"], row["config"], description, time.time()),
+            )
+            _bump(conn)
+            created = conn.execute("SELECT * FROM versions WHERE function = ? AND version = ?", (name, number)).fetchone()
+        return _version(created), True
+
+    def set_alias(self, alias: AliasRecord) -> AliasRecord:
+        """Create or change an alias; its versions must exist, and a canary needs 0 < weight < 1."""
+        if not ALIAS_NAME.fullmatch(alias.name) or alias.name == LATEST:
+            raise RegistryError(f"alias name {alias.name!r}: use 1-128 letters, digits, '-' or '_', not all digits")
+        if alias.extra_version is not None:
+            if alias.extra_version == alias.version:
+                raise RegistryError(f"alias {alias.name!r}: the additional version must differ from version {alias.version}")
+            if not 0.0 < alias.extra_weight < 1.0:
+                raise RegistryError(f"alias {alias.name!r}: the weight of version {alias.extra_version} must be between 0 and 1 (got {alias.extra_weight})")
+        now = time.time()
+        with self.db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM functions WHERE name = ?", (alias.function,)).fetchone() is None:
+                raise NotFound(f"function {alias.function!r} is not in the registry; deploy it first (edgefn deploy)")
+            for v in (alias.version, alias.extra_version):
+                if v is not None and conn.execute("SELECT 1 FROM versions WHERE function = ? AND version = ?", (alias.function, v)).fetchone() is None:
+                    raise NotFound(f"function {alias.function!r} has no version {v}; an alias points to published versions (edgefn publish {alias.function})")
+            weight = alias.extra_weight if alias.extra_version is not None else 0.0
+            conn.execute(
+                "INSERT INTO aliases (function, name, version, extra_version, extra_weight, description, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (function, name) DO UPDATE SET version = excluded.version, extra_version = excluded.extra_version, "
+                "extra_weight = excluded.extra_weight, description = excluded.description, updated_at = excluded.updated_at",
+                (alias.function, alias.name, alias.version, alias.extra_version, weight, alias.description, now),
+            )
+            conn.execute(
+                "INSERT INTO alias_history (function, name, version, extra_version, extra_weight, changed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (alias.function, alias.name, alias.version, alias.extra_version, weight, now),
+            )
+            _bump(conn)
+        return self.get_alias(alias.function, alias.name)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        with self.db.transaction() as conn:
+            if conn.execute("DELETE FROM aliases WHERE function = ? AND name = ?", (name, alias)).rowcount == 0:
+                raise NotFound(f"function {name!r} has no alias {alias!r}")
+            conn.execute("DELETE FROM provisioned WHERE function = ? AND qualifier = ?", (name, alias))
+            _bump(conn)
+
+    def set_reserved_concurrency(self, name: str, reserved: int | None) -> None:
+        with self.db.transaction() as conn:
+            if conn.execute("UPDATE functions SET reserved_concurrency = ? WHERE name = ?", (reserved, name)).rowcount == 0:
+                raise NotFound(f"function {name!r} is not in the registry; deploy it first (edgefn deploy)")
+            _bump(conn)
+
+    def set_provisioned_concurrency(self, name: str, qualifier: str, count: int) -> None:
+        """Keep `count` instances of a version or alias initialised (0 removes the setting); not on $LATEST, as Lambda."""
+        if qualifier == LATEST:
+            raise RegistryError("provisioned concurrency applies to a published version or an alias, not $LATEST")
+        if count < 0:
+            raise RegistryError(f"provisioned concurrency must be 0 or more (got {count})")
+        if qualifier.isdigit():
+            self.get_version(name, int(qualifier))
+        else:
+            self.get_alias(name, qualifier)
+        with self.db.transaction() as conn:
+            if count == 0:
+                conn.execute("DELETE FROM provisioned WHERE function = ? AND qualifier = ?", (name, qualifier))
+            else:
+                conn.execute(
+                    "INSERT INTO provisioned (function, qualifier, count) VALUES (?, ?, ?) ON CONFLICT (function, qualifier) DO UPDATE SET count = excluded.count",
+                    (name, qualifier, count),
+                )
+            _bump(conn)
+
+
+def _bump(conn: Any) -> None:
+    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'revision'")
+
+
+def _function(r: Any) -> FunctionRecord:
+    return FunctionRecord(r["name"], CodeAndConfig(r["digest"], json.loads(r["config"])), r["reserved_concurrency"], r["revision_id"], r["created_at"], r["updated_at"])
+
+
+def _version(r: Any) -> VersionRecord:
+    return VersionRecord(r["function"], r["version"], CodeAndConfig(r["digest"], json.loads(r["config"])), r["description"], r["created_at"])
+
+
+def _alias(r: Any) -> AliasRecord:
+    return AliasRecord(r["function"], r["name"], r["version"], r["extra_version"], r["extra_weight"], r["description"], r["updated_at"])

@@ -1,0 +1,81 @@
+"""One SQLite database file shared by the control plane's stores (registry, async queue, schedules).
+
+Every store is a thin class over `Database`: it declares its tables in `schema` and does each change
+inside `transaction()`, so a crash (even kill -9) leaves either the old or the new state. WAL mode lets a
+running server read while the CLI writes; `synchronous=FULL` makes a committed write survive power loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from ..runtime.errors import EdgefnError
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+class StorageError(EdgefnError):
+    """The control-plane database cannot be opened or used."""
+
+
+class Database:
+    """A SQLite file with one connection per thread; `transaction()` is the only way to write."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._schemas: set[str] = set()
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.connection().execute("PRAGMA journal_mode=WAL")
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open the control database {self.path}: {exc}") from None
+
+    def connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            # isolation_level=None: no implicit transactions; transaction() issues BEGIN IMMEDIATE itself
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    def ensure_schema(self, name: str, statements: str) -> None:
+        """Create a store's tables once per process (`statements` must be idempotent: IF NOT EXISTS)."""
+        with self._lock:
+            if name in self._schemas:
+                return
+            with self.transaction() as conn:
+                for statement in statements.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            self._schemas.add(name)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT (ROLLBACK on any exception): writers queue on the lock, readers never block."""
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        return self.connection().execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
