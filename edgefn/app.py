@@ -112,6 +112,9 @@ def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) 
         finally:
             await node.close()
 
+    async def reserved_not_found(_: Request) -> Response:
+        return Response(f"404 Not Found: {RESERVED_PREFIX}/ is reserved for edgefn\n", 404, media_type="text/plain")
+
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -126,6 +129,8 @@ def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) 
                     {"path_pattern": b.path_pattern, "host_pattern": b.host_pattern, "target": b.function or b.origin, "hooks": {e: h.function for e, h in b.hooks.items()}}
                     for b in app.behaviors
                 ],
+                # this server process's limits and use, warm/cold invocations per "name:version" (docs/concurrency.md)
+                **state.node.runtime.invoker.stats(),
             }
         )
 
@@ -181,6 +186,8 @@ def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) 
     routes = [
         Route(f"{RESERVED_PREFIX}/health", health),
         Route(f"{RESERVED_PREFIX}/info", info),
+        # the rest of /_edgefn is never a viewer path: scheduled events use it, so a viewer cannot pose as the scheduler
+        Route(RESERVED_PREFIX + "/{rest:path}", reserved_not_found, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
         Route("/{path:path}", edge, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 from .runtime.errors import EdgefnError
 
@@ -23,8 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--target", choices=("freestanding", "wasi"), default="freestanding")
 
     i = with_config(sub.add_parser("invoke", help="run one invocation and print the result and the REPORT line"))
-    i.add_argument("function")
+    i.add_argument("function", metavar="NAME[:QUALIFIER]", help="a manifest function (as just built), or NAME:VERSION / NAME:ALIAS / NAME:$LATEST from the registry")
     i.add_argument("--event", "-e", type=Path, help="the event as JSON (bodies as text or base64)")
+    i.add_argument("--async", dest="async_", action="store_true", help="queue the event in the registry database and print its request id; a running server delivers it")
+    i.add_argument("--invocation-id", help="with --async: repeated submissions with this id within queue.idempotency_window_s queue one event")
 
     init = sub.add_parser("init", help="scaffold a new project")
     init.add_argument("directory", type=Path)
@@ -41,13 +44,112 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="override server.port (cleartext HTTP/1.1 + h2c)")
     s.add_argument("--tls-port", type=int, help="override server.tls_port (TLS HTTP/1.1 + HTTP/2, HTTP/3 over QUIC; 0 = off)")
     s.add_argument("--workers", type=int, help="override server.workers")
+    s.add_argument("--admin-port", type=int, help="override admin.port (the admin/invoke API; 0 = off)")
 
     d = with_config(sub.add_parser("dev", help="serve with hot reload: rebuild and swap functions on save"))
     d.add_argument("--host", help="override server.host")
     d.add_argument("--port", type=int, help="override server.port")
     d.add_argument("--tls-port", type=int, help="override server.tls_port (0 = off)")
+    d.add_argument("--admin-port", type=int, help="override admin.port (the admin/invoke API; 0 = off)")
     d.add_argument("--record", type=Path, help="save every event that reaches a function into this directory")
+
+    lg = with_config(sub.add_parser("logs", help="print a function's log stream (every server process, in time order)"))
+    lg.add_argument("function")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
+    lg.add_argument("--since", metavar="10m|1h|ISO-8601", help="only lines from this long ago (s, m, h, d) or since this time (UTC unless it says)")
+    _control_parsers(sub, with_config)
+    _dlq_parsers(sub, with_config)
+    sch = sub.add_parser("schedules", help="the manifest's schedules: last and next fire times (UTC)")
+    sch_sub = sch.add_subparsers(dest="schedules_command", required=True)
+    sch_list = with_config(sch_sub.add_parser("list", help="each schedule, its expression, the last tick fired and the next one"))
+    sch_list.add_argument("--json", action="store_true", help="print JSON")
     return p
+
+
+#: the control-plane commands (edgefn.control.commands): they change the registry, no server needed
+CONTROL_COMMANDS = ("deploy", "publish", "alias", "rollback", "functions", "concurrency")
+
+
+def _control_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    with_config(sub.add_parser("deploy", help="build every function and make it $LATEST in the registry"))
+    pub = with_config(sub.add_parser("publish", help="freeze $LATEST of a function into its next version"))
+    pub.add_argument("function")
+    pub.add_argument("--description", default="", help="a note kept with the version")
+
+    al = sub.add_parser("alias", help="named pointers to versions, with an optional weighted canary")
+    al_sub = al.add_subparsers(dest="alias_command", required=True)
+    al_set = with_config(al_sub.add_parser("set", help="create or move an alias"))
+    al_set.add_argument("alias", metavar="NAME:ALIAS")
+    al_set.add_argument("version", type=int, metavar="VERSION")
+    al_set.add_argument("--weight", metavar="VERSION2=WEIGHT", help="also route this share (0 < WEIGHT < 1) of invocations to VERSION2 (a canary)")
+    al_set.add_argument("--description", help="a note kept with the alias")
+    al_list = with_config(al_sub.add_parser("list", help="the aliases of a function and their routing"))
+    al_list.add_argument("function")
+    al_list.add_argument("--json", action="store_true", help="print JSON")
+    al_del = with_config(al_sub.add_parser("delete", help="remove an alias"))
+    al_del.add_argument("alias", metavar="NAME:ALIAS")
+
+    rb = with_config(sub.add_parser("rollback", help="point an alias back at its previous routing (or at --to VERSION)"))
+    rb.add_argument("alias", metavar="NAME:ALIAS")
+    rb.add_argument("--to", type=int, metavar="VERSION", help="route every invocation to this version")
+
+    fn = sub.add_parser("functions", help="what the registry holds")
+    fn_sub = fn.add_subparsers(dest="functions_command", required=True)
+    fn_list = with_config(fn_sub.add_parser("list", help="every function: $LATEST digest, versions, aliases, reserved concurrency"))
+    fn_list.add_argument("--json", action="store_true", help="print JSON")
+    fn_show = with_config(fn_sub.add_parser("show", help="configuration, code, aliases and history of a function, version or alias"))
+    fn_show.add_argument("function", metavar="NAME[:QUALIFIER]")
+    fn_show.add_argument("--json", action="store_true", help="print JSON")
+
+    cc = with_config(sub.add_parser("concurrency", help="reserved concurrency of a function, provisioned concurrency of a version or alias"))
+    cc.add_argument("function", metavar="NAME[:QUALIFIER]")
+    which = cc.add_mutually_exclusive_group(required=True)
+    which.add_argument("--reserved", metavar="N|none", help="in-flight invocations reserved for (and capping) the function; none removes it")
+    which.add_argument("--provisioned", type=int, metavar="N", help="instances of NAME:QUALIFIER to keep initialised (0 removes it)")
+
+
+def _run_control(args: argparse.Namespace) -> int:
+    from .control import commands as control
+
+    out = sys.stdout
+    if args.command == "deploy":
+        return control.deploy_command(args.config, out)
+    if args.command == "publish":
+        return control.publish_command(args.config, args.function, args.description, out)
+    if args.command == "alias" and args.alias_command == "set":
+        return control.alias_set_command(args.config, args.alias, args.version, args.weight, args.description, out)
+    if args.command == "alias" and args.alias_command == "list":
+        return control.alias_list_command(args.config, args.function, args.json, out)
+    if args.command == "alias":
+        return control.alias_delete_command(args.config, args.alias, out)
+    if args.command == "rollback":
+        return control.rollback_command(args.config, args.alias, args.to, out)
+    if args.command == "functions" and args.functions_command == "list":
+        return control.functions_list_command(args.config, args.json, out)
+    if args.command == "functions":
+        return control.functions_show_command(args.config, args.function, args.json, out)
+    return control.concurrency_command(args.config, args.function, args.reserved, args.provisioned, out)
+
+
+def _dlq_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    dlq = sub.add_parser("dlq", help="the dead-letter store of asynchronous invocations")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dl = with_config(dlq_sub.add_parser("list", help="events that failed or expired, with their records"))
+    dl.add_argument("function", nargs="?", metavar="NAME")
+    dl.add_argument("--json", action="store_true", help="print JSON, with each Lambda-shaped record")
+    dr = with_config(dlq_sub.add_parser("replay", help="queue dead letters again: ID [NAME] or --all [NAME]"))
+    dr.add_argument("args", nargs="*", metavar="ID|NAME")
+    dr.add_argument("--all", action="store_true", help="every dead letter (of NAME, if given)")
+
+
+def _run_async(args: argparse.Namespace) -> int:
+    from .control import async_commands
+
+    if args.command == "invoke":
+        return async_commands.invoke_async(args.config, args.function, args.event, args.invocation_id, sys.stdout)
+    if args.dlq_command == "list":
+        return async_commands.dlq_list(args.config, args.function, args.json, sys.stdout)
+    return async_commands.dlq_replay(args.config, args.args, args.all, sys.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +157,18 @@ def main(argv: list[str] | None = None) -> int:
     from . import commands
 
     try:
+        if args.command == "dlq" or (args.command == "invoke" and args.async_):
+            return _run_async(args)
+        if args.command in CONTROL_COMMANDS:
+            return _run_control(args)
+        if args.command == "schedules":
+            from .control.schedules import schedules_list_command
+
+            return schedules_list_command(args.config, args.json, sys.stdout)
+        if args.command == "logs":
+            from .observability.logs import logs_command
+
+            return logs_command(args.config, args.function, args.since, args.follow, sys.stdout)
         if args.command == "build":
             return commands.build(args.config, args.source, args.out, args.target, sys.stdout)
         if args.command == "init":
@@ -66,11 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from .server import serve
 
-            return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=args.workers)
+            return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=args.workers, admin_port=args.admin_port)
         if args.command == "dev":
             from .server import serve
 
-            return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=1, dev=True, record=args.record)
+            return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=1, dev=True, record=args.record, admin_port=args.admin_port)
     except EdgefnError as exc:
         print(f"edgefn: {exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from .manifest.load import ManifestError, load_manifest
 from .manifest.resolve import ResolvedApp
 from .runtime import abi
 from .runtime.errors import InvocationError
-from .runtime.invoker import Runtime
+from .runtime.invoker import FunctionSpec, Runtime
 
 
 def new_request_id() -> str:
@@ -59,13 +59,13 @@ def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     app, runtime = open_app(config, workers=1)
     try:
-        if function not in app.functions:
-            raise ManifestError(config, f"functions.{function}", "no such function", f"pick one of: {', '.join(sorted(app.functions))}")
+        spec = _invoked_spec(config, app, function)
         doc = json.loads(event_file.read_text()) if event_file else {"request": {"uri": "/"}}
         event = abi.event_from_document(doc)
-        event.config = replace(event.config, function_name=function, request_id=event.config.request_id or new_request_id())
+        event.config = replace(event.config, function_name=spec.name, request_id=event.config.request_id or new_request_id())
+        print(f"executed version: {spec.qualified_name}", file=sys.stderr)
         try:
-            done = runtime.invoker.invoke_sync(app.functions[function], event)
+            done = runtime.invoker.invoke_sync(spec, event)
         except InvocationError as exc:
             print(json.dumps({"errorType": exc.kind, "errorMessage": str(exc)}, indent=2), file=stdout)
             return 1
@@ -73,6 +73,19 @@ def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO)
         return 0
     finally:
         runtime.close()
+
+
+def _invoked_spec(config: Path, app: ResolvedApp, function: str) -> FunctionSpec:
+    """A bare name runs the manifest's build just made; NAME:QUALIFIER what the registry holds for it."""
+    if ":" in function:
+        from .control.catalog import FunctionCatalog
+        from .control.deploy import open_registry
+
+        registry = open_registry(config, load_manifest(config))
+        return FunctionCatalog.from_snapshot(registry.snapshot()).select(function, new_request_id())
+    if function not in app.functions:
+        raise ManifestError(config, f"functions.{function}", "no such function", f"pick one of: {', '.join(sorted(app.functions))}")
+    return app.functions[function]
 
 
 def sample_event(event_type: str) -> abi.Event:

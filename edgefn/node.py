@@ -7,20 +7,27 @@ in the background (the registry watch, the dev reloader) starts and stops here.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 
 import httpx
 
 from .commands import open_app
+from .control.admin_listener import AdminBind, AdminListener
+from .control.async_invoke import AsyncInvoker
 from .control.catalog import FunctionCatalog, LiveCatalog
 from .control.deploy import check_references, deploy, open_registry
+from .control.queue import SqliteEventQueue
 from .control.registry import LATEST, FunctionRef
+from .control.schedules import Scheduler, load_schedules
 from .manifest.load import load_manifest
 from .manifest.resolve import ResolvedApp
 from .manifest.schema import Manifest
+from .observability.logs import FunctionLogSink
 from .pipeline.cache import EdgeCache
 from .pipeline.pipeline import EdgePipeline
+from .runtime.concurrency import check_reservations, provisioned_versions, reservations_of
 
 log = logging.getLogger("edgefn.node")
 
@@ -34,6 +41,9 @@ class EdgeNode:
         self.recorder = recorder
         self.manifest: Manifest = load_manifest(self.config)
         self.app, self.runtime = open_app(self.config)
+        #: this process's Prometheus series, and every function's log stream on disk (docs/observability.md)
+        self.metrics = self.runtime.invoker.metrics
+        self.logs = FunctionLogSink.from_config(self.config, self.manifest.logs).start()
         self.tasks: list[asyncio.Task] = []
         self.stop_event = asyncio.Event()
         try:
@@ -41,13 +51,21 @@ class EdgeNode:
             deploy(self.app, self.manifest, self.registry)
             self.catalog = LiveCatalog(self.registry, prepare=self._prepare)
             check_references(self.app, self.manifest, self.catalog.current)
+            schedules = load_schedules(self.manifest, self.config)
+            self._check_limits(self.catalog.current)
             self._precompile(self.catalog.current)
+            self._provision(self.catalog.current)
+            self._apply_limits(self.catalog.current)
         except BaseException:
             self.runtime.close()
+            self.logs.close()
             raise
         self.client = httpx.AsyncClient(http2=True, timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=False)
         self.cache = EdgeCache(self.app.server.cache_max_bytes)
         self.pipeline = self._pipeline(self.app)
+        queue = SqliteEventQueue(self.registry.db, self.manifest.queue.idempotency_window_s)
+        self.async_invoker = AsyncInvoker(queue, self.catalog, self.runtime.invoker, self.manifest.queue)
+        self.scheduler = Scheduler(self.registry.db, schedules, queue)
 
     def _pipeline(self, app: ResolvedApp) -> EdgePipeline:
         return EdgePipeline(app, self.catalog, self.runtime.invoker, self.client, self.cache, dev=self.dev, recorder=self.recorder)  # type: ignore[arg-type]
@@ -66,9 +84,34 @@ class EdgeNode:
             spec = catalog.specs[key]
             self.runtime.store.load(spec.digest, spec.name)
 
+    def _check_limits(self, catalog: FunctionCatalog) -> None:
+        """Reservations must leave part of server.max_concurrency unreserved (ConcurrencyConfigError names them)."""
+        check_reservations(self.manifest.server.max_concurrency, reservations_of(catalog.specs.values()))
+
+    def _apply_limits(self, catalog: FunctionCatalog) -> None:
+        self.runtime.invoker.limiter.configure(self.manifest.server.max_concurrency, reservations_of(catalog.specs.values()))
+
+    def _provision(self, catalog: FunctionCatalog) -> None:
+        """Provisioned concurrency: keep N initialised instances of each version (and alias) that has a setting."""
+        for (name, version), count in provisioned_versions(catalog.provisioned, catalog.aliases).items():
+            spec = catalog.specs.get((name, version))
+            if spec is None:
+                continue
+            if not spec.reuse_instances:
+                log.warning(
+                    "provisioned concurrency %d on %s is not used: version %s of %r runs a fresh instance per request; "
+                    "set reuse_instances = true for it and publish a new version", count, spec.qualified_name, version, name,
+                )
+                continue
+            ready = self.runtime.invoker.prewarm(dataclasses.replace(spec, prewarm=count))
+            log.info("provisioned concurrency: %d of %d instances of %s initialised", ready, count, spec.qualified_name)
+
     async def _prepare(self, catalog: FunctionCatalog) -> None:
         """A new registry revision: its code is precompiled before it serves, so a flip never waits on a compile."""
+        self._check_limits(catalog)  # a rejected revision is not applied: the last good catalog keeps serving
         await asyncio.to_thread(self._precompile, catalog)
+        await asyncio.to_thread(self._provision, catalog)
+        self._apply_limits(catalog)
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -77,16 +120,25 @@ class EdgeNode:
         await asyncio.to_thread(deploy, app, manifest, self.registry)
         await self.catalog.refresh()
         check_references(app, manifest, self.catalog.current)
+        self.scheduler.schedules = load_schedules(manifest, self.config)
         self.cache.clear()  # entries made by the old code must not outlive it
         self.app, self.manifest = app, manifest
         self.pipeline = self._pipeline(app)
 
     def start(self) -> None:
+        # the admin/invoke API, when `edgefn serve` asked for it (docs/admin-api.md); it binds first: a taken port fails the start
+        admin = AdminBind.from_env()
+        if admin is not None:
+            self.tasks.append(AdminListener(self, admin).start())
         self.tasks.append(asyncio.create_task(self.catalog.watch(self.stop_event), name="edgefn-registry-watch"))
+        self.tasks.extend(self.async_invoker.start(self.stop_event))
+        self.tasks.append(asyncio.create_task(self.scheduler.run(self.stop_event), name="edgefn-scheduler"))
 
     async def close(self) -> None:
         self.stop_event.set()
         if self.tasks:
             await asyncio.wait(self.tasks, timeout=5)
+        await self.async_invoker.close()
         await self.client.aclose()
         self.runtime.close()
+        self.logs.close()  # after the runtime: the last invocations' lines are written too

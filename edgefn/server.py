@@ -21,9 +21,13 @@ from hypercorn.run import run
 from hypercorn.typing import ASGIFramework
 
 from .build.app import build_app, store_dir_of
+from .control.admin_listener import BIND_ENV as ADMIN_BIND_ENV
+from .control.admin_listener import check_admin_auth, plan_admin
 from .control.catalog import FunctionCatalog
 from .control.deploy import check_references, deploy, open_registry
+from .control.schedules import load_schedules
 from .manifest.load import load_manifest
+from .runtime.concurrency import check_reservations, reservations_of
 from .runtime.errors import EdgefnError
 from .runtime.invoker import Runtime
 from .tls import fingerprint, tls_files
@@ -135,18 +139,23 @@ def serve(
     workers: int | None = None,
     dev: bool = False,
     record: Path | None = None,
+    admin_port: int | None = None,
 ) -> int:
     """Build the app, then serve it until SIGTERM/SIGINT; `dev`/`record` are for `edgefn dev` (see edgefn.app)."""
     _configure_logging()
     config_path = config_path.resolve()
     manifest = load_manifest(config_path)
     server = manifest.server
+    check_admin_auth(manifest.admin, admin_port)  # a non-loopback admin API without a token: refused before anything runs
     # build and precompile once here, so workers start from a warm store and a broken build never binds a port
     with Runtime(store_dir_of(config_path, manifest)) as runtime:
         app = build_app(config_path, manifest, runtime.store)
     registry = open_registry(config_path, manifest)
     changed = [name for name, moved in deploy(app, manifest, registry).items() if moved]
-    check_references(app, manifest, FunctionCatalog.from_snapshot(registry.snapshot()))
+    catalog = FunctionCatalog.from_snapshot(registry.snapshot())
+    check_references(app, manifest, catalog)
+    load_schedules(manifest, config_path)  # a bad expression fails here, before any port is bound
+    check_reservations(server.max_concurrency, reservations_of(catalog.specs.values()))  # before any port is bound
     if changed:
         print(f"edgefn: deployed $LATEST of {', '.join(changed)} to {registry.db.path}", file=sys.stderr, flush=True)
     host = host or server.host
@@ -164,6 +173,11 @@ def serve(
         os.environ["EDGEFN_DEV"] = "1"
     if record is not None:
         os.environ["EDGEFN_RECORD"] = str(Path(record).resolve())
+    admin = plan_admin(manifest.admin, admin_port, workers, dev)
+    os.environ.pop(ADMIN_BIND_ENV, None)
+    if admin is not None:
+        os.environ[ADMIN_BIND_ENV] = admin.to_env()
+        print(f"edgefn: admin API on {admin.url} ({'bearer token from $' + admin.token_env if os.environ.get(admin.token_env) else 'no token: loopback only'})", file=sys.stderr, flush=True)
     print(f"edgefn: serving {app.name} ({len(app.functions)} functions)", file=sys.stderr, flush=True)
     config = hypercorn_config(host, port, workers, tls_port=tls_port, certfile=certfile, keyfile=keyfile, http3=server.http3)
     return run(config)

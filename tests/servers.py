@@ -58,6 +58,7 @@ class EdgeServer:
     log: Path
     proc: subprocess.Popen
     stopped_in: float | None = None  # seconds from SIGTERM to exit, once the context has exited
+    admin: str | None = None  # http://127.0.0.1:<admin_port> — the admin/invoke API (docs/admin-api.md)
 
     def __iter__(self) -> Iterator[object]:
         return iter((self.base, self.log))
@@ -72,21 +73,32 @@ class EdgeServer:
 
 
 @contextlib.contextmanager
-def edge_server(config: Path, *extra: str, tls: bool = True, startup_timeout: float = 180.0) -> Iterator[EdgeServer]:
+def edge_server(
+    config: Path, *extra: str, tls: bool = True, startup_timeout: float = 180.0, env: dict[str, str] | None = None
+) -> Iterator[EdgeServer]:
     """Serve `config` on free ports (cleartext, and TLS + QUIC unless tls=False); stop with SIGTERM afterwards.
 
     The server is up (its health endpoint answers) when this yields. `extra` goes to `edgefn serve` after
-    --port/--tls-port. A port taken by someone else between choosing and binding it is retried with new ones.
+    --port/--tls-port/--admin-port; `env` is added to the server's environment (e.g. the admin token). Every
+    server gets its own free admin port (manifests default to 8788, so concurrent servers would clash). A port
+    taken by someone else between choosing and binding it is retried with new ones.
     """
     for attempt in range(3):
         port, tls_port = free_ports() if tls else (free_port(), 0)
+        admin_port = free_port()
+        while admin_port in (port, tls_port):
+            admin_port = free_port()
         log = Path(tempfile.mkstemp(prefix="edgefn-server-", suffix=".log")[1])
         with open(log, "w") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "edgefn.cli", "serve", "--config", str(config), "--port", str(port), "--tls-port", str(tls_port), *extra],
-                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                [
+                    sys.executable, "-m", "edgefn.cli", "serve", "--config", str(config),
+                    "--port", str(port), "--tls-port", str(tls_port), "--admin-port", str(admin_port), *extra,
+                ],
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
             )
         server = EdgeServer(f"http://127.0.0.1:{port}", f"https://127.0.0.1:{tls_port}" if tls_port else None, port, tls_port, log, proc)
+        server.admin = f"http://127.0.0.1:{admin_port}"
         try:
             if _wait_healthy(server, startup_timeout, retry_port_clash=attempt < 2):
                 break

@@ -281,8 +281,9 @@ class SqliteRegistry:
                         (name, code.digest, config, code.config.get("reserved_concurrency"), str(uuid.uuid4()), now, now),
                     )
                 else:
+                    # the manifest's reserved_concurrency applies when set; else what `edgefn concurrency` set stays
                     conn.execute(
-                        "UPDATE functions SET digest = ?, config = ?, reserved_concurrency = ?, revision_id = ?, updated_at = ? WHERE name = ?",
+                        "UPDATE functions SET digest = ?, config = ?, reserved_concurrency = COALESCE(?, reserved_concurrency), revision_id = ?, updated_at = ? WHERE name = ?",
                         (code.digest, config, code.config.get("reserved_concurrency"), str(uuid.uuid4()), now, name),
                     )
                 changed[name] = True
@@ -345,9 +346,13 @@ class SqliteRegistry:
             if conn.execute("DELETE FROM aliases WHERE function = ? AND name = ?", (name, alias)).rowcount == 0:
                 raise NotFound(f"function {name!r} has no alias {alias!r}")
             conn.execute("DELETE FROM provisioned WHERE function = ? AND qualifier = ?", (name, alias))
+            # a re-created alias starts a new history: rollback must not return to the deleted alias's routings
+            conn.execute("DELETE FROM alias_history WHERE function = ? AND name = ?", (name, alias))
             _bump(conn)
 
     def set_reserved_concurrency(self, name: str, reserved: int | None) -> None:
+        if reserved is not None and reserved < 0:
+            raise RegistryError(f"reserved concurrency must be 0 or more, or None to remove it (got {reserved})")
         with self.db.transaction() as conn:
             if conn.execute("UPDATE functions SET reserved_concurrency = ? WHERE name = ?", (reserved, name)).rowcount == 0:
                 raise NotFound(f"function {name!r} is not in the registry; deploy it first (edgefn deploy)")

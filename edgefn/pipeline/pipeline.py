@@ -76,6 +76,8 @@ class EdgePipeline:
         try:
             await self._run(behavior, request, host, request_id, result)
         except InvocationError as exc:
+            if isinstance(exc, rules.RuleViolation):  # the invocation itself was counted as ok: its result was not
+                self.invoker.metrics.invocation_rejected(exc.function, exc.kind)
             await _close(result)
             result.response, result.cache_status = error_response(exc, self.dev), XCache.ERROR
         return result
@@ -114,6 +116,7 @@ class EdgePipeline:
             return result.response
 
         cached = await self.cache.get_or_fetch(key, request, policy, fetch)
+        self.invoker.metrics.cache_request(cached.x_cache)
         result.response, result.cache_status = cached.response, cached.x_cache
 
     async def _origin_side(self, behavior: ResolvedBehavior, request: EdgeRequest, rid: str, result: PipelineResult) -> None:
@@ -217,16 +220,17 @@ class EdgePipeline:
         return _Origin(url=f"{protocol}://{custom['domainName']}:{port}{custom.get('path', '')}")
 
     async def _fetch_origin(self, behavior: ResolvedBehavior, origin: _Origin, request: EdgeRequest, rid: str, result: PipelineResult) -> None:
+        start = time.perf_counter()
         if origin.function is not None:
             event = self._event("origin-request", origin.function, rid, request)
             out = await self._invoke(origin.function, event, "origin", result)
+            self.invoker.metrics.origin_fetched(behavior.path_pattern, time.perf_counter() - start)
             if not isinstance(out, EdgeResponse):
                 result.response = _origin_failure(502, f"origin function {origin.function!r} returned a request, not a response")
             else:
                 result.response = out
             return
         assert origin.url is not None
-        start = time.perf_counter()
         url = origin.url.rstrip("/") + request.uri + (f"?{request.querystring}" if request.querystring else "")
         headers = [(k, v) for name, entries in request.headers.items() if name not in _HOP_BY_HOP for k, v in entries]
         timeout = httpx.Timeout(behavior.origin_read_timeout_s, connect=behavior.origin_connect_timeout_s)
@@ -243,6 +247,7 @@ class EdgePipeline:
             return
         finally:
             result.timings.append(("origin", (time.perf_counter() - start) * 1000))
+            self.invoker.metrics.origin_fetched(behavior.path_pattern, time.perf_counter() - start)
         resp_headers: Headers = {}
         for raw_name, raw_value in upstream.headers.raw:
             key = raw_name.decode("latin-1")

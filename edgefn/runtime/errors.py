@@ -142,8 +142,17 @@ class FunctionError(InvocationError):
 
 
 class Throttled(InvocationError):
+    """Over a concurrency limit: refused at once, never queued (docs/concurrency.md)."""
+
     kind = "throttled"
 
-    def __init__(self, function: str, request_id: str, limit: int) -> None:
+    def __init__(self, function: str, request_id: str, limit: int, reason: str = "ConcurrentInvocationLimitExceeded") -> None:
         self.limit = limit
-        super().__init__(function, request_id, f"over its concurrency limit of {limit} in-flight invocations")
+        #: Lambda's throttle reason: ReservedFunctionConcurrentInvocationLimitExceeded (the function's own
+        #: reserved_concurrency) or ConcurrentInvocationLimitExceeded (the unreserved pool of server.max_concurrency)
+        self.reason = reason
+        if reason == "ReservedFunctionConcurrentInvocationLimitExceeded":
+            what = f"its reserved_concurrency of {limit} in-flight invocations is in use (raise functions.{function}.reserved_concurrency, or retry later)"
+        else:
+            what = f"the unreserved pool of {limit} in-flight invocations is in use (raise server.max_concurrency, lower other reservations, or retry later)"
+        super().__init__(function, request_id, f"{reason}: {what}")

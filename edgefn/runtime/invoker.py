@@ -10,8 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..observability.metrics import EdgeMetrics
 from . import abi
 from .abi import EdgeRequest, EdgeResponse, Event
+from .concurrency import ConcurrencyLimiter, InvocationCounts
 from .engine import EngineSettings, EpochTicker, create_engine
 from .errors import FunctionError, InvalidResult, InvocationError, MemoryLimitExceeded
 from .linking import create_linker
@@ -67,6 +69,13 @@ class Invoker:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="edgefn-guest")
         #: warm instances of functions with reuse_instances; no more than `workers` can be busy at once
         self.pools = WarmPools(self.workers)
+        #: admission (server.max_concurrency, reserved_concurrency): set by the EdgeNode from the manifest/registry
+        self.limiter = ConcurrencyLimiter()
+        #: invocations that ran, warm or cold, per "name:version"
+        self.counts = InvocationCounts()
+        #: this process's Prometheus series (GET /metrics); the node adds the pipeline's and the queue's
+        self.metrics = EdgeMetrics()
+        self.metrics.watch_throttles(lambda: self.limiter.snapshot()["throttled"])
 
     def pool_of(self, fn: FunctionSpec) -> WarmPool:
         """The warm pool of `fn` (a new one when its code, limits or env changed)."""
@@ -96,15 +105,35 @@ class Invoker:
             return pool.idle() if pool is not None else 0
 
     async def invoke(self, fn: FunctionSpec, event: Event) -> Invocation:
-        """Run `fn` on `event`; raises a typed InvocationError (with `.report`) on any failure."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.invoke_sync, fn, event)
+        """Run `fn` on `event`; raises a typed InvocationError (with `.report`) on any failure, Throttled at once
+        when over a concurrency limit."""
+        lease = self.limiter.acquire(fn.name, event.config.request_id)
+        try:
+            future = self._pool.submit(self._run_admitted, fn, event)
+        except BaseException:
+            lease.release()
+            raise
+        # released when the guest call ends (even if the awaiting request was cancelled), or if it never started
+        future.add_done_callback(lambda _: lease.release())
+        return await asyncio.wrap_future(future)
 
     def invoke_sync(self, fn: FunctionSpec, event: Event) -> Invocation:
         """The same as `invoke`, on the calling thread (CLI, benchmarks)."""
+        lease = self.limiter.acquire(fn.name, event.config.request_id)
+        try:
+            return self._run_admitted(fn, event)
+        finally:
+            lease.release()
+
+    def stats(self) -> dict[str, object]:
+        """Concurrency limits and use, and warm/cold invocations per version (GET /_edgefn/info)."""
+        return {"concurrency": self.limiter.snapshot(), "invocations": self.counts.snapshot(), "idle_instances": self.pools.idle_counts()}
+
+    def _run_admitted(self, fn: FunctionSpec, event: Event) -> Invocation:
         flog = function_logger(fn.name)
         rid = event.config.request_id
         flog.info("START RequestId: %s Version: %s", rid, fn.version)
+        self.metrics.invocation_started(fn.name)
         # compiling a component takes seconds: on the request path only precompiled artifacts are loaded
         loaded, loaded_now = self.store.load(fn.digest, fn.name, compile_components=False)
         pool = self.pool_of(fn) if fn.reuse_instances else None
@@ -125,6 +154,7 @@ class Invoker:
             pool=pool,
         )
         run.report.version = fn.version
+        self.counts.record(fn.qualified_name, run.report.warm)
         error = run.error
         result: EdgeRequest | EdgeResponse | None = None
         if error is None:
@@ -148,6 +178,7 @@ class Invoker:
                 pool.give(run.instance)
             else:
                 pool.discard()
+        self.metrics.invocation_finished(fn, run.report, error)
         flog.info("END RequestId: %s", rid)
         flog.info("%s", run.report.line())
         if error is not None:

@@ -105,6 +105,12 @@ class WarmPools:
                 break
         return pool.idle()
 
+    def idle_counts(self) -> dict[str, int]:
+        """function -> idle (initialised, ready) instances in its pool."""
+        with self._lock:
+            pools = dict(self._pools)
+        return {name: pool.idle() for name, pool in sorted(pools.items())}
+
     def close(self) -> None:
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}

@@ -1,0 +1,180 @@
+"""The admin/invoke listener: its own TCP socket, served by Hypercorn on the server process's event loop.
+
+`edgefn serve` decides whether a listener runs (token policy, port probe) before it binds anything, and
+hands the address to its server processes in the environment; each process's EdgeNode then binds it in
+`start()`. With several worker processes every one binds the address with SO_REUSEPORT: the kernel
+spreads admin connections over them, and as they share the registry any of them can answer any request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import socket
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config, Sockets
+
+from ..manifest.schema import AdminConfig
+from ..runtime.errors import EdgefnError
+
+if TYPE_CHECKING:
+    from ..node import EdgeNode
+
+#: how `edgefn serve` tells its server processes where to listen (JSON of AdminBind)
+BIND_ENV = "EDGEFN_ADMIN_BIND"
+#: an admin request still running at shutdown gets this long (EdgeNode.close waits 5 s for its tasks)
+GRACEFUL_TIMEOUT_S = 3.0
+
+log = logging.getLogger("edgefn.admin")
+
+
+class AdminTokenRequired(EdgefnError):
+    """The admin API would listen on a non-loopback address without a token."""
+
+    def __init__(self, host: str, token_env: str) -> None:
+        self.host = host
+        self.token_env = token_env
+        super().__init__(
+            f"admin.host = {host!r} is not a loopback address, and the admin API has no token: "
+            f"the environment variable {token_env} (admin.token_env) is not set. "
+            f"Fix: export {token_env}=<a long random secret>, or set admin.host = \"127.0.0.1\", "
+            f"or turn the admin API off with admin.port = 0 (or --admin-port 0)"
+        )
+
+
+class AdminListenError(EdgefnError):
+    """The admin address cannot be bound."""
+
+    def __init__(self, host: str, port: int, exc: OSError) -> None:
+        super().__init__(f"cannot listen on admin {_addr(host, port)}: {exc.strerror or exc} (see admin.host / admin.port, --admin-port)")
+
+
+@dataclass(frozen=True)
+class AdminBind:
+    """Where one server process listens for the admin API."""
+
+    host: str
+    port: int
+    #: several worker processes share the port (SO_REUSEPORT)
+    reuse_port: bool = False
+    #: the environment variable holding the bearer token (read by each server process, never copied)
+    token_env: str = "EDGEFN_ADMIN_TOKEN"
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> "AdminBind | None":
+        raw = os.environ.get(BIND_ENV)
+        return cls(**json.loads(raw)) if raw else None
+
+    @property
+    def url(self) -> str:
+        return f"http://{_addr(self.host, self.port)}/"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def admin_token(admin: AdminConfig, host: str | None = None) -> str | None:
+    """The bearer token, or None when the API is served without one (allowed on loopback only)."""
+    host = host or admin.host
+    token = os.environ.get(admin.token_env) or None
+    if token is None and not is_loopback(host):
+        raise AdminTokenRequired(host, admin.token_env)
+    return token
+
+
+def check_admin_auth(admin: AdminConfig, port: int | None) -> None:
+    """Raise AdminTokenRequired if the API would run on a non-loopback address without a token."""
+    if (admin.port if port is None else port) != 0:
+        admin_token(admin)
+
+
+def plan_admin(admin: AdminConfig, port: int | None, workers: int, dev: bool) -> AdminBind | None:
+    """What `edgefn serve` runs: None when the API is off; raises before anything binds when it may not run.
+
+    The port is probed here so a taken port fails the start with a clear error; `edgefn dev` instead
+    carries on without the admin API (two dev servers on one machine should not fail each other)."""
+    port = admin.port if port is None else port
+    if port == 0:
+        return None
+    admin_token(admin)
+    reuse = workers > 1
+    if reuse and not hasattr(socket, "SO_REUSEPORT"):
+        raise EdgefnError("several server processes need SO_REUSEPORT to share the admin port, which this OS lacks: use --workers 1 or admin.port = 0")
+    try:
+        bind_socket(admin.host, port, reuse_port=False).close()
+    except AdminListenError as exc:
+        if not dev:
+            raise
+        log.warning("edgefn dev: admin API off: %s", exc)
+        return None
+    return AdminBind(admin.host, port, reuse, admin.token_env)
+
+
+def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A listening TCP socket: connections queue from now on, before Hypercorn starts accepting."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise AdminListenError(host, port, exc) from None
+    return sock
+
+
+class _BoundConfig(Config):
+    """Hypercorn's Config serving a socket bound beforehand."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def create_sockets(self) -> Sockets:
+        return Sockets([], [self._sock], [])
+
+
+class AdminListener:
+    """The admin app of one server process, on its own socket, until the node stops."""
+
+    def __init__(self, node: "EdgeNode", bind: AdminBind) -> None:
+        from .api import create_admin_app
+
+        self.bind = bind
+        self.token = admin_token(AdminConfig(host=bind.host, port=bind.port, token_env=bind.token_env))
+        self.app = create_admin_app(node, self.token)
+        self._node = node
+
+    def start(self) -> asyncio.Task:
+        """Bind now (a failure fails the server's start-up), then serve until the node's stop event."""
+        sock = bind_socket(self.bind.host, self.bind.port, self.bind.reuse_port)
+        config = _BoundConfig(sock)
+        config.accesslog = None  # the admin app logs its own requests (edgefn.admin)
+        config.errorlog = logging.getLogger("hypercorn.error")
+        config.graceful_timeout = GRACEFUL_TIMEOUT_S
+        auth = "bearer token" if self.token else "no token (loopback only)"
+        log.info("admin API on %s (%s)", self.bind.url, auth)
+        return asyncio.create_task(hypercorn_serve(self.app, config, shutdown_trigger=self._node.stop_event.wait), name="edgefn-admin")  # type: ignore[arg-type]
+
+
+def _addr(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"

@@ -1,0 +1,243 @@
+"""Asynchronous invocation (Lambda's Event invocation type): submit to the durable queue, deliver with workers.
+
+`submit` commits the event before it returns. Each server runs `queue.workers` delivery workers; a worker
+leases one due event, invokes the function with the attempt number in `x-edgefn-attempt`, and then, in one
+transaction, either puts the event back (a function error with retries left, or a throttle) or removes it
+and sends its record to the function's destination. Delivery is at least once: a server killed mid-invocation
+leaves a lease that expires, and the event runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import replace
+from typing import Any
+
+import httpx
+
+from ..manifest.schema import AsyncInvokeConfig, QueueConfig
+from ..runtime import abi
+from ..runtime.errors import FunctionError, InvocationError, Throttled
+from ..runtime.invoker import FunctionSpec, Invoker, function_logger
+from .catalog import LiveCatalog, UnknownFunction
+from .destinations import DLQ, EVENT_AGE_EXCEEDED, RETRIES_EXHAUSTED, SUCCESS, Destination, build_record, send
+from .queue import POST, EventQueue, InvalidPayload, PayloadTooLarge, QueuedEvent, check_payload
+
+__all__ = ["AsyncInvoker", "InvalidPayload", "PayloadTooLarge", "ATTEMPT_HEADER"]
+
+log = logging.getLogger("edgefn.control.async")
+
+ATTEMPT_HEADER = "x-edgefn-attempt"
+#: a lease outlives the function's timeout by this much (and is renewed while the invocation runs)
+LEASE_MARGIN_S = 2.0
+#: POSTs of a record to an HTTP destination before it goes to the dead-letter store
+DESTINATION_ATTEMPTS = 5
+DESTINATION_TIMEOUT_S = 10.0
+
+
+class AsyncInvoker:
+    """Submits events to `queue` and delivers them to the functions of `catalog` through `invoker`."""
+
+    def __init__(self, queue: EventQueue, catalog: LiveCatalog, invoker: Invoker, settings: QueueConfig) -> None:
+        self.queue = queue
+        self.catalog = catalog
+        self.invoker = invoker
+        self.settings = settings
+        self.client = httpx.AsyncClient(timeout=DESTINATION_TIMEOUT_S, follow_redirects=False)
+        self._wake = asyncio.Event()
+
+    # --- submitting ---------------------------------------------------------------------------------
+
+    async def submit(self, ref: str, payload: bytes, invocation_id: str | None = None) -> tuple[str, bool]:
+        """Queue an event for `ref` (committed on return); (request id, whether `invocation_id` was a duplicate).
+
+        Raises UnknownFunction, PayloadTooLarge (over 1 MB) or InvalidPayload (not an event document)."""
+        check_payload(payload)
+        problem = self.catalog.current.check(ref)
+        if problem is not None:
+            raise UnknownFunction(ref, "", problem)
+        request_id, duplicate = await asyncio.to_thread(self.queue.submit, ref, payload, invocation_id=invocation_id, source="api")
+        if not duplicate:
+            self._wake.set()
+        return request_id, duplicate
+
+    # --- workers ------------------------------------------------------------------------------------
+
+    def start(self, stop: asyncio.Event) -> list[asyncio.Task]:
+        """The delivery workers of this server, running until `stop` is set."""
+        return [asyncio.create_task(self.run_worker(stop), name=f"edgefn-async-worker-{i}") for i in range(self.settings.workers)]
+
+    async def run_worker(self, stop: asyncio.Event) -> None:
+        poll_s = self.settings.poll_interval_ms / 1000
+        while not stop.is_set():
+            try:
+                delivered = await self.deliver_one()
+            except Exception:  # a storage hiccup must not end the worker: the event's lease expires and it runs again
+                log.exception("asynchronous delivery failed; retrying after the poll interval")
+                delivered = False
+            if delivered:
+                continue
+            self._wake.clear()
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+            await asyncio.wait(waits, timeout=poll_s, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+
+    async def deliver_one(self) -> bool:
+        """Lease one due event and deliver it; False if none was due."""
+        event = await asyncio.to_thread(self.queue.claim, self._lease_for)
+        if event is None:
+            return False
+        if event.kind == POST:
+            await self._post(event)
+        else:
+            await self._invoke(event)
+        return True
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # --- one function event -------------------------------------------------------------------------
+
+    def _config(self, ref: str) -> tuple[int, AsyncInvokeConfig]:
+        """(timeout_ms, async settings) of what `ref` names now; defaults if it does not resolve."""
+        try:
+            cfg = self.catalog.current.config(ref)
+        except UnknownFunction:
+            return 0, AsyncInvokeConfig()
+        return cfg.timeout_ms, cfg.async_invoke or AsyncInvokeConfig()
+
+    def _lease_for(self, event: QueuedEvent) -> float:
+        if event.kind == POST:
+            return DESTINATION_TIMEOUT_S + LEASE_MARGIN_S
+        return self._config(event.target)[0] / 1000 + LEASE_MARGIN_S
+
+    async def _invoke(self, event: QueuedEvent) -> None:
+        flog = function_logger(event.function)
+        timeout_ms, cfg = self._config(event.target)
+        expires_at = event.enqueued_at + cfg.max_event_age_s
+        if time.time() >= expires_at:
+            flog.warning("ASYNC RequestId: %s not delivered: older than max_event_age_s = %d after %d attempts", event.id, cfg.max_event_age_s, event.attempts)
+            await self._finish(event, EVENT_AGE_EXCEEDED, cfg.on_failure, event.last_response, event.attempts)
+            return
+        attempt = event.attempts + 1
+        try:
+            spec = self.catalog.current.select(event.target, event.id)
+        except UnknownFunction as exc:  # the catalog may lag the registry: back on the queue as a system error
+            flog.warning("ASYNC RequestId: %s %s; back on the queue", event.id, exc.detail)
+            await self._back_off(event, expires_at, _outcome(404, None, {"errorType": "ResourceNotFoundException", "errorMessage": exc.detail}))
+            return
+        try:
+            call = self._event(event, spec, attempt)
+        except abi.ResultError as exc:  # stored before validation existed, or written around it: it can never run
+            flog.error("ASYNC RequestId: %s has an invalid event: %s", event.id, exc)
+            await self._finish(event, RETRIES_EXHAUSTED, cfg.on_failure, _outcome(400, None, {"errorType": "InvalidRequestContentException", "errorMessage": str(exc)}), event.attempts)
+            return
+        flog.info("ASYNC RequestId: %s Attempt: %d Source: %s Age: %.1f s", event.id, attempt, event.source, time.time() - event.enqueued_at)
+        lease = asyncio.create_task(self._keep_lease(event, timeout_ms / 1000 + LEASE_MARGIN_S))
+        try:
+            done = await self.invoker.invoke(spec, call)
+        except Throttled as exc:
+            flog.warning("ASYNC RequestId: %s Attempt: %d throttled; back on the queue", event.id, attempt)
+            await self._back_off(event, expires_at, _outcome(429, spec.version, {"errorType": "TooManyRequestsException", "errorMessage": str(exc)}))
+            return
+        except InvocationError as exc:
+            kind = "Handled" if isinstance(exc, FunctionError) else "Unhandled"
+            error_type = exc.error_type if isinstance(exc, FunctionError) else exc.kind
+            outcome = _outcome(200, spec.version, {"errorType": error_type, "errorMessage": str(exc)}, kind)
+            if attempt <= cfg.max_retry_attempts:
+                delays = self.settings.retry_delays_s
+                delay = delays[min(attempt, len(delays)) - 1] if delays else 0.0
+                flog.warning("ASYNC RequestId: %s Attempt: %d failed (%s); retry in %.1f s", event.id, attempt, exc.kind, delay)
+                await self._retry(event, min(time.time() + delay, expires_at), attempt, event.throttles, outcome)
+            else:
+                flog.error("ASYNC RequestId: %s Attempt: %d failed (%s); retries exhausted", event.id, attempt, exc.kind)
+                await self._finish(event, RETRIES_EXHAUSTED, cfg.on_failure, outcome, attempt)
+            return
+        finally:
+            lease.cancel()
+        flog.info("ASYNC RequestId: %s Attempt: %d succeeded", event.id, attempt)
+        await self._finish(event, SUCCESS, cfg.on_success, _outcome(200, spec.version, abi.to_json_document(done.result)), attempt)
+
+    def _event(self, event: QueuedEvent, spec: FunctionSpec, attempt: int) -> abi.Event:
+        """The stored event document, with the async request id and the attempt header."""
+        call = abi.event_from_document(json.loads(event.payload))
+        call.config = replace(call.config, request_id=event.id, function_name=spec.name)
+        call.request.headers = {k: v for k, v in call.request.headers.items() if k != ATTEMPT_HEADER}
+        call.request.headers[ATTEMPT_HEADER] = [(abi.title_case(ATTEMPT_HEADER), str(attempt))]
+        return call
+
+    async def _keep_lease(self, event: QueuedEvent, lease_s: float) -> None:
+        """Renew the lease while the invocation runs (it may wait for a guest thread longer than its timeout)."""
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            if not await asyncio.to_thread(self.queue.renew, event, lease_s):
+                function_logger(event.function).warning("ASYNC RequestId: %s lease lost to another worker", event.id)
+                return
+
+    async def _back_off(self, event: QueuedEvent, expires_at: float, outcome: dict[str, Any]) -> None:
+        """A throttle or system error: back on the queue with exponential backoff, until the event's age runs out."""
+        s = self.settings
+        delay = min(s.throttle_backoff_max_s, s.throttle_backoff_min_s * 2 ** min(event.throttles, 30))
+        await self._retry(event, min(time.time() + delay, expires_at), event.attempts, event.throttles + 1, outcome)
+
+    async def _retry(self, event: QueuedEvent, due_at: float, attempts: int, throttles: int, outcome: dict[str, Any]) -> None:
+        if not await asyncio.to_thread(self.queue.retry, event, due_at, attempts=attempts, throttles=throttles, last_response=outcome):
+            function_logger(event.function).warning("ASYNC RequestId: %s outcome dropped: its lease was lost to another worker", event.id)
+
+    async def _finish(self, event: QueuedEvent, condition: str, destination: str | None, outcome: dict[str, Any] | None, invoke_count: int) -> None:
+        """Remove the event and send its record to `destination` (nothing when None), in one transaction."""
+        flog = function_logger(event.function)
+        done: list[str] = []
+
+        def then(conn: sqlite3.Connection) -> None:
+            if destination is not None:
+                record = build_record(event, condition, outcome, invoke_count)
+                done.append(send(conn, self.queue, Destination.parse(destination), event, record))
+
+        if not await asyncio.to_thread(self.queue.finish, event, then):
+            flog.warning("ASYNC RequestId: %s outcome dropped: its lease was lost to another worker", event.id)
+            return
+        flog.info("ASYNC RequestId: %s %s: record %s", event.id, condition, done[0] if done else "not sent (no destination)")
+        self._wake.set()  # a destination may have queued work
+
+    # --- one record for an HTTP destination ----------------------------------------------------------
+
+    async def _post(self, event: QueuedEvent) -> None:
+        flog = function_logger(event.function)
+        request_id = event.source.removeprefix("destination:")
+        try:
+            response = await self.client.post(event.target, content=event.payload, headers={"content-type": "application/json", "x-edgefn-request-id": request_id})
+            error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        if error is None:
+            if await asyncio.to_thread(self.queue.finish, event):
+                flog.info("ASYNC RequestId: %s record delivered to %s", request_id, event.target)
+            return
+        attempts = event.attempts + 1
+        if attempts < DESTINATION_ATTEMPTS:
+            s = self.settings
+            delay = min(s.throttle_backoff_max_s, s.throttle_backoff_min_s * 2 ** (attempts - 1))
+            flog.warning("ASYNC RequestId: %s record not delivered to %s (%s); retry in %.1f s", request_id, event.target, error, delay)
+            await self._retry(event, time.time() + delay, attempts, event.throttles, {"error": error})
+            return
+        reason = f"destination {event.target} failed {attempts} times: {error}"
+
+        def park(conn: sqlite3.Connection) -> None:
+            self.queue.park(conn, event, json.loads(event.payload), reason)
+
+        if await asyncio.to_thread(self.queue.finish, event, park):
+            flog.error("ASYNC RequestId: %s record kept in the %s store: %s", request_id, DLQ, reason)
+
+
+def _outcome(status: int, version: str | None, payload: Any, function_error: str | None = None) -> dict[str, Any]:
+    """One attempt's result as a record's responseContext and responsePayload."""
+    context: dict[str, Any] = {"statusCode": status, "executedVersion": version}
+    if function_error is not None:
+        context["functionError"] = function_error
+    return {"responseContext": context, "responsePayload": payload}

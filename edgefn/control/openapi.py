@@ -1,0 +1,186 @@
+"""The OpenAPI 3.1 description of the admin/invoke API (served at GET /openapi.json).
+
+One entry per route of edgefn.control.api.ROUTES; tests/test_admin_api.py fails when the two differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+F = "/2015-03-31/functions"
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+NAME = {"name": "name", "in": "path", "required": True, "description": "function name; on invocations also NAME:QUALIFIER", "schema": {"type": "string"}}
+ALIAS = {"name": "alias", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _qualifier(required: bool, what: str) -> dict[str, Any]:
+    return {"name": "Qualifier", "in": "query", "required": required, "description": what, "schema": {"type": "string"}}
+
+
+def _header(name: str, description: str, enum: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if enum:
+        schema["enum"] = enum
+    return {"name": name, "in": "header", "required": False, "description": description, "schema": schema}
+
+
+ERRORS = {
+    "400": _json(_ref("Error"), "invalid parameter or request content (InvalidParameterValueException, InvalidRequestContentException)"),
+    "401": _json(_ref("Error"), "missing or wrong bearer token"),
+    "404": _json(_ref("Error"), "no such function, version or alias (ResourceNotFoundException)"),
+}
+NO_CONTENT = {"204": {"description": "done"}}
+
+
+def _op(operation_id: str, summary: str, responses: dict[str, Any], parameters: list[dict[str, Any]] | None = None, body: str | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"operationId": operation_id, "summary": summary, "parameters": parameters or [], "responses": {**responses, **ERRORS}}
+    if body is not None:
+        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": _ref(body)}}}
+    return op
+
+
+INVOKE = _op(
+    "Invoke",
+    "Run a function. RequestResponse: 200 with the result document (or, when the function failed, its error with "
+    "X-Amz-Function-Error). Event: 202, queued. DryRun: 204 after checking function, qualifier and payload.",
+    {
+        "200": {
+            "description": "the result (or the function error)",
+            "headers": {
+                "X-Amz-Executed-Version": {"schema": {"type": "string"}, "description": "the version that ran"},
+                "X-Amz-Function-Error": {"schema": {"type": "string", "enum": ["Handled", "Unhandled"]}},
+                "X-Amz-Log-Result": {"schema": {"type": "string"}, "description": "base64 of the last 4 KB of the log (X-Amz-Log-Type: Tail)"},
+                "x-amzn-RequestId": {"schema": {"type": "string"}},
+            },
+            "content": {"application/json": {"schema": {"oneOf": [_ref("ResultDocument"), _ref("FunctionErrorBody")]}}},
+        },
+        "202": {"description": "queued for asynchronous delivery (Event)", "headers": {"x-amzn-RequestId": {"schema": {"type": "string"}}}},
+        "204": {"description": "the invocation would run (DryRun)"},
+        "413": _json(_ref("Error"), "payload over 6 MB (1 MB for Event): RequestEntityTooLargeException"),
+        "429": _json(_ref("Throttle"), "throttled: TooManyRequestsException, with Retry-After"),
+        "501": _json(_ref("Error"), "asynchronous invocation is not available on this server"),
+        "502": _json(_ref("Error"), "the function's code cannot be loaded"),
+    },
+    [
+        NAME,
+        _qualifier(False, "version, alias or $LATEST (default)"),
+        _header("X-Amz-Invocation-Type", "RequestResponse (default), Event or DryRun", ["RequestResponse", "Event", "DryRun"]),
+        _header("X-Amz-Log-Type", "Tail: return the invocation's log in X-Amz-Log-Result", ["None", "Tail"]),
+        _header("X-Amz-Invocation-Id", "Event only: a repeated id within the idempotency window is queued once"),
+    ],
+    body="EventDocument",
+)
+
+PATHS: dict[str, dict[str, Any]] = {
+    f"{F}/": {"get": _op("ListFunctions", "Every function, as its $LATEST configuration", {"200": _json({"type": "object", "properties": {"Functions": {"type": "array", "items": _ref("FunctionConfiguration")}}}, "the functions")})},
+    f"{F}/{{name}}": {
+        "get": _op(
+            "GetFunction", "Configuration (of $LATEST or ?Qualifier), code digest, versions, aliases and concurrency",
+            {"200": _json(_ref("Function"), "the function")}, [NAME, _qualifier(False, "version or alias whose configuration to show")],
+        )
+    },
+    f"{F}/{{name}}/invocations": {"post": INVOKE},
+    f"{F}/{{name}}/configuration": {
+        "put": _op("UpdateFunctionConfiguration", "Change $LATEST's configuration (checked with the manifest's rules)", {"200": _json(_ref("FunctionConfiguration"), "the new $LATEST")}, [NAME], "ConfigurationUpdate")
+    },
+    f"{F}/{{name}}/versions": {
+        "post": _op("PublishVersion", "Freeze $LATEST as the next version (or return the newest one if nothing changed)", {"201": _json(_ref("FunctionConfiguration"), "the version"), "409": _json(_ref("Error"), "RevisionId does not match")}, [NAME], "PublishRequest"),
+        "get": _op("ListVersionsByFunction", "$LATEST and every published version", {"200": _json({"type": "object", "properties": {"Versions": {"type": "array", "items": _ref("FunctionConfiguration")}}}, "the versions")}, [NAME]),
+    },
+    f"{F}/{{name}}/aliases": {
+        "post": _op("CreateAlias", "Create an alias to a version, optionally weighted to a second one", {"201": _json(_ref("AliasConfiguration"), "the alias"), "409": _json(_ref("Error"), "the alias exists")}, [NAME], "CreateAliasRequest"),
+        "get": _op("ListAliases", "The function's aliases", {"200": _json({"type": "object", "properties": {"Aliases": {"type": "array", "items": _ref("AliasConfiguration")}}}, "the aliases")}, [NAME]),
+    },
+    f"{F}/{{name}}/aliases/{{alias}}": {
+        "get": _op("GetAlias", "One alias", {"200": _json(_ref("AliasConfiguration"), "the alias")}, [NAME, ALIAS]),
+        "put": _op("UpdateAlias", "Change an alias (fields left out keep their value; RoutingConfig {} clears the weight)", {"200": _json(_ref("AliasConfiguration"), "the alias")}, [NAME, ALIAS], "UpdateAliasRequest"),
+        "delete": _op("DeleteAlias", "Delete an alias", NO_CONTENT, [NAME, ALIAS]),
+    },
+    "/2017-10-31/functions/{name}/concurrency": {
+        "put": _op("PutFunctionConcurrency", "Reserve (and cap) concurrent invocations; 0 throttles every invocation", {"200": _json(_ref("Concurrency"), "the reserve")}, [NAME], "Concurrency"),
+        "get": _op("GetFunctionConcurrency", "The reserve ({} when none)", {"200": _json(_ref("Concurrency"), "the reserve")}, [NAME]),
+        "delete": _op("DeleteFunctionConcurrency", "Remove the reserve", NO_CONTENT, [NAME]),
+    },
+    "/2019-09-30/functions/{name}/provisioned-concurrency": {
+        "put": _op("PutProvisionedConcurrencyConfig", "Keep instances of a version or alias initialised", {"202": _json(_ref("ProvisionedConcurrency"), "requested")}, [NAME, _qualifier(True, "version or alias")], "ProvisionedConcurrencyRequest"),
+        "get": _op("GetProvisionedConcurrencyConfig", "The requested count", {"200": _json(_ref("ProvisionedConcurrency"), "the setting")}, [NAME, _qualifier(True, "version or alias")]),
+        "delete": _op("DeleteProvisionedConcurrencyConfig", "Remove the setting", NO_CONTENT, [NAME, _qualifier(True, "version or alias")]),
+    },
+    "/openapi.json": {"get": _op("GetOpenApi", "This document", {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}})},
+    "/metrics": {"get": _op("GetMetrics", "Prometheus metrics of the server process that answers (docs/observability.md)", {"200": {"description": "text exposition format 0.0.4", "content": {"text/plain": {}}}})},
+}
+
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_WEIGHTS = {"type": "object", "additionalProperties": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}, "maxProperties": 1}
+_ROUTING = {"type": "object", "properties": {"AdditionalVersionWeights": _WEIGHTS}}
+_ENV = {"type": "object", "properties": {"Variables": {"type": "object", "additionalProperties": _STR}}}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "properties": {"Type": {"enum": ["User", "Service"]}, "Message": _STR}, "description": "the error name is in the x-amzn-ErrorType header"},
+    "Throttle": {"type": "object", "properties": {"Type": _STR, "message": _STR, "Reason": {"enum": ["ConcurrentInvocationLimitExceeded", "ReservedFunctionConcurrentInvocationLimitExceeded"]}}},
+    "EventDocument": {
+        "type": "object", "required": ["request"],
+        "description": "an event as `edgefn events sample` prints it: config (eventType, ...), request, and response for response triggers",
+        "properties": {"config": {"type": "object"}, "request": {"type": "object"}, "response": {"type": "object"}},
+    },
+    "ResultDocument": {"type": "object", "description": "the request or response the function returned (bodies as text, or base64 with encoding)"},
+    "FunctionErrorBody": {"type": "object", "properties": {"errorType": _STR, "errorMessage": _STR}},
+    "FunctionConfiguration": {
+        "type": "object",
+        "properties": {
+            "FunctionName": _STR, "Version": _STR, "CodeSha256": {"type": "string", "description": "hex SHA-256 of the wasm (the module store digest)"},
+            "Description": _STR, "MemorySize": {"type": "integer", "description": "linear-memory cap, MB"},
+            "Timeout": {"type": "number", "description": "wall-clock limit, seconds"}, "Environment": _ENV, "LastModified": _STR, "RevisionId": _STR,
+            "Fuel": {"type": "integer", "description": "edgefn: CPU budget per invocation, wasm instructions"},
+            "MaxResultBytes": {"type": "integer", "description": "edgefn: largest result document"},
+            "AllowedHosts": {"type": "array", "items": _STR, "description": "edgefn: hosts the function may fetch from"},
+            "ReuseInstances": {"type": "boolean", "description": "edgefn: keep warm instances between requests"},
+            "Prewarm": {"type": "integer", "description": "edgefn: warm instances made at start-up"},
+            "Target": {"type": "string", "description": "edgefn: build target (read-only)"},
+        },
+    },
+    "ConfigurationUpdate": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "MemorySize": _INT, "Timeout": {"type": "number"}, "Environment": _ENV, "Fuel": _INT, "MaxResultBytes": _INT,
+            "AllowedHosts": {"type": "array", "items": _STR}, "ReuseInstances": {"type": "boolean"}, "Prewarm": _INT,
+        },
+    },
+    "Function": {
+        "type": "object",
+        "properties": {
+            "Configuration": _ref("FunctionConfiguration"), "Code": {"type": "object", "properties": {"CodeSha256": _STR}},
+            "Versions": {"type": "array", "items": {"type": "object", "properties": {"Version": _STR, "CodeSha256": _STR, "Description": _STR, "LastModified": _STR}}},
+            "Aliases": {"type": "array", "items": _ref("AliasConfiguration")},
+            "Concurrency": _ref("Concurrency"),
+            "ProvisionedConcurrency": {"type": "object", "additionalProperties": _INT, "description": "qualifier -> instances"},
+        },
+    },
+    "PublishRequest": {"type": "object", "additionalProperties": False, "properties": {"Description": _STR, "RevisionId": {"type": "string", "description": "publish only if $LATEST still has this RevisionId"}}},
+    "AliasConfiguration": {"type": "object", "properties": {"Name": _STR, "FunctionVersion": _STR, "Description": _STR, "RoutingConfig": _ROUTING, "LastModified": _STR}},
+    "CreateAliasRequest": {"type": "object", "required": ["Name", "FunctionVersion"], "additionalProperties": False, "properties": {"Name": _STR, "FunctionVersion": _STR, "Description": _STR, "RoutingConfig": _ROUTING}},
+    "UpdateAliasRequest": {"type": "object", "additionalProperties": False, "properties": {"FunctionVersion": _STR, "Description": _STR, "RoutingConfig": _ROUTING}},
+    "Concurrency": {"type": "object", "properties": {"ReservedConcurrentExecutions": {"type": "integer", "minimum": 0}}},
+    "ProvisionedConcurrencyRequest": {"type": "object", "required": ["ProvisionedConcurrentExecutions"], "properties": {"ProvisionedConcurrentExecutions": {"type": "integer", "minimum": 1}}},
+    "ProvisionedConcurrency": {"type": "object", "properties": {"RequestedProvisionedConcurrentExecutions": _INT}},
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "edgefn admin and invoke API", "version": "1", "description": "Lambda's wire format for invoking and managing edgefn functions; see docs/admin-api.md"},
+        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "the token in the environment variable named by admin.token_env"}}},
+        "security": [{"bearer": []}],
+        "paths": PATHS,
+    }

@@ -1,0 +1,307 @@
+"""The durable event queue of asynchronous invocations, and its dead-letter store, in the control database.
+
+`EventQueue` is the storage interface; `SqliteEventQueue` keeps it in the same SQLite file as the registry.
+A row is either an event for a function (kind "invoke": target = NAME[:QUALIFIER], payload = the event
+document as JSON) or a destination record to POST (kind "post": target = the URL, payload = the record).
+Workers claim a due row with a lease (BEGIN IMMEDIATE, so two processes never take the same one); every
+later change names the lease token, so a worker whose lease expired and was taken over changes nothing.
+A dead letter is a parked row: replay puts it back on the queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from ..runtime import abi
+from .registry import FunctionRef, NotFound, RegistryError
+from .sqlite import Database
+
+#: Lambda's asynchronous payload limit (reference §3.3)
+MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_INVOCATION_ID = 256
+
+INVOKE = "invoke"
+POST = "post"
+
+
+class PayloadTooLarge(RegistryError):
+    code = "RequestTooLargeException"
+    status = 413
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        super().__init__(f"the event is {size:,} bytes; an asynchronous invocation takes at most {MAX_PAYLOAD_BYTES:,} bytes (send large data by reference)")
+
+
+class InvalidPayload(RegistryError):
+    code = "InvalidRequestContentException"
+    status = 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the event is not a valid event document: {reason} (see `edgefn events sample viewer-request`)")
+
+
+def check_payload(payload: bytes) -> dict[str, Any]:
+    """The event document in `payload` (JSON, as for a synchronous invoke), or a typed error saying what is wrong."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(len(payload))
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidPayload(f"not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise InvalidPayload(f"a JSON object is needed, got {type(doc).__name__}")
+    try:
+        abi.event_from_document(doc)
+    except abi.ResultError as exc:
+        raise InvalidPayload(str(exc)) from None
+    return doc
+
+
+@dataclass(frozen=True)
+class QueuedEvent:
+    """One row of the queue as a worker or `edgefn dlq` sees it."""
+
+    id: str
+    kind: str
+    target: str
+    #: the function the row belongs to (for a "post" row: the function whose record it carries)
+    function: str
+    payload: bytes
+    source: str
+    enqueued_at: float
+    due_at: float
+    #: invocations that ran to an outcome (the next one is attempt `attempts + 1`)
+    attempts: int
+    throttles: int
+    #: the last outcome as a Lambda responseContext + responsePayload (None before the first)
+    last_response: dict[str, Any] | None
+    lease_token: str | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str
+    kind: str
+    target: str
+    function: str
+    payload: bytes
+    record: dict[str, Any]
+    reason: str
+    created_at: float
+
+
+class EventQueue(Protocol):
+    """The storage interface of asynchronous invocation. Every method is atomic."""
+
+    def enqueue(self, ref: str, payload: bytes, *, invocation_id: str | None = None, source: str = "api",
+                conn: sqlite3.Connection | None = None, enqueued_at: float | None = None) -> str: ...
+    def submit(self, ref: str, payload: bytes, *, invocation_id: str | None = None, source: str = "api",
+               conn: sqlite3.Connection | None = None, enqueued_at: float | None = None) -> tuple[str, bool]: ...
+    def claim(self, lease_for: Callable[[QueuedEvent], float]) -> QueuedEvent | None: ...
+    def renew(self, event: QueuedEvent, lease_s: float) -> bool: ...
+    def retry(self, event: QueuedEvent, due_at: float, *, attempts: int, throttles: int, last_response: dict[str, Any]) -> bool: ...
+    def finish(self, event: QueuedEvent, then: Callable[[sqlite3.Connection], None] | None = None) -> bool: ...
+    def add_post(self, conn: sqlite3.Connection, url: str, function: str, record: dict[str, Any], request_id: str) -> str: ...
+    def park(self, conn: sqlite3.Connection, event: QueuedEvent, record: dict[str, Any], reason: str) -> None: ...
+    def pending(self, function: str | None = None) -> list[QueuedEvent]: ...
+    def dead_letters(self, function: str | None = None) -> list[DeadLetter]: ...
+    def replay(self, ids: list[str] | None, function: str | None = None) -> list[tuple[str, str]]: ...
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS async_events (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    function TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    source TEXT NOT NULL,
+    enqueued_at REAL NOT NULL,
+    due_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    throttles INTEGER NOT NULL DEFAULT 0,
+    last_response TEXT,
+    lease_until REAL,
+    lease_token TEXT
+);
+CREATE INDEX IF NOT EXISTS async_events_due ON async_events (due_at);
+CREATE TABLE IF NOT EXISTS async_invocation_ids (
+    function TEXT NOT NULL,
+    invocation_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (function, invocation_id)
+);
+CREATE INDEX IF NOT EXISTS async_invocation_ids_age ON async_invocation_ids (created_at);
+CREATE TABLE IF NOT EXISTS async_dead_letters (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    function TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    record TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_at REAL NOT NULL
+)
+"""
+
+
+class SqliteEventQueue:
+    """The queue in the control database (see sqlite.Database)."""
+
+    def __init__(self, db: Database, idempotency_window_s: float = 300.0) -> None:
+        self.db = db
+        self.idempotency_window_s = idempotency_window_s
+        db.ensure_schema("async-queue", SCHEMA)
+
+    def _in(self, conn: sqlite3.Connection | None) -> Any:
+        """The caller's transaction when given, else a new one."""
+        if conn is not None:
+            return contextlib.nullcontext(conn)
+        return self.db.transaction()
+
+    # --- submitting ---------------------------------------------------------------------------------
+
+    def enqueue(self, ref: str, payload: bytes, *, invocation_id: str | None = None, source: str = "api",
+                conn: sqlite3.Connection | None = None, enqueued_at: float | None = None) -> str:
+        """Put an event for `ref` on the queue (committed on return, or with the caller's `conn`); its request id.
+
+        `enqueued_at` (default now) is when the event's age starts: a schedule's late tick passes its tick time."""
+        return self.submit(ref, payload, invocation_id=invocation_id, source=source, conn=conn, enqueued_at=enqueued_at)[0]
+
+    def submit(self, ref: str, payload: bytes, *, invocation_id: str | None = None, source: str = "api",
+               conn: sqlite3.Connection | None = None, enqueued_at: float | None = None) -> tuple[str, bool]:
+        """As `enqueue`, and whether `invocation_id` was seen within the idempotency window (then nothing is queued)."""
+        check_payload(payload)
+        if invocation_id is not None and not 1 <= len(invocation_id) <= MAX_INVOCATION_ID:
+            raise RegistryError(f"an invocation id has 1 to {MAX_INVOCATION_ID} characters (got {len(invocation_id)})")
+        name = FunctionRef.parse(ref).name
+        now = time.time()
+        request_id = str(uuid.uuid4())
+        with self._in(conn) as c:
+            if invocation_id is not None:
+                c.execute("DELETE FROM async_invocation_ids WHERE created_at < ?", (now - self.idempotency_window_s,))
+                row = c.execute("SELECT request_id FROM async_invocation_ids WHERE function = ? AND invocation_id = ?", (name, invocation_id)).fetchone()
+                if row is not None:
+                    return row["request_id"], True
+                c.execute("INSERT INTO async_invocation_ids (function, invocation_id, request_id, created_at) VALUES (?, ?, ?, ?)",
+                          (name, invocation_id, request_id, now))
+            _insert(c, request_id, INVOKE, ref, name, payload, source, enqueued_at if enqueued_at is not None else now, now)
+        return request_id, False
+
+    def add_post(self, conn: sqlite3.Connection, url: str, function: str, record: dict[str, Any], request_id: str) -> str:
+        """Queue the POST of a destination record (inside the caller's transaction)."""
+        row_id = str(uuid.uuid4())
+        now = time.time()
+        _insert(conn, row_id, POST, url, function, json.dumps(record).encode(), f"destination:{request_id}", now, now)
+        return row_id
+
+    # --- delivering ---------------------------------------------------------------------------------
+
+    def claim(self, lease_for: Callable[[QueuedEvent], float]) -> QueuedEvent | None:
+        """Lease the most overdue row that nobody holds; `lease_for(row)` says for how long (seconds)."""
+        now = time.time()
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                "SELECT * FROM async_events WHERE due_at <= ? AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due_at LIMIT 1",
+                (now, now),
+            ).fetchone()
+            if row is None:
+                return None
+            event = _event(row)
+            token = str(uuid.uuid4())
+            conn.execute("UPDATE async_events SET lease_until = ?, lease_token = ? WHERE id = ?", (now + lease_for(event), token, event.id))
+        return dataclasses.replace(event, lease_token=token)
+
+    def renew(self, event: QueuedEvent, lease_s: float) -> bool:
+        """Extend the lease of a row still being worked on; False if it was lost."""
+        with self.db.transaction() as conn:
+            cur = conn.execute("UPDATE async_events SET lease_until = ? WHERE id = ? AND lease_token = ?", (time.time() + lease_s, event.id, event.lease_token))
+            return cur.rowcount == 1
+
+    def retry(self, event: QueuedEvent, due_at: float, *, attempts: int, throttles: int, last_response: dict[str, Any]) -> bool:
+        """Put a leased row back, due at `due_at`, with its new counts; False if the lease was lost."""
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE async_events SET due_at = ?, attempts = ?, throttles = ?, last_response = ?, lease_until = NULL, lease_token = NULL"
+                " WHERE id = ? AND lease_token = ?",
+                (due_at, attempts, throttles, json.dumps(last_response), event.id, event.lease_token),
+            )
+            return cur.rowcount == 1
+
+    def finish(self, event: QueuedEvent, then: Callable[[sqlite3.Connection], None] | None = None) -> bool:
+        """Remove a leased row and run `then` (send its record on) in the same transaction; False if the lease was lost."""
+        with self.db.transaction() as conn:
+            cur = conn.execute("DELETE FROM async_events WHERE id = ? AND lease_token = ?", (event.id, event.lease_token))
+            if cur.rowcount != 1:
+                return False
+            if then is not None:
+                then(conn)
+        return True
+
+    def park(self, conn: sqlite3.Connection, event: QueuedEvent, record: dict[str, Any], reason: str) -> None:
+        """Keep `event` (its kind, target and payload, for replay) and its record as a dead letter."""
+        conn.execute(
+            "INSERT OR REPLACE INTO async_dead_letters (id, kind, target, function, payload, record, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (event.id, event.kind, event.target, event.function, event.payload, json.dumps(record), reason, time.time()),
+        )
+
+    # --- inspecting and replaying -------------------------------------------------------------------
+
+    def pending(self, function: str | None = None) -> list[QueuedEvent]:
+        sql, params = _filtered("SELECT * FROM async_events", function, "ORDER BY due_at")
+        return [_event(r) for r in self.db.query(sql, params)]
+
+    def dead_letters(self, function: str | None = None) -> list[DeadLetter]:
+        sql, params = _filtered("SELECT * FROM async_dead_letters", function, "ORDER BY created_at")
+        return [_dead_letter(r) for r in self.db.query(sql, params)]
+
+    def replay(self, ids: list[str] | None, function: str | None = None) -> list[tuple[str, str]]:
+        """Queue dead letters again as new rows (all of them when `ids` is None), each removed in the same
+        transaction that queues it; returns (dead letter id, new request id) pairs."""
+        replayed: list[tuple[str, str]] = []
+        now = time.time()
+        with self.db.transaction() as conn:
+            sql, params = _filtered("SELECT * FROM async_dead_letters", function, "ORDER BY created_at")
+            rows = {r["id"]: _dead_letter(r) for r in conn.execute(sql, params)}
+            for dead_id in ids if ids is not None else list(rows):
+                letter = rows.get(dead_id)
+                if letter is None:
+                    where = f" of function {function!r}" if function else ""
+                    raise NotFound(f"no dead letter {dead_id!r}{where}; list them with: edgefn dlq list")
+                new_id = str(uuid.uuid4())
+                _insert(conn, new_id, letter.kind, letter.target, letter.function, letter.payload, f"replay:{dead_id}", now, now)
+                conn.execute("DELETE FROM async_dead_letters WHERE id = ?", (dead_id,))
+                replayed.append((dead_id, new_id))
+        return replayed
+
+
+def _insert(conn: sqlite3.Connection, row_id: str, kind: str, target: str, function: str, payload: bytes, source: str, enqueued_at: float, due_at: float) -> None:
+    conn.execute(
+        "INSERT INTO async_events (id, kind, target, function, payload, source, enqueued_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (row_id, kind, target, function, payload, source, enqueued_at, due_at),
+    )
+
+
+def _filtered(sql: str, function: str | None, order: str) -> tuple[str, tuple[Any, ...]]:
+    if function is None:
+        return f"{sql} {order}", ()
+    return f"{sql} WHERE function = ? {order}", (function,)
+
+
+def _event(r: sqlite3.Row) -> QueuedEvent:
+    last = json.loads(r["last_response"]) if r["last_response"] else None
+    return QueuedEvent(r["id"], r["kind"], r["target"], r["function"], bytes(r["payload"]), r["source"], r["enqueued_at"], r["due_at"],
+                       r["attempts"], r["throttles"], last, r["lease_token"])
+
+
+def _dead_letter(r: sqlite3.Row) -> DeadLetter:
+    return DeadLetter(r["id"], r["kind"], r["target"], r["function"], bytes(r["payload"]), json.loads(r["record"]), r["reason"], r["created_at"])

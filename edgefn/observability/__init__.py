@@ -1,0 +1,1 @@
+"""Observability of a server process: per-function log streams on disk (logs) and Prometheus metrics (metrics)."""
