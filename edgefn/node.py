@@ -64,6 +64,7 @@ class EdgeNode:
         self.cache = EdgeCache(self.app.server.cache_max_bytes)
         self.pipeline = self._pipeline(self.app)
         queue = SqliteEventQueue(self.registry.db, self.manifest.queue.idempotency_window_s)
+        self.metrics.watch_async_queue(queue.stats)
         self.async_invoker = AsyncInvoker(queue, self.catalog, self.runtime.invoker, self.manifest.queue)
         self.scheduler = Scheduler(self.registry.db, schedules, queue)
 
@@ -129,7 +130,12 @@ class EdgeNode:
         # the admin/invoke API, when `edgefn serve` asked for it (docs/admin-api.md); it binds first: a taken port fails the start
         admin = AdminBind.from_env()
         if admin is not None:
-            self.tasks.append(AdminListener(self, admin).start())
+            try:
+                self.tasks.append(AdminListener(self, admin).start())
+            except BaseException:  # nothing else has started: release what __init__ opened, or the process hangs
+                self.runtime.close()
+                self.logs.close()
+                raise
         self.tasks.append(asyncio.create_task(self.catalog.watch(self.stop_event), name="edgefn-registry-watch"))
         self.tasks.extend(self.async_invoker.start(self.stop_event))
         self.tasks.append(asyncio.create_task(self.scheduler.run(self.stop_event), name="edgefn-scheduler"))

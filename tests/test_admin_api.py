@@ -21,13 +21,19 @@ TOKEN = secrets.token_urlsafe(24)
 F = "/2015-03-31/functions"
 
 
-def manifest(extra: str = "") -> str:
-    return f"""
+def manifest(extra: str = "", only_echo: bool = False) -> str:
+    echo = f"""
 [app]
 name = "admin-api"
 {extra}
 [functions.echo]
 source = "{GUESTS / 'echo.c'}"
+[default_behavior]
+function = "echo"
+"""
+    if only_echo:
+        return echo
+    return echo + f"""
 [functions.limited]
 source = "{GUESTS / 'echo.c'}"
 [functions.failer]
@@ -37,9 +43,6 @@ source = "{GUESTS / 'trap.c'}"
 [functions.greeter]
 source = "{GUESTS / 'env.c'}"
 env = {{ GREETING = "first" }}
-
-[default_behavior]
-function = "echo"
 """
 
 
@@ -168,13 +171,13 @@ def test_bad_payload_is_400(admin):
 
 
 def test_reserved_concurrency_zero_throttles_with_429(admin):
-    assert admin.put(f"/2017-10-31/functions/limited/concurrency", json={"ReservedConcurrentExecutions": 0}).status_code == 200
-    assert admin.get(f"/2017-10-31/functions/limited/concurrency").json() == {"ReservedConcurrentExecutions": 0}
+    assert admin.put("/2017-10-31/functions/limited/concurrency", json={"ReservedConcurrentExecutions": 0}).status_code == 200
+    assert admin.get("/2017-10-31/functions/limited/concurrency").json() == {"ReservedConcurrentExecutions": 0}
     r = invoke(admin, "limited")
     assert r.status_code == 429 and r.headers["retry-after"]
     assert r.json() == {"Type": "User", "message": "Rate Exceeded.", "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"}
-    assert admin.delete(f"/2017-10-31/functions/limited/concurrency").status_code == 204
-    assert admin.get(f"/2017-10-31/functions/limited/concurrency").json() == {}
+    assert admin.delete("/2017-10-31/functions/limited/concurrency").status_code == 204
+    assert admin.get("/2017-10-31/functions/limited/concurrency").json() == {}
     assert invoke(admin, "limited").status_code == 200
 
 
@@ -226,7 +229,7 @@ def test_configuration_update_is_checked_with_the_manifest_rules(admin):
 
 def test_provisioned_concurrency_on_a_version(admin):
     n = admin.post(f"{F}/echo/versions", json={}).json()["Version"]
-    url = f"/2019-09-30/functions/echo/provisioned-concurrency"
+    url = "/2019-09-30/functions/echo/provisioned-concurrency"
     assert admin.put(url, json={"ProvisionedConcurrentExecutions": 1}).status_code == 400  # Qualifier is required
     assert admin.put(url, params={"Qualifier": n}, json={"ProvisionedConcurrentExecutions": 1}).status_code == 202
     assert admin.get(url, params={"Qualifier": n}).json() == {"RequestedProvisionedConcurrentExecutions": 1}
@@ -238,20 +241,23 @@ def test_provisioned_concurrency_on_a_version(admin):
 # --- no token --------------------------------------------------------------------------------------
 
 
-def test_loopback_without_a_token_serves_unauthenticated(tmp_path):
+def test_loopback_without_a_token_serves_unauthenticated_from_every_worker(tmp_path):
     token_env = "EDGEFN_TEST_ADMIN_TOKEN_NEVER_SET"
     assert token_env not in os.environ
     config = tmp_path / "edgefn.toml"
-    config.write_text(manifest(f'[admin]\ntoken_env = "{token_env}"\n'))
-    with edge_server(config, tls=False) as srv:
-        r = httpx.post(f"{srv.admin}{F}/echo/invocations", json={"request": {}})
-        assert r.status_code == 200 and r.headers["x-amz-executed-version"] == "$LATEST"
+    config.write_text(manifest(f'[admin]\ntoken_env = "{token_env}"\n', only_echo=True))
+    with edge_server(config, "--workers", "2", tls=False) as srv:
+        # both worker processes listen on the admin port (SO_REUSEPORT): fresh connections all get answers
+        for _ in range(12):
+            r = httpx.post(f"{srv.admin}{F}/echo/invocations", json={"request": {}})
+            assert r.status_code == 200 and r.headers["x-amz-executed-version"] == "$LATEST"
+        assert "bad value" in httpx.put(f"{srv.admin}{F}/echo/configuration", json={"Fuel": 1}).json()["Message"]
 
 
 def test_non_loopback_host_without_a_token_refuses_to_start(tmp_path):
     token_env = "EDGEFN_TEST_ADMIN_TOKEN_NEVER_SET"
     config = tmp_path / "edgefn.toml"
-    config.write_text(manifest(f'[admin]\nhost = "0.0.0.0"\ntoken_env = "{token_env}"\n'))
+    config.write_text(manifest(f'[admin]\nhost = "0.0.0.0"\ntoken_env = "{token_env}"\n', only_echo=True))
     port = free_port()
     done = subprocess.run(
         [sys.executable, "-m", "edgefn.cli", "serve", "--config", str(config), "--port", str(port), "--tls-port", "0", "--admin-port", str(free_port())],

@@ -97,6 +97,8 @@ BAD_INPUT = [
     (["functions", "show", "fn:beta"], "create it with: edgefn alias set fn:beta VERSION"),
     (["concurrency", "fn", "--reserved", "lots"], "use an integer from 0 to 100,000, or none"),
     (["concurrency", "fn:live", "--reserved", "3"], "reserved concurrency applies to a whole function"),
+    (["concurrency", "fn", "--reserved", "950"], "leaves 50 of server.max_concurrency = 1000 unreserved; at least 100"),
+    (["concurrency", "ghost", "--reserved", "3"], "function 'ghost' is not in the registry"),
     (["concurrency", "fn", "--provisioned", "2"], "applies to a published version or an alias"),
     (["concurrency", "fn:$LATEST", "--provisioned", "2"], "not $LATEST"),
 ]

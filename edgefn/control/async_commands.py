@@ -33,7 +33,7 @@ def invoke_async(config: Path, ref: str, event_file: Path | None, invocation_id:
     queue, catalog, db_path = _open_queue(config)
     problem = catalog.check(ref)
     if problem is not None:
-        raise UnknownFunction(ref, "", f"{problem}; `edgefn deploy` or `edgefn serve` puts the manifest's functions in the registry")
+        raise UnknownFunction(ref, "", problem)  # the problem says what to run (edgefn deploy, publish, alias set)
     payload = event_file.read_bytes() if event_file is not None else DEFAULT_EVENT
     request_id, duplicate = queue.submit(ref, payload, invocation_id=invocation_id, source="cli")
     print(request_id, file=stdout)

@@ -21,7 +21,7 @@ import httpx
 
 from ..manifest.schema import AsyncInvokeConfig, QueueConfig
 from ..runtime import abi
-from ..runtime.errors import FunctionError, InvocationError, Throttled
+from ..runtime.errors import EdgefnError, FunctionError, InvocationError, Throttled
 from ..runtime.invoker import FunctionSpec, Invoker, function_logger
 from .catalog import LiveCatalog, UnknownFunction
 from .destinations import DLQ, EVENT_AGE_EXCEEDED, RETRIES_EXHAUSTED, SUCCESS, Destination, build_record, send
@@ -139,29 +139,34 @@ class AsyncInvoker:
             return
         flog.info("ASYNC RequestId: %s Attempt: %d Source: %s Age: %.1f s", event.id, attempt, event.source, time.time() - event.enqueued_at)
         lease = asyncio.create_task(self._keep_lease(event, timeout_ms / 1000 + LEASE_MARGIN_S))
+        failure: EdgefnError | None = None
         try:
             done = await self.invoker.invoke(spec, call)
-        except Throttled as exc:
+        except EdgefnError as exc:
+            failure = exc
+        finally:
+            lease.cancel()  # before the outcome is written: a late renewal would find the lease gone
+        if failure is not None and not isinstance(failure, InvocationError):  # the code cannot load: as Lambda's 502, a system error
+            flog.error("ASYNC RequestId: %s Attempt: %d not run (%s); back on the queue", event.id, attempt, failure)
+            await self._back_off(event, expires_at, _outcome(502, spec.version, {"errorType": type(failure).__name__, "errorMessage": str(failure)}))
+        elif isinstance(failure, Throttled):
             flog.warning("ASYNC RequestId: %s Attempt: %d throttled; back on the queue", event.id, attempt)
-            await self._back_off(event, expires_at, _outcome(429, spec.version, {"errorType": "TooManyRequestsException", "errorMessage": str(exc)}))
-            return
-        except InvocationError as exc:
-            kind = "Handled" if isinstance(exc, FunctionError) else "Unhandled"
-            error_type = exc.error_type if isinstance(exc, FunctionError) else exc.kind
-            outcome = _outcome(200, spec.version, {"errorType": error_type, "errorMessage": str(exc)}, kind)
+            await self._back_off(event, expires_at, _outcome(429, spec.version, {"errorType": "TooManyRequestsException", "errorMessage": str(failure)}))
+        elif isinstance(failure, InvocationError):
+            handled = isinstance(failure, FunctionError)
+            error_type = failure.error_type if isinstance(failure, FunctionError) else failure.kind
+            outcome = _outcome(200, spec.version, {"errorType": error_type, "errorMessage": str(failure)}, "Handled" if handled else "Unhandled")
             if attempt <= cfg.max_retry_attempts:
                 delays = self.settings.retry_delays_s
                 delay = delays[min(attempt, len(delays)) - 1] if delays else 0.0
-                flog.warning("ASYNC RequestId: %s Attempt: %d failed (%s); retry in %.1f s", event.id, attempt, exc.kind, delay)
+                flog.warning("ASYNC RequestId: %s Attempt: %d failed (%s); retry in %.1f s", event.id, attempt, failure.kind, delay)
                 await self._retry(event, min(time.time() + delay, expires_at), attempt, event.throttles, outcome)
             else:
-                flog.error("ASYNC RequestId: %s Attempt: %d failed (%s); retries exhausted", event.id, attempt, exc.kind)
+                flog.error("ASYNC RequestId: %s Attempt: %d failed (%s); retries exhausted", event.id, attempt, failure.kind)
                 await self._finish(event, RETRIES_EXHAUSTED, cfg.on_failure, outcome, attempt)
-            return
-        finally:
-            lease.cancel()
-        flog.info("ASYNC RequestId: %s Attempt: %d succeeded", event.id, attempt)
-        await self._finish(event, SUCCESS, cfg.on_success, _outcome(200, spec.version, abi.to_json_document(done.result)), attempt)
+        else:
+            flog.info("ASYNC RequestId: %s Attempt: %d succeeded", event.id, attempt)
+            await self._finish(event, SUCCESS, cfg.on_success, _outcome(200, spec.version, abi.to_json_document(done.result)), attempt)
 
     def _event(self, event: QueuedEvent, spec: FunctionSpec, attempt: int) -> abi.Event:
         """The stored event document, with the async request id and the attempt header."""

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from ..manifest.load import ManifestError, parse_table
+from ..manifest.load import parse_table
 from ..manifest.resolve import limits_of
 from ..manifest.schema import FunctionConfig
-from ..runtime.errors import InvocationError
+from ..runtime.errors import EdgefnError, InvocationError
 from ..runtime.invoker import FunctionSpec
 from .registry import LATEST, AliasRecord, CodeAndConfig, FunctionRef, Registry, RegistrySnapshot
 
@@ -146,6 +146,7 @@ class LiveCatalog:
         self.prepare = prepare
         self.current = FunctionCatalog.from_snapshot(registry.snapshot())
         self._refresh_lock = asyncio.Lock()
+        self._refused: int | None = None  # the last revision whose catalog could not be applied
 
     def select(self, ref: str, request_id: str = "") -> FunctionSpec:
         return self.current.select(ref, request_id)
@@ -154,21 +155,25 @@ class LiveCatalog:
         """Load the registry if its revision moved; True if the catalog changed."""
         async with self._refresh_lock:
             revision = await asyncio.to_thread(self.registry.revision)
-            if revision == self.current.revision:
+            if revision in (self.current.revision, self._refused):
                 return False
-            new = FunctionCatalog.from_snapshot(await asyncio.to_thread(self.registry.snapshot))
-            if self.prepare is not None:
-                await self.prepare(new)
+            try:
+                new = FunctionCatalog.from_snapshot(await asyncio.to_thread(self.registry.snapshot))
+                if self.prepare is not None:
+                    await self.prepare(new)
+            except BaseException:
+                self._refused = revision  # refused once, logged once: the next write to the registry is tried again
+                raise
             old, self.current = self.current, new
             log.info("registry revision %d -> %d applied", old.revision, new.revision)
             return True
 
     async def watch(self, stop: asyncio.Event, interval_s: float = POLL_INTERVAL_S) -> None:
-        """Poll the registry until `stop`; a failing refresh is logged and the last good catalog keeps serving."""
+        """Poll the registry until `stop`; a refused revision is logged and the last good catalog keeps serving."""
         while not stop.is_set():
             try:
                 await self.refresh()
-            except (InvocationError, ManifestError, OSError) as exc:
+            except (EdgefnError, OSError) as exc:
                 log.error("registry change not applied, the last good catalog keeps serving: %s", exc)
             except Exception:  # a bad snapshot must not end the watch: the server would stop seeing changes
                 log.exception("registry change not applied, the last good catalog keeps serving")

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from ..manifest.load import ManifestError, load_manifest
 from ..manifest.schema import Manifest
+from ..runtime.concurrency import check_reservations
 from .catalog import FunctionCatalog
 from .deploy import check_references, deploy, open_registry
 from .registry import LATEST, AliasRecord, Conflict, FunctionRef, NotFound, Registry, RegistryError, RegistrySnapshot, SqliteRegistry
@@ -303,11 +304,14 @@ def functions_show_command(config: Path, ref: str, as_json: bool, stdout: TextIO
 
 def concurrency_command(config: Path, ref: str, reserved: str | None, provisioned: int | None, stdout: TextIO) -> int:
     parsed = FunctionRef.parse(ref)
-    _, registry = open_control(config)
+    manifest, registry = open_control(config)
     if reserved is not None:
         if ":" in ref:
             raise RegistryError(f"{ref!r}: reserved concurrency applies to a whole function; name it without a qualifier ({parsed.name})")
         count = parse_reserved(reserved)
+        # refuse here what a server would refuse to apply (it keeps 10% of max_concurrency unreserved)
+        others = {f.name: f.reserved_concurrency for f in registry.list_functions() if f.reserved_concurrency is not None and f.name != parsed.name}
+        check_reservations(manifest.server.max_concurrency, others | ({parsed.name: count} if count is not None else {}))
         registry.set_reserved_concurrency(parsed.name, count)
         print(f"{parsed.name}: reserved concurrency {'removed (unreserved pool)' if count is None else count}", file=stdout)
         return 0

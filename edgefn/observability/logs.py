@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TextIO
 
+from ..manifest.load import load_manifest
 from ..manifest.schema import LogConfig
 from ..runtime.errors import EdgefnError
 
@@ -381,8 +382,6 @@ def print_logs(root: Path, function: str, known: set[str], out: TextIO, since: d
 
 def logs_command(config: Path, function: str, since: str | None, follow: bool, out: TextIO) -> int:
     """`edgefn logs FUNCTION [--since] [--follow] [--config]`: the stream under the manifest's logs.dir."""
-    from ..manifest.load import load_manifest
-
     manifest = load_manifest(config)
     when = parse_since(since) if since else None
     return print_logs(logs_dir_of(config, manifest.logs), function, set(manifest.functions), out, when, follow)

@@ -306,7 +306,7 @@ class EdgeMetrics:
         self.fuel = r.histogram("edgefn_fuel_used", "Fuel (wasm instructions) used per invocation.", fn, FUEL_BUCKETS)
         self.cold_starts = r.counter("edgefn_cold_starts_total", "Invocations on a new instance (the REPORT line has an Init Duration).", fn)
         self.warm_starts = r.counter("edgefn_warm_starts_total", "Invocations on a warm, reused instance.", fn)
-        self.concurrent = r.gauge("edgefn_concurrent_executions", "Invocations running in this process now.", fn)
+        self.concurrent = r.gauge("edgefn_concurrent_executions", "Invocations running in a guest thread of this process now.", fn)
         self.cache_requests = r.counter("edgefn_cache_requests_total", "Requests on cached behaviors by what the cache did: hit, miss, refresh_hit.", ("result",))
         self.origin_duration = r.histogram("edgefn_origin_duration_seconds", "Time until the origin answered with its response headers (or failed), in seconds.", ("behavior",), ORIGIN_BUCKETS)
 

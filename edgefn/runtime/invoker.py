@@ -133,7 +133,6 @@ class Invoker:
         flog = function_logger(fn.name)
         rid = event.config.request_id
         flog.info("START RequestId: %s Version: %s", rid, fn.version)
-        self.metrics.invocation_started(fn.name)
         # compiling a component takes seconds: on the request path only precompiled artifacts are loaded
         loaded, loaded_now = self.store.load(fn.digest, fn.name, compile_components=False)
         pool = self.pool_of(fn) if fn.reuse_instances else None
@@ -141,6 +140,7 @@ class Invoker:
         def emit(level: int, message: str) -> None:
             flog.log(log_level(level), "%s\t%s", rid, message)
 
+        self.metrics.invocation_started(fn.name)  # sandbox.run returns every invocation error: finished() always follows
         run = self.sandbox.run(
             loaded,
             function=fn.name,
