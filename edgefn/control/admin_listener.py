@@ -22,6 +22,7 @@ from hypercorn.config import Config, Sockets
 
 from ..manifest.schema import AdminConfig
 from ..runtime.errors import EdgefnError
+from .api import create_admin_app
 
 if TYPE_CHECKING:
     from ..node import EdgeNode
@@ -157,8 +158,6 @@ class AdminListener:
     """The admin app of one server process, on its own socket, until the node stops."""
 
     def __init__(self, node: "EdgeNode", bind: AdminBind) -> None:
-        from .api import create_admin_app
-
         self.bind = bind
         self.token = admin_token(AdminConfig(host=bind.host, port=bind.port, token_env=bind.token_env))
         self.app = create_admin_app(node, self.token)

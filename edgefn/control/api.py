@@ -655,10 +655,10 @@ class AdminAccessLog:
             access_log.info(json.dumps({"admin": True, "method": scope["method"], "path": scope["path"], "status": status, "duration_ms": round((time.perf_counter() - start) * 1000, 3)}))
 
 
-def create_admin_app(node: "EdgeNode", token: str | None, routes: list[BaseRoute] | None = None) -> ASGIApp:
+def create_admin_app(node: "EdgeNode", token: str | None) -> ASGIApp:
     """The admin/invoke app of `node`; `token` None serves without authentication (loopback only)."""
     app = Starlette(
-        routes=ROUTES if routes is None else routes,
+        routes=ROUTES,
         exception_handlers={ApiError: _api_error, RegistryError: _api_error, HTTPException: _http_error},
     )
     app.state.node = node

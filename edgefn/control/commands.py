@@ -123,7 +123,7 @@ def function_summaries(snap: RegistrySnapshot) -> list[dict[str, Any]]:
     return rows
 
 
-def function_detail(registry: SqliteRegistry, ref: str) -> dict[str, Any]:
+def function_detail(registry: Registry, ref: str) -> dict[str, Any]:
     """What `ref` (NAME, NAME:VERSION, NAME:ALIAS) names: configuration, code digest, aliases and history."""
     snap = registry.snapshot()
     parsed = FunctionRef.parse(ref)
@@ -143,9 +143,9 @@ def function_detail(registry: SqliteRegistry, ref: str) -> dict[str, Any]:
         alias = snap.aliases.get((parsed.name, parsed.qualifier))
         if alias is None:
             raise NotFound(f"function {parsed.name!r} has no alias {parsed.qualifier!r}; create it with: edgefn alias set {ref} VERSION")
-        main = snap.versions[(parsed.name, alias.version)]
+        primary = snap.versions[(parsed.name, alias.version)]
         doc.update(
-            kind="alias", version=str(alias.version), routing=alias.routing(), digest=main.code.digest, config=main.code.config,
+            kind="alias", version=str(alias.version), routing=alias.routing(), digest=primary.code.digest, config=primary.code.config,
             description=alias.description, updated_at=alias.updated_at,
             history=[{"routing": h.routing(), "changed_at": h.updated_at} for h in registry.alias_history(parsed.name, parsed.qualifier)],
         )
