@@ -99,21 +99,12 @@ class _Family:
         raise NotImplementedError
 
 
-class Counter(_Family):
-    """A count that only goes up (resets when the process restarts)."""
-
-    kind = "counter"
+class _Scalar(_Family):
+    """A family with one number per series (counters and gauges)."""
 
     def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
         super().__init__(name, help, labelnames)
         self._values: dict[Labels, float] = {} if labelnames else {(): 0.0}
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if amount < 0:
-            raise MetricsError(f"{self.name} is a counter: it cannot go down (inc by {amount})")
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
 
     def value(self, **labels: str) -> float:
         with self._lock:
@@ -125,14 +116,23 @@ class Counter(_Family):
         return self.header() + [_sample(self.name, self.labelnames, key, v) for key, v in items]
 
 
-class Gauge(_Family):
+class Counter(_Scalar):
+    """A count that only goes up (resets when the process restarts)."""
+
+    kind = "counter"
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        if amount < 0:
+            raise MetricsError(f"{self.name} is a counter: it cannot go down (inc by {amount})")
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+
+class Gauge(_Scalar):
     """A value that goes up and down."""
 
     kind = "gauge"
-
-    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
-        super().__init__(name, help, labelnames)
-        self._values: dict[Labels, float] = {} if labelnames else {(): 0.0}
 
     def set(self, value: float, **labels: str) -> None:
         key = self._key(labels)
@@ -147,14 +147,6 @@ class Gauge(_Family):
     def dec(self, amount: float = 1.0, **labels: str) -> None:
         self.inc(-amount, **labels)
 
-    def value(self, **labels: str) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-    def lines(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return self.header() + [_sample(self.name, self.labelnames, key, v) for key, v in items]
 
 
 @dataclass
