@@ -24,12 +24,12 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
-def open_app(config: Path, workers: int | None = None) -> tuple[ResolvedApp, Runtime]:
-    """Load, build and precompile the app of `config`; the caller closes the returned Runtime."""
+def open_app(config: Path, workers: int | None = None, digests: dict[str, str] | None = None) -> tuple[ResolvedApp, Runtime]:
+    """Load, build (unless `digests` has the built code) and precompile the app of `config`; the caller closes the Runtime."""
     manifest = load_manifest(config)
     runtime = Runtime(store_dir_of(config, manifest), workers=workers or manifest.server.guest_threads or None)
     try:
-        app = build_app(config, manifest, runtime.store)
+        app = build_app(config, manifest, runtime.store, digests=digests)
     except BaseException:
         runtime.close()
         raise

@@ -17,7 +17,7 @@ from .commands import open_app
 from .control.admin_listener import AdminBind, AdminListener
 from .control.async_invoke import AsyncInvoker
 from .control.catalog import FunctionCatalog, LiveCatalog
-from .control.deploy import check_references, deploy, open_registry
+from .control.deploy import check_references, deploy, deployed_digests, open_registry
 from .control.queue import SqliteEventQueue
 from .control.registry import LATEST, FunctionRef
 from .control.schedules import Scheduler, load_schedules
@@ -40,14 +40,15 @@ class EdgeNode:
         self.dev = dev
         self.recorder = recorder
         self.manifest: Manifest = load_manifest(self.config)
-        self.app, self.runtime = open_app(self.config)
+        self.registry = open_registry(self.config, self.manifest)
+        # `serve` built and deployed the app before starting this process: its code is loaded, not rebuilt
+        self.app, self.runtime = open_app(self.config, digests=deployed_digests(self.manifest, self.registry))
         #: this process's Prometheus series, and every function's log stream on disk (docs/observability.md)
         self.metrics = self.runtime.invoker.metrics
         self.logs = FunctionLogSink.from_config(self.config, self.manifest.logs).start()
         self.tasks: list[asyncio.Task] = []
         self.stop_event = asyncio.Event()
         try:
-            self.registry = open_registry(self.config, self.manifest)
             deploy(self.app, self.manifest, self.registry)
             self.catalog = LiveCatalog(self.registry, prepare=self._prepare)
             check_references(self.app, self.manifest, self.catalog.current)

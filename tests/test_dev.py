@@ -39,7 +39,7 @@ def dev_server(app: Path, log: Path, *extra: str, startup_timeout: float = 180) 
     port = free_port()
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edgefn.cli", "dev", "--config", str(app / "edgefn.toml"), "--port", str(port), "--tls-port", "0", *extra],
+            [sys.executable, "-m", "edgefn.cli", "dev", "--config", str(app / "edgefn.toml"), "--port", str(port), "--tls-port", "0", "--admin-port", "0", *extra],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
     base = f"http://127.0.0.1:{port}"

@@ -39,13 +39,19 @@ def _step(what: str) -> Iterator[None]:
     log.info("%s: done in %.0f ms", what, (time.perf_counter() - start) * 1000)
 
 
-def build_app(manifest_path: Path, manifest: Manifest, store: ModuleStore, precompile: bool = True) -> ResolvedApp:
-    """Build all functions in parallel, keep their code in `store`, precompile it, and resolve the app."""
+def build_app(
+    manifest_path: Path, manifest: Manifest, store: ModuleStore, precompile: bool = True, digests: dict[str, str] | None = None
+) -> ResolvedApp:
+    """Build all functions in parallel, keep their code in `store`, precompile it, and resolve the app.
+
+    `digests` (every function's code, already in `store`) skips the build: a server process whose parent
+    has just built and deployed the app."""
     manifest_path = Path(manifest_path).resolve()
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        futures = {name: pool.submit(build_function, manifest_path, manifest, name) for name in manifest.functions}
-        wasm = {name: f.result() for name, f in futures.items()}
-    digests = {name: store.add(code) for name, code in wasm.items()}
+    if digests is None or not all(store.wasm_path(d).exists() for d in digests.values()):
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            futures = {name: pool.submit(build_function, manifest_path, manifest, name) for name in manifest.functions}
+            wasm = {name: f.result() for name, f in futures.items()}
+        digests = {name: store.add(code) for name, code in wasm.items()}
     app = resolve(manifest, manifest_path, digests)
     if precompile:
         for name, spec in app.functions.items():

@@ -29,6 +29,19 @@ def deploy(app: ResolvedApp, manifest: Manifest, registry: SqliteRegistry) -> di
     return registry.put_many(items)
 
 
+def deployed_digests(manifest: Manifest, registry: SqliteRegistry) -> dict[str, str] | None:
+    """The code of every manifest function as $LATEST holds it, if $LATEST has the manifest's configuration
+    (what `serve` deployed just before starting its server processes); else None: build it."""
+    functions = {fn.name: fn for fn in registry.list_functions()}
+    digests = {}
+    for name, cfg in manifest.functions.items():
+        fn = functions.get(name)
+        if fn is None or fn.latest.config != config_record(cfg):
+            return None
+        digests[name] = fn.latest.digest
+    return digests
+
+
 def check_references(app: ResolvedApp, manifest: Manifest, catalog: FunctionCatalog) -> None:
     """Every version or alias the manifest names must exist before a server starts on it."""
     refs = [(f"behaviors[{i}]", b) for i, b in enumerate(app.behaviors) if not b.is_default]
