@@ -142,6 +142,7 @@ def test_event_invocation_is_queued_once_per_invocation_id(admin):
     again = invoke(admin, "echo", **{"X-Amz-Invocation-Type": "Event", "X-Amz-Invocation-Id": "admin-api-test-1"})
     assert first.status_code == again.status_code == 202
     assert first.headers["x-amzn-requestid"] == again.headers["x-amzn-requestid"]
+    assert "x-edgefn-duplicate" not in first.headers and again.headers["x-edgefn-duplicate"] == "true"
 
 
 def test_payload_over_6_mb_is_413(admin):

@@ -271,18 +271,14 @@ async def invoke(request: Request) -> Response:
 
 
 async def _submit(node: "EdgeNode", ref: FunctionRef, payload: bytes, invocation_id: str | None) -> Response:
-    queue = getattr(node, "async_invoker", None)
-    if queue is None:
-        return error_response(501, "ServiceException", "asynchronous invocation (X-Amz-Invocation-Type: Event) is not available on this server")
     try:
-        request_id, _duplicate = await queue.submit(str(ref), payload, invocation_id)
+        request_id, duplicate = await node.async_invoker.submit(str(ref), payload, invocation_id)
     except UnknownFunction as exc:
         raise ApiError(404, "ResourceNotFoundException", exc.detail) from None
-    except RegistryError:
-        raise
-    except EdgefnError as exc:  # the queue refused the event (its own limits): say why
-        raise ApiError(400, "InvalidParameterValueException", str(exc)) from None
-    return Response(status_code=202, headers={"x-amzn-RequestId": request_id})
+    headers = {"x-amzn-RequestId": request_id}
+    if duplicate:  # the invocation id was seen within queue.idempotency_window_s: nothing new was queued
+        headers["x-edgefn-duplicate"] = "true"
+    return Response(status_code=202, headers=headers)
 
 
 async def _invoke_sync(request: Request, node: "EdgeNode", ref: FunctionRef, event: abi.Event, tail_wanted: bool) -> Response:

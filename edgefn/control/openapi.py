@@ -63,11 +63,16 @@ INVOKE = _op(
             },
             "content": {"application/json": {"schema": {"oneOf": [_ref("ResultDocument"), _ref("FunctionErrorBody")]}}},
         },
-        "202": {"description": "queued for asynchronous delivery (Event)", "headers": {"x-amzn-RequestId": {"schema": {"type": "string"}}}},
+        "202": {
+            "description": "queued for asynchronous delivery (Event)",
+            "headers": {
+                "x-amzn-RequestId": {"schema": {"type": "string"}},
+                "x-edgefn-duplicate": {"schema": {"type": "string", "enum": ["true"]}, "description": "the X-Amz-Invocation-Id was seen within the idempotency window: nothing new was queued"},
+            },
+        },
         "204": {"description": "the invocation would run (DryRun)"},
         "413": _json(_ref("Error"), "payload over 6 MB (1 MB for Event): RequestEntityTooLargeException"),
         "429": _json(_ref("Throttle"), "throttled: TooManyRequestsException, with Retry-After"),
-        "501": _json(_ref("Error"), "asynchronous invocation is not available on this server"),
         "502": _json(_ref("Error"), "the function's code cannot be loaded"),
     },
     [
