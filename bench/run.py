@@ -1,13 +1,15 @@
 """edgefn benchmarks, one command: `make bench` (= .venv/bin/python bench/run.py after installing the bench extra).
 
-    .venv/bin/python bench/run.py                 # everything, ~4 minutes on 2 cores
+    .venv/bin/python bench/run.py                 # everything, ~5 minutes on 2 cores
     .venv/bin/python bench/run.py --quick         # shorter runs, for checking the harness (~2 minutes)
     .venv/bin/python bench/run.py --only micro coldwarm
 
 Phases (one module each): micro (in-process µs), coldwarm (deploy / restart / steady state over HTTP),
 throughput (wrk at c=1/16/64 against edgefn and its baselines, interleaved), profiles (py-spy under load,
-pyinstrument in process), resources (memory, worker processes), h3 (one HTTP/3 run).
-Writes bench/results/bench.json, bench/results/bench.md, bench/results/*.png and bench/results/profiles/.
+pyinstrument in process), resources (memory, worker processes), h3 (one HTTP/3 run), control (alias resolution
+on the hot path, alias flip propagation, asynchronous invocation: bench/control.py).
+Writes bench/results/bench.json, bench/results/bench.md, bench/results/*.png and bench/results/profiles/
+(and bench/results/control.json for the control phase).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import PROFILES, RESULTS, TMP, cpu_sets, log, machine, write_json  # noqa: E402
 
-PHASES = ("micro", "coldwarm", "throughput", "profiles", "resources", "h3")
+PHASES = ("micro", "coldwarm", "throughput", "profiles", "resources", "h3", "control")
 
 
 def _own_cpu() -> float:
@@ -59,7 +61,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="shorter runs (harness check, not for reporting)")
     p.add_argument("--only", nargs="+", choices=PHASES, help="run only these phases")
     p.add_argument("--seconds", type=float, help="seconds per load run (default 3, --quick 2)")
-    p.add_argument("--budget", type=float, default=245.0, help="seconds the whole run aims to stay under (reruns stop there)")
+    p.add_argument("--budget", type=float, default=300.0, help="seconds the whole run aims to stay under (reruns stop there)")
     a = p.parse_args()
     phases = a.only or list(PHASES)
     seconds = a.seconds or (2.0 if a.quick else 3.0)
@@ -127,7 +129,7 @@ def main() -> int:
 
         elapsed = time.monotonic() - started
         # what the later phases need, so reruns of noisy points cannot push the whole run over budget
-        later = 85.0 if not a.only else 0.0
+        later = 85.0 + (55.0 if "control" in phases else 0.0) if not a.only else 0.0
         return throughput.run(lg_cpus, server_cpus, seconds=seconds, rounds=2, budget_s=max(0.0, a.budget - elapsed - later), short_seconds=2.0)
 
     def profiles_phase() -> dict:
@@ -177,6 +179,15 @@ def main() -> int:
     phase("resources", resources_phase)
     phase("h3", h3_phase)
 
+    def control_phase() -> dict:
+        import control
+
+        out = control.run(lg_cpus, server_cpus, quick=a.quick)
+        write_json(RESULTS / "control.json", {"command": res["command"], "started": res["started"], "machine": res["machine"], **out})
+        return out
+
+    phase("control", control_phase)
+
     import report
 
     res["verdicts"] = report.verdicts(res)
@@ -189,7 +200,12 @@ def main() -> int:
         traceback.print_exc()
         res.setdefault("errors", {})["plots"] = traceback.format_exc(limit=3)
     write_json(RESULTS / "bench.json", res)
-    (RESULTS / "bench.md").write_text(report.markdown(res))
+    control_md = ""
+    if "control" in res:  # report.py does not know this phase: its table is appended as control.py prints it
+        import control
+
+        control_md = f"\n## Control plane (bench/control.py)\n\n{control.table(res['control'])}\n"
+    (RESULTS / "bench.md").write_text(report.markdown(res) + control_md)
     for item in res["verdicts"].values():
         verdict = "met" if item["met"] else f"MISSED by {item['off_by']:.1f}x"
         print(f"  {item['label']}: {item['value']:.2f} {item['unit']} (target {item['target']:g}) {verdict}")

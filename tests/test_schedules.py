@@ -15,15 +15,12 @@ import pytest
 
 from edgefn import cli
 from edgefn.control.queue import SqliteEventQueue
+from edgefn.control.schedule_expressions import Cron, ExpressionError, Rate, parse_expression
 from edgefn.control.schedules import (
-    Cron,
-    ExpressionError,
-    Rate,
     Schedule,
     Scheduler,
     iso_time,
     load_schedules,
-    parse_expression,
     tick_invocation_id,
 )
 from edgefn.control.sqlite import Database
