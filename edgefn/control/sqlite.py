@@ -30,6 +30,8 @@ class Database:
         self._local = threading.local()
         self._schemas: set[str] = set()
         self._lock = threading.Lock()
+        # writers of this process queue here and wake at once; on SQLite's lock they would poll with sleeps of 1-100 ms
+        self._write_lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.connection().execute("PRAGMA journal_mode=WAL")
@@ -63,13 +65,14 @@ class Database:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT (ROLLBACK on any exception): writers queue on the lock, readers never block."""
         conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         return self.connection().execute(sql, params).fetchall()
