@@ -36,13 +36,14 @@ access_log = logging.getLogger("edgefn.access")
 
 
 def _edge_request(request: Request, body: bytes) -> EdgeRequest:
+    # the path as routed (scope), never request.url: that is rebuilt from the Host header, which a viewer controls
     headers: Headers = {}
     for name, value in request.headers.items():
         headers.setdefault(name, []).append((title_case(name), value))
     return EdgeRequest(
         method=request.method,
-        uri=request.url.path,
-        querystring=request.url.query,
+        uri=request.scope["path"],
+        querystring=request.scope["query_string"].decode("latin-1"),
         headers=headers,
         client_ip=request.client.host if request.client else "",
         body=Body(body) if body else None,
@@ -143,13 +144,13 @@ def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) 
             body, refusal = await _read_body(request)
         if refusal is not None:
             status, text = refusal
-            access_log.info(json.dumps({"request_id": rid, "method": request.method, "path": request.url.path, "status": status, "refused": text}))
+            access_log.info(json.dumps({"request_id": rid, "method": request.method, "path": request.scope["path"], "status": status, "refused": text}))
             return Response(f"{status} {text}\n", status, {REQUEST_ID_HEADER: rid, "content-type": "text/plain; charset=utf-8"})
         assert state.node is not None
         pipeline = state.node.pipeline  # this request finishes on this pipeline even if a reload swaps it
         host = request.headers.get("host", "")
         if state.dev is not None and state.dev.broken and "text/html" in request.headers.get("accept", ""):
-            behavior = pipeline.router.match(host, request.url.path)
+            behavior = pipeline.router.match(host, request.scope["path"])
             names = {behavior.function, *(h.function for h in behavior.hooks.values())} if behavior else set()
             if names & set(state.dev.broken):
                 return _build_error_page(state.dev.broken, names)
@@ -171,11 +172,11 @@ def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) 
             out = Response(resp.body.data if resp.body else b"", resp.status)
             out.raw_headers = [h for h in out.raw_headers if h[0] == b"content-length"] + raw
         if state.console is not None:
-            state.console.request(request.method, request.url.path, result, total_ms)
+            state.console.request(request.method, request.scope["path"], result, total_ms)
         access_log.info(
             json.dumps(
                 {
-                    "request_id": rid, "method": request.method, "path": request.url.path, "status": resp.status,
+                    "request_id": rid, "method": request.method, "path": request.scope["path"], "status": resp.status,
                     "behavior": result.behavior, "cache": result.cache_status, "duration_ms": round(total_ms, 3),
                     "timings_ms": {s: round(ms, 3) for s, ms in result.timings}, "functions": result.outcomes,
                 }

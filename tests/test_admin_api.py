@@ -179,6 +179,10 @@ def test_reserved_concurrency_zero_throttles_with_429(admin):
     assert r.json() == {"Type": "User", "message": "Rate Exceeded.", "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"}
     assert admin.delete("/2017-10-31/functions/limited/concurrency").status_code == 204
     assert admin.get("/2017-10-31/functions/limited/concurrency").json() == {}
+    # a reservation the servers would refuse to apply (under 10% of max_concurrency left) is refused at once
+    too_much = admin.put("/2017-10-31/functions/limited/concurrency", json={"ReservedConcurrentExecutions": 901})
+    assert too_much.status_code == 400 and "at least 100 (10%) must stay unreserved" in too_much.json()["Message"]
+    assert admin.get("/2017-10-31/functions/limited/concurrency").json() == {}
     assert invoke(admin, "limited").status_code == 200
 
 

@@ -33,6 +33,15 @@ def test_hello_function_as_origin(examples):
     assert re.search(r"origin;dur=\d+\.\d+", timing) and "total;dur=" in timing
 
 
+def test_reserved_prefix_is_never_a_viewer_path(examples):
+    base, _ = examples
+    r = httpx.post(f"{base}/_edgefn/schedule/heartbeat", content=b"{}")
+    assert r.status_code == 404 and "reserved" in r.text
+    # the path a function sees is the one routed, not one rebuilt from a forged Host header
+    forged = httpx.get(f"{base}/old/docs", headers={"host": "x/_edgefn/schedule/heartbeat#"})
+    assert forged.status_code == 301 and forged.headers["location"] == "/new/docs"
+
+
 def test_viewer_response_adds_security_headers(examples):
     base, _ = examples
     r = httpx.get(f"{base}/secure/page")

@@ -29,6 +29,7 @@ from ..manifest.load import ManifestError
 from ..manifest.schema import FunctionConfig
 from ..observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..runtime import abi
+from ..runtime.concurrency import ConcurrencyConfigError, check_reservation_change
 from ..runtime.errors import EdgefnError, FunctionError, InvocationError, ModuleRejected, Throttled
 from .catalog import UnknownFunction, config_record, parse_config
 from .log_tail import InvocationLogs, tail
@@ -481,6 +482,11 @@ async def put_reserved(request: Request) -> Response:
     reserved = _field(doc, "ReservedConcurrentExecutions", int, "an integer")
     if reserved is None or not 0 <= reserved <= MAX_RESERVED:
         raise ApiError(400, "InvalidParameterValueException", f"ReservedConcurrentExecutions must be an integer from 0 to {MAX_RESERVED:,} (0 throttles every invocation)")
+    current = {f.name: f.reserved_concurrency for f in await _blocking(node.registry.list_functions)}
+    try:  # refuse what the servers would refuse to apply (10% of server.max_concurrency stays unreserved)
+        check_reservation_change(node.manifest.server.max_concurrency, current, name, reserved)
+    except ConcurrencyConfigError as exc:
+        raise ApiError(400, "InvalidParameterValueException", str(exc)) from None
     await _blocking(node.registry.set_reserved_concurrency, name, reserved)
     await _applied(node)
     return JSONResponse({"ReservedConcurrentExecutions": reserved})
@@ -592,8 +598,8 @@ async def _api_error(_: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        return error_response(405, "MethodNotAllowedException", f"{request.method} is not allowed on {request.url.path}")
-    return error_response(exc.status_code, "UnknownOperationException", f"no operation at {request.method} {request.url.path} (see GET /openapi.json)")
+        return error_response(405, "MethodNotAllowedException", f"{request.method} is not allowed on {request.scope['path']}")
+    return error_response(exc.status_code, "UnknownOperationException", f"no operation at {request.method} {request.scope['path']} (see GET /openapi.json)")
 
 
 UNAUTHORIZED_BODY = json.dumps({"Type": "User", "Message": "Unauthorized"}).encode()

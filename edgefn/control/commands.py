@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from ..manifest.load import ManifestError, load_manifest
 from ..manifest.schema import Manifest
-from ..runtime.concurrency import check_reservations
+from ..runtime.concurrency import check_reservation_change
 from .catalog import FunctionCatalog
 from .deploy import check_references, deploy, open_registry
 from .registry import LATEST, AliasRecord, Conflict, FunctionRef, NotFound, Registry, RegistryError, RegistrySnapshot, SqliteRegistry
@@ -309,9 +309,8 @@ def concurrency_command(config: Path, ref: str, reserved: str | None, provisione
         if ":" in ref:
             raise RegistryError(f"{ref!r}: reserved concurrency applies to a whole function; name it without a qualifier ({parsed.name})")
         count = parse_reserved(reserved)
-        # refuse here what a server would refuse to apply (it keeps 10% of max_concurrency unreserved)
-        others = {f.name: f.reserved_concurrency for f in registry.list_functions() if f.reserved_concurrency is not None and f.name != parsed.name}
-        check_reservations(manifest.server.max_concurrency, others | ({parsed.name: count} if count is not None else {}))
+        current = {f.name: f.reserved_concurrency for f in registry.list_functions()}
+        check_reservation_change(manifest.server.max_concurrency, current, parsed.name, count)
         registry.set_reserved_concurrency(parsed.name, count)
         print(f"{parsed.name}: reserved concurrency {'removed (unreserved pool)' if count is None else count}", file=stdout)
         return 0

@@ -34,6 +34,12 @@ def min_unreserved(max_concurrency: int) -> int:
     return max(1, math.ceil(max_concurrency * MIN_UNRESERVED_SHARE))
 
 
+def check_reservation_change(max_concurrency: int, current: Mapping[str, int | None], name: str, count: int | None) -> None:
+    """Refuse (ConcurrencyConfigError) setting `name`'s reservation to `count` if a server would refuse to apply it."""
+    others = {n: c for n, c in current.items() if c is not None and n != name}
+    check_reservations(max_concurrency, others | ({name: count} if count is not None else {}))
+
+
 def check_reservations(max_concurrency: int, reserved: Mapping[str, int]) -> None:
     """Raise ConcurrencyConfigError if the reservations leave fewer than min_unreserved() for everyone else."""
     if max_concurrency < 1:
