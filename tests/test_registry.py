@@ -271,3 +271,15 @@ def test_weight_edges_pick_the_canary_below_the_weight(registry):
     assert catalog.select("fn:live", rng=lambda: 0.2499).version == "2"
     assert catalog.select("fn:live", rng=lambda: 0.25).version == "1"
     assert catalog.select("fn:live", rng=lambda: 0.9999).version == "1"
+
+
+def test_a_read_modify_write_of_latest_refuses_a_stale_revision(registry):
+    first, _ = registry.put_latest("fn", code("a" * 64))
+    registry.put_latest("fn", code("b" * 64))  # a deploy lands between the read and the write
+    revision = registry.revision()
+    with pytest.raises(Conflict):
+        registry.put_latest("fn", code("a" * 64, memory_mb=64), expected_revision_id=first.revision_id)
+    assert registry.get_function("fn").latest.digest == "b" * 64 and registry.revision() == revision
+    current = registry.get_function("fn")
+    updated, changed = registry.put_latest("fn", code("b" * 64, memory_mb=64), expected_revision_id=current.revision_id)
+    assert changed and updated.latest.config["memory_mb"] == 64

@@ -35,7 +35,7 @@ from .catalog import UnknownFunction, config_record, parse_config
 from .log_tail import InvocationLogs, tail
 from .openapi import document
 from .queue import MAX_PAYLOAD_BYTES
-from .registry import LATEST, AliasRecord, CodeAndConfig, FunctionRecord, FunctionRef, RegistryError, RegistrySnapshot
+from .registry import LATEST, AliasRecord, CodeAndConfig, Conflict, FunctionRecord, FunctionRef, RegistryError, RegistrySnapshot
 
 if TYPE_CHECKING:
     from ..node import EdgeNode
@@ -45,6 +45,8 @@ CONCURRENCY = "/2017-10-31/functions"
 PROVISIONED = "/2019-09-30/functions"
 
 SYNC_PAYLOAD_LIMIT = 6 * 1024 * 1024  # Lambda: 6 MB request payload for RequestResponse
+#: a configuration update re-reads and retries this often when $LATEST changes under it (then 409)
+CONFIG_WRITE_ATTEMPTS = 3
 ASYNC_PAYLOAD_LIMIT = MAX_PAYLOAD_BYTES  # Lambda: 1 MB for Event (the queue's own limit)
 CONTROL_BODY_LIMIT = 256 * 1024  # a configuration or alias document is small
 MAX_RESERVED = 100_000  # as the manifest's functions.NAME.reserved_concurrency
@@ -352,18 +354,24 @@ async def update_configuration(request: Request) -> Response:
     node, name = _node(request), request.path_params["name"]
     where = f"PUT {FUNCTIONS}/{name}/configuration"
     changes = _config_changes(await _read_json(request, "UpdateFunctionConfiguration"))
-    record = await _blocking(node.registry.get_function, name)
-    merged = {**record.latest.config, **changes}
-    # the reserve lives in its own column, which writing $LATEST also sets: keep what the API set
-    merged.pop("reserved_concurrency", None)
-    if record.reserved_concurrency is not None:
-        merged["reserved_concurrency"] = record.reserved_concurrency
-    try:
-        cfg = _checked_config(merged, name, where)
-    except ManifestError as exc:
-        api_name = next((a for a, k in UPDATABLE.items() if exc.key.split(".")[-1].split("[")[0] == k), None)
-        raise ApiError(400, "InvalidParameterValueException", f"{api_name + ': ' if api_name else ''}{exc}") from None
-    updated, _ = await _blocking(node.registry.put_latest, name, CodeAndConfig(record.latest.digest, config_record(cfg)))
+    for attempt in range(CONFIG_WRITE_ATTEMPTS):  # a read-modify-write: a deploy in between must not be overwritten
+        record = await _blocking(node.registry.get_function, name)
+        merged = {**record.latest.config, **changes}
+        # the reserve lives in its own column, which writing $LATEST also sets: keep what the API set
+        merged.pop("reserved_concurrency", None)
+        if record.reserved_concurrency is not None:
+            merged["reserved_concurrency"] = record.reserved_concurrency
+        try:
+            cfg = _checked_config(merged, name, where)
+        except ManifestError as exc:
+            api_name = next((a for a, k in UPDATABLE.items() if exc.key.split(".")[-1].split("[")[0] == k), None)
+            raise ApiError(400, "InvalidParameterValueException", f"{api_name + ': ' if api_name else ''}{exc}") from None
+        try:
+            updated, _ = await _blocking(node.registry.put_latest, name, CodeAndConfig(record.latest.digest, config_record(cfg)), record.revision_id)
+            break
+        except Conflict:
+            if attempt == CONFIG_WRITE_ATTEMPTS - 1:
+                raise
     await _applied(node)
     return JSONResponse(_latest_doc(updated))
 

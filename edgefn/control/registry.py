@@ -127,8 +127,8 @@ class Registry(Protocol):
 
     def revision(self) -> int: ...
     def snapshot(self) -> RegistrySnapshot: ...
-    def put_latest(self, name: str, code: CodeAndConfig) -> tuple[FunctionRecord, bool]: ...
-    def put_many(self, items: dict[str, CodeAndConfig]) -> dict[str, bool]: ...
+    def put_latest(self, name: str, code: CodeAndConfig, expected_revision_id: str | None = None) -> tuple[FunctionRecord, bool]: ...
+    def put_many(self, items: dict[str, CodeAndConfig], expected_revision_ids: dict[str, str] | None = None) -> dict[str, bool]: ...
     def get_function(self, name: str) -> FunctionRecord: ...
     def list_functions(self) -> list[FunctionRecord]: ...
     def publish(self, name: str, description: str = "", expected_revision_id: str | None = None) -> tuple[VersionRecord, bool]: ...
@@ -259,18 +259,24 @@ class SqliteRegistry:
 
     # --- writes -------------------------------------------------------------------------------------
 
-    def put_latest(self, name: str, code: CodeAndConfig) -> tuple[FunctionRecord, bool]:
-        """Create or update $LATEST; returns the record and whether anything changed."""
-        changed = self.put_many({name: code})[name]
+    def put_latest(self, name: str, code: CodeAndConfig, expected_revision_id: str | None = None) -> tuple[FunctionRecord, bool]:
+        """Create or update $LATEST; returns the record and whether anything changed.
+
+        With `expected_revision_id` (a read-modify-write), Conflict if $LATEST changed since that revision."""
+        expected = {name: expected_revision_id} if expected_revision_id is not None else None
+        changed = self.put_many({name: code}, expected)[name]
         return self.get_function(name), changed
 
-    def put_many(self, items: dict[str, CodeAndConfig]) -> dict[str, bool]:
+    def put_many(self, items: dict[str, CodeAndConfig], expected_revision_ids: dict[str, str] | None = None) -> dict[str, bool]:
         """Update $LATEST of several functions in one transaction (one deploy is all or nothing)."""
         now = time.time()
         changed: dict[str, bool] = {}
         with self.db.transaction() as conn:
             for name, code in items.items():
-                row = conn.execute("SELECT digest, config FROM functions WHERE name = ?", (name,)).fetchone()
+                row = conn.execute("SELECT digest, config, revision_id FROM functions WHERE name = ?", (name,)).fetchone()
+                expected = (expected_revision_ids or {}).get(name)
+                if expected is not None and (row is None or row["revision_id"] != expected):
+                    raise Conflict(f"$LATEST of {name!r} changed since revision {expected}; read it again and retry")
                 config = _dumps(code.config)
                 if row is not None and row["digest"] == code.digest and row["config"] == config:
                     changed[name] = False
