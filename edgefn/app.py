@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import ipaddress
 import json
 import logging
 import os
@@ -48,6 +49,13 @@ def _edge_request(request: Request, body: bytes) -> EdgeRequest:
         client_ip=request.client.host if request.client else "",
         body=Body(body) if body else None,
     )
+
+
+def _is_loopback(request: Request) -> bool:
+    try:
+        return request.client is not None and ipaddress.ip_address(request.client.host).is_loopback
+    except ValueError:
+        return False
 
 
 def _size_refusal(request: Request) -> tuple[int, str] | None:
@@ -119,8 +127,10 @@ def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) 
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def info(_: Request) -> Response:
+    async def info(request: Request) -> Response:
         assert state.node is not None
+        if not _is_loopback(request):  # deployment and traffic details are for the operator, not for viewers
+            return await reserved_not_found(request)
         app = state.node.app
         return JSONResponse(
             {

@@ -114,6 +114,11 @@ class EdgeNode:
         await asyncio.to_thread(self._precompile, catalog)
         await asyncio.to_thread(self._provision, catalog)
         self._apply_limits(catalog)
+        # warm instances of versions nothing routes to any more would stay in memory for the life of the process
+        keep = {f"{name}:{version}" for name, version in self._reachable(catalog)}
+        keep |= {f"{name}:{version}" for name, version in provisioned_versions(catalog.provisioned, catalog.aliases)}
+        if dropped := self.runtime.invoker.pools.retain(keep):
+            log.info("warm instances released: %s (no longer routed to)", ", ".join(dropped))
 
     # --- lifecycle ------------------------------------------------------------------------------------
 

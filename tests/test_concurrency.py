@@ -316,3 +316,13 @@ def test_serve_refuses_reservations_that_leave_too_little_unreserved(tmp_path):
     )
     assert done.returncode == 2, done.stderr
     assert "a=6, b=4" in done.stderr and "server.max_concurrency = 10" in done.stderr and "serving" not in done.stderr
+
+
+def test_pools_of_versions_no_longer_routed_to_are_released():
+    from edgefn.runtime.pool import WarmPools
+
+    pools = WarmPools(max_idle=2)
+    old, current = pools.pool_for("fn:1", "key-1"), pools.pool_for("fn:2", "key-2")
+    assert pools.retain({"fn:2", "fn:$LATEST"}) == ["fn:1"]
+    assert old.closed and not current.closed
+    assert pools.get("fn:1") is None and pools.get("fn:2") is current

@@ -74,6 +74,15 @@ def test_good_manifest_loads_and_resolves(tmp_path):
         (('origin = "http://127.0.0.1:9000"\n', ""), "behaviors[0]", "needs exactly one target", "set either function"),
         (('[default_behavior]\nfunction = "hello"', ""), "default_behavior", "is required when behaviors are declared", "add [default_behavior]"),
         (("[app]", "[apps]"), "apps", "unknown key", "did you mean 'app'"),
+        (('source = "auth.wasm"', 'source = "auth.wasm"\nasync_invoke = { on_failure = "http://[::1/x" }'),
+         "functions.auth.async_invoke.on_failure", "bad value", "a valid http(s):// URL"),
+        (('source = "auth.wasm"', 'source = "auth.wasm"\nasync_invoke = { on_success = "dlq" }'),
+         "functions.auth.async_invoke.on_success", "dead-letter store keeps failed events", "leave on_success unset"),
+        (('source = "auth.wasm"', 'source = "auth.wasm"\nasync_invoke = { on_success = "function:ghost" }'),
+         "functions.auth.async_invoke.on_success", "unknown function 'ghost'", "[functions.NAME]"),
+        (("[app]", "[queue]\nthrottle_backoff_min_s = 0\n\n[app]"), "queue.throttle_backoff_min_s", "bad value 0", "a number from 0.01 to 300"),
+        (("[app]", "[queue]\nretry_delays_s = [1, 2, 3]\n\n[app]"), "queue.retry_delays_s", "bad value", "one or two delays"),
+        (("[app]", "[queue]\nthrottle_backoff_min_s = 5\nthrottle_backoff_max_s = 1\n\n[app]"), "queue.throttle_backoff_max_s", "below", "raise it"),
     ],
 )
 def test_bad_manifest_names_file_key_value_and_fix(tmp_path, change, key, problem, fix):

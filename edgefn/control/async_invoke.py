@@ -216,9 +216,13 @@ class AsyncInvoker:
         flog = function_logger(event.function)
         request_id = event.source.removeprefix("destination:")
         try:
-            response = await self.client.post(event.target, content=event.payload, headers={"content-type": "application/json", "x-edgefn-request-id": request_id})
+            # one bound for the whole POST (httpx's timeout is per phase): it must end inside the row's lease
+            response = await asyncio.wait_for(
+                self.client.post(event.target, content=event.payload, headers={"content-type": "application/json", "x-edgefn-request-id": request_id}),
+                DESTINATION_TIMEOUT_S,
+            )
             error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, asyncio.TimeoutError, OSError) as exc:  # a failed attempt, never a crashed worker
             error = f"{type(exc).__name__}: {exc}"
         if error is None:
             if await asyncio.to_thread(self.queue.finish, event):

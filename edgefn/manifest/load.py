@@ -160,7 +160,14 @@ def _check_cross_references(manifest: Manifest, file: Path) -> None:
         if FUNCTION_NAME(name) is not None:
             raise ManifestError(file, f"schedules.{name}", "bad schedule name", f"use {FUNCTION_NAME(name)}")
         _check_ref(schedule.function, f"schedules.{name}.function", manifest, file)
+    if manifest.queue.throttle_backoff_max_s < manifest.queue.throttle_backoff_min_s:
+        raise ManifestError(file, "queue.throttle_backoff_max_s", "is below queue.throttle_backoff_min_s", "raise it, or lower throttle_backoff_min_s")
     for name, cfg in manifest.functions.items():
+        if cfg.async_invoke is not None and cfg.async_invoke.on_success == "dlq":
+            raise ManifestError(
+                file, f"functions.{name}.async_invoke.on_success", "the dead-letter store keeps failed events (edgefn dlq replay runs them again)",
+                "send success records to a function: or http(s):// destination, or leave on_success unset",
+            )
         dest_keys = ("on_success", "on_failure")
         for dest_key in dest_keys:
             dest = getattr(cfg.async_invoke, dest_key, None) if cfg.async_invoke else None

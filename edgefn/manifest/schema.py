@@ -8,6 +8,7 @@ in error messages without further code.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -16,6 +17,16 @@ Check = Callable[[Any], "str | None"]  # returns None when fine, else a descript
 
 def int_range(lo: int, hi: int) -> Check:
     return lambda v: None if lo <= v <= hi else f"an integer from {lo:,} to {hi:,}"
+
+
+def number_range(lo: float, hi: float) -> Check:
+    return lambda v: None if lo <= v <= hi else f"a number from {lo:g} to {hi:g}"
+
+
+def _delays_check(delays: list[float]) -> str | None:
+    if not 1 <= len(delays) <= 2 or any(not 0 <= d <= 3600 for d in delays):
+        return "one or two delays in seconds, each from 0 to 3600 (the last one repeats for later retries)"
+    return None
 
 
 def one_of(*choices: str) -> Check:
@@ -97,9 +108,9 @@ class QueueConfig:
     """Asynchronous invocation: delivery workers and backoff (Lambda's timings by default; tests shorten them)."""
 
     workers: int = spec(2, int_range(1, 256), "events delivered at once per server")
-    retry_delays_s: list[float] = spec(None, None, "wait before each retry after a function error (Lambda: about 1 and 2 minutes)", factory=lambda: [60.0, 120.0])
-    throttle_backoff_min_s: float = spec(1.0, None, "first wait after a throttle; doubles per attempt")
-    throttle_backoff_max_s: float = spec(300.0, None, "longest wait between throttled attempts")
+    retry_delays_s: list[float] = spec(None, _delays_check, "wait before each retry after a function error (Lambda: about 1 and 2 minutes)", factory=lambda: [60.0, 120.0])
+    throttle_backoff_min_s: float = spec(1.0, number_range(0.01, 300), "first wait after a throttle; doubles per attempt")
+    throttle_backoff_max_s: float = spec(300.0, number_range(0.01, 3600), "longest wait between throttled attempts")
     poll_interval_ms: int = spec(200, int_range(10, 60_000), "how often idle workers look for due events")
     idempotency_window_s: int = spec(300, int_range(1, 86_400), "how long an invocation id deduplicates repeated submissions")
 
@@ -130,10 +141,25 @@ class FunctionConfig:
     async_invoke: "AsyncInvokeConfig | None" = spec(None)
 
 
-DESTINATION = matches(
+_DESTINATION_FORM = matches(
     r"(function:[a-z0-9][a-z0-9-]{0,63}(:[A-Za-z0-9$_-]+)?|https?://\S+|dlq)",
     "function:NAME[:QUALIFIER], an http(s):// URL, or dlq (the built-in dead-letter store)",
 )
+
+
+def DESTINATION(value: str) -> str | None:
+    """A destination's form, and for a URL one that parses with a host (else it would fail on every record)."""
+    problem = _DESTINATION_FORM(value)
+    if problem is None and value.startswith(("http://", "https://")):
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            return f"a valid http(s):// URL ({exc})"
+        if not parts.hostname:
+            return "an http(s):// URL with a host"
+    return problem
+
 
 
 @dataclass(frozen=True)

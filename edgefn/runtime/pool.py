@@ -111,6 +111,16 @@ class WarmPools:
             pools = dict(self._pools)
         return {name: pool.idle() for name, pool in sorted(pools.items())}
 
+    def retain(self, keep: set[str]) -> list[str]:
+        """Drain and forget the pools not in `keep` (versions nothing routes to any more); returns their names."""
+        with self._lock:
+            gone = {name: pool for name, pool in self._pools.items() if name not in keep}
+            for name in gone:
+                del self._pools[name]
+        for pool in gone.values():
+            pool.drain()
+        return sorted(gone)
+
     def close(self) -> None:
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
