@@ -10,8 +10,8 @@
    then a tight GET loop until `x-edgefn-executed-version` shows the new version; against POLL_INTERVAL_S.
 3. asynchronous invocation through the admin API: submit (X-Amz-Invocation-Type: Event) -> the on_success
    record arriving at an HTTP receiver in this process, interleaved with synchronous RequestResponse invokes
-   (the baseline: a new connection per call, as the admin socket lacks TCP_NODELAY and a keep-alive response
-   with a body waits ~40 ms for a delayed ACK; keep-alive is measured too); then throughput at 4 clients: sync
+   (the baseline: a new connection per call, the same for every client; keep-alive is measured too — it showed
+   the admin socket's missing TCP_NODELAY, a 40 ms delayed-ACK stall, since fixed); then throughput at 4 clients: sync
    invokes/s, async events/s delivered with an HTTP destination (record received) and without one (the queue
    table empty, read through SqliteEventQueue.stats), with the SQLite commit cost measured in each round.
 
@@ -352,7 +352,7 @@ def async_latency(admin: str, receiver: Receiver, n: int) -> dict:
             t0 = clock()
             _invoke(fresh, "fn", "RequestResponse", new_connection=True)
             sync_new.append((clock() - t0) * 1000)
-            if i % 4 == 0:  # a quarter as many: each takes ~50 ms (see the README: no TCP_NODELAY on the admin socket)
+            if i % 4 == 0:  # a quarter as many keep-alive samples: enough for p50/p99, keeps the phase short
                 t0 = clock()
                 _invoke(http, "fn", "RequestResponse")
                 sync_keep.append((clock() - t0) * 1000)
@@ -511,8 +511,7 @@ def run(lg_cpus: str | None, server_cpus: str | None, quick: bool = False) -> di
     try:
         setup_app(receiver.url)
         admin_port = servers.free_port()
-        server = servers.edgefn("control", server_cpus, manifest=MANIFEST)
-        server.cmd += ["--admin-port", str(admin_port)]
+        server = servers.edgefn("control", server_cpus, manifest=MANIFEST, admin_port=admin_port)
         server.start(timeout=180)
         admin = f"http://127.0.0.1:{admin_port}"
         queue = SqliteEventQueue(Database(registry_path(MANIFEST, load_manifest(MANIFEST))))

@@ -44,7 +44,7 @@ def measure(lang: str) -> dict[str, object]:
     env = dict(os.environ, EDGEFN_CACHE_DIR=str(REPO / ".cache"), PYTHONUNBUFFERED="1")
     log = open(root / "dev.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgefn.cli", "dev", "-c", str(app / "edgefn.toml"), "--port", str(port), "--tls-port", "0"],
+        [sys.executable, "-m", "edgefn.cli", "dev", "-c", str(app / "edgefn.toml"), "--port", str(port), "--tls-port", "0", "--admin-port", "0"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}/"

@@ -120,7 +120,7 @@ def main() -> int:
 
         out = coldwarm.run(server_cpus, repeats=1 if a.quick else 2, steady_n=150 if a.quick else 250)
         port = servers.free_port()
-        cmd = [PYTHON, "-m", "edgefn.cli", "serve", "--config", str(servers.MANIFEST), "--port", str(port), "--tls-port", "0"]
+        cmd = [PYTHON, "-m", "edgefn.cli", "serve", "--config", str(servers.MANIFEST), "--port", str(port), "--tls-port", "0", "--admin-port", "0"]
         out["startup_profile"] = profiles.profile_startup(cmd, port, "edgefn-restart")
         return out
 

@@ -200,9 +200,11 @@ class Server:
         self.stop()
 
 
-def edgefn(name: str, cpus: str | None, workers: int = 1, tls_port: int = 0, manifest: Path | None = None) -> Server:
+def edgefn(name: str, cpus: str | None, workers: int = 1, tls_port: int = 0, manifest: Path | None = None, admin_port: int = 0) -> Server:
+    """`edgefn serve` on a free port; no admin listener unless `admin_port` (several servers run at once)."""
     port = free_port()
     cmd = [PYTHON, "-m", "edgefn.cli", "serve", "--config", str(manifest or MANIFEST), "--port", str(port), "--tls-port", str(tls_port)]
+    cmd += ["--admin-port", str(admin_port)]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     return Server(name, cmd, port, cpus)
