@@ -73,7 +73,7 @@ def edgefn_nostore(config: Path, port: int) -> int:
         return module_store.LoadedModule(digest, pre, info, 0, "compiled", (time.perf_counter() - start) * 1000), True
 
     module_store.ModuleStore.load = compile_every_time  # type: ignore[method-assign]
-    return serve(config, port=port, tls_port=0, workers=1)
+    return serve(config, port=port, tls_port=0, workers=1, admin_port=0)  # several servers run at once: no admin listener
 
 
 def edgefn_whatif(config: Path, port: int, inline: bool, nolog: bool) -> int:
@@ -90,7 +90,7 @@ def edgefn_whatif(config: Path, port: int, inline: bool, nolog: bool) -> int:
     if nolog:
         for name in ("edgefn.function", "edgefn.access"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    return serve(config, port=port, tls_port=0, workers=1)
+    return serve(config, port=port, tls_port=0, workers=1, admin_port=0)  # several servers run at once: no admin listener
 
 
 def main() -> int:
