@@ -234,21 +234,10 @@ def _invoked_ref(request: Request) -> FunctionRef:
 
 def _event(payload: bytes, function: str, request_id: str) -> abi.Event:
     """The payload as an event document {"config"?, "request", "response"?}; 400 when it is not one."""
-    def bad(why: str) -> ApiError:
-        return ApiError(400, "InvalidRequestContentException", f"Could not parse request body into an event: {why}")
-
     try:
-        doc = json.loads(payload)
-    except ValueError as exc:
-        raise bad(f"not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("request"), dict):
-        raise bad('expected a JSON object {"config"?, "request", "response"?} with "request" an object (see edgefn events sample)')
-    try:
-        event = abi.event_from_document(doc)
+        event = abi.event_from_json(payload)
     except abi.ResultError as exc:
-        raise bad(str(exc)) from None
-    if event.config.event_type not in abi.REQUEST_EVENTS and event.response is None:
-        raise bad(f'a {event.config.event_type} event needs a "response" object')
+        raise ApiError(400, "InvalidRequestContentException", f"Could not parse request body into an event: {exc}") from None
     event.config = replace(event.config, request_id=request_id, function_name=function)
     return event
 

@@ -48,21 +48,15 @@ class InvalidPayload(RegistryError):
         super().__init__(f"the event is not a valid event document: {reason} (see `edgefn events sample viewer-request`)")
 
 
-def check_payload(payload: bytes) -> dict[str, Any]:
-    """The event document in `payload` (JSON, as for a synchronous invoke), or a typed error saying what is wrong."""
+def check_payload(payload: bytes) -> None:
+    """Refuse, with a typed error saying what is wrong, a payload that is not an event document (JSON, as for a
+    synchronous invoke) or is over the asynchronous limit."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise PayloadTooLarge(len(payload))
     try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidPayload(f"not JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise InvalidPayload(f"a JSON object is needed, got {type(doc).__name__}")
-    try:
-        abi.event_from_document(doc)
+        abi.event_from_json(payload)
     except abi.ResultError as exc:
         raise InvalidPayload(str(exc)) from None
-    return doc
 
 
 @dataclass(frozen=True)

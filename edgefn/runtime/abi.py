@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -342,6 +343,20 @@ def event_from_document(doc: dict[str, Any]) -> Event:
     except (KeyError, AttributeError, TypeError) as exc:
         raise ResultError(f"malformed event document: {type(exc).__name__} {exc}") from None
     return Event(config, request, response)
+
+
+def event_from_json(payload: bytes) -> Event:
+    """An event document sent as JSON (the invoke API, the async queue); ResultError says what is wrong."""
+    try:
+        doc = json.loads(payload)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+        raise ResultError(f"not JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("request"), dict):
+        raise ResultError('expected a JSON object {"config"?, "request", "response"?} with "request" an object (see edgefn events sample)')
+    event = event_from_document(doc)
+    if event.config.event_type not in REQUEST_EVENTS and event.response is None:
+        raise ResultError(f'a {event.config.event_type} event needs a "response" object')
+    return event
 
 
 def _body_to_json(body: Body) -> dict[str, Any]:
