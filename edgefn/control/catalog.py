@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from ..manifest.load import parse_table
-from ..manifest.resolve import limits_of
+from ..manifest.resolve import spec_of
 from ..manifest.schema import FunctionConfig
 from ..runtime.errors import EdgefnError, InvocationError
 from ..runtime.invoker import FunctionSpec
-from .registry import LATEST, AliasRecord, CodeAndConfig, FunctionRef, Registry, RegistrySnapshot
+from .registry import LATEST, AliasRecord, FunctionRef, Registry, RegistrySnapshot
 
 log = logging.getLogger("edgefn.control.catalog")
 
@@ -54,15 +54,6 @@ def parse_config(doc: dict[str, Any], name: str, where: str = "configuration") -
     return parse_table(FunctionConfig, doc, f"functions.{name}", Path(where))
 
 
-def spec_of(name: str, version: str, code: CodeAndConfig, reserved: int | None) -> FunctionSpec:
-    cfg = parse_config(code.config, name, "registry")
-    return FunctionSpec(
-        name=name, digest=code.digest, limits=limits_of(cfg), env=dict(cfg.env), version=version,
-        allowed_hosts=tuple(cfg.allowed_hosts), reuse_instances=cfg.reuse_instances, prewarm=cfg.prewarm,
-        reserved_concurrency=reserved,
-    )
-
-
 @dataclass(frozen=True)
 class FunctionCatalog:
     """One registry snapshot, ready to resolve references."""
@@ -79,13 +70,11 @@ class FunctionCatalog:
     def from_snapshot(cls, snap: RegistrySnapshot) -> "FunctionCatalog":
         specs: dict[tuple[str, str], FunctionSpec] = {}
         configs: dict[tuple[str, str], FunctionConfig] = {}
-        for name, fn in snap.functions.items():
-            specs[(name, LATEST)] = spec_of(name, LATEST, fn.latest, fn.reserved_concurrency)
-            configs[(name, LATEST)] = parse_config(fn.latest.config, name, "registry")
-        for (name, number), v in snap.versions.items():
-            reserved = snap.functions[name].reserved_concurrency
-            specs[(name, str(number))] = spec_of(name, str(number), v.code, reserved)
-            configs[(name, str(number))] = parse_config(v.code.config, name, "registry")
+        codes = {(name, LATEST): fn.latest for name, fn in snap.functions.items()}
+        codes.update({(name, str(number)): v.code for (name, number), v in snap.versions.items()})
+        for (name, version), code in codes.items():
+            cfg = configs[(name, version)] = parse_config(code.config, name, "registry")  # once per version
+            specs[(name, version)] = spec_of(name, version, code.digest, cfg, snap.functions[name].reserved_concurrency)
         return cls(snap.revision, specs, dict(snap.aliases), configs, dict(snap.provisioned))
 
     def names(self) -> list[str]:

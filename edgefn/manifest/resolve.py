@@ -70,6 +70,15 @@ def limits_of(cfg: FunctionConfig) -> Limits:
     return Limits(memory_mb=cfg.memory_mb, timeout_ms=cfg.timeout_ms, fuel=cfg.fuel, max_result_bytes=cfg.max_result_bytes)
 
 
+def spec_of(name: str, version: str, digest: str, cfg: FunctionConfig, reserved: int | None = None) -> FunctionSpec:
+    """The runtime's view of one version of a function: its code and the limits, env and hosts of its config."""
+    return FunctionSpec(
+        name=name, digest=digest, limits=limits_of(cfg), env=dict(cfg.env), version=version,
+        allowed_hosts=tuple(cfg.allowed_hosts), reuse_instances=cfg.reuse_instances, prewarm=cfg.prewarm,
+        reserved_concurrency=reserved,
+    )
+
+
 def _behavior(b: BehaviorConfig, is_default: bool) -> ResolvedBehavior:
     hooks = {
         event: ResolvedHook(cfg.function, cfg.include_body)
@@ -108,13 +117,7 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
                 manifest_path, f"functions.{name}.prewarm", "prewarmed instances are only used by a function that reuses instances",
                 "add reuse_instances = true, or remove prewarm",
             )
-    functions = {
-        name: FunctionSpec(
-            name=name, digest=digests[name], limits=limits_of(cfg), env=dict(cfg.env), allowed_hosts=tuple(cfg.allowed_hosts),
-            reuse_instances=cfg.reuse_instances, prewarm=cfg.prewarm,
-        )
-        for name, cfg in manifest.functions.items()
-    }
+    functions = {name: spec_of(name, "$LATEST", digests[name], cfg) for name, cfg in manifest.functions.items()}
     behaviors = [_behavior(b, False) for b in manifest.behaviors]
     if manifest.default_behavior is not None:
         behaviors.append(_behavior(manifest.default_behavior, True))
