@@ -39,18 +39,17 @@ def _parser() -> argparse.ArgumentParser:
     sample = ev_sub.add_parser("sample", help="print a valid sample event as JSON")
     sample.add_argument("event_type", choices=("viewer-request", "origin-request", "origin-response", "viewer-response"))
 
-    s = with_config(sub.add_parser("serve", help="run the edge server"))
-    s.add_argument("--host", help="override server.host")
-    s.add_argument("--port", type=int, help="override server.port (cleartext HTTP/1.1 + h2c)")
-    s.add_argument("--tls-port", type=int, help="override server.tls_port (TLS HTTP/1.1 + HTTP/2, HTTP/3 over QUIC; 0 = off)")
-    s.add_argument("--workers", type=int, help="override server.workers")
-    s.add_argument("--admin-port", type=int, help="override admin.port (the admin/invoke API; 0 = off)")
+    def with_listeners(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--host", help="override server.host")
+        sp.add_argument("--port", type=int, help="override server.port (cleartext HTTP/1.1 + h2c)")
+        sp.add_argument("--tls-port", type=int, help="override server.tls_port (TLS HTTP/1.1 + HTTP/2, HTTP/3 over QUIC; 0 = off)")
+        sp.add_argument("--admin-port", type=int, help="override admin.port (the admin/invoke API; 0 = off)")
+        return sp
 
-    d = with_config(sub.add_parser("dev", help="serve with hot reload: rebuild and swap functions on save"))
-    d.add_argument("--host", help="override server.host")
-    d.add_argument("--port", type=int, help="override server.port")
-    d.add_argument("--tls-port", type=int, help="override server.tls_port (0 = off)")
-    d.add_argument("--admin-port", type=int, help="override admin.port (the admin/invoke API; 0 = off)")
+    s = with_listeners(with_config(sub.add_parser("serve", help="run the edge server")))
+    s.add_argument("--workers", type=int, help="override server.workers")
+
+    d = with_listeners(with_config(sub.add_parser("dev", help="serve with hot reload: rebuild and swap functions on save")))
     d.add_argument("--record", type=Path, help="save every event that reaches a function into this directory")
 
     lg = with_config(sub.add_parser("logs", help="print a function's log stream (every server process, in time order)"))
