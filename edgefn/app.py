@@ -23,6 +23,8 @@ from .dev.console import DevConsole
 from .dev.recorder import EventRecorder
 from .dev.reloader import DevReloader, DevState
 from .node import EdgeNode
+from .pipeline.paths import BadPath, normalize_host, normalize_path
+from .pipeline.pipeline import VIA_PSEUDONYM
 from .pipeline.rules import MAX_URI_AND_QUERY
 from .runtime.abi import Body, EdgeRequest, Headers, title_case
 from .runtime.errors import EdgefnError
@@ -36,14 +38,14 @@ MAX_HEADER_BYTES = 20 * 1024  # CloudFront's limit on all request headers togeth
 access_log = logging.getLogger("edgefn.access")
 
 
-def _edge_request(request: Request, body: bytes) -> EdgeRequest:
-    # the path as routed (scope), never request.url: that is rebuilt from the Host header, which a viewer controls
+def _edge_request(request: Request, path: str, body: bytes) -> EdgeRequest:
+    # the normalised path (paths.normalize_path), never request.url: that is rebuilt from the Host header
     headers: Headers = {}
     for name, value in request.headers.items():
         headers.setdefault(name, []).append((title_case(name), value))
     return EdgeRequest(
         method=request.method,
-        uri=request.scope["path"],
+        uri=path,
         querystring=request.scope["query_string"].decode("latin-1"),
         headers=headers,
         client_ip=request.client.host if request.client else "",
@@ -56,6 +58,25 @@ def _is_loopback(request: Request) -> bool:
         return request.client is not None and ipaddress.ip_address(request.client.host).is_loopback
     except ValueError:
         return False
+
+
+def _framing_refusal(request: Request) -> tuple[int, str] | None:
+    """RFC 9112 §6.1/§6.3: a request framed two ways (or with conflicting lengths) is refused, then the
+    connection closed, so nothing after its body can be read as another request."""
+    lengths = {v.strip() for k, v in request.scope["headers"] if k == b"content-length" for v in v.decode("latin-1").split(",")}
+    has_te = any(k == b"transfer-encoding" for k, _ in request.scope["headers"])
+    if has_te and lengths:
+        return 400, "Bad Request: both Content-Length and Transfer-Encoding; send one"
+    if len(lengths) > 1:
+        return 400, "Bad Request: conflicting Content-Length values"
+    if lengths and not next(iter(lengths)).isdigit():
+        return 400, "Bad Request: Content-Length must be a decimal number"
+    return None
+
+
+def _hops(request: Request) -> int:
+    """How many edgefn nodes this request has passed already (their entries in Via)."""
+    return sum(1 for part in ",".join(request.headers.getlist("via")).split(",") if VIA_PSEUDONYM in part.split())
 
 
 def _size_refusal(request: Request) -> tuple[int, str] | None:
@@ -71,9 +92,21 @@ def _size_refusal(request: Request) -> tuple[int, str] | None:
     return None
 
 
-async def _read_body(request: Request) -> tuple[bytes, tuple[int, str] | None]:
+async def _read_body(request: Request, idle_s: float, total_s: float) -> tuple[bytes, tuple[int, str] | None]:
+    """The whole body, or a refusal: too large (413), or stalled (408: nothing for idle_s, or not whole in total_s)."""
     chunks, size = [], 0
-    async for chunk in request.stream():
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + total_s
+    stream = request.stream().__aiter__()
+    while True:
+        wait = min(idle_s, give_up - loop.time())
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(wait, 0.0))
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            which = f"no body bytes for {idle_s:g} s" if wait >= idle_s else f"the body not complete after {total_s:g} s"
+            return b"", (408, f"Request Timeout: {which}")
         size += len(chunk)
         if size > MAX_REQUEST_BODY:
             return b"", (413, f"Content Too Large: the body may be at most {MAX_REQUEST_BODY} bytes")
@@ -145,26 +178,44 @@ def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) 
             }
         )
 
+    def refuse(request: Request, rid: str, status: int, text: str, close: bool = False) -> Response:
+        access_log.info(json.dumps({"request_id": rid, "method": request.method, "path": request.scope["path"], "status": status, "refused": text}))
+        headers = {REQUEST_ID_HEADER: rid, "content-type": "text/plain; charset=utf-8"}
+        if close and request.scope.get("http_version", "1.1").startswith("1"):
+            headers["connection"] = "close"  # the rest of this connection's bytes are not trusted
+        return Response(f"{status} {text}\n", status, headers)
+
     async def edge(request: Request) -> Response:
         start = time.perf_counter()
         rid = str(uuid.uuid4())
-        refusal = _size_refusal(request)
-        body = b""
-        if refusal is None:
-            body, refusal = await _read_body(request)
-        if refusal is not None:
-            status, text = refusal
-            access_log.info(json.dumps({"request_id": rid, "method": request.method, "path": request.scope["path"], "status": status, "refused": text}))
-            return Response(f"{status} {text}\n", status, {REQUEST_ID_HEADER: rid, "content-type": "text/plain; charset=utf-8"})
         assert state.node is not None
+        server = state.node.app.server
+        framing = _framing_refusal(request)
+        if framing is not None:
+            return refuse(request, rid, *framing, close=True)
+        refusal = _size_refusal(request)
+        if refusal is None and _hops(request) >= server.max_hops:
+            refusal = 508, f"Loop Detected: this request has already passed {server.max_hops} edgefn nodes (Via)"
+        try:
+            path = normalize_path(request.scope.get("raw_path") or request.scope["path"].encode())
+        except BadPath as exc:
+            refusal = refusal or (400, f"Bad Request: {exc}")
+        else:
+            if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
+                return await reserved_not_found(request)
+        if refusal is not None:
+            return refuse(request, rid, *refusal)
+        body, refusal = await _read_body(request, server.body_idle_timeout_ms / 1000, server.body_timeout_ms / 1000)
+        if refusal is not None:
+            return refuse(request, rid, *refusal, close=True)
         pipeline = state.node.pipeline  # this request finishes on this pipeline even if a reload swaps it
-        host = request.headers.get("host", "")
+        host = normalize_host(request.headers.get("host", ""))
         if state.dev is not None and state.dev.broken and "text/html" in request.headers.get("accept", ""):
-            behavior = pipeline.router.match(host, request.scope["path"])
+            behavior = pipeline.router.match(host, path)
             names = {behavior.function, *(h.function for h in behavior.hooks.values())} if behavior else set()
             if names & set(state.dev.broken):
                 return _build_error_page(state.dev.broken, names)
-        result = await pipeline.handle(_edge_request(request, body), host, rid)
+        result = await pipeline.handle(_edge_request(request, path, body), host, rid)
         resp = result.response
         total_ms = (time.perf_counter() - start) * 1000
         raw = [(name.encode("latin-1"), v.encode("latin-1")) for name, entries in resp.headers.items() if name != "content-length" for _, v in entries]
@@ -182,11 +233,11 @@ def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) 
             out = Response(resp.body.data if resp.body else b"", resp.status)
             out.raw_headers = [h for h in out.raw_headers if h[0] == b"content-length"] + raw
         if state.console is not None:
-            state.console.request(request.method, request.scope["path"], result, total_ms)
+            state.console.request(request.method, path, result, total_ms)
         access_log.info(
             json.dumps(
                 {
-                    "request_id": rid, "method": request.method, "path": request.scope["path"], "status": resp.status,
+                    "request_id": rid, "method": request.method, "path": path, "status": resp.status,
                     "behavior": result.behavior, "cache": result.cache_status, "duration_ms": round(total_ms, 3),
                     "timings_ms": {s: round(ms, 3) for s, ms in result.timings}, "functions": result.outcomes,
                 }

@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--port", type=int, help="override server.port (cleartext HTTP/1.1 + h2c)")
         sp.add_argument("--tls-port", type=int, help="override server.tls_port (TLS HTTP/1.1 + HTTP/2, HTTP/3 over QUIC; 0 = off)")
         sp.add_argument("--admin-port", type=int, help="override admin.port (the admin/invoke API; 0 = off)")
+        sp.add_argument("--admin-no-token", action="store_true", help="serve the admin API without a bearer token (loopback addresses only)")
         return sp
 
     s = with_listeners(with_config(sub.add_parser("serve", help="run the edge server")))
@@ -56,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("function")
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
     lg.add_argument("--since", metavar="10m|1h|ISO-8601", help="only lines from this long ago (s, m, h, d) or since this time (UTC unless it says)")
+    adm = sub.add_parser("admin", help="the admin/invoke API's credentials")
+    adm_sub = adm.add_subparsers(dest="admin_command", required=True)
+    with_config(adm_sub.add_parser("token", help="print the admin API's bearer token ($EDGEFN_ADMIN_TOKEN or admin.token_file)"))
     _control_parsers(sub, with_config)
     _dlq_parsers(sub, with_config)
     sch = sub.add_parser("schedules", help="the manifest's schedules: last and next fire times (UTC)")
@@ -160,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_async(args)
         if args.command in CONTROL_COMMANDS:
             return _run_control(args)
+        if args.command == "admin":
+            from .control.admin_listener import admin_token_command
+
+            return admin_token_command(args.config, sys.stdout)
         if args.command == "schedules":
             from .control.schedules import schedules_list_command
 
@@ -179,11 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from .server import serve
 
-            return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=args.workers, admin_port=args.admin_port)
+            return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=args.workers, admin_port=args.admin_port, admin_no_token=args.admin_no_token)
         if args.command == "dev":
             from .server import serve
 
-            return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=1, dev=True, record=args.record, admin_port=args.admin_port)
+            return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=1, dev=True, record=args.record, admin_port=args.admin_port, admin_no_token=args.admin_no_token)
     except EdgefnError as exc:
         print(f"edgefn: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -22,12 +23,13 @@ from hypercorn.typing import ASGIFramework
 
 from .build.app import build_app, store_dir_of
 from .control.admin_listener import BIND_ENV as ADMIN_BIND_ENV
-from .control.admin_listener import check_admin_auth, plan_admin
+from .control.admin_listener import check_admin_auth, ensure_token, plan_admin
 from .control.catalog import FunctionCatalog
 from .control.deploy import check_references, deploy, open_registry
 from .control.schedules import load_schedules
 from .manifest.load import load_manifest
 from .runtime.concurrency import check_reservations, reservations_of
+from .runtime.egress import OWN_PORTS_ENV
 from .runtime.errors import EdgefnError
 from .runtime.invoker import Runtime
 from .tls import fingerprint, tls_files
@@ -119,6 +121,20 @@ class EdgeConfig(Config):
         return sockets
 
 
+#: the longest chunk-size line accepted in a chunked request body: 7 hex digits (under 256 MiB, and a body
+#: is at most 6 MiB anyway); h11 takes up to 20 digits (2^80 bytes), and such a chunk would never end
+MAX_CHUNK_SIZE_DIGITS = 7
+
+
+def harden_http1() -> None:
+    """A chunk size no request body could have is a protocol error (Hypercorn answers 400 and closes)."""
+    import h11._abnf
+    import h11._readers
+
+    pattern = h11._abnf.chunk_header.replace(h11._abnf.chunk_size, rf"[0-9A-Fa-f]{{1,{MAX_CHUNK_SIZE_DIGITS}}}", 1)
+    h11._readers.chunk_header_re = re.compile(pattern.encode("ascii"))
+
+
 def worker_app() -> ASGIFramework:
     """The app of a server process (Hypercorn's application_path): logging as `serve` sets it up, then the app.
 
@@ -126,6 +142,7 @@ def worker_app() -> ASGIFramework:
     drop every access-log and REPORT line.
     """
     _configure_logging()
+    harden_http1()
     from .app import app_from_env
 
     return app_from_env()
@@ -140,13 +157,14 @@ def serve(
     dev: bool = False,
     record: Path | None = None,
     admin_port: int | None = None,
+    admin_no_token: bool = False,
 ) -> int:
     """Build the app, then serve it until SIGTERM/SIGINT; `dev`/`record` are for `edgefn dev` (see edgefn.app)."""
     _configure_logging()
     config_path = config_path.resolve()
     manifest = load_manifest(config_path)
     server = manifest.server
-    check_admin_auth(manifest.admin, admin_port)  # a non-loopback admin API without a token: refused before anything runs
+    check_admin_auth(manifest.admin, admin_port, admin_no_token)  # a non-loopback admin API without a token: refused before anything runs
     # build and precompile once here, so workers start from a warm store and a broken build never binds a port
     with Runtime(store_dir_of(config_path, manifest)) as runtime:
         app = build_app(config_path, manifest, runtime.store)
@@ -173,11 +191,23 @@ def serve(
         os.environ["EDGEFN_DEV"] = "1"
     if record is not None:
         os.environ["EDGEFN_RECORD"] = str(Path(record).resolve())
-    admin = plan_admin(manifest.admin, admin_port, workers, dev)
+    admin = plan_admin(manifest.admin, admin_port, workers, dev, config_path.parent, admin_no_token)
     os.environ.pop(ADMIN_BIND_ENV, None)
     if admin is not None:
         os.environ[ADMIN_BIND_ENV] = admin.to_env()
-        print(f"edgefn: admin API on {admin.url} ({'bearer token from $' + admin.token_env if os.environ.get(admin.token_env) else 'no token: loopback only'})", file=sys.stderr, flush=True)
+        if admin.no_token:
+            auth = "no token (--admin-no-token): loopback only"
+        elif os.environ.get(admin.token_env):
+            auth = f"bearer token from ${admin.token_env}"
+        else:
+            token, made = ensure_token(manifest.admin, config_path.parent)
+            auth = f"bearer token in {admin.token_file} (`edgefn admin token` prints it)"
+            if made is not None:  # shown this once; afterwards it is only in the owner-only file
+                print(f"edgefn: admin token generated (shown once, kept owner-only in {made}): {token}", file=sys.stderr, flush=True)
+        print(f"edgefn: admin API on {admin.url} ({auth})", file=sys.stderr, flush=True)
+    # guests may never reach the node's own listeners (runtime/egress.py)
+    own = [port, tls_port, admin.port if admin is not None else 0]
+    os.environ[OWN_PORTS_ENV] = ",".join(str(p) for p in own if p)
     print(f"edgefn: serving {app.name} ({len(app.functions)} functions)", file=sys.stderr, flush=True)
     config = hypercorn_config(host, port, workers, tls_port=tls_port, certfile=certfile, keyfile=keyfile, http3=server.http3)
     return run(config)

@@ -36,6 +36,10 @@ async def any_path(request: Request) -> Response:
         headers["cache-control"] = q["cc"]
     if "vary" in q:
         headers["vary"] = q["vary"]
+    if "redirect" in q:
+        return Response(status_code=302, headers={**headers, "location": q["redirect"]})
+    if "setcookie" in q:
+        headers["set-cookie"] = f"session=s{n}; Path=/"
     if "expires_in" in q:
         from email.utils import formatdate
 

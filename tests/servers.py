@@ -59,6 +59,21 @@ class EdgeServer:
     proc: subprocess.Popen
     stopped_in: float | None = None  # seconds from SIGTERM to exit, once the context has exited
     admin: str | None = None  # http://127.0.0.1:<admin_port> — the admin/invoke API (docs/admin-api.md)
+    config: Path | None = None
+    env: dict[str, str] | None = None
+
+    @property
+    def admin_token(self) -> str:
+        """The admin API's bearer token: the one given in the environment, else the one `serve` generated."""
+        given = (self.env or {}).get("EDGEFN_ADMIN_TOKEN")
+        if given:
+            return given
+        assert self.config is not None
+        return (self.config.parent / ".edgefn" / "admin-token").read_text().strip()
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.admin_token}"}
 
     def __iter__(self) -> Iterator[object]:
         return iter((self.base, self.log))
@@ -74,18 +89,22 @@ class EdgeServer:
 
 @contextlib.contextmanager
 def edge_server(
-    config: Path, *extra: str, tls: bool = True, startup_timeout: float = 180.0, env: dict[str, str] | None = None
+    config: Path, *extra: str, tls: bool = True, startup_timeout: float = 180.0, env: dict[str, str] | None = None,
+    port: int | None = None, admin_port: int | None = None,
 ) -> Iterator[EdgeServer]:
     """Serve `config` on free ports (cleartext, and TLS + QUIC unless tls=False); stop with SIGTERM afterwards.
 
     The server is up (its health endpoint answers) when this yields. `extra` goes to `edgefn serve` after
     --port/--tls-port/--admin-port; `env` is added to the server's environment (e.g. the admin token). Every
     server gets its own free admin port (manifests default to 8788, so concurrent servers would clash). A port
-    taken by someone else between choosing and binding it is retried with new ones.
+    taken by someone else between choosing and binding it is retried with new ones. `port` / `admin_port` fix
+    those two (a manifest that must name them is written first), and are then not retried.
     """
-    for attempt in range(3):
+    fixed_port, fixed_admin = port, admin_port
+    for attempt in range(1 if fixed_port or fixed_admin else 3):
         port, tls_port = free_ports() if tls else (free_port(), 0)
-        admin_port = free_port()
+        port = fixed_port or port
+        admin_port = fixed_admin or free_port()
         while admin_port in (port, tls_port):
             admin_port = free_port()
         log = Path(tempfile.mkstemp(prefix="edgefn-server-", suffix=".log")[1])
@@ -99,8 +118,9 @@ def edge_server(
             )
         server = EdgeServer(f"http://127.0.0.1:{port}", f"https://127.0.0.1:{tls_port}" if tls_port else None, port, tls_port, log, proc)
         server.admin = f"http://127.0.0.1:{admin_port}"
+        server.config, server.env = Path(config), env
         try:
-            if _wait_healthy(server, startup_timeout, retry_port_clash=attempt < 2):
+            if _wait_healthy(server, startup_timeout, retry_port_clash=attempt < 2 and not (fixed_port or fixed_admin)):
                 break
         except BaseException:
             _stop(server)

@@ -246,12 +246,34 @@ def test_provisioned_concurrency_on_a_version(admin):
 # --- no token --------------------------------------------------------------------------------------
 
 
-def test_loopback_without_a_token_serves_unauthenticated_from_every_worker(tmp_path):
+def test_first_start_generates_an_owner_only_token_printed_once_and_read_by_the_cli(tmp_path):
     token_env = "EDGEFN_TEST_ADMIN_TOKEN_NEVER_SET"
     assert token_env not in os.environ
     config = tmp_path / "edgefn.toml"
     config.write_text(manifest(f'[admin]\ntoken_env = "{token_env}"\n', only_echo=True))
-    with edge_server(config, "--workers", "2", tls=False) as srv:
+    with edge_server(config, tls=False) as srv:
+        token_file = tmp_path / ".edgefn" / "admin-token"
+        token = token_file.read_text().strip()
+        assert len(token) >= 40 and token_file.stat().st_mode & 0o777 == 0o600
+        assert f"admin token generated (shown once, kept owner-only in {token_file}): {token}" in srv.log.read_text()
+        assert httpx.post(f"{srv.admin}{F}/echo/invocations", json={"request": {}}).status_code == 401
+        ok = httpx.post(f"{srv.admin}{F}/echo/invocations", json={"request": {}}, headers={"authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
+        printed = subprocess.run(
+            [sys.executable, "-m", "edgefn.cli", "admin", "token", "--config", str(config)], capture_output=True, text=True, cwd=REPO, timeout=60
+        )
+        assert printed.returncode == 0 and printed.stdout.strip() == token
+    with edge_server(config, tls=False) as again:  # the same token on the next start, never printed again
+        assert token not in again.log.read_text() and "admin token generated" not in again.log.read_text()
+        assert httpx.get(f"{again.admin}/metrics", headers={"authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_loopback_with_admin_no_token_serves_unauthenticated_from_every_worker(tmp_path):
+    token_env = "EDGEFN_TEST_ADMIN_TOKEN_NEVER_SET"
+    assert token_env not in os.environ
+    config = tmp_path / "edgefn.toml"
+    config.write_text(manifest(f'[admin]\ntoken_env = "{token_env}"\n', only_echo=True))
+    with edge_server(config, "--workers", "2", "--admin-no-token", tls=False) as srv:
         # both worker processes listen on the admin port (SO_REUSEPORT): fresh connections all get answers
         for _ in range(12):
             r = httpx.post(f"{srv.admin}{F}/echo/invocations", json={"request": {}})
@@ -259,16 +281,25 @@ def test_loopback_without_a_token_serves_unauthenticated_from_every_worker(tmp_p
         assert "bad value" in httpx.put(f"{srv.admin}{F}/echo/configuration", json={"Fuel": 1}).json()["Message"]
 
 
-def test_non_loopback_host_without_a_token_refuses_to_start(tmp_path):
+def test_non_loopback_host_with_admin_no_token_refuses_to_start(tmp_path):
     token_env = "EDGEFN_TEST_ADMIN_TOKEN_NEVER_SET"
     config = tmp_path / "edgefn.toml"
     config.write_text(manifest(f'[admin]\nhost = "0.0.0.0"\ntoken_env = "{token_env}"\n', only_echo=True))
     port = free_port()
     done = subprocess.run(
-        [sys.executable, "-m", "edgefn.cli", "serve", "--config", str(config), "--port", str(port), "--tls-port", "0", "--admin-port", str(free_port())],
+        [sys.executable, "-m", "edgefn.cli", "serve", "--config", str(config), "--port", str(port), "--tls-port", "0", "--admin-port", str(free_port()), "--admin-no-token"],
         capture_output=True, text=True, cwd=REPO, timeout=60, env={k: v for k, v in os.environ.items() if k != token_env},
     )
     assert done.returncode != 0
-    assert "admin.host = '0.0.0.0'" in done.stderr and token_env in done.stderr and "admin.token_env" in done.stderr
+    assert "admin.host = '0.0.0.0'" in done.stderr and "--admin-no-token" in done.stderr and "admin.token_env" in done.stderr
     assert "listening on" not in done.stderr and "serving" not in done.stderr and "admin API on" not in done.stderr
     assert not (Path(config).parent / ".edgefn").exists()  # it stopped before building or deploying anything
+
+
+def test_json_nested_100000_deep_is_a_400_not_a_500(admin):
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"request": ' + b"[" * 70 + b"]" * 70 + b"}"):
+        r = admin.post(f"{F}/echo/invocations", content=body)
+        assert r.status_code == 400 and "nested deeper than 64" in r.json()["Message"]
+    r = admin.put(f"{F}/echo/configuration", content=b'{"Environment": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    assert r.status_code == 400 and "nested deeper than 64" in r.json()["Message"]
+    assert admin.post(f"{F}/echo/invocations", json={"request": {}}).status_code == 200  # and it keeps serving

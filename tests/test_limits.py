@@ -197,3 +197,17 @@ def test_report_line_is_written_to_the_function_log(runtime, deploy, caplog):
     assert "Init Duration:" in first  # the first invocation loaded the module
     assert "Init Duration:" not in second  # the second found it ready in memory
     assert "START RequestId: r-report Version: $LATEST" in lines and "END RequestId: r-report" in lines
+
+
+def test_fuel_after_a_wall_clock_timeout_is_reported_as_a_lower_bound(runtime, deploy, healthy):
+    fn = deploy(wat_guest(INFINITE_LOOP), name="spin-timeout", fuel=10**15, timeout_ms=100)
+    with pytest.raises(WallClockTimeout) as info:
+        runtime.invoker.invoke_sync(fn, make_event(request_id="r-fuel"))
+    report = info.value.report
+    assert not report.fuel_exact
+    assert f"Fuel Used: >={report.fuel_used} (timed out)" in report.line()
+    exhausted = deploy(wat_guest(INFINITE_LOOP), name="spin-fuel", fuel=2_000_000)
+    with pytest.raises(CpuBudgetExhausted) as out_of_fuel:
+        runtime.invoker.invoke_sync(exhausted, make_event())
+    assert out_of_fuel.value.report.fuel_exact and "Fuel Used: 2000000\t" in out_of_fuel.value.report.line()
+    assert_still_serves(runtime, healthy)

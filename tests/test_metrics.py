@@ -176,10 +176,10 @@ def scraped(tmp_path_factory):
     app = tmp_path_factory.mktemp("metrics-app")
     (app / "edgefn.toml").write_text(MANIFEST)
     with edge_server(app / "edgefn.toml", tls=False) as server, httpx.Client(base_url=server.base, timeout=30) as client:
-        before = httpx.get(f"{server.admin}/metrics", timeout=10)
+        before = httpx.get(f"{server.admin}/metrics", headers=server.admin_headers, timeout=10)
         statuses = [client.get(path).status_code for path in ["/"] * 5 + ["/crash/a"] * 2 + ["/cached/x"] * 3 + ["/warm/y"] * 3 + ["/closed/z"]]
         assert statuses == [200] * 5 + [503] * 2 + [200] * 3 + [200] * 3 + [503]  # docs/errors.md: traps and throttles are 503
-        response = httpx.get(f"{server.admin}/metrics", timeout=10)
+        response = httpx.get(f"{server.admin}/metrics", headers=server.admin_headers, timeout=10)
     assert before.status_code == 200
     assert response.status_code == 200 and response.headers["content-type"] == CONTENT_TYPE
     return parse(before.text), parse(response.text)

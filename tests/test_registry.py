@@ -11,7 +11,7 @@ import pytest
 
 from edgefn.control.catalog import FunctionCatalog, UnknownFunction, config_record
 from edgefn.control.commands import rollback_alias
-from edgefn.control.registry import AliasRecord, CodeAndConfig, Conflict, FunctionRef, NotFound, RegistryError, SqliteRegistry
+from edgefn.control.registry import AliasRecord, CodeAndConfig, Conflict, FunctionRef, NotFound, RegistryError, RegistryLost, SqliteRegistry
 from edgefn.control.sqlite import Database
 from edgefn.manifest.schema import FunctionConfig
 
@@ -283,3 +283,33 @@ def test_a_read_modify_write_of_latest_refuses_a_stale_revision(registry):
     current = registry.get_function("fn")
     updated, changed = registry.put_latest("fn", code("b" * 64, memory_mb=64), expected_revision_id=current.revision_id)
     assert changed and updated.latest.config["memory_mb"] == 64
+
+
+# --- a registry that lost its state refuses to open ------------------------------------------------------------
+
+
+def test_an_emptied_control_database_refuses_to_open_instead_of_starting_fresh(tmp_path):
+    path = tmp_path / "control.db"
+    registry = SqliteRegistry(Database(path))
+    registry.put_latest("fn", CodeAndConfig("a" * 64, {"memory_mb": 128}))
+    registry.publish("fn")
+    registry.set_alias(AliasRecord("fn", "live", 1))
+    registry.db.close()
+    for suffix in ("", "-wal", "-shm"):
+        target = path.with_name(path.name + suffix)
+        if target.exists():
+            target.write_bytes(b"")  # emptied, as a bad restore or a full disk leaves it
+    with pytest.raises(RegistryLost) as info:
+        SqliteRegistry(Database(path))
+    message = str(info.value)
+    assert str(path) in message and "1 published versions and 1 aliases" in message and "restore" in message
+    assert "delete" in message and "control.db.held" in message
+    (tmp_path / "control.db.held").unlink()  # the operator's explicit choice: a new registry
+    assert SqliteRegistry(Database(path)).list_functions() == []
+
+
+def test_a_registry_that_never_published_anything_opens_empty(tmp_path):
+    path = tmp_path / "control.db"
+    SqliteRegistry(Database(path)).put_latest("fn", CodeAndConfig("a" * 64, {}))
+    path.unlink()
+    assert SqliteRegistry(Database(path)).list_functions() == []  # only $LATEST: serve re-deploys it

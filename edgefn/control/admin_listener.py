@@ -13,9 +13,11 @@ import ipaddress
 import json
 import logging
 import os
+import secrets
 import socket
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config, Sockets
@@ -36,16 +38,15 @@ log = logging.getLogger("edgefn.admin")
 
 
 class AdminTokenRequired(EdgefnError):
-    """The admin API would listen on a non-loopback address without a token."""
+    """The admin API would listen on a non-loopback address without a token (--admin-no-token)."""
 
     def __init__(self, host: str, token_env: str) -> None:
         self.host = host
         self.token_env = token_env
         super().__init__(
-            f"admin.host = {host!r} is not a loopback address, and the admin API has no token: "
-            f"the environment variable {token_env} (admin.token_env) is not set. "
-            f"Fix: export {token_env}=<a long random secret>, or set admin.host = \"127.0.0.1\", "
-            f"or turn the admin API off with admin.port = 0 (or --admin-port 0)"
+            f"admin.host = {host!r} is not a loopback address, and --admin-no-token turns the admin API's token off. "
+            f"Fix: drop --admin-no-token (a token comes from ${token_env}, admin.token_env, or is generated into admin.token_file), "
+            f"or set admin.host = \"127.0.0.1\", or turn the admin API off with admin.port = 0 (or --admin-port 0)"
         )
 
 
@@ -66,6 +67,10 @@ class AdminBind:
     reuse_port: bool = False
     #: the environment variable holding the bearer token (read by each server process, never copied)
     token_env: str = "EDGEFN_ADMIN_TOKEN"
+    #: else the owner-only file holding it (made by `edgefn serve` before its server processes start)
+    token_file: str = ""
+    #: served without a token (`--admin-no-token`; loopback only)
+    no_token: bool = False
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -89,22 +94,48 @@ def is_loopback(host: str) -> bool:
         return False  # a host name other than localhost may resolve to anything
 
 
-def admin_token(admin: AdminConfig, host: str | None = None) -> str | None:
-    """The bearer token, or None when the API is served without one (allowed on loopback only)."""
-    host = host or admin.host
-    token = os.environ.get(admin.token_env) or None
-    if token is None and not is_loopback(host):
-        raise AdminTokenRequired(host, admin.token_env)
+def token_path(admin: AdminConfig, manifest_dir: Path) -> Path:
+    return (manifest_dir / admin.token_file).resolve()
+
+
+def read_token(token_env: str, token_file: Path | str) -> str | None:
+    """The bearer token: $token_env if set, else the token file's content; None if neither has one."""
+    token = os.environ.get(token_env) or None
+    if token is None and token_file:
+        try:
+            token = Path(token_file).read_text().strip() or None
+        except FileNotFoundError:
+            return None
     return token
 
 
-def check_admin_auth(admin: AdminConfig, port: int | None) -> None:
+def ensure_token(admin: AdminConfig, manifest_dir: Path) -> tuple[str, Path | None]:
+    """The token, generating it into admin.token_file (owner-only) on first start; returns (token, the file
+    if it was just made, to print once)."""
+    path = token_path(admin, manifest_dir)
+    token = read_token(admin.token_env, path)
+    if token is not None:
+        if path.exists() and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)  # a token others can read is no token
+        return token, None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another `serve` made it first: use theirs
+        return read_token(admin.token_env, path) or token, None
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token, path
+
+
+def check_admin_auth(admin: AdminConfig, port: int | None, no_token: bool = False) -> None:
     """Raise AdminTokenRequired if the API would run on a non-loopback address without a token."""
-    if (admin.port if port is None else port) != 0:
-        admin_token(admin)
+    if (admin.port if port is None else port) != 0 and no_token and not is_loopback(admin.host):
+        raise AdminTokenRequired(admin.host, admin.token_env)
 
 
-def plan_admin(admin: AdminConfig, port: int | None, workers: int, dev: bool) -> AdminBind | None:
+def plan_admin(admin: AdminConfig, port: int | None, workers: int, dev: bool, manifest_dir: Path, no_token: bool = False) -> AdminBind | None:
     """What `edgefn serve` runs: None when the API is off; raises before anything binds when it may not run.
 
     The port is probed here so a taken port fails the start with a clear error; `edgefn dev` instead
@@ -112,7 +143,7 @@ def plan_admin(admin: AdminConfig, port: int | None, workers: int, dev: bool) ->
     port = admin.port if port is None else port
     if port == 0:
         return None
-    admin_token(admin)
+    check_admin_auth(admin, port, no_token)
     reuse = workers > 1
     if reuse and not hasattr(socket, "SO_REUSEPORT"):
         raise EdgefnError("several server processes need SO_REUSEPORT to share the admin port, which this OS lacks: use --workers 1 or admin.port = 0")
@@ -123,7 +154,7 @@ def plan_admin(admin: AdminConfig, port: int | None, workers: int, dev: bool) ->
             raise
         log.warning("edgefn dev: admin API off: %s", exc)
         return None
-    return AdminBind(admin.host, port, reuse, admin.token_env)
+    return AdminBind(admin.host, port, reuse, admin.token_env, str(token_path(admin, manifest_dir)), no_token)
 
 
 def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -161,7 +192,9 @@ class AdminListener:
 
     def __init__(self, node: "EdgeNode", bind: AdminBind) -> None:
         self.bind = bind
-        self.token = admin_token(AdminConfig(host=bind.host, port=bind.port, token_env=bind.token_env))
+        self.token = None if bind.no_token else read_token(bind.token_env, bind.token_file)
+        if self.token is None and not bind.no_token:
+            raise EdgefnError(f"the admin API has no token: ${bind.token_env} is unset and {bind.token_file} is missing (`edgefn serve` makes it)")
         self.app = create_admin_app(node, self.token)
         self._node = node
 
@@ -172,10 +205,23 @@ class AdminListener:
         config.accesslog = None  # the admin app logs its own requests (edgefn.admin)
         config.errorlog = logging.getLogger("hypercorn.error")
         config.graceful_timeout = GRACEFUL_TIMEOUT_S
-        auth = "bearer token" if self.token else "no token (loopback only)"
+        auth = "bearer token" if self.token else "no token (--admin-no-token, loopback only)"
         log.info("admin API on %s (%s)", self.bind.url, auth)
         return asyncio.create_task(hypercorn_serve(self.app, config, shutdown_trigger=self._node.stop_event.wait), name="edgefn-admin")  # type: ignore[arg-type]
 
 
 def _addr(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def admin_token_command(config: Path, out: "TextIO") -> int:
+    """`edgefn admin token`: the token a client sends (`Authorization: Bearer ...`)."""
+    from ..manifest.load import load_manifest
+
+    config = Path(config).resolve()
+    admin = load_manifest(config).admin
+    token = read_token(admin.token_env, token_path(admin, config.parent))
+    if token is None:
+        raise EdgefnError(f"no admin token yet: ${admin.token_env} is unset and {token_path(admin, config.parent)} does not exist; `edgefn serve` makes it on first start")
+    print(token, file=out)
+    return 0

@@ -120,7 +120,7 @@ async def _read_json(request: Request, operation: str) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        doc = json.loads(raw)
+        doc = abi.json_document(raw)
     except ValueError as exc:
         raise ApiError(400, "InvalidRequestContentException", f"the request body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):

@@ -9,10 +9,12 @@ changes (an alias flip) without a restart.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..runtime.errors import EdgefnError
@@ -196,12 +198,52 @@ def _dumps(config: dict[str, Any]) -> str:
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
 
+class RegistryLost(RegistryError):
+    """The control database is empty (or was replaced) although it held published versions or aliases."""
+
+
 class SqliteRegistry:
-    """The registry in the control database (see sqlite.Database)."""
+    """The registry in the control database (see sqlite.Database).
+
+    Beside the database a small file (`control.db.held`) records how many versions and aliases it held:
+    a database emptied, truncated or swapped for a fresh one then refuses to open, instead of starting as a
+    new registry with every published version and alias silently gone."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         db.ensure_schema("registry", SCHEMA)
+        self._check_not_lost()
+
+    @property
+    def held_path(self) -> Path:
+        return self.db.path.with_name(self.db.path.name + ".held")
+
+    def _counts(self) -> dict[str, int]:
+        row = self.db.query(
+            "SELECT (SELECT COUNT(*) FROM functions) AS functions, (SELECT COUNT(*) FROM versions) AS versions, (SELECT COUNT(*) FROM aliases) AS aliases"
+        )[0]
+        return {"functions": row["functions"], "versions": row["versions"], "aliases": row["aliases"]}
+
+    def _check_not_lost(self) -> None:
+        try:
+            held = json.loads(self.held_path.read_text())
+        except FileNotFoundError:
+            return
+        except ValueError:
+            return  # a damaged note proves nothing; the next write rewrites it
+        now = self._counts()
+        if (held.get("versions", 0) or held.get("aliases", 0)) and now["versions"] == 0 and now["aliases"] == 0:
+            raise RegistryLost(
+                f"the control database {self.db.path} has no versions or aliases, but it held {held.get('functions', 0)} functions, "
+                f"{held.get('versions', 0)} published versions and {held.get('aliases', 0)} aliases (per {self.held_path}). "
+                f"Fix: restore {self.db.path.name} from a backup; or, to start a new empty registry on purpose, delete {self.held_path}"
+            )
+
+    def _remember(self) -> None:
+        """Note what the database holds now (after a publish or an alias change), atomically."""
+        tmp = self.held_path.with_name(self.held_path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self._counts()))
+        os.replace(tmp, self.held_path)
 
     # --- reads ------------------------------------------------------------------------------------
 
@@ -315,6 +357,7 @@ class SqliteRegistry:
             )
             _bump(conn)
             created = conn.execute("SELECT * FROM versions WHERE function = ? AND version = ?", (name, number)).fetchone()
+        self._remember()
         return _version(created), True
 
     def set_alias(self, alias: AliasRecord) -> AliasRecord:
@@ -345,6 +388,7 @@ class SqliteRegistry:
                 (alias.function, alias.name, alias.version, alias.extra_version, weight, now),
             )
             _bump(conn)
+        self._remember()
         return self.get_alias(alias.function, alias.name)
 
     def delete_alias(self, name: str, alias: str) -> None:
@@ -355,6 +399,7 @@ class SqliteRegistry:
             # a re-created alias starts a new history: rollback must not return to the deleted alias's routings
             conn.execute("DELETE FROM alias_history WHERE function = ? AND name = ?", (name, alias))
             _bump(conn)
+        self._remember()
 
     def set_reserved_concurrency(self, name: str, reserved: int | None) -> None:
         if reserved is not None and reserved < 0:

@@ -92,15 +92,20 @@ class ServerConfig:
     workers: int = spec(1, int_range(1, 64), "server processes sharing the port and the module store")
     guest_threads: int = spec(0, int_range(0, 256), "worker threads running guests per process (0 = one per core)")
     max_concurrency: int = spec(1000, int_range(1, 100_000), "node-wide limit of in-flight invocations; more are throttled")
+    body_idle_timeout_ms: int = spec(10_000, int_range(100, 600_000), "a request body that sends nothing for this long is answered 408 and its connection closed")
+    body_timeout_ms: int = spec(60_000, int_range(100, 3_600_000), "a request body must arrive whole within this long (else 408, connection closed)")
+    max_hops: int = spec(3, int_range(1, 16), "edgefn hops a request may already have made (its Via header); one more is answered 508 Loop Detected")
 
 
 @dataclass(frozen=True)
 class AdminConfig:
-    """The admin and invoke API: a separate listener, loopback-only unless a token is configured."""
+    """The admin and invoke API: a separate listener, always behind a bearer token unless `--admin-no-token`
+    (loopback only)."""
 
     host: str = spec("127.0.0.1", None, "address of the admin/invoke listener (a non-loopback address needs a token)")
     port: int = spec(8788, int_range(0, 65535), "TCP port of the admin/invoke API (0 = no admin listener)")
     token_env: str = spec("EDGEFN_ADMIN_TOKEN", matches(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name"), "environment variable holding the bearer token")
+    token_file: str = spec(".edgefn/admin-token", None, "where the bearer token is kept when token_env is unset: generated on first start, owner-only, relative to the manifest")
 
 
 @dataclass(frozen=True)

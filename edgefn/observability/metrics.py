@@ -315,7 +315,8 @@ class EdgeMetrics:
         if error is not None:
             self.errors.inc(function=name, kind=error.kind)
         self.duration.observe(report.duration_ms / 1000, function=name)
-        self.fuel.observe(report.fuel_used, function=name)
+        if report.fuel_exact:  # a timed-out run's fuel is only a lower bound (InvocationReport.fuel_exact)
+            self.fuel.observe(report.fuel_used, function=name)
         (self.warm_starts if report.warm else self.cold_starts).inc(function=name)
 
     def invocation_rejected(self, function: str, kind: str) -> None:

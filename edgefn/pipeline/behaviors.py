@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from ..manifest.resolve import ResolvedBehavior
+from .paths import normalize_host
 
 
 def pattern_regex(pattern: str, case_sensitive: bool = True) -> re.Pattern[str]:
@@ -30,7 +31,7 @@ class BehaviorRouter:
         ]
 
     def match(self, host: str, path: str) -> ResolvedBehavior | None:
-        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        host = normalize_host(host)
         for c in self._compiled:
             if c.host.fullmatch(host) and c.path.fullmatch(path):
                 return c.behavior

@@ -22,7 +22,9 @@ Choices where CloudFront is silent or where we deliberately differ:
 
 * 500/502/503/504 are never stored (CloudFront caches them 10 s): our pipeline makes 502/504 itself for
   transient origin failures. Concurrent waiters do share the leader's 5xx, so a dead origin sees one
-  fetch per wave rather than one per request.
+  fetch per wave rather than one per request, unless it carries Set-Cookie: then each fetches its own.
+* The pipeline forwards to the origin only what the key names (pipeline.forwarded_request), so a
+  response can vary only on what is in its key (or in its Vary, which the cache honours).
 * 206 is never stored (ranges are not part of the key).
 * A response carrying Set-Cookie is never stored (a shared cache must not hand one viewer's cookie to the
   next); `no-cache="set-cookie"` / `private="set-cookie"` lets an origin opt in: the named fields are
@@ -164,13 +166,13 @@ def is_cacheable_method(method: str) -> bool:
 def cache_key(policy: CachePolicy, behavior_id: str, host: str, request: EdgeRequest) -> str:
     """The key of `request` under `policy`: behavior, method class, host, path and the allowlisted parts."""
     method = "GET" if request.method in CACHEABLE_METHODS else request.method  # GET and HEAD share
-    params = _allowlisted(parse_qsl(request.querystring, keep_blank_values=True, errors="surrogateescape"), policy.query_strings)
+    params = allowlisted(parse_qsl(request.querystring, keep_blank_values=True, errors="surrogateescape"), policy.query_strings)
     query = "&".join(f"{_q(n)}={_q(v)}" for n, v in sorted(params))
     headers = "&".join(
         _q(name) if (value := _vary_value(request, name)) is None else f"{_q(name)}={_q(value)}"
         for name in sorted({h.lower() for h in policy.headers})
     )
-    cookies = "&".join(f"{_q(n)}={_q(v)}" for n, v in sorted(_allowlisted(_cookies(request), policy.cookies)))
+    cookies = "&".join(f"{_q(n)}={_q(v)}" for n, v in sorted(allowlisted(request_cookies(request), policy.cookies)))
     path = quote(request.uri, safe="/", errors="surrogateescape")
     return f"{_q(behavior_id)}|{method}|{_q(host.lower())}|{path}|q:{query}|h:{headers}|c:{cookies}"
 
@@ -180,14 +182,14 @@ def _q(text: str) -> str:
     return quote(text, safe="", errors="surrogateescape")
 
 
-def _allowlisted(pairs: list[tuple[str, str]], allow: tuple[str, ...]) -> list[tuple[str, str]]:
+def allowlisted(pairs: list[tuple[str, str]], allow: tuple[str, ...]) -> list[tuple[str, str]]:
     if "*" in allow:
         return list(pairs)
     names = set(allow)
     return [(n, v) for n, v in pairs if n in names]
 
 
-def _cookies(request: EdgeRequest) -> list[tuple[str, str]]:
+def request_cookies(request: EdgeRequest) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for _, value in request.headers.get("cookie", []):
         for part in value.split(";"):
@@ -541,8 +543,8 @@ class EdgeCache:
         stored = entry is not None and self._insert(entry, superseding=request)
         if flight is not None:
             flight.entry = entry
-            if entry is None and response.status >= 500:
-                flight.error = _copy_response(response)
+            if entry is None and response.status >= 500 and "set-cookie" not in response.headers:
+                flight.error = _copy_response(response)  # one viewer's cookie is never another's
         return CacheResult(response, XCache.MISS, entry if stored else None)
 
     def _share(self, flight: _Flight, request: EdgeRequest) -> CacheResult | None:

@@ -12,19 +12,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from typing import AsyncIterator, Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import httpx
 
 from ..control.catalog import LiveCatalog
 from ..manifest.resolve import CachePolicy, ResolvedApp, ResolvedBehavior
 from ..runtime.abi import Body, EdgeRequest, EdgeResponse, Event, EventConfig, Headers
+from ..runtime.egress import EgressPolicy, EgressRefused, own_ports_from_env
 from ..runtime.errors import InvocationError
 from ..runtime.invoker import Invoker, function_logger
 from ..runtime.sandbox import InvocationReport
 from . import rules
 from .behaviors import BehaviorRouter
-from .cache import EdgeCache, XCache, cache_key, is_cacheable_method
+from .cache import EdgeCache, XCache, allowlisted, cache_key, is_cacheable_method, request_cookies
+from .paths import origin_path
 from .errors import error_response, status_text
 
 
@@ -38,6 +40,7 @@ class PipelineResult:
     timings: list[tuple[str, float]] = field(default_factory=list)  # (stage, ms) for Server-Timing
     outcomes: dict[str, str] = field(default_factory=dict)  # event type -> "ok" | error kind
     reports: list[InvocationReport] = field(default_factory=list)  # one per function that ran
+    allowed_hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # stage -> the allowed_hosts of what ran
 
 
 @dataclass
@@ -51,6 +54,8 @@ class _Origin:
 #: a viewer's own conditionals are not forwarded on a cached behavior: the cache revalidates with its own
 _VIEWER_CONDITIONALS = frozenset({"if-none-match", "if-modified-since", "if-range", "if-match", "if-unmodified-since"})
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "host", "content-length"})
+#: the name edgefn gives itself in Via: requests it sends carry one more entry, and too many is a loop (508)
+VIA_PSEUDONYM = "edgefn"
 
 
 class EdgePipeline:
@@ -66,6 +71,9 @@ class EdgePipeline:
         self.dev = dev
         self.recorder = recorder  # `edgefn dev --record`: sees every event before its function runs
         self.router = BehaviorRouter(app.behaviors)
+        #: origin switching may go to the origins the app declares (plus the function's allowed_hosts)
+        self.declared_origins = tuple(_host_port(b.origin) for b in app.behaviors if b.origin)
+        self.own_ports = own_ports_from_env()
 
     async def handle(self, request: EdgeRequest, host: str, request_id: str) -> PipelineResult:
         behavior = self.router.match(host, request.uri)
@@ -107,10 +115,10 @@ class EdgePipeline:
     ) -> None:
         """A hit skips the origin side; concurrent misses for one key share one origin fetch."""
         key = cache_key(policy, f"{behavior.host_pattern}|{behavior.path_pattern}", host, request)
-        forwarded = {n: v for n, v in request.headers.items() if n not in _VIEWER_CONDITIONALS}
+        forwarded = forwarded_request(policy, request)  # only what the key names: unkeyed variation is impossible
 
         async def fetch(conditional: Headers) -> EdgeResponse:
-            await self._origin_side(behavior, replace(request, headers={**forwarded, **conditional}), rid, result)
+            await self._origin_side(behavior, replace(forwarded, headers={**forwarded.headers, **conditional}), rid, result)
             if result.stream is not None:
                 await _buffer(result)  # the cache stores whole bodies
             return result.response
@@ -129,7 +137,10 @@ class EdgePipeline:
                 result.response = out  # generated at origin-request: skips the origin and origin-response
                 return
             if out.origin is not None and out.origin != shown:
-                origin = self._switched_origin(out.origin, behavior, rid)
+                try:
+                    origin = await self._switched_origin(out.origin, behavior, rid, result)
+                except rules.RuleViolation as exc:
+                    raise _reported(exc, "origin-request", result) from None
             request = replace(out, origin=None)
         await self._fetch_origin(behavior, origin, request, rid, result)
         if "origin-response" in behavior.hooks:
@@ -141,8 +152,10 @@ class EdgePipeline:
         start = time.perf_counter()
         if self.recorder is not None:
             self.recorder(function, event)
+        spec = self.catalog.select(function, event.config.request_id)
+        result.allowed_hosts[stage] = spec.allowed_hosts
         try:
-            done = await self.invoker.invoke(self.catalog.select(function, event.config.request_id), event)
+            done = await self.invoker.invoke(spec, event)
         except InvocationError as exc:
             result.outcomes[stage] = exc.kind
             if exc.report is not None:
@@ -201,8 +214,9 @@ class EdgePipeline:
 
     # --- the origin -------------------------------------------------------------------------------
 
-    def _switched_origin(self, doc: dict, behavior: ResolvedBehavior, rid: str) -> _Origin:
-        """origin-request may switch the origin by returning another `origin` map (custom URL or function)."""
+    async def _switched_origin(self, doc: dict, behavior: ResolvedBehavior, rid: str, result: PipelineResult) -> _Origin:
+        """origin-request may switch the origin by returning another `origin` map (custom URL or function);
+        a URL must pass the egress policy: the app's declared origins plus the function's allowed_hosts."""
         fn = behavior.hooks["origin-request"].function
         if isinstance(doc.get("function"), dict):
             name = doc["function"].get("name")
@@ -217,7 +231,16 @@ class EdgePipeline:
         port = custom.get("port", 443 if protocol == "https" else 80)
         if protocol not in ("http", "https") or not isinstance(port, int) or not 1 <= port <= 65535:
             raise rules.RuleViolation(fn, rid, "origin-request", "request.origin.custom", "protocol must be http or https and port 1..65535")
-        return _Origin(url=f"{protocol}://{custom['domainName']}:{port}{custom.get('path', '')}")
+        path = custom.get("path", "")
+        if not isinstance(path, str) or (path and not path.startswith("/")):
+            raise rules.RuleViolation(fn, rid, "origin-request", "request.origin.custom.path", "must be empty or start with '/'")
+        url = f"{protocol}://{custom['domainName']}:{port}{origin_path(path) if path else ''}"
+        policy = EgressPolicy.of(self.declared_origins + result.allowed_hosts.get("origin-request", ()), self.own_ports)
+        try:
+            await policy.check_async(url)
+        except EgressRefused as exc:
+            raise rules.RuleViolation(fn, rid, "origin-request", "request.origin.custom.domainName", f"origin switch refused: {exc}") from None
+        return _Origin(url=url)
 
     async def _fetch_origin(self, behavior: ResolvedBehavior, origin: _Origin, request: EdgeRequest, rid: str, result: PipelineResult) -> None:
         start = time.perf_counter()
@@ -227,12 +250,16 @@ class EdgePipeline:
             self.invoker.metrics.origin_fetched(behavior.path_pattern, time.perf_counter() - start)
             if not isinstance(out, EdgeResponse):
                 result.response = _origin_failure(502, f"origin function {origin.function!r} returned a request, not a response")
-            else:
-                result.response = out
+                return
+            try:
+                result.response = rules.check_origin_response(origin.function, rid, out)
+            except rules.RuleViolation as exc:
+                raise _reported(exc, "origin", result) from None
             return
         assert origin.url is not None
-        url = origin.url.rstrip("/") + request.uri + (f"?{request.querystring}" if request.querystring else "")
-        headers = [(k, v) for name, entries in request.headers.items() if name not in _HOP_BY_HOP for k, v in entries]
+        url = origin.url.rstrip("/") + origin_path(request.uri) + (f"?{request.querystring}" if request.querystring else "")
+        headers = [(k, v) for name, entries in request.headers.items() if name not in _HOP_BY_HOP and name != "via" for k, v in entries]
+        headers.append(("Via", ", ".join([*(v for _, v in request.headers.get("via", [])), f"1.1 {VIA_PSEUDONYM}"])))
         timeout = httpx.Timeout(behavior.origin_read_timeout_s, connect=behavior.origin_connect_timeout_s)
         upstream_req = self.client.build_request(
             request.method, url, headers=headers, content=request.body.data if request.body else None, timeout=timeout
@@ -262,6 +289,34 @@ def _reported(exc: rules.RuleViolation, stage: str, result: PipelineResult) -> r
     result.outcomes[stage] = exc.kind
     function_logger(exc.function).error("%s\t%s", exc.request_id, exc)
     return exc
+
+
+def _host_port(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def forwarded_request(policy: CachePolicy, request: EdgeRequest) -> EdgeRequest:
+    """What a cached behavior sends towards the origin: only the headers, cookies and query parameters its
+    cache key names (CloudFront's model), so nothing the key leaves out can change what gets stored.
+
+    Accept-Encoding is sent as `identity` unless keyed, so the origin cannot vary the encoding unseen."""
+    keyed = {h.lower() for h in policy.headers}
+    headers: Headers = {n: v for n, v in request.headers.items() if (n in keyed or n in ("via", "host")) and n not in _VIEWER_CONDITIONALS}
+    if "accept-encoding" not in keyed:
+        headers["accept-encoding"] = [("Accept-Encoding", "identity")]
+    if policy.cookies and "cookie" not in keyed:
+        cookies = allowlisted(request_cookies(request), policy.cookies)
+        if cookies:
+            headers["cookie"] = [("Cookie", "; ".join(f"{n}={v}" for n, v in cookies))]
+    if "*" in policy.query_strings:
+        query = request.querystring
+    else:
+        allowed = set(policy.query_strings)
+        query = "&".join(p for p in request.querystring.split("&") if p and unquote_plus(p.partition("=")[0]) in allowed)
+    return replace(request, headers=headers, querystring=query)
 
 
 def _default_origin(behavior: ResolvedBehavior) -> _Origin:

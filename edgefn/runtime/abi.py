@@ -345,11 +345,31 @@ def event_from_document(doc: dict[str, Any]) -> Event:
     return Event(config, request, response)
 
 
+#: the deepest nesting a JSON document from a client may have (events are a few levels deep)
+MAX_JSON_DEPTH = 64
+
+
+def json_document(payload: bytes | str) -> Any:
+    """Parse client JSON with bounded nesting: ValueError (with a message for the client) otherwise."""
+    try:
+        doc = json.loads(payload)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return doc
+
+
 def event_from_json(payload: bytes) -> Event:
     """An event document sent as JSON (the invoke API, the async queue); ResultError says what is wrong."""
     try:
-        doc = json.loads(payload)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+        doc = json_document(payload)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and too deep alike
         raise ResultError(f"not JSON ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("request"), dict):
         raise ResultError('expected a JSON object {"config"?, "request", "response"?} with "request" an object (see edgefn events sample)')

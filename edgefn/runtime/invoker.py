@@ -21,6 +21,10 @@ from .module_store import ModuleStore
 from .outbound import shared_client
 from .pool import WarmPool, WarmPools
 from .sandbox import InvocationReport, Limits, Sandbox, log_level
+from .scheduler import GuestScheduler
+
+#: guest threads beyond the CPU slots: invocations waiting on a fetch hold a thread but not a slot
+IO_THREADS = 64
 
 
 @dataclass(frozen=True)
@@ -60,13 +64,16 @@ def function_logger(name: str) -> logging.Logger:
 
 
 class Invoker:
-    """Runs invocations on `workers` threads (wasmtime releases the GIL while wasm runs)."""
+    """Runs invocations on worker threads, at most `workers` in wasm at once (wasmtime releases the GIL while
+    wasm runs), shared fairly between functions by a GuestScheduler."""
 
     def __init__(self, store: ModuleStore, sandbox: Sandbox, workers: int | None = None) -> None:
         self.store = store
         self.sandbox = sandbox
         self.workers = workers or (os.cpu_count() or 2)
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="edgefn-guest")
+        #: CPU slots: `workers` guests in wasm at once, no function more than its share (docs/security.md)
+        self.scheduler = GuestScheduler(self.workers)
+        self._pool = ThreadPoolExecutor(self.workers + IO_THREADS, thread_name_prefix="edgefn-guest")
         #: warm instances of functions with reuse_instances; no more than `workers` can be busy at once
         self.pools = WarmPools(self.workers)
         #: admission (server.max_concurrency, reserved_concurrency): set by the EdgeNode from the manifest/registry
@@ -109,25 +116,43 @@ class Invoker:
         when over a concurrency limit."""
         lease = self.limiter.acquire(fn.name, event.config.request_id)
         try:
-            future = self._pool.submit(self._run_admitted, fn, event)
+            await self.scheduler.acquire(fn.name)
         except BaseException:
             lease.release()
             raise
+        try:
+            future = self._pool.submit(self._run_admitted, fn, event)
+        except BaseException:
+            self.scheduler.release(fn.name)
+            lease.release()
+            raise
+
+        def done(_: object) -> None:
+            self.scheduler.release(fn.name)
+            lease.release()
+
         # released when the guest call ends (even if the awaiting request was cancelled), or if it never started
-        future.add_done_callback(lambda _: lease.release())
+        future.add_done_callback(done)
         return await asyncio.wrap_future(future)
 
     def invoke_sync(self, fn: FunctionSpec, event: Event) -> Invocation:
         """The same as `invoke`, on the calling thread (CLI, benchmarks)."""
         lease = self.limiter.acquire(fn.name, event.config.request_id)
         try:
-            return self._run_admitted(fn, event)
+            self.scheduler.acquire_blocking(fn.name)
+            try:
+                return self._run_admitted(fn, event)
+            finally:
+                self.scheduler.release(fn.name)
         finally:
             lease.release()
 
     def stats(self) -> dict[str, object]:
         """Concurrency limits and use, and warm/cold invocations per version (GET /_edgefn/info)."""
-        return {"concurrency": self.limiter.snapshot(), "invocations": self.counts.snapshot(), "idle_instances": self.pools.idle_counts()}
+        return {
+            "concurrency": self.limiter.snapshot(), "invocations": self.counts.snapshot(), "idle_instances": self.pools.idle_counts(),
+            "guest_slots": self.scheduler.snapshot(),
+        }
 
     def _run_admitted(self, fn: FunctionSpec, event: Event) -> Invocation:
         flog = function_logger(fn.name)
@@ -152,6 +177,7 @@ class Invoker:
             init_duration_ms=loaded.load_ms if loaded_now else None,
             allowed_hosts=fn.allowed_hosts,
             pool=pool,
+            io_gate=(lambda: self.scheduler.suspend(fn.name), lambda: self.scheduler.resume(fn.name)),
         )
         run.report.version = fn.version
         self.counts.record(fn.qualified_name, run.report.warm)
@@ -194,15 +220,17 @@ class Invoker:
 
 
 class Runtime:
-    """Everything a process needs to run guests: one engine, ticker, linker, module store and invoker."""
+    """Everything a process needs to run guests: the engines (core modules, components), ticker, linker,
+    module store and invoker."""
 
     def __init__(self, store_dir: Path, settings: EngineSettings | None = None, workers: int | None = None) -> None:
         self.settings = settings or EngineSettings()
-        self.engine = create_engine(self.settings)
-        self.ticker = EpochTicker(self.engine, self.settings.epoch_tick_ms)
+        self.engine = create_engine(self.settings, "core")
+        self.component_engine = create_engine(self.settings, "component")
+        self.ticker = EpochTicker([self.engine, self.component_engine], self.settings.epoch_tick_ms)
         self.linker = create_linker(self.engine)
-        self.store = ModuleStore(store_dir, self.engine, self.linker, self.settings.fingerprint())
-        self.sandbox = Sandbox(self.engine, self.ticker)
+        self.store = ModuleStore(store_dir, self.engine, self.linker, self.settings.fingerprint(), component_engine=self.component_engine)
+        self.sandbox = Sandbox(self.engine, self.ticker, self.component_engine)
         self.invoker = Invoker(self.store, self.sandbox, workers)
         self.store.prewarm_hook = self.invoker.prewarm
         self._started = False

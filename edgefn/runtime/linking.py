@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -12,7 +13,7 @@ import wasmtime
 
 from . import abi
 from .errors import AbiMismatch, ImportNotAllowed, MissingExport
-from .outbound import MAX_FETCHES_PER_INVOCATION, perform_fetch
+from .outbound import MAX_FETCHES_PER_INVOCATION, perform_fetch, policy_for
 
 MAX_LOG_LINE = 4096
 MAX_LOG_BYTES_PER_INVOCATION = 64 * 1024
@@ -96,13 +97,21 @@ def inspect_module(module: wasmtime.Module, function: str) -> GuestModuleInfo:
 
 # --- host functions ------------------------------------------------------------------------------------
 
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_guest_text(text: str) -> str:
+    """Control characters (newlines, tabs, ANSI escapes) as visible escapes: a guest line stays one line."""
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}"), text)
+
 
 class InvocationContext:
     """What the host functions of one running invocation may see: its env and its log sink."""
 
     __slots__ = (
         "function", "request_id", "env", "emit", "log_bytes", "dropped_lines", "_partial",
-        "allowed_hosts", "deadline", "fetches", "pending_fetch",
+        "allowed_hosts", "deadline", "fetches", "pending_fetch", "io_gate",
     )
 
     def __init__(
@@ -113,6 +122,7 @@ class InvocationContext:
         emit: Callable[[int, str], None],
         allowed_hosts: tuple[str, ...] = (),
         deadline: float = float("inf"),
+        io_gate: tuple[Callable[[], None], Callable[[], None]] | None = None,
     ) -> None:
         self.function = function
         self.request_id = request_id
@@ -125,14 +135,21 @@ class InvocationContext:
         self.deadline = deadline  # time.monotonic() when the wall-clock limit runs out
         self.fetches = 0
         self.pending_fetch: bytes | None = None
+        #: (suspend, resume): give the CPU slot back while waiting on the network (runtime/scheduler.py)
+        self.io_gate = io_gate
 
     def write_log(self, level: int, data: bytes) -> None:
+        """One guest log record: one line, its control characters escaped (a guest cannot start a line)."""
         if self.log_bytes >= MAX_LOG_BYTES_PER_INVOCATION:
             self.dropped_lines += 1
             return
         data = data[:MAX_LOG_LINE]
         self.log_bytes += len(data)
-        self.emit(level, data.decode("utf-8", "replace"))
+        self.emit(level, escape_guest_text(data.decode("utf-8", "replace")))
+
+    def note(self, level: int, text: str) -> None:
+        """A line of edgefn's own about this invocation: tab-marked, which no escaped guest line can be."""
+        self.emit(level, f"[edgefn]\t{text}")
 
     def _write_stream(self, level: int, data: bytes) -> int:
         # WASI stdout/stderr: one log line per written line; a partial line waits for its newline or the end
@@ -154,7 +171,7 @@ class InvocationContext:
             self.write_log(level, rest)
         self._partial.clear()
         if self.dropped_lines:
-            self.emit(2, f"[edgefn] {self.dropped_lines} log lines dropped: over {MAX_LOG_BYTES_PER_INVOCATION} bytes in one invocation")
+            self.note(2, f"{self.dropped_lines} log lines dropped: over {MAX_LOG_BYTES_PER_INVOCATION} bytes in one invocation")
             self.dropped_lines = 0
 
 
@@ -184,7 +201,7 @@ def _host_log(caller: wasmtime.Caller, level: int, ptr: int, length: int) -> Non
         ctx = current_context()
         data = _read(caller, ptr & 0xFFFFFFFF, length & 0xFFFFFFFF)
         if data is None:
-            ctx.write_log(2, f"[edgefn] log({ptr}, {length}) pointed outside guest memory; line dropped".encode())
+            ctx.note(2, f"log({ptr}, {length}) pointed outside guest memory; line dropped")
         else:
             ctx.write_log(level, data)
     except Exception:  # noqa: BLE001 - see above
@@ -224,9 +241,18 @@ def guest_fetch(request: bytes) -> bytes:
     if ctx.fetches > MAX_FETCHES_PER_INVOCATION:
         doc, line = {"error": f"fetch refused: more than {MAX_FETCHES_PER_INVOCATION} fetches in one invocation"}, "fetch refused: too many"
     else:
-        doc, line = perform_fetch(request, ctx.allowed_hosts, ctx.deadline)
-    ctx.write_log(2 if "error" in doc else 1, f"[edgefn] {line}".encode())
+        suspend, resume = ctx.io_gate or (_nothing, _nothing)
+        suspend()
+        try:
+            doc, line = perform_fetch(request, policy_for(ctx.allowed_hosts), ctx.deadline)
+        finally:
+            resume()
+    ctx.note(2 if "error" in doc else 1, line)
     return cbor2.dumps(doc)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _host_fetch(caller: wasmtime.Caller, req_ptr: int, req_len: int) -> int:

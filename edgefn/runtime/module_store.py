@@ -96,9 +96,12 @@ class ModuleStore:
         max_entries: int = 256,
         max_bytes: int = 512 * 1024 * 1024,
         component_linker: wc.Linker | None = None,
+        component_engine: wasmtime.Engine | None = None,
     ) -> None:
         self.root = Path(root)
         self._engine = engine
+        #: components compile and load on their own engine (runtime/engine.py: memory differs, code does not)
+        self._component_engine = component_engine or engine
         self._linker = linker
         self._component_linker = component_linker
         #: set by Runtime to Invoker.prewarm: build_app calls it after precompiling, for functions with
@@ -133,7 +136,7 @@ class ModuleStore:
     @property
     def component_linker(self) -> wc.Linker:
         if self._component_linker is None:
-            self._component_linker = comp.create_component_linker(self._engine)
+            self._component_linker = comp.create_component_linker(self._component_engine)
         return self._component_linker
 
     def kind_of(self, digest: str) -> str:
@@ -303,8 +306,8 @@ class ModuleStore:
             found = self._compile_component(digest, function)
             source = "compiled"
         component, payload_len, min_bytes = found
-        info = comp.inspect_component(component, self._engine, function, min_bytes)
-        comp.check_links(self._engine, self.component_linker, component, function)
+        info = comp.inspect_component(component, self._component_engine, function, min_bytes)
+        comp.check_links(self._component_engine, self.component_linker, component, function)
         load_ms = (time.perf_counter() - start) * 1000
         return LoadedModule(
             digest, None, info, payload_len, source, load_ms, kind="component", component=component, linker=self.component_linker
@@ -321,7 +324,7 @@ class ModuleStore:
             problem = self._component_payload_problem(path, meta_path, meta, fields)
         if problem is None:
             try:
-                component = wc.Component.deserialize_file(self._engine, str(path))
+                component = wc.Component.deserialize_file(self._component_engine, str(path))
             except wasmtime.WasmtimeError as exc:
                 problem = f"wasmtime refused it ({str(exc).splitlines()[0]})"
             else:
@@ -367,7 +370,7 @@ class ModuleStore:
     def _compile_component(self, digest: str, function: str) -> tuple[wc.Component, int, int]:
         wasm = self._stored_wasm(digest, function)
         try:
-            component = wc.Component(self._engine, wasm)
+            component = wc.Component(self._component_engine, wasm)
             min_bytes = comp.memory_min_bytes(wasm)
         except (wasmtime.WasmtimeError, ValueError, IndexError) as exc:
             raise InvalidModule(function, f"is not a valid component: {str(exc).splitlines()[0]}") from None

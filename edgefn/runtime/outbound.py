@@ -1,21 +1,25 @@
 """The fetch host capability: outbound HTTP from a guest, only to the hosts its manifest allows.
 
 A guest calls `edgefn:host/v1.fetch` from its worker thread, so the request is made with a blocking
-client there (the event loop never waits on it). The time it may take is what is left of the
-invocation's wall-clock limit; when it returns late, the epoch deadline stops the guest at once.
+client there (the event loop never waits on it); meanwhile the invocation gives its CPU slot back
+(runtime/scheduler.py), so a slow fetch holds a thread but never another function's turn. The URL
+passes the function's EgressPolicy (runtime/egress.py); redirects go back to the guest, never followed.
+The time it may take is what is left of the invocation's wall-clock limit; when it returns late, the
+epoch deadline stops the guest at once.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import cbor2
 import httpx
 
 from .abi import ResultError, decode_headers
+from .egress import EgressPolicy, EgressRefused, own_ports_from_env
 
 MAX_FETCHES_PER_INVOCATION = 50
 MAX_FETCH_RESPONSE_BYTES = 6 * 1024 * 1024
@@ -34,22 +38,13 @@ def shared_client() -> httpx.Client:
         return _client
 
 
-def host_allowed(url: str, allowed_hosts: tuple[str, ...]) -> bool:
-    """`host`, `host:port` or `*.domain` entries; a bare host allows any port."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    for entry in allowed_hosts:
-        entry = entry.lower()
-        name, _, entry_port = entry.partition(":")
-        if entry_port and entry_port != str(port):
-            continue
-        if name == host or (name.startswith("*.") and host.endswith(name[1:])):
-            return True
-    return False
+@functools.lru_cache(maxsize=1024)
+def policy_for(allowed_hosts: tuple[str, ...]) -> EgressPolicy:
+    """The egress policy of a function's fetch calls: its allowed_hosts, never the node's own listeners."""
+    return EgressPolicy.of(allowed_hosts, own_ports_from_env())
 
 
-def perform_fetch(doc_bytes: bytes, allowed_hosts: tuple[str, ...], deadline: float) -> tuple[dict[str, Any], str]:
+def perform_fetch(doc_bytes: bytes, policy: EgressPolicy, deadline: float) -> tuple[dict[str, Any], str]:
     """Run one guest fetch; returns the response document for the guest and a log line for the operator."""
     try:
         doc = cbor2.loads(doc_bytes)
@@ -66,21 +61,13 @@ def perform_fetch(doc_bytes: bytes, allowed_hosts: tuple[str, ...], deadline: fl
     except (KeyError, ValueError, cbor2.CBORDecodeError) as exc:
         message = f"malformed fetch request: {exc}"
         return {"error": message}, message
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        message = f"fetch refused: {url!r} is not a valid URL ({exc})"
-        return {"error": message}, message
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        message = f"fetch refused: {url!r} is not an http(s) URL"
-        return {"error": message}, message
     if not isinstance(body, bytes):
         message = "malformed fetch request: body must be bytes or text"
         return {"error": message}, message
-    if not host_allowed(url, allowed_hosts):
-        host = urlsplit(url).netloc
-        message = f"fetch refused: host {host!r} is not in this function's allowed_hosts ({', '.join(allowed_hosts) or 'none'})"
+    try:
+        policy.check(url)
+    except EgressRefused as exc:
+        message = f"fetch refused: {exc}"
         return {"error": message}, message
     remaining = min(deadline - time.monotonic(), MAX_FETCH_SECONDS)
     if remaining <= 0:

@@ -23,12 +23,18 @@ from .errors import (
     WallClockTimeout,
 )
 from .linking import GuestModuleInfo, InvocationContext, set_current_context
+from .memory import MemoryBudget, charging
 from .module_store import LoadedModule
 
 if TYPE_CHECKING:
     from .pool import WarmPool
 
 PAGE = 65536
+#: what an instance may hold besides linear memory (all of it inside memory_mb, see store_limits)
+MAX_TABLES = 4
+MAX_CORE_MEMORIES = 16
+MAX_COMPONENT_INSTANCES = 32
+TABLE_ELEMENT_BYTES = 8
 LOG_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}
 
 
@@ -57,6 +63,9 @@ class InvocationReport:
     version: str = "$LATEST"
     #: True if the invocation ran on a warm (reused) instance
     warm: bool = False
+    #: False after a wall-clock timeout: compiled wasm keeps its fuel count in a register and writes it back
+    #: only at calls, so an epoch interrupt inside a loop loses what it used since (fuel_used is a lower bound)
+    fuel_exact: bool = True
 
     @property
     def billed_duration_ms(self) -> int:
@@ -72,7 +81,7 @@ class InvocationReport:
         ]
         if self.init_duration_ms is not None:
             parts.append(f"Init Duration: {self.init_duration_ms:.2f} ms")
-        parts.append(f"Fuel Used: {self.fuel_used}")
+        parts.append(f"Fuel Used: {self.fuel_used}" if self.fuel_exact else f"Fuel Used: >={self.fuel_used} (timed out)")
         parts.append(f"Outcome: {self.outcome}")
         return "\t".join(parts)
 
@@ -91,13 +100,21 @@ class SandboxRun:
 LogEmitter = Callable[[int, str], None]
 
 
-def near_cap(size: int, cap: int) -> bool:
-    """The store state that means "a grow was refused": memory within max(1 page, cap/8) of the cap.
+@dataclass(frozen=True)
+class StoreLimits:
+    """How `memory_mb` is split over what an instance can allocate, so that all of it together stays
+    within the cap: tables get a fixed share (MAX_TABLES of `table_elements` each), linear memory the
+    rest (`linear_bytes`: every memory of a core module together, through a MemoryBudget; the one
+    memory of a component, through wasmtime's store limiter)."""
 
-    wasmtime-py exposes no grow-failure hook (memory.grow just returns -1), so a failed invocation
-    that ends this close to its cap is classified as a memory-limit hit.
-    """
-    return size + max(PAGE, cap // 8) > cap
+    table_elements: int
+    linear_bytes: int
+
+    @classmethod
+    def of(cls, limits: Limits) -> "StoreLimits":
+        cap = limits.memory_mb * 1024 * 1024
+        elements = max(16_384, limits.memory_mb * 256)  # CPython's tables need ~10,000
+        return cls(elements, max(0, cap - MAX_TABLES * elements * TABLE_ELEMENT_BYTES))
 
 
 def _trap_frames(trap: wasmtime.Trap) -> list[str]:
@@ -132,7 +149,7 @@ class _LogSlot:
 class GuestInstance:
     """A live instance and its Store: made for one invocation, or kept warm in a pool between invocations."""
 
-    __slots__ = ("loaded", "store", "slot", "memory", "alloc", "handle", "func", "needs_init", "create_ms", "invocations")
+    __slots__ = ("loaded", "store", "slot", "memory", "alloc", "handle", "func", "needs_init", "create_ms", "invocations", "budget")
 
     def __init__(self, loaded: LoadedModule, store: wasmtime.Store, slot: _LogSlot) -> None:
         self.loaded = loaded
@@ -145,12 +162,21 @@ class GuestInstance:
         self.needs_init = False  # core: `_initialize` not run yet
         self.create_ms = 0.0
         self.invocations = 0
+        #: every linear memory of a core instance, charged here (None for components)
+        self.budget: MemoryBudget | None = None
 
     def memory_size(self) -> int:
+        """The most linear memory this instance has held (all its memories; a component's at start)."""
+        if self.budget is not None:
+            return self.budget.peak
         if self.memory is not None:
             return self.memory.size()
         info = self.loaded.info
         return info.memory_min_bytes
+
+    def memory_refused(self) -> tuple[int, int] | None:
+        """(bytes asked for in all, the budget) of the first memory growth refused, if any was."""
+        return self.budget.refused if self.budget is not None else None
 
 
 class Sandbox:
@@ -158,8 +184,9 @@ class Sandbox:
     function that opts in to instance reuse passes a warm pool, from which instances are taken and to
     which the invoker returns them after a clean invocation."""
 
-    def __init__(self, engine: wasmtime.Engine, ticker: EpochTicker) -> None:
+    def __init__(self, engine: wasmtime.Engine, ticker: EpochTicker, component_engine: wasmtime.Engine | None = None) -> None:
         self._engine = engine
+        self._component_engine = component_engine or engine
         self._ticker = ticker
 
     # --- instances -------------------------------------------------------------------------------
@@ -170,18 +197,27 @@ class Sandbox:
         Raises a typed InvocationError (the Store's fuel and deadline are set for one invocation)."""
         start = time.perf_counter()
         cap = limits.memory_mb * 1024 * 1024
-        store = wasmtime.Store(self._engine)
+        split = StoreLimits.of(limits)
+        is_component = loaded.kind == "component"
+        store = wasmtime.Store(self._component_engine if is_component else self._engine)
         store.set_fuel(limits.fuel)
-        store.set_limits(memory_size=cap)
+        if is_component:
+            store.set_limits(memory_size=split.linear_bytes, table_elements=split.table_elements, instances=MAX_COMPONENT_INSTANCES, tables=MAX_TABLES, memories=1)
+        else:  # linear memory: the budget decides (all memories together), the limiter the rest
+            store.set_limits(table_elements=split.table_elements, instances=1, tables=MAX_TABLES, memories=MAX_CORE_MEMORIES)
         store.set_epoch_deadline(self._ticker.ticks_for(limits.timeout_ms))
         slot = _LogSlot()
         instance = GuestInstance(loaded, store, slot)
+        if not is_component:
+            instance.budget = MemoryBudget(split.linear_bytes)
         if loaded.kind == "component" or loaded.info.imports_wasi:  # type: ignore[union-attr]
             store.set_wasi(_wasi_config(env, slot))
         min_bytes = loaded.info.memory_min_bytes
-        if min_bytes > cap:
+        if min_bytes > split.linear_bytes:
             what = "component" if loaded.kind == "component" else "module"
-            raise MemoryLimitExceeded(function, request_id, limits.memory_mb, f": the {what} needs {min_bytes // PAGE} pages at start")
+            raise MemoryLimitExceeded(
+                function, request_id, limits.memory_mb, f": the {what} needs {min_bytes // PAGE} pages at start, {split.linear_bytes // PAGE} fit"
+            )
         try:
             if loaded.kind == "component":
                 assert loaded.linker is not None and loaded.component is not None
@@ -190,7 +226,11 @@ class Sandbox:
             else:
                 info = loaded.info
                 assert isinstance(info, GuestModuleInfo) and loaded.pre is not None
-                inst = fastcall.instantiate(store, loaded.pre)
+                charging(instance.budget)
+                try:
+                    inst = fastcall.instantiate(store, loaded.pre)
+                finally:
+                    charging(None)
                 instance.memory = fastcall.GuestMemory(store, fastcall.export_nth(store, inst, info.memory_export))
                 instance.alloc = fastcall.export_nth(store, inst, info.alloc_export)
                 instance.handle = fastcall.export_nth(store, inst, info.handle_export)
@@ -243,6 +283,7 @@ class Sandbox:
         init_duration_ms: float | None = None,
         allowed_hosts: tuple[str, ...] = (),
         pool: "WarmPool | None" = None,
+        io_gate: "tuple[Callable[[], None], Callable[[], None]] | None" = None,
     ) -> SandboxRun:
         """One invocation. Without `pool`: a fresh instance, dropped afterwards. With `pool`: a warm instance
         if one is idle (else a new one); after a clean run it is in `SandboxRun.instance`, for the caller to
@@ -250,7 +291,7 @@ class Sandbox:
         start = time.perf_counter()
         cap = limits.memory_mb * 1024 * 1024
         deadline = time.monotonic() + limits.timeout_ms / 1000
-        ctx = InvocationContext(function, request_id, {k: v.encode() for k, v in env.items()}, emit, allowed_hosts, deadline)
+        ctx = InvocationContext(function, request_id, {k: v.encode() for k, v in env.items()}, emit, allowed_hosts, deadline, io_gate)
         instance = pool.take() if pool is not None else None
         warm = instance is not None
         result: bytes | None = None
@@ -280,9 +321,11 @@ class Sandbox:
         if instance is not None:
             instance.invocations += 1
         peak = instance.memory_size() if instance is not None else loaded.info.memory_min_bytes
-        if error is not None and not isinstance(error, (CpuBudgetExhausted, WallClockTimeout, MemoryLimitExceeded)):
-            if instance is not None and instance.memory is not None and near_cap(peak, cap):
-                error = MemoryLimitExceeded(function, request_id, limits.memory_mb, f" (then: {error.detail})")
+        refused = instance.memory_refused() if instance is not None else None
+        if error is not None and refused is not None and not isinstance(error, (CpuBudgetExhausted, WallClockTimeout, MemoryLimitExceeded)):
+            # a growth past the budget was refused, and the guest then failed: that refusal is the cause
+            asked, budget = refused
+            error = MemoryLimitExceeded(function, request_id, limits.memory_mb, f": {asked} bytes asked for, {budget} allowed (then: {error.detail})")
         fuel_used = limits.fuel - instance.store.get_fuel() if instance is not None else 0
         if pool is not None:
             # Lambda's rule: Init Duration only on a cold instance (its load and creation), none on a warm one
@@ -297,6 +340,7 @@ class Sandbox:
             memory_mb=limits.memory_mb,
             outcome="ok" if error is None else error.kind,
             warm=warm,
+            fuel_exact=not isinstance(error, WallClockTimeout),
         )
         keep = instance if (pool is not None and error is None) else None
         return SandboxRun(result, error, report, keep)
@@ -307,7 +351,7 @@ class Sandbox:
         try:
             ptr = fastcall.call(store, instance.alloc, (len(event),), fastcall.I32)  # type: ignore[arg-type]
             if ptr == 0 or not memory.write(ptr, event):
-                if near_cap(memory.size(), cap):
+                if instance.memory_refused() is not None:
                     raise MemoryLimitExceeded(function, request_id, limits.memory_mb, f": no room for the {len(event)}-byte event")
                 raise InvalidResult(function, request_id, f"edgefn_alloc({len(event)}) returned an unusable address {ptr:#x}")
             packed = fastcall.call(store, instance.handle, (ptr, len(event)), fastcall.I64)  # type: ignore[arg-type]
@@ -359,7 +403,8 @@ class Sandbox:
         if code == wasmtime.TrapCode.INTERRUPT:
             return WallClockTimeout(function, request_id, limits.timeout_ms)
         if instantiating and not trap:
-            # instantiation failed without a trap: what a validated, linked module can hit is the memory cap
+            # instantiation failed without a trap: what a validated, linked module can hit is a store limit
+            # (the memory budget, or the tables, memories and instances memory_mb allows)
             return MemoryLimitExceeded(function, request_id, limits.memory_mb, f": instantiation refused ({message})")
         if isinstance(exc, component.ComponentCallError):
             if exc.exit_status is not None:

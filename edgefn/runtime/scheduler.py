@@ -1,0 +1,143 @@
+"""CPU slots for guests: at most `slots` guests run wasm at once, shared fairly between functions.
+
+Threads are not the unit of CPU: an invocation waiting on the network (the fetch host call) gives its slot
+back and takes one again before it returns to wasm, so slow fetches never starve other functions. No
+function may hold more than its share of the slots (all but one, when there are two or more), so a
+function that burns its whole budget on every call cannot keep a healthy one waiting for a slot; when a
+slot frees, it goes first to an invocation coming back from a fetch, then to the waiting function that
+has the fewest running (ties: the one that waited longest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass(eq=False)
+class _Waiter:
+    function: str
+    seq: int
+    #: set for an event-loop waiter; a thread waiter waits on `event`
+    future: "asyncio.Future[None] | None" = None
+    loop: asyncio.AbstractEventLoop | None = None
+    event: threading.Event = field(default_factory=threading.Event)
+
+
+class GuestScheduler:
+    """Admission of guest runs to `slots` CPU slots (see the module docstring)."""
+
+    def __init__(self, slots: int, share: int | None = None) -> None:
+        self.slots = max(1, slots)
+        #: the most slots one function may hold at once
+        self.share = max(1, share if share is not None else (self.slots - 1 or 1))
+        self._free = self.slots
+        self._running: dict[str, int] = {}
+        self._waiting: deque[_Waiter] = deque()
+        self._resuming: deque[_Waiter] = deque()
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+
+    # --- admission -------------------------------------------------------------------------------
+
+    async def acquire(self, function: str) -> None:
+        """Wait (on the event loop) for a slot for `function`."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._can_run(function):
+                self._take(function)
+                return
+            waiter = _Waiter(function, next(self._seq), loop.create_future(), loop)
+            self._waiting.append(waiter)
+        assert waiter.future is not None
+        try:
+            await waiter.future
+        except asyncio.CancelledError:
+            with self._lock:
+                if waiter in self._waiting:
+                    self._waiting.remove(waiter)
+                    raise
+            # granted while being cancelled: the slot is ours, give it back
+            self.release(function)
+            raise
+
+    def acquire_blocking(self, function: str) -> None:
+        """Wait (on this thread) for a slot: CLI and benchmark invocations."""
+        with self._lock:
+            if self._can_run(function):
+                self._take(function)
+                return
+            waiter = _Waiter(function, next(self._seq))
+            self._waiting.append(waiter)
+        waiter.event.wait()
+
+    def release(self, function: str) -> None:
+        with self._lock:
+            self._running[function] -= 1
+            if not self._running[function]:
+                del self._running[function]
+            self._free += 1
+            self._grant()
+
+    # --- a run that waits on the network ----------------------------------------------------------
+
+    def suspend(self, function: str) -> None:
+        """The calling guest thread waits on I/O: its slot goes to someone else meanwhile."""
+        self.release(function)
+
+    def resume(self, function: str) -> None:
+        """Back from I/O: wait for a slot before running wasm again (ahead of new admissions)."""
+        with self._lock:
+            if self._free > 0 and self._running.get(function, 0) < self.share:
+                self._take(function)
+                return
+            waiter = _Waiter(function, next(self._seq))
+            self._resuming.append(waiter)
+        waiter.event.wait()
+
+    # --- state -------------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, object]:
+        with self._lock:
+            return {"slots": self.slots, "share": self.share, "running": dict(self._running), "waiting": len(self._waiting) + len(self._resuming)}
+
+    def _can_run(self, function: str) -> bool:
+        return self._free > 0 and not self._resuming and self._running.get(function, 0) < self.share and not any(
+            w.function == function for w in self._waiting
+        )
+
+    def _take(self, function: str) -> None:
+        self._free -= 1
+        self._running[function] = self._running.get(function, 0) + 1
+
+    def _grant(self) -> None:
+        """Hand free slots to waiters (called with the lock held)."""
+        while self._free > 0:
+            waiter = self._pick(self._resuming) or self._pick(self._waiting)
+            if waiter is None:
+                return
+            self._take(waiter.function)
+            if waiter.future is not None and waiter.loop is not None:
+                waiter.loop.call_soon_threadsafe(_wake, waiter.future)
+            else:
+                waiter.event.set()
+
+    def _pick(self, queue: deque[_Waiter]) -> _Waiter | None:
+        best: _Waiter | None = None
+        for w in queue:
+            held = self._running.get(w.function, 0)
+            if held >= self.share:
+                continue
+            if best is None or held < self._running.get(best.function, 0):
+                best = w
+        if best is not None:
+            queue.remove(best)
+        return best
+
+
+def _wake(future: "asyncio.Future[None]") -> None:
+    if not future.done():
+        future.set_result(None)
