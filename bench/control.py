@@ -337,12 +337,16 @@ def _invoke(http: httpx.Client, name: str, kind: str, new_connection: bool = Fal
     return r
 
 
+#: the bearer token of the server under test (set once it starts)
+ADMIN_HEADERS: dict[str, str] = {}
+
+
 def async_latency(admin: str, receiver: Receiver, n: int) -> dict:
     """One event at a time, each waited for, interleaved with synchronous invokes: on a new connection per call
     (the baseline) and, every 4th event, on the keep-alive connection."""
     total, submit, invoked, destination, sync_new, sync_keep = [], [], [], [], [], []
     clock = time.perf_counter
-    with httpx.Client(base_url=admin, timeout=10.0) as http, httpx.Client(base_url=admin, timeout=10.0) as fresh:
+    with httpx.Client(base_url=admin, timeout=10.0, headers=ADMIN_HEADERS) as http, httpx.Client(base_url=admin, timeout=10.0, headers=ADMIN_HEADERS) as fresh:
         for _ in range(10):  # warm-up: connections, the destination client's connection, both paths
             rid = _invoke(http, "fn", "Event").headers["x-amzn-requestid"]
             receiver.wait([rid], 10.0)
@@ -382,7 +386,7 @@ def async_latency(admin: str, receiver: Receiver, n: int) -> dict:
 
 def _parallel(admin: str, n: int, call: Callable[[httpx.Client], object]) -> float:
     """Run `call` n times over CLIENTS clients; seconds from the first call to the last return."""
-    clients = [httpx.Client(base_url=admin, timeout=30.0) for _ in range(CLIENTS)]
+    clients = [httpx.Client(base_url=admin, timeout=30.0, headers=ADMIN_HEADERS) for _ in range(CLIENTS)]
     counts = [n // CLIENTS + (1 if i < n % CLIENTS else 0) for i in range(CLIENTS)]
     try:
         with ThreadPoolExecutor(CLIENTS) as pool:
@@ -513,6 +517,7 @@ def run(lg_cpus: str | None, server_cpus: str | None, quick: bool = False) -> di
         admin_port = servers.free_port()
         server = servers.edgefn("control", server_cpus, manifest=MANIFEST, admin_port=admin_port)
         server.start(timeout=180)
+        ADMIN_HEADERS.update(server.admin_headers)
         admin = f"http://127.0.0.1:{admin_port}"
         queue = SqliteEventQueue(Database(registry_path(MANIFEST, load_manifest(MANIFEST))))
         log("control: hot path")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -118,6 +119,13 @@ class Server:
     log: Path = field(default_factory=Path)
     startup_s: float = 0.0
     _t0: float = 0.0
+    #: added to the server's environment (the admin token of an edgefn server with an admin listener)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        token = self.env.get("EDGEFN_ADMIN_TOKEN")
+        return {"authorization": f"Bearer {token}"} if token else {}
 
     @property
     def base(self) -> str:
@@ -126,7 +134,7 @@ class Server:
     def spawn(self) -> "Server":
         LOGS.mkdir(parents=True, exist_ok=True)
         self.log = LOGS / f"{self.name}.log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self._t0 = time.perf_counter()
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(pinned(self.cmd, self.cpus), stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
@@ -207,7 +215,8 @@ def edgefn(name: str, cpus: str | None, workers: int = 1, tls_port: int = 0, man
     cmd += ["--admin-port", str(admin_port)]
     if workers > 1:
         cmd += ["--workers", str(workers)]
-    return Server(name, cmd, port, cpus)
+    env = {"EDGEFN_ADMIN_TOKEN": secrets.token_urlsafe(24)} if admin_port else {}
+    return Server(name, cmd, port, cpus, env=env)
 
 
 def baseline(kind: str, name: str, cpus: str | None, workers: int = 1, tls_port: int = 0) -> Server:

@@ -54,7 +54,7 @@ def manifest(origin: str, switch_wasm: Path, dead_port: int) -> str:
             behavior("/tags/*", all_tags),
             behavior("/switch/*", 'origin_request = { function = "switch" }', target=f'origin = "http://127.0.0.1:{dead_port}"'),
             behavior("/slow/*", "origin_read_timeout_ms = 300"),
-            behavior("/cached/*", 'origin_request = { function = "tag-oreq" }\nviewer_response = { function = "tag-vres" }\ncache = {}'),
+            behavior("/cached/*", 'origin_request = { function = "tag-oreq" }\nviewer_response = { function = "tag-vres" }\ncache = { query_strings = ["*"] }'),  # the origin reads cc/etag/vary: forwarded only when keyed
             behavior("/keyed/*", 'cache = { query_strings = ["page"], headers = ["accept-language"] }'),
             behavior("/cached-gen/*", 'origin_request = { function = "big-response" }\ncache = { default_ttl = 60 }'),
             behavior("/down/*", "", target=f'origin = "http://127.0.0.1:{dead_port}"'),
