@@ -92,6 +92,8 @@ class EdgeNode:
 
     def _apply_limits(self, catalog: FunctionCatalog) -> None:
         self.runtime.invoker.limiter.configure(self.manifest.server.max_concurrency, reservations_of(catalog.specs.values()))
+        # guest slots are shared fairly once there is more than one function to share them between
+        self.runtime.invoker.scheduler.serving(len({name for name, _ in catalog.specs}))
 
     def _provision(self, catalog: FunctionCatalog) -> None:
         """Provisioned concurrency: keep N initialised instances of each version (and alias) that has a setting."""

@@ -1,11 +1,12 @@
 """CPU slots for guests: at most `slots` guests run wasm at once, shared fairly between functions.
 
 Threads are not the unit of CPU: an invocation waiting on the network (the fetch host call) gives its slot
-back and takes one again before it returns to wasm, so slow fetches never starve other functions. No
-function may hold more than its share of the slots (all but one, when there are two or more), so a
-function that burns its whole budget on every call cannot keep a healthy one waiting for a slot; when a
-slot frees, it goes first to an invocation coming back from a fetch, then to the waiting function that
-has the fewest running (ties: the one that waited longest).
+back and takes one again before it returns to wasm, so slow fetches never starve other functions. When
+the node serves more than one function, none may hold more than all but one of the slots, so a function
+that burns its whole budget on every call cannot keep a healthy one waiting for a slot (an app of one
+function has no one to protect and gets them all); when a slot frees, it goes first to an invocation
+coming back from a fetch, then to the waiting function that has the fewest running (ties: the one that
+waited longest).
 """
 
 from __future__ import annotations
@@ -30,16 +31,22 @@ class _Waiter:
 class GuestScheduler:
     """Admission of guest runs to `slots` CPU slots (see the module docstring)."""
 
-    def __init__(self, slots: int, share: int | None = None) -> None:
+    def __init__(self, slots: int, functions: int = 2) -> None:
         self.slots = max(1, slots)
-        #: the most slots one function may hold at once
-        self.share = max(1, share if share is not None else (self.slots - 1 or 1))
+        #: the most slots one function may hold at once (see serving)
+        self.share = self.slots if functions <= 1 else max(1, self.slots - 1)
         self._free = self.slots
         self._running: dict[str, int] = {}
         self._waiting: deque[_Waiter] = deque()
         self._resuming: deque[_Waiter] = deque()
         self._seq = itertools.count()
         self._lock = threading.Lock()
+
+    def serving(self, functions: int) -> None:
+        """How many functions the node serves: with two or more, each may hold all slots but one."""
+        with self._lock:
+            self.share = self.slots if functions <= 1 else max(1, self.slots - 1)
+            self._grant()
 
     # --- admission -------------------------------------------------------------------------------
 
