@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import wasmtime
-
 from common import RESULTS, write_json  # noqa: E402  (also puts the repo on sys.path)
 
+from edgefn.core.app import FunctionSpec
+from edgefn.core.events import EdgeRequest, Event, EventConfig
 from edgefn.runtime import abi, fastcall  # noqa: E402
-from edgefn.runtime.abi import EdgeRequest, Event, EventConfig  # noqa: E402
-from edgefn.runtime.invoker import FunctionSpec, Runtime  # noqa: E402
+from edgefn.runtime.invoker import Runtime
 
 GUEST = """
 (module

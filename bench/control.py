@@ -46,7 +46,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import servers  # noqa: E402
 from coldwarm import server_timing  # noqa: E402
-from common import RESULTS, TMP, cpu_sets, log, machine, percentile, summarize, write_json  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    TMP,
+    cpu_sets,
+    log,
+    machine,
+    percentile,
+    summarize,
+    write_json,
+)
 from guests import HELLO_C  # noqa: E402
 
 from edgefn.app import EXECUTED_VERSION_HEADER  # noqa: E402

@@ -13,7 +13,8 @@ import ctypes
 from ctypes import byref
 
 import wasmtime
-from wasmtime import _bindings, _ffi as ffi
+from wasmtime import _bindings
+from wasmtime import _ffi as ffi
 
 from edgefn.runtime import fastcall
 

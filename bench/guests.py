@@ -18,7 +18,6 @@ from pathlib import Path
 
 import cbor2
 import wasmtime
-
 from common import REPO, TMP
 
 from edgefn.build.toolchain import build_source, cache_dir  # noqa: E402

@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 import httpx
-
-from common import RESULTS, TMP, cpu_sets, log, percentile, write_json  # noqa: I001 - common puts the repo on sys.path
 import servers
+from common import RESULTS, TMP, cpu_sets, log, percentile, write_json  # noqa: I001 - common puts the repo on sys.path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import wat_guest  # noqa: E402

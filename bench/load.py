@@ -14,7 +14,6 @@ import tempfile
 import time
 
 import psutil
-
 from common import BENCH, TMP, pinned
 
 LUA = BENCH / "wrk_report.lua"

@@ -12,17 +12,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import wasmtime
-
 import fastpath
 import guests
+import wasmtime
 from common import TMP, log, sample_us, summarize
 
+from edgefn.core import events
+from edgefn.core.app import FunctionSpec, Limits
+from edgefn.core.events import EdgeRequest, Event, EventConfig
 from edgefn.runtime import abi, fastcall  # noqa: E402
-from edgefn.runtime.abi import EdgeRequest, Event, EventConfig  # noqa: E402
-from edgefn.runtime.invoker import FunctionSpec, Runtime  # noqa: E402
+from edgefn.runtime.invoker import Runtime
 from edgefn.runtime.linking import InvocationContext, set_current_context  # noqa: E402
-from edgefn.runtime.sandbox import Limits  # noqa: E402
 
 #: the limits of examples/hello's manifest entry (the bench's edgefn servers use the same)
 LIMITS = Limits(memory_mb=16, timeout_ms=1000, fuel=50_000_000, max_result_bytes=65536)
@@ -40,7 +40,7 @@ def typical_event(function: str) -> Event:
         "cache-control": "no-cache",
         "x-forwarded-for": "203.0.113.7",
     }
-    headers = {k: [(abi.title_case(k), v)] for k, v in names.items()}
+    headers = {k: [(events.title_case(k), v)] for k, v in names.items()}
     return Event(EventConfig("origin-request", "bench-request-id", function), EdgeRequest("GET", "/", "", headers, "127.0.0.1"))
 
 
@@ -258,7 +258,9 @@ def breakdown(rt: Runtime, guest: guests.Guest, quick: bool) -> dict:
 
 def host_call_cost(rt: Runtime, quick: bool) -> dict:
     """One guest→host import call (env_get, the Python callback hello makes once per request)."""
-    from abi_crossing import GUEST  # the WAT guest of bench/abi_crossing.py: pull(n) calls env_get n times
+    from abi_crossing import (
+        GUEST,  # the WAT guest of bench/abi_crossing.py: pull(n) calls env_get n times
+    )
 
     digest = rt.store.add(wasmtime.wat2wasm(GUEST))
     loaded, _ = rt.store.load(digest, "abi-crossing")

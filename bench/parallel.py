@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 import wasmtime
-
 from common import RESULTS, write_json  # noqa: E402  (also puts the repo on sys.path)
 
-from edgefn.runtime.abi import EdgeRequest, Event, EventConfig  # noqa: E402
-from edgefn.runtime.invoker import FunctionSpec, Runtime  # noqa: E402
-from edgefn.runtime.sandbox import Limits  # noqa: E402
+from edgefn.core.app import FunctionSpec, Limits
+from edgefn.core.events import EdgeRequest, Event, EventConfig
+from edgefn.runtime.invoker import Runtime
 
 ITERATIONS = 30_000_000
 BURN = f"""

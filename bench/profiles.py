@@ -129,12 +129,13 @@ def pyinstrument_invoke(loops: int = 3000) -> dict:
     import shutil
     import tempfile
 
-    from pyinstrument import Profiler
-
     import guests
     import micro
     from common import TMP
-    from edgefn.runtime.invoker import FunctionSpec, Runtime
+    from pyinstrument import Profiler
+
+    from edgefn.core.app import FunctionSpec
+    from edgefn.runtime.invoker import Runtime
 
     g = guests.small()
     root = Path(tempfile.mkdtemp(prefix="pyinstr-", dir=TMP))

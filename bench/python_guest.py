@@ -27,11 +27,12 @@ from common import REPO, RESULTS, write_json  # noqa: E402  (puts the repo on sy
 
 from edgefn.build.python import build_key, componentize_py_version  # noqa: E402
 from edgefn.build.toolchain import build_source, cache_dir  # noqa: E402
+from edgefn.core import events
+from edgefn.core.app import FunctionSpec, Limits
 from edgefn.manifest.load import load_manifest  # noqa: E402
 from edgefn.runtime import abi, component  # noqa: E402
-from edgefn.runtime.invoker import FunctionSpec, Runtime  # noqa: E402
+from edgefn.runtime.invoker import Runtime
 from edgefn.runtime.module_store import _file_sha256  # noqa: E402
-from edgefn.runtime.sandbox import Limits  # noqa: E402
 
 EXAMPLES = REPO / "examples"
 OUT = RESULTS / "python_guest.json"
@@ -82,8 +83,8 @@ def spec_of(example: str, function: str, digest: str, **overrides: object) -> Fu
     return FunctionSpec(**fields)  # type: ignore[arg-type]
 
 
-def event_of(example: str, name: str) -> abi.Event:
-    return abi.event_from_document(json.loads((EXAMPLES / example / "events" / f"{name}.json").read_text()))
+def event_of(example: str, name: str) -> events.Event:
+    return events.event_from_document(json.loads((EXAMPLES / example / "events" / f"{name}.json").read_text()))
 
 
 def main() -> int:
@@ -159,7 +160,7 @@ def main() -> int:
             from edgefn.runtime.invoker import FunctionSpec, Runtime
             from edgefn.runtime.sandbox import Limits
             t1 = time.perf_counter()
-            ev = abi.event_from_document(json.loads(Path({str(EXAMPLES / 'python-auth' / 'events' / 'valid-token.json')!r}).read_text()))
+            ev = events.event_from_document(json.loads(Path({str(EXAMPLES / 'python-auth' / 'events' / 'valid-token.json')!r}).read_text()))
             with Runtime(Path({str(store_dir)!r}), workers=1) as rt:
                 t2 = time.perf_counter()
                 rt.invoker.invoke_sync(FunctionSpec("auth", {digests['auth']!r}, Limits(64, 1000, 200_000_000), env={{"AUTH_TOKEN": "s3cr3t-t0ken"}}), ev)
@@ -211,7 +212,7 @@ def main() -> int:
             sizes = {}
             for size in (1024, 16 * 1024, 256 * 1024, 1024 * 1024):
                 ev = event_of("python-auth", "post-valid-token")
-                ev.request.body = abi.Body(os.urandom(size))
+                ev.request.body = events.Body(os.urandom(size))
                 reused = spec_of("python-auth", "auth", digests["auth"], reuse_instances=True, limits=Limits(256, 5000, 2_000_000_000))
                 sizes[str(size)] = sample_ms(lambda: rt.invoker.invoke_sync(reused, ev), max(10, n // 20), warmup=2)
             per["reused_with_request_body_bytes"] = sizes

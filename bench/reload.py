@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import httpx
-
 from common import REPO, RESULTS, write_json
+
 ROUNDS = {"c": 8, "python": 2}  # a Python component build + precompile takes tens of seconds
 
 

@@ -25,6 +25,7 @@ K_SMALL, K_MEDIUM = 100, 20
 
 def memory() -> dict:
     import guests
+
     from edgefn.runtime.invoker import Runtime
 
     TMP.mkdir(parents=True, exist_ok=True)
@@ -73,6 +74,7 @@ def memory_child(store_dir: str, digests_json: str) -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import micro
+
     from edgefn.runtime import abi, fastcall
     from edgefn.runtime.invoker import Runtime
     from edgefn.runtime.linking import InvocationContext, set_current_context

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import psutil
-
 from common import BENCH, PYTHON, REPO, TMP, pinned  # noqa: I001 - common puts the repo on sys.path
 from guests import HELLO_C, PASSTHROUGH_C
 

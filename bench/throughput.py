@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 
 import httpx
-
 import load
 import servers
 from common import log

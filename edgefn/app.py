@@ -19,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from .core.events import Body, EdgeRequest, Headers, title_case
+from .core.exceptions import EdgefnError
 from .dev.console import DevConsole
 from .dev.recorder import EventRecorder
 from .dev.reloader import DevReloader, DevState
@@ -26,8 +28,6 @@ from .node import EdgeNode
 from .pipeline.paths import BadPath, normalize_host, normalize_path
 from .pipeline.pipeline import VIA_PSEUDONYM
 from .pipeline.rules import MAX_URI_AND_QUERY
-from .runtime.abi import Body, EdgeRequest, Headers, title_case
-from .runtime.errors import EdgefnError
 
 RESERVED_PREFIX = "/_edgefn"
 REQUEST_ID_HEADER = "x-edgefn-request-id"

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .runtime.errors import EdgefnError
+from .core.exceptions import EdgefnError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -13,11 +13,11 @@ from typing import TextIO
 
 from .build.app import build_app, store_dir_of
 from .build.toolchain import build_source, cache_dir
-from .manifest.load import ManifestError, load_manifest
-from .manifest.resolve import ResolvedApp
-from .runtime import abi
-from .runtime.errors import InvocationError
-from .runtime.invoker import FunctionSpec, Runtime
+from .core import events
+from .core.app import FunctionSpec, ResolvedApp
+from .core.exceptions import InvocationError, ManifestError
+from .manifest.load import load_manifest
+from .runtime.invoker import Runtime
 
 
 def new_request_id() -> str:
@@ -61,7 +61,7 @@ def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO)
     try:
         spec = _invoked_spec(config, app, function)
         doc = json.loads(event_file.read_text()) if event_file else {"request": {"uri": "/"}}
-        event = abi.event_from_document(doc)
+        event = events.event_from_document(doc)
         event.config = replace(event.config, function_name=spec.name, request_id=event.config.request_id or new_request_id())
         print(f"executed version: {spec.qualified_name}", file=sys.stderr)
         try:
@@ -69,7 +69,7 @@ def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO)
         except InvocationError as exc:
             print(json.dumps({"errorType": exc.kind, "errorMessage": str(exc)}, indent=2), file=stdout)
             return 1
-        print(json.dumps(abi.to_json_document(done.result), indent=2), file=stdout)
+        print(json.dumps(events.to_json_document(done.result), indent=2), file=stdout)
         return 0
     finally:
         runtime.close()
@@ -88,9 +88,9 @@ def _invoked_spec(config: Path, app: ResolvedApp, function: str) -> FunctionSpec
     return app.functions[function]
 
 
-def sample_event(event_type: str) -> abi.Event:
+def sample_event(event_type: str) -> events.Event:
     """A valid, realistic event of `event_type` (what `edgefn events sample` prints)."""
-    request = abi.EdgeRequest(
+    request = events.EdgeRequest(
         method="GET",
         uri="/index.html",
         querystring="lang=en",
@@ -103,17 +103,17 @@ def sample_event(event_type: str) -> abi.Event:
     )
     response = None
     if event_type in ("origin-response", "viewer-response"):
-        response = abi.EdgeResponse(
+        response = events.EdgeResponse(
             200, "OK", {"content-type": [("Content-Type", "text/html; charset=utf-8")], "cache-control": [("Cache-Control", "max-age=60")]}
         )
     if event_type == "origin-request":
         request.origin = {"custom": {"domainName": "example.org", "port": 443, "protocol": "https", "path": "", "readTimeout": 30, "keepaliveTimeout": 5, "customHeaders": {}}}
-    config = abi.EventConfig(event_type, new_request_id(), "", distribution_domain_name="d111111abcdef8.cloudfront.net", distribution_id="EDFDVBD6EXAMPLE")  # type: ignore[arg-type]
-    return abi.Event(config, request, response)
+    config = events.EventConfig(event_type, new_request_id(), "", distribution_domain_name="d111111abcdef8.cloudfront.net", distribution_id="EDFDVBD6EXAMPLE")  # type: ignore[arg-type]
+    return events.Event(config, request, response)
 
 
 def events_sample(event_type: str, stdout: TextIO) -> int:
-    print(json.dumps(abi.to_json_document(sample_event(event_type)), indent=2), file=stdout)
+    print(json.dumps(events.to_json_document(sample_event(event_type)), indent=2), file=stdout)
     return 0
 
 

@@ -21,13 +21,17 @@ from .control.deploy import check_references, deploy, deployed_digests, open_reg
 from .control.queue import SqliteEventQueue
 from .control.registry import LATEST, FunctionRef
 from .control.schedules import Scheduler, load_schedules
+from .core.app import ResolvedApp
 from .manifest.load import load_manifest
-from .manifest.resolve import ResolvedApp
 from .manifest.schema import Manifest
 from .observability.logs import FunctionLogSink
 from .pipeline.cache import EdgeCache
 from .pipeline.pipeline import EdgePipeline
-from .runtime.concurrency import check_reservations, provisioned_versions, reservations_of
+from .runtime.concurrency import (
+    check_reservations,
+    provisioned_versions,
+    reservations_of,
+)
 
 log = logging.getLogger("edgefn.node")
 

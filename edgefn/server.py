@@ -27,10 +27,10 @@ from .control.admin_listener import check_admin_auth, ensure_token, plan_admin
 from .control.catalog import FunctionCatalog
 from .control.deploy import check_references, deploy, open_registry
 from .control.schedules import load_schedules
+from .core.exceptions import EdgefnError
 from .manifest.load import load_manifest
 from .runtime.concurrency import check_reservations, reservations_of
 from .runtime.egress import OWN_PORTS_ENV
-from .runtime.errors import EdgefnError
 from .runtime.invoker import Runtime
 from .tls import fingerprint, tls_files
 

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .core.exceptions import ManifestError
 from .files import write_atomic
-from .manifest.load import ManifestError
 from .manifest.schema import ServerConfig
 
 DEFAULT_TLS_DIR = Path(".edgefn") / "tls"  # relative to the manifest

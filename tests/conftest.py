@@ -10,9 +10,9 @@ import pytest
 import wasmtime
 
 from edgefn.build.toolchain import build_source, cache_dir
-from edgefn.runtime.abi import EdgeRequest, Event, EventConfig
-from edgefn.runtime.invoker import FunctionSpec, Runtime
-from edgefn.runtime.sandbox import Limits
+from edgefn.core.app import FunctionSpec, Limits
+from edgefn.core.events import EdgeRequest, Event, EventConfig
+from edgefn.runtime.invoker import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
 GUESTS_C = REPO / "tests" / "guests" / "c"

@@ -6,9 +6,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgefn.core.app import Limits
+from edgefn.core.events import (
+    EVENT_TYPES,
+    Body,
+    EdgeRequest,
+    EdgeResponse,
+    Event,
+    EventConfig,
+    event_document,
+    event_from_document,
+    title_case,
+    to_json_document,
+)
 from edgefn.runtime import abi
-from edgefn.runtime.abi import Body, EdgeRequest, EdgeResponse, Event, EventConfig
-from edgefn.runtime.sandbox import Limits
 from tests.conftest import RETURN_INPUT, wat_guest
 
 header_names = st.from_regex(r"[a-z][a-z0-9\-]{0,20}", fullmatch=True)
@@ -17,7 +28,7 @@ headers = st.dictionaries(
     header_names,
     st.lists(st.tuples(st.just(""), header_values), min_size=1, max_size=3),
     max_size=8,
-).map(lambda h: {name: [(abi.title_case(name), v) for _, v in entries] for name, entries in h.items()})
+).map(lambda h: {name: [(title_case(name), v) for _, v in entries] for name, entries in h.items()})
 bodies = st.one_of(st.none(), st.builds(Body, st.binary(max_size=4096), st.booleans()))
 requests = st.builds(
     EdgeRequest,
@@ -31,7 +42,7 @@ requests = st.builds(
 responses = st.builds(EdgeResponse, status=st.integers(200, 599), status_description=st.text(max_size=20), headers=headers, body=bodies)
 events = st.builds(
     Event,
-    config=st.builds(EventConfig, st.sampled_from(abi.EVENT_TYPES), st.uuids().map(str), st.just("echo")),
+    config=st.builds(EventConfig, st.sampled_from(EVENT_TYPES), st.uuids().map(str), st.just("echo")),
     request=requests,
     response=st.one_of(st.none(), responses),
 )
@@ -62,14 +73,14 @@ def test_random_events_roundtrip_through_a_guest(echo, event):
 @settings(max_examples=100, deadline=None)
 @given(event=events)
 def test_json_form_roundtrips(event):
-    assert abi.event_from_document(abi.to_json_document(event)) == event
+    assert event_from_document(to_json_document(event)) == event
 
 
 @settings(max_examples=100, deadline=None)
 @given(request=requests)
 def test_a_returned_request_document_decodes_to_the_same_request(request):
     event = Event(EventConfig("viewer-request", "r"), EdgeRequest("GET", "/"))
-    doc = abi.event_document(Event(event.config, request))["request"]
+    doc = event_document(Event(event.config, request))["request"]
     doc["body"] = {"action": "replace", "data": request.body.data} if request.body else {"action": "read-only"}
     import cbor2
 

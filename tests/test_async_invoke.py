@@ -21,10 +21,11 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from edgefn.control.async_invoke import AsyncInvoker, InvalidPayload, PayloadTooLarge
-from edgefn.control.catalog import LiveCatalog, UnknownFunction
+from edgefn.control.catalog import LiveCatalog
 from edgefn.control.queue import MAX_PAYLOAD_BYTES, SqliteEventQueue
-from edgefn.control.registry import CodeAndConfig, NotFound, SqliteRegistry
+from edgefn.control.registry import CodeAndConfig, SqliteRegistry
 from edgefn.control.sqlite import Database
+from edgefn.core.exceptions import NotFound, UnknownFunction
 from edgefn.manifest.schema import QueueConfig
 from edgefn.runtime.invoker import Runtime
 from tests.conftest import GUESTS_C, REPO

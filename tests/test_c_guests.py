@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 
 import pytest
-
-from edgefn.runtime.sandbox import Limits, StoreLimits
 from hypothesis import HealthCheck, given, settings
 
-from edgefn.runtime.abi import Body, EdgeResponse
-from edgefn.runtime.errors import CpuBudgetExhausted, GuestTrap, MemoryLimitExceeded, WallClockTimeout
+from edgefn.core.app import Limits
+from edgefn.core.events import Body, EdgeResponse
+from edgefn.core.exceptions import (
+    CpuBudgetExhausted,
+    GuestTrap,
+    MemoryLimitExceeded,
+    WallClockTimeout,
+)
+from edgefn.runtime.sandbox import StoreLimits
 from tests.conftest import make_event
 from tests.test_abi_roundtrip import requests
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable
 
-from edgefn.manifest.resolve import CachePolicy
+from edgefn.core.app import CachePolicy
+from edgefn.core.events import Body, EdgeRequest, EdgeResponse, Headers, title_case
 from edgefn.pipeline.cache import (
     ENTRY_OVERHEAD,
     ERROR_CACHING_MIN_TTL,
@@ -17,7 +18,6 @@ from edgefn.pipeline.cache import (
     conditional_headers,
     ttl_for,
 )
-from edgefn.runtime.abi import Body, EdgeRequest, EdgeResponse, Headers, title_case
 
 POLICY = CachePolicy()
 DATE = "Tue, 15 Nov 1994 08:12:31 GMT"

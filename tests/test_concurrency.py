@@ -12,7 +12,6 @@ import dataclasses
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Iterator
 
 import httpx
@@ -22,18 +21,18 @@ from edgefn.commands import open_app
 from edgefn.control.deploy import deploy as deploy_app
 from edgefn.control.deploy import open_registry
 from edgefn.control.registry import AliasRecord, SqliteRegistry
+from edgefn.core.app import FunctionSpec
+from edgefn.core.exceptions import ConcurrencyConfigError, GuestTrap, Throttled
 from edgefn.manifest.load import load_manifest
 from edgefn.runtime.concurrency import (
     CONCURRENT_LIMIT_EXCEEDED,
     RESERVED_LIMIT_EXCEEDED,
-    ConcurrencyConfigError,
     ConcurrencyLimiter,
     check_reservations,
     min_unreserved,
     provisioned_versions,
 )
-from edgefn.runtime.errors import GuestTrap, Throttled
-from edgefn.runtime.invoker import FunctionSpec, Invocation, Runtime
+from edgefn.runtime.invoker import Invocation, Runtime
 from tests.conftest import RETURN_OK, make_event, wat_guest
 from tests.servers import REPO, EdgeServer, edge_server, free_port
 

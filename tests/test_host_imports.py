@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from edgefn.runtime.abi import EdgeResponse
+from edgefn.core.events import EdgeResponse
 from tests.conftest import make_event, wat_guest
 
 LOG_IMPORT = '(import "edgefn:host/v1" "log" (func $log (param i32 i32 i32)))'

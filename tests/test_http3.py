@@ -23,10 +23,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from edgefn.manifest.load import ManifestError
+from edgefn.core.exceptions import ManifestError
 from edgefn.manifest.schema import ServerConfig
 from edgefn.server import hypercorn_config
-from edgefn.tls import CERT_FILE, DEFAULT_TLS_DIR, KEY_FILE, ensure_self_signed, fingerprint, generate_self_signed, tls_files
+from edgefn.tls import (
+    CERT_FILE,
+    DEFAULT_TLS_DIR,
+    KEY_FILE,
+    ensure_self_signed,
+    fingerprint,
+    generate_self_signed,
+    tls_files,
+)
 from tests.h3client import h3_get, h3_request
 from tests.servers import REPO, EdgeServer, edge_server
 

@@ -7,8 +7,8 @@ import logging
 import pytest
 import wasmtime
 
-from edgefn.runtime.abi import EdgeResponse
-from edgefn.runtime.errors import (
+from edgefn.core.events import EdgeResponse
+from edgefn.core.exceptions import (
     CpuBudgetExhausted,
     FunctionError,
     GuestTrap,

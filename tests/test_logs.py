@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgefn.observability.logs import FunctionLogSink, LogQueryError, StreamReader, parse_since, prune
+from edgefn.core.exceptions import LogQueryError
+from edgefn.observability.logs import FunctionLogSink, StreamReader, parse_since, prune
 from tests.servers import REPO, edge_server
 
 LOGGER_C = REPO / "tests" / "guests" / "c" / "logger.c"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgefn.manifest.load import ManifestError, load_manifest
+from edgefn.core.exceptions import ManifestError
+from edgefn.manifest.load import load_manifest
 from edgefn.manifest.resolve import resolve
 
 GOOD = """

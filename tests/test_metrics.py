@@ -10,7 +10,13 @@ import time
 import httpx
 import pytest
 
-from edgefn.observability.metrics import CONTENT_TYPE, EdgeMetrics, MetricsError, MetricsRegistry, format_value
+from edgefn.core.exceptions import MetricsError
+from edgefn.observability.metrics import (
+    CONTENT_TYPE,
+    EdgeMetrics,
+    MetricsRegistry,
+    format_value,
+)
 from tests.servers import REPO, edge_server
 
 GUESTS = REPO / "tests" / "guests" / "c"

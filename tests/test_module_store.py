@@ -9,10 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from edgefn.runtime.abi import EdgeResponse
+from edgefn.core.app import FunctionSpec
+from edgefn.core.events import EdgeResponse
+from edgefn.core.exceptions import (
+    AbiMismatch,
+    ImportNotAllowed,
+    InvalidModule,
+    MissingExport,
+)
 from edgefn.runtime.engine import EngineSettings
-from edgefn.runtime.errors import AbiMismatch, ImportNotAllowed, InvalidModule, MissingExport
-from edgefn.runtime.invoker import FunctionSpec, Runtime
+from edgefn.runtime.invoker import Runtime
 from tests.conftest import REPO, make_event, wat_guest
 
 

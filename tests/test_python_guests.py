@@ -29,25 +29,28 @@ from hypothesis import strategies as st
 
 from edgefn.build.app import build_app
 from edgefn.build.python import build_key
-from edgefn.build.toolchain import BuildError, build_source, cache_dir
-from edgefn.manifest.load import ManifestError, load_manifest
-from edgefn.runtime import abi
-from edgefn.runtime.abi import Body, EdgeRequest, EdgeResponse, Event, EventConfig
-from edgefn.runtime.component import is_component, memory_min_bytes
-from edgefn.runtime.engine import EngineSettings
-from edgefn.runtime.errors import (
+from edgefn.build.toolchain import build_source, cache_dir
+from edgefn.core import events
+from edgefn.core.app import FunctionSpec, Limits
+from edgefn.core.events import Body, EdgeRequest, EdgeResponse, Event, EventConfig
+from edgefn.core.exceptions import (
     AbiMismatch,
+    BuildError,
     CpuBudgetExhausted,
     FunctionError,
     InvalidModule,
     InvalidResult,
     InvocationError,
+    ManifestError,
     MemoryLimitExceeded,
     WallClockTimeout,
 )
-from edgefn.runtime.invoker import FunctionSpec, Runtime
+from edgefn.manifest.load import load_manifest
+from edgefn.runtime import abi
+from edgefn.runtime.component import is_component, memory_min_bytes
+from edgefn.runtime.engine import EngineSettings
+from edgefn.runtime.invoker import Runtime
 from edgefn.runtime.module_store import ModuleStore
-from edgefn.runtime.sandbox import Limits
 from tests.conftest import GUESTS_C, REPO, make_event
 from tests.servers import edge_server
 from tests.test_abi_roundtrip import requests
@@ -708,7 +711,7 @@ def run_example_events(rt: Runtime, example: str, function: str, digest: str) ->
                         reuse_instances=cfg.reuse_instances)
     out = {}
     for path in sorted((EXAMPLES / example / "events").glob("*.json")):
-        event = abi.event_from_document(json.loads(path.read_text()))
+        event = events.event_from_document(json.loads(path.read_text()))
         out[path.stem] = rt.invoker.invoke_sync(spec, event).result
     return out
 

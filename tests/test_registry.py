@@ -9,10 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from edgefn.control.catalog import FunctionCatalog, UnknownFunction, config_record
+from edgefn.control.catalog import FunctionCatalog, config_record
 from edgefn.control.commands import rollback_alias
-from edgefn.control.registry import AliasRecord, CodeAndConfig, Conflict, FunctionRef, NotFound, RegistryError, RegistryLost, SqliteRegistry
+from edgefn.control.registry import (
+    AliasRecord,
+    CodeAndConfig,
+    FunctionRef,
+    SqliteRegistry,
+)
 from edgefn.control.sqlite import Database
+from edgefn.core.exceptions import (
+    Conflict,
+    NotFound,
+    RegistryError,
+    RegistryLost,
+    UnknownFunction,
+)
 from edgefn.manifest.schema import FunctionConfig
 
 DIGEST_A = "a" * 64

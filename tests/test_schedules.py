@@ -15,7 +15,7 @@ import pytest
 
 from edgefn import cli
 from edgefn.control.queue import SqliteEventQueue
-from edgefn.control.schedule_expressions import Cron, ExpressionError, Rate, parse_expression
+from edgefn.control.schedule_expressions import Cron, Rate, parse_expression
 from edgefn.control.schedules import (
     Schedule,
     Scheduler,
@@ -24,8 +24,9 @@ from edgefn.control.schedules import (
     tick_invocation_id,
 )
 from edgefn.control.sqlite import Database
-from edgefn.manifest.load import ManifestError, load_manifest
-from edgefn.runtime import abi
+from edgefn.core import events
+from edgefn.core.exceptions import ExpressionError, ManifestError
+from edgefn.manifest.load import load_manifest
 
 
 def utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> int:
@@ -206,7 +207,7 @@ def open_scheduler(db_path: Path, *schedules: Schedule, **kwargs: object) -> tup
 
 
 def queued_ticks(queue: SqliteEventQueue) -> list[str]:
-    return sorted(abi.event_from_document(json.loads(e.payload)).request.headers["x-edgefn-scheduled-time"][0][1] for e in queue.pending())
+    return sorted(events.event_from_document(json.loads(e.payload)).request.headers["x-edgefn-scheduled-time"][0][1] for e in queue.pending())
 
 
 T0 = utc(2025, 6, 1, 12, 0, 30)
@@ -224,7 +225,7 @@ def test_a_tick_fires_once_as_a_schedule_event(tmp_path: Path) -> None:
     assert scheduler.run_due() == [] and scheduler.run_due(anchor + 119) == []
     (event,) = queue.pending()
     assert (event.id, event.target, event.source) == (fired.request_id, "worker", "schedule")
-    doc = abi.event_from_document(json.loads(event.payload))
+    doc = events.event_from_document(json.loads(event.payload))
     assert (doc.config.event_type, doc.config.function_name) == ("viewer-request", "worker")
     assert (doc.request.method, doc.request.uri) == ("POST", "/_edgefn/schedule/tick")
     assert doc.request.headers["x-edgefn-schedule"] == [("X-Edgefn-Schedule", "tick")]

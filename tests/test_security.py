@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from edgefn.runtime.egress import resolve
-from tests.conftest import OK_RESPONSE_DATA, wat_guest
+from tests.conftest import wat_guest
 from tests.origin_app import origin_server, origin_stats
 from tests.servers import REPO, edge_server, free_port
 

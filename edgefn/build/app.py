@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
-from ..manifest.resolve import ResolvedApp, resolve, source_path
+from ..core.app import ResolvedApp
+from ..manifest.resolve import resolve, source_path
 from ..manifest.schema import FunctionConfig, Manifest
 from ..runtime.module_store import ModuleStore
 from .toolchain import build_source, cache_dir

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .toolchain import BuildError, Diagnostic
+from ..core.exceptions import BuildError, Diagnostic
 
 #: the Python guest SDK and WIT world in a source checkout; EDGEFN_SDK_PY_DIR overrides it
 SDK_PY_DIR = Path(os.environ.get("EDGEFN_SDK_PY_DIR", Path(__file__).resolve().parents[2] / "guest-sdk" / "python"))

@@ -6,39 +6,14 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..runtime.errors import EdgefnError
+from ..core.exceptions import BuildError, Diagnostic
 
 #: the C guest SDK (guest-sdk/c/edgefn.h) in a source checkout; EDGEFN_SDK_DIR overrides it
 SDK_C_DIR = Path(os.environ.get("EDGEFN_SDK_DIR", Path(__file__).resolve().parents[2] / "guest-sdk" / "c"))
 
 _DIAGNOSTIC = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?:(?P<col>\d+):)?\s*(?P<kind>error|warning|note): (?P<msg>.*)$")
-
-
-@dataclass(frozen=True)
-class Diagnostic:
-    file: str
-    line: int
-    column: int
-    kind: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.kind}: {self.message}"
-
-
-class BuildError(EdgefnError):
-    """The compiler refused a source; `diagnostics` carry file:line for each error."""
-
-    def __init__(self, source: Path, diagnostics: list[Diagnostic], output: str) -> None:
-        self.source = source
-        self.diagnostics = diagnostics
-        self.output = output
-        errors = [d for d in diagnostics if d.kind == "error"] or diagnostics
-        summary = "\n".join(f"  {d}" for d in errors[:20]) or "  " + output.strip()[-2000:]
-        super().__init__(f"build of {source} failed:\n{summary}")
 
 
 def cache_dir(default_root: Path) -> Path:
@@ -106,7 +81,9 @@ def build_source(source: Path, out: Path, target: str, zig_cache: Path) -> bytes
         return source.read_bytes()
     out.parent.mkdir(parents=True, exist_ok=True)
     if source.suffix == ".py":
-        from .python import build_python  # a component via componentize-py; cached by input hash
+        from .python import (
+            build_python,  # a component via componentize-py; cached by input hash
+        )
 
         return build_python(source, out, zig_cache.parent)
     if source.suffix == ".c":

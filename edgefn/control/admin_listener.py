@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, TextIO
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config, Sockets
 
+from ..core.exceptions import AdminListenError, AdminTokenRequired, EdgefnError
 from ..manifest.schema import AdminConfig
-from ..runtime.errors import EdgefnError
 from .api import create_admin_app
 
 if TYPE_CHECKING:
@@ -35,26 +35,6 @@ BIND_ENV = "EDGEFN_ADMIN_BIND"
 GRACEFUL_TIMEOUT_S = 3.0
 
 log = logging.getLogger("edgefn.admin")
-
-
-class AdminTokenRequired(EdgefnError):
-    """The admin API would listen on a non-loopback address without a token (--admin-no-token)."""
-
-    def __init__(self, host: str, token_env: str) -> None:
-        self.host = host
-        self.token_env = token_env
-        super().__init__(
-            f"admin.host = {host!r} is not a loopback address, and --admin-no-token turns the admin API's token off. "
-            f"Fix: drop --admin-no-token (a token comes from ${token_env}, admin.token_env, or is generated into admin.token_file), "
-            f"or set admin.host = \"127.0.0.1\", or turn the admin API off with admin.port = 0 (or --admin-port 0)"
-        )
-
-
-class AdminListenError(EdgefnError):
-    """The admin address cannot be bound."""
-
-    def __init__(self, host: str, port: int, exc: OSError) -> None:
-        super().__init__(f"cannot listen on admin {_addr(host, port)}: {exc.strerror or exc} (see admin.host / admin.port, --admin-port)")
 
 
 @dataclass(frozen=True)

@@ -25,17 +25,34 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..manifest.load import ManifestError
+from ..core import events
+from ..core.exceptions import (
+    ConcurrencyConfigError,
+    Conflict,
+    EdgefnError,
+    FunctionError,
+    InvocationError,
+    ManifestError,
+    ModuleRejected,
+    RegistryError,
+    Throttled,
+    UnknownFunction,
+)
 from ..manifest.schema import FunctionConfig
 from ..observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from ..runtime import abi
-from ..runtime.concurrency import ConcurrencyConfigError, check_reservation_change
-from ..runtime.errors import EdgefnError, FunctionError, InvocationError, ModuleRejected, Throttled
-from .catalog import UnknownFunction, config_record, parse_config
+from ..runtime.concurrency import check_reservation_change
+from .catalog import config_record, parse_config
 from .log_tail import InvocationLogs, tail
 from .openapi import document
 from .queue import MAX_PAYLOAD_BYTES
-from .registry import LATEST, AliasRecord, CodeAndConfig, Conflict, FunctionRecord, FunctionRef, RegistryError, RegistrySnapshot
+from .registry import (
+    LATEST,
+    AliasRecord,
+    CodeAndConfig,
+    FunctionRecord,
+    FunctionRef,
+    RegistrySnapshot,
+)
 
 if TYPE_CHECKING:
     from ..node import EdgeNode
@@ -120,7 +137,7 @@ async def _read_json(request: Request, operation: str) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        doc = abi.json_document(raw)
+        doc = events.json_document(raw)
     except ValueError as exc:
         raise ApiError(400, "InvalidRequestContentException", f"the request body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
@@ -232,11 +249,11 @@ def _invoked_ref(request: Request) -> FunctionRef:
     return ref
 
 
-def _event(payload: bytes, function: str, request_id: str) -> abi.Event:
+def _event(payload: bytes, function: str, request_id: str) -> events.Event:
     """The payload as an event document {"config"?, "request", "response"?}; 400 when it is not one."""
     try:
-        event = abi.event_from_json(payload)
-    except abi.ResultError as exc:
+        event = events.event_from_json(payload)
+    except events.ResultError as exc:
         raise ApiError(400, "InvalidRequestContentException", f"Could not parse request body into an event: {exc}") from None
     event.config = replace(event.config, request_id=request_id, function_name=function)
     return event
@@ -273,7 +290,7 @@ async def _submit(node: "EdgeNode", ref: FunctionRef, payload: bytes, invocation
     return Response(status_code=202, headers=headers)
 
 
-async def _invoke_sync(request: Request, node: "EdgeNode", ref: FunctionRef, event: abi.Event, tail_wanted: bool) -> Response:
+async def _invoke_sync(request: Request, node: "EdgeNode", ref: FunctionRef, event: events.Event, tail_wanted: bool) -> Response:
     rid = event.config.request_id
     try:
         spec = node.catalog.select(str(ref), rid)
@@ -285,7 +302,7 @@ async def _invoke_sync(request: Request, node: "EdgeNode", ref: FunctionRef, eve
     with capture as lines:
         try:
             done = await node.runtime.invoker.invoke(spec, event)
-            body: dict[str, Any] = abi.to_json_document(done.result)
+            body: dict[str, Any] = events.to_json_document(done.result)
         except Throttled as exc:
             reason = getattr(exc, "reason", None) or "ConcurrentInvocationLimitExceeded"
             return JSONResponse(

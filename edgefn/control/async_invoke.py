@@ -19,13 +19,30 @@ from typing import Any
 
 import httpx
 
+from ..core import events
+from ..core.app import FunctionSpec
+from ..core.exceptions import (
+    EdgefnError,
+    FunctionError,
+    InvalidPayload,
+    InvocationError,
+    PayloadTooLarge,
+    Throttled,
+    UnknownFunction,
+)
 from ..manifest.schema import AsyncInvokeConfig, QueueConfig
-from ..runtime import abi
-from ..runtime.errors import EdgefnError, FunctionError, InvocationError, Throttled
-from ..runtime.invoker import FunctionSpec, Invoker, function_logger
-from .catalog import LiveCatalog, UnknownFunction
-from .destinations import DLQ, EVENT_AGE_EXCEEDED, RETRIES_EXHAUSTED, SUCCESS, Destination, build_record, send
-from .queue import POST, EventQueue, InvalidPayload, PayloadTooLarge, QueuedEvent, check_payload
+from ..runtime.invoker import Invoker, function_logger
+from .catalog import LiveCatalog
+from .destinations import (
+    DLQ,
+    EVENT_AGE_EXCEEDED,
+    RETRIES_EXHAUSTED,
+    SUCCESS,
+    Destination,
+    build_record,
+    send,
+)
+from .queue import POST, EventQueue, QueuedEvent, check_payload
 
 __all__ = ["AsyncInvoker", "InvalidPayload", "PayloadTooLarge", "ATTEMPT_HEADER"]
 
@@ -133,7 +150,7 @@ class AsyncInvoker:
             return
         try:
             call = self._event(event, spec, attempt)
-        except abi.ResultError as exc:  # stored before validation existed, or written around it: it can never run
+        except events.ResultError as exc:  # stored before validation existed, or written around it: it can never run
             flog.error("ASYNC RequestId: %s has an invalid event: %s", event.id, exc)
             await self._finish(event, RETRIES_EXHAUSTED, cfg.on_failure, _outcome(400, None, {"errorType": "InvalidRequestContentException", "errorMessage": str(exc)}), event.attempts)
             return
@@ -166,14 +183,14 @@ class AsyncInvoker:
                 await self._finish(event, RETRIES_EXHAUSTED, cfg.on_failure, outcome, attempt)
         else:
             flog.info("ASYNC RequestId: %s Attempt: %d succeeded", event.id, attempt)
-            await self._finish(event, SUCCESS, cfg.on_success, _outcome(200, spec.version, abi.to_json_document(done.result)), attempt)
+            await self._finish(event, SUCCESS, cfg.on_success, _outcome(200, spec.version, events.to_json_document(done.result)), attempt)
 
-    def _event(self, event: QueuedEvent, spec: FunctionSpec, attempt: int) -> abi.Event:
+    def _event(self, event: QueuedEvent, spec: FunctionSpec, attempt: int) -> events.Event:
         """The stored event document, with the async request id and the attempt header."""
-        call = abi.event_from_document(json.loads(event.payload))
+        call = events.event_from_document(json.loads(event.payload))
         call.config = replace(call.config, request_id=event.id, function_name=spec.name)
         call.request.headers = {k: v for k, v in call.request.headers.items() if k != ATTEMPT_HEADER}
-        call.request.headers[ATTEMPT_HEADER] = [(abi.title_case(ATTEMPT_HEADER), str(attempt))]
+        call.request.headers[ATTEMPT_HEADER] = [(events.title_case(ATTEMPT_HEADER), str(attempt))]
         return call
 
     async def _keep_lease(self, event: QueuedEvent, lease_s: float) -> None:

@@ -16,27 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from ..core.app import FunctionSpec
+from ..core.exceptions import EdgefnError, UnknownFunction
 from ..manifest.load import parse_table
 from ..manifest.resolve import spec_of
 from ..manifest.schema import FunctionConfig
-from ..runtime.errors import EdgefnError, InvocationError
-from ..runtime.invoker import FunctionSpec
 from .registry import LATEST, AliasRecord, FunctionRef, Registry, RegistrySnapshot
 
 log = logging.getLogger("edgefn.control.catalog")
 
 #: how often a server checks the registry's revision
 POLL_INTERVAL_S = 0.2
-
-
-class UnknownFunction(InvocationError):
-    """A reference names no function, version or alias in the registry."""
-
-    kind = "function_not_found"
-
-    def __init__(self, ref: str, request_id: str, reason: str) -> None:
-        self.ref = ref
-        super().__init__(ref, request_id, reason)
 
 
 def config_record(cfg: FunctionConfig) -> dict[str, Any]:

@@ -14,12 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..manifest.load import ManifestError, load_manifest
+from ..core.exceptions import Conflict, ManifestError, NotFound, RegistryError
+from ..manifest.load import load_manifest
 from ..manifest.schema import Manifest
 from ..runtime.concurrency import check_reservation_change
 from .catalog import FunctionCatalog
 from .deploy import check_references, deploy, open_registry
-from .registry import LATEST, AliasRecord, Conflict, FunctionRef, NotFound, Registry, RegistryError, RegistrySnapshot, SqliteRegistry
+from .registry import (
+    LATEST,
+    AliasRecord,
+    FunctionRef,
+    Registry,
+    RegistrySnapshot,
+    SqliteRegistry,
+)
 
 MAX_RESERVED_CONCURRENCY = 100_000  # as the manifest's functions.NAME.reserved_concurrency
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..manifest.load import ManifestError
-from ..manifest.resolve import ResolvedApp
+from ..core.app import ResolvedApp
+from ..core.exceptions import ManifestError
 from ..manifest.schema import Manifest
 from .catalog import FunctionCatalog, config_record
 from .registry import CodeAndConfig, SqliteRegistry

@@ -19,8 +19,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from ..runtime import abi
-from .registry import FunctionRef, NotFound, RegistryError
+from ..core import events
+from ..core.exceptions import InvalidPayload, NotFound, PayloadTooLarge, RegistryError
+from .registry import FunctionRef
 from .sqlite import Database
 
 #: Lambda's asynchronous payload limit (reference §3.3)
@@ -31,31 +32,14 @@ INVOKE = "invoke"
 POST = "post"
 
 
-class PayloadTooLarge(RegistryError):
-    code = "RequestTooLargeException"
-    status = 413
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        super().__init__(f"the event is {size:,} bytes; an asynchronous invocation takes at most {MAX_PAYLOAD_BYTES:,} bytes (send large data by reference)")
-
-
-class InvalidPayload(RegistryError):
-    code = "InvalidRequestContentException"
-    status = 400
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"the event is not a valid event document: {reason} (see `edgefn events sample viewer-request`)")
-
-
 def check_payload(payload: bytes) -> None:
     """Refuse, with a typed error saying what is wrong, a payload that is not an event document (JSON, as for a
     synchronous invoke) or is over the asynchronous limit."""
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise PayloadTooLarge(len(payload))
+        raise PayloadTooLarge(len(payload), MAX_PAYLOAD_BYTES)
     try:
-        abi.event_from_json(payload)
-    except abi.ResultError as exc:
+        events.event_from_json(payload)
+    except events.ResultError as exc:
         raise InvalidPayload(str(exc)) from None
 
 

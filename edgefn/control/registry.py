@@ -17,29 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..runtime.errors import EdgefnError
+from ..core.exceptions import Conflict, NotFound, RegistryError, RegistryLost
 from .sqlite import Database
 
 LATEST = "$LATEST"
 ALIAS_NAME = re.compile(r"(?![0-9]+$)[A-Za-z0-9_-]{1,128}")
 MAX_ALIAS_VERSIONS = 2  # as Lambda: an alias routes to at most two versions
-
-
-class RegistryError(EdgefnError):
-    """A control-plane request that cannot be done; `code` is the Lambda-style error name for the API."""
-
-    code = "InvalidParameterValueException"
-    status = 400
-
-
-class NotFound(RegistryError):
-    code = "ResourceNotFoundException"
-    status = 404
-
-
-class Conflict(RegistryError):
-    code = "ResourceConflictException"
-    status = 409
 
 
 @dataclass(frozen=True)
@@ -196,10 +179,6 @@ CREATE TABLE IF NOT EXISTS provisioned (
 
 def _dumps(config: dict[str, Any]) -> str:
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
-
-
-class RegistryLost(RegistryError):
-    """The control database is empty (or was replaced) although it held published versions or aliases."""
 
 
 class SqliteRegistry:

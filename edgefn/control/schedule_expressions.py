@@ -13,18 +13,9 @@ import re
 import time
 from dataclasses import dataclass
 
-from ..runtime.errors import EdgefnError
+from ..core.exceptions import ExpressionError
 
 MIN_YEAR, MAX_YEAR = 1970, 2199  # EventBridge's year range
-
-
-class ExpressionError(EdgefnError):
-    """A rate() or cron() expression that does not parse: `problem` says what is wrong, `fix` what is allowed."""
-
-    def __init__(self, problem: str, fix: str) -> None:
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{problem} ({fix})")
 
 
 RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}

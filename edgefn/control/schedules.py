@@ -20,12 +20,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TextIO
 
-from ..manifest.load import ManifestError, load_manifest
+from ..core import events
+from ..core.exceptions import ExpressionError, ManifestError
+from ..manifest.load import load_manifest
 from ..manifest.schema import Manifest
-from ..runtime import abi
 from .deploy import registry_path
 from .queue import EventQueue, SqliteEventQueue
-from .schedule_expressions import Cron, ExpressionError, ScheduleExpression, parse_expression
+from .schedule_expressions import Cron, ScheduleExpression, parse_expression
 from .sqlite import Database
 
 log = logging.getLogger("edgefn.schedules")
@@ -84,9 +85,9 @@ def iso_time(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def schedule_event(schedule: Schedule, tick: int, request_id: str) -> abi.Event:
+def schedule_event(schedule: Schedule, tick: int, request_id: str) -> events.Event:
     """The event a tick delivers: a viewer-request-shaped POST the function can recognise by its URI and headers."""
-    request = abi.EdgeRequest(
+    request = events.EdgeRequest(
         method="POST",
         uri=SCHEDULE_URI_PREFIX + schedule.name,
         headers={
@@ -94,10 +95,10 @@ def schedule_event(schedule: Schedule, tick: int, request_id: str) -> abi.Event:
             SCHEDULED_TIME_HEADER: [("X-Edgefn-Scheduled-Time", iso_time(tick))],
             "content-type": [("Content-Type", "application/json")],
         },
-        body=abi.Body(schedule.input.encode()),
+        body=events.Body(schedule.input.encode()),
     )
-    config = abi.EventConfig("viewer-request", request_id, schedule.function.partition(":")[0])
-    return abi.Event(config, request)
+    config = events.EventConfig("viewer-request", request_id, schedule.function.partition(":")[0])
+    return events.Event(config, request)
 
 
 def tick_invocation_id(name: str, tick: int) -> str:
@@ -266,7 +267,7 @@ class Scheduler:
         )
         if cur.rowcount == 0:
             return None
-        payload = json.dumps(abi.to_json_document(schedule_event(schedule, tick, invocation_id))).encode()
+        payload = json.dumps(events.to_json_document(schedule_event(schedule, tick, invocation_id))).encode()
         # the event's age (max_event_age_s) starts when it is queued, so a caught-up tick is not expired on arrival
         request_id = self.queue.enqueue(schedule.function, payload, invocation_id=invocation_id, source="schedule", conn=conn)
         return Fired(schedule.name, tick, invocation_id, request_id)

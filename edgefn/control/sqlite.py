@@ -13,13 +13,9 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from ..runtime.errors import EdgefnError
+from ..core.exceptions import StorageError
 
 BUSY_TIMEOUT_MS = 10_000
-
-
-class StorageError(EdgefnError):
-    """The control-plane database cannot be opened or used."""
 
 
 class Database:

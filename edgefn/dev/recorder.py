@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from ..runtime.abi import Event, to_json_document
+from ..core.events import Event, to_json_document
 
 
 class EventRecorder:

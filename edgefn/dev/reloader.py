@@ -15,10 +15,11 @@ from typing import Awaitable, Callable
 import watchfiles
 
 from ..build.app import build_function
-from ..manifest.load import ManifestError, load_manifest
-from ..manifest.resolve import ResolvedApp, resolve
+from ..core.app import ResolvedApp
+from ..core.exceptions import EdgefnError, ManifestError
+from ..manifest.load import load_manifest
+from ..manifest.resolve import resolve
 from ..manifest.schema import Manifest
-from ..runtime.errors import EdgefnError
 from ..runtime.invoker import Runtime
 from .console import DevConsole
 

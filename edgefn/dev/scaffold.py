@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..runtime.errors import EdgefnError
+from ..core.exceptions import ScaffoldError
 
 TRIGGERS = ("viewer-request", "origin-request", "origin-response", "viewer-response")
 
@@ -109,10 +109,6 @@ curl -i http://127.0.0.1:8787/blocked
 - `edgefn events sample viewer-request > event.json && edgefn invoke viewer-request --event event.json`
   runs one function on one event; `edgefn dev --record events/` saves real events to replay.
 """
-
-
-class ScaffoldError(EdgefnError):
-    pass
 
 
 def init_project(directory: Path, lang: str, triggers: list[str]) -> list[Path]:

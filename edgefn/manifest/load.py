@@ -10,20 +10,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from ..runtime.errors import EdgefnError
+from ..core.exceptions import ManifestError
 from .schema import FUNCTION_NAME, REQUIRED, BehaviorConfig, Manifest
-
-
-class ManifestError(EdgefnError):
-    """A manifest problem, with the file, the key path, the bad value and the fix."""
-
-    def __init__(self, file: Path | str, key: str, problem: str, fix: str = "") -> None:
-        self.file = str(file)
-        self.key = key
-        self.problem = problem
-        self.fix = fix
-        where = f"{self.file}: {key}: " if key else f"{self.file}: "
-        super().__init__(where + problem + (f"\n  fix: {fix}" if fix else ""))
 
 
 def load_manifest(path: Path | str) -> Manifest:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
 from pathlib import Path
 
-from ..runtime.invoker import FunctionSpec
-from ..runtime.sandbox import Limits
-from .schema import BehaviorConfig, FunctionConfig, Manifest, ServerConfig
+from ..core.app import (
+    CachePolicy,
+    FunctionSpec,
+    Limits,
+    ResolvedApp,
+    ResolvedBehavior,
+    ResolvedHook,
+    ServerSettings,
+)
+from .schema import BehaviorConfig, FunctionConfig, Manifest
 
 #: manifest hook key -> Lambda@Edge event type
 EVENT_OF_HOOK = {
@@ -16,50 +23,6 @@ EVENT_OF_HOOK = {
     "origin_response": "origin-response",
     "viewer_response": "viewer-response",
 }
-
-
-@dataclass(frozen=True)
-class ResolvedHook:
-    function: str
-    include_body: bool
-
-
-@dataclass(frozen=True)
-class CachePolicy:
-    """A behavior's cache policy: the cache-key allowlists (lowercase) and the TTL bounds in seconds."""
-
-    min_ttl: int = 0
-    default_ttl: int = 86400
-    max_ttl: int = 31_536_000
-    query_strings: tuple[str, ...] = ()  # ("*",) = every parameter
-    headers: tuple[str, ...] = ()
-    cookies: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ResolvedBehavior:
-    path_pattern: str  # "*" for the default behavior
-    host_pattern: str
-    function: str | None
-    origin: str | None
-    hooks: dict[str, ResolvedHook] = field(default_factory=dict)  # event type -> hook
-    is_default: bool = False
-    cache: CachePolicy | None = None  # None: responses are not cached
-    origin_connect_timeout_s: float = 5.0
-    origin_read_timeout_s: float = 30.0
-
-
-@dataclass(frozen=True)
-class ResolvedApp:
-    manifest_path: Path
-    root: Path
-    name: str
-    store_dir: Path
-    build_dir: Path
-    server: ServerConfig
-    functions: dict[str, FunctionSpec]
-    sources: dict[str, Path]
-    behaviors: list[ResolvedBehavior]  # ordered; the default behavior (if any) is last
 
 
 def source_path(manifest_path: Path, cfg: FunctionConfig) -> Path:
@@ -111,7 +74,7 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
     root = manifest_path.parent
     for name, cfg in manifest.functions.items():
         if cfg.prewarm and not cfg.reuse_instances:
-            from .load import ManifestError
+            from ..core.exceptions import ManifestError
 
             raise ManifestError(
                 manifest_path, f"functions.{name}.prewarm", "prewarmed instances are only used by a function that reuses instances",
@@ -127,7 +90,7 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
         name=manifest.app.name,
         store_dir=(root / manifest.app.store_dir).resolve(),
         build_dir=(root / manifest.app.build_dir).resolve(),
-        server=manifest.server,
+        server=ServerSettings(**dataclasses.asdict(manifest.server)),
         functions=functions,
         sources={name: source_path(manifest_path, cfg) for name, cfg in manifest.functions.items()},
         behaviors=behaviors,

@@ -8,9 +8,9 @@ in error messages without further code.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 Check = Callable[[Any], "str | None"]  # returns None when fine, else a description of what is allowed
 

@@ -21,9 +21,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TextIO
 
+from ..core.exceptions import LogQueryError
 from ..manifest.load import load_manifest
 from ..manifest.schema import LogConfig
-from ..runtime.errors import EdgefnError
 
 #: parent of every function's logger (edgefn.runtime.invoker.function_logger names edgefn.function.<name>)
 STREAMS_LOGGER = "edgefn.function"
@@ -282,10 +282,6 @@ class FunctionLogSink(logging.Handler):
 
 
 # --- reading ------------------------------------------------------------------------------------------
-
-
-class LogQueryError(EdgefnError):
-    """`edgefn logs` was asked for something it cannot show."""
 
 
 @dataclass(frozen=True)

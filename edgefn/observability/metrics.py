@@ -15,13 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
-from ..runtime.errors import EdgefnError
+from ..core.exceptions import MetricsError
 
 if TYPE_CHECKING:
+    from ..core.app import FunctionSpec
+    from ..core.exceptions import InvocationError
+    from ..core.report import InvocationReport
     from ..pipeline.cache import XCache
-    from ..runtime.errors import InvocationError
-    from ..runtime.invoker import FunctionSpec
-    from ..runtime.sandbox import InvocationReport
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -33,10 +33,6 @@ log = logging.getLogger("edgefn.metrics")
 Labels = tuple[str, ...]
 #: what a callback series returns at scrape time: one value, or a value per tuple of label values
 CallbackValues = float | Mapping[Labels, float]
-
-
-class MetricsError(EdgefnError):
-    """A metric defined or used inconsistently (a programming error, named so it is fixed where it happens)."""
 
 
 # --- the text format ----------------------------------------------------------------------------------
@@ -146,7 +142,6 @@ class Gauge(_Scalar):
 
     def dec(self, amount: float = 1.0, **labels: str) -> None:
         self.inc(-amount, **labels)
-
 
 
 @dataclass

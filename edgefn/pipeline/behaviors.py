@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..manifest.resolve import ResolvedBehavior
+from ..core.app import ResolvedBehavior
 from .paths import normalize_host
 
 

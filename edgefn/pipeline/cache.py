@@ -62,8 +62,8 @@ from enum import Enum, StrEnum
 from typing import Awaitable, Callable
 from urllib.parse import parse_qsl, quote
 
-from ..manifest.resolve import CachePolicy
-from ..runtime.abi import Body, EdgeRequest, EdgeResponse, Headers
+from ..core.app import CachePolicy
+from ..core.events import Body, EdgeRequest, EdgeResponse, Headers
 
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 #: cached under the policy's TTL rules

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from ..runtime.abi import Body, EdgeResponse
-from ..runtime.errors import InvocationError
+from ..core.events import Body, EdgeResponse
+from ..core.exceptions import InvocationError
 
 #: failure kind -> status. 502: the function answered wrongly (Lambda@Edge's validation errors);
 #: 503: the function could not finish (execution errors, limits, throttling); 504: it ran out of time.

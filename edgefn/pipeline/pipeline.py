@@ -17,17 +17,24 @@ from urllib.parse import unquote_plus, urlsplit
 import httpx
 
 from ..control.catalog import LiveCatalog
-from ..manifest.resolve import CachePolicy, ResolvedApp, ResolvedBehavior
-from ..runtime.abi import Body, EdgeRequest, EdgeResponse, Event, EventConfig, Headers
+from ..core.app import CachePolicy, ResolvedApp, ResolvedBehavior
+from ..core.events import Body, EdgeRequest, EdgeResponse, Event, EventConfig, Headers
+from ..core.exceptions import InvocationError
+from ..core.report import InvocationReport
 from ..runtime.egress import EgressPolicy, EgressRefused, own_ports_from_env
-from ..runtime.errors import InvocationError
 from ..runtime.invoker import Invoker, function_logger
-from ..runtime.sandbox import InvocationReport
 from . import rules
 from .behaviors import BehaviorRouter
-from .cache import EdgeCache, XCache, allowlisted, cache_key, is_cacheable_method, request_cookies
-from .paths import origin_path
+from .cache import (
+    EdgeCache,
+    XCache,
+    allowlisted,
+    cache_key,
+    is_cacheable_method,
+    request_cookies,
+)
 from .errors import error_response, status_text
+from .paths import origin_path
 
 
 @dataclass

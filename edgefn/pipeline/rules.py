@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..runtime.abi import Body, EdgeRequest, EdgeResponse, Headers
-from ..runtime.errors import InvocationError
+from ..core.events import Body, EdgeRequest, EdgeResponse, Headers
+from ..core.exceptions import RuleViolation
 
 KB = 1024
 MB = 1024 * 1024
@@ -45,18 +45,6 @@ EXPOSED_BODY_LIMIT = {"viewer": 40 * KB, "origin": 1 * MB}
 #: generated responses (headers + body) and replacement bodies
 GENERATED_LIMIT = {"viewer": 40 * KB, "origin": 1 * MB}
 MAX_URI_AND_QUERY = 8192
-
-
-class RuleViolation(InvocationError):
-    """A function's result broke a Lambda@Edge rule for its trigger."""
-
-    kind = "rule_violation"
-
-    def __init__(self, function: str, request_id: str, trigger: str, field: str, rule: str) -> None:
-        self.trigger = trigger
-        self.field = field
-        self.rule = rule
-        super().__init__(function, request_id, f"{trigger} result broke a rule at {field}: {rule}")
 
 
 def trigger_kind(event_type: str) -> str:

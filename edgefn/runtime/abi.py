@@ -1,83 +1,54 @@
-"""Guest ABI v1: the event and result documents (CBOR), and what a v1 module must export.
+"""Guest ABI v1 on the wire: the names a v1 module exports, and events and results as CBOR.
 
-See guest-sdk/ABI.md. The data classes here are the one in-process form of Lambda@Edge events; the
-pipeline builds them, `encode_event` turns them into the bytes a guest reads, and `decode_result` turns
-the guest's bytes back into a request or a response, checking every field.
+See guest-sdk/ABI.md. `encode_event` turns a core.events.Event into the bytes a guest reads, and
+`decode_result` turns the guest's bytes back into a request or a response, checking every field (the
+document form is core.events'; only the CBOR crossing is here).
 """
 
 from __future__ import annotations
 
-import base64
 import io
-import json
-import re
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
 
 import cbor2
 
+from ..core.events import (
+    REQUEST_EVENTS,
+    EdgeRequest,
+    EdgeResponse,
+    Event,
+    ResultError,
+    apply_request,
+    check_keys,
+    decode_response,
+    event_document,
+    event_from_document,
+    expect_field,
+)
+
+__all__ = [
+    "ABI_VERSION", "ALLOC_EXPORT", "HANDLE_EXPORT", "HOST_MODULE", "INIT_EXPORT", "VERSION_EXPORT_PREFIX", "WASI_MODULE",
+    "GuestFunctionError", "decode_event", "decode_result", "encode_event",
+]
+
 ABI_VERSION = 1
+
+
 HOST_MODULE = "edgefn:host/v1"
+
+
 WASI_MODULE = "wasi_snapshot_preview1"
+
+
 VERSION_EXPORT_PREFIX = "edgefn_abi_v"
+
+
 ALLOC_EXPORT = "edgefn_alloc"
+
+
 HANDLE_EXPORT = "edgefn_handle"
+
+
 INIT_EXPORT = "_initialize"
-
-EventType = Literal["viewer-request", "origin-request", "origin-response", "viewer-response"]
-EVENT_TYPES: tuple[str, ...] = ("viewer-request", "origin-request", "origin-response", "viewer-response")
-REQUEST_EVENTS = frozenset({"viewer-request", "origin-request"})
-
-#: lowercase name -> one (key as sent, value) pair per repeat of the header
-Headers = dict[str, list[tuple[str, str]]]
-
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
-_BAD_VALUE_CHARS = re.compile(r"[\r\n\x00]")
-
-
-@dataclass
-class Body:
-    data: bytes
-    input_truncated: bool = False
-
-
-@dataclass
-class EdgeRequest:
-    method: str
-    uri: str
-    querystring: str = ""
-    headers: Headers = field(default_factory=dict)
-    client_ip: str = ""
-    body: Body | None = None
-    origin: dict[str, Any] | None = None
-
-
-@dataclass
-class EdgeResponse:
-    status: int
-    status_description: str = ""
-    headers: Headers = field(default_factory=dict)
-    body: Body | None = None
-
-
-@dataclass
-class EventConfig:
-    event_type: EventType
-    request_id: str
-    function_name: str = ""
-    distribution_domain_name: str = ""
-    distribution_id: str = ""
-
-
-@dataclass
-class Event:
-    config: EventConfig
-    request: EdgeRequest
-    response: EdgeResponse | None = None
-
-
-class ResultError(ValueError):
-    """A result document broke ABI v1; the message names the offending field."""
 
 
 class GuestFunctionError(Exception):
@@ -89,180 +60,8 @@ class GuestFunctionError(Exception):
         super().__init__(f"{error_type}: {error_message}")
 
 
-# --- encoding (host -> guest) -----------------------------------------------------------------------
-
-
-def _headers_doc(headers: Headers) -> dict[str, list[dict[str, str]]]:
-    return {name: [{"key": k, "value": v} for k, v in entries] for name, entries in headers.items()}
-
-
-def _body_doc(body: Body) -> dict[str, Any]:
-    return {"data": body.data, "inputTruncated": body.input_truncated}
-
-
-def _request_doc(req: EdgeRequest) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "clientIp": req.client_ip,
-        "method": req.method,
-        "uri": req.uri,
-        "querystring": req.querystring,
-        "headers": _headers_doc(req.headers),
-    }
-    if req.body is not None:
-        doc["body"] = _body_doc(req.body)
-    if req.origin is not None:
-        doc["origin"] = req.origin
-    return doc
-
-
-def _response_doc(resp: EdgeResponse) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "status": resp.status,
-        "statusDescription": resp.status_description,
-        "headers": _headers_doc(resp.headers),
-    }
-    if resp.body is not None:
-        doc["body"] = _body_doc(resp.body)
-    return doc
-
-
-def event_document(event: Event) -> dict[str, Any]:
-    cfg = event.config
-    doc: dict[str, Any] = {
-        "config": {
-            "eventType": cfg.event_type,
-            "requestId": cfg.request_id,
-            "distributionDomainName": cfg.distribution_domain_name,
-            "distributionId": cfg.distribution_id,
-            "functionName": cfg.function_name,
-        },
-        "request": _request_doc(event.request),
-    }
-    if event.response is not None:
-        doc["response"] = _response_doc(event.response)
-    return doc
-
-
 def encode_event(event: Event) -> bytes:
     return cbor2.dumps(event_document(event))
-
-
-# --- decoding (guest -> host) -----------------------------------------------------------------------
-
-
-def _expect(value: Any, kind: type | tuple[type, ...], path: str, what: str) -> Any:
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise ResultError(f"{path} must be {what}, got {type(value).__name__}")
-    return value
-
-
-def _check_keys(doc: dict[str, Any], allowed: frozenset[str], path: str) -> None:
-    for key in doc:
-        if key not in allowed:
-            raise ResultError(f"{path} has unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
-
-
-def title_case(name: str) -> str:
-    return "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
-
-
-def decode_headers(doc: Any, path: str) -> Headers:
-    _expect(doc, dict, path, "a map of lowercase name to a list of {key, value}")
-    headers: Headers = {}
-    for name, entries in doc.items():
-        here = f"{path}[{name!r}]"
-        _expect(name, str, path, "text keys")
-        if not _TOKEN.match(name):
-            raise ResultError(f"{here}: header names must be lowercase HTTP tokens")
-        _expect(entries, list, here, "a list of {key, value}")
-        out: list[tuple[str, str]] = []
-        for i, entry in enumerate(entries):
-            at = f"{here}[{i}]"
-            _expect(entry, dict, at, "a map {key, value}")
-            _check_keys(entry, frozenset({"key", "value"}), at)
-            value = _expect(entry.get("value"), str, f"{at}.value", "text")
-            key = entry.get("key", title_case(name))
-            _expect(key, str, f"{at}.key", "text")
-            if key.lower() != name:
-                raise ResultError(f"{at}.key {key!r} does not match the header name {name!r}")
-            if _BAD_VALUE_CHARS.search(value):
-                raise ResultError(f"{at}.value contains CR, LF or NUL")
-            out.append((key, value))
-        if out:
-            headers[name] = out
-    return headers
-
-
-def _decode_body(doc: Any, path: str) -> Body:
-    if isinstance(doc, dict):
-        _check_keys(doc, frozenset({"data", "inputTruncated"}), path)
-        data = _expect(doc.get("data", b""), (bytes, str), f"{path}.data", "bytes or text")
-        truncated = _expect(doc.get("inputTruncated", False), bool, f"{path}.inputTruncated", "a bool")
-        return Body(data.encode() if isinstance(data, str) else data, truncated)
-    data = _expect(doc, (bytes, str), path, "bytes or text")
-    return Body(data.encode() if isinstance(data, str) else data)
-
-
-def _decode_status(value: Any, path: str) -> int:
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    _expect(value, int, path, "an integer (or a decimal string)")
-    if not 200 <= value <= 599:
-        raise ResultError(f"{path} {value} is outside 200..599")
-    return value
-
-
-_RESPONSE_KEYS = frozenset({"status", "statusDescription", "headers", "body"})
-_REQUEST_KEYS = frozenset({"uri", "querystring", "method", "headers", "body", "origin", "clientIp"})
-
-
-def decode_response(doc: dict[str, Any], incoming: EdgeResponse | None = None, path: str = "result") -> EdgeResponse:
-    """A result response; in response triggers an absent field keeps the `incoming` value."""
-    _check_keys(doc, _RESPONSE_KEYS, path)
-    base = incoming or EdgeResponse(200)
-    status = _decode_status(doc["status"], f"{path}.status")
-    description = _expect(doc.get("statusDescription", base.status_description), str, f"{path}.statusDescription", "text")
-    headers = decode_headers(doc["headers"], f"{path}.headers") if "headers" in doc else dict(base.headers)
-    body = _decode_body(doc["body"], f"{path}.body") if "body" in doc else base.body
-    return EdgeResponse(status, description, headers, body)
-
-
-def _apply_request(doc: dict[str, Any], incoming: EdgeRequest, path: str) -> EdgeRequest:
-    _check_keys(doc, _REQUEST_KEYS, path)
-    changes: dict[str, Any] = {}
-    if "uri" in doc:
-        uri = _expect(doc["uri"], str, f"{path}.uri", "text")
-        if not uri.startswith("/") or _BAD_VALUE_CHARS.search(uri) or " " in uri:
-            raise ResultError(f"{path}.uri {uri!r} must start with '/' and contain no spaces or control characters")
-        changes["uri"] = uri
-    if "querystring" in doc:
-        qs = _expect(doc["querystring"], str, f"{path}.querystring", "text")
-        if _BAD_VALUE_CHARS.search(qs) or " " in qs:
-            raise ResultError(f"{path}.querystring contains spaces or control characters")
-        changes["querystring"] = qs.removeprefix("?")
-    if "method" in doc:
-        method = _expect(doc["method"], str, f"{path}.method", "text")
-        if not re.fullmatch(r"[A-Z]+", method):
-            raise ResultError(f"{path}.method {method!r} must be an upper-case HTTP method")
-        changes["method"] = method
-    if "clientIp" in doc:
-        ip = _expect(doc["clientIp"], str, f"{path}.clientIp", "text")
-        if ip != incoming.client_ip:
-            raise ResultError(f"{path}.clientIp is read-only")
-    if "headers" in doc:
-        changes["headers"] = decode_headers(doc["headers"], f"{path}.headers")
-    if "body" in doc:
-        body = _expect(doc["body"], dict, f"{path}.body", 'a map {"action", "data"}')
-        _check_keys(body, frozenset({"action", "data", "inputTruncated", "encoding"}), f"{path}.body")
-        action = body.get("action", "read-only")
-        if action == "replace":
-            data = _expect(body.get("data", b""), (bytes, str), f"{path}.body.data", "bytes or text")
-            changes["body"] = Body(data.encode() if isinstance(data, str) else data)
-        elif action != "read-only":
-            raise ResultError(f"{path}.body.action {action!r} must be 'replace' or 'read-only'")
-    if "origin" in doc:
-        changes["origin"] = _expect(doc["origin"], dict, f"{path}.origin", "a map")
-    return replace(incoming, **changes) if changes else incoming
 
 
 def decode_result(raw: bytes, event: Event) -> EdgeRequest | EdgeResponse:
@@ -274,130 +73,19 @@ def decode_result(raw: bytes, event: Event) -> EdgeRequest | EdgeResponse:
         raise ResultError(f"not a CBOR document ({type(exc).__name__}: {exc})") from None
     if stream.tell() != len(raw):
         raise ResultError(f"not a CBOR document: {len(raw) - stream.tell()} trailing bytes after the first item")
-    _expect(doc, dict, "result", "a map")
+    expect_field(doc, dict, "result", "a map")
     if "errorType" in doc:
-        _check_keys(doc, frozenset({"errorType", "errorMessage"}), "result")
-        error_type = _expect(doc["errorType"], str, "result.errorType", "text")
-        message = _expect(doc.get("errorMessage", ""), str, "result.errorMessage", "text")
+        check_keys(doc, frozenset({"errorType", "errorMessage"}), "result")
+        error_type = expect_field(doc["errorType"], str, "result.errorType", "text")
+        message = expect_field(doc.get("errorMessage", ""), str, "result.errorMessage", "text")
         raise GuestFunctionError(error_type, message)
     if "status" in doc:
         return decode_response(doc, event.response)
     if event.config.event_type not in REQUEST_EVENTS:
         raise ResultError(f"a {event.config.event_type} function must return a response (a map with 'status')")
-    return _apply_request(doc, event.request, "result")
+    return apply_request(doc, event.request, "result")
 
 
 def decode_event(raw: bytes) -> Event:
     """Parse an event document (the inverse of encode_event); used for recorded events and tests."""
     return event_from_document(cbor2.loads(raw))
-
-
-# --- the JSON form used by `edgefn invoke --event` and `edgefn events sample` ------------------------
-
-
-def _body_from_json(doc: dict[str, Any], path: str) -> Body:
-    data = doc.get("data", "")
-    if doc.get("encoding", "text") == "base64":
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except ValueError as exc:
-            raise ResultError(f"{path}.data is not valid base64: {exc}") from None
-    else:
-        raw = data.encode() if isinstance(data, str) else data
-    return Body(raw, bool(doc.get("inputTruncated", False)))
-
-
-def event_from_document(doc: dict[str, Any]) -> Event:
-    """Build an Event from its document form: CBOR-decoded, or JSON with text/base64 bodies."""
-    try:
-        cfg = doc.get("config", {})
-        event_type = cfg.get("eventType", "viewer-request")
-        if event_type not in EVENT_TYPES:
-            raise ResultError(f"config.eventType {event_type!r} must be one of {', '.join(EVENT_TYPES)}")
-        config = EventConfig(
-            event_type=event_type,
-            request_id=cfg.get("requestId", ""),
-            function_name=cfg.get("functionName", ""),
-            distribution_domain_name=cfg.get("distributionDomainName", ""),
-            distribution_id=cfg.get("distributionId", ""),
-        )
-        r = doc["request"]
-        request = EdgeRequest(
-            method=r.get("method", "GET"),
-            uri=r.get("uri", "/"),
-            querystring=r.get("querystring", ""),
-            headers=decode_headers(r.get("headers", {}), "request.headers"),
-            client_ip=r.get("clientIp", "127.0.0.1"),
-            body=_body_from_json(r["body"], "request.body") if "body" in r else None,
-            origin=r.get("origin"),
-        )
-        response = None
-        if "response" in doc:
-            s = doc["response"]
-            response = EdgeResponse(
-                status=_decode_status(s.get("status", 200), "response.status"),
-                status_description=s.get("statusDescription", ""),
-                headers=decode_headers(s.get("headers", {}), "response.headers"),
-                body=_body_from_json(s["body"], "response.body") if "body" in s else None,
-            )
-    except (KeyError, AttributeError, TypeError) as exc:
-        raise ResultError(f"malformed event document: {type(exc).__name__} {exc}") from None
-    return Event(config, request, response)
-
-
-#: the deepest nesting a JSON document from a client may have (events are a few levels deep)
-MAX_JSON_DEPTH = 64
-
-
-def json_document(payload: bytes | str) -> Any:
-    """Parse client JSON with bounded nesting: ValueError (with a message for the client) otherwise."""
-    try:
-        doc = json.loads(payload)
-    except RecursionError:
-        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, (dict, list)):
-            if depth > MAX_JSON_DEPTH:
-                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
-    return doc
-
-
-def event_from_json(payload: bytes) -> Event:
-    """An event document sent as JSON (the invoke API, the async queue); ResultError says what is wrong."""
-    try:
-        doc = json_document(payload)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and too deep alike
-        raise ResultError(f"not JSON ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("request"), dict):
-        raise ResultError('expected a JSON object {"config"?, "request", "response"?} with "request" an object (see edgefn events sample)')
-    event = event_from_document(doc)
-    if event.config.event_type not in REQUEST_EVENTS and event.response is None:
-        raise ResultError(f'a {event.config.event_type} event needs a "response" object')
-    return event
-
-
-def _body_to_json(body: Body) -> dict[str, Any]:
-    try:
-        return {"data": body.data.decode(), "encoding": "text", "inputTruncated": body.input_truncated}
-    except UnicodeDecodeError:
-        return {"data": base64.b64encode(body.data).decode(), "encoding": "base64", "inputTruncated": body.input_truncated}
-
-
-def to_json_document(item: Event | EdgeRequest | EdgeResponse) -> dict[str, Any]:
-    """The JSON form of an event or a result: bodies as text when they are UTF-8, else base64."""
-    if isinstance(item, Event):
-        doc = event_document(item)
-        for part in ("request", "response"):
-            if part in doc and "body" in doc[part]:
-                doc[part]["body"] = _body_to_json(getattr(item, part).body)
-        return doc
-    if isinstance(item, EdgeRequest):
-        doc = _request_doc(item)
-    else:
-        doc = _response_doc(item)
-    if item.body is not None:
-        doc["body"] = _body_to_json(item.body)
-    return doc

@@ -23,8 +23,13 @@ import wasmtime
 from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 
+from ..core.exceptions import (
+    AbiMismatch,
+    ComponentImportNotAllowed,
+    InvalidModule,
+    MissingExport,
+)
 from . import abi
-from .errors import AbiMismatch, InvalidModule, MissingExport, ModuleRejected
 from .linking import current_context, guest_fetch
 
 log = logging.getLogger("edgefn.runtime")
@@ -103,19 +108,6 @@ def _min_pages(data: bytes, start: int, end: int) -> int:
 # --- load-time checks ----------------------------------------------------------------------------------
 
 
-class ComponentImportNotAllowed(ModuleRejected):
-    """A component imports an interface the host does not grant."""
-
-    def __init__(self, function: str, interface: str) -> None:
-        self.module = interface
-        self.name = ""
-        super().__init__(
-            function,
-            f"imports {interface}, which is not granted; a component may import only {HOST_INTERFACE} "
-            f"(log, env-get, fetch) and WASI 0.2 (io, clocks, random, cli, filesystem, sockets)",
-        )
-
-
 @dataclass(frozen=True)
 class ComponentInfo:
     """Static facts about a component, found once at load so the request path never looks them up."""
@@ -139,10 +131,10 @@ def inspect_component(component: wc.Component, engine: wasmtime.Engine, function
             major = version.split(".")[0]
             if major.isdigit() and version != WORLD_VERSION:
                 raise AbiMismatch(function, [int(major)], abi.ABI_VERSION)
-            raise ComponentImportNotAllowed(function, name)
+            raise ComponentImportNotAllowed(function, name, HOST_INTERFACE)
         if name.startswith(WASI_PACKAGES) and WASI_VERSION in name:
             continue
-        raise ComponentImportNotAllowed(function, name)
+        raise ComponentImportNotAllowed(function, name, HOST_INTERFACE)
     exports = ctype.exports(engine)
     handle = exports.get(HANDLE_EXPORT)
     ty = handle.ty if handle is not None else None

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from .errors import EdgefnError, Throttled
+from ..core.exceptions import ConcurrencyConfigError, Throttled
 
 #: the throttle reasons of Lambda's TooManyRequestsException
 RESERVED_LIMIT_EXCEEDED = "ReservedFunctionConcurrentInvocationLimitExceeded"
@@ -23,10 +23,6 @@ CONCURRENT_LIMIT_EXCEEDED = "ConcurrentInvocationLimitExceeded"
 MIN_UNRESERVED_SHARE = 0.1
 
 DEFAULT_MAX_CONCURRENCY = 1000
-
-
-class ConcurrencyConfigError(EdgefnError):
-    """Reservations that leave too little for the functions without one."""
 
 
 def min_unreserved(max_concurrency: int) -> int:

@@ -7,47 +7,32 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..core import events
+from ..core.app import FunctionSpec
+from ..core.events import EdgeRequest, EdgeResponse, Event
+from ..core.exceptions import (
+    FunctionError,
+    InvalidResult,
+    InvocationError,
+    MemoryLimitExceeded,
+)
+from ..core.report import InvocationReport
 from ..observability.metrics import EdgeMetrics
 from . import abi
-from .abi import EdgeRequest, EdgeResponse, Event
 from .concurrency import ConcurrencyLimiter, InvocationCounts
 from .engine import EngineSettings, EpochTicker, create_engine
-from .errors import FunctionError, InvalidResult, InvocationError, MemoryLimitExceeded
 from .linking import create_linker
 from .module_store import ModuleStore
 from .outbound import shared_client
 from .pool import WarmPool, WarmPools
-from .sandbox import InvocationReport, Limits, Sandbox, log_level
+from .sandbox import Sandbox, log_level
 from .scheduler import GuestScheduler
 
 #: guest threads beyond the CPU slots: invocations waiting on a fetch hold a thread but not a slot
 IO_THREADS = 64
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """A function as the runtime runs it: code by digest, limits and env (resolved from the manifest)."""
-
-    name: str
-    digest: str
-    limits: Limits = Limits()
-    env: dict[str, str] = field(default_factory=dict)
-    version: str = "$LATEST"
-    #: hosts ("host" or "host:port") the function may reach with the fetch host call
-    allowed_hosts: tuple[str, ...] = ()
-    #: keep warm instances in a bounded pool between invocations (default: a fresh instance per request)
-    reuse_instances: bool = False
-    #: instances to create at startup for the pool (provisioned concurrency); needs reuse_instances
-    prewarm: int = 0
-    #: in-flight invocations reserved for (and capping) this function; None = the unreserved pool
-    reserved_concurrency: int | None = None
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{self.name}:{self.version}"
 
 
 @dataclass
@@ -194,7 +179,7 @@ class Invoker:
                     error = MemoryLimitExceeded(fn.name, rid, fn.limits.memory_mb, f": {exc.error_message}")
                 else:
                     error = FunctionError(fn.name, rid, exc.error_type, exc.error_message)
-            except abi.ResultError as exc:
+            except events.ResultError as exc:
                 error = InvalidResult(fn.name, rid, str(exc))
             if error is not None:
                 run.report.outcome = error.kind

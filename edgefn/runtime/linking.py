@@ -11,8 +11,8 @@ from typing import Callable
 import cbor2
 import wasmtime
 
+from ..core.exceptions import AbiMismatch, ImportNotAllowed, MissingExport
 from . import abi
-from .errors import AbiMismatch, ImportNotAllowed, MissingExport
 from .outbound import MAX_FETCHES_PER_INVOCATION, perform_fetch, policy_for
 
 MAX_LOG_LINE = 4096

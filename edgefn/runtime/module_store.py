@@ -37,10 +37,10 @@ from typing import Any, Callable
 import wasmtime
 from wasmtime import component as wc
 
-from . import component as comp
+from ..core.exceptions import InvalidModule
 from ..files import write_atomic
+from . import component as comp
 from .engine import ARTIFACT_FORMAT
-from .errors import InvalidModule
 from .linking import GuestModuleInfo, inspect_module
 
 log = logging.getLogger("edgefn.module_store")

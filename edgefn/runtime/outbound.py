@@ -18,7 +18,7 @@ from typing import Any
 import cbor2
 import httpx
 
-from .abi import ResultError, decode_headers
+from ..core.events import ResultError, decode_headers
 from .egress import EgressPolicy, EgressRefused, own_ports_from_env
 
 MAX_FETCHES_PER_INVOCATION = 50

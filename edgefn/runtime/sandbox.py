@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Callable
 
 import wasmtime
 
-from . import component, fastcall
-from .engine import EpochTicker
-from .errors import (
+from ..core.app import Limits
+from ..core.exceptions import (
     CpuBudgetExhausted,
     GuestTrap,
     InvalidResult,
@@ -22,6 +21,9 @@ from .errors import (
     MemoryLimitExceeded,
     WallClockTimeout,
 )
+from ..core.report import InvocationReport
+from . import component, fastcall
+from .engine import EpochTicker
 from .linking import GuestModuleInfo, InvocationContext, set_current_context
 from .memory import MemoryBudget, charging
 from .module_store import LoadedModule
@@ -36,54 +38,6 @@ MAX_CORE_MEMORIES = 16
 MAX_COMPONENT_INSTANCES = 32
 TABLE_ELEMENT_BYTES = 8
 LOG_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-function limits. Defaults mirror Lambda@Edge viewer triggers (128 MB, 5 s)."""
-
-    memory_mb: int = 128
-    timeout_ms: int = 5000
-    fuel: int = 2_000_000_000
-    max_result_bytes: int = 1024 * 1024
-
-
-@dataclass
-class InvocationReport:
-    """What one invocation cost; rendered as Lambda's REPORT line."""
-
-    request_id: str
-    function: str
-    duration_ms: float
-    init_duration_ms: float | None
-    fuel_used: int
-    peak_memory_bytes: int
-    memory_mb: int
-    outcome: str
-    version: str = "$LATEST"
-    #: True if the invocation ran on a warm (reused) instance
-    warm: bool = False
-    #: False after a wall-clock timeout: compiled wasm keeps its fuel count in a register and writes it back
-    #: only at calls, so an epoch interrupt inside a loop loses what it used since (fuel_used is a lower bound)
-    fuel_exact: bool = True
-
-    @property
-    def billed_duration_ms(self) -> int:
-        return max(1, -(-int((self.duration_ms + (self.init_duration_ms or 0)) * 1000) // 1000))
-
-    def line(self) -> str:
-        parts = [
-            f"REPORT RequestId: {self.request_id}",
-            f"Duration: {self.duration_ms:.2f} ms",
-            f"Billed Duration: {self.billed_duration_ms} ms",
-            f"Memory Size: {self.memory_mb} MB",
-            f"Max Memory Used: {-(-self.peak_memory_bytes // (1024 * 1024))} MB",
-        ]
-        if self.init_duration_ms is not None:
-            parts.append(f"Init Duration: {self.init_duration_ms:.2f} ms")
-        parts.append(f"Fuel Used: {self.fuel_used}" if self.fuel_exact else f"Fuel Used: >={self.fuel_used} (timed out)")
-        parts.append(f"Outcome: {self.outcome}")
-        return "\t".join(parts)
 
 
 @dataclass

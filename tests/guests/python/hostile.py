@@ -7,7 +7,7 @@ through the generic `handler(event)`.
 import sys
 import time
 
-from edgefn_guest import Response, env, fetch, log, FetchError
+from edgefn_guest import FetchError, Response, env, fetch, log
 
 COUNT = 0  # module state: survives between requests only on a reused instance
 INITS = 0

@@ -1,0 +1,109 @@
+"""The locked app: everything the server, the runtime and the control plane need, resolved and checked.
+
+`manifest/resolve.py` is the only place that makes these from an `edgefn.toml` (Spin's LockedApp): past it
+nothing reads the manifest's tables. A function as the runtime runs it is a `FunctionSpec` (code by digest,
+`Limits`, env, grants); a behavior is a `ResolvedBehavior` with its hooks and `CachePolicy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["CachePolicy", "FunctionSpec", "Limits", "ResolvedApp", "ResolvedBehavior", "ResolvedHook", "ServerSettings"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-function limits. Defaults mirror Lambda@Edge viewer triggers (128 MB, 5 s)."""
+
+    memory_mb: int = 128
+    timeout_ms: int = 5000
+    fuel: int = 2_000_000_000
+    max_result_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A function as the runtime runs it: code by digest, limits and env (resolved from the manifest)."""
+
+    name: str
+    digest: str
+    limits: Limits = Limits()
+    env: dict[str, str] = field(default_factory=dict)
+    version: str = "$LATEST"
+    #: hosts ("host" or "host:port") the function may reach with the fetch host call
+    allowed_hosts: tuple[str, ...] = ()
+    #: keep warm instances in a bounded pool between invocations (default: a fresh instance per request)
+    reuse_instances: bool = False
+    #: instances to create at startup for the pool (provisioned concurrency); needs reuse_instances
+    prewarm: int = 0
+    #: in-flight invocations reserved for (and capping) this function; None = the unreserved pool
+    reserved_concurrency: int | None = None
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True)
+class ResolvedHook:
+    function: str
+    include_body: bool
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """A behavior's cache policy: the cache-key allowlists (lowercase) and the TTL bounds in seconds."""
+
+    min_ttl: int = 0
+    default_ttl: int = 86400
+    max_ttl: int = 31_536_000
+    query_strings: tuple[str, ...] = ()  # ("*",) = every parameter
+    headers: tuple[str, ...] = ()
+    cookies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResolvedBehavior:
+    path_pattern: str  # "*" for the default behavior
+    host_pattern: str
+    function: str | None
+    origin: str | None
+    hooks: dict[str, ResolvedHook] = field(default_factory=dict)  # event type -> hook
+    is_default: bool = False
+    cache: CachePolicy | None = None  # None: responses are not cached
+    origin_connect_timeout_s: float = 5.0
+    origin_read_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The `[server]` table as resolved: listeners, workers, guest threads, limits of the edge itself."""
+
+    host: str
+    port: int
+    tls_port: int
+    tls_cert: str | None
+    tls_key: str | None
+    http3: bool
+    cache_max_bytes: int
+    workers: int
+    guest_threads: int
+    max_concurrency: int
+    body_idle_timeout_ms: int
+    body_timeout_ms: int
+    max_hops: int
+
+
+@dataclass(frozen=True)
+class ResolvedApp:
+    manifest_path: Path
+    root: Path
+    name: str
+    store_dir: Path
+    build_dir: Path
+    server: ServerSettings
+    functions: dict[str, FunctionSpec]
+    sources: dict[str, Path]
+    behaviors: list[ResolvedBehavior]  # ordered; the default behavior (if any) is last

@@ -1,0 +1,373 @@
+"""Every error edgefn raises on purpose, in one tree.
+
+Each carries what a user needs to act on it (the function, the request id, the file and key, the limit or
+rule) and says it in its message. Who answers with what is decided by class, one table per audience: the
+viewer's status (`edge/responses.py`), the Lambda API's error (`admin/documents.py`), the async record.
+
+    EdgefnError
+    ├── ManifestError            a manifest problem: file, key path, bad value, fix
+    ├── BuildError               a compiler refused a source (Diagnostic: file:line:column)
+    ├── ScaffoldError            `edgefn init` cannot write the project
+    ├── ModuleRejected           a wasm module cannot be a function (at load, before any instance)
+    │   ├── ImportNotAllowed
+    │   │   └── ComponentImportNotAllowed
+    │   ├── AbiMismatch
+    │   ├── MissingExport
+    │   └── InvalidModule
+    ├── InvocationError          one invocation failed; `kind` names it in logs, metrics and REPORT
+    │   ├── CpuBudgetExhausted       fuel
+    │   ├── WallClockTimeout         timeout_ms
+    │   ├── MemoryLimitExceeded      memory_mb
+    │   ├── GuestTrap                a trap, with code and wasm backtrace
+    │   ├── InvalidResult            an unusable result document
+    │   ├── FunctionError            the guest reported an error on purpose
+    │   ├── Throttled                over a concurrency limit
+    │   ├── RuleViolation            a Lambda@Edge rule broken by a result
+    │   └── UnknownFunction          a reference the registry does not hold
+    ├── ConcurrencyConfigError   reservations that leave too little unreserved
+    ├── RegistryError            a control-plane request that cannot be done (`code`, `status`: Lambda's)
+    │   ├── NotFound
+    │   ├── Conflict
+    │   ├── RegistryLost             the database came back empty
+    │   ├── PayloadTooLarge
+    │   └── InvalidPayload
+    ├── StorageError             the control database cannot be opened or used
+    ├── ExpressionError          a rate()/cron() expression that does not parse
+    ├── AdminTokenRequired       a tokenless admin API on a non-loopback address
+    ├── AdminListenError         the admin address cannot be bound
+    ├── LogQueryError            `edgefn logs` asked for something it cannot show
+    └── MetricsError             a metric used inconsistently (a programming error)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .report import InvocationReport
+
+__all__ = [
+    "AbiMismatch", "AdminListenError", "AdminTokenRequired", "BuildError", "ComponentImportNotAllowed",
+    "ConcurrencyConfigError", "Conflict", "CpuBudgetExhausted", "Diagnostic", "EdgefnError", "ExpressionError",
+    "FunctionError", "GuestTrap", "ImportNotAllowed", "InvalidModule", "InvalidPayload", "InvalidResult",
+    "InvocationError", "LogQueryError", "ManifestError", "MemoryLimitExceeded", "MetricsError", "MissingExport",
+    "ModuleRejected", "NotFound", "PayloadTooLarge", "RegistryError", "RegistryLost", "RuleViolation",
+    "ScaffoldError", "StorageError", "Throttled", "UnknownFunction", "WallClockTimeout",
+]
+
+
+class EdgefnError(Exception):
+    """Base class of every error edgefn raises on purpose."""
+
+
+# --- load time: the module is refused before any instance exists -----------------------------------
+
+
+class ModuleRejected(EdgefnError):
+    """A wasm module cannot be used as an edgefn function."""
+
+    def __init__(self, function: str, reason: str) -> None:
+        self.function = function
+        self.reason = reason
+        super().__init__(f"function {function!r}: {reason}")
+
+
+class ImportNotAllowed(ModuleRejected):
+    """The guest imports something that ABI v1 does not grant."""
+
+    def __init__(self, function: str, module: str, name: str) -> None:
+        self.module = module
+        self.name = name
+        super().__init__(
+            function,
+            f"imports {module}.{name}, which is not granted; a guest may import only "
+            f"edgefn:host/v1 (log, env_get, fetch, fetch_result) and wasi_snapshot_preview1",
+        )
+
+
+class AbiMismatch(ModuleRejected):
+    """The guest was built for another ABI version."""
+
+    def __init__(self, function: str, guest_versions: list[int], host_version: int) -> None:
+        self.guest_versions = guest_versions
+        self.host_version = host_version
+        built = ", ".join(f"v{v}" for v in guest_versions)
+        super().__init__(
+            function,
+            f"built for guest ABI {built}, this host speaks v{host_version}; "
+            f"rebuild it with the matching guest SDK",
+        )
+
+
+class MissingExport(ModuleRejected):
+    """A required export is absent or has the wrong type."""
+
+    def __init__(self, function: str, export: str, expected: str) -> None:
+        self.export = export
+        self.expected = expected
+        super().__init__(function, f"must export {export!r} as {expected} (see guest-sdk/ABI.md)")
+
+
+class InvalidModule(ModuleRejected):
+    """The bytes are not a valid wasm module."""
+
+
+# --- invocation time --------------------------------------------------------------------------------
+
+
+class InvocationError(EdgefnError):
+    """One invocation of a function failed. The instance is discarded; the runtime keeps serving."""
+
+    #: short machine-readable name used in logs, metrics and the REPORT line
+    kind = "error"
+    #: the REPORT of the failed invocation, set by the invoker (None if it failed before running)
+    report: "InvocationReport | None" = None
+
+    def __init__(self, function: str, request_id: str, detail: str) -> None:
+        self.function = function
+        self.request_id = request_id
+        self.detail = detail
+        super().__init__(f"{self.kind}: function {function!r}, request {request_id}: {detail}")
+
+
+class CpuBudgetExhausted(InvocationError):
+    kind = "cpu_budget_exhausted"
+
+    def __init__(self, function: str, request_id: str, fuel: int) -> None:
+        self.fuel = fuel
+        super().__init__(function, request_id, f"used its whole CPU budget of {fuel:,} fuel (manifest key 'fuel')")
+
+
+class WallClockTimeout(InvocationError):
+    kind = "timeout"
+
+    def __init__(self, function: str, request_id: str, timeout_ms: int) -> None:
+        self.timeout_ms = timeout_ms
+        super().__init__(function, request_id, f"ran past its wall-clock limit of {timeout_ms} ms (manifest key 'timeout_ms')")
+
+
+class MemoryLimitExceeded(InvocationError):
+    kind = "memory_limit_exceeded"
+
+    def __init__(self, function: str, request_id: str, memory_mb: int, detail: str = "") -> None:
+        self.memory_mb = memory_mb
+        super().__init__(
+            function, request_id, f"hit its linear-memory cap of {memory_mb} MB (manifest key 'memory_mb'){detail}"
+        )
+
+
+class GuestTrap(InvocationError):
+    kind = "trap"
+
+    def __init__(self, function: str, request_id: str, trap_code: str, backtrace: list[str]) -> None:
+        self.trap_code = trap_code
+        self.backtrace = backtrace
+        where = f" at {backtrace[0]}" if backtrace else ""
+        super().__init__(function, request_id, f"trapped with code {trap_code}{where}")
+
+
+class InvalidResult(InvocationError):
+    kind = "invalid_result"
+
+    def __init__(self, function: str, request_id: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(function, request_id, f"returned an invalid result: {reason}")
+
+
+class FunctionError(InvocationError):
+    """The guest reported an error on purpose (Lambda's "Handled" function error)."""
+
+    kind = "function_error"
+
+    def __init__(self, function: str, request_id: str, error_type: str, error_message: str) -> None:
+        self.error_type = error_type
+        self.error_message = error_message
+        super().__init__(function, request_id, f"{error_type}: {error_message}")
+
+
+class Throttled(InvocationError):
+    """Over a concurrency limit: refused at once, never queued (docs/concurrency.md)."""
+
+    kind = "throttled"
+
+    def __init__(self, function: str, request_id: str, limit: int, reason: str = "ConcurrentInvocationLimitExceeded") -> None:
+        self.limit = limit
+        #: Lambda's throttle reason: ReservedFunctionConcurrentInvocationLimitExceeded (the function's own
+        #: reserved_concurrency) or ConcurrentInvocationLimitExceeded (the unreserved pool of server.max_concurrency)
+        self.reason = reason
+        if reason == "ReservedFunctionConcurrentInvocationLimitExceeded":
+            what = f"its reserved_concurrency of {limit} in-flight invocations is in use (raise functions.{function}.reserved_concurrency, or retry later)"
+        else:
+            what = f"the unreserved pool of {limit} in-flight invocations is in use (raise server.max_concurrency, lower other reservations, or retry later)"
+        super().__init__(function, request_id, f"{reason}: {what}")
+
+
+class ComponentImportNotAllowed(ModuleRejected):
+    """A component imports an interface the host does not grant."""
+
+    def __init__(self, function: str, interface: str, host_interface: str) -> None:
+        self.module = interface
+        self.name = ""
+        super().__init__(
+            function,
+            f"imports {interface}, which is not granted; a component may import only {host_interface} "
+            f"(log, env-get, fetch) and WASI 0.2 (io, clocks, random, cli, filesystem, sockets)",
+        )
+
+
+class RuleViolation(InvocationError):
+    """A function's result broke a Lambda@Edge rule for its trigger."""
+
+    kind = "rule_violation"
+
+    def __init__(self, function: str, request_id: str, trigger: str, field: str, rule: str) -> None:
+        self.trigger = trigger
+        self.field = field
+        self.rule = rule
+        super().__init__(function, request_id, f"{trigger} result broke a rule at {field}: {rule}")
+
+
+class UnknownFunction(InvocationError):
+    """A reference names no function, version or alias in the registry."""
+
+    kind = "function_not_found"
+
+    def __init__(self, ref: str, request_id: str, reason: str) -> None:
+        self.ref = ref
+        super().__init__(ref, request_id, reason)
+
+
+# --- configuration and building -------------------------------------------------------------------
+
+
+class ManifestError(EdgefnError):
+    """A manifest problem, with the file, the key path, the bad value and the fix."""
+
+    def __init__(self, file: Path | str, key: str, problem: str, fix: str = "") -> None:
+        self.file = str(file)
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+        where = f"{self.file}: {key}: " if key else f"{self.file}: "
+        super().__init__(where + problem + (f"\n  fix: {fix}" if fix else ""))
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    file: str
+    line: int
+    column: int
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.kind}: {self.message}"
+
+
+class BuildError(EdgefnError):
+    """The compiler refused a source; `diagnostics` carry file:line for each error."""
+
+    def __init__(self, source: Path, diagnostics: list[Diagnostic], output: str) -> None:
+        self.source = source
+        self.diagnostics = diagnostics
+        self.output = output
+        errors = [d for d in diagnostics if d.kind == "error"] or diagnostics
+        summary = "\n".join(f"  {d}" for d in errors[:20]) or "  " + output.strip()[-2000:]
+        super().__init__(f"build of {source} failed:\n{summary}")
+
+
+class ScaffoldError(EdgefnError):
+    """`edgefn init` cannot write the project (the directory is not empty, a bad trigger name)."""
+
+
+class ConcurrencyConfigError(EdgefnError):
+    """Reservations that leave too little for the functions without one."""
+
+
+class ExpressionError(EdgefnError):
+    """A rate() or cron() expression that does not parse: `problem` says what is wrong, `fix` what is allowed."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem} ({fix})")
+
+
+# --- the control plane ------------------------------------------------------------------------------
+
+
+class RegistryError(EdgefnError):
+    """A control-plane request that cannot be done; `code` is the Lambda-style error name for the API."""
+
+    code = "InvalidParameterValueException"
+    status = 400
+
+
+class NotFound(RegistryError):
+    code = "ResourceNotFoundException"
+    status = 404
+
+
+class Conflict(RegistryError):
+    code = "ResourceConflictException"
+    status = 409
+
+
+class RegistryLost(RegistryError):
+    """The control database is empty (or was replaced) although it held published versions or aliases."""
+
+
+class PayloadTooLarge(RegistryError):
+    code = "RequestTooLargeException"
+    status = 413
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"the event is {size:,} bytes; an asynchronous invocation takes at most {limit:,} bytes (send large data by reference)")
+
+
+class InvalidPayload(RegistryError):
+    code = "InvalidRequestContentException"
+    status = 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the event is not a valid event document: {reason} (see `edgefn events sample viewer-request`)")
+
+
+class StorageError(EdgefnError):
+    """The control-plane database cannot be opened or used."""
+
+
+class AdminTokenRequired(EdgefnError):
+    """The admin API would listen on a non-loopback address without a token (--admin-no-token)."""
+
+    def __init__(self, host: str, token_env: str) -> None:
+        self.host = host
+        self.token_env = token_env
+        super().__init__(
+            f"admin.host = {host!r} is not a loopback address, and --admin-no-token turns the admin API's token off. "
+            f"Fix: drop --admin-no-token (a token comes from ${token_env}, admin.token_env, or is generated into admin.token_file), "
+            f"or set admin.host = \"127.0.0.1\", or turn the admin API off with admin.port = 0 (or --admin-port 0)"
+        )
+
+
+class AdminListenError(EdgefnError):
+    """The admin address cannot be bound."""
+
+    def __init__(self, host: str, port: int, exc: OSError) -> None:
+        where = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+        super().__init__(f"cannot listen on admin {where}: {exc.strerror or exc} (see admin.host / admin.port, --admin-port)")
+
+
+# --- observability ------------------------------------------------------------------------------------
+
+
+class LogQueryError(EdgefnError):
+    """`edgefn logs` was asked for something it cannot show."""
+
+
+class MetricsError(EdgefnError):
+    """A metric defined or used inconsistently (a programming error, named so it is fixed where it happens)."""
