@@ -65,7 +65,7 @@ def main() -> None:
         noop_raw = fastcall.export_nth(store, instance, names.index("noop"))
         noop_hl = exports["noop"]
         pull = exports["pull"]
-        from edgefn.runtime.linking import InvocationContext, set_current_context
+        from edgefn.runtime.context import InvocationContext, set_current_context
 
         set_current_context(InvocationContext("bench", "r", {"HOST": b"value"}, lambda level, msg: None))
         results: dict[str, float] = {}

@@ -21,8 +21,8 @@ from edgefn.core import events
 from edgefn.core.app import FunctionSpec, Limits
 from edgefn.core.events import EdgeRequest, Event, EventConfig
 from edgefn.runtime import abi, fastcall  # noqa: E402
+from edgefn.runtime.context import InvocationContext, set_current_context
 from edgefn.runtime.invoker import Runtime
-from edgefn.runtime.linking import InvocationContext, set_current_context  # noqa: E402
 
 #: the limits of examples/hello's manifest entry (the bench's edgefn servers use the same)
 LIMITS = Limits(memory_mb=16, timeout_ms=1000, fuel=50_000_000, max_result_bytes=65536)

@@ -29,8 +29,10 @@ COMPONENTS: list[tuple[str, str]] = [
     ("sandbox: Sandbox.run Python", "edgefn/runtime/sandbox.py"),
     ("sandbox: host calls (env_get)", "edgefn/runtime/linking.py"),
     ("invoker (report, module lookup)", "edgefn/runtime/"),
-    ("edgefn pipeline", "edgefn/pipeline/"),
-    ("edgefn app handler (edgefn/app.py)", "edgefn/app.py"),
+    ("edgefn pipeline", "edgefn/edge/pipeline.py"),
+    ("edgefn pipeline", "edgefn/edge/cache.py"),
+    ("edgefn pipeline", "edgefn/edge/rules.py"),
+    ("edgefn app handler (edgefn/edge/app.py)", "edgefn/edge/"),
     ("Starlette", "starlette/"),
     ("aioquic (QUIC + HTTP/3)", "aioquic/"),
     ("cryptography (TLS, QUIC packet protection)", "cryptography/"),
@@ -163,7 +165,7 @@ def pyinstrument_invoke(loops: int = 3000) -> dict:
 #: startup phases, checked in order against the whole main-thread stack (inclusive)
 STARTUP_PHASES: list[tuple[str, list[str]]] = [
     ("Python imports", ["_find_and_load"]),
-    ("zig build again, in the app lifespan (open_app)", ["build_app (edgefn/build/app.py", "open_app (edgefn/commands.py"]),
+    ("zig build again, in the app lifespan (open_app)", ["build_app (edgefn/build/app.py", "open_app (edgefn/build/app.py"]),
     ("zig build, in serve() before binding", ["build_app (edgefn/build/app.py", "serve (edgefn/server.py"]),
     ("module store: compile + write artifact", ["_compile (edgefn/runtime/module_store.py"]),
     ("module store: read + verify + deserialize + link", ["ModuleStore.load (edgefn/runtime/module_store.py"]),

@@ -76,8 +76,8 @@ def memory_child(store_dir: str, digests_json: str) -> None:
     import micro
 
     from edgefn.runtime import abi, fastcall
+    from edgefn.runtime.context import InvocationContext, set_current_context
     from edgefn.runtime.invoker import Runtime
-    from edgefn.runtime.linking import InvocationContext, set_current_context
 
     logging.disable(logging.CRITICAL)
     digests = json.loads(digests_json)

@@ -7,31 +7,42 @@ in the background (the registry watch, the dev reloader) starts and stops here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import os
 from pathlib import Path
+from typing import AsyncIterator
 
 import httpx
+from starlette.applications import Starlette
 
-from .commands import open_app
-from .control.admin_listener import AdminBind, AdminListener
+from .admin.listener import AdminBind, AdminListener
+from .build.app import open_app
 from .control.async_invoke import AsyncInvoker
 from .control.catalog import FunctionCatalog, LiveCatalog
 from .control.deploy import check_references, deploy, deployed_digests, open_registry
 from .control.queue import SqliteEventQueue
 from .control.registry import LATEST, FunctionRef
 from .control.schedules import Scheduler, load_schedules
-from .core.app import ResolvedApp
+from .core.app import FunctionSpec, ResolvedApp
+from .core.events import Event
+from .dev.console import DevConsole
+from .dev.recorder import EventRecorder
+from .dev.reloader import DevReloader, DevState
+from .edge.app import EdgeState, create_edge_app
+from .edge.cache import EdgeCache
+from .edge.pipeline import EdgePipeline
 from .manifest.load import load_manifest
 from .manifest.schema import Manifest
 from .observability.logs import FunctionLogSink
-from .pipeline.cache import EdgeCache
-from .pipeline.pipeline import EdgePipeline
+from .observability.metrics import EdgeMetrics
 from .runtime.concurrency import (
     check_reservations,
     provisioned_versions,
     reservations_of,
 )
+from .runtime.invoker import Invocation
 
 log = logging.getLogger("edgefn.node")
 
@@ -46,9 +57,10 @@ class EdgeNode:
         self.manifest: Manifest = load_manifest(self.config)
         self.registry = open_registry(self.config, self.manifest)
         # `serve` built and deployed the app before starting this process: its code is loaded, not rebuilt
-        self.app, self.runtime = open_app(self.config, digests=deployed_digests(self.manifest, self.registry))
         #: this process's Prometheus series, and every function's log stream on disk (docs/observability.md)
-        self.metrics = self.runtime.invoker.metrics
+        self.metrics = EdgeMetrics()
+        self.app, self.runtime = open_app(self.config, digests=deployed_digests(self.manifest, self.registry), observer=self.metrics)
+        self.metrics.watch_throttles(lambda: self.runtime.invoker.limiter.snapshot()["throttled"])
         self.logs = FunctionLogSink.from_config(self.config, self.manifest.logs).start()
         self.tasks: list[asyncio.Task] = []
         self.stop_event = asyncio.Event()
@@ -74,7 +86,9 @@ class EdgeNode:
         self.scheduler = Scheduler(self.registry.db, schedules, queue)
 
     def _pipeline(self, app: ResolvedApp) -> EdgePipeline:
-        return EdgePipeline(app, self.catalog, self.runtime.invoker, self.client, self.cache, dev=self.dev, recorder=self.recorder)  # type: ignore[arg-type]
+        return EdgePipeline(
+            app, self.catalog, self.runtime.invoker, self.client, self.cache, dev=self.dev, recorder=self.recorder, observer=self.metrics,  # type: ignore[arg-type]
+        )
 
     # --- the catalog ----------------------------------------------------------------------------------
 
@@ -126,6 +140,18 @@ class EdgeNode:
         if dropped := self.runtime.invoker.pools.retain(keep):
             log.info("warm instances released: %s (no longer routed to)", ", ".join(dropped))
 
+    @property
+    def max_concurrency(self) -> int:
+        return self.manifest.server.max_concurrency
+
+    async def invoke(self, fn: FunctionSpec, event: Event) -> Invocation:
+        """One invocation on this node's runtime (the admin API's synchronous Invoke)."""
+        return await self.runtime.invoker.invoke(fn, event)
+
+    def stats(self) -> dict[str, object]:
+        """Concurrency limits and use, warm/cold invocations per version (GET /_edgefn/info)."""
+        return self.runtime.invoker.stats()
+
     # --- lifecycle ------------------------------------------------------------------------------------
 
     async def apply(self, app: ResolvedApp, manifest: Manifest) -> None:
@@ -160,3 +186,33 @@ class EdgeNode:
         await self.client.aclose()
         self.runtime.close()
         self.logs.close()  # after the runtime: the last invocations' lines are written too
+
+
+def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) -> Starlette:
+    """The Starlette app of one server process: the edge app (edgefn/edge/app.py) over an EdgeNode made in
+    its lifespan, with `edgefn dev`'s reloader, console and recorder when `dev` / `record_dir` ask for them."""
+    state = EdgeState()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        node = EdgeNode(config, dev=dev, recorder=EventRecorder(record_dir) if record_dir is not None else None)
+        state.node = node
+        node.start()
+        if dev:
+            dev_state, console = DevState(), DevConsole()
+            state.dev, state.console = dev_state, console
+            reloader = DevReloader(config, node.runtime, node.app, node.apply, dev_state, console)
+            node.tasks.append(asyncio.create_task(reloader.run(node.stop_event)))
+            console.info(f"watching {Path(config).resolve().parent} for changes")
+        try:
+            yield
+        finally:
+            await node.close()
+
+    return create_edge_app(state, lifespan)
+
+
+def app_from_env() -> Starlette:
+    """Entry point for Hypercorn worker processes: the parent passes the manifest in EDGEFN_CONFIG."""
+    record = os.environ.get("EDGEFN_RECORD")
+    return create_app(Path(os.environ["EDGEFN_CONFIG"]), dev=os.environ.get("EDGEFN_DEV") == "1", record_dir=Path(record) if record else None)

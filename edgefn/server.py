@@ -21,9 +21,9 @@ from hypercorn.config import Config, Sockets
 from hypercorn.run import run
 from hypercorn.typing import ASGIFramework
 
+from .admin.listener import BIND_ENV as ADMIN_BIND_ENV
+from .admin.listener import check_admin_auth, ensure_token, plan_admin
 from .build.app import build_app, store_dir_of
-from .control.admin_listener import BIND_ENV as ADMIN_BIND_ENV
-from .control.admin_listener import check_admin_auth, ensure_token, plan_admin
 from .control.catalog import FunctionCatalog
 from .control.deploy import check_references, deploy, open_registry
 from .control.schedules import load_schedules
@@ -143,7 +143,7 @@ def worker_app() -> ASGIFramework:
     """
     _configure_logging()
     harden_http1()
-    from .app import app_from_env
+    from .node import app_from_env
 
     return app_from_env()
 
@@ -185,7 +185,7 @@ def serve(
         certfile, keyfile, self_signed = tls_files(config_path, server)
         kind = "self-signed localhost certificate" if self_signed else "certificate"
         print(f"edgefn: TLS {kind} {certfile} (SHA-256 {fingerprint(certfile)})", file=sys.stderr, flush=True)
-    # the server processes build their app from the environment (edgefn.app.app_from_env)
+    # the server processes build their app from the environment (edgefn.node.app_from_env)
     os.environ["EDGEFN_CONFIG"] = str(config_path)
     if dev:
         os.environ["EDGEFN_DEV"] = "1"

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .core.exceptions import ManifestError
-from .files import write_atomic
+from .core.files import write_atomic
 from .manifest.schema import ServerConfig
 
 DEFAULT_TLS_DIR = Path(".edgefn") / "tls"  # relative to the manifest

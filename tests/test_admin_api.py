@@ -13,7 +13,8 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from edgefn.control import api, openapi
+from edgefn.admin import app as api
+from edgefn.admin import openapi
 from tests.servers import REPO, edge_server, free_port
 
 GUESTS = REPO / "tests" / "guests" / "c"

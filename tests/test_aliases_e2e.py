@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from edgefn.app import EXECUTED_VERSION_HEADER
-from edgefn.cli import main
+from edgefn.cli.main import main
+from edgefn.edge.app import EXECUTED_VERSION_HEADER
 from tests.servers import REPO, edge_server
 
 ENV_GUEST = REPO / "tests" / "guests" / "c" / "env.c"

@@ -6,14 +6,20 @@ import asyncio
 from typing import Awaitable, Callable
 
 from edgefn.core.app import CachePolicy
-from edgefn.core.events import Body, EdgeRequest, EdgeResponse, Headers, title_case
-from edgefn.pipeline.cache import (
+from edgefn.core.events import (
+    Body,
+    EdgeRequest,
+    EdgeResponse,
+    Headers,
+    XCache,
+    title_case,
+)
+from edgefn.edge.cache import (
     ENTRY_OVERHEAD,
     ERROR_CACHING_MIN_TTL,
     CacheEntry,
     EdgeCache,
     Freshness,
-    XCache,
     cache_key,
     conditional_headers,
     ttl_for,

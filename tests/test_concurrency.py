@@ -17,7 +17,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from edgefn.commands import open_app
+from edgefn.build.app import open_app
 from edgefn.control.deploy import deploy as deploy_app
 from edgefn.control.deploy import open_registry
 from edgefn.control.registry import AliasRecord, SqliteRegistry

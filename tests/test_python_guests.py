@@ -687,7 +687,7 @@ def test_manifest_keys_and_prewarm_through_build_app(tmp_path):
     """))
     manifest = load_manifest(tmp_path / "edgefn.toml")
     with Runtime(tmp_path / "store", workers=2) as rt:
-        app = build_app(tmp_path / "edgefn.toml", manifest, rt.store)
+        app = build_app(tmp_path / "edgefn.toml", manifest, rt.store, invoker=rt.invoker)
         spec = app.functions["counter"]
         assert (spec.reuse_instances, spec.prewarm) == (True, 2)
         assert rt.invoker.pools.get("counter:$LATEST").idle() == 2

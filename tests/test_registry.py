@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from edgefn.cli.control import rollback_alias
 from edgefn.control.catalog import FunctionCatalog, config_record
-from edgefn.control.commands import rollback_alias
 from edgefn.control.registry import (
     AliasRecord,
     CodeAndConfig,

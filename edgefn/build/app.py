@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Iterator
 
 from ..core.app import ResolvedApp
+from ..core.ports import InvocationObserver
+from ..manifest.load import load_manifest
 from ..manifest.resolve import resolve, source_path
 from ..manifest.schema import FunctionConfig, Manifest
+from ..runtime.invoker import Invoker, Runtime
 from ..runtime.module_store import ModuleStore
 from .toolchain import build_source, cache_dir
 
@@ -41,12 +44,14 @@ def _step(what: str) -> Iterator[None]:
 
 
 def build_app(
-    manifest_path: Path, manifest: Manifest, store: ModuleStore, precompile: bool = True, digests: dict[str, str] | None = None
+    manifest_path: Path, manifest: Manifest, store: ModuleStore, precompile: bool = True, digests: dict[str, str] | None = None,
+    invoker: Invoker | None = None,
 ) -> ResolvedApp:
     """Build all functions in parallel, keep their code in `store`, precompile it, and resolve the app.
 
     `digests` (every function's code, already in `store`) skips the build: a server process whose parent
-    has just built and deployed the app."""
+    has just built and deployed the app. With `invoker` (a process that will serve), functions with
+    `reuse_instances` and `prewarm = N` get their N warm instances now."""
     manifest_path = Path(manifest_path).resolve()
     if digests is None or not all(store.wasm_path(d).exists() for d in digests.values()):
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
@@ -58,8 +63,22 @@ def build_app(
         for name, spec in app.functions.items():
             with _step(f"loading {name} into the module store"):
                 store.load(spec.digest, name)
-        if store.prewarm_hook is not None:  # set by Runtime: warm instances for functions that ask (prewarm = N)
-            for spec in app.functions.values():
-                if spec.reuse_instances and spec.prewarm > 0:
-                    store.prewarm_hook(spec)
+        for spec in app.functions.values():
+            if invoker is not None and spec.reuse_instances and spec.prewarm > 0:
+                invoker.prewarm(spec)
     return app
+
+
+def open_app(
+    config: Path, workers: int | None = None, digests: dict[str, str] | None = None, observer: InvocationObserver | None = None
+) -> tuple[ResolvedApp, Runtime]:
+    """Load, build (unless `digests` has the built code) and precompile the app of `config`, in a Runtime
+    ready to serve it (warm instances made); the caller closes the Runtime."""
+    manifest = load_manifest(config)
+    runtime = Runtime(store_dir_of(config, manifest), workers=workers or manifest.server.guest_threads or None, observer=observer)
+    try:
+        app = build_app(config, manifest, runtime.store, digests=digests, invoker=runtime.invoker)
+    except BaseException:
+        runtime.close()
+        raise
+    return app, runtime.start()

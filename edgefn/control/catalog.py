@@ -127,6 +127,10 @@ class LiveCatalog:
         self._refresh_lock = asyncio.Lock()
         self._refused: int | None = None  # the last revision whose catalog could not be applied
 
+    def check(self, ref: str) -> str | None:
+        """Why `ref` names nothing the current catalog holds, or None (core.ports.FunctionResolver)."""
+        return self.current.check(ref)
+
     def select(self, ref: str, request_id: str = "") -> FunctionSpec:
         return self.current.select(ref, request_id)
 

@@ -13,10 +13,11 @@ import base64
 import json
 import re
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any, Literal
 
 __all__ = [
-    "EVENT_TYPES", "MAX_JSON_DEPTH", "REQUEST_EVENTS", "Body", "EdgeRequest", "EdgeResponse", "Event", "EventConfig",
+    "EVENT_TYPES", "MAX_JSON_DEPTH", "VIA", "XCache", "REQUEST_EVENTS", "Body", "EdgeRequest", "EdgeResponse", "Event", "EventConfig",
     "EventType", "Headers", "ResultError", "apply_request", "check_keys", "decode_headers", "decode_response", "event_document",
     "event_from_document", "event_from_json", "expect_field", "json_document", "title_case", "to_json_document",
 ]
@@ -359,3 +360,21 @@ def to_json_document(item: Event | EdgeRequest | EdgeResponse) -> dict[str, Any]
     if item.body is not None:
         doc["body"] = _body_to_json(item.body)
     return doc
+
+
+#: how edgefn names itself in X-Cache ("Hit from edgefn")
+VIA = "edgefn"
+
+
+class XCache(StrEnum):
+    """The X-Cache outcomes the pipeline reports (CloudFront's vocabulary)."""
+
+    HIT = "Hit"
+    MISS = "Miss"
+    REFRESH_HIT = "RefreshHit"
+    LAMBDA_GENERATED = "LambdaGeneratedResponse"
+    ERROR = "Error"
+
+    @property
+    def header_value(self) -> str:
+        return f"{self.value} from {VIA}"

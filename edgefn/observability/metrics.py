@@ -19,9 +19,9 @@ from ..core.exceptions import MetricsError
 
 if TYPE_CHECKING:
     from ..core.app import FunctionSpec
+    from ..core.events import XCache
     from ..core.exceptions import InvocationError
     from ..core.report import InvocationReport
-    from ..pipeline.cache import XCache
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -30,7 +30,8 @@ from ..core.exceptions import (
     MissingExport,
 )
 from . import abi
-from .linking import current_context, guest_fetch
+from .context import current_context
+from .linking import guest_fetch
 
 log = logging.getLogger("edgefn.runtime")
 

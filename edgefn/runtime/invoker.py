@@ -19,8 +19,8 @@ from ..core.exceptions import (
     InvocationError,
     MemoryLimitExceeded,
 )
+from ..core.ports import InvocationObserver, NoObserver
 from ..core.report import InvocationReport
-from ..observability.metrics import EdgeMetrics
 from . import abi
 from .concurrency import ConcurrencyLimiter, InvocationCounts
 from .engine import EngineSettings, EpochTicker, create_engine
@@ -52,9 +52,11 @@ class Invoker:
     """Runs invocations on worker threads, at most `workers` in wasm at once (wasmtime releases the GIL while
     wasm runs), shared fairly between functions by a GuestScheduler."""
 
-    def __init__(self, store: ModuleStore, sandbox: Sandbox, workers: int | None = None) -> None:
+    def __init__(self, store: ModuleStore, sandbox: Sandbox, workers: int | None = None, observer: InvocationObserver | None = None) -> None:
         self.store = store
         self.sandbox = sandbox
+        #: told about every invocation (the node passes its metrics; core.ports)
+        self.observer: InvocationObserver = observer or NoObserver()
         self.workers = workers or (os.cpu_count() or 2)
         #: CPU slots: `workers` guests in wasm at once, no function more than its share (docs/security.md)
         self.scheduler = GuestScheduler(self.workers)
@@ -65,9 +67,6 @@ class Invoker:
         self.limiter = ConcurrencyLimiter()
         #: invocations that ran, warm or cold, per "name:version"
         self.counts = InvocationCounts()
-        #: this process's Prometheus series (GET /metrics); the node adds the pipeline's and the queue's
-        self.metrics = EdgeMetrics()
-        self.metrics.watch_throttles(lambda: self.limiter.snapshot()["throttled"])
 
     def pool_of(self, fn: FunctionSpec) -> WarmPool:
         """The warm pool of `fn` (a new one when its code, limits or env changed)."""
@@ -150,7 +149,7 @@ class Invoker:
         def emit(level: int, message: str) -> None:
             flog.log(log_level(level), "%s\t%s", rid, message)
 
-        self.metrics.invocation_started(fn.name)  # sandbox.run returns every invocation error: finished() always follows
+        self.observer.invocation_started(fn.name)  # sandbox.run returns every invocation error: finished() always follows
         run = self.sandbox.run(
             loaded,
             function=fn.name,
@@ -189,7 +188,7 @@ class Invoker:
                 pool.give(run.instance)
             else:
                 pool.discard()
-        self.metrics.invocation_finished(fn, run.report, error)
+        self.observer.invocation_finished(fn, run.report, error)
         flog.info("END RequestId: %s", rid)
         flog.info("%s", run.report.line())
         if error is not None:
@@ -208,7 +207,7 @@ class Runtime:
     """Everything a process needs to run guests: the engines (core modules, components), ticker, linker,
     module store and invoker."""
 
-    def __init__(self, store_dir: Path, settings: EngineSettings | None = None, workers: int | None = None) -> None:
+    def __init__(self, store_dir: Path, settings: EngineSettings | None = None, workers: int | None = None, observer: InvocationObserver | None = None) -> None:
         self.settings = settings or EngineSettings()
         self.engine = create_engine(self.settings, "core")
         self.component_engine = create_engine(self.settings, "component")
@@ -216,8 +215,7 @@ class Runtime:
         self.linker = create_linker(self.engine)
         self.store = ModuleStore(store_dir, self.engine, self.linker, self.settings.fingerprint(), component_engine=self.component_engine)
         self.sandbox = Sandbox(self.engine, self.ticker, self.component_engine)
-        self.invoker = Invoker(self.store, self.sandbox, workers)
-        self.store.prewarm_hook = self.invoker.prewarm
+        self.invoker = Invoker(self.store, self.sandbox, workers, observer)
         self._started = False
         self._lock = threading.Lock()
 

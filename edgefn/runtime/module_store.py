@@ -32,13 +32,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import wasmtime
 from wasmtime import component as wc
 
 from ..core.exceptions import InvalidModule
-from ..files import write_atomic
+from ..core.files import write_atomic
 from . import component as comp
 from .engine import ARTIFACT_FORMAT
 from .linking import GuestModuleInfo, inspect_module
@@ -104,9 +103,6 @@ class ModuleStore:
         self._component_engine = component_engine or engine
         self._linker = linker
         self._component_linker = component_linker
-        #: set by Runtime to Invoker.prewarm: build_app calls it after precompiling, for functions with
-        #: reuse_instances and prewarm > 0 (provisioned concurrency at startup)
-        self.prewarm_hook: Callable[[Any], int] | None = None
         self.fingerprint = fingerprint
         self.max_entries = max_entries
         self.max_bytes = max_bytes

@@ -18,7 +18,7 @@ import threading
 from collections import deque
 from typing import Callable, Hashable
 
-from .sandbox import GuestInstance
+from .instance import GuestInstance
 
 log = logging.getLogger("edgefn.runtime.pool")
 

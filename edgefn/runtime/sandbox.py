@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import wasmtime
 
@@ -23,13 +23,13 @@ from ..core.exceptions import (
 )
 from ..core.report import InvocationReport
 from . import component, fastcall
+from .context import InvocationContext, set_current_context
 from .engine import EpochTicker
-from .linking import GuestModuleInfo, InvocationContext, set_current_context
+from .instance import GuestInstance, LogSlot
+from .linking import GuestModuleInfo
 from .memory import MemoryBudget, charging
 from .module_store import LoadedModule
-
-if TYPE_CHECKING:
-    from .pool import WarmPool
+from .pool import WarmPool
 
 PAGE = 65536
 #: what an instance may hold besides linear memory (all of it inside memory_mb, see store_limits)
@@ -48,7 +48,7 @@ class SandboxRun:
     error: InvocationError | None
     report: InvocationReport
     #: a pooled instance after a clean run, for the caller to give back (None otherwise)
-    instance: "GuestInstance | None" = None
+    instance: GuestInstance | None = None
 
 
 LogEmitter = Callable[[int, str], None]
@@ -79,60 +79,6 @@ def _trap_frames(trap: wasmtime.Trap) -> list[str]:
     return frames
 
 
-class _LogSlot:
-    """Where a Store's WASI stdout/stderr go: the context of the invocation running on it, if any.
-
-    WASI 0.2 calls these from wasmtime's I/O threads, not the invocation's thread, so the callbacks are
-    bound to this slot (swapped per invocation on a reused instance) rather than to a thread-local.
-    """
-
-    __slots__ = ("ctx",)
-
-    def __init__(self) -> None:
-        self.ctx: InvocationContext | None = None
-
-    def stdout(self, data: bytes) -> int:
-        ctx = self.ctx
-        return ctx.stdout(data) if ctx is not None else len(data)
-
-    def stderr(self, data: bytes) -> int:
-        ctx = self.ctx
-        return ctx.stderr(data) if ctx is not None else len(data)
-
-
-class GuestInstance:
-    """A live instance and its Store: made for one invocation, or kept warm in a pool between invocations."""
-
-    __slots__ = ("loaded", "store", "slot", "memory", "alloc", "handle", "func", "needs_init", "create_ms", "invocations", "budget")
-
-    def __init__(self, loaded: LoadedModule, store: wasmtime.Store, slot: _LogSlot) -> None:
-        self.loaded = loaded
-        self.store = store
-        self.slot = slot
-        self.memory: fastcall.GuestMemory | None = None  # core modules
-        self.alloc: object = None
-        self.handle: object = None
-        self.func: object = None  # components: the `handle` function
-        self.needs_init = False  # core: `_initialize` not run yet
-        self.create_ms = 0.0
-        self.invocations = 0
-        #: every linear memory of a core instance, charged here (None for components)
-        self.budget: MemoryBudget | None = None
-
-    def memory_size(self) -> int:
-        """The most linear memory this instance has held (all its memories; a component's at start)."""
-        if self.budget is not None:
-            return self.budget.peak
-        if self.memory is not None:
-            return self.memory.size()
-        info = self.loaded.info
-        return info.memory_min_bytes
-
-    def memory_refused(self) -> tuple[int, int] | None:
-        """(bytes asked for in all, the budget) of the first memory growth refused, if any was."""
-        return self.budget.refused if self.budget is not None else None
-
-
 class Sandbox:
     """Runs guests. By default every call gets a new Store and instance that are dropped afterwards; a
     function that opts in to instance reuse passes a warm pool, from which instances are taken and to
@@ -160,7 +106,7 @@ class Sandbox:
         else:  # linear memory: the budget decides (all memories together), the limiter the rest
             store.set_limits(table_elements=split.table_elements, instances=1, tables=MAX_TABLES, memories=MAX_CORE_MEMORIES)
         store.set_epoch_deadline(self._ticker.ticks_for(limits.timeout_ms))
-        slot = _LogSlot()
+        slot = LogSlot()
         instance = GuestInstance(loaded, store, slot)
         if not is_component:
             instance.budget = MemoryBudget(split.linear_bytes)
@@ -236,7 +182,7 @@ class Sandbox:
         emit: LogEmitter,
         init_duration_ms: float | None = None,
         allowed_hosts: tuple[str, ...] = (),
-        pool: "WarmPool | None" = None,
+        pool: WarmPool | None = None,
         io_gate: "tuple[Callable[[], None], Callable[[], None]] | None" = None,
     ) -> SandboxRun:
         """One invocation. Without `pool`: a fresh instance, dropped afterwards. With `pool`: a warm instance
@@ -375,7 +321,7 @@ class Sandbox:
         return GuestTrap(function, request_id, code.name.lower(), frames)
 
 
-def _wasi_config(env: dict[str, str], slot: _LogSlot) -> wasmtime.WasiConfig:
+def _wasi_config(env: dict[str, str], slot: LogSlot) -> wasmtime.WasiConfig:
     """Least privilege: no preopened directories, no network, empty argv and stdin; the manifest env only;
     stdout and stderr to the function's log (WASI preview 1 for core modules, 0.2 for components)."""
     wasi = wasmtime.WasiConfig()

@@ -17,17 +17,14 @@ import secrets
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config, Sockets
 
 from ..core.exceptions import AdminListenError, AdminTokenRequired, EdgefnError
 from ..manifest.schema import AdminConfig
-from .api import create_admin_app
-
-if TYPE_CHECKING:
-    from ..node import EdgeNode
+from .app import NodeServices, create_admin_app
 
 #: how `edgefn serve` tells its server processes where to listen (JSON of AdminBind)
 BIND_ENV = "EDGEFN_ADMIN_BIND"
@@ -170,7 +167,7 @@ class _BoundConfig(Config):
 class AdminListener:
     """The admin app of one server process, on its own socket, until the node stops."""
 
-    def __init__(self, node: "EdgeNode", bind: AdminBind) -> None:
+    def __init__(self, node: NodeServices, bind: AdminBind) -> None:
         self.bind = bind
         self.token = None if bind.no_token else read_token(bind.token_env, bind.token_file)
         if self.token is None and not bind.no_token:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .core.exceptions import EdgefnError
+from ..core.exceptions import EdgefnError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,7 +112,7 @@ def _control_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]",
 
 
 def _run_control(args: argparse.Namespace) -> int:
-    from .control import commands as control
+    from . import control
 
     out = sys.stdout
     if args.command == "deploy":
@@ -146,7 +146,7 @@ def _dlq_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", wit
 
 
 def _run_async(args: argparse.Namespace) -> int:
-    from .control import async_commands
+    from . import async_commands
 
     if args.command == "invoke":
         return async_commands.invoke_async(args.config, args.function, args.event, args.invocation_id, sys.stdout)
@@ -157,7 +157,7 @@ def _run_async(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from . import commands
+    from . import app_commands as commands
 
     try:
         if args.command == "dlq" or (args.command == "invoke" and args.async_):
@@ -165,15 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in CONTROL_COMMANDS:
             return _run_control(args)
         if args.command == "admin":
-            from .control.admin_listener import admin_token_command
+            from ..admin.listener import admin_token_command
 
             return admin_token_command(args.config, sys.stdout)
         if args.command == "schedules":
-            from .control.schedules import schedules_list_command
+            from ..control.schedules import schedules_list_command
 
             return schedules_list_command(args.config, args.json, sys.stdout)
         if args.command == "logs":
-            from .observability.logs import logs_command
+            from ..observability.logs import logs_command
 
             return logs_command(args.config, args.function, args.since, args.follow, sys.stdout)
         if args.command == "build":
@@ -185,11 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "invoke":
             return commands.invoke(args.config, args.function, args.event, sys.stdout)
         if args.command == "serve":
-            from .server import serve
+            from ..server import serve
 
             return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=args.workers, admin_port=args.admin_port, admin_no_token=args.admin_no_token)
         if args.command == "dev":
-            from .server import serve
+            from ..server import serve
 
             return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=1, dev=True, record=args.record, admin_port=args.admin_port, admin_no_token=args.admin_no_token)
     except EdgefnError as exc:

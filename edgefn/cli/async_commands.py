@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from ..control.catalog import FunctionCatalog
+from ..control.deploy import open_registry, registry_path
+from ..control.queue import DeadLetter, SqliteEventQueue
 from ..core.exceptions import RegistryError, UnknownFunction
 from ..manifest.load import load_manifest
-from .catalog import FunctionCatalog
-from .deploy import open_registry, registry_path
-from .queue import DeadLetter, SqliteEventQueue
 
 DEFAULT_EVENT = b'{"request": {"uri": "/"}}'
 

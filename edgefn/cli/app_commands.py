@@ -11,29 +11,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from .build.app import build_app, store_dir_of
-from .build.toolchain import build_source, cache_dir
-from .core import events
-from .core.app import FunctionSpec, ResolvedApp
-from .core.exceptions import InvocationError, ManifestError
-from .manifest.load import load_manifest
-from .runtime.invoker import Runtime
+from ..build.app import open_app
+from ..build.toolchain import build_source, cache_dir
+from ..core import events
+from ..core.app import FunctionSpec, ResolvedApp
+from ..core.exceptions import InvocationError, ManifestError
+from ..manifest.load import load_manifest
 
 
 def new_request_id() -> str:
     return str(uuid.uuid4())
-
-
-def open_app(config: Path, workers: int | None = None, digests: dict[str, str] | None = None) -> tuple[ResolvedApp, Runtime]:
-    """Load, build (unless `digests` has the built code) and precompile the app of `config`; the caller closes the Runtime."""
-    manifest = load_manifest(config)
-    runtime = Runtime(store_dir_of(config, manifest), workers=workers or manifest.server.guest_threads or None)
-    try:
-        app = build_app(config, manifest, runtime.store, digests=digests)
-    except BaseException:
-        runtime.close()
-        raise
-    return app, runtime.start()
 
 
 def build(config: Path, source: Path | None, out: Path | None, target: str, stdout: TextIO) -> int:
@@ -78,8 +65,8 @@ def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO)
 def _invoked_spec(config: Path, app: ResolvedApp, function: str) -> FunctionSpec:
     """A bare name runs the manifest's build just made; NAME:QUALIFIER what the registry holds for it."""
     if ":" in function:
-        from .control.catalog import FunctionCatalog
-        from .control.deploy import open_registry
+        from ..control.catalog import FunctionCatalog
+        from ..control.deploy import open_registry
 
         registry = open_registry(config, load_manifest(config))
         return FunctionCatalog.from_snapshot(registry.snapshot()).select(function, new_request_id())
@@ -118,7 +105,7 @@ def events_sample(event_type: str, stdout: TextIO) -> int:
 
 
 def init(directory: Path, lang: str, triggers: list[str], stdout: TextIO) -> int:
-    from .dev.scaffold import init_project
+    from ..dev.scaffold import init_project
 
     for path in init_project(directory, lang, triggers):
         print(f"created {path}", file=stdout)

@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import ipaddress
 import json
 import logging
-import os
 import time
 import uuid
-from pathlib import Path
-from typing import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Callable, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .core.events import Body, EdgeRequest, Headers, title_case
-from .core.exceptions import EdgefnError
-from .dev.console import DevConsole
-from .dev.recorder import EventRecorder
-from .dev.reloader import DevReloader, DevState
-from .node import EdgeNode
-from .pipeline.paths import BadPath, normalize_host, normalize_path
-from .pipeline.pipeline import VIA_PSEUDONYM
-from .pipeline.rules import MAX_URI_AND_QUERY
+from ..core.app import ResolvedApp
+from ..core.events import Body, EdgeRequest, Headers, title_case
+from ..core.exceptions import EdgefnError
+from .paths import BadPath, normalize_host, normalize_path
+from .pipeline import VIA_PSEUDONYM, EdgePipeline, PipelineResult
+from .rules import MAX_URI_AND_QUERY
 
 RESERVED_PREFIX = "/_edgefn"
 REQUEST_ID_HEADER = "x-edgefn-request-id"
@@ -114,13 +109,37 @@ async def _read_body(request: Request, idle_s: float, total_s: float) -> tuple[b
     return b"".join(chunks), None
 
 
+class EdgeHost(Protocol):
+    """What the edge app needs of the node it serves (edgefn/node.py's EdgeNode)."""
+
+    #: the app being served, and its pipeline: swapped whole on a reload, so a request keeps the one it started on
+    app: ResolvedApp
+    pipeline: EdgePipeline
+
+    def stats(self) -> dict[str, object]:
+        """This process's limits and use (GET /_edgefn/info)."""
+        ...
+
+
+class DevView(Protocol):
+    """`edgefn dev`'s state, as the edge app shows it: functions whose last save did not build."""
+
+    broken: dict[str, EdgefnError]
+
+
+class RequestConsole(Protocol):
+    """`edgefn dev`'s terminal: one line per request."""
+
+    def request(self, method: str, path: str, result: PipelineResult, total_ms: float) -> None: ...
+
+
 class EdgeState:
-    """The running node of one server process; its `pipeline` is swapped whole on reload."""
+    """The running node of one server process, and `edgefn dev`'s view when it runs one (set by the lifespan)."""
 
     def __init__(self) -> None:
-        self.node: EdgeNode | None = None
-        self.dev: DevState | None = None
-        self.console: DevConsole | None = None
+        self.node: EdgeHost | None = None
+        self.dev: DevView | None = None
+        self.console: RequestConsole | None = None
 
 
 def _build_error_page(broken: dict[str, EdgefnError], names: set[str]) -> Response:
@@ -136,23 +155,9 @@ def _build_error_page(broken: dict[str, EdgefnError], names: set[str]) -> Respon
     return HTMLResponse(page, 500)
 
 
-def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) -> Starlette:
-    state = EdgeState()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        node = EdgeNode(config, dev=dev, recorder=EventRecorder(record_dir) if record_dir is not None else None)
-        state.node = node
-        node.start()
-        if dev:
-            state.dev, state.console = DevState(), DevConsole()
-            reloader = DevReloader(config, node.runtime, node.app, node.apply, state.dev, state.console)
-            node.tasks.append(asyncio.create_task(reloader.run(node.stop_event)))
-            state.console.info(f"watching {Path(config).resolve().parent} for changes")
-        try:
-            yield
-        finally:
-            await node.close()
+def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]]) -> Starlette:
+    """The edge app of one server process: /_edgefn routes and every other request through `state.node`'s
+    pipeline; `lifespan` (edgefn/node.py) sets `state` up before the first request and closes it after."""
 
     async def reserved_not_found(_: Request) -> Response:
         return Response(f"404 Not Found: {RESERVED_PREFIX}/ is reserved for edgefn\n", 404, media_type="text/plain")
@@ -174,7 +179,7 @@ def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) 
                     for b in app.behaviors
                 ],
                 # this server process's limits and use, warm/cold invocations per "name:version" (docs/concurrency.md)
-                **state.node.runtime.invoker.stats(),
+                **state.node.stats(),
             }
         )
 
@@ -253,9 +258,3 @@ def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) 
         Route("/{path:path}", edge, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
-
-
-def app_from_env() -> Starlette:
-    """Entry point for Hypercorn worker processes: the parent passes the manifest in EDGEFN_CONFIG."""
-    record = os.environ.get("EDGEFN_RECORD")
-    return create_app(Path(os.environ["EDGEFN_CONFIG"]), dev=os.environ.get("EDGEFN_DEV") == "1", record_dir=Path(record) if record else None)

@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,7 +25,20 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..control.async_invoke import AsyncInvoker
+from ..control.catalog import LiveCatalog, config_record, parse_config
+from ..control.queue import MAX_PAYLOAD_BYTES
+from ..control.registry import (
+    LATEST,
+    AliasRecord,
+    CodeAndConfig,
+    FunctionRecord,
+    FunctionRef,
+    RegistrySnapshot,
+    SqliteRegistry,
+)
 from ..core import events
+from ..core.app import FunctionSpec
 from ..core.exceptions import (
     ConcurrencyConfigError,
     Conflict,
@@ -40,22 +53,30 @@ from ..core.exceptions import (
 )
 from ..manifest.schema import FunctionConfig
 from ..observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..observability.metrics import EdgeMetrics
 from ..runtime.concurrency import check_reservation_change
-from .catalog import config_record, parse_config
+from ..runtime.invoker import Invocation
 from .log_tail import InvocationLogs, tail
 from .openapi import document
-from .queue import MAX_PAYLOAD_BYTES
-from .registry import (
-    LATEST,
-    AliasRecord,
-    CodeAndConfig,
-    FunctionRecord,
-    FunctionRef,
-    RegistrySnapshot,
-)
 
-if TYPE_CHECKING:
-    from ..node import EdgeNode
+
+class NodeServices(Protocol):
+    """What the admin API needs of the node it runs in (edgefn/node.py's EdgeNode implements it)."""
+
+    registry: SqliteRegistry
+    catalog: LiveCatalog
+    async_invoker: AsyncInvoker
+    metrics: EdgeMetrics
+    stop_event: asyncio.Event
+
+    @property
+    def max_concurrency(self) -> int:
+        """server.max_concurrency: reservations must leave part of it unreserved."""
+        ...
+
+    async def invoke(self, fn: FunctionSpec, event: events.Event) -> Invocation:
+        """One synchronous invocation on this node's runtime (limits, metrics and logs as on the edge path)."""
+        ...
 
 FUNCTIONS = "/2015-03-31/functions"
 CONCURRENCY = "/2017-10-31/functions"
@@ -100,7 +121,7 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse(body, status, {"x-amzn-ErrorType": code, **(headers or {})})
 
 
-def _node(request: Request) -> "EdgeNode":
+def _node(request: Request) -> NodeServices:
     return request.app.state.node  # type: ignore[no-any-return]
 
 
@@ -109,7 +130,7 @@ async def _blocking(call: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(call, *args)
 
 
-async def _applied(node: "EdgeNode") -> None:
+async def _applied(node: NodeServices) -> None:
     """Make a write visible to this process at once (other processes poll within a second)."""
     try:
         await node.catalog.refresh()
@@ -279,7 +300,7 @@ async def invoke(request: Request) -> Response:
     return await _invoke_sync(request, node, ref, event, tail_wanted=request.headers.get("x-amz-log-type") == "Tail")
 
 
-async def _submit(node: "EdgeNode", ref: FunctionRef, payload: bytes, invocation_id: str | None) -> Response:
+async def _submit(node: NodeServices, ref: FunctionRef, payload: bytes, invocation_id: str | None) -> Response:
     try:
         request_id, duplicate = await node.async_invoker.submit(str(ref), payload, invocation_id)
     except UnknownFunction as exc:
@@ -290,7 +311,7 @@ async def _submit(node: "EdgeNode", ref: FunctionRef, payload: bytes, invocation
     return Response(status_code=202, headers=headers)
 
 
-async def _invoke_sync(request: Request, node: "EdgeNode", ref: FunctionRef, event: events.Event, tail_wanted: bool) -> Response:
+async def _invoke_sync(request: Request, node: NodeServices, ref: FunctionRef, event: events.Event, tail_wanted: bool) -> Response:
     rid = event.config.request_id
     try:
         spec = node.catalog.select(str(ref), rid)
@@ -301,7 +322,7 @@ async def _invoke_sync(request: Request, node: "EdgeNode", ref: FunctionRef, eve
     capture = logs.capture(spec.name, rid) if tail_wanted else contextlib.nullcontext([])
     with capture as lines:
         try:
-            done = await node.runtime.invoker.invoke(spec, event)
+            done = await node.invoke(spec, event)
             body: dict[str, Any] = events.to_json_document(done.result)
         except Throttled as exc:
             reason = getattr(exc, "reason", None) or "ConcurrentInvocationLimitExceeded"
@@ -498,7 +519,7 @@ async def put_reserved(request: Request) -> Response:
         raise ApiError(400, "InvalidParameterValueException", f"ReservedConcurrentExecutions must be an integer from 0 to {MAX_RESERVED:,} (0 throttles every invocation)")
     current = {f.name: f.reserved_concurrency for f in await _blocking(node.registry.list_functions)}
     try:  # refuse what the servers would refuse to apply (10% of server.max_concurrency stays unreserved)
-        check_reservation_change(node.manifest.server.max_concurrency, current, name, reserved)
+        check_reservation_change(node.max_concurrency, current, name, reserved)
     except ConcurrencyConfigError as exc:
         raise ApiError(400, "InvalidParameterValueException", str(exc)) from None
     await _blocking(node.registry.set_reserved_concurrency, name, reserved)
@@ -671,7 +692,7 @@ class AdminAccessLog:
             access_log.info(json.dumps({"admin": True, "method": scope["method"], "path": scope["path"], "status": status, "duration_ms": round((time.perf_counter() - start) * 1000, 3)}))
 
 
-def create_admin_app(node: "EdgeNode", token: str | None) -> ASGIApp:
+def create_admin_app(node: NodeServices, token: str | None) -> ASGIApp:
     """The admin/invoke app of `node`; `token` None serves without authentication (loopback only)."""
     app = Starlette(
         routes=ROUTES,

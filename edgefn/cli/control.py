@@ -14,13 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..core.exceptions import Conflict, ManifestError, NotFound, RegistryError
-from ..manifest.load import load_manifest
-from ..manifest.schema import Manifest
-from ..runtime.concurrency import check_reservation_change
-from .catalog import FunctionCatalog
-from .deploy import check_references, deploy, open_registry
-from .registry import (
+from ..control.catalog import FunctionCatalog
+from ..control.deploy import check_references, deploy, open_registry
+from ..control.registry import (
     LATEST,
     AliasRecord,
     FunctionRef,
@@ -28,6 +24,10 @@ from .registry import (
     RegistrySnapshot,
     SqliteRegistry,
 )
+from ..core.exceptions import Conflict, ManifestError, NotFound, RegistryError
+from ..manifest.load import load_manifest
+from ..manifest.schema import Manifest
+from ..runtime.concurrency import check_reservation_change
 
 MAX_RESERVED_CONCURRENCY = 100_000  # as the manifest's functions.NAME.reserved_concurrency
 
@@ -178,7 +178,7 @@ def open_control(config: Path) -> tuple[Manifest, SqliteRegistry]:
 
 def deploy_command(config: Path, stdout: TextIO) -> int:
     """Build every function, then make them all $LATEST in one registry transaction."""
-    from ..commands import open_app  # the build as `edgefn build` does it
+    from ..build.app import open_app
 
     manifest = load_manifest(config)
     app, runtime = open_app(config)

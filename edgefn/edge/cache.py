@@ -58,12 +58,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Awaitable, Callable
 from urllib.parse import parse_qsl, quote
 
 from ..core.app import CachePolicy
-from ..core.events import Body, EdgeRequest, EdgeResponse, Headers
+from ..core.events import Body, EdgeRequest, EdgeResponse, Headers, XCache
 
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 #: cached under the policy's TTL rules
@@ -79,24 +79,9 @@ ERROR_CACHING_MIN_TTL = 10.0  # CloudFront's default Error Caching Minimum TTL, 
 ENTRY_OVERHEAD = 256  # bytes charged per entry for its bookkeeping, so tiny entries still cost something
 MAX_VARIANTS = 64  # per cache key; bounds a Vary on a high-cardinality header like User-Agent
 MAX_COALESCE_ROUNDS = 8  # waits on successive leaders before a waiter gives up and fetches alone
-VIA = "edgefn"
 
 # fields a 304 must not overwrite in the stored response (RFC 9111 §3.2), plus ones we never store
 _NOT_UPDATED_BY_304 = frozenset({"content-length", "set-cookie", "transfer-encoding", "connection", "keep-alive", "age"})
-
-
-class XCache(StrEnum):
-    """The X-Cache outcomes the pipeline reports (CloudFront's vocabulary)."""
-
-    HIT = "Hit"
-    MISS = "Miss"
-    REFRESH_HIT = "RefreshHit"
-    LAMBDA_GENERATED = "LambdaGeneratedResponse"
-    ERROR = "Error"
-
-    @property
-    def header_value(self) -> str:
-        return f"{self.value} from {VIA}"
 
 
 class Freshness(Enum):

@@ -16,25 +16,32 @@ from urllib.parse import unquote_plus, urlsplit
 
 import httpx
 
-from ..control.catalog import LiveCatalog
 from ..core.app import CachePolicy, ResolvedApp, ResolvedBehavior
-from ..core.events import Body, EdgeRequest, EdgeResponse, Event, EventConfig, Headers
+from ..core.events import (
+    Body,
+    EdgeRequest,
+    EdgeResponse,
+    Event,
+    EventConfig,
+    Headers,
+    XCache,
+)
 from ..core.exceptions import InvocationError
+from ..core.ports import EdgeObserver, FunctionResolver, NoObserver
 from ..core.report import InvocationReport
 from ..runtime.egress import EgressPolicy, EgressRefused, own_ports_from_env
 from ..runtime.invoker import Invoker, function_logger
 from . import rules
-from .behaviors import BehaviorRouter
 from .cache import (
     EdgeCache,
-    XCache,
     allowlisted,
     cache_key,
     is_cacheable_method,
     request_cookies,
 )
-from .errors import error_response, status_text
 from .paths import origin_path
+from .responses import error_response, status_text
+from .routing import BehaviorRouter
 
 
 @dataclass
@@ -67,11 +74,12 @@ VIA_PSEUDONYM = "edgefn"
 
 class EdgePipeline:
     def __init__(
-        self, app: ResolvedApp, catalog: LiveCatalog, invoker: Invoker, client: httpx.AsyncClient, cache: EdgeCache, dev: bool = False,
-        recorder: Callable[[str, Event], None] | None = None,
+        self, app: ResolvedApp, catalog: FunctionResolver, invoker: Invoker, client: httpx.AsyncClient, cache: EdgeCache, dev: bool = False,
+        recorder: Callable[[str, Event], None] | None = None, observer: EdgeObserver | None = None,
     ) -> None:
         self.app = app
         self.catalog = catalog  # function references (name, name:7, name:alias) -> what runs
+        self.observer: EdgeObserver = observer or NoObserver()
         self.invoker = invoker
         self.client = client
         self.cache = cache
@@ -92,7 +100,7 @@ class EdgePipeline:
             await self._run(behavior, request, host, request_id, result)
         except InvocationError as exc:
             if isinstance(exc, rules.RuleViolation):  # the invocation itself was counted as ok: its result was not
-                self.invoker.metrics.invocation_rejected(exc.function, exc.kind)
+                self.observer.invocation_rejected(exc.function, exc.kind)
             await _close(result)
             result.response, result.cache_status = error_response(exc, self.dev), XCache.ERROR
         return result
@@ -131,7 +139,7 @@ class EdgePipeline:
             return result.response
 
         cached = await self.cache.get_or_fetch(key, request, policy, fetch)
-        self.invoker.metrics.cache_request(cached.x_cache)
+        self.observer.cache_request(cached.x_cache)
         result.response, result.cache_status = cached.response, cached.x_cache
 
     async def _origin_side(self, behavior: ResolvedBehavior, request: EdgeRequest, rid: str, result: PipelineResult) -> None:
@@ -227,7 +235,7 @@ class EdgePipeline:
         fn = behavior.hooks["origin-request"].function
         if isinstance(doc.get("function"), dict):
             name = doc["function"].get("name")
-            problem = self.catalog.current.check(name) if isinstance(name, str) else "must be a string"
+            problem = self.catalog.check(name) if isinstance(name, str) else "must be a string"
             if problem is not None:
                 raise rules.RuleViolation(fn, rid, "origin-request", "request.origin.function.name", f"{name!r}: {problem}")
             return _Origin(function=name)
@@ -254,7 +262,7 @@ class EdgePipeline:
         if origin.function is not None:
             event = self._event("origin-request", origin.function, rid, request)
             out = await self._invoke(origin.function, event, "origin", result)
-            self.invoker.metrics.origin_fetched(behavior.path_pattern, time.perf_counter() - start)
+            self.observer.origin_fetched(behavior.path_pattern, time.perf_counter() - start)
             if not isinstance(out, EdgeResponse):
                 result.response = _origin_failure(502, f"origin function {origin.function!r} returned a request, not a response")
                 return
@@ -281,7 +289,7 @@ class EdgePipeline:
             return
         finally:
             result.timings.append(("origin", (time.perf_counter() - start) * 1000))
-            self.invoker.metrics.origin_fetched(behavior.path_pattern, time.perf_counter() - start)
+            self.observer.origin_fetched(behavior.path_pattern, time.perf_counter() - start)
         resp_headers: Headers = {}
         for raw_name, raw_value in upstream.headers.raw:
             key = raw_name.decode("latin-1")

@@ -1,0 +1,7 @@
+"""`python -m edgefn`: the same as the `edgefn` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,109 @@
+"""What the host functions of one running invocation may see: its env, its log sink, its grants.
+
+An invocation runs synchronously on one worker thread, so the host functions find its context in a
+thread-local (`current_context`); WASI output arrives on wasmtime's I/O threads instead and goes through
+the instance's LogSlot (runtime/instance.py).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Callable
+
+__all__ = [
+    "MAX_LOG_BYTES_PER_INVOCATION", "MAX_LOG_LINE", "InvocationContext", "current_context", "escape_guest_text", "set_current_context",
+]
+
+MAX_LOG_LINE = 4096
+MAX_LOG_BYTES_PER_INVOCATION = 64 * 1024
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_guest_text(text: str) -> str:
+    """Control characters (newlines, tabs, ANSI escapes) as visible escapes: a guest line stays one line."""
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}"), text)
+
+
+class InvocationContext:
+    """What the host functions of one running invocation may see: its env and its log sink."""
+
+    __slots__ = (
+        "function", "request_id", "env", "emit", "log_bytes", "dropped_lines", "_partial",
+        "allowed_hosts", "deadline", "fetches", "pending_fetch", "io_gate",
+    )
+
+    def __init__(
+        self,
+        function: str,
+        request_id: str,
+        env: dict[str, bytes],
+        emit: Callable[[int, str], None],
+        allowed_hosts: tuple[str, ...] = (),
+        deadline: float = float("inf"),
+        io_gate: tuple[Callable[[], None], Callable[[], None]] | None = None,
+    ) -> None:
+        self.function = function
+        self.request_id = request_id
+        self.env = env
+        self.emit = emit
+        self.log_bytes = 0
+        self.dropped_lines = 0
+        self._partial: dict[int, bytes] = {}
+        self.allowed_hosts = allowed_hosts
+        self.deadline = deadline  # time.monotonic() when the wall-clock limit runs out
+        self.fetches = 0
+        self.pending_fetch: bytes | None = None
+        #: (suspend, resume): give the CPU slot back while waiting on the network (runtime/scheduler.py)
+        self.io_gate = io_gate
+
+    def write_log(self, level: int, data: bytes) -> None:
+        """One guest log record: one line, its control characters escaped (a guest cannot start a line)."""
+        if self.log_bytes >= MAX_LOG_BYTES_PER_INVOCATION:
+            self.dropped_lines += 1
+            return
+        data = data[:MAX_LOG_LINE]
+        self.log_bytes += len(data)
+        self.emit(level, escape_guest_text(data.decode("utf-8", "replace")))
+
+    def note(self, level: int, text: str) -> None:
+        """A line of edgefn's own about this invocation: tab-marked, which no escaped guest line can be."""
+        self.emit(level, f"[edgefn]\t{text}")
+
+    def _write_stream(self, level: int, data: bytes) -> int:
+        # WASI stdout/stderr: one log line per written line; a partial line waits for its newline or the end
+        *lines, rest = (self._partial.pop(level, b"") + data).split(b"\n")
+        for line in lines:
+            self.write_log(level, line)
+        if rest:
+            self._partial[level] = rest
+        return len(data)
+
+    def stdout(self, data: bytes) -> int:
+        return self._write_stream(1, data)
+
+    def stderr(self, data: bytes) -> int:
+        return self._write_stream(2, data)
+
+    def flush(self) -> None:
+        for level, rest in sorted(self._partial.items()):
+            self.write_log(level, rest)
+        self._partial.clear()
+        if self.dropped_lines:
+            self.note(2, f"{self.dropped_lines} log lines dropped: over {MAX_LOG_BYTES_PER_INVOCATION} bytes in one invocation")
+            self.dropped_lines = 0
+
+
+#: the invocation running on this thread: invocations are synchronous on one worker thread each
+_current = threading.local()
+
+
+def current_context() -> InvocationContext:
+    return _current.ctx  # type: ignore[no-any-return]
+
+
+def set_current_context(ctx: InvocationContext | None) -> None:
+    _current.ctx = ctx
+

@@ -1,0 +1,70 @@
+"""A live guest instance and its Store, and where the Store's WASI output goes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import wasmtime
+
+from . import fastcall
+from .memory import MemoryBudget
+from .module_store import LoadedModule
+
+if TYPE_CHECKING:
+    from .context import InvocationContext
+
+__all__ = ["GuestInstance", "LogSlot"]
+
+
+class LogSlot:
+    """Where a Store's WASI stdout/stderr go: the context of the invocation running on it, if any.
+
+    WASI 0.2 calls these from wasmtime's I/O threads, not the invocation's thread, so the callbacks are
+    bound to this slot (swapped per invocation on a reused instance) rather than to a thread-local.
+    """
+
+    __slots__ = ("ctx",)
+
+    def __init__(self) -> None:
+        self.ctx: InvocationContext | None = None
+
+    def stdout(self, data: bytes) -> int:
+        ctx = self.ctx
+        return ctx.stdout(data) if ctx is not None else len(data)
+
+    def stderr(self, data: bytes) -> int:
+        ctx = self.ctx
+        return ctx.stderr(data) if ctx is not None else len(data)
+
+
+class GuestInstance:
+    """A live instance and its Store: made for one invocation, or kept warm in a pool between invocations."""
+
+    __slots__ = ("loaded", "store", "slot", "memory", "alloc", "handle", "func", "needs_init", "create_ms", "invocations", "budget")
+
+    def __init__(self, loaded: LoadedModule, store: wasmtime.Store, slot: LogSlot) -> None:
+        self.loaded = loaded
+        self.store = store
+        self.slot = slot
+        self.memory: fastcall.GuestMemory | None = None  # core modules
+        self.alloc: object = None
+        self.handle: object = None
+        self.func: object = None  # components: the `handle` function
+        self.needs_init = False  # core: `_initialize` not run yet
+        self.create_ms = 0.0
+        self.invocations = 0
+        #: every linear memory of a core instance, charged here (None for components)
+        self.budget: MemoryBudget | None = None
+
+    def memory_size(self) -> int:
+        """The most linear memory this instance has held (all its memories; a component's at start)."""
+        if self.budget is not None:
+            return self.budget.peak
+        if self.memory is not None:
+            return self.memory.size()
+        info = self.loaded.info
+        return info.memory_min_bytes
+
+    def memory_refused(self) -> tuple[int, int] | None:
+        """(bytes asked for in all, the budget) of the first memory growth refused, if any was."""
+        return self.budget.refused if self.budget is not None else None
