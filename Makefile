@@ -23,7 +23,11 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/edgefn serve --config examples/edgefn.toml
 
+# the gates first (lint + import order, strict types, the floors contract), then the suite
 test: install
+	$(BIN)/ruff check edgefn tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 # bench: the bench extra (baselines, profilers, plots) once per pyproject.toml change, and wrk (Debian) if absent

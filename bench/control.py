@@ -238,8 +238,8 @@ def hot_path(base: str, per_variant: int, rounds: int, budget_s: float) -> dict:
     base_c, base_s = summarize(client_ms["fn"]), summarize(server_ms["fn"])
     for ref in REFS:
         c, s = summarize(client_ms[ref]), summarize(server_ms[ref])
-        round_ratios = [a / b for a, b in zip(per_round_p50[ref], per_round_p50["fn"])]
-        server_round_ratios = [a / b for a, b in zip(per_round_server_p50[ref], per_round_server_p50["fn"])]
+        round_ratios = [a / b for a, b in zip(per_round_p50[ref], per_round_p50["fn"], strict=False)]
+        server_round_ratios = [a / b for a, b in zip(per_round_server_p50[ref], per_round_server_p50["fn"], strict=False)]
         out["references"][ref] = {
             "client_ms": c,
             "server_total_ms": s,
@@ -400,7 +400,7 @@ def _parallel(admin: str, n: int, call: Callable[[httpx.Client], object]) -> flo
     try:
         with ThreadPoolExecutor(CLIENTS) as pool:
             t0 = time.perf_counter()
-            for f in [pool.submit(lambda c=c, k=k: [call(c) for _ in range(k)]) for c, k in zip(clients, counts)]:
+            for f in [pool.submit(lambda c=c, k=k: [call(c) for _ in range(k)]) for c, k in zip(clients, counts, strict=False)]:
                 f.result()
             return time.perf_counter() - t0
     finally:

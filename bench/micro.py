@@ -248,7 +248,7 @@ def breakdown(rt: Runtime, guest: guests.Guest, quick: bool) -> dict:
         names = ["Store() + fuel/limits/deadline", "InvocationContext + set_current_context", "InstancePre.instantiate",
                  "export_nth x3 (memory, alloc, handle)", "edgefn_alloc call + write event", "edgefn_handle call (guest work + host calls)",
                  "read result + fuel/size + flush", "Store drop (wasmtime_store_delete)"]
-        for name, a, b in zip(names, t, t[1:]):
+        for name, a, b in zip(names, t, t[1:], strict=False):
             steps.setdefault(name, []).append((b - a) / 1000)
         steps.setdefault("total", []).append((t[-1] - t[0]) / 1000)
 

@@ -298,7 +298,7 @@ def plots(res: dict, out_dir: Path) -> list[str]:
     tp = res.get("throughput")
     if tp:
         fig, axes = plt.subplots(1, 3, figsize=(16, 5), sharey=True)
-        for ax, c in zip(axes, ("1", "16", "64")):
+        for ax, c in zip(axes, ("1", "16", "64"), strict=False):
             for key, t in tp["targets"].items():
                 b = t["best"].get(c)
                 if not b:

@@ -50,7 +50,7 @@ log = logging.getLogger("edgefn.node")
 class EdgeNode:
     """Build (or load) the app, deploy it as $LATEST, and keep the pipeline on the registry's current catalog."""
 
-    def __init__(self, config: Path, dev: bool = False, recorder: object | None = None) -> None:
+    def __init__(self, config: Path, dev: bool = False, recorder: EventRecorder | None = None) -> None:
         self.config = Path(config).resolve()
         self.dev = dev
         self.recorder = recorder
@@ -62,7 +62,7 @@ class EdgeNode:
         self.app, self.runtime = open_app(self.config, digests=deployed_digests(self.manifest, self.registry), observer=self.metrics)
         self.metrics.watch_throttles(lambda: self.runtime.invoker.limiter.snapshot()["throttled"])
         self.logs = FunctionLogSink.from_config(self.config, self.manifest.logs).start()
-        self.tasks: list[asyncio.Task] = []
+        self.tasks: list[asyncio.Task[None]] = []
         self.stop_event = asyncio.Event()
         try:
             deploy(self.app, self.manifest, self.registry)
@@ -87,7 +87,7 @@ class EdgeNode:
 
     def _pipeline(self, app: ResolvedApp) -> EdgePipeline:
         return EdgePipeline(
-            app, self.catalog, self.runtime.invoker, self.client, self.cache, dev=self.dev, recorder=self.recorder, observer=self.metrics,  # type: ignore[arg-type]
+            app, self.catalog, self.runtime.invoker, self.client, self.cache, dev=self.dev, recorder=self.recorder, observer=self.metrics,
         )
 
     # --- the catalog ----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hypercorn.config import Config, Sockets
 from hypercorn.run import run
-from hypercorn.typing import ASGIFramework
+from starlette.applications import Starlette
 
 from .admin.listener import BIND_ENV as ADMIN_BIND_ENV
 from .admin.listener import check_admin_auth, ensure_token, plan_admin
@@ -91,7 +91,7 @@ class _PerWorkerQuicSockets:
             _wake_quic_on_shutdown(self.secure_sockets + self.insecure_sockets, self._quic)
         return self._quic
 
-    def __reduce__(self) -> tuple:  # to a worker process: the TCP sockets and the QUIC addresses
+    def __reduce__(self) -> tuple[type, tuple[list[socket.socket], list[socket.socket], list[str]]]:  # to a worker process: the TCP sockets and the QUIC addresses
         return (_PerWorkerQuicSockets, (self.secure_sockets, self.insecure_sockets, self.quic_binds))
 
 
@@ -110,7 +110,7 @@ class EdgeConfig(Config):
                     base = super().create_sockets()
                 finally:
                     self.quic_bind = quic_bind
-                sockets: Sockets = _PerWorkerQuicSockets(base.secure_sockets, base.insecure_sockets, list(quic_bind))  # type: ignore[assignment]
+                sockets: Sockets = _PerWorkerQuicSockets(base.secure_sockets, base.insecure_sockets, list(quic_bind))  # type: ignore[assignment]  # duck-typed: Hypercorn reads the three socket lists
             else:
                 sockets = super().create_sockets()
                 _wake_quic_on_shutdown(sockets.secure_sockets + sockets.insecure_sockets, sockets.quic_sockets)
@@ -135,7 +135,7 @@ def harden_http1() -> None:
     h11._readers.chunk_header_re = re.compile(pattern.encode("ascii"))
 
 
-def worker_app() -> ASGIFramework:
+def worker_app() -> Starlette:
     """The app of a server process (Hypercorn's application_path): logging as `serve` sets it up, then the app.
 
     With several workers Hypercorn spawns fresh interpreters, which would otherwise have no log handler and

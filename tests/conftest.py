@@ -32,7 +32,7 @@ WAT_TEMPLATE = """
       (i32.sub (i32.shr_u (i32.add (i32.add (i32.const 1024) (local.get $n)) (i32.const 65535)) (i32.const 16))
                (memory.size)))
     (if (i32.gt_s (local.get $need) (i32.const 0))
-      (then (if (i32.eq (memory.grow (local.get $need)) (i32.const -1)) (then (return (i32.const 0)))))) 
+      (then (if (i32.eq (memory.grow (local.get $need)) (i32.const -1)) (then (return (i32.const 0))))))
     (i32.const 1024))
   (func $handle (export "edgefn_handle") (param $ptr i32) (param $len i32) (result i64)
     {handle})

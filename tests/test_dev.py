@@ -108,7 +108,7 @@ def test_terminal_shows_a_request_log_line(dev):
     base, _, log, _, _ = dev
     httpx.get(f"{base}/logged-path")
     wait_for(lambda: "GET    /logged-path 200" in log.read_text(), what="the request log line")
-    line = next(l for l in log.read_text().splitlines() if "/logged-path 200" in l)
+    line = next(entry for entry in log.read_text().splitlines() if "/logged-path 200" in entry)
     assert "fuel=" in line and "viewer-response=" in line and "\033[" not in line  # plain when not a TTY
 
 

@@ -93,7 +93,7 @@ def test_read_only_header_change_is_a_502_naming_function_trigger_and_header(ser
     r = get(base, "/ro/x")
     assert r.status_code == 502 and r.headers["x-edgefn-error"] == "rule_violation"
     rid = r.headers["x-edgefn-request-id"]
-    line = next(l for l in log.read_text().splitlines() if rid in l and "rule_violation" in l)
+    line = next(entry for entry in log.read_text().splitlines() if rid in entry and "rule_violation" in entry)
     assert "'set-host'" in line and "viewer-request" in line and "'host'" in line and "read-only" in line
     assert "/ro/x" not in origin_stats(origin)  # the origin never saw it
 

@@ -122,7 +122,8 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 
 def _node(request: Request) -> NodeServices:
-    return request.app.state.node  # type: ignore[no-any-return]
+    node: NodeServices = request.app.state.node
+    return node
 
 
 async def _blocking(call: Callable[..., T], *args: Any) -> T:
@@ -239,7 +240,7 @@ def _function_view(snap: RegistrySnapshot, name: str, qualifier: str | None) -> 
     configuration = _latest_doc(fn)
     if qualifier not in (None, LATEST):
         alias = snap.aliases.get((name, qualifier))
-        number = alias.version if alias is not None else int(qualifier) if qualifier.isdigit() else None  # type: ignore[union-attr]
+        number = alias.version if alias is not None else int(qualifier) if qualifier.isdigit() else None
         chosen = snap.versions.get((name, number)) if number is not None else None
         if chosen is None:
             raise ApiError(404, "ResourceNotFoundException", f"function {name!r} has no version or alias {qualifier!r}")
@@ -319,7 +320,7 @@ async def _invoke_sync(request: Request, node: NodeServices, ref: FunctionRef, e
         raise ApiError(404, "ResourceNotFoundException", exc.detail) from None
     logs: InvocationLogs = request.app.state.logs
     headers = {"x-amzn-RequestId": rid, "X-Amz-Executed-Version": spec.version}
-    capture = logs.capture(spec.name, rid) if tail_wanted else contextlib.nullcontext([])
+    capture: contextlib.AbstractContextManager[list[str]] = logs.capture(spec.name, rid) if tail_wanted else contextlib.nullcontext([])
     with capture as lines:
         try:
             done = await node.invoke(spec, event)

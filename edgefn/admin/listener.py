@@ -175,7 +175,7 @@ class AdminListener:
         self.app = create_admin_app(node, self.token)
         self._node = node
 
-    def start(self) -> asyncio.Task:
+    def start(self) -> asyncio.Task[None]:
         """Bind now (a failure fails the server's start-up), then serve until the node's stop event."""
         sock = bind_socket(self.bind.host, self.bind.port, self.bind.reuse_port)
         config = _BoundConfig(sock)
@@ -184,7 +184,7 @@ class AdminListener:
         config.graceful_timeout = GRACEFUL_TIMEOUT_S
         auth = "bearer token" if self.token else "no token (--admin-no-token, loopback only)"
         log.info("admin API on %s (%s)", self.bind.url, auth)
-        return asyncio.create_task(hypercorn_serve(self.app, config, shutdown_trigger=self._node.stop_event.wait), name="edgefn-admin")  # type: ignore[arg-type]
+        return asyncio.create_task(hypercorn_serve(self.app, config, shutdown_trigger=self._node.stop_event.wait), name="edgefn-admin")  # type: ignore[arg-type]  # Starlette's ASGI signature is wider than Hypercorn's typed one
 
 
 def _addr(host: str, port: int) -> str:

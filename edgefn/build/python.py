@@ -99,8 +99,8 @@ def _diagnostics(output: str, roots: list[Path]) -> list[Diagnostic]:
     user = [f for f in frames if not f[0].endswith(f"{ENTRY_MODULE}.py")]
     if not user and not message:
         return []
-    file, line = (user or frames or [("", 0)])[-1]
-    return [Diagnostic(file, line, 0, "error", message or "the function failed to import at build time")]
+    where, line_no = (user or frames or [("", 0)])[-1]
+    return [Diagnostic(where, line_no, 0, "error", message or "the function failed to import at build time")]
 
 
 def build_python(source: Path, out: Path, cache_root: Path) -> bytes:

@@ -42,7 +42,7 @@ def _run(cmd: list[str], source: Path, zig_cache: Path) -> None:
 
 def zig_command() -> list[str]:
     """The pinned PyPI ziglang binary, run directly: `python -m ziglang` would add an interpreter start per build."""
-    import ziglang
+    import ziglang  # type: ignore[import-untyped]  # the PyPI ziglang wheel ships no type information
 
     binary = Path(ziglang.__file__).parent / ("zig.exe" if sys.platform == "win32" else "zig")
     return [str(binary)] if binary.exists() else [sys.executable, "-m", "ziglang"]

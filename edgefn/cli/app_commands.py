@@ -9,7 +9,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 from ..build.app import open_app
 from ..build.toolchain import build_source, cache_dir
@@ -95,7 +95,9 @@ def sample_event(event_type: str) -> events.Event:
         )
     if event_type == "origin-request":
         request.origin = {"custom": {"domainName": "example.org", "port": 443, "protocol": "https", "path": "", "readTimeout": 30, "keepaliveTimeout": 5, "customHeaders": {}}}
-    config = events.EventConfig(event_type, new_request_id(), "", distribution_domain_name="d111111abcdef8.cloudfront.net", distribution_id="EDFDVBD6EXAMPLE")  # type: ignore[arg-type]
+    config = events.EventConfig(
+        cast(events.EventType, event_type), new_request_id(), "", distribution_domain_name="d111111abcdef8.cloudfront.net", distribution_id="EDFDVBD6EXAMPLE"
+    )
     return events.Event(config, request, response)
 
 

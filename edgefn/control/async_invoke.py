@@ -84,7 +84,7 @@ class AsyncInvoker:
 
     # --- workers ------------------------------------------------------------------------------------
 
-    def start(self, stop: asyncio.Event) -> list[asyncio.Task]:
+    def start(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """The delivery workers of this server, running until `stop` is set."""
         return [asyncio.create_task(self.run_worker(stop), name=f"edgefn-async-worker-{i}") for i in range(self.settings.workers)]
 

@@ -41,7 +41,9 @@ def _without_none(doc: dict[str, Any]) -> dict[str, Any]:
 
 def parse_config(doc: dict[str, Any], name: str, where: str = "configuration") -> FunctionConfig:
     """Check a configuration document with the manifest's rules; ManifestError names the bad key and the fix."""
-    return parse_table(FunctionConfig, doc, f"functions.{name}", Path(where))
+    config = parse_table(FunctionConfig, doc, f"functions.{name}", Path(where))
+    assert isinstance(config, FunctionConfig)
+    return config
 
 
 @dataclass(frozen=True)

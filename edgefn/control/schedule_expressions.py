@@ -337,7 +337,7 @@ def parse_cron(text: str, inner: str) -> Cron:
     if len(parts) != 6:
         raise ExpressionError(f"{text}: {len(parts)} fields, cron() needs 6", CRON_FIX)
     minute, hour, dom, month, dow, year = parts
-    for field, spec in zip(parts, CRON_FIELDS):
+    for field, spec in zip(parts, CRON_FIELDS, strict=False):
         if "?" in field and (field != "?" or "?" not in spec.specials):
             problem = "'?' must be the whole field" if "?" in spec.specials else "'?' is only allowed in day-of-month or day-of-week"
             raise _field_error(text, spec, problem)

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 from ..core import events
 from ..core.exceptions import ExpressionError, ManifestError
@@ -212,11 +212,11 @@ class Scheduler:
                 log.exception("schedule %s: evaluation failed; retrying on the next pass", schedule.name)
         return fired
 
-    def _state(self, name: str) -> dict | None:
+    def _state(self, name: str) -> dict[str, Any] | None:
         rows = self.db.query("SELECT * FROM schedule_state WHERE schedule = ?", (name,))
         return dict(rows[0]) if rows else None
 
-    def _needs_reset(self, schedule: Schedule, state: dict | None) -> bool:
+    def _needs_reset(self, schedule: Schedule, state: dict[str, Any] | None) -> bool:
         """New, changed, or re-enabled: it starts from now, with no backfill."""
         return state is None or state["expression"] != schedule.expression.text or (schedule.enabled and not state["enabled"])
 

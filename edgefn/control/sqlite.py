@@ -70,7 +70,7 @@ class Database:
                 raise
             conn.execute("COMMIT")
 
-    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, params: tuple[object, ...] | dict[str, object] = ()) -> list[sqlite3.Row]:
         return self.connection().execute(sql, params).fetchall()
 
     def close(self) -> None:

@@ -196,7 +196,7 @@ def _decode_status(value: Any, path: str) -> int:
     expect_field(value, int, path, "an integer (or a decimal string)")
     if not 200 <= value <= 599:
         raise ResultError(f"{path} {value} is outside 200..599")
-    return value
+    return int(value)
 
 
 _RESPONSE_KEYS = frozenset({"status", "statusDescription", "headers", "body"})

@@ -78,7 +78,7 @@ class DevReloader:
         results = await asyncio.gather(
             *(asyncio.to_thread(build_function, self.manifest_path, manifest, name) for name in rebuild), return_exceptions=True
         )
-        for name, built in zip(rebuild, results):
+        for name, built in zip(rebuild, results, strict=False):
             if isinstance(built, BaseException):
                 if not isinstance(built, EdgefnError):
                     raise built

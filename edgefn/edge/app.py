@@ -217,7 +217,7 @@ def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAs
         host = normalize_host(request.headers.get("host", ""))
         if state.dev is not None and state.dev.broken and "text/html" in request.headers.get("accept", ""):
             behavior = pipeline.router.match(host, path)
-            names = {behavior.function, *(h.function for h in behavior.hooks.values())} if behavior else set()
+            names = {n for n in (behavior.function, *(h.function for h in behavior.hooks.values())) if n} if behavior else set()
             if names & set(state.dev.broken):
                 return _build_error_page(state.dev.broken, names)
         result = await pipeline.handle(_edge_request(request, path, body), host, rid)

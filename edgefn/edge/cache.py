@@ -278,7 +278,9 @@ def _cache_control(headers: Headers) -> dict[str, str | None]:
 
 
 def _split_commas(value: str) -> list[str]:
-    items, current, quoted, escaped = [], [], False, False
+    items: list[str] = []
+    current: list[str] = []
+    quoted, escaped = False, False
     for ch in value:
         if escaped:
             escaped = False
@@ -516,11 +518,11 @@ class EdgeCache:
         stale = found.entry if found.state is Freshness.STALE else None
         response = await fetch(found.conditional if stale is not None else {})
         if stale is not None and response.status == 304:
-            entry = self.refresh(stale, response, policy)
+            refreshed = self.refresh(stale, response, policy)
             self._stats.refresh_hits += 1
             if flight is not None:
-                flight.entry, flight.kind = entry, XCache.REFRESH_HIT
-            return CacheResult(self.serve(entry), XCache.REFRESH_HIT, entry if entry in self else None)
+                flight.entry, flight.kind = refreshed, XCache.REFRESH_HIT
+            return CacheResult(self.serve(refreshed), XCache.REFRESH_HIT, refreshed if refreshed in self else None)
         if stale is not None:
             self._remove(stale)  # the origin sent a new representation; the old one is superseded
         self._stats.misses += 1

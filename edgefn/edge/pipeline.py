@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncGenerator, Callable, cast
 from urllib.parse import unquote_plus, urlsplit
 
 import httpx
@@ -23,10 +23,11 @@ from ..core.events import (
     EdgeResponse,
     Event,
     EventConfig,
+    EventType,
     Headers,
     XCache,
 )
-from ..core.exceptions import InvocationError
+from ..core.exceptions import InvocationError, RuleViolation
 from ..core.ports import EdgeObserver, FunctionResolver, NoObserver
 from ..core.report import InvocationReport
 from ..runtime.egress import EgressPolicy, EgressRefused, own_ports_from_env
@@ -49,7 +50,7 @@ class PipelineResult:
     response: EdgeResponse
     behavior: str
     #: the origin body still streaming (no hook needed it, nothing caches it); None when in response.body
-    stream: AsyncIterator[bytes] | None = None
+    stream: AsyncGenerator[bytes, None] | None = None
     cache_status: XCache = XCache.MISS
     timings: list[tuple[str, float]] = field(default_factory=list)  # (stage, ms) for Server-Timing
     outcomes: dict[str, str] = field(default_factory=dict)  # event type -> "ok" | error kind
@@ -99,7 +100,7 @@ class EdgePipeline:
         try:
             await self._run(behavior, request, host, request_id, result)
         except InvocationError as exc:
-            if isinstance(exc, rules.RuleViolation):  # the invocation itself was counted as ok: its result was not
+            if isinstance(exc, RuleViolation):  # the invocation itself was counted as ok: its result was not
                 self.observer.invocation_rejected(exc.function, exc.kind)
             await _close(result)
             result.response, result.cache_status = error_response(exc, self.dev), XCache.ERROR
@@ -154,7 +155,7 @@ class EdgePipeline:
             if out.origin is not None and out.origin != shown:
                 try:
                     origin = await self._switched_origin(out.origin, behavior, rid, result)
-                except rules.RuleViolation as exc:
+                except RuleViolation as exc:
                     raise _reported(exc, "origin-request", result) from None
             request = replace(out, origin=None)
         await self._fetch_origin(behavior, origin, request, rid, result)
@@ -183,7 +184,7 @@ class EdgePipeline:
         return done.result
 
     def _event(self, event_type: str, function: str, rid: str, request: EdgeRequest, response: EdgeResponse | None = None) -> Event:
-        config = EventConfig(event_type, rid, function, distribution_domain_name=self.app.name)  # type: ignore[arg-type]
+        config = EventConfig(cast(EventType, event_type), rid, function, distribution_domain_name=self.app.name)
         return Event(config, request, response)
 
     async def _request_hook(
@@ -201,7 +202,7 @@ class EdgePipeline:
             if out.body is exposed:  # the function kept the body: the viewer's, never the truncated copy
                 out = replace(out, body=request.body)
             return rules.check_request_result(hook.function, rid, event_type, request, out)
-        except rules.RuleViolation as exc:
+        except RuleViolation as exc:
             raise _reported(exc, event_type, result) from None
 
     async def _response_hook(
@@ -224,12 +225,12 @@ class EdgePipeline:
             await _close(result)  # the function replaced the body: the origin's stream is not needed
         try:
             return rules.check_response_result(hook.function, rid, event_type, response, out)
-        except rules.RuleViolation as exc:
+        except RuleViolation as exc:
             raise _reported(exc, event_type, result) from None
 
     # --- the origin -------------------------------------------------------------------------------
 
-    async def _switched_origin(self, doc: dict, behavior: ResolvedBehavior, rid: str, result: PipelineResult) -> _Origin:
+    async def _switched_origin(self, doc: dict[str, Any], behavior: ResolvedBehavior, rid: str, result: PipelineResult) -> _Origin:
         """origin-request may switch the origin by returning another `origin` map (custom URL or function);
         a URL must pass the egress policy: the app's declared origins plus the function's allowed_hosts."""
         fn = behavior.hooks["origin-request"].function
@@ -237,24 +238,24 @@ class EdgePipeline:
             name = doc["function"].get("name")
             problem = self.catalog.check(name) if isinstance(name, str) else "must be a string"
             if problem is not None:
-                raise rules.RuleViolation(fn, rid, "origin-request", "request.origin.function.name", f"{name!r}: {problem}")
+                raise RuleViolation(fn, rid, "origin-request", "request.origin.function.name", f"{name!r}: {problem}")
             return _Origin(function=name)
         custom = doc.get("custom")
         if not isinstance(custom, dict) or not isinstance(custom.get("domainName"), str):
-            raise rules.RuleViolation(fn, rid, "origin-request", "request.origin", "must hold custom{domainName, port, protocol, path} or function{name}")
+            raise RuleViolation(fn, rid, "origin-request", "request.origin", "must hold custom{domainName, port, protocol, path} or function{name}")
         protocol = custom.get("protocol", "https")
         port = custom.get("port", 443 if protocol == "https" else 80)
         if protocol not in ("http", "https") or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise rules.RuleViolation(fn, rid, "origin-request", "request.origin.custom", "protocol must be http or https and port 1..65535")
+            raise RuleViolation(fn, rid, "origin-request", "request.origin.custom", "protocol must be http or https and port 1..65535")
         path = custom.get("path", "")
         if not isinstance(path, str) or (path and not path.startswith("/")):
-            raise rules.RuleViolation(fn, rid, "origin-request", "request.origin.custom.path", "must be empty or start with '/'")
+            raise RuleViolation(fn, rid, "origin-request", "request.origin.custom.path", "must be empty or start with '/'")
         url = f"{protocol}://{custom['domainName']}:{port}{origin_path(path) if path else ''}"
         policy = EgressPolicy.of(self.declared_origins + result.allowed_hosts.get("origin-request", ()), self.own_ports)
         try:
             await policy.check_async(url)
         except EgressRefused as exc:
-            raise rules.RuleViolation(fn, rid, "origin-request", "request.origin.custom.domainName", f"origin switch refused: {exc}") from None
+            raise RuleViolation(fn, rid, "origin-request", "request.origin.custom.domainName", f"origin switch refused: {exc}") from None
         return _Origin(url=url)
 
     async def _fetch_origin(self, behavior: ResolvedBehavior, origin: _Origin, request: EdgeRequest, rid: str, result: PipelineResult) -> None:
@@ -268,7 +269,7 @@ class EdgePipeline:
                 return
             try:
                 result.response = rules.check_origin_response(origin.function, rid, out)
-            except rules.RuleViolation as exc:
+            except RuleViolation as exc:
                 raise _reported(exc, "origin", result) from None
             return
         assert origin.url is not None
@@ -299,7 +300,7 @@ class EdgePipeline:
         result.stream = _relay(upstream)
 
 
-def _reported(exc: rules.RuleViolation, stage: str, result: PipelineResult) -> rules.RuleViolation:
+def _reported(exc: RuleViolation, stage: str, result: PipelineResult) -> RuleViolation:
     """A rule broken after the invocation itself succeeded: record it and write it to the function's log."""
     result.outcomes[stage] = exc.kind
     function_logger(exc.function).error("%s\t%s", exc.request_id, exc)
@@ -338,7 +339,7 @@ def _default_origin(behavior: ResolvedBehavior) -> _Origin:
     return _Origin(url=behavior.origin, function=behavior.function)
 
 
-def _origin_doc(origin: _Origin, behavior: ResolvedBehavior) -> dict:
+def _origin_doc(origin: _Origin, behavior: ResolvedBehavior) -> dict[str, Any]:
     """The Lambda@Edge `request.origin` object shown to origin-request functions."""
     if origin.function is not None:
         return {"function": {"name": origin.function}}
@@ -357,7 +358,7 @@ def _origin_doc(origin: _Origin, behavior: ResolvedBehavior) -> dict:
     }
 
 
-async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
+async def _relay(upstream: httpx.Response) -> AsyncGenerator[bytes, None]:
     """Stream the origin's raw bytes (content-encoding stays as the origin sent it)."""
     try:
         async for chunk in upstream.aiter_raw():
@@ -376,7 +377,7 @@ async def _buffer(result: PipelineResult) -> None:
 
 async def _close(result: PipelineResult) -> None:
     if result.stream is not None:
-        await result.stream.aclose()  # type: ignore[attr-defined]
+        await result.stream.aclose()
         result.stream = None
 
 

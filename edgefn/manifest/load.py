@@ -25,6 +25,7 @@ def load_manifest(path: Path | str) -> Manifest:
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(path, "", f"not valid TOML: {exc}", "fix the syntax at that line") from None
     manifest = parse_table(Manifest, doc, "", path)
+    assert isinstance(manifest, Manifest)
     _check_cross_references(manifest, path)
     return manifest
 
@@ -50,7 +51,7 @@ def _convert(tp: Any, value: Any, key: str, file: Path) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ManifestError(file, key, f"expected a table, got {value!r}", f"write [{key}] or {key} = {{ ... }}")
-        return parse_table(tp, value, key, file)  # type: ignore[arg-type]
+        return parse_table(tp, value, key, file)  # type: ignore[arg-type]  # tp is a dataclass type here; mypy cannot narrow Any to it
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):

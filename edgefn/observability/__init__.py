@@ -1,1 +1,3 @@
-"""Observability of a server process: per-function log streams on disk (logs) and Prometheus metrics (metrics)."""
+"""Floor 3: per-function log streams on disk and Prometheus metrics; implements core.ports' observers."""
+
+__all__ = ['logs', 'metrics']

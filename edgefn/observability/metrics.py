@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence, TypeVar
 
 from ..core.exceptions import MetricsError
 
@@ -60,7 +60,7 @@ def escape_label_value(value: str) -> str:
 def _sample(name: str, names: Sequence[str], values: Sequence[str], value: float) -> str:
     if not names:
         return f"{name} {format_value(value)}"
-    labels = ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, values))
+    labels = ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, values, strict=False))
     return f"{name}{{{labels}}} {format_value(value)}"
 
 
@@ -187,7 +187,7 @@ class Histogram(_Family):
         names = (*self.labelnames, "le")
         for key, series in items:
             cumulative = 0
-            for bound, n in zip([*self.bounds, math.inf], series.counts):
+            for bound, n in zip([*self.bounds, math.inf], series.counts, strict=False):
                 cumulative += n
                 out.append(_sample(f"{self.name}_bucket", names, (*key, format_value(bound)), cumulative))
             out.append(_sample(f"{self.name}_sum", self.labelnames, key, series.total))
@@ -223,6 +223,9 @@ class CallbackMetric(_Family):
         return out
 
 
+_F = TypeVar("_F", bound="_Family")
+
+
 class MetricsRegistry:
     """The metric families of one process, in registration order; `exposition()` renders them all."""
 
@@ -230,7 +233,7 @@ class MetricsRegistry:
         self._families: dict[str, _Family] = {}
         self._lock = threading.Lock()
 
-    def _add(self, family: _Family) -> _Family:
+    def _add(self, family: _F) -> _F:
         with self._lock:
             if family.name in self._families:
                 raise MetricsError(f"a metric named {family.name} is already registered")
@@ -238,21 +241,21 @@ class MetricsRegistry:
         return family
 
     def counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Counter:
-        return self._add(Counter(name, help, labelnames))  # type: ignore[return-value]
+        return self._add(Counter(name, help, labelnames))
 
     def gauge(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Gauge:
-        return self._add(Gauge(name, help, labelnames))  # type: ignore[return-value]
+        return self._add(Gauge(name, help, labelnames))
 
     def histogram(self, name: str, help: str, labelnames: Sequence[str] = (), buckets: Sequence[float] = ()) -> Histogram:
-        return self._add(Histogram(name, help, labelnames, buckets))  # type: ignore[return-value]
+        return self._add(Histogram(name, help, labelnames, buckets))
 
     def gauge_callback(self, name: str, help: str, read: Callable[[], CallbackValues], labelnames: Sequence[str] = ()) -> CallbackMetric:
         """A gauge computed at scrape time: `read()` returns a number, or {label values tuple: number}."""
-        return self._add(CallbackMetric("gauge", name, help, read, labelnames))  # type: ignore[return-value]
+        return self._add(CallbackMetric("gauge", name, help, read, labelnames))
 
     def counter_callback(self, name: str, help: str, read: Callable[[], CallbackValues], labelnames: Sequence[str] = ()) -> CallbackMetric:
         """A counter another component keeps (it must only grow), read at scrape time."""
-        return self._add(CallbackMetric("counter", name, help, read, labelnames))  # type: ignore[return-value]
+        return self._add(CallbackMetric("counter", name, help, read, labelnames))
 
     def families(self) -> Iterator[_Family]:
         with self._lock:

@@ -17,6 +17,7 @@ import ctypes
 import logging
 from ctypes import byref
 from dataclasses import dataclass
+from typing import Any, Iterator
 
 import cbor2
 import wasmtime
@@ -68,7 +69,7 @@ def _leb(data: bytes, pos: int) -> tuple[int, int]:
             return result, pos
 
 
-def _sections(data: bytes, start: int, end: int):  # type: ignore[no-untyped-def]
+def _sections(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
     pos = start
     while pos < end:
         sid = data[pos]
@@ -166,7 +167,7 @@ def check_links(engine: wasmtime.Engine, linker: wc.Linker, component: wc.Compon
 def _host_log(_store: object, level: object, message: str) -> None:
     # host functions never raise: see linking._host_log
     try:
-        lvl = _LEVELS.get(level, 1) if isinstance(level, str) else int(level)  # type: ignore[arg-type]
+        lvl = _LEVELS.get(level, 1) if isinstance(level, str) else int(level) if isinstance(level, int) else 1
         current_context().write_log(lvl, message.encode("utf-8", "replace"))
     except Exception:  # noqa: BLE001
         log.exception("edgefn:function/host.log failed")
@@ -181,8 +182,7 @@ def _host_env_get(_store: object, name: str) -> str | None:
         return None
 
 
-@ffi.wasmtime_component_func_callback_t
-def _fetch_trampoline(_data, _context, _ty, args, nargs, results, nresults):  # type: ignore[no-untyped-def]
+def _fetch(_data: int, _context: object, _ty: object, args: Any, nargs: int, results: Any, nresults: int) -> int:
     # list<u8> in and out through the fast copies below (a fetched body may be megabytes)
     try:
         request = take_bytes(args[0]) if nargs == 1 else b""
@@ -200,9 +200,13 @@ def _fetch_trampoline(_data, _context, _ty, args, nargs, results, nresults):  # 
     return 0
 
 
-@ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-def _no_finalizer(_data):  # type: ignore[no-untyped-def]
+def _finalize_nothing(_data: int) -> None:
     return None
+
+
+# the C callbacks wasmtime holds (module-level, so they outlive every linker that uses them)
+_fetch_trampoline = ffi.wasmtime_component_func_callback_t(_fetch)
+_no_finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize_nothing)
 
 
 def create_component_linker(engine: wasmtime.Engine) -> wc.Linker:
@@ -269,7 +273,7 @@ class ComponentCallError(Exception):
         super().__init__(message)
 
 
-def _frames(err: ctypes._Pointer) -> list[str]:  # type: ignore[type-arg]
+def _frames(err: "ctypes._Pointer[Any]") -> list[str]:
     vec = ffi.wasm_frame_vec_t()
     ffi.wasmtime_error_wasm_trace(err, byref(vec))
     frames = []
@@ -286,7 +290,7 @@ def _frames(err: ctypes._Pointer) -> list[str]:  # type: ignore[type-arg]
     return frames
 
 
-def error_from_ptr(err: ctypes._Pointer) -> ComponentCallError:  # type: ignore[type-arg]
+def error_from_ptr(err: "ctypes._Pointer[Any]") -> ComponentCallError:
     """Classify and free a wasmtime_error_t from a component call.
 
     The C API gives component traps as wasmtime_error_t, which wraps the same anyhow error as wasm_trap_t

@@ -101,7 +101,8 @@ _current = threading.local()
 
 
 def current_context() -> InvocationContext:
-    return _current.ctx  # type: ignore[no-any-return]
+    ctx: InvocationContext = _current.ctx
+    return ctx
 
 
 def set_current_context(ctx: InvocationContext | None) -> None:

@@ -157,4 +157,4 @@ def resolve(host: str, port: int) -> list[IPAddress]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise EgressRefused(f"{host}: cannot resolve ({exc.strerror or exc})") from None
-    return [ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos]
+    return [ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos]

@@ -42,16 +42,16 @@ def export_nth(store: wasmtime.Store, instance: wasmtime.Instance, index: int) -
 
 def _check(error: object, trap: object) -> None:
     if error:
-        raise GuestCallError(None, wasmtime.WasmtimeError._from_ptr(error))  # type: ignore[arg-type]
+        raise GuestCallError(None, wasmtime.WasmtimeError._from_ptr(error))  # type: ignore[arg-type]  # a raw C pointer where wasmtime-py types its own wrapper
     if trap:
-        raise GuestCallError(wasmtime.Trap._from_ptr(trap), None)  # type: ignore[arg-type]
+        raise GuestCallError(wasmtime.Trap._from_ptr(trap), None)  # type: ignore[arg-type]  # a raw C pointer where wasmtime-py types its own wrapper
 
 
 def call(store: wasmtime.Store, func: ffi.wasmtime_extern_t, args: tuple[int, ...], result_kind: int | None) -> int:
     """Call an exported function whose params are all i32; returns its one i32/i64 result (unsigned), or 0."""
     argv = (_Val * len(args))()
     for i, arg in enumerate(args):
-        argv[i].kind = _I32
+        argv[i].kind = _I32  # type: ignore[assignment]  # wasmtime-py annotates the kind byte as c_ubyte; ctypes takes an int
         argv[i].of.i32 = ctypes.c_int32(arg & 0xFFFFFFFF).value
     nres = 0 if result_kind is None else 1
     resv = (_Val * 1)()

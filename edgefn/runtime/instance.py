@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import wasmtime
+from wasmtime import _ffi as ffi
 
 from . import fastcall
 from .memory import MemoryBudget
@@ -40,16 +41,17 @@ class LogSlot:
 class GuestInstance:
     """A live instance and its Store: made for one invocation, or kept warm in a pool between invocations."""
 
-    __slots__ = ("loaded", "store", "slot", "memory", "alloc", "handle", "func", "needs_init", "create_ms", "invocations", "budget")
+    __slots__ = ("loaded", "store", "slot", "memory", "alloc", "handle", "init", "func", "needs_init", "create_ms", "invocations", "budget")
 
     def __init__(self, loaded: LoadedModule, store: wasmtime.Store, slot: LogSlot) -> None:
         self.loaded = loaded
         self.store = store
         self.slot = slot
         self.memory: fastcall.GuestMemory | None = None  # core modules
-        self.alloc: object = None
-        self.handle: object = None
-        self.func: object = None  # components: the `handle` function
+        self.alloc: ffi.wasmtime_extern_t | None = None  # core modules: the exports the two calls go through
+        self.handle: ffi.wasmtime_extern_t | None = None
+        self.init: ffi.wasmtime_extern_t | None = None  # `_initialize`, if the module has one
+        self.func: ffi.wasmtime_component_func_t | None = None  # components: the `handle` function
         self.needs_init = False  # core: `_initialize` not run yet
         self.create_ms = 0.0
         self.invocations = 0

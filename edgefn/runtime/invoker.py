@@ -24,6 +24,7 @@ from ..core.report import InvocationReport
 from . import abi
 from .concurrency import ConcurrencyLimiter, InvocationCounts
 from .engine import EngineSettings, EpochTicker, create_engine
+from .instance import GuestInstance
 from .linking import create_linker
 from .module_store import ModuleStore
 from .outbound import shared_client
@@ -85,7 +86,7 @@ class Invoker:
         def emit(level: int, message: str) -> None:
             flog.log(log_level(level), "prewarm\t%s", message)
 
-        def make():  # type: ignore[no-untyped-def]
+        def make() -> GuestInstance:
             return self.sandbox.prewarm(loaded, function=fn.name, limits=fn.limits, env=fn.env, emit=emit)
 
         try:

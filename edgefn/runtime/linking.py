@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import cbor2
 import wasmtime
@@ -191,7 +192,7 @@ HOST_IMPORTS: dict[str, tuple[list[wasmtime.ValType], list[wasmtime.ValType]]] =
     "fetch": ([_I32, _I32], [_I32]),
     "fetch_result": ([_I32, _I32], [_I32]),
 }
-_HOST_CALLBACKS = {"log": _host_log, "env_get": _host_env_get, "fetch": _host_fetch, "fetch_result": _host_fetch_result}
+_HOST_CALLBACKS: dict[str, Callable[..., Any]] = {"log": _host_log, "env_get": _host_env_get, "fetch": _host_fetch, "fetch_result": _host_fetch_result}
 
 
 def create_linker(engine: wasmtime.Engine) -> wasmtime.Linker:

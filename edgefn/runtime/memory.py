@@ -122,10 +122,11 @@ def _new_memory(_env: int, _ty: object, minimum: int, maximum: int, reserved: in
             key = next(_next_id)
             _regions[key] = region
         mem = out.contents
-        mem.env = key
-        mem.get_memory = _GET
-        mem.grow_memory = _GROW
-        mem.finalizer = _FREE
+        # wasmtime-py annotates these fields as pointers; ctypes takes the int and the callbacks as they are
+        mem.env = key  # type: ignore[assignment]  # see above
+        mem.get_memory = _GET  # type: ignore[assignment]  # see above
+        mem.grow_memory = _GROW  # type: ignore[assignment]  # see above
+        mem.finalizer = _FREE  # type: ignore[assignment]  # see above
         return 0
     except BaseException as exc:  # noqa: BLE001 - nothing may unwind into wasmtime
         return _error(f"edgefn memory creator failed: {exc!r}")
@@ -180,10 +181,11 @@ _NO_FINALIZER = ctypes.CFUNCTYPE(None, c_void_p)(lambda _env: None)
 def install(config: object) -> None:
     """Make every memory of engines built from `config` (a wasmtime.Config) come from this module."""
     creator = b.wasmtime_memory_creator_t()
-    creator.env = None
-    creator.new_memory = _NEW
-    creator.finalizer = _NO_FINALIZER
-    ffi.wasmtime_config_host_memory_creator_set(config.ptr(), ctypes.byref(creator))  # type: ignore[attr-defined]
+    # wasmtime-py annotates these fields as pointers; ctypes takes None and the callbacks as they are
+    creator.env = None  # type: ignore[assignment]  # see above
+    creator.new_memory = _NEW  # type: ignore[assignment]  # see above
+    creator.finalizer = _NO_FINALIZER  # type: ignore[assignment]  # see above
+    ffi.wasmtime_config_host_memory_creator_set(config.ptr(), ctypes.byref(creator))  # type: ignore[attr-defined]  # `config` is typed object to keep wasmtime out of the signature
 
 
 __all__ = ["MemoryBudget", "charging", "install"]

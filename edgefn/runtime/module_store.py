@@ -32,6 +32,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import wasmtime
 from wasmtime import component as wc
@@ -330,7 +331,7 @@ class ModuleStore:
         self.stats.rebuilt_artifacts += 1
         return None
 
-    def _component_meta_problem(self, meta: bytes, digest: str) -> tuple[str | None, tuple]:  # type: ignore[type-arg]
+    def _component_meta_problem(self, meta: bytes, digest: str) -> tuple[str | None, tuple[Any, ...]]:
         if len(meta) != _COMPONENT_META.size:
             return f"its sidecar is {len(meta)} bytes, expected {_COMPONENT_META.size}", ()
         fields = _COMPONENT_META.unpack(meta)
@@ -345,7 +346,7 @@ class ModuleStore:
             return "holds another component (wasm digest differs)", fields
         return None, fields
 
-    def _component_payload_problem(self, path: Path, meta_path: Path, meta: bytes, fields: tuple) -> str | None:  # type: ignore[type-arg]
+    def _component_payload_problem(self, path: Path, meta_path: Path, meta: bytes, fields: tuple[Any, ...]) -> str | None:
         payload_sha, payload_len = fields[4], fields[5]
         try:
             st = os.stat(path)

@@ -110,7 +110,7 @@ class Sandbox:
         instance = GuestInstance(loaded, store, slot)
         if not is_component:
             instance.budget = MemoryBudget(split.linear_bytes)
-        if loaded.kind == "component" or loaded.info.imports_wasi:  # type: ignore[union-attr]
+        if is_component or (isinstance(loaded.info, GuestModuleInfo) and loaded.info.imports_wasi):
             store.set_wasi(_wasi_config(env, slot))
         min_bytes = loaded.info.memory_min_bytes
         if min_bytes > split.linear_bytes:
@@ -120,9 +120,9 @@ class Sandbox:
             )
         try:
             if loaded.kind == "component":
-                assert loaded.linker is not None and loaded.component is not None
-                inst = component.instantiate(loaded.linker, store, loaded.component)
-                instance.func = component.handle_func(store, inst, loaded.info.handle_export)  # type: ignore[union-attr]
+                assert loaded.linker is not None and loaded.component is not None and isinstance(loaded.info, component.ComponentInfo)
+                comp_inst = component.instantiate(loaded.linker, store, loaded.component)
+                instance.func = component.handle_func(store, comp_inst, loaded.info.handle_export)
             else:
                 info = loaded.info
                 assert isinstance(info, GuestModuleInfo) and loaded.pre is not None
@@ -135,7 +135,8 @@ class Sandbox:
                 instance.alloc = fastcall.export_nth(store, inst, info.alloc_export)
                 instance.handle = fastcall.export_nth(store, inst, info.handle_export)
                 if info.init_export is not None:
-                    instance.needs_init = fastcall.export_nth(store, inst, info.init_export)  # type: ignore[assignment]
+                    instance.init = fastcall.export_nth(store, inst, info.init_export)
+                    instance.needs_init = True
         except (fastcall.GuestCallError, component.ComponentCallError) as exc:
             raise self._classify(exc, function, request_id, limits, instance, cap, instantiating=True) from None
         instance.create_ms = (time.perf_counter() - start) * 1000
@@ -144,10 +145,10 @@ class Sandbox:
     def initialize(self, instance: GuestInstance, function: str, request_id: str, limits: Limits) -> None:
         """Run a core module's `_initialize` once per instance (components need none: componentize-py
         snapshots the initialised interpreter at build time)."""
-        if instance.needs_init:
-            init, instance.needs_init = instance.needs_init, False
+        if instance.needs_init and instance.init is not None:
+            instance.needs_init = False
             try:
-                fastcall.call(instance.store, init, (), None)  # type: ignore[arg-type]
+                fastcall.call(instance.store, instance.init, (), None)
             except fastcall.GuestCallError as exc:
                 raise self._classify(exc, function, request_id, limits, instance, limits.memory_mb * 1024 * 1024) from None
 
@@ -246,15 +247,15 @@ class Sandbox:
         return SandboxRun(result, error, report, keep)
 
     def _call_core(self, instance: GuestInstance, event: bytes, function: str, request_id: str, limits: Limits, cap: int) -> bytes:
-        store, memory = instance.store, instance.memory
-        assert memory is not None
+        store, memory, alloc, handle = instance.store, instance.memory, instance.alloc, instance.handle
+        assert memory is not None and alloc is not None and handle is not None
         try:
-            ptr = fastcall.call(store, instance.alloc, (len(event),), fastcall.I32)  # type: ignore[arg-type]
+            ptr = fastcall.call(store, alloc, (len(event),), fastcall.I32)
             if ptr == 0 or not memory.write(ptr, event):
                 if instance.memory_refused() is not None:
                     raise MemoryLimitExceeded(function, request_id, limits.memory_mb, f": no room for the {len(event)}-byte event")
                 raise InvalidResult(function, request_id, f"edgefn_alloc({len(event)}) returned an unusable address {ptr:#x}")
-            packed = fastcall.call(store, instance.handle, (ptr, len(event)), fastcall.I64)  # type: ignore[arg-type]
+            packed = fastcall.call(store, handle, (ptr, len(event)), fastcall.I64)
         except fastcall.GuestCallError as exc:
             raise self._classify(exc, function, request_id, limits, instance, cap) from None
         rptr, rlen = packed >> 32, packed & 0xFFFFFFFF
@@ -269,7 +270,8 @@ class Sandbox:
 
     def _call_component(self, instance: GuestInstance, event: bytes, function: str, request_id: str, limits: Limits, cap: int) -> bytes:
         try:
-            result = component.call_handle(instance.store, instance.func, event)  # type: ignore[arg-type]
+            assert instance.func is not None
+            result = component.call_handle(instance.store, instance.func, event)
         except component.ComponentCallError as exc:
             raise self._classify(exc, function, request_id, limits, instance, cap) from None
         if not result:
