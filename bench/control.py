@@ -58,7 +58,7 @@ from common import (  # noqa: E402
 )
 from guests import HELLO_C  # noqa: E402
 
-from edgefn.cli.main import main as edgefn_cli
+from edgefn.cli import main as edgefn_cli
 from edgefn.control.catalog import POLL_INTERVAL_S, FunctionCatalog  # noqa: E402
 from edgefn.control.deploy import open_registry, registry_path  # noqa: E402
 from edgefn.control.queue import SqliteEventQueue  # noqa: E402

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from edgefn.cli.main import main
+from edgefn.cli import main
 from edgefn.edge.app import EXECUTED_VERSION_HEADER
 from tests.servers import REPO, edge_server
 

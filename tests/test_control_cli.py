@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgefn.build.app import store_dir_of
-from edgefn.cli.main import main
+from edgefn.cli import main
 from edgefn.control.deploy import open_registry
 from edgefn.control.registry import AliasRecord, SqliteRegistry
 from edgefn.control.sqlite import Database

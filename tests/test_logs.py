@@ -125,7 +125,11 @@ def test_follow_prints_a_new_requests_lines(served):
         assert any(f"REPORT RequestId: {rid}" in line for line in seen)
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C
-        assert proc.wait(timeout=10) == 0
+        code = proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        assert code == 0
 
 
 def test_unknown_function_lists_the_ones_with_logs(served):

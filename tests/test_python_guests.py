@@ -557,6 +557,7 @@ def local_origin():
     thread.start()
     yield f"127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+    server.server_close()
 
 
 def test_fetch_reaches_only_allowed_hosts(rt, digests, local_origin):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefn.cli import main as cli
+from edgefn import cli
 from edgefn.control.queue import SqliteEventQueue
 from edgefn.control.schedule_expressions import Cron, Rate, parse_expression
 from edgefn.control.schedules import (

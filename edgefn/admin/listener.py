@@ -17,7 +17,6 @@ import secrets
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config, Sockets
@@ -189,16 +188,3 @@ class AdminListener:
 
 def _addr(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
-
-
-def admin_token_command(config: Path, out: "TextIO") -> int:
-    """`edgefn admin token`: the token a client sends (`Authorization: Bearer ...`)."""
-    from ..manifest.load import load_manifest
-
-    config = Path(config).resolve()
-    admin = load_manifest(config).admin
-    token = read_token(admin.token_env, token_path(admin, config.parent))
-    if token is None:
-        raise EdgefnError(f"no admin token yet: ${admin.token_env} is unset and {token_path(admin, config.parent)} does not exist; `edgefn serve` makes it on first start")
-    print(token, file=out)
-    return 0

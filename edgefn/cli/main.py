@@ -165,15 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in CONTROL_COMMANDS:
             return _run_control(args)
         if args.command == "admin":
-            from ..admin.listener import admin_token_command
+            from .observe import admin_token_command
 
             return admin_token_command(args.config, sys.stdout)
         if args.command == "schedules":
-            from ..control.schedules import schedules_list_command
+            from .observe import schedules_list_command
 
             return schedules_list_command(args.config, args.json, sys.stdout)
         if args.command == "logs":
-            from ..observability.logs import logs_command
+            from .observe import logs_command
 
             return logs_command(args.config, args.function, args.since, args.follow, sys.stdout)
         if args.command == "build":

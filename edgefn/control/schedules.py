@@ -18,14 +18,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 
 from ..core import events
 from ..core.exceptions import ExpressionError, ManifestError
-from ..manifest.load import load_manifest
 from ..manifest.schema import Manifest
-from .deploy import registry_path
-from .queue import EventQueue, SqliteEventQueue
+from .queue import EventQueue
 from .schedule_expressions import Cron, ScheduleExpression, parse_expression
 from .sqlite import Database
 
@@ -314,26 +312,3 @@ class Scheduler:
 
 def _iso_or_none(t: float | None) -> str:
     return iso_time(t) if t is not None else "never"
-
-
-def schedules_list_command(config: Path, as_json: bool, stdout: TextIO) -> int:
-    """`edgefn schedules list`: each schedule with the last tick fired (from the control database) and the next one."""
-    manifest = load_manifest(config)
-    schedules = load_schedules(manifest, config)
-    db = Database(registry_path(config, manifest))
-    rows = Scheduler(db, schedules, SqliteEventQueue(db)).status()
-    if as_json:
-        docs = [
-            {"name": r.name, "function": r.function, "expression": r.expression, "catch_up": r.catch_up, "enabled": r.enabled,
-             "last_tick": r.last_tick and iso_time(r.last_tick), "next_tick": r.next_tick and iso_time(r.next_tick)}
-            for r in rows
-        ]
-        print(json.dumps(docs, indent=2), file=stdout)
-        return 0
-    if not rows:
-        print(f"no schedules in {config} (add [schedules.NAME] tables)", file=stdout)
-    for r in rows:
-        nxt = iso_time(r.next_tick) if r.next_tick else ("paused" if not r.enabled else "never")
-        last = iso_time(r.last_tick) if r.last_tick else "never"
-        print(f"{r.name:24} {r.expression:32} -> {r.function:20} catch_up={r.catch_up:4}  last {last}  next {nxt}", file=stdout)
-    return 0

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TextIO
 
 from ..core.exceptions import LogQueryError
-from ..manifest.load import load_manifest
 from ..manifest.schema import LogConfig
 
 #: parent of every function's logger (edgefn.runtime.invoker.function_logger names edgefn.function.<name>)
@@ -374,10 +373,3 @@ def print_logs(root: Path, function: str, known: set[str], out: TextIO, since: d
         if out is sys.stdout:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-
-
-def logs_command(config: Path, function: str, since: str | None, follow: bool, out: TextIO) -> int:
-    """`edgefn logs FUNCTION [--since] [--follow] [--config]`: the stream under the manifest's logs.dir."""
-    manifest = load_manifest(config)
-    when = parse_since(since) if since else None
-    return print_logs(logs_dir_of(config, manifest.logs), function, set(manifest.functions), out, when, follow)

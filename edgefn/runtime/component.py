@@ -19,7 +19,6 @@ from ctypes import byref
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-import cbor2
 import wasmtime
 from wasmtime import _ffi as ffi
 from wasmtime import component as wc
@@ -31,13 +30,11 @@ from ..core.exceptions import (
     MissingExport,
 )
 from . import abi
-from .context import current_context
-from .linking import guest_fetch
 
 log = logging.getLogger("edgefn.runtime")
 
 HOST_PACKAGE = "edgefn:function"
-HOST_INTERFACE = "edgefn:function/host@1.0.0"
+HOST_INTERFACE = "edgefn:function/host@1.0.0"  # = host.COMPONENT_INTERFACE (host/ imports this module, not the reverse)
 WORLD_VERSION = "1.0.0"
 HANDLE_EXPORT = "handle"
 HANDLE_TYPE = "func(event: list<u8>) -> list<u8>"
@@ -159,71 +156,6 @@ def check_links(engine: wasmtime.Engine, linker: wc.Linker, component: wc.Compon
         linker.instantiate(store, component)
     except wasmtime.WasmtimeError as exc:
         raise InvalidModule(function, f"cannot be linked against the edgefn:function world: {str(exc).splitlines()[0]}") from None
-
-
-# --- the host side of edgefn:function/host ---------------------------------------------------------------
-
-
-def _host_log(_store: object, level: object, message: str) -> None:
-    # host functions never raise: see linking._host_log
-    try:
-        lvl = _LEVELS.get(level, 1) if isinstance(level, str) else int(level) if isinstance(level, int) else 1
-        current_context().write_log(lvl, message.encode("utf-8", "replace"))
-    except Exception:  # noqa: BLE001
-        log.exception("edgefn:function/host.log failed")
-
-
-def _host_env_get(_store: object, name: str) -> str | None:
-    try:
-        value = current_context().env.get(name)
-        return None if value is None else value.decode("utf-8", "replace")
-    except Exception:  # noqa: BLE001
-        log.exception("edgefn:function/host.env-get failed")
-        return None
-
-
-def _fetch(_data: int, _context: object, _ty: object, args: Any, nargs: int, results: Any, nresults: int) -> int:
-    # list<u8> in and out through the fast copies below (a fetched body may be megabytes)
-    try:
-        request = take_bytes(args[0]) if nargs == 1 else b""
-        try:
-            response = guest_fetch(request)
-        except Exception:  # noqa: BLE001 - host functions never raise
-            log.exception("edgefn:function/host.fetch failed")
-            response = cbor2.dumps({"error": "fetch failed inside the host"})
-        if nresults == 1:
-            put_bytes(response, results[0])
-    except BaseException:  # noqa: BLE001 - nothing may unwind through wasm
-        log.exception("edgefn:function/host.fetch trampoline failed")
-        # no result was written: fail the call (the guest traps) rather than hand wasmtime an unset value
-        return ctypes.cast(ffi.wasmtime_error_new(b"edgefn: the host's fetch failed"), ctypes.c_void_p).value or 0
-    return 0
-
-
-def _finalize_nothing(_data: int) -> None:
-    return None
-
-
-# the C callbacks wasmtime holds (module-level, so they outlive every linker that uses them)
-_fetch_trampoline = ffi.wasmtime_component_func_callback_t(_fetch)
-_no_finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize_nothing)
-
-
-def create_component_linker(engine: wasmtime.Engine) -> wc.Linker:
-    """The one component Linker of an engine: edgefn:function/host plus WASI 0.2 (capabilities per Store)."""
-    linker = wc.Linker(engine)
-    linker.add_wasip2()
-    with linker.root() as root:
-        with root.add_instance(HOST_INTERFACE) as host:
-            host.add_func("log", _host_log)
-            host.add_func("env-get", _host_env_get)
-            name = b"fetch"
-            err = ffi.wasmtime_component_linker_instance_add_func(
-                host.ptr(), ctypes.create_string_buffer(name), len(name), _fetch_trampoline, None, _no_finalizer
-            )
-            if err:
-                raise wasmtime.WasmtimeError._from_ptr(err)
-    return linker
 
 
 # --- the hot crossing --------------------------------------------------------------------------------------

@@ -24,10 +24,10 @@ from ..core.report import InvocationReport
 from . import abi
 from .concurrency import ConcurrencyLimiter, InvocationCounts
 from .engine import EngineSettings, EpochTicker, create_engine
+from .host import create_linker
+from .host.fetch import shared_client
 from .instance import GuestInstance
-from .linking import create_linker
 from .module_store import ModuleStore
-from .outbound import shared_client
 from .pool import WarmPool, WarmPools
 from .sandbox import Sandbox, log_level
 from .scheduler import GuestScheduler

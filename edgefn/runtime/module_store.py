@@ -41,6 +41,7 @@ from ..core.exceptions import InvalidModule
 from ..core.files import write_atomic
 from . import component as comp
 from .engine import ARTIFACT_FORMAT
+from .host import create_component_linker
 from .linking import GuestModuleInfo, inspect_module
 
 log = logging.getLogger("edgefn.module_store")
@@ -133,7 +134,7 @@ class ModuleStore:
     @property
     def component_linker(self) -> wc.Linker:
         if self._component_linker is None:
-            self._component_linker = comp.create_component_linker(self._component_engine)
+            self._component_linker = create_component_linker(self._component_engine)
         return self._component_linker
 
     def kind_of(self, digest: str) -> str:

@@ -1,4 +1,4 @@
-"""The fetch host capability: outbound HTTP from a guest, only to the hosts its manifest allows.
+"""fetch: outbound HTTP from a guest, only to the hosts its manifest allows (both ABI faces below).
 
 A guest calls `edgefn:host/v1.fetch` from its worker thread, so the request is made with a blocking
 client there (the event loop never waits on it); meanwhile the invocation gives its CPU slot back
@@ -10,16 +10,27 @@ epoch deadline stops the guest at once.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import logging
 import threading
 import time
 from typing import Any
 
 import cbor2
 import httpx
+import wasmtime
+from wasmtime import _ffi as ffi
+from wasmtime import component as wc
 
-from ..core.events import ResultError, decode_headers
-from .egress import EgressPolicy, EgressRefused, own_ports_from_env
+from ...core.events import ResultError, decode_headers
+from ..component import put_bytes, take_bytes
+from ..context import current_context
+from ..egress import EgressPolicy, EgressRefused, own_ports_from_env
+from .capability import HostCapability
+from .guest_memory import I32, copy_out, read
+
+__all__ = ["CAPABILITY", "MAX_FETCHES_PER_INVOCATION", "guest_fetch", "perform_fetch", "policy_for", "shared_client"]
 
 MAX_FETCHES_PER_INVOCATION = 50
 MAX_FETCH_RESPONSE_BYTES = 6 * 1024 * 1024
@@ -99,3 +110,94 @@ def perform_fetch(doc_bytes: bytes, policy: EgressPolicy, deadline: float) -> tu
         return {"error": message}, message
     ms = (time.perf_counter() - start) * 1000
     return out, f"fetch {method} {url} -> {out['status']} ({size} bytes, {ms:.1f} ms)"
+
+
+# --- the two faces of the capability ---------------------------------------------------------------------
+
+_log = logging.getLogger("edgefn.runtime")
+
+
+def guest_fetch(request: bytes) -> bytes:
+    """One fetch for the invocation on this thread (core modules and components alike): the CBOR outcome.
+    The invocation gives its CPU slot back while it waits (runtime/scheduler.py)."""
+    ctx = current_context()
+    ctx.fetches += 1
+    if ctx.fetches > MAX_FETCHES_PER_INVOCATION:
+        doc, line = {"error": f"fetch refused: more than {MAX_FETCHES_PER_INVOCATION} fetches in one invocation"}, "fetch refused: too many"
+    else:
+        suspend, resume = ctx.io_gate or (_nothing, _nothing)
+        suspend()
+        try:
+            doc, line = perform_fetch(request, policy_for(ctx.allowed_hosts), ctx.deadline)
+        finally:
+            resume()
+    ctx.note(2 if "error" in doc else 1, line)
+    return cbor2.dumps(doc)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _core_fetch(caller: wasmtime.Caller, req_ptr: int, req_len: int) -> int:
+    try:
+        request = read(caller, req_ptr, req_len)
+        if request is None:
+            return -2
+        ctx = current_context()
+        ctx.pending_fetch = guest_fetch(request)
+        return len(ctx.pending_fetch)
+    except Exception:  # noqa: BLE001 - host functions never raise
+        _log.exception("edgefn:host/v1.fetch failed")
+        return -2
+
+
+def _core_fetch_result(caller: wasmtime.Caller, buf_ptr: int, buf_cap: int) -> int:
+    try:
+        pending = current_context().pending_fetch
+        if pending is None:
+            return -1
+        return copy_out(caller, pending, buf_ptr, buf_cap)
+    except Exception:  # noqa: BLE001 - host functions never raise
+        _log.exception("edgefn:host/v1.fetch_result failed")
+        return -2
+
+
+def _component_fetch(_data: int, _context: object, _ty: object, args: Any, nargs: int, results: Any, nresults: int) -> int:
+    # list<u8> in and out through the component crossing's fast copies (a fetched body may be megabytes)
+    try:
+        request = take_bytes(args[0]) if nargs == 1 else b""
+        try:
+            response = guest_fetch(request)
+        except Exception:  # noqa: BLE001 - host functions never raise
+            _log.exception("edgefn:function/host.fetch failed")
+            response = cbor2.dumps({"error": "fetch failed inside the host"})
+        if nresults == 1:
+            put_bytes(response, results[0])
+    except BaseException:  # noqa: BLE001 - nothing may unwind through wasm
+        _log.exception("edgefn:function/host.fetch trampoline failed")
+        # no result was written: fail the call (the guest traps) rather than hand wasmtime an unset value
+        return ctypes.cast(ffi.wasmtime_error_new(b"edgefn: the host's fetch failed"), ctypes.c_void_p).value or 0
+    return 0
+
+
+def _finalize_nothing(_data: int) -> None:
+    return None
+
+
+# the C callbacks wasmtime holds (module-level, so they outlive every linker that uses them)
+_fetch_trampoline = ffi.wasmtime_component_func_callback_t(_component_fetch)
+_no_finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize_nothing)
+
+
+def _add(host: wc.LinkerInstance) -> None:
+    # a raw callback: list<u8> through wasmtime-py's Func machinery would cost ~0.2 µs per byte
+    name = b"fetch"
+    err = ffi.wasmtime_component_linker_instance_add_func(host.ptr(), ctypes.create_string_buffer(name), len(name), _fetch_trampoline, None, _no_finalizer)
+    if err:
+        raise wasmtime.WasmtimeError._from_ptr(err)
+
+
+CAPABILITY = HostCapability(
+    "fetch", {"fetch": ([I32, I32], [I32], _core_fetch), "fetch_result": ([I32, I32], [I32], _core_fetch_result)}, _add
+)
