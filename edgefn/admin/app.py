@@ -43,13 +43,14 @@ from ..core.exceptions import (
     ConcurrencyConfigError,
     Conflict,
     EdgefnError,
-    FunctionError,
     InvocationError,
     ManifestError,
     ModuleRejected,
     RegistryError,
     Throttled,
     UnknownFunction,
+    error_document,
+    status_by_class,
 )
 from ..manifest.schema import FunctionConfig
 from ..observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -114,6 +115,24 @@ class ApiError(EdgefnError):
         self.status = status
         self.code = code
         super().__init__(message)
+
+
+#: the Lambda API's answer (HTTP status, x-amzn-ErrorType) per class of error raised below it
+API_ERRORS: dict[type[BaseException], tuple[int, str]] = {
+    UnknownFunction: (404, "ResourceNotFoundException"),
+    Throttled: (429, "TooManyRequestsException"),
+    ModuleRejected: (502, "ModuleRejectedException"),
+    ConcurrencyConfigError: (400, "InvalidParameterValueException"),
+    ManifestError: (400, "InvalidParameterValueException"),
+}
+
+
+def api_error(exc: EdgefnError, message: str | None = None) -> ApiError:
+    """`exc` as the API answers it (API_ERRORS; a RegistryError carries its own status and code)."""
+    if isinstance(exc, RegistryError):
+        return ApiError(exc.status, exc.code, message or str(exc))
+    status, code = status_by_class(API_ERRORS, exc, (500, "ServiceException"))
+    return ApiError(status, code, message or str(exc))
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -305,7 +324,7 @@ async def _submit(node: NodeServices, ref: FunctionRef, payload: bytes, invocati
     try:
         request_id, duplicate = await node.async_invoker.submit(str(ref), payload, invocation_id)
     except UnknownFunction as exc:
-        raise ApiError(404, "ResourceNotFoundException", exc.detail) from None
+        raise api_error(exc, exc.detail) from None
     headers = {"x-amzn-RequestId": request_id}
     if duplicate:  # the invocation id was seen within queue.idempotency_window_s: nothing new was queued
         headers["x-edgefn-duplicate"] = "true"
@@ -317,7 +336,7 @@ async def _invoke_sync(request: Request, node: NodeServices, ref: FunctionRef, e
     try:
         spec = node.catalog.select(str(ref), rid)
     except UnknownFunction as exc:
-        raise ApiError(404, "ResourceNotFoundException", exc.detail) from None
+        raise api_error(exc, exc.detail) from None
     logs: InvocationLogs = request.app.state.logs
     headers = {"x-amzn-RequestId": rid, "X-Amz-Executed-Version": spec.version}
     capture: contextlib.AbstractContextManager[list[str]] = logs.capture(spec.name, rid) if tail_wanted else contextlib.nullcontext([])
@@ -331,14 +350,12 @@ async def _invoke_sync(request: Request, node: NodeServices, ref: FunctionRef, e
                 {"Type": "User", "message": "Rate Exceeded.", "Reason": reason}, 429,
                 {"x-amzn-ErrorType": "TooManyRequestsException", "Retry-After": str(THROTTLE_RETRY_AFTER_S), "x-amzn-RequestId": rid},
             )
-        except FunctionError as exc:  # the guest reported an error on purpose
-            body = {"errorType": exc.error_type, "errorMessage": exc.error_message}
-            headers["X-Amz-Function-Error"] = "Handled"
-        except InvocationError as exc:  # a trap, a limit, an invalid result: the runtime ended it
-            body = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
-            headers["X-Amz-Function-Error"] = "Unhandled"
+        except InvocationError as exc:  # Handled: the guest reported it; Unhandled: a trap, a limit, an invalid result
+            body = error_document(exc)
+            headers["X-Amz-Function-Error"] = "Handled" if exc.handled else "Unhandled"
         except ModuleRejected as exc:  # the code cannot be loaded: the environment failed, as Lambda's 502
-            return error_response(502, "ModuleRejectedException", str(exc), {"x-amzn-RequestId": rid})
+            failed = api_error(exc)
+            return error_response(failed.status, failed.code, str(exc), {"x-amzn-RequestId": rid})
     if tail_wanted:
         headers["X-Amz-Log-Result"] = tail(lines)
     return JSONResponse(body, 200, headers)
@@ -522,7 +539,7 @@ async def put_reserved(request: Request) -> Response:
     try:  # refuse what the servers would refuse to apply (10% of server.max_concurrency stays unreserved)
         check_reservation_change(node.max_concurrency, current, name, reserved)
     except ConcurrencyConfigError as exc:
-        raise ApiError(400, "InvalidParameterValueException", str(exc)) from None
+        raise api_error(exc) from None
     await _blocking(node.registry.set_reserved_concurrency, name, reserved)
     await _applied(node)
     return JSONResponse({"ReservedConcurrentExecutions": reserved})

@@ -15,7 +15,7 @@ from ..build.app import open_app
 from ..build.toolchain import build_source, cache_dir
 from ..core import events
 from ..core.app import FunctionSpec, ResolvedApp
-from ..core.exceptions import InvocationError, ManifestError
+from ..core.exceptions import InvocationError, ManifestError, error_document
 from ..manifest.load import load_manifest
 
 
@@ -54,7 +54,7 @@ def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO)
         try:
             done = runtime.invoker.invoke_sync(spec, event)
         except InvocationError as exc:
-            print(json.dumps({"errorType": exc.kind, "errorMessage": str(exc)}, indent=2), file=stdout)
+            print(json.dumps(error_document(exc), indent=2), file=stdout)
             return 1
         print(json.dumps(events.to_json_document(done.result), indent=2), file=stdout)
         return 0

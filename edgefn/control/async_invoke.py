@@ -23,12 +23,12 @@ from ..core import events
 from ..core.app import FunctionSpec
 from ..core.exceptions import (
     EdgefnError,
-    FunctionError,
     InvalidPayload,
     InvocationError,
     PayloadTooLarge,
     Throttled,
     UnknownFunction,
+    error_document,
 )
 from ..manifest.schema import AsyncInvokeConfig, QueueConfig
 from ..runtime.invoker import Invoker, function_logger
@@ -170,9 +170,7 @@ class AsyncInvoker:
             flog.warning("ASYNC RequestId: %s Attempt: %d throttled; back on the queue", event.id, attempt)
             await self._back_off(event, expires_at, _outcome(429, spec.version, {"errorType": "TooManyRequestsException", "errorMessage": str(failure)}))
         elif isinstance(failure, InvocationError):
-            handled = isinstance(failure, FunctionError)
-            error_type = failure.error_type if isinstance(failure, FunctionError) else failure.kind
-            outcome = _outcome(200, spec.version, {"errorType": error_type, "errorMessage": str(failure)}, "Handled" if handled else "Unhandled")
+            outcome = _outcome(200, spec.version, error_document(failure), "Handled" if failure.handled else "Unhandled")
             if attempt <= cfg.max_retry_attempts:
                 delays = self.settings.retry_delays_s
                 delay = delays[min(attempt, len(delays)) - 1] if delays else 0.0

@@ -1,8 +1,11 @@
 """Every error edgefn raises on purpose, in one tree.
 
 Each carries what a user needs to act on it (the function, the request id, the file and key, the limit or
-rule) and says it in its message. Who answers with what is decided by class, one table per audience: the
-viewer's status (`edge/responses.py`), the Lambda API's error (`admin/documents.py`), the async record.
+rule) and says it in its message. An invocation failure has two names: `kind` (snake case, for logs,
+metrics, REPORT's Outcome and `x-edgefn-error`) and `error_type` (Lambda's `errorType`: the class name, or
+the guest's own for a FunctionError), the one vocabulary of every error document (`error_document`). Who
+answers with what status is decided by class, one table per audience: the viewer's
+(`edge/responses.py`), the Lambda API's (`admin/app.py`), the async record's (`control/async_invoke.py`).
 
     EdgefnError
     ├── ManifestError            a manifest problem: file, key path, bad value, fix
@@ -43,12 +46,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping, TypeVar
 
 if TYPE_CHECKING:
     from .report import InvocationReport
 
 __all__ = [
+    "error_document", "status_by_class",
     "AbiMismatch", "AdminListenError", "AdminTokenRequired", "BuildError", "ComponentImportNotAllowed",
     "ConcurrencyConfigError", "Conflict", "CpuBudgetExhausted", "Diagnostic", "EdgefnError", "ExpressionError",
     "FunctionError", "GuestTrap", "ImportNotAllowed", "InvalidModule", "InvalidPayload", "InvalidResult",
@@ -131,6 +135,20 @@ class InvocationError(EdgefnError):
         self.detail = detail
         super().__init__(f"{self.kind}: function {function!r}, request {request_id}: {detail}")
 
+    @property
+    def error_type(self) -> str:
+        """Lambda's `errorType` for this failure: the exception's class name (a guest's own for FunctionError)."""
+        return type(self).__name__
+
+    @property
+    def error_message(self) -> str:
+        return str(self)
+
+    @property
+    def handled(self) -> bool:
+        """Lambda's X-Amz-Function-Error: Handled (the guest reported it) or Unhandled (the runtime ended it)."""
+        return False
+
 
 class CpuBudgetExhausted(InvocationError):
     kind = "cpu_budget_exhausted"
@@ -182,9 +200,21 @@ class FunctionError(InvocationError):
     kind = "function_error"
 
     def __init__(self, function: str, request_id: str, error_type: str, error_message: str) -> None:
-        self.error_type = error_type
-        self.error_message = error_message
+        self.guest_error_type = error_type
+        self.guest_error_message = error_message
         super().__init__(function, request_id, f"{error_type}: {error_message}")
+
+    @property
+    def error_type(self) -> str:
+        return self.guest_error_type
+
+    @property
+    def error_message(self) -> str:
+        return self.guest_error_message
+
+    @property
+    def handled(self) -> bool:
+        return True
 
 
 class Throttled(InvocationError):
@@ -371,3 +401,22 @@ class LogQueryError(EdgefnError):
 
 class MetricsError(EdgefnError):
     """A metric defined or used inconsistently (a programming error, named so it is fixed where it happens)."""
+
+
+# --- the one errorType vocabulary, and class -> answer tables ---------------------------------------------
+
+
+def error_document(exc: InvocationError) -> dict[str, str]:
+    """Lambda's function-error document: {"errorType", "errorMessage"} (admin API, async records, the CLI)."""
+    return {"errorType": exc.error_type, "errorMessage": exc.error_message}
+
+
+_T = TypeVar("_T")
+
+
+def status_by_class(table: Mapping[type[BaseException], _T], exc: BaseException, default: _T) -> _T:
+    """The entry of `table` for the most specific class of `exc` (its MRO), else `default`."""
+    for cls in type(exc).__mro__:
+        if cls in table:
+            return table[cls]
+    return default

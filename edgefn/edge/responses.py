@@ -1,24 +1,36 @@
-"""How a failed invocation reaches the viewer: a deliberate status per failure kind (docs/errors.md)."""
+"""How a failed invocation reaches the viewer: a deliberate status per failure class (docs/errors.md)."""
 
 from __future__ import annotations
 
 from http import HTTPStatus
 
 from ..core.events import Body, EdgeResponse
-from ..core.exceptions import InvocationError
+from ..core.exceptions import (
+    CpuBudgetExhausted,
+    FunctionError,
+    GuestTrap,
+    InvalidResult,
+    InvocationError,
+    MemoryLimitExceeded,
+    RuleViolation,
+    Throttled,
+    UnknownFunction,
+    WallClockTimeout,
+    status_by_class,
+)
 
-#: failure kind -> status. 502: the function answered wrongly (Lambda@Edge's validation errors);
-#: 503: the function could not finish (execution errors, limits, throttling); 504: it ran out of time.
-STATUS_OF_KIND: dict[str, int] = {
-    "invalid_result": 502,
-    "rule_violation": 502,
-    "function_not_found": 502,
-    "trap": 503,
-    "function_error": 503,
-    "cpu_budget_exhausted": 503,
-    "memory_limit_exceeded": 503,
-    "throttled": 503,
-    "timeout": 504,
+#: the viewer's status per failure class. 502: the function answered wrongly (Lambda@Edge's validation
+#: errors); 503: it could not finish (execution errors, limits, throttling); 504: it ran out of time.
+VIEWER_STATUS: dict[type[BaseException], int] = {
+    InvalidResult: 502,
+    RuleViolation: 502,
+    UnknownFunction: 502,
+    GuestTrap: 503,
+    FunctionError: 503,
+    CpuBudgetExhausted: 503,
+    MemoryLimitExceeded: 503,
+    Throttled: 503,
+    WallClockTimeout: 504,
 }
 
 
@@ -30,7 +42,7 @@ def status_text(status: int) -> str:
 
 
 def error_response(exc: InvocationError, dev: bool) -> EdgeResponse:
-    status = STATUS_OF_KIND.get(exc.kind, 502)
+    status = status_by_class(VIEWER_STATUS, exc, 502)
     headers = {
         "content-type": [("Content-Type", "text/plain; charset=utf-8")],
         "x-edgefn-error": [("X-Edgefn-Error", exc.kind)],
