@@ -61,9 +61,9 @@ from guests import HELLO_C  # noqa: E402
 from edgefn.cli import main as edgefn_cli
 from edgefn.control.catalog import POLL_INTERVAL_S, FunctionCatalog  # noqa: E402
 from edgefn.control.deploy import open_registry, registry_path  # noqa: E402
-from edgefn.control.queue import SqliteEventQueue  # noqa: E402
-from edgefn.control.registry import AliasRecord  # noqa: E402
-from edgefn.control.sqlite import Database  # noqa: E402
+from edgefn.control.store.queue import SqliteEventQueue
+from edgefn.control.store.registry import AliasRecord
+from edgefn.control.store.sqlite import Database
 from edgefn.edge.app import EXECUTED_VERSION_HEADER
 from edgefn.manifest.load import load_manifest  # noqa: E402
 

@@ -22,9 +22,9 @@ from .build.app import open_app
 from .control.async_invoke import AsyncInvoker
 from .control.catalog import FunctionCatalog, LiveCatalog
 from .control.deploy import check_references, deploy, deployed_digests, open_registry
-from .control.queue import SqliteEventQueue
-from .control.registry import LATEST, FunctionRef
 from .control.schedules import Scheduler, load_schedules
+from .control.store.queue import SqliteEventQueue
+from .control.store.registry import LATEST, FunctionRef
 from .core.app import FunctionSpec, ResolvedApp
 from .core.events import Event
 from .dev.console import DevConsole

@@ -87,3 +87,18 @@ def test_core_imports_nothing_from_edgefn_above_it():
     for module, targets in graph.items():
         if module.startswith("edgefn.core"):
             assert all(t.startswith("edgefn.core") for t in targets), (module, targets)
+
+
+def test_sql_lives_only_under_control_store():
+    """A storage engine is one folder: no sqlite3 import, and no SQL statement, anywhere else in edgefn/."""
+    store = PACKAGE / "control" / "store"
+    for path in PACKAGE.rglob("*.py"):
+        if store in path.parents:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not any(n.split(".")[0] == "sqlite3" for n in names), f"{path} imports sqlite3"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("execute", "executemany", "query"):
+                assert False, f"{path}:{node.lineno} runs SQL outside control/store/"

@@ -22,9 +22,9 @@ import pytest
 
 from edgefn.control.async_invoke import AsyncInvoker, InvalidPayload, PayloadTooLarge
 from edgefn.control.catalog import LiveCatalog
-from edgefn.control.queue import MAX_PAYLOAD_BYTES, SqliteEventQueue
-from edgefn.control.registry import CodeAndConfig, SqliteRegistry
-from edgefn.control.sqlite import Database
+from edgefn.control.store.queue import MAX_PAYLOAD_BYTES, SqliteEventQueue
+from edgefn.control.store.registry import CodeAndConfig, SqliteRegistry
+from edgefn.control.store.sqlite import Database
 from edgefn.core.exceptions import NotFound, UnknownFunction
 from edgefn.manifest.schema import QueueConfig
 from edgefn.runtime.invoker import Runtime

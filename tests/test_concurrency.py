@@ -20,7 +20,7 @@ import pytest
 from edgefn.build.app import open_app
 from edgefn.control.deploy import deploy as deploy_app
 from edgefn.control.deploy import open_registry
-from edgefn.control.registry import AliasRecord, SqliteRegistry
+from edgefn.control.store.registry import AliasRecord, SqliteRegistry
 from edgefn.core.app import FunctionSpec
 from edgefn.core.exceptions import ConcurrencyConfigError, GuestTrap, Throttled
 from edgefn.manifest.load import load_manifest

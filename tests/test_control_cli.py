@@ -16,8 +16,8 @@ import pytest
 from edgefn.build.app import store_dir_of
 from edgefn.cli import main
 from edgefn.control.deploy import open_registry
-from edgefn.control.registry import AliasRecord, SqliteRegistry
-from edgefn.control.sqlite import Database
+from edgefn.control.store.registry import AliasRecord, SqliteRegistry
+from edgefn.control.store.sqlite import Database
 from edgefn.manifest.load import load_manifest
 from edgefn.runtime.invoker import Runtime
 from edgefn.runtime.module_store import wasm_digest

@@ -11,13 +11,8 @@ import pytest
 
 from edgefn.cli.control import rollback_alias
 from edgefn.control.catalog import FunctionCatalog, config_record
-from edgefn.control.registry import (
-    AliasRecord,
-    CodeAndConfig,
-    FunctionRef,
-    SqliteRegistry,
-)
-from edgefn.control.sqlite import Database
+from edgefn.control.store.registry import AliasRecord, CodeAndConfig, FunctionRef, SqliteRegistry
+from edgefn.control.store.sqlite import Database
 from edgefn.core.exceptions import (
     Conflict,
     NotFound,

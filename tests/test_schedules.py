@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from edgefn import cli
-from edgefn.control.queue import SqliteEventQueue
 from edgefn.control.schedule_expressions import Cron, Rate, parse_expression
 from edgefn.control.schedules import (
     Schedule,
@@ -23,7 +22,8 @@ from edgefn.control.schedules import (
     load_schedules,
     tick_invocation_id,
 )
-from edgefn.control.sqlite import Database
+from edgefn.control.store.queue import SqliteEventQueue
+from edgefn.control.store.sqlite import Database
 from edgefn.core import events
 from edgefn.core.exceptions import ExpressionError, ManifestError
 from edgefn.manifest.load import load_manifest
@@ -269,8 +269,8 @@ def test_a_failed_enqueue_leaves_the_tick_unfired(tmp_path: Path, caplog: pytest
     with caplog.at_level(logging.ERROR, "edgefn.schedules"):
         assert [f.schedule for f in scheduler.run_due(T0 + 30)] == ["small"]
     assert "schedule tick: evaluation failed" in caplog.text
-    assert scheduler.db.query("SELECT schedule FROM schedule_ticks")[0]["schedule"] == "small"
-    assert len(scheduler.db.query("SELECT * FROM schedule_ticks")) == 1 and len(queue.pending()) == 1
+    assert scheduler.store.db.query("SELECT schedule FROM schedule_ticks")[0]["schedule"] == "small"
+    assert len(scheduler.store.db.query("SELECT * FROM schedule_ticks")) == 1 and len(queue.pending()) == 1
 
 
 ALL_MISSED = [f"12:{m:02d}" for m in range(2, 21)]

@@ -27,16 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..control.async_invoke import AsyncInvoker
 from ..control.catalog import LiveCatalog, config_record, parse_config
-from ..control.queue import MAX_PAYLOAD_BYTES
-from ..control.registry import (
-    LATEST,
-    AliasRecord,
-    CodeAndConfig,
-    FunctionRecord,
-    FunctionRef,
-    RegistrySnapshot,
-    SqliteRegistry,
-)
+from ..control.store.queue import MAX_PAYLOAD_BYTES
+from ..control.store.registry import LATEST, AliasRecord, CodeAndConfig, FunctionRecord, FunctionRef, RegistrySnapshot, SqliteRegistry
 from ..core import events
 from ..core.app import FunctionSpec
 from ..core.exceptions import (

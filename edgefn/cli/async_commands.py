@@ -14,7 +14,7 @@ from typing import TextIO
 
 from ..control.catalog import FunctionCatalog
 from ..control.deploy import open_registry, registry_path
-from ..control.queue import DeadLetter, SqliteEventQueue
+from ..control.store.queue import DeadLetter, SqliteEventQueue
 from ..core.exceptions import RegistryError, UnknownFunction
 from ..manifest.load import load_manifest
 

@@ -16,14 +16,7 @@ from typing import Any, TextIO
 
 from ..control.catalog import FunctionCatalog
 from ..control.deploy import check_references, deploy, open_registry
-from ..control.registry import (
-    LATEST,
-    AliasRecord,
-    FunctionRef,
-    Registry,
-    RegistrySnapshot,
-    SqliteRegistry,
-)
+from ..control.store.registry import LATEST, AliasRecord, FunctionRef, Registry, RegistrySnapshot, SqliteRegistry
 from ..core.exceptions import Conflict, ManifestError, NotFound, RegistryError
 from ..manifest.load import load_manifest
 from ..manifest.schema import Manifest

@@ -8,9 +8,9 @@ from typing import TextIO
 
 from ..admin.listener import read_token, token_path
 from ..control.deploy import registry_path
-from ..control.queue import SqliteEventQueue
 from ..control.schedules import Scheduler, iso_time, load_schedules
-from ..control.sqlite import Database
+from ..control.store.queue import SqliteEventQueue
+from ..control.store.sqlite import Database
 from ..core.exceptions import EdgefnError
 from ..manifest.load import load_manifest
 from ..observability.logs import logs_dir_of, parse_since, print_logs

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from dataclasses import replace
 from typing import Any
@@ -42,7 +41,7 @@ from .destinations import (
     build_record,
     send,
 )
-from .queue import POST, EventQueue, QueuedEvent, check_payload
+from .store.queue import POST, EventQueue, QueuedEvent, QueueWork, check_payload
 
 __all__ = ["AsyncInvoker", "InvalidPayload", "PayloadTooLarge", "ATTEMPT_HEADER"]
 
@@ -214,10 +213,10 @@ class AsyncInvoker:
         flog = function_logger(event.function)
         done: list[str] = []
 
-        def then(conn: sqlite3.Connection) -> None:
+        def then(work: QueueWork) -> None:
             if destination is not None:
                 record = build_record(event, condition, outcome, invoke_count)
-                done.append(send(conn, self.queue, Destination.parse(destination), event, record))
+                done.append(send(work, Destination.parse(destination), event, record))
 
         if not await asyncio.to_thread(self.queue.finish, event, then):
             flog.warning("ASYNC RequestId: %s outcome dropped: its lease was lost to another worker", event.id)
@@ -252,8 +251,8 @@ class AsyncInvoker:
             return
         reason = f"destination {event.target} failed {attempts} times: {error}"
 
-        def park(conn: sqlite3.Connection) -> None:
-            self.queue.park(conn, event, json.loads(event.payload), reason)
+        def park(work: QueueWork) -> None:
+            work.park(event, json.loads(event.payload), reason)
 
         if await asyncio.to_thread(self.queue.finish, event, park):
             flog.error("ASYNC RequestId: %s record kept in the %s store: %s", request_id, DLQ, reason)

@@ -21,7 +21,7 @@ from ..core.exceptions import EdgefnError, UnknownFunction
 from ..manifest.load import parse_table
 from ..manifest.resolve import spec_of
 from ..manifest.schema import FunctionConfig
-from .registry import LATEST, AliasRecord, FunctionRef, Registry, RegistrySnapshot
+from .store.registry import LATEST, AliasRecord, FunctionRef, Registry, RegistrySnapshot
 
 log = logging.getLogger("edgefn.control.catalog")
 

@@ -8,8 +8,8 @@ from ..core.app import ResolvedApp
 from ..core.exceptions import ManifestError
 from ..manifest.schema import Manifest
 from .catalog import FunctionCatalog, config_record
-from .registry import CodeAndConfig, SqliteRegistry
-from .sqlite import Database
+from .store.registry import CodeAndConfig, SqliteRegistry
+from .store.sqlite import Database
 
 
 def registry_path(manifest_path: Path, manifest: Manifest) -> Path:

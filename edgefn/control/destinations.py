@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from .queue import MAX_PAYLOAD_BYTES, EventQueue, QueuedEvent
-from .registry import FunctionRef
+from .store.queue import MAX_PAYLOAD_BYTES, QueuedEvent, QueueWork
+from .store.registry import FunctionRef
 
 SUCCESS = "Success"
 RETRIES_EXHAUSTED = "RetriesExhausted"
@@ -88,13 +87,13 @@ def record_event(record: dict[str, Any]) -> bytes:
     raise AssertionError("a record without payloads always fits")  # its other fields are a few hundred bytes
 
 
-def send(conn: sqlite3.Connection, queue: EventQueue, destination: Destination, event: QueuedEvent, record: dict[str, Any]) -> str:
-    """Hand `record` to `destination` inside the caller's transaction; returns what was done, for the log."""
+def send(work: QueueWork, destination: Destination, event: QueuedEvent, record: dict[str, Any]) -> str:
+    """Hand `record` to `destination` inside the caller's unit of work; returns what was done, for the log."""
     if destination.kind == "function":
-        new_id = queue.enqueue(destination.target, record_event(record), source=f"destination:{event.id}", conn=conn)
+        new_id = work.enqueue(destination.target, record_event(record), source=f"destination:{event.id}")
         return f"queued for function {destination.target} as {new_id}"
     if destination.kind == "http":
-        queue.add_post(conn, destination.target, event.function, record, event.id)
+        work.add_post(destination.target, event.function, record, event.id)
         return f"queued for POST to {destination.target}"
-    queue.park(conn, event, record, record["requestContext"]["condition"])
+    work.park(event, record, record["requestContext"]["condition"])
     return "kept in the dead-letter store"

@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import math
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,9 +22,10 @@ from typing import Any, Callable
 from ..core import events
 from ..core.exceptions import ExpressionError, ManifestError
 from ..manifest.schema import Manifest
-from .queue import EventQueue
 from .schedule_expressions import Cron, ScheduleExpression, parse_expression
-from .sqlite import Database
+from .store.queue import SqliteEventQueue
+from .store.schedules import ScheduleWork, SqliteScheduleStore
+from .store.sqlite import Database
 
 log = logging.getLogger("edgefn.schedules")
 
@@ -106,23 +106,7 @@ def tick_invocation_id(name: str, tick: int) -> str:
 
 # --- the scheduler --------------------------------------------------------------------------------
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS schedule_state (
-    schedule TEXT PRIMARY KEY,
-    expression TEXT NOT NULL,
-    enabled INTEGER NOT NULL,
-    anchor INTEGER NOT NULL,          -- epoch s: where rate() ticks count from
-    checked_through REAL NOT NULL,    -- epoch s: every tick at or before this has been handled
-    last_tick INTEGER                 -- epoch s: the last tick that fired
-);
-CREATE TABLE IF NOT EXISTS schedule_ticks (
-    schedule TEXT NOT NULL,
-    tick INTEGER NOT NULL,
-    invocation_id TEXT NOT NULL,
-    fired_at REAL NOT NULL,
-    PRIMARY KEY (schedule, tick)
-)
-"""
+
 
 
 @dataclass(frozen=True)
@@ -188,16 +172,15 @@ class Scheduler:
     """Fires due ticks of `schedules` onto `queue`; `run_due(now)` is one evaluation, `run(stop)` the server loop."""
 
     def __init__(
-        self, db: Database, schedules: dict[str, Schedule], queue: EventQueue, *, clock: Callable[[], float] = time.time,
+        self, db: Database, schedules: dict[str, Schedule], queue: SqliteEventQueue, *, clock: Callable[[], float] = time.time,
         late_after_s: float = LATE_AFTER_S, max_catch_up: int = MAX_CATCH_UP,
     ) -> None:
-        self.db = db
+        self.store = SqliteScheduleStore(db, queue)
         self.schedules = schedules
         self.queue = queue
         self.clock = clock
         self.late_after_s = late_after_s
         self.max_catch_up = max_catch_up
-        db.ensure_schema("schedules", SCHEMA)
 
     def run_due(self, now: float | None = None) -> list[Fired]:
         """Fire every tick due at `now` (default: the clock) that no process has fired yet."""
@@ -211,8 +194,7 @@ class Scheduler:
         return fired
 
     def _state(self, name: str) -> dict[str, Any] | None:
-        rows = self.db.query("SELECT * FROM schedule_state WHERE schedule = ?", (name,))
-        return dict(rows[0]) if rows else None
+        return self.store.state(name)
 
     def _needs_reset(self, schedule: Schedule, state: dict[str, Any] | None) -> bool:
         """New, changed, or re-enabled: it starts from now, with no backfill."""
@@ -222,30 +204,26 @@ class Scheduler:
         state = self._state(schedule.name)
         if not schedule.enabled:
             if state is not None and state["enabled"]:
-                with self.db.transaction() as conn:
-                    conn.execute("UPDATE schedule_state SET enabled = 0 WHERE schedule = ?", (schedule.name,))
+                self.store.disable(schedule.name)
             return []
         if not self._needs_reset(schedule, state):
             assert state is not None
             nxt = schedule.expression.next_after(state["checked_through"], state["anchor"])
             if nxt is None or nxt > now:
                 return []  # the common case: nothing due, no write
-        with self.db.transaction() as conn:
-            state = self._state(schedule.name)  # again inside the lock: another process may have moved it
+        with self.store.transaction() as work:
+            state = work.state(schedule.name)  # again inside the lock: another process may have moved it
             if self._needs_reset(schedule, state):
                 anchor = math.floor(now / 60) * 60
-                conn.execute(
-                    "INSERT OR REPLACE INTO schedule_state (schedule, expression, enabled, anchor, checked_through, last_tick) VALUES (?, ?, 1, ?, ?, ?)",
-                    (schedule.name, schedule.expression.text, anchor, now, state["last_tick"] if state else None),
-                )
+                work.reset(schedule.name, schedule.expression.text, anchor, now, state["last_tick"] if state else None)
                 log.info("schedule %s: %s starts now; next tick %s", schedule.name, schedule.expression.text, _iso_or_none(schedule.expression.next_after(now, anchor)))
                 return []
             assert state is not None
             plan = plan_ticks(schedule.expression, state["anchor"], state["checked_through"], now, schedule.catch_up, self.late_after_s, self.max_catch_up)
-            fired = [f for tick in plan.ticks if (f := self._fire(conn, schedule, tick, now)) is not None]
+            fired = [f for tick in plan.ticks if (f := self._fire(work, schedule, tick, now)) is not None]
             last = max([state["last_tick"] or 0, *(f.tick for f in fired)]) or None
-            conn.execute("UPDATE schedule_state SET checked_through = ?, last_tick = ? WHERE schedule = ?", (now, last, schedule.name))
-            conn.execute("DELETE FROM schedule_ticks WHERE schedule = ? AND tick < ?", (schedule.name, now - TICK_RETENTION_S))
+            work.advance(schedule.name, now, last)
+            work.prune(schedule.name, now - TICK_RETENTION_S)
         if plan.dropped:
             log.warning(
                 "schedule %s: %d missed ticks from %s to %s not fired (catch_up = %s%s)", schedule.name, plan.dropped,
@@ -256,18 +234,14 @@ class Scheduler:
             log.info("schedule %s: queued tick %s for %s (request %s)", f.schedule, iso_time(f.tick), schedule.function, f.request_id)
         return fired
 
-    def _fire(self, conn: sqlite3.Connection, schedule: Schedule, tick: int, now: float) -> Fired | None:
+    def _fire(self, work: ScheduleWork, schedule: Schedule, tick: int, now: float) -> Fired | None:
         """Record the tick and enqueue its event in the caller's transaction; None if the tick already fired."""
         invocation_id = tick_invocation_id(schedule.name, tick)
-        cur = conn.execute(
-            "INSERT OR IGNORE INTO schedule_ticks (schedule, tick, invocation_id, fired_at) VALUES (?, ?, ?, ?)",
-            (schedule.name, tick, invocation_id, now),
-        )
-        if cur.rowcount == 0:
+        if not work.record_tick(schedule.name, tick, invocation_id, now):
             return None
         payload = json.dumps(events.to_json_document(schedule_event(schedule, tick, invocation_id))).encode()
         # the event's age (max_event_age_s) starts when it is queued, so a caught-up tick is not expired on arrival
-        request_id = self.queue.enqueue(schedule.function, payload, invocation_id=invocation_id, source="schedule", conn=conn)
+        request_id = work.queue.enqueue(schedule.function, payload, invocation_id=invocation_id, source="schedule")
         return Fired(schedule.name, tick, invocation_id, request_id)
 
     def next_wake(self, now: float) -> float:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..core.exceptions import Conflict, NotFound, RegistryError, RegistryLost
+from ...core.exceptions import Conflict, NotFound, RegistryError, RegistryLost
 from .sqlite import Database
 
 LATEST = "$LATEST"

@@ -19,8 +19,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from ..core import events
-from ..core.exceptions import InvalidPayload, NotFound, PayloadTooLarge, RegistryError
+from ...core import events
+from ...core.exceptions import InvalidPayload, NotFound, PayloadTooLarge, RegistryError
 from .registry import FunctionRef
 from .sqlite import Database
 
@@ -86,9 +86,7 @@ class EventQueue(Protocol):
     def claim(self, lease_for: Callable[[QueuedEvent], float]) -> QueuedEvent | None: ...
     def renew(self, event: QueuedEvent, lease_s: float) -> bool: ...
     def retry(self, event: QueuedEvent, due_at: float, *, attempts: int, throttles: int, last_response: dict[str, Any]) -> bool: ...
-    def finish(self, event: QueuedEvent, then: Callable[[sqlite3.Connection], None] | None = None) -> bool: ...
-    def add_post(self, conn: sqlite3.Connection, url: str, function: str, record: dict[str, Any], request_id: str) -> str: ...
-    def park(self, conn: sqlite3.Connection, event: QueuedEvent, record: dict[str, Any], reason: str) -> None: ...
+    def finish(self, event: QueuedEvent, then: Callable[[QueueWork], None] | None = None) -> bool: ...
     def stats(self) -> tuple[int, float | None]: ...
     def pending(self, function: str | None = None) -> list[QueuedEvent]: ...
     def dead_letters(self, function: str | None = None) -> list[DeadLetter]: ...
@@ -131,6 +129,46 @@ CREATE TABLE IF NOT EXISTS async_dead_letters (
     created_at REAL NOT NULL
 )
 """
+
+
+class QueueWork(Protocol):
+    """What may be done inside the transaction that finishes (or schedules) an event: a unit of work that
+    commits with it or not at all, so an outcome is never lost or sent twice."""
+
+    def enqueue(self, ref: str, payload: bytes, *, invocation_id: str | None = None, source: str = "api", enqueued_at: float | None = None) -> str:
+        """Queue an event for `ref`; its request id (an invocation id seen in the idempotency window: the first one's)."""
+        ...
+
+    def add_post(self, url: str, function: str, record: dict[str, Any], request_id: str) -> str:
+        """Queue the POST of a destination record; its row id."""
+        ...
+
+    def park(self, event: QueuedEvent, record: dict[str, Any], reason: str) -> None:
+        """Keep `event` and its record as a dead letter."""
+        ...
+
+
+class _SqliteQueueWork:
+    """QueueWork inside one open transaction of the queue's database."""
+
+    def __init__(self, queue: "SqliteEventQueue", conn: sqlite3.Connection) -> None:
+        self._queue = queue
+        self._conn = conn
+
+    def enqueue(self, ref: str, payload: bytes, *, invocation_id: str | None = None, source: str = "api", enqueued_at: float | None = None) -> str:
+        return self._queue.enqueue(ref, payload, invocation_id=invocation_id, source=source, conn=self._conn, enqueued_at=enqueued_at)
+
+    def add_post(self, url: str, function: str, record: dict[str, Any], request_id: str) -> str:
+        row_id = str(uuid.uuid4())
+        now = time.time()
+        _insert(self._conn, row_id, POST, url, function, json.dumps(record).encode(), f"destination:{request_id}", now, now)
+        return row_id
+
+    def park(self, event: QueuedEvent, record: dict[str, Any], reason: str) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO async_dead_letters (id, kind, target, function, payload, record, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (event.id, event.kind, event.target, event.function, event.payload, json.dumps(record), reason, time.time()),
+        )
 
 
 class SqliteEventQueue:
@@ -176,13 +214,6 @@ class SqliteEventQueue:
             _insert(c, request_id, INVOKE, ref, name, payload, source, enqueued_at if enqueued_at is not None else now, now)
         return request_id, False
 
-    def add_post(self, conn: sqlite3.Connection, url: str, function: str, record: dict[str, Any], request_id: str) -> str:
-        """Queue the POST of a destination record (inside the caller's transaction)."""
-        row_id = str(uuid.uuid4())
-        now = time.time()
-        _insert(conn, row_id, POST, url, function, json.dumps(record).encode(), f"destination:{request_id}", now, now)
-        return row_id
-
     # --- delivering ---------------------------------------------------------------------------------
 
     def claim(self, lease_for: Callable[[QueuedEvent], float]) -> QueuedEvent | None:
@@ -216,22 +247,19 @@ class SqliteEventQueue:
             )
             return cur.rowcount == 1
 
-    def finish(self, event: QueuedEvent, then: Callable[[sqlite3.Connection], None] | None = None) -> bool:
+    def finish(self, event: QueuedEvent, then: Callable[[QueueWork], None] | None = None) -> bool:
         """Remove a leased row and run `then` (send its record on) in the same transaction; False if the lease was lost."""
         with self.db.transaction() as conn:
             cur = conn.execute("DELETE FROM async_events WHERE id = ? AND lease_token = ?", (event.id, event.lease_token))
             if cur.rowcount != 1:
                 return False
             if then is not None:
-                then(conn)
+                then(_SqliteQueueWork(self, conn))
         return True
 
-    def park(self, conn: sqlite3.Connection, event: QueuedEvent, record: dict[str, Any], reason: str) -> None:
-        """Keep `event` (its kind, target and payload, for replay) and its record as a dead letter."""
-        conn.execute(
-            "INSERT OR REPLACE INTO async_dead_letters (id, kind, target, function, payload, record, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (event.id, event.kind, event.target, event.function, event.payload, json.dumps(record), reason, time.time()),
-        )
+    def work(self, conn: sqlite3.Connection) -> QueueWork:
+        """QueueWork in a transaction another store of the same database holds (the scheduler's)."""
+        return _SqliteQueueWork(self, conn)
 
     # --- inspecting and replaying -------------------------------------------------------------------
 

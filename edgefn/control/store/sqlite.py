@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from ..core.exceptions import StorageError
+from ...core.exceptions import StorageError
 
 BUSY_TIMEOUT_MS = 10_000
 
