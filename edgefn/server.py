@@ -89,6 +89,8 @@ class _PerWorkerQuicSockets:
         if self._quic is None:
             self._quic = [_udp_socket(b, reuse_port=True) for b in self.quic_binds]
             _wake_quic_on_shutdown(self.secure_sockets + self.insecure_sockets, self._quic)
+            # a worker joining the port's group re-spreads client addresses over the sockets: say when it did
+            logging.getLogger("edgefn.server").info("worker %d serves HTTP/3 on %s", os.getpid(), ", ".join(self.quic_binds))
         return self._quic
 
     def __reduce__(self) -> tuple[type, tuple[list[socket.socket], list[socket.socket], list[str]]]:  # to a worker process: the TCP sockets and the QUIC addresses

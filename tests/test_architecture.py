@@ -101,4 +101,4 @@ def test_sql_lives_only_under_control_store():
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert not any(n.split(".")[0] == "sqlite3" for n in names), f"{path} imports sqlite3"
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("execute", "executemany", "query"):
-                assert False, f"{path}:{node.lineno} runs SQL outside control/store/"
+                raise AssertionError(f"{path}:{node.lineno} runs SQL outside control/store/")

@@ -203,6 +203,12 @@ def test_http3_with_several_workers(tmp_path):
     """Each worker binds its own SO_REUSEPORT UDP socket; with one shared socket each datagram would go to
     whichever worker read first, and most of these connections (each from a new client port) would stall."""
     with edge_server(hello_manifest(tmp_path / "app"), "--workers", "3") as server:
+        # every worker in the port's SO_REUSEPORT group first: one joining later re-spreads client addresses,
+        # and a connection open at that moment may have to wait for retransmissions
+        deadline = time.monotonic() + 120
+        while server.log.read_text().count("serves HTTP/3 on") < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.log.read_text().count("serves HTTP/3 on") == 3, server.log.read_text()
         started = time.monotonic()
         for _ in range(12):
             assert h3_get(f"{server.https}/", cafile=server.cafile, timeout=H3_TIMEOUT).status == 200
