@@ -20,7 +20,8 @@ import cbor2
 import wasmtime
 from common import REPO, TMP
 
-from edgefn.build.toolchain import build_source, cache_dir  # noqa: E402
+from edgefn.build.languages import build_source
+from edgefn.build.toolchain import cache_dir
 
 HELLO_C = REPO / "examples" / "hello" / "src" / "hello.c"
 PASSTHROUGH_C = Path(__file__).resolve().parent / "guests" / "passthrough.c"

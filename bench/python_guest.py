@@ -25,8 +25,9 @@ from typing import Callable
 
 from common import REPO, RESULTS, write_json  # noqa: E402  (puts the repo on sys.path, sets EDGEFN_CACHE_DIR)
 
+from edgefn.build.languages import build_source
 from edgefn.build.python import build_key, componentize_py_version  # noqa: E402
-from edgefn.build.toolchain import build_source, cache_dir  # noqa: E402
+from edgefn.build.toolchain import cache_dir
 from edgefn.core import events
 from edgefn.core.app import FunctionSpec, Limits
 from edgefn.manifest.load import load_manifest  # noqa: E402

@@ -18,7 +18,7 @@ import httpx
 from starlette.applications import Starlette
 
 from .admin.listener import AdminBind, AdminListener
-from .build.app import open_app
+from .app_build import open_app
 from .control.async_invoke import AsyncInvoker
 from .control.catalog import FunctionCatalog, LiveCatalog
 from .control.deploy import check_references, deploy, deployed_digests, open_registry

@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 
 from .admin.listener import BIND_ENV as ADMIN_BIND_ENV
 from .admin.listener import check_admin_auth, ensure_token, plan_admin
-from .build.app import build_app, store_dir_of
+from .app_build import build_app, store_dir_of
 from .control.catalog import FunctionCatalog
 from .control.deploy import check_references, deploy, open_registry
 from .control.schedules import load_schedules

@@ -9,7 +9,8 @@ from typing import Callable, Iterator
 import pytest
 import wasmtime
 
-from edgefn.build.toolchain import build_source, cache_dir
+from edgefn.build.languages import build_source
+from edgefn.build.toolchain import cache_dir
 from edgefn.core.app import FunctionSpec, Limits
 from edgefn.core.events import EdgeRequest, Event, EventConfig
 from edgefn.runtime.invoker import Runtime

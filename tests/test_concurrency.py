@@ -17,7 +17,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from edgefn.build.app import open_app
+from edgefn.app_build import open_app
 from edgefn.control.deploy import deploy as deploy_app
 from edgefn.control.deploy import open_registry
 from edgefn.control.store.registry import AliasRecord, SqliteRegistry

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefn.build.app import store_dir_of
+from edgefn.app_build import store_dir_of
 from edgefn.cli import main
 from edgefn.control.deploy import open_registry
 from edgefn.control.store.registry import AliasRecord, SqliteRegistry

@@ -27,9 +27,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgefn.build.app import build_app
+from edgefn.app_build import build_app
+from edgefn.build.languages import build_source
 from edgefn.build.python import build_key
-from edgefn.build.toolchain import build_source, cache_dir
+from edgefn.build.toolchain import cache_dir
 from edgefn.core import events
 from edgefn.core.app import FunctionSpec, Limits
 from edgefn.core.events import Body, EdgeRequest, EdgeResponse, Event, EventConfig

@@ -1,3 +1,4 @@
-"""Floor 3: source -> wasm (C/Zig through zig cc, Python through componentize-py) -> module store -> resolved app."""
+"""Floor 1.5, the toolchains: source -> wasm for every guest language (languages.py is the one list), importing
+only core/; the manifest checks sources against it, app_build.py builds whole apps with it."""
 
-__all__ = ['app', 'python', 'toolchain']
+__all__ = ['languages', 'python', 'toolchain']

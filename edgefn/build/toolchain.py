@@ -70,26 +70,3 @@ def compile_zig(source: Path, out: Path, target: str, zig_cache: Path) -> None:
     _run(cmd, source, zig_cache)
 
 
-def build_source(source: Path, out: Path, target: str, zig_cache: Path) -> bytes:
-    """Build `source` (.c, .zig, .py or a prebuilt .wasm) and return the wasm bytes.
-
-    `zig_cache` is the toolchain cache (cache_dir()); Python builds are cached in its sibling directory.
-    """
-    if not source.exists():
-        raise BuildError(source, [], f"{source}: no such file")
-    if source.suffix == ".wasm":
-        return source.read_bytes()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if source.suffix == ".py":
-        from .python import (
-            build_python,  # a component via componentize-py; cached by input hash
-        )
-
-        return build_python(source, out, zig_cache.parent)
-    if source.suffix == ".c":
-        compile_c(source, out, target, zig_cache)
-    elif source.suffix == ".zig":
-        compile_zig(source, out, target, zig_cache)
-    else:
-        raise BuildError(source, [], f"{source}: unsupported source type {source.suffix!r} (use .c, .zig, .py or .wasm)")
-    return out.read_bytes()

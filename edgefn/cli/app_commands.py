@@ -11,8 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO, cast
 
-from ..build.app import open_app
-from ..build.toolchain import build_source, cache_dir
+from ..app_build import open_app
+from ..build.languages import build_source
+from ..build.toolchain import cache_dir
 from ..core import events
 from ..core.app import FunctionSpec, ResolvedApp
 from ..core.exceptions import InvocationError, ManifestError, error_document

@@ -171,7 +171,7 @@ def open_control(config: Path) -> tuple[Manifest, SqliteRegistry]:
 
 def deploy_command(config: Path, stdout: TextIO) -> int:
     """Build every function, then make them all $LATEST in one registry transaction."""
-    from ..build.app import open_app
+    from ..app_build import open_app
 
     manifest = load_manifest(config)
     app, runtime = open_app(config)

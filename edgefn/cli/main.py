@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..core.exceptions import EdgefnError
+from ..dev.scaffold import SCAFFOLD_LANGUAGES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
     init = sub.add_parser("init", help="scaffold a new project")
     init.add_argument("directory", type=Path)
-    init.add_argument("--lang", choices=("c", "python"), default="c")
+    init.add_argument("--lang", choices=SCAFFOLD_LANGUAGES, default="c")
     init.add_argument("--triggers", default="viewer-request,viewer-response", help="comma-separated event types to write a function for")
 
     ev = sub.add_parser("events", help="sample events for `edgefn invoke`")

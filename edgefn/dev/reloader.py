@@ -14,7 +14,8 @@ from typing import Awaitable, Callable
 
 import watchfiles
 
-from ..build.app import build_function
+from ..app_build import build_function
+from ..build.languages import LANGUAGES
 from ..core.app import ResolvedApp
 from ..core.exceptions import EdgefnError, ManifestError
 from ..manifest.load import load_manifest
@@ -23,7 +24,7 @@ from ..manifest.schema import Manifest
 from ..runtime.invoker import Runtime
 from .console import DevConsole
 
-SOURCE_SUFFIXES = (".c", ".h", ".zig", ".wasm", ".py")
+SOURCE_SUFFIXES = tuple(s for lang in LANGUAGES for s in lang.watched)
 
 
 @dataclass

@@ -5,86 +5,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..build.languages import LANGUAGES, language_named
 from ..core.exceptions import ScaffoldError
+
+#: the languages `edgefn init --lang` can write a project in
+SCAFFOLD_LANGUAGES = tuple(lang.name for lang in LANGUAGES if lang.scaffold is not None)
 
 TRIGGERS = ("viewer-request", "origin-request", "origin-response", "viewer-response")
 
-C_ORIGIN = """\
-/* origin: a function acting as this app's origin (replace it with origin = "https://..." in edgefn.toml). */
-#include "edgefn.h"
-
-edgefn_result edgefn_main(const edgefn_event *ev) {
-    edgefn_out res = edgefn_new_response(200, "OK");
-    edgefn_set_header(&res, "Content-Type", "text/html; charset=utf-8");
-    edgefn_set_header(&res, "Cache-Control", "max-age=10");
-    edgefn_buf body = {0};
-    edgefn_buf_add_cstr(&body, "<!doctype html><h1>Hello from edgefn</h1><p>You asked for ");
-    edgefn_buf_add(&body, ev->request.uri);
-    edgefn_buf_add_cstr(&body, "</p>\\n");
-    edgefn_set_body_str(&res, edgefn_buf_str(&body));
-    return edgefn_finish(&res);
-}
-"""
-
-C_REQUEST_HOOK = """\
-/* {trigger}: runs {when}. Return the request (changed or not) to continue, or a response to answer now. */
-#include "edgefn.h"
-
-edgefn_result edgefn_main(const edgefn_event *ev) {{
-    if (edgefn_str_eq(ev->request.uri, "/blocked"))
-        return edgefn_respond(403, "text/plain", "blocked at {trigger}\\n");
-    edgefn_out req = edgefn_edit_request(ev);
-    edgefn_set_header(&req, "x-{trigger}", "seen");
-    return edgefn_finish(&req);
-}}
-"""
-
-C_RESPONSE_HOOK = """\
-/* {trigger}: runs {when}. Return the (changed) response. */
-#include "edgefn.h"
-
-edgefn_result edgefn_main(const edgefn_event *ev) {{
-    edgefn_out res = edgefn_edit_response(ev);
-    edgefn_set_header(&res, "x-{trigger}", "seen");
-    return edgefn_finish(&res);
-}}
-"""
-
-PY_ORIGIN = """\
-\"\"\"origin: a function acting as this app's origin (replace it with origin = "https://..." in edgefn.toml).\"\"\"
-
-from edgefn_guest import Request, Response
 
 
-def handler(event):
-    request: Request = event.request
-    html = f"<!doctype html><h1>Hello from edgefn</h1><p>You asked for {request.uri}</p>\\n"
-    return Response(200, html, headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "max-age=10"})
-"""
-
-PY_REQUEST_HOOK = """\
-\"\"\"{trigger}: runs {when}. Return the request (changed or not) to continue, or a Response to answer now.\"\"\"
-
-from edgefn_guest import Request, Response
 
 
-def {handler}(request: Request):
-    if request.uri == "/blocked":
-        return Response(403, "blocked at {trigger}\\n", headers={{"Content-Type": "text/plain"}})
-    request.headers["x-{trigger}"] = "seen"
-    return request
-"""
 
-PY_RESPONSE_HOOK = """\
-\"\"\"{trigger}: runs {when}. Return the (changed) response.\"\"\"
-
-from edgefn_guest import Response
-
-
-def {handler}(response: Response):
-    response.headers["x-{trigger}"] = "seen"
-    return response
-"""
 
 WHEN = {
     "viewer-request": "on every request, before the cache",
@@ -119,21 +52,19 @@ def init_project(directory: Path, lang: str, triggers: list[str]) -> list[Path]:
     unknown = [t for t in triggers if t not in TRIGGERS]
     if unknown:
         raise ScaffoldError(f"unknown trigger {unknown[0]!r}; choose from {', '.join(TRIGGERS)}")
-    if lang not in ("c", "python"):
-        raise ScaffoldError(f"--lang {lang}: choose c or python")
+    language = language_named(lang)
+    if language is None or language.scaffold is None:
+        raise ScaffoldError(f"--lang {lang}: choose {' or '.join(SCAFFOLD_LANGUAGES)}")
+    scaffold = language.scaffold
     name = re.sub(r"[^a-z0-9-]+", "-", directory.resolve().name.lower()).strip("-") or "edgefn-app"
-    ext = "c" if lang == "c" else "py"
-    # a Python instance starts at ~13 MB of linear memory and a request costs ~1 M fuel
-    limits = "memory_mb = 16\n" if lang == "c" else "memory_mb = 64\nfuel = 200_000_000\nreuse_instances = true\n"
-    files: dict[str, str] = {f"src/origin.{ext}": C_ORIGIN if lang == "c" else PY_ORIGIN}
+    ext = language.suffixes[0].lstrip(".")
+    limits = scaffold.limits
+    files: dict[str, str] = {f"src/origin.{ext}": scaffold.origin}
     manifest = [f'[app]\nname = "{name}"\n', f'[functions.origin]\nsource = "src/origin.{ext}"\n{limits}']
     hooks = []
     for trigger in triggers:
         handler = trigger.replace("-", "_")
-        if lang == "c":
-            template = C_REQUEST_HOOK if trigger.endswith("request") else C_RESPONSE_HOOK
-        else:
-            template = PY_REQUEST_HOOK if trigger.endswith("request") else PY_RESPONSE_HOOK
+        template = scaffold.request_hook if trigger.endswith("request") else scaffold.response_hook
         path = f"src/{handler}.{ext}"
         files[path] = template.format(trigger=trigger, when=WHEN[trigger], handler=handler)
         manifest.append(f'[functions.{trigger}]\nsource = "{path}"\n{limits}timeout_ms = 1000\n')

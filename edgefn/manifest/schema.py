@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from ..build.languages import SOURCE_SUFFIXES
+
 Check = Callable[[Any], "str | None"]  # returns None when fine, else a description of what is allowed
 
 
@@ -130,9 +132,17 @@ class LogConfig:
     retention_days: int = spec(7, int_range(1, 3650), "delete rotated files older than this")
 
 
+def _source_check(value: str) -> str | None:
+    """A path with a suffix one of build/languages.py's languages builds."""
+    if any(value.endswith(s) and len(value) > len(s) for s in SOURCE_SUFFIXES):
+        return None
+    *rest, last = SOURCE_SUFFIXES
+    return f"a path ending in {', '.join(rest)} or {last}"
+
+
 @dataclass(frozen=True)
 class FunctionConfig:
-    source: str = spec(REQUIRED, matches(r".+\.(c|zig|py|wasm)", "a path ending in .c, .zig, .py or .wasm"), "the code")
+    source: str = spec(REQUIRED, _source_check, "the code")
     memory_mb: int = spec(128, int_range(1, 4096), "linear-memory cap in MB")
     timeout_ms: int = spec(5000, int_range(1, 900_000), "wall-clock limit per invocation")
     fuel: int = spec(2_000_000_000, int_range(1_000, 10**15), "CPU budget per invocation, in wasm instructions")

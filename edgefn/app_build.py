@@ -10,14 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
-from ..core.app import ResolvedApp
-from ..core.ports import InvocationObserver
-from ..manifest.load import load_manifest
-from ..manifest.resolve import resolve, source_path
-from ..manifest.schema import FunctionConfig, Manifest
-from ..runtime.invoker import Invoker, Runtime
-from ..runtime.module_store import ModuleStore
-from .toolchain import build_source, cache_dir
+from .build.languages import build_source
+from .build.toolchain import cache_dir
+from .core.app import ResolvedApp
+from .core.ports import InvocationObserver
+from .manifest.load import load_manifest
+from .manifest.resolve import resolve, source_path
+from .manifest.schema import FunctionConfig, Manifest
+from .runtime.invoker import Invoker, Runtime
+from .runtime.module_store import ModuleStore
 
 log = logging.getLogger("edgefn.build")
 

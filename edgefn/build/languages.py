@@ -1,0 +1,176 @@
+"""The guest languages edgefn builds, in one list: a language is one entry here plus guest-sdk/<lang>/.
+
+Each entry says which source suffixes it builds, which suffixes `edgefn dev` rebuilds on, how to build a
+source into wasm (the toolchains beside this module), and what `edgefn init --lang` writes. The manifest's
+`source` check, `edgefn build`, `edgefn dev` and `edgefn init` all read this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..core.exceptions import BuildError
+from .python import build_python
+from .toolchain import compile_c, compile_zig
+
+__all__ = ["LANGUAGES", "build_source", "SOURCE_SUFFIXES", "Language", "Scaffold", "language_named", "language_of"]
+
+#: (source, out, target, zig_cache) -> wasm bytes
+Builder = Callable[[Path, Path, str, Path], bytes]
+
+
+@dataclass(frozen=True)
+class Scaffold:
+    """What `edgefn init --lang NAME` writes: the origin function, a hook per trigger, the limits they get."""
+
+    origin: str
+    request_hook: str
+    response_hook: str
+    limits: str
+
+
+@dataclass(frozen=True)
+class Language:
+    name: str
+    suffixes: tuple[str, ...]
+    #: what a save of which rebuilds in `edgefn dev` (sources and the headers they include)
+    watched: tuple[str, ...]
+    build: Builder
+    scaffold: Scaffold | None = None
+
+
+def _c(source: Path, out: Path, target: str, zig_cache: Path) -> bytes:
+    compile_c(source, out, target, zig_cache)
+    return out.read_bytes()
+
+
+def _zig(source: Path, out: Path, target: str, zig_cache: Path) -> bytes:
+    compile_zig(source, out, target, zig_cache)
+    return out.read_bytes()
+
+
+def _python(source: Path, out: Path, target: str, zig_cache: Path) -> bytes:
+    return build_python(source, out, zig_cache.parent)
+
+
+def _prebuilt(source: Path, out: Path, target: str, zig_cache: Path) -> bytes:
+    return source.read_bytes()
+
+
+C_ORIGIN = """\
+/* origin: a function acting as this app's origin (replace it with origin = "https://..." in edgefn.toml). */
+#include "edgefn.h"
+
+edgefn_result edgefn_main(const edgefn_event *ev) {
+    edgefn_out res = edgefn_new_response(200, "OK");
+    edgefn_set_header(&res, "Content-Type", "text/html; charset=utf-8");
+    edgefn_set_header(&res, "Cache-Control", "max-age=10");
+    edgefn_buf body = {0};
+    edgefn_buf_add_cstr(&body, "<!doctype html><h1>Hello from edgefn</h1><p>You asked for ");
+    edgefn_buf_add(&body, ev->request.uri);
+    edgefn_buf_add_cstr(&body, "</p>\\n");
+    edgefn_set_body_str(&res, edgefn_buf_str(&body));
+    return edgefn_finish(&res);
+}
+"""
+
+C_REQUEST_HOOK = """\
+/* {trigger}: runs {when}. Return the request (changed or not) to continue, or a response to answer now. */
+#include "edgefn.h"
+
+edgefn_result edgefn_main(const edgefn_event *ev) {{
+    if (edgefn_str_eq(ev->request.uri, "/blocked"))
+        return edgefn_respond(403, "text/plain", "blocked at {trigger}\\n");
+    edgefn_out req = edgefn_edit_request(ev);
+    edgefn_set_header(&req, "x-{trigger}", "seen");
+    return edgefn_finish(&req);
+}}
+"""
+
+C_RESPONSE_HOOK = """\
+/* {trigger}: runs {when}. Return the (changed) response. */
+#include "edgefn.h"
+
+edgefn_result edgefn_main(const edgefn_event *ev) {{
+    edgefn_out res = edgefn_edit_response(ev);
+    edgefn_set_header(&res, "x-{trigger}", "seen");
+    return edgefn_finish(&res);
+}}
+"""
+
+PY_ORIGIN = """\
+\"\"\"origin: a function acting as this app's origin (replace it with origin = "https://..." in edgefn.toml).\"\"\"
+
+from edgefn_guest import Request, Response
+
+
+def handler(event):
+    request: Request = event.request
+    html = f"<!doctype html><h1>Hello from edgefn</h1><p>You asked for {request.uri}</p>\\n"
+    return Response(200, html, headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "max-age=10"})
+"""
+
+PY_REQUEST_HOOK = """\
+\"\"\"{trigger}: runs {when}. Return the request (changed or not) to continue, or a Response to answer now.\"\"\"
+
+from edgefn_guest import Request, Response
+
+
+def {handler}(request: Request):
+    if request.uri == "/blocked":
+        return Response(403, "blocked at {trigger}\\n", headers={{"Content-Type": "text/plain"}})
+    request.headers["x-{trigger}"] = "seen"
+    return request
+"""
+
+PY_RESPONSE_HOOK = """\
+\"\"\"{trigger}: runs {when}. Return the (changed) response.\"\"\"
+
+from edgefn_guest import Response
+
+
+def {handler}(response: Response):
+    response.headers["x-{trigger}"] = "seen"
+    return response
+"""
+
+
+LANGUAGES: tuple[Language, ...] = (
+    Language("c", (".c",), (".c", ".h"), _c, Scaffold(C_ORIGIN, C_REQUEST_HOOK, C_RESPONSE_HOOK, "memory_mb = 16\n")),
+    Language("zig", (".zig",), (".zig",), _zig),
+    # a Python instance starts at ~13 MB of linear memory and a request costs ~1 M fuel
+    Language(
+        "python", (".py",), (".py",), _python,
+        Scaffold(PY_ORIGIN, PY_REQUEST_HOOK, PY_RESPONSE_HOOK, "memory_mb = 64\nfuel = 200_000_000\nreuse_instances = true\n"),
+    ),
+    Language("wasm", (".wasm",), (".wasm",), _prebuilt),
+)
+
+#: every suffix a function's `source` may have
+SOURCE_SUFFIXES: tuple[str, ...] = tuple(s for lang in LANGUAGES for s in lang.suffixes)
+
+
+def language_of(source: Path | str) -> Language | None:
+    suffix = Path(source).suffix
+    return next((lang for lang in LANGUAGES if suffix in lang.suffixes), None)
+
+
+def language_named(name: str) -> Language | None:
+    return next((lang for lang in LANGUAGES if lang.name == name), None)
+
+
+def build_source(source: Path, out: Path, target: str, zig_cache: Path) -> bytes:
+    """Build `source` (any suffix of build/languages.py: .c, .zig, .py, a prebuilt .wasm) and return the wasm bytes.
+
+    `zig_cache` is the toolchain cache (cache_dir()); Python builds are cached in its sibling directory.
+    """
+    if not source.exists():
+        raise BuildError(source, [], f"{source}: no such file")
+    language = language_of(source)
+    if language is None:
+        allowed = ", ".join(SOURCE_SUFFIXES)
+        raise BuildError(source, [], f"{source}: unsupported source type {source.suffix!r} (use {allowed})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return language.build(source, out, target, zig_cache)
