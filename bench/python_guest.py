@@ -149,9 +149,9 @@ def main() -> int:
             cold["payload_sha256_full_check"] = sample_ms(lambda: _file_sha256(artifact), max(5, n // 40))
             from wasmtime import component as wc
 
-            cold["deserialize_file_mmap"] = sample_ms(lambda: wc.Component.deserialize_file(rt.engine, str(artifact)), max(10, n // 20))
+            cold["deserialize_file_mmap"] = sample_ms(lambda: wc.Component.deserialize_file(rt.component_engine, str(artifact)), max(10, n // 20))
             blob = artifact.read_bytes()
-            cold["deserialize_bytes"] = sample_ms(lambda: wc.Component.deserialize(rt.engine, blob), max(5, n // 40))
+            cold["deserialize_bytes"] = sample_ms(lambda: wc.Component.deserialize(rt.component_engine, blob), max(5, n // 40))
         script = textwrap.dedent(f"""
             import sys, time, json
             t0 = time.perf_counter()
