@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Iterator
 from .build.languages import build_source
 from .build.toolchain import cache_dir
 from .core.app import ResolvedApp
+from .core.files import write_atomic
 from .core.ports import InvocationObserver
 from .manifest.load import load_manifest
 from .manifest.resolve import resolve, source_path
@@ -61,12 +63,36 @@ def build_app(
         digests = {name: store.add(code) for name, code in wasm.items()}
     app = resolve(manifest, manifest_path, digests)
     if precompile:
-        for name, spec in app.functions.items():
-            with _step(f"loading {name} into the module store"):
-                store.load(spec.digest, name)
-        for spec in app.functions.values():
-            if invoker is not None and spec.reuse_instances and spec.prewarm > 0:
-                invoker.prewarm(spec)
+        load_app(app, store, invoker)
+    return app
+
+
+def load_app(app: ResolvedApp, store: ModuleStore, invoker: Invoker | None = None) -> None:
+    """Every function of `app` ready in `store` (precompiled artifacts loaded, compiled once if missing), and
+    with `invoker`, the warm instances of functions with `reuse_instances` and `prewarm = N`."""
+    for name, spec in app.functions.items():
+        with _step(f"loading {name} into the module store"):
+            store.load(spec.digest, name)
+    for spec in app.functions.values():
+        if invoker is not None and spec.reuse_instances and spec.prewarm > 0:
+            invoker.prewarm(spec)
+
+
+#: where `edgefn serve` leaves the locked app for its server processes (beside the control database)
+LOCKED_APP_ENV = "EDGEFN_LOCKED_APP"
+
+
+def write_locked_app(app: ResolvedApp) -> Path:
+    """Keep `app` for the server processes `serve` starts: they serve it as is, never re-reading the manifest."""
+    path = app.registry_path.parent / "locked-app.pickle"
+    write_atomic(path, pickle.dumps(app), mode=0o600)
+    return path
+
+
+def read_locked_app(path: Path) -> ResolvedApp:
+    """The app a parent `serve` locked (same edgefn version: it started this process from its own interpreter)."""
+    app = pickle.loads(Path(path).read_bytes())
+    assert isinstance(app, ResolvedApp)
     return app
 
 

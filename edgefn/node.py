@@ -18,11 +18,11 @@ import httpx
 from starlette.applications import Starlette
 
 from .admin.listener import AdminBind, AdminListener
-from .app_build import open_app
+from .app_build import LOCKED_APP_ENV, load_app, read_locked_app
 from .control.async_invoke import AsyncInvoker
 from .control.catalog import FunctionCatalog, LiveCatalog
-from .control.deploy import check_references, deploy, deployed_digests, open_registry
-from .control.schedules import Scheduler, load_schedules
+from .control.deploy import check_references, deploy, open_registry_at
+from .control.schedules import Scheduler, parse_schedules
 from .control.store.queue import SqliteEventQueue
 from .control.store.registry import LATEST, FunctionRef
 from .core.app import FunctionSpec, ResolvedApp
@@ -33,8 +33,6 @@ from .dev.reloader import DevReloader, DevState
 from .edge.app import EdgeState, create_edge_app
 from .edge.cache import EdgeCache
 from .edge.pipeline import EdgePipeline
-from .manifest.load import load_manifest
-from .manifest.schema import Manifest
 from .observability.logs import FunctionLogSink
 from .observability.metrics import EdgeMetrics
 from .runtime.concurrency import (
@@ -42,33 +40,35 @@ from .runtime.concurrency import (
     provisioned_versions,
     reservations_of,
 )
-from .runtime.invoker import Invocation
+from .runtime.invoker import Invocation, Runtime
 
 log = logging.getLogger("edgefn.node")
 
 
 class EdgeNode:
-    """Build (or load) the app, deploy it as $LATEST, and keep the pipeline on the registry's current catalog."""
+    """Serve a locked app that `edgefn serve` built and deployed: load its code, follow the registry's catalog.
 
-    def __init__(self, config: Path, dev: bool = False, recorder: EventRecorder | None = None) -> None:
-        self.config = Path(config).resolve()
+    A server process never reads the manifest: the parent resolved it once (edgefn/server.py)."""
+
+    def __init__(self, app: ResolvedApp, dev: bool = False, recorder: EventRecorder | None = None) -> None:
+        self.app = app
+        self.config = app.manifest_path
         self.dev = dev
         self.recorder = recorder
-        self.manifest: Manifest = load_manifest(self.config)
-        self.registry = open_registry(self.config, self.manifest)
-        # `serve` built and deployed the app before starting this process: its code is loaded, not rebuilt
+        self.registry = open_registry_at(app.registry_path)
         #: this process's Prometheus series, and every function's log stream on disk (docs/observability.md)
         self.metrics = EdgeMetrics()
-        self.app, self.runtime = open_app(self.config, digests=deployed_digests(self.manifest, self.registry), observer=self.metrics)
+        self.runtime = Runtime(app.store_dir, workers=app.server.guest_threads or None, observer=self.metrics)
         self.metrics.watch_throttles(lambda: self.runtime.invoker.limiter.snapshot()["throttled"])
-        self.logs = FunctionLogSink.from_config(self.config, self.manifest.logs).start()
+        self.logs = FunctionLogSink.from_settings(app.logs).start()
         self.tasks: list[asyncio.Task[None]] = []
         self.stop_event = asyncio.Event()
         try:
-            deploy(self.app, self.manifest, self.registry)
+            self.runtime.start()
+            load_app(app, self.runtime.store, self.runtime.invoker)  # the code `serve` put in the module store, precompiled: loaded, never rebuilt
             self.catalog = LiveCatalog(self.registry, prepare=self._prepare)
-            check_references(self.app, self.manifest, self.catalog.current)
-            schedules = load_schedules(self.manifest, self.config)
+            check_references(self.app, self.catalog.current)
+            schedules = parse_schedules(app.schedules, app.manifest_path)
             self._check_limits(self.catalog.current)
             self._precompile(self.catalog.current)
             self._provision(self.catalog.current)
@@ -80,9 +80,9 @@ class EdgeNode:
         self.client = httpx.AsyncClient(http2=True, timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=False)
         self.cache = EdgeCache(self.app.server.cache_max_bytes)
         self.pipeline = self._pipeline(self.app)
-        queue = SqliteEventQueue(self.registry.db, self.manifest.queue.idempotency_window_s)
+        queue = SqliteEventQueue(self.registry.db, app.queue.idempotency_window_s)
         self.metrics.watch_async_queue(queue.stats)
-        self.async_invoker = AsyncInvoker(queue, self.catalog, self.runtime.invoker, self.manifest.queue)
+        self.async_invoker = AsyncInvoker(queue, self.catalog, self.runtime.invoker, app.queue)
         self.scheduler = Scheduler(self.registry.db, schedules, queue)
 
     def _pipeline(self, app: ResolvedApp) -> EdgePipeline:
@@ -106,10 +106,10 @@ class EdgeNode:
 
     def _check_limits(self, catalog: FunctionCatalog) -> None:
         """Reservations must leave part of server.max_concurrency unreserved (ConcurrencyConfigError names them)."""
-        check_reservations(self.manifest.server.max_concurrency, reservations_of(catalog.specs.values()))
+        check_reservations(self.app.server.max_concurrency, reservations_of(catalog.specs.values()))
 
     def _apply_limits(self, catalog: FunctionCatalog) -> None:
-        self.runtime.invoker.limiter.configure(self.manifest.server.max_concurrency, reservations_of(catalog.specs.values()))
+        self.runtime.invoker.limiter.configure(self.app.server.max_concurrency, reservations_of(catalog.specs.values()))
         # guest slots are shared fairly once there is more than one function to share them between
         self.runtime.invoker.scheduler.serving(len({name for name, _ in catalog.specs}))
 
@@ -142,7 +142,7 @@ class EdgeNode:
 
     @property
     def max_concurrency(self) -> int:
-        return self.manifest.server.max_concurrency
+        return self.app.server.max_concurrency
 
     async def invoke(self, fn: FunctionSpec, event: Event) -> Invocation:
         """One invocation on this node's runtime (the admin API's synchronous Invoke)."""
@@ -154,14 +154,14 @@ class EdgeNode:
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
-    async def apply(self, app: ResolvedApp, manifest: Manifest) -> None:
+    async def apply(self, app: ResolvedApp) -> None:
         """A rebuilt app (dev reload): deploy it as $LATEST, refresh the catalog, then swap the pipeline."""
-        await asyncio.to_thread(deploy, app, manifest, self.registry)
+        await asyncio.to_thread(deploy, app, self.registry)
         await self.catalog.refresh()
-        check_references(app, manifest, self.catalog.current)
-        self.scheduler.schedules = load_schedules(manifest, self.config)
+        check_references(app, self.catalog.current)
+        self.scheduler.schedules = parse_schedules(app.schedules, app.manifest_path)
         self.cache.clear()  # entries made by the old code must not outlive it
-        self.app, self.manifest = app, manifest
+        self.app = app
         self.pipeline = self._pipeline(app)
 
     def start(self) -> None:
@@ -188,22 +188,22 @@ class EdgeNode:
         self.logs.close()  # after the runtime: the last invocations' lines are written too
 
 
-def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) -> Starlette:
+def create_app(app: ResolvedApp, dev: bool = False, record_dir: Path | None = None) -> Starlette:
     """The Starlette app of one server process: the edge app (edgefn/edge/app.py) over an EdgeNode made in
     its lifespan, with `edgefn dev`'s reloader, console and recorder when `dev` / `record_dir` ask for them."""
     state = EdgeState()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        node = EdgeNode(config, dev=dev, recorder=EventRecorder(record_dir) if record_dir is not None else None)
+        node = EdgeNode(app, dev=dev, recorder=EventRecorder(record_dir) if record_dir is not None else None)
         state.node = node
         node.start()
         if dev:
             dev_state, console = DevState(), DevConsole()
             state.dev, state.console = dev_state, console
-            reloader = DevReloader(config, node.runtime, node.app, node.apply, dev_state, console)
+            reloader = DevReloader(app.manifest_path, node.runtime, node.app, node.apply, dev_state, console)
             node.tasks.append(asyncio.create_task(reloader.run(node.stop_event)))
-            console.info(f"watching {Path(config).resolve().parent} for changes")
+            console.info(f"watching {app.root} for changes")
         try:
             yield
         finally:
@@ -213,6 +213,7 @@ def create_app(config: Path, dev: bool = False, record_dir: Path | None = None) 
 
 
 def app_from_env() -> Starlette:
-    """Entry point for Hypercorn worker processes: the parent passes the manifest in EDGEFN_CONFIG."""
+    """Entry point for Hypercorn worker processes: the parent passes its locked app (EDGEFN_LOCKED_APP)."""
     record = os.environ.get("EDGEFN_RECORD")
-    return create_app(Path(os.environ["EDGEFN_CONFIG"]), dev=os.environ.get("EDGEFN_DEV") == "1", record_dir=Path(record) if record else None)
+    app = read_locked_app(Path(os.environ[LOCKED_APP_ENV]))
+    return create_app(app, dev=os.environ.get("EDGEFN_DEV") == "1", record_dir=Path(record) if record else None)

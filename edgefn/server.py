@@ -23,10 +23,10 @@ from starlette.applications import Starlette
 
 from .admin.listener import BIND_ENV as ADMIN_BIND_ENV
 from .admin.listener import check_admin_auth, ensure_token, plan_admin
-from .app_build import build_app, store_dir_of
+from .app_build import LOCKED_APP_ENV, build_app, store_dir_of, write_locked_app
 from .control.catalog import FunctionCatalog
-from .control.deploy import check_references, deploy, open_registry
-from .control.schedules import load_schedules
+from .control.deploy import check_references, deploy, open_registry_at
+from .control.schedules import parse_schedules
 from .core.exceptions import EdgefnError
 from .manifest.load import load_manifest
 from .runtime.concurrency import check_reservations, reservations_of
@@ -170,11 +170,11 @@ def serve(
     # build and precompile once here, so workers start from a warm store and a broken build never binds a port
     with Runtime(store_dir_of(config_path, manifest)) as runtime:
         app = build_app(config_path, manifest, runtime.store)
-    registry = open_registry(config_path, manifest)
-    changed = [name for name, moved in deploy(app, manifest, registry).items() if moved]
+    registry = open_registry_at(app.registry_path)
+    changed = [name for name, moved in deploy(app, registry).items() if moved]
     catalog = FunctionCatalog.from_snapshot(registry.snapshot())
-    check_references(app, manifest, catalog)
-    load_schedules(manifest, config_path)  # a bad expression fails here, before any port is bound
+    check_references(app, catalog)
+    parse_schedules(app.schedules, app.manifest_path)  # a bad expression fails here, before any port is bound
     check_reservations(server.max_concurrency, reservations_of(catalog.specs.values()))  # before any port is bound
     if changed:
         print(f"edgefn: deployed $LATEST of {', '.join(changed)} to {registry.db.path}", file=sys.stderr, flush=True)
@@ -187,8 +187,8 @@ def serve(
         certfile, keyfile, self_signed = tls_files(config_path, server)
         kind = "self-signed localhost certificate" if self_signed else "certificate"
         print(f"edgefn: TLS {kind} {certfile} (SHA-256 {fingerprint(certfile)})", file=sys.stderr, flush=True)
-    # the server processes build their app from the environment (edgefn.node.app_from_env)
-    os.environ["EDGEFN_CONFIG"] = str(config_path)
+    # the server processes serve this locked app (edgefn.node.app_from_env): no manifest re-read, no re-deploy
+    os.environ[LOCKED_APP_ENV] = str(write_locked_app(app))
     if dev:
         os.environ["EDGEFN_DEV"] = "1"
     if record is not None:

@@ -229,7 +229,7 @@ def served(tmp_path_factory) -> Iterator[tuple[EdgeServer, SqliteRegistry]]:
     app, runtime = open_app(config)
     runtime.close()
     registry = open_registry(config, manifest)
-    deploy_app(app, manifest, registry)
+    deploy_app(app, registry)
     registry.publish("pooled")
     registry.publish("fresh")
     registry.set_alias(AliasRecord("pooled", "live", 1))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgefn.cli.control import rollback_alias
-from edgefn.control.catalog import FunctionCatalog, config_record
+from edgefn.control.catalog import FunctionCatalog
 from edgefn.control.store.registry import AliasRecord, CodeAndConfig, FunctionRef, SqliteRegistry
 from edgefn.control.store.sqlite import Database
 from edgefn.core.exceptions import (
@@ -20,6 +20,7 @@ from edgefn.core.exceptions import (
     RegistryLost,
     UnknownFunction,
 )
+from edgefn.manifest.resolve import config_record
 from edgefn.manifest.schema import FunctionConfig
 
 DIGEST_A = "a" * 64

@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..control.async_invoke import AsyncInvoker
-from ..control.catalog import LiveCatalog, config_record, parse_config
+from ..control.catalog import LiveCatalog, parse_config
 from ..control.store.queue import MAX_PAYLOAD_BYTES
 from ..control.store.registry import LATEST, AliasRecord, CodeAndConfig, FunctionRecord, FunctionRef, RegistrySnapshot, SqliteRegistry
 from ..core import events
@@ -44,6 +44,7 @@ from ..core.exceptions import (
     error_document,
     status_by_class,
 )
+from ..manifest.resolve import config_record
 from ..manifest.schema import FunctionConfig
 from ..observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..observability.metrics import EdgeMetrics

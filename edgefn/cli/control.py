@@ -179,7 +179,7 @@ def deploy_command(config: Path, stdout: TextIO) -> int:
         registry = open_registry(config, manifest)
         print(f"deploying {len(app.functions)} functions to {registry.db.path}", file=stdout, flush=True)
         start = time.perf_counter()
-        changed = deploy(app, manifest, registry)
+        changed = deploy(app, registry)
     finally:
         runtime.close()
     width = max((len(n) for n in changed), default=0)
@@ -190,7 +190,7 @@ def deploy_command(config: Path, stdout: TextIO) -> int:
     print(f"deployed {len(changed)} functions ({moved} changed) in {(time.perf_counter() - start) * 1000:.0f} ms, "
           f"registry revision {registry.revision()}", file=stdout)
     try:
-        check_references(app, manifest, FunctionCatalog.from_snapshot(registry.snapshot()))
+        check_references(app, FunctionCatalog.from_snapshot(registry.snapshot()))
     except ManifestError as exc:  # deploy is how a function gets its first version: only `serve` must refuse
         print(f"edgefn: note: `edgefn serve` will refuse to start until this is fixed: {exc}", file=sys.stderr)
     return 0

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from ..core import events
-from ..core.app import FunctionSpec
+from ..core.app import FunctionSpec, QueueSettings
 from ..core.exceptions import (
     EdgefnError,
     InvalidPayload,
@@ -29,7 +29,7 @@ from ..core.exceptions import (
     UnknownFunction,
     error_document,
 )
-from ..manifest.schema import AsyncInvokeConfig, QueueConfig
+from ..manifest.schema import AsyncInvokeConfig
 from ..runtime.invoker import Invoker, function_logger
 from .catalog import LiveCatalog
 from .destinations import (
@@ -58,7 +58,7 @@ DESTINATION_TIMEOUT_S = 10.0
 class AsyncInvoker:
     """Submits events to `queue` and delivers them to the functions of `catalog` through `invoker`."""
 
-    def __init__(self, queue: EventQueue, catalog: LiveCatalog, invoker: Invoker, settings: QueueConfig) -> None:
+    def __init__(self, queue: EventQueue, catalog: LiveCatalog, invoker: Invoker, settings: QueueSettings) -> None:
         self.queue = queue
         self.catalog = catalog
         self.invoker = invoker

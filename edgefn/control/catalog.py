@@ -9,7 +9,6 @@ invocation already running finishes on the snapshot it started with.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 from dataclasses import dataclass
@@ -27,16 +26,6 @@ log = logging.getLogger("edgefn.control.catalog")
 
 #: how often a server checks the registry's revision
 POLL_INTERVAL_S = 0.2
-
-
-def config_record(cfg: FunctionConfig) -> dict[str, Any]:
-    """The configuration the registry keeps for a function (every manifest key of [functions.NAME])."""
-    return _without_none(dataclasses.asdict(cfg))
-
-
-def _without_none(doc: dict[str, Any]) -> dict[str, Any]:
-    """An unset optional key is left out, as in the manifest (TOML has no null)."""
-    return {k: _without_none(v) if isinstance(v, dict) else v for k, v in doc.items() if v is not None}
 
 
 def parse_config(doc: dict[str, Any], name: str, where: str = "configuration") -> FunctionConfig:

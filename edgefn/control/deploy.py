@@ -7,7 +7,7 @@ from pathlib import Path
 from ..core.app import ResolvedApp
 from ..core.exceptions import ManifestError
 from ..manifest.schema import Manifest
-from .catalog import FunctionCatalog, config_record
+from .catalog import FunctionCatalog
 from .store.registry import CodeAndConfig, SqliteRegistry
 from .store.sqlite import Database
 
@@ -17,32 +17,24 @@ def registry_path(manifest_path: Path, manifest: Manifest) -> Path:
 
 
 def open_registry(manifest_path: Path, manifest: Manifest) -> SqliteRegistry:
-    return SqliteRegistry(Database(registry_path(manifest_path, manifest)))
+    return open_registry_at(registry_path(manifest_path, manifest))
 
 
-def deploy(app: ResolvedApp, manifest: Manifest, registry: SqliteRegistry) -> dict[str, bool]:
+def open_registry_at(path: Path) -> SqliteRegistry:
+    """The registry in the control database at `path` (a locked app's `registry_path`)."""
+    return SqliteRegistry(Database(path))
+
+
+def deploy(app: ResolvedApp, registry: SqliteRegistry) -> dict[str, bool]:
     """Make every function of `app` (built: its code is in the module store) $LATEST, in one transaction.
 
     Returns name -> whether $LATEST changed. The code is in the module store before this runs, so a crash at
     any point leaves the registry at the old or the new state, each pointing at code that exists."""
-    items = {name: CodeAndConfig(spec.digest, config_record(manifest.functions[name])) for name, spec in app.functions.items()}
+    items = {name: CodeAndConfig(spec.digest, app.configs[name]) for name, spec in app.functions.items()}
     return registry.put_many(items)
 
 
-def deployed_digests(manifest: Manifest, registry: SqliteRegistry) -> dict[str, str] | None:
-    """The code of every manifest function as $LATEST holds it, if $LATEST has the manifest's configuration
-    (what `serve` deployed just before starting its server processes); else None: build it."""
-    functions = {fn.name: fn for fn in registry.list_functions()}
-    digests = {}
-    for name, cfg in manifest.functions.items():
-        fn = functions.get(name)
-        if fn is None or fn.latest.config != config_record(cfg):
-            return None
-        digests[name] = fn.latest.digest
-    return digests
-
-
-def check_references(app: ResolvedApp, manifest: Manifest, catalog: FunctionCatalog) -> None:
+def check_references(app: ResolvedApp, catalog: FunctionCatalog) -> None:
     """Every version or alias the manifest names must exist before a server starts on it."""
     refs = [(f"behaviors[{i}]", b) for i, b in enumerate(app.behaviors) if not b.is_default]
     refs += [("default_behavior", b) for b in app.behaviors if b.is_default]
@@ -51,6 +43,6 @@ def check_references(app: ResolvedApp, manifest: Manifest, catalog: FunctionCata
         for field, ref in named:
             if ref is not None and (problem := catalog.check(ref)) is not None:
                 raise ManifestError(app.manifest_path, f"{key}.{field}", problem, "publish the version or set the alias, or name the function without a qualifier ($LATEST)")
-    for name, schedule in manifest.schedules.items():
+    for name, schedule in app.schedules.items():
         if (problem := catalog.check(schedule.function)) is not None:
             raise ManifestError(app.manifest_path, f"schedules.{name}.function", problem, "publish the version or set the alias first")

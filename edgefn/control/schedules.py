@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..core import events
+from ..core.app import ScheduleSpec
 from ..core.exceptions import ExpressionError, ManifestError
 from ..manifest.schema import Manifest
 from .schedule_expressions import Cron, ScheduleExpression, parse_expression
@@ -61,9 +62,15 @@ class Schedule:
 
 def load_schedules(manifest: Manifest, file: Path | str, now: float | None = None) -> dict[str, Schedule]:
     """Check every schedule of `manifest` (at server start): ManifestError names schedules.NAME.KEY and the fix."""
+    specs = {name: ScheduleSpec(name, s.function, s.expression, s.input, s.catch_up, s.enabled) for name, s in manifest.schedules.items()}
+    return parse_schedules(specs, file, now)
+
+
+def parse_schedules(specs: dict[str, ScheduleSpec], file: Path | str, now: float | None = None) -> dict[str, Schedule]:
+    """Check every schedule of a locked app (`file` names its manifest in errors): schedules.NAME.KEY and the fix."""
     now = time.time() if now is None else now
     out: dict[str, Schedule] = {}
-    for name, cfg in manifest.schedules.items():
+    for name, cfg in specs.items():
         key = f"schedules.{name}"
         try:
             expression = parse_expression(cfg.expression)

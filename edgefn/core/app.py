@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["CachePolicy", "FunctionSpec", "Limits", "ResolvedApp", "ResolvedBehavior", "ResolvedHook", "ServerSettings"]
+__all__ = [
+    "CachePolicy", "FunctionSpec", "Limits", "LogSettings", "QueueSettings", "ResolvedApp", "ResolvedBehavior", "ResolvedHook",
+    "ScheduleSpec", "ServerSettings",
+]
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,40 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class QueueSettings:
+    """The `[queue]` table as resolved: asynchronous delivery workers and backoff."""
+
+    workers: int
+    retry_delays_s: tuple[float, ...]
+    throttle_backoff_min_s: float
+    throttle_backoff_max_s: float
+    poll_interval_ms: int
+    idempotency_window_s: int
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """The `[logs]` table as resolved: where each function's log stream goes, rotation and retention."""
+
+    dir: Path
+    max_file_bytes: int
+    keep_files: int
+    retention_days: int
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """One `[schedules.NAME]` table (its expression is parsed and checked by control/schedules.py)."""
+
+    name: str
+    function: str
+    expression: str
+    input: str
+    catch_up: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
 class ResolvedApp:
     manifest_path: Path
     root: Path
@@ -107,3 +145,10 @@ class ResolvedApp:
     functions: dict[str, FunctionSpec]
     sources: dict[str, Path]
     behaviors: list[ResolvedBehavior]  # ordered; the default behavior (if any) is last
+    #: the control database (registry, async queue, schedules)
+    registry_path: Path
+    queue: QueueSettings
+    logs: LogSettings
+    schedules: dict[str, ScheduleSpec]
+    #: each function's configuration as the registry keeps it (deployed as $LATEST with its digest)
+    configs: dict[str, dict[str, Any]]

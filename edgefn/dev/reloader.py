@@ -43,7 +43,7 @@ def _watched(change: watchfiles.Change, path: str) -> bool:
 
 class DevReloader:
     def __init__(
-        self, manifest_path: Path, runtime: Runtime, app: ResolvedApp, apply: Callable[[ResolvedApp, Manifest], Awaitable[None]],
+        self, manifest_path: Path, runtime: Runtime, app: ResolvedApp, apply: Callable[[ResolvedApp], Awaitable[None]],
         state: DevState, console: DevConsole,
     ) -> None:
         self.manifest_path = manifest_path.resolve()
@@ -104,7 +104,7 @@ class DevReloader:
                 del self.state.broken[name]
         app = resolve(manifest, self.manifest_path, {n: digests[n] for n in manifest.functions})
         try:
-            await self.apply(app, manifest)
+            await self.apply(app)
         except EdgefnError as exc:
             self.console.error(f"not applied, the last good app keeps serving:\n  {exc}")
             return

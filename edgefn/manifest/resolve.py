@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from ..core.app import (
     CachePolicy,
     FunctionSpec,
     Limits,
+    LogSettings,
+    QueueSettings,
     ResolvedApp,
     ResolvedBehavior,
     ResolvedHook,
+    ScheduleSpec,
     ServerSettings,
 )
 from .schema import BehaviorConfig, FunctionConfig, Manifest
@@ -84,6 +88,7 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
     behaviors = [_behavior(b, False) for b in manifest.behaviors]
     if manifest.default_behavior is not None:
         behaviors.append(_behavior(manifest.default_behavior, True))
+    q, lg = manifest.queue, manifest.logs
     return ResolvedApp(
         manifest_path=manifest_path,
         root=root,
@@ -94,4 +99,24 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
         functions=functions,
         sources={name: source_path(manifest_path, cfg) for name, cfg in manifest.functions.items()},
         behaviors=behaviors,
+        registry_path=(root / manifest.app.registry).resolve(),
+        queue=QueueSettings(
+            workers=q.workers, retry_delays_s=tuple(q.retry_delays_s), throttle_backoff_min_s=q.throttle_backoff_min_s,
+            throttle_backoff_max_s=q.throttle_backoff_max_s, poll_interval_ms=q.poll_interval_ms, idempotency_window_s=q.idempotency_window_s,
+        ),
+        logs=LogSettings((root / lg.dir).resolve(), lg.max_file_bytes, lg.keep_files, lg.retention_days),
+        schedules={
+            name: ScheduleSpec(name, s.function, s.expression, s.input, s.catch_up, s.enabled) for name, s in manifest.schedules.items()
+        },
+        configs={name: config_record(cfg) for name, cfg in manifest.functions.items()},
     )
+
+
+def config_record(cfg: FunctionConfig) -> dict[str, Any]:
+    """The configuration the registry keeps for a function (every manifest key of [functions.NAME])."""
+    return _without_none(dataclasses.asdict(cfg))
+
+
+def _without_none(doc: dict[str, Any]) -> dict[str, Any]:
+    """An unset optional key is left out, as in the manifest (TOML has no null)."""
+    return {k: _without_none(v) if isinstance(v, dict) else v for k, v in doc.items() if v is not None}

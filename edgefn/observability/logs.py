@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TextIO
 
+from ..core.app import LogSettings
 from ..core.exceptions import LogQueryError
 from ..manifest.schema import LogConfig
 
@@ -171,6 +172,10 @@ class FunctionLogSink(logging.Handler):
     @classmethod
     def from_config(cls, manifest_path: Path, config: LogConfig) -> "FunctionLogSink":
         return cls(logs_dir_of(manifest_path, config), config.max_file_bytes, config.keep_files, config.retention_days)
+
+    @classmethod
+    def from_settings(cls, settings: LogSettings) -> "FunctionLogSink":
+        return cls(settings.dir, settings.max_file_bytes, settings.keep_files, settings.retention_days)
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
