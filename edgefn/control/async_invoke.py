@@ -28,6 +28,7 @@ from ..core.exceptions import (
     Throttled,
     UnknownFunction,
     error_document,
+    status_by_class,
 )
 from ..manifest.schema import AsyncInvokeConfig
 from ..runtime.invoker import Invoker, function_logger
@@ -145,7 +146,7 @@ class AsyncInvoker:
             spec = self.catalog.current.select(event.target, event.id)
         except UnknownFunction as exc:  # the catalog may lag the registry: back on the queue as a system error
             flog.warning("ASYNC RequestId: %s %s; back on the queue", event.id, exc.detail)
-            await self._back_off(event, expires_at, _outcome(404, None, {"errorType": "ResourceNotFoundException", "errorMessage": exc.detail}))
+            await self._back_off(event, expires_at, _failure_outcome(exc, None, exc.detail))
             return
         try:
             call = self._event(event, spec, attempt)
@@ -164,12 +165,12 @@ class AsyncInvoker:
             lease.cancel()  # before the outcome is written: a late renewal would find the lease gone
         if failure is not None and not isinstance(failure, InvocationError):  # the code cannot load: as Lambda's 502, a system error
             flog.error("ASYNC RequestId: %s Attempt: %d not run (%s); back on the queue", event.id, attempt, failure)
-            await self._back_off(event, expires_at, _outcome(502, spec.version, {"errorType": type(failure).__name__, "errorMessage": str(failure)}))
+            await self._back_off(event, expires_at, _failure_outcome(failure, spec.version))
         elif isinstance(failure, Throttled):
             flog.warning("ASYNC RequestId: %s Attempt: %d throttled; back on the queue", event.id, attempt)
-            await self._back_off(event, expires_at, _outcome(429, spec.version, {"errorType": "TooManyRequestsException", "errorMessage": str(failure)}))
+            await self._back_off(event, expires_at, _failure_outcome(failure, spec.version))
         elif isinstance(failure, InvocationError):
-            outcome = _outcome(200, spec.version, error_document(failure), "Handled" if failure.handled else "Unhandled")
+            outcome = _failure_outcome(failure, spec.version)
             if attempt <= cfg.max_retry_attempts:
                 delays = self.settings.retry_delays_s
                 delay = delays[min(attempt, len(delays)) - 1] if delays else 0.0
@@ -256,6 +257,24 @@ class AsyncInvoker:
 
         if await asyncio.to_thread(self.queue.finish, event, park):
             flog.error("ASYNC RequestId: %s record kept in the %s store: %s", request_id, DLQ, reason)
+
+
+#: the record's responseContext.statusCode per failure class (Lambda's): 200 when the function ran and failed,
+#: 429 throttled, 404 not resolved, 502 its code could not be loaded (any other edgefn error before it ran)
+ASYNC_STATUS: dict[type[BaseException], tuple[int, str | None]] = {
+    InvocationError: (200, None),
+    Throttled: (429, "TooManyRequestsException"),
+    UnknownFunction: (404, "ResourceNotFoundException"),
+    EdgefnError: (502, None),
+}
+
+
+def _failure_outcome(exc: EdgefnError, version: str | None, message: str | None = None) -> dict[str, Any]:
+    """The outcome a failed attempt records: status from ASYNC_STATUS, the one errorType vocabulary."""
+    status, error_type = status_by_class(ASYNC_STATUS, exc, (502, None))
+    if isinstance(exc, InvocationError) and status == 200:
+        return _outcome(200, version, error_document(exc), "Handled" if exc.handled else "Unhandled")
+    return _outcome(status, version, {"errorType": error_type or type(exc).__name__, "errorMessage": message or str(exc)})
 
 
 def _outcome(status: int, version: str | None, payload: Any, function_error: str | None = None) -> dict[str, Any]:
