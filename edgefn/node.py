@@ -52,7 +52,6 @@ class EdgeNode:
 
     def __init__(self, app: ResolvedApp, dev: bool = False, recorder: EventRecorder | None = None) -> None:
         self.app = app
-        self.config = app.manifest_path
         self.dev = dev
         self.recorder = recorder
         self.registry = open_registry_at(app.registry_path)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from ..core import events
 from ..core.app import ScheduleSpec
 from ..core.exceptions import ExpressionError, ManifestError
+from ..manifest.resolve import schedule_specs
 from ..manifest.schema import Manifest
 from .schedule_expressions import Cron, ScheduleExpression, parse_expression
 from .store.queue import SqliteEventQueue
@@ -62,8 +63,7 @@ class Schedule:
 
 def load_schedules(manifest: Manifest, file: Path | str, now: float | None = None) -> dict[str, Schedule]:
     """Check every schedule of `manifest` (at server start): ManifestError names schedules.NAME.KEY and the fix."""
-    specs = {name: ScheduleSpec(name, s.function, s.expression, s.input, s.catch_up, s.enabled) for name, s in manifest.schedules.items()}
-    return parse_schedules(specs, file, now)
+    return parse_schedules(schedule_specs(manifest), file, now)
 
 
 def parse_schedules(specs: dict[str, ScheduleSpec], file: Path | str, now: float | None = None) -> dict[str, Schedule]:
@@ -184,7 +184,6 @@ class Scheduler:
     ) -> None:
         self.store = SqliteScheduleStore(db, queue)
         self.schedules = schedules
-        self.queue = queue
         self.clock = clock
         self.late_after_s = late_after_s
         self.max_catch_up = max_catch_up

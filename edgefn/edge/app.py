@@ -58,7 +58,7 @@ def _is_loopback(request: Request) -> bool:
 def _framing_refusal(request: Request) -> tuple[int, str] | None:
     """RFC 9112 §6.1/§6.3: a request framed two ways (or with conflicting lengths) is refused, then the
     connection closed, so nothing after its body can be read as another request."""
-    lengths = {v.strip() for k, v in request.scope["headers"] if k == b"content-length" for v in v.decode("latin-1").split(",")}
+    lengths = {part.strip() for k, v in request.scope["headers"] if k == b"content-length" for part in v.decode("latin-1").split(",")}
     has_te = any(k == b"transfer-encoding" for k, _ in request.scope["headers"])
     if has_te and lengths:
         return 400, "Bad Request: both Content-Length and Transfer-Encoding; send one"

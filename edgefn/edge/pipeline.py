@@ -30,7 +30,7 @@ from ..core.events import (
 from ..core.exceptions import InvocationError, RuleViolation
 from ..core.ports import EdgeObserver, FunctionResolver, NoObserver
 from ..core.report import InvocationReport
-from ..runtime.egress import EgressPolicy, EgressRefused, own_ports_from_env
+from ..runtime.egress import EgressRefused, policy_for
 from ..runtime.invoker import Invoker, function_logger
 from . import rules
 from .cache import (
@@ -89,7 +89,6 @@ class EdgePipeline:
         self.router = BehaviorRouter(app.behaviors)
         #: origin switching may go to the origins the app declares (plus the function's allowed_hosts)
         self.declared_origins = tuple(_host_port(b.origin) for b in app.behaviors if b.origin)
-        self.own_ports = own_ports_from_env()
 
     async def handle(self, request: EdgeRequest, host: str, request_id: str) -> PipelineResult:
         behavior = self.router.match(host, request.uri)
@@ -251,7 +250,7 @@ class EdgePipeline:
         if not isinstance(path, str) or (path and not path.startswith("/")):
             raise RuleViolation(fn, rid, "origin-request", "request.origin.custom.path", "must be empty or start with '/'")
         url = f"{protocol}://{custom['domainName']}:{port}{origin_path(path) if path else ''}"
-        policy = EgressPolicy.of(self.declared_origins + result.allowed_hosts.get("origin-request", ()), self.own_ports)
+        policy = policy_for(self.declared_origins + result.allowed_hosts.get("origin-request", ()))
         try:
             await policy.check_async(url)
         except EgressRefused as exc:

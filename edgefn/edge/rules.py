@@ -92,6 +92,11 @@ def _check_generated(fn: str, rid: str, trigger: str, resp: EdgeResponse, where:
         raise RuleViolation(fn, rid, trigger, where, f"a response from {trigger} may be at most {limit} bytes of headers and body (got {size})")
     if resp.status == 204 and resp.body is not None and resp.body.data:
         raise RuleViolation(fn, rid, trigger, f"{where}.body", "a 204 response may not have a body")
+    _check_set_headers(fn, rid, trigger, resp, where)
+
+
+def _check_set_headers(fn: str, rid: str, trigger: str, resp: EdgeResponse, where: str) -> None:
+    """No header of a function's response may be one the edge owns (disallowed) or frames the message with."""
     for name in resp.headers:
         if is_disallowed(name):
             raise RuleViolation(fn, rid, trigger, f"{where}.headers[{name!r}]", f"{name!r} is a disallowed header: functions may not set it")
@@ -121,11 +126,7 @@ def check_generated_response(fn: str, rid: str, trigger: str, resp: EdgeResponse
 def check_origin_response(fn: str, rid: str, resp: EdgeResponse) -> EdgeResponse:
     """The response of a function acting as the origin: the same header rules as a hook's response
     (disallowed headers, framing); its size is bounded by the function's max_result_bytes."""
-    for name in resp.headers:
-        if is_disallowed(name):
-            raise RuleViolation(fn, rid, "origin", f"response.headers[{name!r}]", f"{name!r} is a disallowed header: functions may not set it")
-        if name in FRAMING:
-            raise RuleViolation(fn, rid, "origin", f"response.headers[{name!r}]", f"{name!r} frames the message: the edge sets it itself")
+    _check_set_headers(fn, rid, "origin", resp, "response")
     return resp
 
 

@@ -105,11 +105,14 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
             throttle_backoff_max_s=q.throttle_backoff_max_s, poll_interval_ms=q.poll_interval_ms, idempotency_window_s=q.idempotency_window_s,
         ),
         logs=LogSettings((root / lg.dir).resolve(), lg.max_file_bytes, lg.keep_files, lg.retention_days),
-        schedules={
-            name: ScheduleSpec(name, s.function, s.expression, s.input, s.catch_up, s.enabled) for name, s in manifest.schedules.items()
-        },
+        schedules=schedule_specs(manifest),
         configs={name: config_record(cfg) for name, cfg in manifest.functions.items()},
     )
+
+
+def schedule_specs(manifest: Manifest) -> dict[str, ScheduleSpec]:
+    """The manifest's [schedules.NAME] tables as the locked app keeps them."""
+    return {name: ScheduleSpec(name, s.function, s.expression, s.input, s.catch_up, s.enabled) for name, s in manifest.schedules.items()}
 
 
 def config_record(cfg: FunctionConfig) -> dict[str, Any]:

@@ -13,6 +13,8 @@ the guest, whose next request is checked again.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ipaddress
 import os
 import socket
@@ -46,6 +48,11 @@ def _literal(host: str) -> IPAddress | None:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return None
+
+
+def _is_name(host: str) -> bool:
+    """A host that must be resolved to know where it leads (not an address literal, not `localhost`)."""
+    return _literal(host) is None and host != "localhost"
 
 
 def _norm_host(host: str) -> str:
@@ -107,18 +114,12 @@ class EgressPolicy:
             raise EgressRefused(
                 f"host '{host}:{port}' is not in this function's allowed_hosts ({self.describe()}): add it there, or declare it as a behavior's origin"
             )
-        literal = _literal(host)
-        if literal is not None or host == "localhost":
+        if not _is_name(host):
+            literal = _literal(host)
             addrs = [literal] if literal is not None else [ipaddress.ip_address("127.0.0.1")]
             explicit = entry.host == host  # a literal entry, not a wildcard
             self._check_addresses(host, port, addrs, explicit)
         return host, port
-
-    def check_resolved(self, host: str, port: int, addrs: list[IPAddress]) -> None:
-        """After resolving a name: internal addresses are reachable only through a literal allowlist entry."""
-        if _literal(host) is not None or host == "localhost":
-            return  # checked in check_url
-        self._check_addresses(host, port, addrs, explicit=False)
 
     def _check_addresses(self, host: str, port: int, addrs: list[IPAddress], explicit: bool) -> None:
         for addr in addrs:
@@ -131,25 +132,23 @@ class EgressPolicy:
                 )
 
     def check(self, url: str) -> None:
-        """check_url, then resolve the name (blocking) and check every address (the fetch host call's thread)."""
+        """check_url, then resolve a name (blocking) and check every address: a name may not lead to an
+        internal address (the fetch host call's thread)."""
         host, port = self.check_url(url)
-        if _literal(host) is not None or host == "localhost":
-            return
-        self.check_resolved(host, port, resolve(host, port))
+        if _is_name(host):
+            self._check_addresses(host, port, resolve(host, port), explicit=False)
 
     async def check_async(self, url: str) -> None:
-        """The same as `check`, resolving on the event loop's resolver (origin switching)."""
-        import asyncio
-
+        """The same as `check`, resolving on a worker thread (origin switching, on the event loop)."""
         host, port = self.check_url(url)
-        if _literal(host) is not None or host == "localhost":
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise EgressRefused(f"{host}: cannot resolve ({exc.strerror or exc})") from None
-        self.check_resolved(host, port, [ipaddress.ip_address(i[4][0]) for i in infos])
+        if _is_name(host):
+            self._check_addresses(host, port, await asyncio.to_thread(resolve, host, port), explicit=False)
+
+
+@functools.lru_cache(maxsize=1024)
+def policy_for(allowed: tuple[str, ...]) -> EgressPolicy:
+    """The policy of an allowlist on this node (its own ports from `edgefn serve`), parsed once per allowlist."""
+    return EgressPolicy.of(allowed, own_ports_from_env())
 
 
 def resolve(host: str, port: int) -> list[IPAddress]:

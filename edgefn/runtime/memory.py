@@ -20,7 +20,7 @@ import ctypes
 import errno
 import os
 import threading
-from ctypes import POINTER, c_size_t, c_void_p
+from ctypes import c_size_t, c_void_p
 from dataclasses import dataclass
 
 from wasmtime import _bindings as b
@@ -105,7 +105,7 @@ def _new_memory(_env: int, _ty: object, minimum: int, maximum: int, reserved: in
         budget: MemoryBudget | None = getattr(_current, "budget", None)
         if budget is None:
             budget = MemoryBudget(1 << 62)
-        if not budget.charge(minimum):  # noqa: SIM102
+        if not budget.charge(minimum):
             return _error(f"memory_mb: a new memory of {minimum} bytes would pass the budget of {budget.cap} bytes")
         reservation = reserved or min(max(maximum, minimum), _DYNAMIC_RESERVATION)
         mapped = _round(max(reservation, minimum) + guard)
@@ -189,4 +189,3 @@ def install(config: object) -> None:
 
 
 __all__ = ["MemoryBudget", "charging", "install"]
-_ = POINTER

@@ -9,7 +9,6 @@ changes (an alias flip) without a restart.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import uuid
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ...core.exceptions import Conflict, NotFound, RegistryError, RegistryLost
+from ...core.files import write_atomic
 from .sqlite import Database
 
 LATEST = "$LATEST"
@@ -220,9 +220,7 @@ class SqliteRegistry:
 
     def _remember(self) -> None:
         """Note what the database holds now (after a publish or an alias change), atomically."""
-        tmp = self.held_path.with_name(self.held_path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self._counts()))
-        os.replace(tmp, self.held_path)
+        write_atomic(self.held_path, json.dumps(self._counts()).encode())
 
     # --- reads ------------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ epoch deadline stops the guest at once.
 from __future__ import annotations
 
 import ctypes
-import functools
 import logging
 import threading
 import time
@@ -26,11 +25,11 @@ from wasmtime import component as wc
 from ...core.events import ResultError, decode_headers
 from ..component import put_bytes, take_bytes
 from ..context import current_context
-from ..egress import EgressPolicy, EgressRefused, own_ports_from_env
+from ..egress import EgressPolicy, EgressRefused, policy_for
 from .capability import HostCapability
 from .guest_memory import I32, copy_out, read
 
-__all__ = ["CAPABILITY", "MAX_FETCHES_PER_INVOCATION", "guest_fetch", "perform_fetch", "policy_for", "shared_client"]
+__all__ = ["CAPABILITY", "MAX_FETCHES_PER_INVOCATION", "guest_fetch", "perform_fetch", "shared_client"]
 
 MAX_FETCHES_PER_INVOCATION = 50
 MAX_FETCH_RESPONSE_BYTES = 6 * 1024 * 1024
@@ -47,12 +46,6 @@ def shared_client() -> httpx.Client:
         if _client is None:
             _client = httpx.Client(follow_redirects=False, limits=httpx.Limits(max_connections=100))
         return _client
-
-
-@functools.lru_cache(maxsize=1024)
-def policy_for(allowed_hosts: tuple[str, ...]) -> EgressPolicy:
-    """The egress policy of a function's fetch calls: its allowed_hosts, never the node's own listeners."""
-    return EgressPolicy.of(allowed_hosts, own_ports_from_env())
 
 
 def perform_fetch(doc_bytes: bytes, policy: EgressPolicy, deadline: float) -> tuple[dict[str, Any], str]:
