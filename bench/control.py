@@ -60,10 +60,10 @@ from guests import HELLO_C  # noqa: E402
 
 from edgefn.cli import main as edgefn_cli
 from edgefn.control.catalog import POLL_INTERVAL_S, FunctionCatalog  # noqa: E402
-from edgefn.control.deploy import open_registry, registry_path  # noqa: E402
+from edgefn.control.deploy import control_store_of, registry_path  # noqa: E402
 from edgefn.control.store.queue import SqliteEventQueue
-from edgefn.control.store.registry import AliasRecord
 from edgefn.control.store.sqlite import Database
+from edgefn.core.records import AliasRecord
 from edgefn.edge.app import EXECUTED_VERSION_HEADER
 from edgefn.manifest.load import load_manifest  # noqa: E402
 
@@ -256,7 +256,7 @@ def hot_path(base: str, per_variant: int, rounds: int, budget_s: float) -> dict:
 
 def select_in_process(calls: int = 20_000, repeats: int = 7) -> dict:
     """`FunctionCatalog.select` per call (ns), on a snapshot of the same registry: the resolution step alone."""
-    catalog = FunctionCatalog.from_snapshot(open_registry(MANIFEST, load_manifest(MANIFEST)).snapshot())
+    catalog = FunctionCatalog.from_snapshot(control_store_of(MANIFEST, load_manifest(MANIFEST)).registry.snapshot())
     samples: dict[str, list[float]] = {r: [] for r in REFS}
     for _ in range(repeats):  # interleaved: one batch of each reference per repeat
         for ref in REFS:
@@ -279,7 +279,7 @@ def select_in_process(calls: int = 20_000, repeats: int = 7) -> dict:
 
 def alias_flips(base: str, flips: int, seed: int = 1) -> dict:
     """Flip fn:live between 1 and 2 with the registry's set_alias; time to the first response from the new version."""
-    registry = open_registry(MANIFEST, load_manifest(MANIFEST))
+    registry = control_store_of(MANIFEST, load_manifest(MANIFEST)).registry
     rng = random.Random(seed)
     rows: list[dict] = []
     clock = time.perf_counter

@@ -21,12 +21,12 @@ from .admin.listener import AdminBind, AdminListener
 from .app_build import LOCKED_APP_ENV, load_app, read_locked_app
 from .control.async_invoke import AsyncInvoker
 from .control.catalog import FunctionCatalog, LiveCatalog
-from .control.deploy import check_references, deploy, open_registry_at
+from .control.deploy import check_references, deploy
 from .control.schedules import Scheduler, parse_schedules
-from .control.store.queue import SqliteEventQueue
-from .control.store.registry import LATEST, FunctionRef
+from .control.store import open_control_store
 from .core.app import FunctionSpec, ResolvedApp
 from .core.events import Event
+from .core.records import LATEST, FunctionRef
 from .dev.console import DevConsole
 from .dev.recorder import EventRecorder
 from .dev.reloader import DevReloader, DevState
@@ -54,7 +54,8 @@ class EdgeNode:
         self.app = app
         self.dev = dev
         self.recorder = recorder
-        self.registry = open_registry_at(app.registry_path)
+        self.store = open_control_store(app.registry_path, app.queue.idempotency_window_s)
+        self.registry = self.store.registry
         #: this process's Prometheus series, and every function's log stream on disk (docs/observability.md)
         self.metrics = EdgeMetrics()
         self.runtime = Runtime(app.store_dir, workers=app.server.guest_threads or None, observer=self.metrics)
@@ -79,10 +80,9 @@ class EdgeNode:
         self.client = httpx.AsyncClient(http2=True, timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=False)
         self.cache = EdgeCache(self.app.server.cache_max_bytes)
         self.pipeline = self._pipeline(self.app)
-        queue = SqliteEventQueue(self.registry.db, app.queue.idempotency_window_s)
-        self.metrics.watch_async_queue(queue.stats)
-        self.async_invoker = AsyncInvoker(queue, self.catalog, self.runtime.invoker, app.queue)
-        self.scheduler = Scheduler(self.registry.db, schedules, queue)
+        self.metrics.watch_async_queue(self.store.queue.stats)
+        self.async_invoker = AsyncInvoker(self.store.queue, self.catalog, self.runtime.invoker, app.queue)
+        self.scheduler = Scheduler(self.store.schedules, schedules)
 
     def _pipeline(self, app: ResolvedApp) -> EdgePipeline:
         return EdgePipeline(
@@ -185,6 +185,7 @@ class EdgeNode:
         await self.client.aclose()
         self.runtime.close()
         self.logs.close()  # after the runtime: the last invocations' lines are written too
+        self.store.close()
 
 
 def create_app(app: ResolvedApp, dev: bool = False, record_dir: Path | None = None) -> Starlette:

@@ -25,10 +25,12 @@ from .admin.listener import BIND_ENV as ADMIN_BIND_ENV
 from .admin.listener import check_admin_auth, ensure_token, plan_admin
 from .app_build import LOCKED_APP_ENV, build_app, store_dir_of, write_locked_app
 from .control.catalog import FunctionCatalog
-from .control.deploy import check_references, deploy, open_registry_at
+from .control.deploy import check_references, deploy
 from .control.schedules import parse_schedules
+from .control.store import open_control_store
 from .core.exceptions import EdgefnError
 from .manifest.load import load_manifest
+from .manifest.resolve import admin_settings
 from .runtime.concurrency import check_reservations, reservations_of
 from .runtime.egress import OWN_PORTS_ENV
 from .runtime.invoker import Runtime
@@ -166,18 +168,18 @@ def serve(
     config_path = config_path.resolve()
     manifest = load_manifest(config_path)
     server = manifest.server
-    check_admin_auth(manifest.admin, admin_port, admin_no_token)  # a non-loopback admin API without a token: refused before anything runs
+    check_admin_auth(admin_settings(manifest, config_path.parent), admin_port, admin_no_token)  # a non-loopback admin API without a token: refused before anything runs
     # build and precompile once here, so workers start from a warm store and a broken build never binds a port
     with Runtime(store_dir_of(config_path, manifest)) as runtime:
         app = build_app(config_path, manifest, runtime.store)
-    registry = open_registry_at(app.registry_path)
+    registry = open_control_store(app.registry_path).registry
     changed = [name for name, moved in deploy(app, registry).items() if moved]
     catalog = FunctionCatalog.from_snapshot(registry.snapshot())
     check_references(app, catalog)
     parse_schedules(app.schedules, app.manifest_path)  # a bad expression fails here, before any port is bound
     check_reservations(server.max_concurrency, reservations_of(catalog.specs.values()))  # before any port is bound
     if changed:
-        print(f"edgefn: deployed $LATEST of {', '.join(changed)} to {registry.db.path}", file=sys.stderr, flush=True)
+        print(f"edgefn: deployed $LATEST of {', '.join(changed)} to {registry.location}", file=sys.stderr, flush=True)
     host = host or server.host
     port = server.port if port is None else port
     tls_port = server.tls_port if tls_port is None else tls_port
@@ -193,7 +195,7 @@ def serve(
         os.environ["EDGEFN_DEV"] = "1"
     if record is not None:
         os.environ["EDGEFN_RECORD"] = str(Path(record).resolve())
-    admin = plan_admin(manifest.admin, admin_port, workers, dev, config_path.parent, admin_no_token)
+    admin = plan_admin(app.admin, admin_port, workers, dev, admin_no_token)
     os.environ.pop(ADMIN_BIND_ENV, None)
     if admin is not None:
         os.environ[ADMIN_BIND_ENV] = admin.to_env()
@@ -202,7 +204,7 @@ def serve(
         elif os.environ.get(admin.token_env):
             auth = f"bearer token from ${admin.token_env}"
         else:
-            token, made = ensure_token(manifest.admin, config_path.parent)
+            token, made = ensure_token(app.admin)
             auth = f"bearer token in {admin.token_file} (`edgefn admin token` prints it)"
             if made is not None:  # shown this once; afterwards it is only in the owner-only file
                 print(f"edgefn: admin token generated (shown once, kept owner-only in {made}): {token}", file=sys.stderr, flush=True)

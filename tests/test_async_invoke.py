@@ -23,9 +23,10 @@ import pytest
 from edgefn.control.async_invoke import AsyncInvoker, InvalidPayload, PayloadTooLarge
 from edgefn.control.catalog import LiveCatalog
 from edgefn.control.store.queue import MAX_PAYLOAD_BYTES, SqliteEventQueue
-from edgefn.control.store.registry import CodeAndConfig, SqliteRegistry
+from edgefn.control.store.registry import SqliteRegistry
 from edgefn.control.store.sqlite import Database
 from edgefn.core.exceptions import NotFound, UnknownFunction
+from edgefn.core.records import CodeAndConfig
 from edgefn.manifest.schema import QueueConfig
 from edgefn.runtime.invoker import Runtime
 from tests.conftest import GUESTS_C, REPO

@@ -18,11 +18,12 @@ import httpx
 import pytest
 
 from edgefn.app_build import open_app
+from edgefn.control.deploy import control_store_of
 from edgefn.control.deploy import deploy as deploy_app
-from edgefn.control.deploy import open_registry
-from edgefn.control.store.registry import AliasRecord, SqliteRegistry
+from edgefn.control.store.registry import SqliteRegistry
 from edgefn.core.app import FunctionSpec
 from edgefn.core.exceptions import ConcurrencyConfigError, GuestTrap, Throttled
+from edgefn.core.records import AliasRecord
 from edgefn.manifest.load import load_manifest
 from edgefn.runtime.concurrency import (
     CONCURRENT_LIMIT_EXCEEDED,
@@ -228,7 +229,7 @@ def served(tmp_path_factory) -> Iterator[tuple[EdgeServer, SqliteRegistry]]:
     manifest = load_manifest(config)
     app, runtime = open_app(config)
     runtime.close()
-    registry = open_registry(config, manifest)
+    registry = control_store_of(config, manifest).registry
     deploy_app(app, registry)
     registry.publish("pooled")
     registry.publish("fresh")

@@ -15,9 +15,10 @@ import pytest
 
 from edgefn.app_build import store_dir_of
 from edgefn.cli import main
-from edgefn.control.deploy import open_registry
-from edgefn.control.store.registry import AliasRecord, SqliteRegistry
+from edgefn.control.deploy import control_store_of, registry_path
+from edgefn.control.store.registry import SqliteRegistry
 from edgefn.control.store.sqlite import Database
+from edgefn.core.records import AliasRecord
 from edgefn.manifest.load import load_manifest
 from edgefn.runtime.invoker import Runtime
 from edgefn.runtime.module_store import wasm_digest
@@ -148,11 +149,11 @@ def test_text_output_and_concurrency(published_app, capsys):
 @pytest.mark.parametrize(("args", "message"), BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
 def test_bad_input_exits_2_with_what_to_fix(published_app, capsys, args, message):
     capsys.readouterr()
-    before = open_registry(published_app, load_manifest(published_app)).revision()
+    before = control_store_of(published_app, load_manifest(published_app)).registry.revision()
     assert main([*args, "-c", str(published_app)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("edgefn: ") and message in err, err
-    assert open_registry(published_app, load_manifest(published_app)).revision() == before  # nothing changed
+    assert control_store_of(published_app, load_manifest(published_app)).registry.revision() == before  # nothing changed
 
 
 def test_commands_on_a_missing_manifest_or_registry_entry(tmp_path, capsys):
@@ -219,7 +220,7 @@ def test_registry_survives_kill_9_during_deploy(tmp_path):
     start = time.monotonic()
     ok("deploy", "-c", str(manifest))
     full_deploy_s = time.monotonic() - start
-    db = open_registry(manifest, load_manifest(manifest)).db.path
+    db = registry_path(manifest, load_manifest(manifest))
     registry = SqliteRegistry(Database(db))
     registry.publish("f000")
     registry.set_alias(AliasRecord("f000", "live", 1))

@@ -11,7 +11,7 @@ import pytest
 
 from edgefn.cli.control import rollback_alias
 from edgefn.control.catalog import FunctionCatalog
-from edgefn.control.store.registry import AliasRecord, CodeAndConfig, FunctionRef, SqliteRegistry
+from edgefn.control.store.registry import SqliteRegistry
 from edgefn.control.store.sqlite import Database
 from edgefn.core.exceptions import (
     Conflict,
@@ -20,6 +20,7 @@ from edgefn.core.exceptions import (
     RegistryLost,
     UnknownFunction,
 )
+from edgefn.core.records import AliasRecord, CodeAndConfig, FunctionRef
 from edgefn.manifest.resolve import config_record
 from edgefn.manifest.schema import FunctionConfig
 

@@ -23,6 +23,7 @@ from edgefn.control.schedules import (
     tick_invocation_id,
 )
 from edgefn.control.store.queue import SqliteEventQueue
+from edgefn.control.store.schedules import SqliteScheduleStore
 from edgefn.control.store.sqlite import Database
 from edgefn.core import events
 from edgefn.core.exceptions import ExpressionError, ManifestError
@@ -203,7 +204,7 @@ def open_scheduler(db_path: Path, *schedules: Schedule, **kwargs: object) -> tup
     """A Scheduler as one server process opens it: its own Database (connections) on the shared file."""
     db = Database(db_path)
     queue = SqliteEventQueue(db)
-    return Scheduler(db, {s.name: s for s in schedules}, queue, **kwargs), queue  # type: ignore[arg-type]
+    return Scheduler(SqliteScheduleStore(db, queue), {s.name: s for s in schedules}, **kwargs), queue  # type: ignore[arg-type]
 
 
 def queued_ticks(queue: SqliteEventQueue) -> list[str]:
@@ -269,8 +270,8 @@ def test_a_failed_enqueue_leaves_the_tick_unfired(tmp_path: Path, caplog: pytest
     with caplog.at_level(logging.ERROR, "edgefn.schedules"):
         assert [f.schedule for f in scheduler.run_due(T0 + 30)] == ["small"]
     assert "schedule tick: evaluation failed" in caplog.text
-    assert scheduler.store.db.query("SELECT schedule FROM schedule_ticks")[0]["schedule"] == "small"
-    assert len(scheduler.store.db.query("SELECT * FROM schedule_ticks")) == 1 and len(queue.pending()) == 1
+    assert Database(tmp_path / "control.db").query("SELECT schedule FROM schedule_ticks")[0]["schedule"] == "small"
+    assert len(Database(tmp_path / "control.db").query("SELECT * FROM schedule_ticks")) == 1 and len(queue.pending()) == 1
 
 
 ALL_MISSED = [f"12:{m:02d}" for m in range(2, 21)]
@@ -393,7 +394,8 @@ def test_a_server_delivers_a_missed_tick_to_the_function_once(tmp_path: Path, ca
     db_path = tmp_path / ".edgefn" / "control.db"
     hour_ago = time.time() - 3600
     earlier = load_schedules(load_manifest(config), config, now=hour_ago)
-    Scheduler(Database(db_path), earlier, SqliteEventQueue(Database(db_path))).run_due(hour_ago)
+    db = Database(db_path)
+    Scheduler(SqliteScheduleStore(db, SqliteEventQueue(db)), earlier).run_due(hour_ago)
 
     with edge_server(config, "--workers", "2", tls=False) as server:
         deadline = time.monotonic() + 30

@@ -28,7 +28,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..control.async_invoke import AsyncInvoker
 from ..control.catalog import LiveCatalog, parse_config
 from ..control.store.queue import MAX_PAYLOAD_BYTES
-from ..control.store.registry import LATEST, AliasRecord, CodeAndConfig, FunctionRecord, FunctionRef, RegistrySnapshot, SqliteRegistry
 from ..core import events
 from ..core.app import FunctionSpec
 from ..core.exceptions import (
@@ -44,6 +43,8 @@ from ..core.exceptions import (
     error_document,
     status_by_class,
 )
+from ..core.ports import Registry
+from ..core.records import LATEST, AliasRecord, CodeAndConfig, FunctionRecord, FunctionRef, RegistrySnapshot
 from ..manifest.resolve import config_record
 from ..manifest.schema import FunctionConfig
 from ..observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -57,7 +58,7 @@ from .openapi import document
 class NodeServices(Protocol):
     """What the admin API needs of the node it runs in (edgefn/node.py's EdgeNode implements it)."""
 
-    registry: SqliteRegistry
+    registry: Registry
     catalog: LiveCatalog
     async_invoker: AsyncInvoker
     metrics: EdgeMetrics

@@ -21,8 +21,8 @@ from pathlib import Path
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config, Sockets
 
+from ..core.app import AdminSettings
 from ..core.exceptions import AdminListenError, AdminTokenRequired, EdgefnError
-from ..manifest.schema import AdminConfig
 from .app import NodeServices, create_admin_app
 
 #: how `edgefn serve` tells its server processes where to listen (JSON of AdminBind)
@@ -70,10 +70,6 @@ def is_loopback(host: str) -> bool:
         return False  # a host name other than localhost may resolve to anything
 
 
-def token_path(admin: AdminConfig, manifest_dir: Path) -> Path:
-    return (manifest_dir / admin.token_file).resolve()
-
-
 def read_token(token_env: str, token_file: Path | str) -> str | None:
     """The bearer token: $token_env if set, else the token file's content; None if neither has one."""
     token = os.environ.get(token_env) or None
@@ -85,10 +81,10 @@ def read_token(token_env: str, token_file: Path | str) -> str | None:
     return token
 
 
-def ensure_token(admin: AdminConfig, manifest_dir: Path) -> tuple[str, Path | None]:
+def ensure_token(admin: AdminSettings) -> tuple[str, Path | None]:
     """The token, generating it into admin.token_file (owner-only) on first start; returns (token, the file
     if it was just made, to print once)."""
-    path = token_path(admin, manifest_dir)
+    path = admin.token_file
     token = read_token(admin.token_env, path)
     if token is not None:
         if path.exists() and path.stat().st_mode & 0o077:
@@ -105,13 +101,13 @@ def ensure_token(admin: AdminConfig, manifest_dir: Path) -> tuple[str, Path | No
     return token, path
 
 
-def check_admin_auth(admin: AdminConfig, port: int | None, no_token: bool = False) -> None:
+def check_admin_auth(admin: AdminSettings, port: int | None, no_token: bool = False) -> None:
     """Raise AdminTokenRequired if the API would run on a non-loopback address without a token."""
     if (admin.port if port is None else port) != 0 and no_token and not is_loopback(admin.host):
         raise AdminTokenRequired(admin.host, admin.token_env)
 
 
-def plan_admin(admin: AdminConfig, port: int | None, workers: int, dev: bool, manifest_dir: Path, no_token: bool = False) -> AdminBind | None:
+def plan_admin(admin: AdminSettings, port: int | None, workers: int, dev: bool, no_token: bool = False) -> AdminBind | None:
     """What `edgefn serve` runs: None when the API is off; raises before anything binds when it may not run.
 
     The port is probed here so a taken port fails the start with a clear error; `edgefn dev` instead
@@ -130,7 +126,7 @@ def plan_admin(admin: AdminConfig, port: int | None, workers: int, dev: bool, ma
             raise
         log.warning("edgefn dev: admin API off: %s", exc)
         return None
-    return AdminBind(admin.host, port, reuse, admin.token_env, str(token_path(admin, manifest_dir)), no_token)
+    return AdminBind(admin.host, port, reuse, admin.token_env, str(admin.token_file), no_token)
 
 
 def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:

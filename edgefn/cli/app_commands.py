@@ -67,9 +67,9 @@ def _invoked_spec(config: Path, app: ResolvedApp, function: str) -> FunctionSpec
     """A bare name runs the manifest's build just made; NAME:QUALIFIER what the registry holds for it."""
     if ":" in function:
         from ..control.catalog import FunctionCatalog
-        from ..control.deploy import open_registry
+        from ..control.deploy import control_store_of
 
-        registry = open_registry(config, load_manifest(config))
+        registry = control_store_of(config, load_manifest(config)).registry
         return FunctionCatalog.from_snapshot(registry.snapshot()).select(function, new_request_id())
     if function not in app.functions:
         raise ManifestError(config, f"functions.{function}", "no such function", f"pick one of: {', '.join(sorted(app.functions))}")

@@ -13,19 +13,19 @@ from pathlib import Path
 from typing import TextIO
 
 from ..control.catalog import FunctionCatalog
-from ..control.deploy import open_registry, registry_path
-from ..control.store.queue import DeadLetter, SqliteEventQueue
+from ..control.deploy import control_store_of, registry_path
 from ..core.exceptions import RegistryError, UnknownFunction
+from ..core.ports import EventQueue
+from ..core.records import DeadLetter
 from ..manifest.load import load_manifest
 
 DEFAULT_EVENT = b'{"request": {"uri": "/"}}'
 
 
-def _open_queue(config: Path) -> tuple[SqliteEventQueue, FunctionCatalog, Path]:
+def _open_queue(config: Path) -> tuple[EventQueue, FunctionCatalog, Path]:
     manifest = load_manifest(config)
-    registry = open_registry(config, manifest)
-    queue = SqliteEventQueue(registry.db, manifest.queue.idempotency_window_s)
-    return queue, FunctionCatalog.from_snapshot(registry.snapshot()), registry_path(config, manifest)
+    store = control_store_of(config, manifest)
+    return store.queue, FunctionCatalog.from_snapshot(store.registry.snapshot()), registry_path(config, manifest)
 
 
 def invoke_async(config: Path, ref: str, event_file: Path | None, invocation_id: str | None, stdout: TextIO) -> int:

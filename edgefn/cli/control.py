@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..control.catalog import FunctionCatalog
-from ..control.deploy import check_references, deploy, open_registry
-from ..control.store.registry import LATEST, AliasRecord, FunctionRef, Registry, RegistrySnapshot, SqliteRegistry
+from ..control.deploy import check_references, control_store_of, deploy
 from ..core.exceptions import Conflict, ManifestError, NotFound, RegistryError
+from ..core.ports import Registry
+from ..core.records import LATEST, AliasRecord, FunctionRef, RegistrySnapshot
 from ..manifest.load import load_manifest
 from ..manifest.schema import Manifest
 from ..runtime.concurrency import check_reservation_change
@@ -163,10 +164,10 @@ def function_detail(registry: Registry, ref: str) -> dict[str, Any]:
 # --- the commands -------------------------------------------------------------------------------------
 
 
-def open_control(config: Path) -> tuple[Manifest, SqliteRegistry]:
+def open_control(config: Path) -> tuple[Manifest, Registry]:
     """The manifest of `config` and its registry (created on first use)."""
     manifest = load_manifest(config)
-    return manifest, open_registry(config, manifest)
+    return manifest, control_store_of(config, manifest).registry
 
 
 def deploy_command(config: Path, stdout: TextIO) -> int:
@@ -176,8 +177,8 @@ def deploy_command(config: Path, stdout: TextIO) -> int:
     manifest = load_manifest(config)
     app, runtime = open_app(config)
     try:
-        registry = open_registry(config, manifest)
-        print(f"deploying {len(app.functions)} functions to {registry.db.path}", file=stdout, flush=True)
+        registry = control_store_of(config, manifest).registry
+        print(f"deploying {len(app.functions)} functions to {registry.location}", file=stdout, flush=True)
         start = time.perf_counter()
         changed = deploy(app, registry)
     finally:
@@ -258,7 +259,7 @@ def functions_list_command(config: Path, as_json: bool, stdout: TextIO) -> int:
         print(json.dumps(rows, indent=2), file=stdout)
         return 0
     if not rows:
-        print(f"no functions in {registry.db.path} (run edgefn deploy)", file=stdout)
+        print(f"no functions in {registry.location} (run edgefn deploy)", file=stdout)
         return 0
     width = max(4, *(len(r["name"]) for r in rows))
     print(f"{'NAME':{width}}  {'$LATEST':12}  {'VERSIONS':10}  {'RESERVED':8}  ALIASES", file=stdout)

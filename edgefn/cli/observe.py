@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 from typing import TextIO
 
-from ..admin.listener import read_token, token_path
-from ..control.deploy import registry_path
+from ..admin.listener import read_token
+from ..control.deploy import control_store_of
 from ..control.schedules import Scheduler, iso_time, load_schedules
-from ..control.store.queue import SqliteEventQueue
-from ..control.store.sqlite import Database
 from ..core.exceptions import EdgefnError
 from ..manifest.load import load_manifest
+from ..manifest.resolve import admin_settings
 from ..observability.logs import logs_dir_of, parse_since, print_logs
 
 
@@ -27,8 +26,7 @@ def schedules_list_command(config: Path, as_json: bool, stdout: TextIO) -> int:
     """`edgefn schedules list`: each schedule with the last tick fired (from the control database) and the next one."""
     manifest = load_manifest(config)
     schedules = load_schedules(manifest, config)
-    db = Database(registry_path(config, manifest))
-    rows = Scheduler(db, schedules, SqliteEventQueue(db)).status()
+    rows = Scheduler(control_store_of(config, manifest).schedules, schedules).status()
     if as_json:
         docs = [
             {"name": r.name, "function": r.function, "expression": r.expression, "catch_up": r.catch_up, "enabled": r.enabled,
@@ -49,9 +47,9 @@ def schedules_list_command(config: Path, as_json: bool, stdout: TextIO) -> int:
 def admin_token_command(config: Path, out: "TextIO") -> int:
     """`edgefn admin token`: the token a client sends (`Authorization: Bearer ...`)."""
     config = Path(config).resolve()
-    admin = load_manifest(config).admin
-    token = read_token(admin.token_env, token_path(admin, config.parent))
+    admin = admin_settings(load_manifest(config), config.parent)
+    token = read_token(admin.token_env, admin.token_file)
     if token is None:
-        raise EdgefnError(f"no admin token yet: ${admin.token_env} is unset and {token_path(admin, config.parent)} does not exist; `edgefn serve` makes it on first start")
+        raise EdgefnError(f"no admin token yet: ${admin.token_env} is unset and {admin.token_file} does not exist; `edgefn serve` makes it on first start")
     print(token, file=out)
     return 0

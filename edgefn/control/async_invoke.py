@@ -30,6 +30,8 @@ from ..core.exceptions import (
     error_document,
     status_by_class,
 )
+from ..core.ports import EventQueue, QueueWork
+from ..core.records import POST, QueuedEvent
 from ..manifest.schema import AsyncInvokeConfig
 from ..runtime.invoker import Invoker, function_logger
 from .catalog import LiveCatalog
@@ -42,7 +44,7 @@ from .destinations import (
     build_record,
     send,
 )
-from .store.queue import POST, EventQueue, QueuedEvent, QueueWork, check_payload
+from .store.queue import check_payload
 
 __all__ = ["AsyncInvoker", "InvalidPayload", "PayloadTooLarge", "ATTEMPT_HEADER"]
 

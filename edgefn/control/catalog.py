@@ -17,10 +17,11 @@ from typing import Any, Awaitable, Callable
 
 from ..core.app import FunctionSpec
 from ..core.exceptions import EdgefnError, UnknownFunction
+from ..core.ports import Registry
+from ..core.records import LATEST, AliasRecord, FunctionRef, RegistrySnapshot
 from ..manifest.load import parse_table
 from ..manifest.resolve import spec_of
 from ..manifest.schema import FunctionConfig
-from .store.registry import LATEST, AliasRecord, FunctionRef, Registry, RegistrySnapshot
 
 log = logging.getLogger("edgefn.control.catalog")
 

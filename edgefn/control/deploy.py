@@ -6,26 +6,23 @@ from pathlib import Path
 
 from ..core.app import ResolvedApp
 from ..core.exceptions import ManifestError
+from ..core.ports import ControlStore, Registry
+from ..core.records import CodeAndConfig
 from ..manifest.schema import Manifest
 from .catalog import FunctionCatalog
-from .store.registry import CodeAndConfig, SqliteRegistry
-from .store.sqlite import Database
+from .store import open_control_store
 
 
 def registry_path(manifest_path: Path, manifest: Manifest) -> Path:
     return (Path(manifest_path).resolve().parent / manifest.app.registry).resolve()
 
 
-def open_registry(manifest_path: Path, manifest: Manifest) -> SqliteRegistry:
-    return open_registry_at(registry_path(manifest_path, manifest))
+def control_store_of(manifest_path: Path, manifest: Manifest) -> ControlStore:
+    """The control plane's storage a manifest names (`[app] registry`), as the CLI opens it."""
+    return open_control_store(registry_path(manifest_path, manifest), manifest.queue.idempotency_window_s)
 
 
-def open_registry_at(path: Path) -> SqliteRegistry:
-    """The registry in the control database at `path` (a locked app's `registry_path`)."""
-    return SqliteRegistry(Database(path))
-
-
-def deploy(app: ResolvedApp, registry: SqliteRegistry) -> dict[str, bool]:
+def deploy(app: ResolvedApp, registry: Registry) -> dict[str, bool]:
     """Make every function of `app` (built: its code is in the module store) $LATEST, in one transaction.
 
     Returns name -> whether $LATEST changed. The code is in the module store before this runs, so a crash at

@@ -13,8 +13,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .store.queue import MAX_PAYLOAD_BYTES, QueuedEvent, QueueWork
-from .store.registry import FunctionRef
+from ..core.ports import QueueWork
+from ..core.records import FunctionRef, QueuedEvent
+from .store.queue import MAX_PAYLOAD_BYTES
 
 SUCCESS = "Success"
 RETRIES_EXHAUSTED = "RetriesExhausted"

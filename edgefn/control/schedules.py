@@ -22,12 +22,10 @@ from typing import Any, Callable
 from ..core import events
 from ..core.app import ScheduleSpec
 from ..core.exceptions import ExpressionError, ManifestError
+from ..core.ports import ScheduleStore, ScheduleWork
 from ..manifest.resolve import schedule_specs
 from ..manifest.schema import Manifest
 from .schedule_expressions import Cron, ScheduleExpression, parse_expression
-from .store.queue import SqliteEventQueue
-from .store.schedules import ScheduleWork, SqliteScheduleStore
-from .store.sqlite import Database
 
 log = logging.getLogger("edgefn.schedules")
 
@@ -176,13 +174,14 @@ class ScheduleStatus:
 
 
 class Scheduler:
-    """Fires due ticks of `schedules` onto `queue`; `run_due(now)` is one evaluation, `run(stop)` the server loop."""
+    """Fires due ticks of `schedules` onto the queue beside `store`; `run_due(now)` is one evaluation, `run(stop)`
+    the server loop."""
 
     def __init__(
-        self, db: Database, schedules: dict[str, Schedule], queue: SqliteEventQueue, *, clock: Callable[[], float] = time.time,
+        self, store: ScheduleStore, schedules: dict[str, Schedule], *, clock: Callable[[], float] = time.time,
         late_after_s: float = LATE_AFTER_S, max_catch_up: int = MAX_CATCH_UP,
     ) -> None:
-        self.store = SqliteScheduleStore(db, queue)
+        self.store = store
         self.schedules = schedules
         self.clock = clock
         self.late_after_s = late_after_s

@@ -101,6 +101,18 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class AdminSettings:
+    """The `[admin]` table as resolved: the admin/invoke listener and where its bearer token comes from."""
+
+    host: str
+    port: int
+    #: the environment variable that holds the token, when set
+    token_env: str
+    #: where the token is kept otherwise (absolute): generated on first start, owner-only
+    token_file: Path
+
+
+@dataclass(frozen=True)
 class QueueSettings:
     """The `[queue]` table as resolved: asynchronous delivery workers and backoff."""
 
@@ -142,6 +154,7 @@ class ResolvedApp:
     store_dir: Path
     build_dir: Path
     server: ServerSettings
+    admin: AdminSettings
     functions: dict[str, FunctionSpec]
     sources: dict[str, Path]
     behaviors: list[ResolvedBehavior]  # ordered; the default behavior (if any) is last

@@ -5,19 +5,27 @@ these, and the composition root (`edgefn/node.py`) passes the implementation:
 
 - the runtime reports each invocation to an `InvocationObserver` (the Prometheus metrics implement it);
 - the edge pipeline looks functions up through a `FunctionResolver` (the registry's live catalog) and
-  reports what it decided to an `EdgeObserver` (the metrics again).
+  reports what it decided to an `EdgeObserver` (the metrics again);
+- the control plane keeps its state in a `ControlStore` (a `Registry`, an `EventQueue` whose transactional
+  `QueueWork` commits an outcome with what it causes, a `ScheduleStore`): SQLite's lives in `control/store/`,
+  and another engine is one more folder there behind the same Protocols.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from contextlib import AbstractContextManager
+from typing import Any, Callable, Protocol
 
 from .app import FunctionSpec
 from .events import XCache
 from .exceptions import InvocationError
+from .records import AliasRecord, CodeAndConfig, DeadLetter, FunctionRecord, QueuedEvent, RegistrySnapshot, VersionRecord
 from .report import InvocationReport
 
-__all__ = ["EdgeObserver", "FunctionResolver", "InvocationObserver", "NoObserver"]
+__all__ = [
+    "ControlStore", "EdgeObserver", "EventQueue", "FunctionResolver", "InvocationObserver", "NoObserver", "QueueWork",
+    "Registry", "ScheduleStore", "ScheduleWork",
+]
 
 
 class InvocationObserver(Protocol):
@@ -48,6 +56,116 @@ class FunctionResolver(Protocol):
     def check(self, ref: str) -> str | None:
         """Why `ref` cannot be resolved now, or None if it can."""
         ...
+
+
+class Registry(Protocol):
+    """The registry's storage interface. Every method is atomic; writes bump `revision()`."""
+
+    #: where it is kept, for messages ("deployed to …")
+    location: str
+
+    def revision(self) -> int: ...
+    def snapshot(self) -> RegistrySnapshot: ...
+    def put_latest(self, name: str, code: CodeAndConfig, expected_revision_id: str | None = None) -> tuple[FunctionRecord, bool]: ...
+    def put_many(self, items: dict[str, CodeAndConfig], expected_revision_ids: dict[str, str] | None = None) -> dict[str, bool]: ...
+    def get_function(self, name: str) -> FunctionRecord: ...
+    def list_functions(self) -> list[FunctionRecord]: ...
+    def publish(self, name: str, description: str = "", expected_revision_id: str | None = None) -> tuple[VersionRecord, bool]: ...
+    def list_versions(self, name: str) -> list[VersionRecord]: ...
+    def get_version(self, name: str, version: int) -> VersionRecord: ...
+    def set_alias(self, alias: AliasRecord) -> AliasRecord: ...
+    def get_alias(self, name: str, alias: str) -> AliasRecord: ...
+    def list_aliases(self, name: str) -> list[AliasRecord]: ...
+    def delete_alias(self, name: str, alias: str) -> None: ...
+    def alias_history(self, name: str, alias: str) -> list[AliasRecord]: ...
+    def set_reserved_concurrency(self, name: str, reserved: int | None) -> None: ...
+    def set_provisioned_concurrency(self, name: str, qualifier: str, count: int) -> None: ...
+
+
+class EventQueue(Protocol):
+    """The storage interface of asynchronous invocation. Every method is atomic."""
+
+    def enqueue(self, ref: str, payload: bytes, *, invocation_id: str | None = None, source: str = "api",
+                enqueued_at: float | None = None) -> str: ...
+    def submit(self, ref: str, payload: bytes, *, invocation_id: str | None = None, source: str = "api",
+               enqueued_at: float | None = None) -> tuple[str, bool]: ...
+    def claim(self, lease_for: Callable[[QueuedEvent], float]) -> QueuedEvent | None: ...
+    def renew(self, event: QueuedEvent, lease_s: float) -> bool: ...
+    def retry(self, event: QueuedEvent, due_at: float, *, attempts: int, throttles: int, last_response: dict[str, Any]) -> bool: ...
+    def finish(self, event: QueuedEvent, then: Callable[[QueueWork], None] | None = None) -> bool: ...
+    def stats(self) -> tuple[int, float | None]: ...
+    def pending(self, function: str | None = None) -> list[QueuedEvent]: ...
+    def dead_letters(self, function: str | None = None) -> list[DeadLetter]: ...
+    def replay(self, ids: list[str] | None, function: str | None = None) -> list[tuple[str, str]]: ...
+
+
+class QueueWork(Protocol):
+    """What may be done inside the transaction that finishes (or schedules) an event: a unit of work that
+    commits with it or not at all, so an outcome is never lost or sent twice."""
+
+    def enqueue(self, ref: str, payload: bytes, *, invocation_id: str | None = None, source: str = "api", enqueued_at: float | None = None) -> str:
+        """Queue an event for `ref`; its request id (an invocation id seen in the idempotency window: the first one's)."""
+        ...
+
+    def add_post(self, url: str, function: str, record: dict[str, Any], request_id: str) -> str:
+        """Queue the POST of a destination record; its row id."""
+        ...
+
+    def park(self, event: QueuedEvent, record: dict[str, Any], reason: str) -> None:
+        """Keep `event` and its record as a dead letter."""
+        ...
+
+
+
+
+class ScheduleWork(Protocol):
+    """One evaluation of a schedule, in one transaction with the events it queues (`queue`)."""
+
+    queue: QueueWork
+
+    def state(self, name: str) -> dict[str, Any] | None:
+        """The schedule's row (expression, enabled, anchor, checked_through, last_tick), or None if new."""
+        ...
+
+    def reset(self, name: str, expression: str, anchor: int, now: float, last_tick: int | None) -> None: ...
+
+    def record_tick(self, name: str, tick: int, invocation_id: str, now: float) -> bool:
+        """Note that `tick` fires now; False if some process already fired it."""
+        ...
+
+    def advance(self, name: str, checked_through: float, last_tick: int | None) -> None: ...
+
+    def prune(self, name: str, before: float) -> None: ...
+
+
+class ScheduleStore(Protocol):
+    """Where each schedule stands and the ticks it fired, beside the queue its ticks go to."""
+
+    def state(self, name: str) -> dict[str, Any] | None: ...
+
+    def disable(self, name: str) -> None: ...
+
+    def ticks(self, name: str) -> list[int]: ...
+
+    def transaction(self) -> AbstractContextManager[ScheduleWork]:
+        """One evaluation under the store's write lock: all of it commits, or none."""
+        ...
+
+
+class ControlStore(Protocol):
+    """One control plane's storage: registry, async queue and schedule state, committed together where a change
+    spans them. `control/store/` opens one; the rest of edgefn sees only these interfaces."""
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def queue(self) -> EventQueue: ...
+
+    @property
+    def schedules(self) -> ScheduleStore: ...
+
+    def close(self) -> None: ...
 
 
 class NoObserver:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.app import (
+    AdminSettings,
     CachePolicy,
     FunctionSpec,
     Limits,
@@ -96,6 +97,7 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
         store_dir=(root / manifest.app.store_dir).resolve(),
         build_dir=(root / manifest.app.build_dir).resolve(),
         server=ServerSettings(**dataclasses.asdict(manifest.server)),
+        admin=admin_settings(manifest, root),
         functions=functions,
         sources={name: source_path(manifest_path, cfg) for name, cfg in manifest.functions.items()},
         behaviors=behaviors,
@@ -108,6 +110,12 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
         schedules=schedule_specs(manifest),
         configs={name: config_record(cfg) for name, cfg in manifest.functions.items()},
     )
+
+
+def admin_settings(manifest: Manifest, root: Path) -> AdminSettings:
+    """The [admin] table with its token file made absolute (`root`: the manifest's folder)."""
+    a = manifest.admin
+    return AdminSettings(a.host, a.port, a.token_env, (root / a.token_file).resolve())
 
 
 def schedule_specs(manifest: Manifest) -> dict[str, ScheduleSpec]:

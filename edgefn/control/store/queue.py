@@ -16,21 +16,19 @@ import json
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from ...core import events
 from ...core.exceptions import InvalidPayload, NotFound, PayloadTooLarge, RegistryError
-from .registry import FunctionRef
+from ...core.ports import QueueWork
+from ...core.records import INVOKE, POST, DeadLetter, FunctionRef, QueuedEvent
 from .sqlite import Database
 
 #: Lambda's asynchronous payload limit (reference §3.3)
 MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_INVOCATION_ID = 256
-
-INVOKE = "invoke"
-POST = "post"
-
+#: Lambda's window in which a repeated invocation id is not queued again (the manifest's queue.idempotency_window_s)
+IDEMPOTENCY_WINDOW_S = 300.0
 
 def check_payload(payload: bytes) -> None:
     """Refuse, with a typed error saying what is wrong, a payload that is not an event document (JSON, as for a
@@ -41,56 +39,6 @@ def check_payload(payload: bytes) -> None:
         events.event_from_json(payload)
     except events.ResultError as exc:
         raise InvalidPayload(str(exc)) from None
-
-
-@dataclass(frozen=True)
-class QueuedEvent:
-    """One row of the queue as a worker or `edgefn dlq` sees it."""
-
-    id: str
-    kind: str
-    target: str
-    #: the function the row belongs to (for a "post" row: the function whose record it carries)
-    function: str
-    payload: bytes
-    source: str
-    enqueued_at: float
-    due_at: float
-    #: invocations that ran to an outcome (the next one is attempt `attempts + 1`)
-    attempts: int
-    throttles: int
-    #: the last outcome as a Lambda responseContext + responsePayload (None before the first)
-    last_response: dict[str, Any] | None
-    lease_token: str | None = None
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    id: str
-    kind: str
-    target: str
-    function: str
-    payload: bytes
-    record: dict[str, Any]
-    reason: str
-    created_at: float
-
-
-class EventQueue(Protocol):
-    """The storage interface of asynchronous invocation. Every method is atomic."""
-
-    def enqueue(self, ref: str, payload: bytes, *, invocation_id: str | None = None, source: str = "api",
-                conn: sqlite3.Connection | None = None, enqueued_at: float | None = None) -> str: ...
-    def submit(self, ref: str, payload: bytes, *, invocation_id: str | None = None, source: str = "api",
-               conn: sqlite3.Connection | None = None, enqueued_at: float | None = None) -> tuple[str, bool]: ...
-    def claim(self, lease_for: Callable[[QueuedEvent], float]) -> QueuedEvent | None: ...
-    def renew(self, event: QueuedEvent, lease_s: float) -> bool: ...
-    def retry(self, event: QueuedEvent, due_at: float, *, attempts: int, throttles: int, last_response: dict[str, Any]) -> bool: ...
-    def finish(self, event: QueuedEvent, then: Callable[[QueueWork], None] | None = None) -> bool: ...
-    def stats(self) -> tuple[int, float | None]: ...
-    def pending(self, function: str | None = None) -> list[QueuedEvent]: ...
-    def dead_letters(self, function: str | None = None) -> list[DeadLetter]: ...
-    def replay(self, ids: list[str] | None, function: str | None = None) -> list[tuple[str, str]]: ...
 
 
 SCHEMA = """
@@ -131,23 +79,6 @@ CREATE TABLE IF NOT EXISTS async_dead_letters (
 """
 
 
-class QueueWork(Protocol):
-    """What may be done inside the transaction that finishes (or schedules) an event: a unit of work that
-    commits with it or not at all, so an outcome is never lost or sent twice."""
-
-    def enqueue(self, ref: str, payload: bytes, *, invocation_id: str | None = None, source: str = "api", enqueued_at: float | None = None) -> str:
-        """Queue an event for `ref`; its request id (an invocation id seen in the idempotency window: the first one's)."""
-        ...
-
-    def add_post(self, url: str, function: str, record: dict[str, Any], request_id: str) -> str:
-        """Queue the POST of a destination record; its row id."""
-        ...
-
-    def park(self, event: QueuedEvent, record: dict[str, Any], reason: str) -> None:
-        """Keep `event` and its record as a dead letter."""
-        ...
-
-
 class _SqliteQueueWork:
     """QueueWork inside one open transaction of the queue's database."""
 
@@ -174,7 +105,7 @@ class _SqliteQueueWork:
 class SqliteEventQueue:
     """The queue in the control database (see sqlite.Database)."""
 
-    def __init__(self, db: Database, idempotency_window_s: float = 300.0) -> None:
+    def __init__(self, db: Database, idempotency_window_s: float = IDEMPOTENCY_WINDOW_S) -> None:
         self.db = db
         self.idempotency_window_s = idempotency_window_s
         db.ensure_schema("async-queue", SCHEMA)

@@ -12,120 +12,16 @@ import json
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ...core.exceptions import Conflict, NotFound, RegistryError, RegistryLost
 from ...core.files import write_atomic
+from ...core.records import LATEST, AliasRecord, CodeAndConfig, FunctionRecord, RegistrySnapshot, VersionRecord
 from .sqlite import Database
 
-LATEST = "$LATEST"
 ALIAS_NAME = re.compile(r"(?![0-9]+$)[A-Za-z0-9_-]{1,128}")
 MAX_ALIAS_VERSIONS = 2  # as Lambda: an alias routes to at most two versions
-
-
-@dataclass(frozen=True)
-class FunctionRef:
-    """What a behavior, schedule or invocation names: `name`, `name:$LATEST`, `name:7` or `name:alias`."""
-
-    name: str
-    qualifier: str = LATEST
-
-    @classmethod
-    def parse(cls, ref: str) -> "FunctionRef":
-        name, _, qualifier = ref.partition(":")
-        return cls(name, qualifier or LATEST)
-
-    @property
-    def is_version(self) -> bool:
-        return self.qualifier == LATEST or self.qualifier.isdigit()
-
-    def __str__(self) -> str:
-        return self.name if self.qualifier == LATEST else f"{self.name}:{self.qualifier}"
-
-
-@dataclass(frozen=True)
-class CodeAndConfig:
-    """One deployable state of a function: code digest + configuration (a FunctionConfig as a dict)."""
-
-    digest: str
-    config: dict[str, Any]
-
-    def same_as(self, other: "CodeAndConfig") -> bool:
-        return self.digest == other.digest and self.config == other.config
-
-
-@dataclass(frozen=True)
-class FunctionRecord:
-    name: str
-    latest: CodeAndConfig
-    #: in-flight invocations reserved for (and capping) the function; None = draws on the unreserved pool
-    reserved_concurrency: int | None
-    #: Lambda's RevisionId of $LATEST: changes on every deploy
-    revision_id: str
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class VersionRecord:
-    function: str
-    version: int
-    code: CodeAndConfig
-    description: str
-    created_at: float
-
-
-@dataclass(frozen=True)
-class AliasRecord:
-    function: str
-    name: str
-    version: int
-    #: a second version and the share of invocations it gets (0 < weight < 1): a canary
-    extra_version: int | None = None
-    extra_weight: float = 0.0
-    description: str = ""
-    updated_at: float = 0.0
-
-    def routing(self) -> dict[str, float]:
-        """version -> share of invocations, as shown by `alias list` and the API."""
-        if self.extra_version is None:
-            return {str(self.version): 1.0}
-        return {str(self.version): round(1.0 - self.extra_weight, 6), str(self.extra_version): self.extra_weight}
-
-
-@dataclass(frozen=True)
-class RegistrySnapshot:
-    """Everything a server needs to route invocations, read in one transaction."""
-
-    revision: int
-    functions: dict[str, FunctionRecord]
-    versions: dict[tuple[str, int], VersionRecord]
-    aliases: dict[tuple[str, str], AliasRecord]
-    #: (function, qualifier) -> instances to keep initialised (provisioned concurrency)
-    provisioned: dict[tuple[str, str], int] = field(default_factory=dict)
-
-
-class Registry(Protocol):
-    """The registry's storage interface. Every method is atomic; writes bump `revision()`."""
-
-    def revision(self) -> int: ...
-    def snapshot(self) -> RegistrySnapshot: ...
-    def put_latest(self, name: str, code: CodeAndConfig, expected_revision_id: str | None = None) -> tuple[FunctionRecord, bool]: ...
-    def put_many(self, items: dict[str, CodeAndConfig], expected_revision_ids: dict[str, str] | None = None) -> dict[str, bool]: ...
-    def get_function(self, name: str) -> FunctionRecord: ...
-    def list_functions(self) -> list[FunctionRecord]: ...
-    def publish(self, name: str, description: str = "", expected_revision_id: str | None = None) -> tuple[VersionRecord, bool]: ...
-    def list_versions(self, name: str) -> list[VersionRecord]: ...
-    def get_version(self, name: str, version: int) -> VersionRecord: ...
-    def set_alias(self, alias: AliasRecord) -> AliasRecord: ...
-    def get_alias(self, name: str, alias: str) -> AliasRecord: ...
-    def list_aliases(self, name: str) -> list[AliasRecord]: ...
-    def delete_alias(self, name: str, alias: str) -> None: ...
-    def alias_history(self, name: str, alias: str) -> list[AliasRecord]: ...
-    def set_reserved_concurrency(self, name: str, reserved: int | None) -> None: ...
-    def set_provisioned_concurrency(self, name: str, qualifier: str, count: int) -> None: ...
 
 
 SCHEMA = """
@@ -190,6 +86,7 @@ class SqliteRegistry:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.location = str(db.path)
         db.ensure_schema("registry", SCHEMA)
         self._check_not_lost()
 

@@ -6,10 +6,11 @@ import contextlib
 import sqlite3
 from typing import Any, Iterator
 
-from .queue import QueueWork, SqliteEventQueue
+from ...core.ports import QueueWork
+from .queue import SqliteEventQueue
 from .sqlite import Database
 
-__all__ = ["ScheduleWork", "SqliteScheduleStore"]
+__all__ = ["SqliteScheduleStore", "SqliteScheduleWork"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedule_state (
@@ -30,7 +31,7 @@ CREATE TABLE IF NOT EXISTS schedule_ticks (
 """
 
 
-class ScheduleWork:
+class SqliteScheduleWork:
     """One evaluation's changes, in one transaction with the events it queues (`queue`)."""
 
     def __init__(self, conn: sqlite3.Connection, queue: QueueWork) -> None:
@@ -84,7 +85,7 @@ class SqliteScheduleStore:
         return [int(r["tick"]) for r in self.db.query("SELECT tick FROM schedule_ticks WHERE schedule = ? ORDER BY tick", (name,))]
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[ScheduleWork]:
+    def transaction(self) -> Iterator[SqliteScheduleWork]:
         """One evaluation under the database's write lock: all of it commits, or none."""
         with self.db.transaction() as conn:
-            yield ScheduleWork(conn, self.queue.work(conn))
+            yield SqliteScheduleWork(conn, self.queue.work(conn))

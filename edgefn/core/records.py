@@ -1,0 +1,139 @@
+"""The control plane's records: what the registry, the async queue and their callers pass between them.
+
+Plain frozen data, no storage types: a registry or queue backend (SQLite today, PostgreSQL for a fleet) turns
+its rows into these and nothing else crosses its interface (`core.ports`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "INVOKE", "LATEST", "POST", "AliasRecord", "CodeAndConfig", "DeadLetter", "FunctionRecord", "FunctionRef",
+    "QueuedEvent", "RegistrySnapshot", "VersionRecord",
+]
+
+LATEST = "$LATEST"
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    """What a behavior, schedule or invocation names: `name`, `name:$LATEST`, `name:7` or `name:alias`."""
+
+    name: str
+    qualifier: str = LATEST
+
+    @classmethod
+    def parse(cls, ref: str) -> "FunctionRef":
+        name, _, qualifier = ref.partition(":")
+        return cls(name, qualifier or LATEST)
+
+    @property
+    def is_version(self) -> bool:
+        return self.qualifier == LATEST or self.qualifier.isdigit()
+
+    def __str__(self) -> str:
+        return self.name if self.qualifier == LATEST else f"{self.name}:{self.qualifier}"
+
+
+@dataclass(frozen=True)
+class CodeAndConfig:
+    """One deployable state of a function: code digest + configuration (a FunctionConfig as a dict)."""
+
+    digest: str
+    config: dict[str, Any]
+
+    def same_as(self, other: "CodeAndConfig") -> bool:
+        return self.digest == other.digest and self.config == other.config
+
+
+@dataclass(frozen=True)
+class FunctionRecord:
+    name: str
+    latest: CodeAndConfig
+    #: in-flight invocations reserved for (and capping) the function; None = draws on the unreserved pool
+    reserved_concurrency: int | None
+    #: Lambda's RevisionId of $LATEST: changes on every deploy
+    revision_id: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    function: str
+    version: int
+    code: CodeAndConfig
+    description: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    function: str
+    name: str
+    version: int
+    #: a second version and the share of invocations it gets (0 < weight < 1): a canary
+    extra_version: int | None = None
+    extra_weight: float = 0.0
+    description: str = ""
+    updated_at: float = 0.0
+
+    def routing(self) -> dict[str, float]:
+        """version -> share of invocations, as shown by `alias list` and the API."""
+        if self.extra_version is None:
+            return {str(self.version): 1.0}
+        return {str(self.version): round(1.0 - self.extra_weight, 6), str(self.extra_version): self.extra_weight}
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """Everything a server needs to route invocations, read in one transaction."""
+
+    revision: int
+    functions: dict[str, FunctionRecord]
+    versions: dict[tuple[str, int], VersionRecord]
+    aliases: dict[tuple[str, str], AliasRecord]
+    #: (function, qualifier) -> instances to keep initialised (provisioned concurrency)
+    provisioned: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+# --- the async queue ---
+
+#: a queue row's kind: an event for a function, or a destination record to POST
+INVOKE = "invoke"
+POST = "post"
+
+
+@dataclass(frozen=True)
+class QueuedEvent:
+    """One row of the queue as a worker or `edgefn dlq` sees it."""
+
+    id: str
+    kind: str
+    target: str
+    #: the function the row belongs to (for a "post" row: the function whose record it carries)
+    function: str
+    payload: bytes
+    source: str
+    enqueued_at: float
+    due_at: float
+    #: invocations that ran to an outcome (the next one is attempt `attempts + 1`)
+    attempts: int
+    throttles: int
+    #: the last outcome as a Lambda responseContext + responsePayload (None before the first)
+    last_response: dict[str, Any] | None
+    lease_token: str | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str
+    kind: str
+    target: str
+    function: str
+    payload: bytes
+    record: dict[str, Any]
+    reason: str
+    created_at: float
