@@ -31,6 +31,7 @@ from .control.store import open_control_store
 from .core.exceptions import EdgefnError
 from .manifest.load import load_manifest
 from .manifest.resolve import admin_settings
+from .observability.logs import configure_server_logging
 from .runtime.concurrency import check_reservations, reservations_of
 from .runtime.egress import OWN_PORTS_ENV
 from .runtime.invoker import Runtime
@@ -221,7 +222,7 @@ def serve(
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    configure_server_logging()
 
 
 def _addr(host: str, port: int) -> str:

@@ -13,7 +13,6 @@ import hmac
 import json
 import logging
 import time
-import uuid
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol, TypeVar
@@ -43,6 +42,7 @@ from ..core.exceptions import (
     error_document,
     status_by_class,
 )
+from ..core.ids import new_request_id
 from ..core.ports import Registry
 from ..core.records import LATEST, AliasRecord, CodeAndConfig, FunctionRecord, FunctionRef, RegistrySnapshot
 from ..manifest.resolve import config_record
@@ -302,7 +302,7 @@ async def invoke(request: Request) -> Response:
         raise ApiError(400, "InvalidParameterValueException", f"X-Amz-Invocation-Type {kind!r} must be one of {', '.join(INVOCATION_TYPES)}")
     limit = ASYNC_PAYLOAD_LIMIT if kind == "Event" else SYNC_PAYLOAD_LIMIT
     payload = await _read_body(request, limit, "Invoke")
-    rid = str(uuid.uuid4())
+    rid = new_request_id()
     event = _event(payload, ref.name, rid)
     problem = node.catalog.current.check(str(ref))
     if problem is not None:

@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO, cast
@@ -17,11 +16,8 @@ from ..build.toolchain import cache_dir
 from ..core import events
 from ..core.app import FunctionSpec, ResolvedApp
 from ..core.exceptions import InvocationError, ManifestError, error_document
+from ..core.ids import new_request_id
 from ..manifest.load import load_manifest
-
-
-def new_request_id() -> str:
-    return str(uuid.uuid4())
 
 
 def build(config: Path, source: Path | None, out: Path | None, target: str, stdout: TextIO) -> int:

@@ -8,7 +8,6 @@ import ipaddress
 import json
 import logging
 import time
-import uuid
 from contextlib import AbstractAsyncContextManager
 from typing import Callable, Protocol
 
@@ -20,6 +19,7 @@ from starlette.routing import Route
 from ..core.app import ResolvedApp
 from ..core.events import Body, EdgeRequest, Headers, title_case
 from ..core.exceptions import EdgefnError
+from ..core.ids import new_request_id
 from .paths import BadPath, normalize_host, normalize_path
 from .pipeline import VIA_PSEUDONYM, EdgePipeline, PipelineResult
 from .rules import MAX_URI_AND_QUERY
@@ -192,7 +192,7 @@ def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAs
 
     async def edge(request: Request) -> Response:
         start = time.perf_counter()
-        rid = str(uuid.uuid4())
+        rid = new_request_id()
         assert state.node is not None
         server = state.node.app.server
         framing = _framing_refusal(request)

@@ -26,7 +26,9 @@ from .concurrency import ConcurrencyLimiter, InvocationCounts
 from .engine import EngineSettings, EpochTicker, create_engine
 from .host import create_linker
 from .host.fetch import shared_client
+from .inline import InlinePolicy
 from .instance import GuestInstance
+from .linking import GuestModuleInfo
 from .module_store import ModuleStore
 from .pool import WarmPool, WarmPools
 from .sandbox import Sandbox, log_level
@@ -53,7 +55,10 @@ class Invoker:
     """Runs invocations on worker threads, at most `workers` in wasm at once (wasmtime releases the GIL while
     wasm runs), shared fairly between functions by a GuestScheduler."""
 
-    def __init__(self, store: ModuleStore, sandbox: Sandbox, workers: int | None = None, observer: InvocationObserver | None = None) -> None:
+    def __init__(
+        self, store: ModuleStore, sandbox: Sandbox, workers: int | None = None, observer: InvocationObserver | None = None,
+        inline: InlinePolicy | None = None,
+    ) -> None:
         self.store = store
         self.sandbox = sandbox
         #: told about every invocation (the node passes its metrics; core.ports)
@@ -68,6 +73,8 @@ class Invoker:
         self.limiter = ConcurrencyLimiter()
         #: invocations that ran, warm or cold, per "name:version"
         self.counts = InvocationCounts()
+        #: short runs on the event loop's thread, under a slice (runtime/inline.py)
+        self.inline = inline or InlinePolicy()
 
     def pool_of(self, fn: FunctionSpec) -> WarmPool:
         """The warm pool of `fn` (a new one when its code, limits or env changed)."""
@@ -100,6 +107,18 @@ class Invoker:
         """Run `fn` on `event`; raises a typed InvocationError (with `.report`) on any failure, Throttled at once
         when over a concurrency limit."""
         lease = self.limiter.acquire(fn.name, event.config.request_id)
+        if self.inline.admits(fn) and self.scheduler.try_acquire(fn.name):
+            try:
+                quick = self._run_admitted(fn, event, inline=True)
+            except BaseException:
+                lease.release()
+                raise
+            finally:
+                self.scheduler.release(fn.name)
+            if quick is not None:
+                lease.release()
+                return quick
+            # the try hit the slice: the invocation runs on a guest thread, with the function's own limits
         try:
             await self.scheduler.acquire(fn.name)
         except BaseException:
@@ -118,7 +137,9 @@ class Invoker:
 
         # released when the guest call ends (even if the awaiting request was cancelled), or if it never started
         future.add_done_callback(done)
-        return await asyncio.wrap_future(future)
+        invocation = await asyncio.wrap_future(future)
+        assert invocation is not None  # only an inline try returns None
+        return invocation
 
     def invoke_sync(self, fn: FunctionSpec, event: Event) -> Invocation:
         """The same as `invoke`, on the calling thread (CLI, benchmarks)."""
@@ -126,7 +147,9 @@ class Invoker:
         try:
             self.scheduler.acquire_blocking(fn.name)
             try:
-                return self._run_admitted(fn, event)
+                invocation = self._run_admitted(fn, event)
+                assert invocation is not None  # only an inline try returns None
+                return invocation
             finally:
                 self.scheduler.release(fn.name)
         finally:
@@ -136,27 +159,36 @@ class Invoker:
         """Concurrency limits and use, and warm/cold invocations per version (GET /_edgefn/info)."""
         return {
             "concurrency": self.limiter.snapshot(), "invocations": self.counts.snapshot(), "idle_instances": self.pools.idle_counts(),
-            "guest_slots": self.scheduler.snapshot(),
+            "guest_slots": self.scheduler.snapshot(), "inline": self.inline.snapshot(),
         }
 
-    def _run_admitted(self, fn: FunctionSpec, event: Event) -> Invocation:
+    def _run_admitted(self, fn: FunctionSpec, event: Event, inline: bool = False) -> Invocation | None:
+        """One invocation on this thread. `inline`: a try under the slice, whose lines are held until it is
+        known to count; None if it hit the slice (nothing of it is logged, counted or reported)."""
         flog = function_logger(fn.name)
         rid = event.config.request_id
-        flog.info("START RequestId: %s Version: %s", rid, fn.version)
+        held: list[tuple[int, str]] | None = [] if inline else None
+        if not inline:
+            flog.info("START RequestId: %s Version: %s", rid, fn.version)
         # compiling a component takes seconds: on the request path only precompiled artifacts are loaded
         loaded, loaded_now = self.store.load(fn.digest, fn.name, compile_components=False)
         pool = self.pool_of(fn) if fn.reuse_instances else None
+        limits = self.inline.slice_of(fn.limits) if inline else fn.limits
 
         def emit(level: int, message: str) -> None:
-            flog.log(log_level(level), "%s\t%s", rid, message)
+            if held is not None:
+                held.append((level, message))
+            else:
+                flog.log(log_level(level), "%s\t%s", rid, message)
 
-        self.observer.invocation_started(fn.name)  # sandbox.run returns every invocation error: finished() always follows
+        if not inline:
+            self.observer.invocation_started(fn.name)  # sandbox.run returns every invocation error: finished() always follows
         run = self.sandbox.run(
             loaded,
             function=fn.name,
             request_id=rid,
             event=abi.encode_event(event),
-            limits=fn.limits,
+            limits=limits,
             env=fn.env,
             emit=emit,
             init_duration_ms=loaded.load_ms if loaded_now else None,
@@ -164,6 +196,18 @@ class Invoker:
             pool=pool,
             io_gate=(lambda: self.scheduler.suspend(fn.name), lambda: self.scheduler.resume(fn.name)),
         )
+        if held is not None:
+            if self.inline.missed(fn, limits, run.error):
+                if pool is not None:
+                    pool.discard()
+                return None
+            self.observer.invocation_started(fn.name)
+            flog.info("START RequestId: %s Version: %s", rid, fn.version)
+            for level, message in held:
+                flog.log(log_level(level), "%s\t%s", rid, message)
+            held = None
+        else:
+            self.inline.learn(fn, isinstance(loaded.info, GuestModuleInfo) and not loaded.info.waits, run.report.fuel_used, run.report.duration_ms)
         run.report.version = fn.version
         self.counts.record(fn.qualified_name, run.report.warm)
         error = run.error

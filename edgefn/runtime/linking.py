@@ -13,6 +13,12 @@ from .host import CORE_IMPORTS
 
 log = logging.getLogger("edgefn.runtime")
 
+#: host calls that can block the calling thread (runtime/inline.py keeps such guests off the event loop)
+WAITING_IMPORTS = {
+    (abi.HOST_MODULE, "fetch"),
+    *((abi.WASI_MODULE, name) for name in ("poll_oneoff", "fd_read", "fd_pread", "sock_accept", "sock_recv", "sock_send", "sock_shutdown")),
+}
+
 
 @dataclass(frozen=True)
 class GuestModuleInfo:
@@ -25,6 +31,8 @@ class GuestModuleInfo:
     init_export: int | None
     imports_wasi: bool
     memory_min_bytes: int
+    #: it imports something that can wait inside the host (a fetch, a WASI sleep or read): never run inline
+    waits: bool = False
 
 
 _I32 = wasmtime.ValType.i32()
@@ -38,7 +46,9 @@ def _functype(ty: object, params: list[wasmtime.ValType], results: list[wasmtime
 def inspect_module(module: wasmtime.Module, function: str) -> GuestModuleInfo:
     """Refuse a module that imports anything not granted or lacks a v1 export; describe the rest."""
     imports_wasi = False
+    waits = False
     for imp in module.imports:
+        waits = waits or (imp.module, imp.name) in WAITING_IMPORTS
         if imp.module == abi.HOST_MODULE and imp.name in CORE_IMPORTS:
             expected = CORE_IMPORTS[imp.name]
             if not _functype(imp.type, *expected):
@@ -85,4 +95,5 @@ def inspect_module(module: wasmtime.Module, function: str) -> GuestModuleInfo:
         init_export=init_export,
         imports_wasi=imports_wasi,
         memory_min_bytes=mem_ty.limits.min * 65536,
+        waits=waits,
     )
