@@ -30,7 +30,7 @@ from .core.records import LATEST, FunctionRef
 from .dev.console import DevConsole
 from .dev.recorder import EventRecorder
 from .dev.reloader import DevReloader, DevState
-from .edge.app import EdgeState, create_edge_app
+from .edge.app import EdgeApp, EdgeState, create_edge_app
 from .edge.cache import EdgeCache
 from .edge.pipeline import EdgePipeline
 from .observability.logs import FunctionLogSink
@@ -188,8 +188,8 @@ class EdgeNode:
         self.store.close()
 
 
-def create_app(app: ResolvedApp, dev: bool = False, record_dir: Path | None = None) -> Starlette:
-    """The Starlette app of one server process: the edge app (edgefn/edge/app.py) over an EdgeNode made in
+def create_app(app: ResolvedApp, dev: bool = False, record_dir: Path | None = None) -> EdgeApp:
+    """The ASGI app of one server process: the edge app (edgefn/edge/app.py) over an EdgeNode made in
     its lifespan, with `edgefn dev`'s reloader, console and recorder when `dev` / `record_dir` ask for them."""
     state = EdgeState()
 
@@ -212,7 +212,7 @@ def create_app(app: ResolvedApp, dev: bool = False, record_dir: Path | None = No
     return create_edge_app(state, lifespan)
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> EdgeApp:
     """Entry point for Hypercorn worker processes: the parent passes its locked app (EDGEFN_LOCKED_APP)."""
     record = os.environ.get("EDGEFN_RECORD")
     app = read_locked_app(Path(os.environ[LOCKED_APP_ENV]))

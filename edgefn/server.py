@@ -19,7 +19,6 @@ from pathlib import Path
 
 from hypercorn.config import Config, Sockets
 from hypercorn.run import run
-from starlette.applications import Starlette
 
 from .admin.listener import BIND_ENV as ADMIN_BIND_ENV
 from .admin.listener import check_admin_auth, ensure_token, plan_admin
@@ -29,6 +28,7 @@ from .control.deploy import check_references, deploy
 from .control.schedules import parse_schedules
 from .control.store import open_control_store
 from .core.exceptions import EdgefnError
+from .edge.app import EdgeApp
 from .manifest.load import load_manifest
 from .manifest.resolve import admin_settings
 from .observability.logs import configure_server_logging
@@ -140,7 +140,7 @@ def harden_http1() -> None:
     h11._readers.chunk_header_re = re.compile(pattern.encode("ascii"))
 
 
-def worker_app() -> Starlette:
+def worker_app() -> EdgeApp:
     """The app of a server process (Hypercorn's application_path): logging as `serve` sets it up, then the app.
 
     With several workers Hypercorn spawns fresh interpreters, which would otherwise have no log handler and

@@ -1,4 +1,5 @@
-"""The Starlette app: reserved /_edgefn endpoints, and every other request through the edge pipeline."""
+"""The ASGI app of a server process: every viewer request through the edge pipeline, the reserved /_edgefn
+endpoints (and the lifespan) on Starlette."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import json
 import logging
 import time
 from contextlib import AbstractAsyncContextManager
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from ..core.app import ResolvedApp
 from ..core.events import Body, EdgeRequest, Headers, title_case
@@ -31,21 +33,26 @@ MAX_REQUEST_BODY = 6 * 1024 * 1024  # Lambda's synchronous payload limit
 MAX_HEADER_BYTES = 20 * 1024  # CloudFront's limit on all request headers together
 
 access_log = logging.getLogger("edgefn.access")
+log = logging.getLogger("edgefn.edge")
 
 
-def _edge_request(request: Request, path: str, body: bytes) -> EdgeRequest:
-    # the normalised path (paths.normalize_path), never request.url: that is rebuilt from the Host header
+def _headers_of(scope: Scope) -> Headers:
+    """The request's headers as an event keeps them: lowercase name -> [(Title-Case name, value)]."""
     headers: Headers = {}
-    for name, value in request.headers.items():
-        headers.setdefault(name, []).append((title_case(name), value))
-    return EdgeRequest(
-        method=request.method,
-        uri=path,
-        querystring=request.scope["query_string"].decode("latin-1"),
-        headers=headers,
-        client_ip=request.client.host if request.client else "",
-        body=Body(body) if body else None,
-    )
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1")
+        headers.setdefault(name, []).append((title_case(name), raw_value.decode("latin-1")))
+    return headers
+
+
+def _first(headers: Headers, name: str) -> str:
+    entries = headers.get(name)
+    return entries[0][1] if entries else ""
+
+
+def _client_host(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
 
 
 def _is_loopback(request: Request) -> bool:
@@ -55,11 +62,11 @@ def _is_loopback(request: Request) -> bool:
         return False
 
 
-def _framing_refusal(request: Request) -> tuple[int, str] | None:
+def _framing_refusal(scope: Scope) -> tuple[int, str] | None:
     """RFC 9112 §6.1/§6.3: a request framed two ways (or with conflicting lengths) is refused, then the
     connection closed, so nothing after its body can be read as another request."""
-    lengths = {part.strip() for k, v in request.scope["headers"] if k == b"content-length" for part in v.decode("latin-1").split(",")}
-    has_te = any(k == b"transfer-encoding" for k, _ in request.scope["headers"])
+    lengths = {part.strip() for k, v in scope["headers"] if k == b"content-length" for part in v.decode("latin-1").split(",")}
+    has_te = any(k == b"transfer-encoding" for k, _ in scope["headers"])
     if has_te and lengths:
         return 400, "Bad Request: both Content-Length and Transfer-Encoding; send one"
     if len(lengths) > 1:
@@ -69,44 +76,49 @@ def _framing_refusal(request: Request) -> tuple[int, str] | None:
     return None
 
 
-def _hops(request: Request) -> int:
+def _hops(headers: Headers) -> int:
     """How many edgefn nodes this request has passed already (their entries in Via)."""
-    return sum(1 for part in ",".join(request.headers.getlist("via")).split(",") if VIA_PSEUDONYM in part.split())
+    via = ",".join(value for _, value in headers.get("via", ()))
+    return sum(1 for part in via.split(",") if VIA_PSEUDONYM in part.split()) if via else 0
 
 
-def _size_refusal(request: Request) -> tuple[int, str] | None:
+def _size_refusal(scope: Scope, headers: Headers) -> tuple[int, str] | None:
     """Requests over the edge's size limits are refused before any function runs."""
-    scope = request.scope
     if len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 1 > MAX_URI_AND_QUERY:
         return 414, f"URI Too Long: the URI plus query string must be under {MAX_URI_AND_QUERY} bytes"
     if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
         return 431, f"Request Header Fields Too Large: at most {MAX_HEADER_BYTES} bytes of headers"
-    length = request.headers.get("content-length", "")
+    length = _first(headers, "content-length")
     if length.isdigit() and int(length) > MAX_REQUEST_BODY:
         return 413, f"Content Too Large: the body may be at most {MAX_REQUEST_BODY} bytes"
     return None
 
 
-async def _read_body(request: Request, idle_s: float, total_s: float) -> tuple[bytes, tuple[int, str] | None]:
-    """The whole body, or a refusal: too large (413), or stalled (408: nothing for idle_s, or not whole in total_s)."""
+async def _read_body(receive: Receive, headers: Headers, idle_s: float, total_s: float) -> tuple[bytes, tuple[int, str] | None]:
+    """The whole body, or a refusal: too large (413), or stalled (408: nothing for idle_s, or not whole in total_s).
+
+    A request that declares no body (no Content-Length above 0, no Transfer-Encoding) is not read at all."""
+    if "transfer-encoding" not in headers and _first(headers, "content-length") in ("", "0"):
+        return b"", None
     chunks, size = [], 0
     loop = asyncio.get_running_loop()
     give_up = loop.time() + total_s
-    stream = request.stream().__aiter__()
     while True:
         wait = min(idle_s, give_up - loop.time())
         try:
-            chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(wait, 0.0))
-        except StopAsyncIteration:
-            break
+            message = await asyncio.wait_for(receive(), timeout=max(wait, 0.0))
         except asyncio.TimeoutError:
             which = f"no body bytes for {idle_s:g} s" if wait >= idle_s else f"the body not complete after {total_s:g} s"
             return b"", (408, f"Request Timeout: {which}")
+        if message["type"] == "http.disconnect":
+            return b"", (400, "Bad Request: the client went away before its body was complete")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_REQUEST_BODY:
             return b"", (413, f"Content Too Large: the body may be at most {MAX_REQUEST_BODY} bytes")
         chunks.append(chunk)
-    return b"".join(chunks), None
+        if not message.get("more_body", False):
+            return b"".join(chunks), None
 
 
 class EdgeHost(Protocol):
@@ -155,7 +167,7 @@ def _build_error_page(broken: dict[str, EdgefnError], names: set[str]) -> Respon
     return HTMLResponse(page, 500)
 
 
-def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]]) -> Starlette:
+def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]]) -> "EdgeApp":
     """The edge app of one server process: /_edgefn routes and every other request through `state.node`'s
     pipeline; `lifespan` (edgefn/node.py) sets `state` up before the first request and closes it after."""
 
@@ -183,78 +195,119 @@ def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAs
             }
         )
 
-    def refuse(request: Request, rid: str, status: int, text: str, close: bool = False) -> Response:
-        access_log.info(json.dumps({"request_id": rid, "method": request.method, "path": request.scope["path"], "status": status, "refused": text}))
+    def refuse(scope: Scope, rid: str, status: int, text: str, close: bool = False) -> Response:
+        access_log.info(json.dumps({"request_id": rid, "method": scope["method"], "path": scope["path"], "status": status, "refused": text}))
         headers = {REQUEST_ID_HEADER: rid, "content-type": "text/plain; charset=utf-8"}
-        if close and request.scope.get("http_version", "1.1").startswith("1"):
+        if close and scope.get("http_version", "1.1").startswith("1"):
             headers["connection"] = "close"  # the rest of this connection's bytes are not trusted
         return Response(f"{status} {text}\n", status, headers)
 
-    async def edge(request: Request) -> Response:
+    async def edge(scope: Scope, receive: Receive, send: Send) -> None:
+        """Every viewer request: straight on the ASGI scope (no Request, no router, no middleware on this path)."""
         start = time.perf_counter()
         rid = new_request_id()
         assert state.node is not None
         server = state.node.app.server
-        framing = _framing_refusal(request)
+        framing = _framing_refusal(scope)
         if framing is not None:
-            return refuse(request, rid, *framing, close=True)
-        refusal = _size_refusal(request)
-        if refusal is None and _hops(request) >= server.max_hops:
+            return await refuse(scope, rid, *framing, close=True)(scope, receive, send)
+        headers = _headers_of(scope)
+        refusal = _size_refusal(scope, headers)
+        if refusal is None and _hops(headers) >= server.max_hops:
             refusal = 508, f"Loop Detected: this request has already passed {server.max_hops} edgefn nodes (Via)"
         try:
-            path = normalize_path(request.scope.get("raw_path") or request.scope["path"].encode())
+            path = normalize_path(scope.get("raw_path") or scope["path"].encode())
         except BadPath as exc:
             refusal = refusal or (400, f"Bad Request: {exc}")
         else:
             if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
-                return await reserved_not_found(request)
+                return await (await reserved_not_found(Request(scope)))(scope, receive, send)
         if refusal is not None:
-            return refuse(request, rid, *refusal)
-        body, refusal = await _read_body(request, server.body_idle_timeout_ms / 1000, server.body_timeout_ms / 1000)
+            return await refuse(scope, rid, *refusal)(scope, receive, send)
+        body, refusal = await _read_body(receive, headers, server.body_idle_timeout_ms / 1000, server.body_timeout_ms / 1000)
         if refusal is not None:
-            return refuse(request, rid, *refusal, close=True)
+            return await refuse(scope, rid, *refusal, close=True)(scope, receive, send)
         pipeline = state.node.pipeline  # this request finishes on this pipeline even if a reload swaps it
-        host = normalize_host(request.headers.get("host", ""))
-        if state.dev is not None and state.dev.broken and "text/html" in request.headers.get("accept", ""):
+        host = normalize_host(_first(headers, "host"))
+        if state.dev is not None and state.dev.broken and "text/html" in _first(headers, "accept"):
             behavior = pipeline.router.match(host, path)
             names = {n for n in (behavior.function, *(h.function for h in behavior.hooks.values())) if n} if behavior else set()
             if names & set(state.dev.broken):
-                return _build_error_page(state.dev.broken, names)
-        result = await pipeline.handle(_edge_request(request, path, body), host, rid)
+                return await _build_error_page(state.dev.broken, names)(scope, receive, send)
+        request = EdgeRequest(
+            method=scope["method"], uri=path, querystring=scope["query_string"].decode("latin-1"), headers=headers,
+            client_ip=_client_host(scope), body=Body(body) if body else None,
+        )
+        result = await pipeline.handle(request, host, rid)
         resp = result.response
-        total_ms = (time.perf_counter() - start) * 1000
         raw = [(name.encode("latin-1"), v.encode("latin-1")) for name, entries in resp.headers.items() if name != "content-length" for _, v in entries]
-        timing = ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in result.timings)
         raw.append((REQUEST_ID_HEADER.encode(), rid.encode()))
         raw.append((b"x-cache", result.cache_status.header_value.encode()))
         if result.reports:  # which version of each function ran (an alias may split between two)
             raw.append((EXECUTED_VERSION_HEADER.encode(), ", ".join(f"{r.function}:{r.version}" for r in result.reports).encode()))
+        timing = ", ".join(f"{stage};dur={ms:.2f}" for stage, ms in result.timings)
+        total_ms = (time.perf_counter() - start) * 1000
         raw.append((b"server-timing", f"{timing + ', ' if timing else ''}total;dur={total_ms:.2f}".encode()))
-        out: Response
-        if result.stream is not None:
-            out = StreamingResponse(result.stream, resp.status)
-            out.raw_headers = [h for h in out.raw_headers if h[0] != b"content-type"] + raw
-        else:
-            out = Response(resp.body.data if resp.body else b"", resp.status)
-            out.raw_headers = [h for h in out.raw_headers if h[0] == b"content-length"] + raw
+        data = b"" if result.stream is not None else (resp.body.data if resp.body else b"")
+        if result.stream is None:
+            raw.append((b"content-length", str(len(data)).encode()))
         if state.console is not None:
-            state.console.request(request.method, path, result, total_ms)
+            state.console.request(scope["method"], path, result, total_ms)
         access_log.info(
             json.dumps(
                 {
-                    "request_id": rid, "method": request.method, "path": path, "status": resp.status,
+                    "request_id": rid, "method": scope["method"], "path": path, "status": resp.status,
                     "behavior": result.behavior, "cache": result.cache_status, "duration_ms": round(total_ms, 3),
                     "timings_ms": {s: round(ms, 3) for s, ms in result.timings}, "functions": result.outcomes,
                 }
             )
         )
-        return out
+        await send({"type": "http.response.start", "status": resp.status, "headers": raw})
+        if result.stream is None:
+            await send({"type": "http.response.body", "body": data})
+            return
+        try:
+            async for chunk in result.stream:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            await result.stream.aclose()
+        await send({"type": "http.response.body", "body": b""})
 
     routes = [
         Route(f"{RESERVED_PREFIX}/health", health),
         Route(f"{RESERVED_PREFIX}/info", info),
         # the rest of /_edgefn is never a viewer path: scheduled events use it, so a viewer cannot pose as the scheduler
         Route(RESERVED_PREFIX + "/{rest:path}", reserved_not_found, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
-        Route("/{path:path}", edge, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return EdgeApp(Starlette(routes=routes, lifespan=lifespan), edge)
+
+
+class EdgeApp:
+    """The ASGI app of a server process: viewer requests go straight to the edge handler; /_edgefn and the
+    lifespan to a Starlette app. An exception escaping the handler is a 500 (and a logged traceback), as
+    Starlette's error middleware would make it, and the server keeps serving."""
+
+    def __init__(self, reserved: Starlette, edge: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.reserved = reserved
+        self.edge = edge
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _is_reserved(scope["path"]):
+            return await self.reserved(scope, receive, send)
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.edge(scope, receive, tracked)
+        except Exception:
+            log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await PlainTextResponse("500 Internal Server Error\n", 500)(scope, receive, send)
+
+
+def _is_reserved(path: str) -> bool:
+    return path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/")

@@ -107,14 +107,12 @@ class Invoker:
         """Run `fn` on `event`; raises a typed InvocationError (with `.report`) on any failure, Throttled at once
         when over a concurrency limit."""
         lease = self.limiter.acquire(fn.name, event.config.request_id)
-        if self.inline.admits(fn) and self.scheduler.try_acquire(fn.name):
+        if self.inline.admits(fn):  # the loop's thread is a slot of its own: one try at a time, bounded by the slice
             try:
                 quick = self._run_admitted(fn, event, inline=True)
             except BaseException:
                 lease.release()
                 raise
-            finally:
-                self.scheduler.release(fn.name)
             if quick is not None:
                 lease.release()
                 return quick

@@ -71,14 +71,6 @@ class GuestScheduler:
             self.release(function)
             raise
 
-    def try_acquire(self, function: str) -> bool:
-        """A slot for `function` now, if one is free to it without waiting (an inline run, runtime/inline.py)."""
-        with self._lock:
-            if self._can_run(function):
-                self._take(function)
-                return True
-            return False
-
     def acquire_blocking(self, function: str) -> None:
         """Wait (on this thread) for a slot: CLI and benchmark invocations."""
         with self._lock:

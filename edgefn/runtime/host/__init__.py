@@ -14,6 +14,7 @@ from wasmtime import component as wc
 from .. import abi
 from . import env, fetch, log
 from .capability import COMPONENT_INTERFACE, HostCapability
+from .guest_memory import define_core_function
 
 __all__ = ["CAPABILITIES", "COMPONENT_INTERFACE", "CORE_IMPORTS", "HostCapability", "create_component_linker", "create_linker", "env", "fetch", "log"]
 
@@ -33,7 +34,7 @@ def create_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
     linker.define_wasi()
     for cap in CAPABILITIES:
         for name, (params, results, callback) in cap.core.items():
-            linker.define_func(abi.HOST_MODULE, name, wasmtime.FuncType(params, results), callback, access_caller=True)
+            define_core_function(linker, abi.HOST_MODULE, name, params, results, callback)
     return linker
 
 

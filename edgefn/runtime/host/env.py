@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import logging
 
-import wasmtime
 from wasmtime import component as wc
 
 from ..context import current_context
 from .capability import HostCapability
-from .guest_memory import I32, copy_out, read
+from .guest_memory import I32, CallerMemory, copy_out, read
 
 __all__ = ["CAPABILITY"]
 
 _log = logging.getLogger("edgefn.runtime")
 
 
-def _core_env_get(caller: wasmtime.Caller, key_ptr: int, key_len: int, buf_ptr: int, buf_cap: int) -> int:
+def _core_env_get(caller: CallerMemory, key_ptr: int, key_len: int, buf_ptr: int, buf_cap: int) -> int:
     try:
         ctx = current_context()
         key = read(caller, key_ptr, key_len)

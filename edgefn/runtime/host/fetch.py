@@ -27,7 +27,7 @@ from ..component import put_bytes, take_bytes
 from ..context import current_context
 from ..egress import EgressPolicy, EgressRefused, policy_for
 from .capability import HostCapability
-from .guest_memory import I32, copy_out, read
+from .guest_memory import I32, CallerMemory, copy_out, read
 
 __all__ = ["CAPABILITY", "MAX_FETCHES_PER_INVOCATION", "guest_fetch", "perform_fetch", "shared_client"]
 
@@ -132,7 +132,7 @@ def _nothing() -> None:
     pass
 
 
-def _core_fetch(caller: wasmtime.Caller, req_ptr: int, req_len: int) -> int:
+def _core_fetch(caller: CallerMemory, req_ptr: int, req_len: int) -> int:
     try:
         request = read(caller, req_ptr, req_len)
         if request is None:
@@ -145,7 +145,7 @@ def _core_fetch(caller: wasmtime.Caller, req_ptr: int, req_len: int) -> int:
         return -2
 
 
-def _core_fetch_result(caller: wasmtime.Caller, buf_ptr: int, buf_cap: int) -> int:
+def _core_fetch_result(caller: CallerMemory, buf_ptr: int, buf_cap: int) -> int:
     try:
         pending = current_context().pending_fetch
         if pending is None:

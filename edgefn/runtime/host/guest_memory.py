@@ -1,30 +1,110 @@
-"""Reading and writing a core guest's exported memory from a host function (the Caller's view)."""
+"""How a core guest's host calls arrive: raw C-API callbacks, and the guest's memory as the callee sees it.
+
+wasmtime-py's `Linker.define_func` wraps every call in Python objects (a `Caller`, a `Val` per argument,
+a slab lookup, `Caller.get("memory")` by name per access): ~60 µs for a call that reads a few bytes. Here
+each host function is defined with `wasmtime_linker_define_func_unchecked`: its arguments arrive as raw
+i32s, and `CallerMemory` finds the exported memory once per call through the C API. Like fastcall.py, this
+module is one of the two places that touch wasmtime-py's internals (`_ffi`).
+"""
 
 from __future__ import annotations
 
-import wasmtime
+import ctypes
+import logging
+from ctypes import byref
+from typing import Any, Callable
 
-__all__ = ["copy_out", "read"]
+import wasmtime
+from wasmtime import _ffi as ffi
+
+__all__ = ["I32", "CallerMemory", "copy_out", "define_core_function", "read"]
 
 I32 = wasmtime.ValType.i32()
+_MEMORY = b"memory"
+_EXTERN_MEMORY = ffi.WASMTIME_EXTERN_MEMORY.value
+_log = logging.getLogger("edgefn.runtime")
+
+#: a core host function: (the caller's memory, its i32 arguments...) -> its i32 result, or None if it has none
+CoreHostFunction = Callable[..., "int | None"]
 
 
-def read(caller: wasmtime.Caller, ptr: int, length: int) -> bytes | None:
+class CallerMemory:
+    """The exported `memory` of the instance that made a host call, valid during that call only."""
+
+    __slots__ = ("_context", "_memory")
+
+    def __init__(self, caller: Any) -> None:
+        item = ffi.wasmtime_extern_t()
+        found = ffi.wasmtime_caller_export_get(caller, _MEMORY, len(_MEMORY), byref(item))
+        kind: int = item.kind  # type: ignore[assignment]  # wasmtime-py annotates the kind byte as c_ubyte; ctypes reads an int
+        if found and kind == _EXTERN_MEMORY:
+            self._context: Any = ffi.wasmtime_caller_context(caller)
+            self._memory: Any = item.of.memory
+        else:
+            self._context = self._memory = None
+
+    def _span(self, ptr: int, length: int) -> int | None:
+        """The host address of [ptr, ptr+length) in the memory, or None if it is not all inside it."""
+        if self._memory is None:
+            return None
+        if ptr + length > ffi.wasmtime_memory_data_size(self._context, byref(self._memory)):
+            return None
+        base = ctypes.cast(ffi.wasmtime_memory_data(self._context, byref(self._memory)), ctypes.c_void_p).value or 0
+        return base + ptr
+
+    def read(self, ptr: int, length: int) -> bytes | None:
+        at = self._span(ptr, length)
+        return None if at is None else ctypes.string_at(at, length)
+
+    def write(self, ptr: int, data: bytes) -> bool:
+        at = self._span(ptr, len(data))
+        if at is None:
+            return False
+        ctypes.memmove(at, data, len(data))
+        return True
+
+
+def read(memory: CallerMemory, ptr: int, length: int) -> bytes | None:
     """`length` bytes at `ptr` (both taken as u32), or None if they are not all inside the memory."""
-    ptr &= 0xFFFFFFFF
-    length &= 0xFFFFFFFF
-    mem = caller.get("memory")
-    if not isinstance(mem, wasmtime.Memory) or ptr + length > mem.data_len(caller):
-        return None
-    return bytes(mem.read(caller, ptr, ptr + length))
+    return memory.read(ptr & 0xFFFFFFFF, length & 0xFFFFFFFF)
 
 
-def copy_out(caller: wasmtime.Caller, value: bytes, buf_ptr: int, buf_cap: int) -> int:
+def copy_out(memory: CallerMemory, value: bytes, buf_ptr: int, buf_cap: int) -> int:
     """The env_get/fetch_result convention: copy only if it fits, always return the full length (-2: bad buffer)."""
-    buf_ptr &= 0xFFFFFFFF
-    if len(value) <= (buf_cap & 0xFFFFFFFF):
-        mem = caller.get("memory")
-        if not isinstance(mem, wasmtime.Memory) or buf_ptr + len(value) > mem.data_len(caller):
-            return -2
-        mem.write(caller, value, buf_ptr)
+    if len(value) <= (buf_cap & 0xFFFFFFFF) and not memory.write(buf_ptr & 0xFFFFFFFF, value):
+        return -2
     return len(value)
+
+
+#: the C callbacks handed to wasmtime: alive as long as the process (linkers are per engine, engines per process)
+_CALLBACKS: list[Any] = []
+#: nothing to free when wasmtime drops a definition (the callbacks stay in _CALLBACKS)
+_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _data: None)
+
+
+def define_core_function(
+    linker: wasmtime.Linker, module: str, name: str, params: list[wasmtime.ValType], results: list[wasmtime.ValType], func: CoreHostFunction
+) -> None:
+    """Define `module.name` in `linker` as a raw callback into `func` (which must never raise: a host call
+    that fails returns its error code; an exception here is logged and the call returns 0)."""
+    nparams, has_result = len(params), bool(results)
+
+    def callback(_env: object, caller: Any, values: Any, _count: int) -> int:
+        try:
+            out = func(CallerMemory(caller), *(values[i].i32 for i in range(nparams)))
+        except Exception:  # noqa: BLE001 - an exception cannot cross into wasm
+            _log.exception("%s.%s failed", module, name)
+            out = 0
+        if has_result:
+            values[0].i32 = out or 0  # results overwrite the arguments in place
+        return 0  # no trap
+
+    c_callback = ffi.wasmtime_func_unchecked_callback_t(callback)
+    _CALLBACKS.append(c_callback)
+    ty = wasmtime.FuncType(params, results)
+    m, n = module.encode(), name.encode()
+    error = ffi.wasmtime_linker_define_func_unchecked(
+        linker.ptr(), ctypes.create_string_buffer(m), len(m), ctypes.create_string_buffer(n), len(n), ty.ptr(), c_callback, None, _NO_FINALIZER,
+    )
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(error)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 
-import wasmtime
 from wasmtime import component as wc
 
 from ..context import current_context
 from .capability import HostCapability
-from .guest_memory import I32, read
+from .guest_memory import I32, CallerMemory, read
 
 __all__ = ["CAPABILITY"]
 
@@ -18,7 +17,7 @@ _log = logging.getLogger("edgefn.runtime")
 _LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
 
 
-def _core_log(caller: wasmtime.Caller, level: int, ptr: int, length: int) -> None:
+def _core_log(caller: CallerMemory, level: int, ptr: int, length: int) -> None:
     # host functions never raise: an exception would have to unwind through wasm (and wasmtime-py keeps
     # the pending exception in a process-global, which worker threads would race on)
     try:
