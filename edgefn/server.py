@@ -53,6 +53,7 @@ def hypercorn_config(
     """The Hypercorn config for these listeners; TLS (and so HTTP/3) only when tls_port and the files are given."""
     config = EdgeConfig()
     config.application_path = "edgefn.server:worker_app()"
+    config.worker_class = "uvloop" if _have_uvloop() else "asyncio"  # uvloop: ~2x less event-loop CPU per request
     config.workers = 0 if workers == 1 else workers  # 0: serve in this process
     config.graceful_timeout = 10.0
     config.accesslog = None  # edgefn writes its own structured access log
@@ -219,6 +220,14 @@ def serve(
 
 
 # --- helpers ------------------------------------------------------------------------------------------
+
+
+def _have_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:  # a platform without it (Windows): the stdlib loop
+        return False
+    return True
 
 
 def _configure_logging() -> None:

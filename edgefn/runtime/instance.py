@@ -41,11 +41,13 @@ class LogSlot:
 class GuestInstance:
     """A live instance and its Store: made for one invocation, or kept warm in a pool between invocations."""
 
-    __slots__ = ("loaded", "store", "slot", "memory", "alloc", "handle", "init", "func", "needs_init", "create_ms", "invocations", "budget")
+    __slots__ = ("loaded", "store", "slot", "memory", "alloc", "handle", "init", "func", "needs_init", "create_ms", "invocations", "budget", "frame")
 
-    def __init__(self, loaded: LoadedModule, store: wasmtime.Store, slot: LogSlot) -> None:
+    def __init__(self, loaded: LoadedModule, store: wasmtime.Store | fastcall.CoreStore, slot: LogSlot) -> None:
         self.loaded = loaded
         self.store = store
+        #: the argument/result cells of this instance's calls (core modules), made once
+        self.frame = fastcall.CallFrame()
         self.slot = slot
         self.memory: fastcall.GuestMemory | None = None  # core modules
         self.alloc: ffi.wasmtime_extern_t | None = None  # core modules: the exports the two calls go through

@@ -99,7 +99,7 @@ class Sandbox:
         cap = limits.memory_mb * 1024 * 1024
         split = StoreLimits.of(limits)
         is_component = loaded.kind == "component"
-        store = wasmtime.Store(self._component_engine if is_component else self._engine)
+        store: wasmtime.Store | fastcall.CoreStore = wasmtime.Store(self._component_engine) if is_component else fastcall.CoreStore(self._engine)
         store.set_fuel(limits.fuel)
         if is_component:
             store.set_limits(memory_size=split.linear_bytes, table_elements=split.table_elements, instances=MAX_COMPONENT_INSTANCES, tables=MAX_TABLES, memories=1)
@@ -121,6 +121,7 @@ class Sandbox:
         try:
             if loaded.kind == "component":
                 assert loaded.linker is not None and loaded.component is not None and isinstance(loaded.info, component.ComponentInfo)
+                assert isinstance(store, wasmtime.Store)
                 comp_inst = component.instantiate(loaded.linker, store, loaded.component)
                 instance.func = component.handle_func(store, comp_inst, loaded.info.handle_export)
             else:
@@ -148,7 +149,7 @@ class Sandbox:
         if instance.needs_init and instance.init is not None:
             instance.needs_init = False
             try:
-                fastcall.call(instance.store, instance.init, (), None)
+                fastcall.call(instance.store, instance.init, (), None, instance.frame)
             except fastcall.GuestCallError as exc:
                 raise self._classify(exc, function, request_id, limits, instance, limits.memory_mb * 1024 * 1024) from None
 
@@ -250,12 +251,12 @@ class Sandbox:
         store, memory, alloc, handle = instance.store, instance.memory, instance.alloc, instance.handle
         assert memory is not None and alloc is not None and handle is not None
         try:
-            ptr = fastcall.call(store, alloc, (len(event),), fastcall.I32)
+            ptr = fastcall.call(store, alloc, (len(event),), fastcall.I32, instance.frame)
             if ptr == 0 or not memory.write(ptr, event):
                 if instance.memory_refused() is not None:
                     raise MemoryLimitExceeded(function, request_id, limits.memory_mb, f": no room for the {len(event)}-byte event")
                 raise InvalidResult(function, request_id, f"edgefn_alloc({len(event)}) returned an unusable address {ptr:#x}")
-            packed = fastcall.call(store, handle, (ptr, len(event)), fastcall.I64)
+            packed = fastcall.call(store, handle, (ptr, len(event)), fastcall.I64, instance.frame)
         except fastcall.GuestCallError as exc:
             raise self._classify(exc, function, request_id, limits, instance, cap) from None
         rptr, rlen = packed >> 32, packed & 0xFFFFFFFF
@@ -271,6 +272,7 @@ class Sandbox:
     def _call_component(self, instance: GuestInstance, event: bytes, function: str, request_id: str, limits: Limits, cap: int) -> bytes:
         try:
             assert instance.func is not None
+            assert isinstance(instance.store, wasmtime.Store)
             result = component.call_handle(instance.store, instance.func, event)
         except component.ComponentCallError as exc:
             raise self._classify(exc, function, request_id, limits, instance, cap) from None
