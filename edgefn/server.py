@@ -72,51 +72,78 @@ def hypercorn_config(
     return config
 
 
-class _PerWorkerQuicSockets:
-    """Hypercorn's Sockets for worker processes, with UDP (QUIC) sockets bound by each worker, not shared.
+class _PerWorkerSockets:
+    """Hypercorn's Sockets for worker processes: every worker binds its own SO_REUSEPORT sockets, TCP and UDP.
 
-    QUIC connection state lives in one process, but a datagram on a shared UDP socket goes to whichever
-    worker reads it first, so with several workers most connections would stall. Instead each worker binds
-    its own SO_REUSEPORT socket on the port, and the kernel keeps each client's address/port on one socket.
-    A worker binds when Hypercorn first asks for its QUIC sockets, which is after the app has started: a
-    worker joins the port's group only once it can answer, so no connection waits for a slow starter.
+    One listening socket shared by all workers lets whichever worker wakes first accept, so keep-alive
+    connections pile onto one of them (bench: 0.91x scaling for 2 workers); a datagram on a shared UDP
+    socket goes to whichever worker reads it first, and QUIC connection state lives in one process. With a
+    socket per worker the kernel spreads connections (and keeps each client address on one socket). The
+    parent binds the addresses first (a taken port fails there, port 0 becomes a real one) and holds them
+    without listening, so they receive nothing. A worker binds when Hypercorn first asks for its sockets,
+    which is after the app has started: it joins the port's group only once it can answer.
     """
 
-    def __init__(self, secure: list[socket.socket], insecure: list[socket.socket], quic_binds: list[str]) -> None:
-        self.secure_sockets = secure
-        self.insecure_sockets = insecure
-        self.quic_binds = quic_binds
+    def __init__(self, secure: list[str], insecure: list[str], quic_binds: list[str], held: list[socket.socket] | None = None) -> None:
+        self.secure_binds, self.insecure_binds, self.quic_binds = secure, insecure, quic_binds
+        self._held = held  # the parent's (bound, never listening); None in a worker
+        self._tcp: tuple[list[socket.socket], list[socket.socket]] | None = None
         self._quic: list[socket.socket] | None = None
+
+    def _tcp_sockets(self) -> tuple[list[socket.socket], list[socket.socket]]:
+        if self._tcp is None:
+            if self._held is not None:  # the parent: Hypercorn only closes these at exit
+                n = len(self.secure_binds)
+                self._tcp = (self._held[:n], self._held[n:])
+            else:
+                self._tcp = ([_tcp_socket(b) for b in self.secure_binds], [_tcp_socket(b) for b in self.insecure_binds])
+                logging.getLogger("edgefn.server").info("worker %d listens on %s", os.getpid(), ", ".join(self.secure_binds + self.insecure_binds))
+        return self._tcp
+
+    @property
+    def secure_sockets(self) -> list[socket.socket]:
+        return self._tcp_sockets()[0]
+
+    @property
+    def insecure_sockets(self) -> list[socket.socket]:
+        return self._tcp_sockets()[1]
 
     @property
     def quic_sockets(self) -> list[socket.socket]:
         if self._quic is None:
-            self._quic = [_udp_socket(b, reuse_port=True) for b in self.quic_binds]
-            _wake_quic_on_shutdown(self.secure_sockets + self.insecure_sockets, self._quic)
-            # a worker joining the port's group re-spreads client addresses over the sockets: say when it did
-            logging.getLogger("edgefn.server").info("worker %d serves HTTP/3 on %s", os.getpid(), ", ".join(self.quic_binds))
+            if self._held is not None:
+                self._quic = []
+            else:
+                self._quic = [_udp_socket(b, reuse_port=True) for b in self.quic_binds]
+                _wake_quic_on_shutdown(self.secure_sockets + self.insecure_sockets, self._quic)
+                # a worker joining the port's group re-spreads client addresses over the sockets: say when it did
+                logging.getLogger("edgefn.server").info("worker %d serves HTTP/3 on %s", os.getpid(), ", ".join(self.quic_binds))
         return self._quic
 
-    def __reduce__(self) -> tuple[type, tuple[list[socket.socket], list[socket.socket], list[str]]]:  # to a worker process: the TCP sockets and the QUIC addresses
-        return (_PerWorkerQuicSockets, (self.secure_sockets, self.insecure_sockets, self.quic_binds))
+    def __reduce__(self) -> tuple[type, tuple[list[str], list[str], list[str]]]:  # to a worker process: the addresses only
+        return (_PerWorkerSockets, (self.secure_binds, self.insecure_binds, self.quic_binds))
 
 
 class EdgeConfig(Config):
     """Hypercorn's Config, binding QUIC per worker process and failing with a clear error on a taken port."""
 
     def create_sockets(self) -> Sockets:
-        per_worker_quic = self.workers > 1 and bool(self.quic_bind) and hasattr(socket, "SO_REUSEPORT")
+        per_worker = self.workers > 1 and hasattr(socket, "SO_REUSEPORT")
+        per_worker_quic = per_worker and bool(self.quic_bind)
         quic_bind = self.quic_bind
         try:
-            if per_worker_quic:
+            if per_worker:
                 for bind in quic_bind:  # fail now, in the parent, if the UDP port is taken
                     _udp_socket(bind, reuse_port=False).close()
                 self.quic_bind = []
                 try:
-                    base = super().create_sockets()
+                    base = super().create_sockets()  # bound with SO_REUSEPORT (workers > 1), never listening
                 finally:
                     self.quic_bind = quic_bind
-                sockets: Sockets = _PerWorkerQuicSockets(base.secure_sockets, base.insecure_sockets, list(quic_bind))  # type: ignore[assignment]  # duck-typed: Hypercorn reads the three socket lists
+                held = base.secure_sockets + base.insecure_sockets
+                sockets: Sockets = _PerWorkerSockets(  # type: ignore[assignment]  # duck-typed: Hypercorn reads the three socket lists
+                    [_url_host(s) for s in base.secure_sockets], [_url_host(s) for s in base.insecure_sockets], list(quic_bind), held,
+                )
             else:
                 sockets = super().create_sockets()
                 _wake_quic_on_shutdown(sockets.secure_sockets + sockets.insecure_sockets, sockets.quic_sockets)
@@ -255,6 +282,22 @@ def _announce(sockets: Sockets, quic_bind: list[str], per_worker_quic: bool) -> 
     lines += [f"HTTP/3 on udp/{q.rpartition(':')[2]} ({q})" for q in quic]
     for line in lines:
         print(f"edgefn: listening on {line}", file=sys.stderr, flush=True)
+
+
+def _tcp_socket(bind: str) -> socket.socket:
+    """A worker's own TCP socket on `bind` (a concrete address the parent bound), as Hypercorn makes them."""
+    host, port = _split(bind)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _udp_socket(bind: str, reuse_port: bool) -> socket.socket:
