@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import subprocess
@@ -40,9 +42,65 @@ def _run(cmd: list[str], source: Path, zig_cache: Path) -> None:
         raise BuildError(source, parse_diagnostics(output), output)
 
 
+#: most Zig files a source's directory tree may hold for its build to be recorded (beyond: always rebuilt)
+MAX_ZIG_INPUTS = 512
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _record_path(cmd: list[str], zig_cache: Path) -> Path:
+    import ziglang  # type: ignore[import-untyped]  # the PyPI ziglang wheel ships no type information
+
+    key = hashlib.sha256("\0".join([getattr(ziglang, "__version__", ""), *cmd]).encode()).hexdigest()
+    return zig_cache.parent / "builds" / f"{key}.json"
+
+
+def _up_to_date(record: Path, out: Path) -> bool:
+    """The last build of this exact command read the files `record` lists; none changed, nor its output."""
+    try:
+        doc = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return False
+    inputs: dict[str, str] = doc.get("inputs", {})
+    return bool(inputs) and doc.get("output") == _digest(out) and all(_digest(Path(p)) == h for p, h in inputs.items())
+
+
+def _remember(record: Path, out: Path, inputs: list[Path]) -> None:
+    digests = {str(p): _digest(p) for p in inputs}
+    if any(d is None for d in digests.values()):
+        return
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"inputs": digests, "output": _digest(out)}))
+    os.replace(tmp, record)
+
+
+def _depfile_inputs(depfile: Path, cwd: Path) -> list[Path]:
+    """The files a C build read (clang's -MD depfile), minus the toolchain's own (its version is in the key)."""
+    text = depfile.read_text().replace("\\\n", " ").replace("\\ ", "\0")
+    toolchain = Path(zig_command()[0]).resolve().parent
+    found = []
+    for word in text.partition(": ")[2].split():
+        path = (cwd / word.replace("\0", " ")).resolve()
+        if not path.is_relative_to(toolchain):
+            found.append(path)
+    return found
+
+
+def _zig_inputs(source: Path) -> list[Path] | None:
+    """A Zig build's inputs: every .zig file under the source's directory (None: too many to record)."""
+    files = sorted(source.parent.rglob("*.zig"))
+    return files if len(files) <= MAX_ZIG_INPUTS else None
+
+
 def zig_command() -> list[str]:
     """The pinned PyPI ziglang binary, run directly: `python -m ziglang` would add an interpreter start per build."""
-    import ziglang  # type: ignore[import-untyped]  # the PyPI ziglang wheel ships no type information
+    import ziglang
 
     binary = Path(ziglang.__file__).parent / ("zig.exe" if sys.platform == "win32" else "zig")
     return [str(binary)] if binary.exists() else [sys.executable, "-m", "ziglang"]
@@ -56,7 +114,16 @@ def compile_c(source: Path, out: Path, target: str, zig_cache: Path) -> None:
     else:
         cmd += ["-mexec-model=reactor"]
     cmd += ["-Wl,--strip-all", "-Wall", "-Werror=implicit-function-declaration", str(source), "-o", str(out)]
-    _run(cmd, source, zig_cache)
+    # unchanged inputs (the source and every header it read): the last output stands, no toolchain run
+    record = _record_path(cmd, zig_cache)
+    if _up_to_date(record, out):
+        return
+    depfile = out.with_name(out.name + ".d")
+    _run([*cmd, "-MD", "-MF", str(depfile)], source, zig_cache)
+    try:
+        _remember(record, out, _depfile_inputs(depfile, source.parent))
+    finally:
+        depfile.unlink(missing_ok=True)
 
 
 def compile_zig(source: Path, out: Path, target: str, zig_cache: Path) -> None:
@@ -67,6 +134,11 @@ def compile_zig(source: Path, out: Path, target: str, zig_cache: Path) -> None:
     ]
     if target == "wasi":
         cmd += ["-mexec-model=reactor"]
+    record = _record_path(cmd, zig_cache)
+    if _up_to_date(record, out):
+        return
     _run(cmd, source, zig_cache)
+    if (inputs := _zig_inputs(source)) is not None:
+        _remember(record, out, inputs)
 
 
