@@ -43,8 +43,23 @@ def _start(name: str, cpus: str | None) -> tuple[servers.Server, dict]:
     return s, {"start_to_healthy_s": s.startup_s, "first_request": first, "second_request": second, "init_duration_lines_ms": [float(x) for x in init]}
 
 
+def _start_to_first_200(s: servers.Server, path: str = "/") -> float:
+    """Seconds from spawning `s` to its first 200 on `path` (polled on new connections)."""
+    t0 = time.perf_counter()
+    s.spawn()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if _first_request(s.port, path)["status"] == 200:
+                return time.perf_counter() - t0
+        except OSError:
+            pass
+        time.sleep(0.005)
+    raise RuntimeError(f"{s.name}: no 200 within 180 s")
+
+
 def run(server_cpus: str | None, repeats: int = 2, steady_n: int = 300) -> dict:
-    out: dict = {"deploy_empty_store": [], "restart_warm_store": [], "steady": {}}
+    out: dict = {"deploy_empty_store": [], "restart_warm_store": [], "steady": {}, "restart_first_200_s": [], "baseline_first_200_s": []}
     for i in range(repeats):
         shutil.rmtree(servers.STORE_DIR, ignore_errors=True)  # an empty module store: a fresh deploy
         s, res = _start(f"cold-empty-{i}", server_cpus)
@@ -77,6 +92,14 @@ def run(server_cpus: str | None, repeats: int = 2, steady_n: int = 300) -> dict:
                 }
     finally:
         s.stop()
+    for i in range(repeats):  # process start -> first 200, the store warm (the restarts above): edgefn against plain Starlette on Hypercorn
+        for key, make in (("baseline_first_200_s", lambda: servers.baseline("starlette-hypercorn", f"start-baseline-{i}", server_cpus)),
+                          ("restart_first_200_s", lambda: servers.edgefn(f"start-edgefn-{i}", server_cpus))):
+            starting = make()
+            try:
+                out[key].append(_start_to_first_200(starting))
+            finally:
+                starting.stop()
     hooks = out["steady"]["hooks"]["server_timing_ms"]
     hello = out["steady"]["hello"]["server_timing_ms"]
     per_hook = {k: v["p50"] for k, v in hooks.items() if k not in ("total", "origin")}

@@ -61,3 +61,50 @@ class LeanInstance:
             raise RuntimeError("result out of bounds")
         base = ctypes.cast(_data(self.ctx, self.mem), ctypes.c_void_p).value or 0
         return ctypes.string_at(base + rptr, rlen)
+
+
+class RawFresh:
+    """The physical floor of a fresh-instance invocation from Python: the same steps as the sandbox (Store,
+    fuel, limits, epoch deadline, instantiate, alloc, write the event, handle, read the result, drop), each
+    one raw C-API call with every ctypes object made up front, and nothing else (no report, no errors)."""
+
+    def __init__(self, engine: wasmtime.Engine, pre: wasmtime.InstancePre, info, fuel: int, ticks: int) -> None:  # type: ignore[no-untyped-def]
+        self.engine_ptr, self.pre_ptr, self.info, self.fuel, self.ticks = engine.ptr(), pre.ptr(), info, fuel, ticks
+        self.fin = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _d: None)
+        self.inst = ffi.wasmtime_instance_t()
+        self.item = ffi.wasmtime_extern_t()
+        self.name_ptr, self.name_len = ctypes.POINTER(ctypes.c_char)(), ctypes.c_size_t(0)
+        self.argv = (ffi.wasmtime_val_t * 2)()
+        self.argv[0].kind = self.argv[1].kind = ffi.WASMTIME_I32.value
+        self.resv = (ffi.wasmtime_val_t * 1)()
+        self.trap = ctypes.POINTER(ffi.wasm_trap_t)()
+
+    def _export(self, ctx, index: int):  # type: ignore[no-untyped-def]
+        item = ffi.wasmtime_extern_t()
+        _bindings._wasmtime_instance_export_nth(ctx, byref(self.inst), index, byref(self.name_ptr), byref(self.name_len), byref(item))
+        return item
+
+    def invoke(self, event: bytes) -> bytes:
+        store = _bindings._wasmtime_store_new(self.engine_ptr, None, self.fin)
+        try:
+            ctx = _bindings._wasmtime_store_context(store)
+            _bindings._wasmtime_context_set_fuel(ctx, self.fuel)
+            _bindings._wasmtime_store_limiter(store, -1, 16384, 1, 4, 16)
+            _bindings._wasmtime_context_set_epoch_deadline(ctx, self.ticks)
+            if _bindings._wasmtime_instance_pre_instantiate(self.pre_ptr, ctx, byref(self.inst), byref(self.trap)) or self.trap:
+                raise RuntimeError("instantiate failed")
+            alloc, handle, memory = (self._export(ctx, i) for i in (self.info.alloc_export, self.info.handle_export, self.info.memory_export))
+            mem = byref(memory.of.memory)
+            n = len(event)
+            self.argv[0].of.i32 = n
+            if _call(ctx, byref(alloc.of.func), self.argv, 1, self.resv, 1, byref(self.trap)) or self.trap:
+                raise RuntimeError("alloc failed")
+            ptr = self.resv[0].of.i32 & 0xFFFFFFFF
+            ctypes.memmove((ctypes.cast(_data(ctx, mem), ctypes.c_void_p).value or 0) + ptr, event, n)
+            self.argv[0].of.i32, self.argv[1].of.i32 = ptr, n
+            if _call(ctx, byref(handle.of.func), self.argv, 2, self.resv, 1, byref(self.trap)) or self.trap:
+                raise RuntimeError("handle failed")
+            packed = self.resv[0].of.i64 & 0xFFFFFFFFFFFFFFFF
+            return ctypes.string_at((ctypes.cast(_data(ctx, mem), ctypes.c_void_p).value or 0) + (packed >> 32), packed & 0xFFFFFFFF)
+        finally:
+            _bindings._wasmtime_store_delete(store)

@@ -121,6 +121,16 @@ def _guest(rt: Runtime, guest: guests.Guest, quick: bool) -> dict:
         assert r.error is None, r.error
 
     res["fresh_instance_sandbox"] = summarize(sample_us(sandbox_run, budget_s=_budget(quick, 1.5), min_n=50, max_n=20000, warmup=50))
+    # the physical floor of the same steps: raw C-API calls only (bench/fastpath.RawFresh), same engine
+    from edgefn.runtime.context import InvocationContext as _Ctx
+
+    floor = fastpath.RawFresh(rt.engine, loaded.pre, loaded.info, LIMITS.fuel, rt.ticker.ticks_for(LIMITS.timeout_ms))
+    set_current_context(_Ctx(guest.name, "r", {k: v.encode() for k, v in guest.env.items()}, _drop))  # the guest's env_get
+    try:
+        assert floor.invoke(encoded)
+        res["fresh_instance_raw_floor"] = summarize(sample_us(lambda: floor.invoke(encoded), budget_s=_budget(quick, 1.0), min_n=50, max_n=20000, warmup=50))
+    finally:
+        set_current_context(None)
     res["fresh_instance_invoke"] = summarize(
         sample_us(lambda: rt.invoker.invoke_sync(fn, event), budget_s=_budget(quick, 1.0), min_n=50, max_n=20000, warmup=50)
     )

@@ -6,38 +6,110 @@ from pathlib import Path
 
 from common import RESULTS
 
+#: issue 14's targets: key -> (label, goal, unit, "le"/"ge"; goal None = measured, no goal)
 TARGETS_SPEC = {
-    "sandbox_fresh_p50_us": ("per-request sandbox overhead, C hello, fresh instance (p50)", 60.0, "µs", "le"),
-    "sandbox_reused_p50_us": ("per-request sandbox overhead, C hello, reused instance (p50; the runtime's warm pool where the tree has it, else a raw second call)", 30.0, "µs", "le"),
-    "cold_start_artifact_p50_ms": ("cold start with a precompiled artifact, C hello (load from disk + first call, p50)", 5.0, "ms", "le"),
-    "throughput_vs_starlette_c16": ("end-to-end hello throughput / plain Starlette on Hypercorn, c=16", 0.80, "×", "ge"),
-    "throughput_vs_starlette_c64": ("end-to-end hello throughput / plain Starlette on Hypercorn, c=64", 0.80, "×", "ge"),
-    "p99_over_p50_c16": ("edgefn hello p99 / p50 at c=16", 3.0, "×", "le"),
+    "t1_hello_rps_c1": ("1. C hello as origin, fresh instance: req/s / Starlette on Hypercorn, c=1", 0.75, "×", "ge"),
+    "t1_hello_rps_c32": ("1. the same, c=32", 0.75, "×", "ge"),
+    "t1_hello_cpu_c32": ("1. the same: server CPU per request / the baseline's, c=32", 1.35, "×", "le"),
+    "t2_warm_rps": ("2. C hello, reuse_instances = true: req/s / baseline (the lower of c=1, c=32)", 0.85, "×", "ge"),
+    "t2_cached_rps": ("2. a cache hit (no function): req/s / baseline (the lower of c=1, c=32)", 0.92, "×", "ge"),
+    "t3_per_hook_cpu_us": ("3. server CPU each pass-through hook adds (4 hooks, c=32)", 60.0, "µs", "le"),
+    "t4_python_warm_rps": ("4. Python origin, reuse_instances = true: req/s / baseline (the lower of c=1, c=32)", 0.5, "×", "ge"),
+    "t4_python_fresh_rps": ("4. Python origin, fresh instance: req/s / baseline, c=32 (measured)", None, "×", "ge"),
+    "t5_fresh_small_us": ("5. in process: fresh Store + instantiate + one invocation, C hello (p50)", 60.0, "µs", "le"),
+    "t5_fresh_floor_us": ("5. the same, the no-import floor guest (p50)", 40.0, "µs", "le"),
+    "t5_warm_small_us": ("5. a warm pooled invocation, C hello (p50)", 20.0, "µs", "le"),
+    "t5_raw_small_us": ("5. the physical floor: the fresh-instance steps as raw C-API calls, C hello (p50, measured)", None, "µs", "le"),
+    "t6_restart_ratio": ("6. restart, warm store -> first 200 / Starlette-on-Hypercorn start -> first 200 (medians)", 1.3, "×", "le"),
+    "t7_workers_scaling": ("7. --workers 2 / --workers 1, edgefn hello (servers unpinned, c=64)", 1.85, "×", "ge"),
+    "t1u_hello_rps_c1": ("1. (uvicorn listener) C hello, fresh instance: req/s / Starlette on Hypercorn, c=1", 0.75, "×", "ge"),
+    "t1u_hello_rps_c32": ("1. (uvicorn listener) the same, c=32", 0.75, "×", "ge"),
+    "t1u_hello_cpu_c32": ("1. (uvicorn listener) server CPU per request / the baseline's, c=32", 1.35, "×", "le"),
+    "t2u_warm_rps": ("2. (uvicorn listener) C hello, reuse_instances = true (the lower of c=1, c=32)", 0.85, "×", "ge"),
+    "t2u_cached_rps": ("2. (uvicorn listener) a cache hit (the lower of c=1, c=32)", 0.92, "×", "ge"),
+    "t3u_per_hook_cpu_us": ("3. (uvicorn listener) server CPU each pass-through hook adds (c=32)", 60.0, "µs", "le"),
+    "t8_p99_over_p50": ("8. the worst p99 / p50 of any edgefn row at c=32", 3.0, "×", "le"),
+    "t8_failed": ("8. failed requests over every edgefn row", 0.0, "", "le"),
 }
+
+EDGEFN_ROWS = (
+    "edgefn_hello", "edgefn_warm", "edgefn_hooks", "edgefn_cached", "edgefn_py_warm", "edgefn_py_fresh",
+    "edgefn_uv_hello", "edgefn_uv_warm", "edgefn_uv_hooks", "edgefn_uv_cached",
+)
 
 
 def verdicts(res: dict) -> dict:
+    from statistics import median
+
     v: dict = {}
     micro = res.get("micro", {}).get("guests", {})
     if micro:
-        v["sandbox_fresh_p50_us"] = micro["small"]["fresh_instance_sandbox"]["p50"]
-        small = micro["small"]
-        v["sandbox_reused_p50_us"] = (small.get("warm_instance_sandbox") or small["reused_instance_raw"])["p50"]
-        v["cold_start_artifact_p50_ms"] = micro["small"]["cold_start_from_artifact"]["p50"] / 1000
+        small, floor = micro["small"], micro["floor"]
+        v["t5_fresh_small_us"] = small["fresh_instance_sandbox"]["p50"]
+        v["t5_fresh_floor_us"] = floor["fresh_instance_sandbox"]["p50"]
+        if "warm_instance_sandbox" in small:
+            v["t5_warm_small_us"] = small["warm_instance_sandbox"]["p50"]
+        if "fresh_instance_raw_floor" in small:
+            v["t5_raw_small_us"] = small["fresh_instance_raw_floor"]["p50"]
     tp = res.get("throughput")
     if tp:
-        r = tp["ratios"]["edgefn_hello"]["starlette_hypercorn"]
-        v["throughput_vs_starlette_c16"] = r["16"]["rps_ratio"]
-        v["throughput_vs_starlette_c64"] = r["64"]["rps_ratio"]
-        best = tp["targets"]["edgefn_hello"]["best"]["16"]
-        v["p99_over_p50_c16"] = best["p99_us"] / best["p50_us"]
+        r = tp["ratios"]
+
+        def rps(key: str, cs: tuple[str, ...] = ("1", "32")) -> float | None:
+            got = [r[key]["starlette_hypercorn"][c]["rps_ratio"] for c in cs if c in r.get(key, {}).get("starlette_hypercorn", {})]
+            return min(got) if got else None
+
+        best = {k: t["best"] for k, t in tp["targets"].items()}
+        for tag, pre in (("", "edgefn_"), ("u", "edgefn_uv_")):
+            if f"{pre}hello" not in r:
+                continue
+            v[f"t1{tag}_hello_rps_c1"] = rps(f"{pre}hello", ("1",))
+            v[f"t1{tag}_hello_rps_c32"] = rps(f"{pre}hello", ("32",))
+            v[f"t1{tag}_hello_cpu_c32"] = r[f"{pre}hello"]["starlette_hypercorn"]["32"]["cpu_per_request_ratio"]
+            v[f"t2{tag}_warm_rps"] = rps(f"{pre}warm")
+            v[f"t2{tag}_cached_rps"] = rps(f"{pre}cached")
+            if "32" in best.get(f"{pre}hooks", {}) and "32" in best.get(f"{pre}hello", {}):
+                from throughput import cpu_per_request_us
+
+                v[f"t3{tag}_per_hook_cpu_us"] = (cpu_per_request_us(best[f"{pre}hooks"]["32"]) - cpu_per_request_us(best[f"{pre}hello"]["32"])) / 4
+        v["t4_python_warm_rps"] = rps("edgefn_py_warm")
+        v["t4_python_fresh_rps"] = rps("edgefn_py_fresh", ("32",))
+        rows = [best[k]["32"] for k in EDGEFN_ROWS if "32" in best.get(k, {})]
+        v["t8_p99_over_p50"] = max(x["p99_us"] / x["p50_us"] for x in rows)
+        v["t8_failed"] = float(sum(run["failed"] for k in EDGEFN_ROWS for runs in tp["targets"].get(k, {}).get("runs", {}).values() for run in runs))
+    cw = res.get("coldwarm", {})
+    if cw.get("restart_first_200_s") and cw.get("baseline_first_200_s"):
+        v["t6_restart_ratio"] = median(cw["restart_first_200_s"]) / median(cw["baseline_first_200_s"])
+    workers = res.get("resources", {}).get("workers", {})
+    if "scaling" in workers:
+        v["t7_workers_scaling"] = workers["scaling"]["edgefn"]
     out = {}
     for key, value in v.items():
+        if value is None:
+            continue
         label, target, unit, op = TARGETS_SPEC[key]
+        if target is None:
+            out[key] = {"label": label, "value": value, "target": None, "unit": unit, "op": op, "met": None, "off_by": None}
+            continue
         met = value <= target if op == "le" else value >= target
-        factor = value / target if op == "le" else target / value
+        factor = (value / target if target else float("inf") if value else 1.0) if op == "le" else target / value
         out[key] = {"label": label, "value": value, "target": target, "unit": unit, "op": op, "met": met, "off_by": factor}
     return out
+
+
+def vs_peers(res: dict) -> list[str]:
+    """Target 9: each edgefn row over uvicorn + httptools + uvloop serving the same hello (c=32)."""
+    tp = res.get("throughput")
+    if not tp:
+        return []
+    lines = ["## Against the faster peers (target 9), c=32", "",
+             "| edgefn row | req/s / Starlette on uvicorn+httptools+uvloop | CPU per request / that baseline's | req/s / `wasmtime serve` |",
+             "|---|---:|---:|---|"]
+    for key in EDGEFN_ROWS:
+        x = tp["ratios"].get(key, {}).get("starlette_uvicorn", {}).get("32")
+        if x:
+            lines.append(f"| {tp['targets'][key]['label']} | {x['rps_ratio']:.2f} | {x['cpu_per_request_ratio']:.2f} | not measured (no `wasmtime serve` WAT component in this bench) |")
+    return lines + [""]
 
 
 def _f(x: float, digits: int = 1) -> str:
@@ -72,9 +144,13 @@ def markdown(res: dict) -> str:
         lines += ["## Targets", "", "| target | goal | measured | verdict |", "|---|---:|---:|---|"]
         for item in v.values():
             op = "≤" if item["op"] == "le" else "≥"
+            if item["target"] is None:
+                lines.append(f"| {item['label']} | – | {_f(item['value'], 2)} {item['unit']} | measured |")
+                continue
             verdict = "met" if item["met"] else f"missed ({item['off_by']:.1f}× off)"
             lines.append(f"| {item['label']} | {op} {item['target']:g} {item['unit']} | {_f(item['value'], 2)} {item['unit']} | {verdict} |")
         lines.append("")
+        lines += vs_peers(res)
     if "micro" in res:
         lines += _micro_md(res["micro"])
     if "coldwarm" in res:
@@ -99,6 +175,7 @@ MICRO_OPS = [
     ("deserialize_file_mmap", "  vs `Module.deserialize_file` (mmap; not used by edgefn)"),
     ("cold_start_from_artifact", "cold start: store load + first invocation"),
     ("fresh_instance_sandbox", "instantiate + one invocation, fresh instance (`Sandbox.run`)"),
+    ("fresh_instance_raw_floor", "  its physical floor: the same steps as raw C-API calls (bench/fastpath.RawFresh)"),
     ("fresh_instance_invoke", "  the same through `Invoker.invoke_sync` (+ CBOR encode/decode, report)"),
     ("warm_instance_sandbox", "warm instance from the runtime's pool (`Sandbox.run`, `reuse_instances = true`)"),
     ("warm_instance_invoke", "  the same through `Invoker.invoke_sync`"),
@@ -201,7 +278,7 @@ def _profiles_md(pr: dict) -> list[str]:
              "edgefn answering the same request from its cache (the pipeline without a guest); the plain Starlette/Hypercorn baseline. "
              "In the threaded server a thread waiting to re-take the GIL is charged to the line it waits at (e.g. `uuid4`, "
              "`Handler.acquire`, the thread pool's queue), so those rows are the cost of handing work between threads. Shares of on-CPU samples × the server's measured CPU per request in the profiled run.", ""]
-    servers = [k for k in ("edgefn_hello", "whatif_inline_nolog", "edgefn_cached", "starlette_hypercorn") if k in pr and "us_per_request_by_component" in pr[k]]
+    servers = [k for k in ("edgefn_hello", "edgefn_cached", "starlette_hypercorn") if k in pr and "us_per_request_by_component" in pr[k]]
     if servers:
         comps: list[str] = []
         for k in servers:
@@ -292,13 +369,12 @@ def plots(res: dict, out_dir: Path) -> list[str]:
     made: list[str] = []
     colors = {
         "edgefn_hello": "#d62728", "edgefn_warm": "#17becf", "edgefn_hooks": "#ff7f0e", "edgefn_cached": "#bcbd22", "starlette_hypercorn": "#1f77b4",
-        "starlette_uvicorn": "#2ca02c", "edgefn_nostore": "#7f7f7f", "whatif_inline": "#9467bd", "whatif_nolog": "#8c564b",
-        "whatif_inline_nolog": "#e377c2",
+        "starlette_uvicorn": "#2ca02c", "edgefn_nostore": "#7f7f7f", "edgefn_py_warm": "#9467bd", "edgefn_py_fresh": "#8c564b",
     }
     tp = res.get("throughput")
     if tp:
-        fig, axes = plt.subplots(1, 3, figsize=(16, 5), sharey=True)
-        for ax, c in zip(axes, ("1", "16", "64"), strict=False):
+        fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+        for ax, c in zip(axes, ("1", "32"), strict=False):
             for key, t in tp["targets"].items():
                 b = t["best"].get(c)
                 if not b:
@@ -311,7 +387,7 @@ def plots(res: dict, out_dir: Path) -> list[str]:
             ax.set_xlabel("latency (ms, log)")
             ax.grid(True, which="both", alpha=0.3)
         axes[0].set_ylabel("percentile")
-        axes[1].legend(fontsize=6, loc="lower right")  # c=16 has every row, the what-ifs too
+        axes[1].legend(fontsize=6, loc="lower right")  # c=32 has every row
         fig.suptitle("HTTP/1.1 latency distribution (wrk percentiles)")
         fig.tight_layout()
         fig.savefig(out_dir / "latency_cdf.png", dpi=110)
@@ -324,12 +400,9 @@ def plots(res: dict, out_dir: Path) -> list[str]:
             if len(cs) < 2:
                 continue
             ax.plot([int(c) for c in cs], [t["best"][c]["rps"] for c in cs], marker="o", label=t["label"], color=colors.get(key), lw=2)
-        for key, t in tp["targets"].items():
-            if key.startswith("whatif") and "16" in t["best"]:
-                ax.scatter([16], [t["best"]["16"]["rps"]], marker="D", color=colors.get(key), label=t["label"], zorder=5)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xticks([1, 16, 64], ["1", "16", "64"])
+        ax.set_xticks([1, 32], ["1", "32"])
         ax.set_xlabel("concurrent connections")
         ax.set_ylabel("requests / s (log)")
         ax.set_title("Throughput vs concurrency (server on 1 core, HTTP/1.1)")
@@ -371,7 +444,7 @@ def plots(res: dict, out_dir: Path) -> list[str]:
         made.append("micro.png")
 
     pr = res.get("profiles", {})
-    servers = [k for k in ("edgefn_hello", "whatif_inline_nolog", "edgefn_cached", "starlette_hypercorn") if "us_per_request_by_component" in pr.get(k, {})]
+    servers = [k for k in ("edgefn_hello", "edgefn_cached", "starlette_hypercorn") if "us_per_request_by_component" in pr.get(k, {})]
     if servers:
         comps: list[str] = []
         for k in servers:

@@ -91,6 +91,7 @@ def main() -> int:
     import servers
 
     servers.write_manifest()
+    servers.write_python_manifest()
 
     def phase(name: str, fn) -> None:  # type: ignore[no-untyped-def]
         if name not in phases:
@@ -138,7 +139,6 @@ def main() -> int:
         out: dict = {}
         made = {
             "edgefn_hello": servers.edgefn("edgefn-profiled", server_cpus),
-            "whatif_inline_nolog": servers.baseline("edgefn-inline-nolog", "edgefn-inline-nolog-profiled", server_cpus),
             "starlette_hypercorn": servers.baseline("starlette-hypercorn", "starlette-hypercorn-profiled", server_cpus),
         }
         try:
@@ -207,6 +207,9 @@ def main() -> int:
         control_md = f"\n## Control plane (bench/control.py)\n\n{control.table(res['control'])}\n"
     (RESULTS / "bench.md").write_text(report.markdown(res) + control_md)
     for item in res["verdicts"].values():
+        if item["target"] is None:
+            print(f"  {item['label']}: {item['value']:.2f} {item['unit']} (measured)")
+            continue
         verdict = "met" if item["met"] else f"MISSED by {item['off_by']:.1f}x"
         print(f"  {item['label']}: {item['value']:.2f} {item['unit']} (target {item['target']:g}) {verdict}")
     log(f"done in {res['elapsed_s']:.0f} s: bench/results/bench.md, bench.json, {', '.join(res.get('plots', []))}")

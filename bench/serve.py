@@ -9,12 +9,6 @@ starlette-hypercorn  bench/baseline_app.py on edgefn.server.hypercorn_config: th
 starlette-uvicorn    the same app on uvicorn with httptools and uvloop, access log off
 edgefn-nostore       the real `edgefn serve`, except that ModuleStore.load compiles the wasm on every call
                      (no memory cache, no artifact): what edgefn would cost without its module store
-
-What-if variants of the real `edgefn serve` (a patch applied in this process only; edgefn/ is untouched),
-each removing one per-request cost the profile points at, to measure what a fix would buy:
-edgefn-inline        Invoker.invoke runs the guest on the event-loop thread (no thread-pool hop)
-edgefn-nolog         the per-invocation START/END/REPORT lines and the access-log line are not written
-edgefn-inline-nolog  both
 """
 
 from __future__ import annotations
@@ -76,26 +70,9 @@ def edgefn_nostore(config: Path, port: int) -> int:
     return serve(config, port=port, tls_port=0, workers=1, admin_port=0)  # several servers run at once: no admin listener
 
 
-def edgefn_whatif(config: Path, port: int, inline: bool, nolog: bool) -> int:
-    import logging
-
-    from edgefn.runtime.invoker import Invoker
-    from edgefn.server import serve
-
-    if inline:
-        async def invoke_inline(self: Invoker, fn, event):  # type: ignore[no-untyped-def]
-            return self.invoke_sync(fn, event)
-
-        Invoker.invoke = invoke_inline  # type: ignore[method-assign]
-    if nolog:
-        for name in ("edgefn.function", "edgefn.access"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    return serve(config, port=port, tls_port=0, workers=1, admin_port=0)  # several servers run at once: no admin listener
-
-
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=("starlette-hypercorn", "starlette-uvicorn", "edgefn-nostore", "edgefn-inline", "edgefn-nolog", "edgefn-inline-nolog"))
+    p.add_argument("kind", choices=("starlette-hypercorn", "starlette-uvicorn", "edgefn-nostore"))
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--tls-port", type=int, default=0)
@@ -108,7 +85,7 @@ def main() -> int:
         return starlette_uvicorn(a.port, a.workers)
     if a.kind == "edgefn-nostore":
         return edgefn_nostore(a.config, a.port)
-    return edgefn_whatif(a.config, a.port, inline="inline" in a.kind, nolog="nolog" in a.kind)
+    return 2
 
 
 if __name__ == "__main__":

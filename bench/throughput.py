@@ -1,4 +1,4 @@
-"""Throughput and latency over HTTP/1.1 at concurrency 1, 16 and 64: edgefn and its baselines, interleaved.
+"""Throughput and latency over HTTP/1.1 at concurrency 1 and 32: edgefn and its baselines, interleaved.
 
 Every server runs at once, pinned to the server core; wrk runs on the other core. The matrix is measured in
 rounds (targets interleaved, order reversed each round; compile-on-every-request, ~40x slower, in the first
@@ -17,7 +17,7 @@ import load
 import servers
 from common import log
 
-CONCURRENCY = (1, 16, 64)
+CONCURRENCY = (1, 32)
 NOISY = 0.15  # CPU used on the server's core by anything else, above which a run counts as disturbed
 
 
@@ -38,11 +38,13 @@ TARGETS = [
     Target("edgefn_cached", "edgefn: hello behind a cache policy", "edgefn", "/cached/bench"),
     Target("starlette_hypercorn", "baseline: Starlette on Hypercorn (edgefn's settings)", "starlette_hypercorn", "/", rounds=None, short=False),
     Target("starlette_uvicorn", "baseline: Starlette on uvicorn + httptools + uvloop", "starlette_uvicorn", "/", rounds=None, short=False),
-    Target("edgefn_nostore", "baseline: edgefn compiling on every request (no module store)", "edgefn_nostore", "/", rounds=1),
-    # what-ifs: the same server with one cost removed (bench/serve.py), at c=16 only
-    Target("whatif_inline", "what-if: edgefn, guest run on the event loop (no thread hop)", "edgefn_inline", "/", (16,), rounds=None),
-    Target("whatif_nolog", "what-if: edgefn, no per-request log lines", "edgefn_nolog", "/", (16,), rounds=None),
-    Target("whatif_inline_nolog", "what-if: edgefn, no thread hop and no log lines", "edgefn_inline_nolog", "/", (16,), rounds=None),
+    Target("edgefn_nostore", "baseline: edgefn compiling on every request (no module store)", "edgefn_nostore", "/", (32,), rounds=1),
+    Target("edgefn_uv_hello", "edgefn on the uvicorn listener: hello (full pipeline)", "edgefn_uvicorn", "/"),
+    Target("edgefn_uv_warm", "edgefn on the uvicorn listener: hello, reuse_instances = true", "edgefn_uvicorn", "/warm/bench"),
+    Target("edgefn_uv_hooks", "edgefn on the uvicorn listener: hello + 4 pass-through hooks", "edgefn_uvicorn", "/hooks/bench", (32,)),
+    Target("edgefn_uv_cached", "edgefn on the uvicorn listener: hello behind a cache policy", "edgefn_uvicorn", "/cached/bench"),
+    Target("edgefn_py_warm", "edgefn: Python hello, reuse_instances = true", "edgefn_py", "/warm/bench"),
+    Target("edgefn_py_fresh", "edgefn: Python hello, fresh instance per request", "edgefn_py", "/", (32,), rounds=1),
 ]
 
 
@@ -56,9 +58,8 @@ def make_servers(server_cpus: str | None) -> dict[str, servers.Server]:
         "starlette_hypercorn": servers.baseline("starlette-hypercorn", "starlette-hypercorn", server_cpus),
         "starlette_uvicorn": servers.baseline("starlette-uvicorn", "starlette-uvicorn", server_cpus),
         "edgefn_nostore": servers.baseline("edgefn-nostore", "edgefn-nostore", server_cpus),
-        "edgefn_inline": servers.baseline("edgefn-inline", "edgefn-inline", server_cpus),
-        "edgefn_nolog": servers.baseline("edgefn-nolog", "edgefn-nolog", server_cpus),
-        "edgefn_inline_nolog": servers.baseline("edgefn-inline-nolog", "edgefn-inline-nolog", server_cpus),
+        "edgefn_py": servers.edgefn("edgefn-py", server_cpus, manifest=servers.PY_MANIFEST),
+        "edgefn_uvicorn": servers.edgefn("edgefn-uvicorn", server_cpus, manifest=servers.MANIFEST_UVICORN),
     }
 
 
@@ -141,11 +142,17 @@ def _measure(out: dict, t: Target, c: int, svs: dict, lg_cpus: str | None, secon
     )
 
 
+def cpu_per_request_us(run: dict) -> float:
+    """Server CPU seconds per request, in µs: the figure least disturbed by other load on the machine."""
+    return run["server_cpu"] * run["seconds"] / max(1, run["requests"]) * 1e6
+
+
 def ratios(out: dict) -> dict:
     """Each edgefn figure over each baseline, per concurrency, from the kept (quietest) runs."""
     best = {k: v["best"] for k, v in out["targets"].items()}
     res: dict = {}
-    for key in ("edgefn_hello", "edgefn_warm", "edgefn_hooks", "edgefn_cached", "whatif_inline", "whatif_nolog", "whatif_inline_nolog"):
+    for key in ("edgefn_hello", "edgefn_warm", "edgefn_hooks", "edgefn_cached", "edgefn_py_warm", "edgefn_py_fresh",
+                "edgefn_uv_hello", "edgefn_uv_warm", "edgefn_uv_hooks", "edgefn_uv_cached"):
         for base in ("starlette_hypercorn", "starlette_uvicorn", "edgefn_nostore"):
             for c in best.get(key, {}):
                 a, b = best[key][c], best[base].get(c)
@@ -153,6 +160,7 @@ def ratios(out: dict) -> dict:
                     continue
                 res.setdefault(key, {}).setdefault(base, {})[c] = {
                     "rps_ratio": a["rps"] / b["rps"],
+                    "cpu_per_request_ratio": cpu_per_request_us(a) / cpu_per_request_us(b),
                     "p50_ratio": a["p50_us"] / b["p50_us"],
                     "p99_ratio": a["p99_us"] / b["p99_us"],
                 }

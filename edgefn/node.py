@@ -32,6 +32,7 @@ from .dev.recorder import EventRecorder
 from .dev.reloader import DevReloader, DevState
 from .edge.app import EdgeApp, EdgeState, create_edge_app
 from .edge.cache import EdgeCache
+from .edge.http1 import HTTP1_BIND_ENV, Http1Listener
 from .edge.pipeline import EdgePipeline
 from .observability.logs import FunctionLogSink
 from .observability.metrics import EdgeMetrics
@@ -188,9 +189,10 @@ class EdgeNode:
         self.store.close()
 
 
-def create_app(app: ResolvedApp, dev: bool = False, record_dir: Path | None = None) -> EdgeApp:
+def create_app(app: ResolvedApp, dev: bool = False, record_dir: Path | None = None, http1_bind: tuple[str, int] | None = None) -> EdgeApp:
     """The ASGI app of one server process: the edge app (edgefn/edge/app.py) over an EdgeNode made in
-    its lifespan, with `edgefn dev`'s reloader, console and recorder when `dev` / `record_dir` ask for them."""
+    its lifespan, with `edgefn dev`'s reloader, console and recorder when `dev` / `record_dir` ask for them,
+    and the uvicorn listener of the cleartext port on `http1_bind` (`[server] http1 = "uvicorn"`)."""
     state = EdgeState()
 
     @contextlib.asynccontextmanager
@@ -204,16 +206,24 @@ def create_app(app: ResolvedApp, dev: bool = False, record_dir: Path | None = No
             reloader = DevReloader(app.manifest_path, node.runtime, node.app, node.apply, dev_state, console)
             node.tasks.append(asyncio.create_task(reloader.run(node.stop_event)))
             console.info(f"watching {app.root} for changes")
+        http1 = Http1Listener(edge_app, *http1_bind) if http1_bind is not None else None
         try:
+            if http1 is not None:
+                http1.start()  # once the node can answer: this process joins the port's group now
             yield
         finally:
+            if http1 is not None:
+                await http1.stop()
             await node.close()
 
-    return create_edge_app(state, lifespan)
+    edge_app = create_edge_app(state, lifespan)
+    return edge_app
 
 
 def app_from_env() -> EdgeApp:
     """Entry point for Hypercorn worker processes: the parent passes its locked app (EDGEFN_LOCKED_APP)."""
     record = os.environ.get("EDGEFN_RECORD")
     app = read_locked_app(Path(os.environ[LOCKED_APP_ENV]))
-    return create_app(app, dev=os.environ.get("EDGEFN_DEV") == "1", record_dir=Path(record) if record else None)
+    bind = os.environ.get(HTTP1_BIND_ENV)
+    http1 = (bind.rpartition(":")[0].strip("[]"), int(bind.rpartition(":")[2])) if bind else None
+    return create_app(app, dev=os.environ.get("EDGEFN_DEV") == "1", record_dir=Path(record) if record else None, http1_bind=http1)

@@ -29,6 +29,7 @@ from .control.schedules import parse_schedules
 from .control.store import open_control_store
 from .core.exceptions import EdgefnError
 from .edge.app import EdgeApp
+from .edge.http1 import HTTP1_BIND_ENV
 from .manifest.load import load_manifest
 from .manifest.resolve import admin_settings
 from .observability.logs import configure_server_logging
@@ -49,8 +50,10 @@ def hypercorn_config(
     certfile: Path | None = None,
     keyfile: Path | None = None,
     http3: bool = True,
+    cleartext: bool = True,
 ) -> Config:
-    """The Hypercorn config for these listeners; TLS (and so HTTP/3) only when tls_port and the files are given."""
+    """The Hypercorn config for these listeners; TLS (and so HTTP/3) only when tls_port and the files are given.
+    `cleartext=False`: the cleartext port is not Hypercorn's (uvicorn serves it, edge/http1.py)."""
     config = EdgeConfig()
     config.application_path = "edgefn.server:worker_app()"
     config.worker_class = "uvloop" if _have_uvloop() else "asyncio"  # uvloop: ~2x less event-loop CPU per request
@@ -62,13 +65,13 @@ def hypercorn_config(
         # Hypercorn: `bind` is the TLS listener when certfile/keyfile are set, `insecure_bind` the cleartext one
         config.certfile, config.keyfile = str(certfile), str(keyfile)
         config.bind = [_addr(host, tls_port)]
-        config.insecure_bind = [_addr(host, port)]
+        config.insecure_bind = [_addr(host, port)] if cleartext else []
         if http3:
             config.quic_bind = [_addr(host, tls_port)]
             # on every response, h1/h2/h3, cleartext or TLS: browsers act on it only for https:// origins
             config.alt_svc_headers = [f'h3=":{tls_port}"; ma={ALT_SVC_MAX_AGE}']
     else:
-        config.bind = [_addr(host, port)]  # without TLS, Hypercorn serves `bind` in cleartext
+        config.bind = [_addr(host, port)] if cleartext else []  # without TLS, Hypercorn serves `bind` in cleartext
     return config
 
 
@@ -240,10 +243,39 @@ def serve(
         print(f"edgefn: admin API on {admin.url} ({auth})", file=sys.stderr, flush=True)
     # guests may never reach the node's own listeners (runtime/egress.py)
     own = [port, tls_port, admin.port if admin is not None else 0]
+    if server.http1 == "uvicorn":  # the cleartext port on uvicorn: held here, listened on by every server process
+        held = _hold_port(host, port)
+        port = held.getsockname()[1]
+        own[0] = port
+        os.environ[HTTP1_BIND_ENV] = _addr(host, port)
+        print(f"edgefn: listening on http://{_addr(host, port)}/ (HTTP/1.1 on uvicorn + httptools)", file=sys.stderr, flush=True)
+    else:
+        os.environ.pop(HTTP1_BIND_ENV, None)
     os.environ[OWN_PORTS_ENV] = ",".join(str(p) for p in own if p)
     print(f"edgefn: serving {app.name} ({len(app.functions)} functions)", file=sys.stderr, flush=True)
-    config = hypercorn_config(host, port, workers, tls_port=tls_port, certfile=certfile, keyfile=keyfile, http3=server.http3)
+    config = hypercorn_config(
+        host, port, workers, tls_port=tls_port, certfile=certfile, keyfile=keyfile, http3=server.http3, cleartext=server.http1 == "hypercorn",
+    )
     return run(config)
+
+
+def _hold_port(host: str, port: int) -> socket.socket:
+    """Bind the port (SO_REUSEPORT, never listening: it receives nothing) so a taken port fails here and port 0
+    becomes a real one; the server processes listen beside it (edge/http1.py)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise EdgefnError(f"cannot listen on tcp {_addr(host, port)}: {exc.strerror or exc} (see server.port, --port)") from None
+    _HELD.append(sock)
+    return sock
+
+
+#: ports the parent holds for the life of the process
+_HELD: list[socket.socket] = []
 
 
 # --- helpers ------------------------------------------------------------------------------------------

@@ -98,6 +98,8 @@ class ServerSettings:
     body_idle_timeout_ms: int
     body_timeout_ms: int
     max_hops: int
+    #: what serves the cleartext port: "hypercorn" (HTTP/1.1 and h2c) or "uvicorn" (HTTP/1.1, edge/http1.py)
+    http1: str
 
 
 @dataclass(frozen=True)

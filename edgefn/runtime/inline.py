@@ -4,7 +4,9 @@ A hop to a guest thread and back costs more CPU than a short guest's whole run (
 future, the GIL hand-offs between the loop and the thread on a shared core, the wake-up. So a short run is
 tried inline first, under a *slice*: at most `slice_fuel` instructions and `slice_ms` of wall clock, however
 large the function's own limits are. Only functions measured short are tried: a run on a guest thread
-that used at most half the slice marks its function short, a longer one unmarks it. A try that ends within
+that used at most half the slice's fuel marks its function short, a longer one unmarks it. Fuel, not wall
+time: a thread's run is slowed by waiting for the GIL while the loop is busy, and a rule on its duration
+would send a busy node's functions to the threads, where they wait longer still. A try that ends within
 the slice is the invocation. A try that hits the slice (and not its own, smaller, limit) is thrown away
 unseen — no log line, no REPORT, no metric, its instance dropped — and the invocation runs again on a guest
 thread with the function's full limits; the function then stays on the threads for `cooldown_s`, so a
@@ -53,9 +55,9 @@ class InlinePolicy:
         until = self._long_until.get(fn.name)
         return until is None or time.monotonic() >= until
 
-    def learn(self, fn: FunctionSpec, code_ok: bool, fuel_used: int, duration_ms: float) -> None:
-        """A run on a guest thread: short (at most half the slice) code that never waits marks `fn` short."""
-        if code_ok and fuel_used * 2 <= self.slice_fuel and duration_ms * 2 <= self.slice_ms:
+    def learn(self, fn: FunctionSpec, code_ok: bool, fuel_used: int) -> None:
+        """A run on a guest thread: code that never waits and used at most half the slice's fuel marks `fn` short."""
+        if code_ok and fuel_used * 2 <= self.slice_fuel:
             self._short[fn.name] = fn.digest
         else:
             self._short.pop(fn.name, None)

@@ -205,7 +205,7 @@ class Invoker:
                 flog.log(log_level(level), "%s\t%s", rid, message)
             held = None
         else:
-            self.inline.learn(fn, isinstance(loaded.info, GuestModuleInfo) and not loaded.info.waits, run.report.fuel_used, run.report.duration_ms)
+            self.inline.learn(fn, isinstance(loaded.info, GuestModuleInfo) and not loaded.info.waits, run.report.fuel_used)
         run.report.version = fn.version
         self.counts.record(fn.qualified_name, run.report.warm)
         error = run.error
