@@ -157,6 +157,20 @@ class _StreamFile:
             self.fd = None
 
 
+class _SecondFormatter(logging.Formatter):
+    """logging's "%(asctime)s" (local time, milliseconds), its strftime done once per second, not per record."""
+
+    _cached: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        whole = int(record.created)
+        second, text = self._cached
+        if whole != second:
+            text = time.strftime(self.default_time_format, self.converter(whole))
+            self._cached = (whole, text)
+        return f"{text},{int(record.msecs):03d}"  # logging's default_msec_format, "%s,%03d"
+
+
 class BatchedStreamHandler(logging.Handler):
     """A server's own log (stderr) in batches: one write per request rather than one per record.
 
@@ -170,7 +184,7 @@ class BatchedStreamHandler(logging.Handler):
         super().__init__()
         self.stream = stream
         self.closing = frozenset(closing)
-        self.setFormatter(logging.Formatter(fmt))
+        self.setFormatter(_SecondFormatter(fmt))
         self._pending: list[str] = []  # guarded by self.lock
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgefn-stderr-writer", daemon=True)

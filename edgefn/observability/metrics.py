@@ -7,6 +7,7 @@ the series edgefn records (docs/observability.md).
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import re
@@ -171,7 +172,7 @@ class Histogram(_Family):
 
     def observe(self, value: float, **labels: str) -> None:
         key = self._key(labels)
-        index = next((i for i, bound in enumerate(self.bounds) if value <= bound), len(self.bounds))
+        index = bisect.bisect_left(self.bounds, value)  # the first bucket whose bound is >= value (+Inf past the last)
         with self._lock:
             series = self._series.get(key)
             if series is None:
