@@ -28,6 +28,7 @@ from .control.deploy import check_references, deploy
 from .control.schedules import parse_schedules
 from .control.store import open_control_store
 from .core.exceptions import EdgefnError
+from .core.sockets import tcp_socket, udp_socket
 from .edge.app import EdgeApp
 from .edge.http1 import HTTP1_BIND_ENV
 from .manifest.load import load_manifest
@@ -262,13 +263,9 @@ def serve(
 def _hold_port(host: str, port: int) -> socket.socket:
     """Bind the port (SO_REUSEPORT, never listening: it receives nothing) so a taken port fails here and port 0
     becomes a real one; the server processes listen beside it (edge/http1.py)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host.strip("[]"), port))
+        sock = tcp_socket(host, port, reuse_port=True, backlog=None)
     except OSError as exc:
-        sock.close()
         raise EdgefnError(f"cannot listen on tcp {_addr(host, port)}: {exc.strerror or exc} (see server.port, --port)") from None
     _HELD.append(sock)
     return sock
@@ -317,34 +314,12 @@ def _announce(sockets: Sockets, quic_bind: list[str], per_worker_quic: bool) -> 
 
 
 def _tcp_socket(bind: str) -> socket.socket:
-    """A worker's own TCP socket on `bind` (a concrete address the parent bound), as Hypercorn makes them."""
-    host, port = _split(bind)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    """A worker's own TCP socket on `bind` (a concrete address the parent bound); Hypercorn listens on it."""
+    return tcp_socket(*_split(bind), reuse_port=True, backlog=None)
 
 
 def _udp_socket(bind: str, reuse_port: bool) -> socket.socket:
-    host, port = _split(bind)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return udp_socket(*_split(bind), reuse_port=reuse_port)
 
 
 def _wake_quic_on_shutdown(tcp: list[socket.socket], quic: list[socket.socket]) -> None:

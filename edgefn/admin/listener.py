@@ -23,6 +23,7 @@ from hypercorn.config import Config, Sockets
 
 from ..core.app import AdminSettings
 from ..core.exceptions import AdminListenError, AdminTokenRequired, EdgefnError
+from ..core.sockets import tcp_socket
 from .app import NodeServices, create_admin_app
 
 #: how `edgefn serve` tells its server processes where to listen (JSON of AdminBind)
@@ -131,21 +132,10 @@ def plan_admin(admin: AdminSettings, port: int | None, workers: int, dev: bool, 
 
 def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     """A listening TCP socket: connections queue from now on, before Hypercorn starts accepting."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only then (else ~40 ms delayed-ACK stalls)
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host.strip("[]"), port))
-        sock.listen(128)
-        sock.setblocking(False)
+        return tcp_socket(host, port, reuse_port=reuse_port, backlog=128)
     except OSError as exc:
-        sock.close()
         raise AdminListenError(host, port, exc) from None
-    return sock
 
 
 class _BoundConfig(Config):

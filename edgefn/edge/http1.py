@@ -17,6 +17,7 @@ import socket
 import uvicorn
 
 from ..core.exceptions import EdgefnError
+from ..core.sockets import tcp_socket
 from .app import EdgeApp
 
 __all__ = ["HTTP1_BIND_ENV", "Http1Listener", "listen_socket"]
@@ -33,17 +34,10 @@ KEEP_ALIVE_S = 5
 
 def listen_socket(host: str, port: int) -> socket.socket:
     """This process's own listening socket on `host:port`, beside its siblings' (SO_REUSEPORT)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host.strip("[]"), port))
-        sock.listen(1024)
-        sock.setblocking(False)
+        return tcp_socket(host, port, reuse_port=True, backlog=1024)
     except OSError as exc:
-        sock.close()
         raise EdgefnError(f"cannot listen on tcp {host}:{port} for the uvicorn listener: {exc.strerror or exc}") from None
-    return sock
 
 
 class Http1Listener:
