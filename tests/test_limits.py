@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 import wasmtime
@@ -48,6 +49,22 @@ def test_infinite_loop_hits_wall_clock_timeout(runtime, deploy, healthy):
         runtime.invoker.invoke_sync(fn, make_event(request_id="r-time"))
     assert info.value.timeout_ms == 50 and info.value.request_id == "r-time"
     assert info.value.report.duration_ms >= 45
+    assert_still_serves(runtime, healthy)
+
+
+def test_wall_clock_timeout_holds_after_the_ticker_parked_on_an_idle_node(runtime, deploy, healthy):
+    """An idle node stops advancing the epoch (no wake-ups); the first guest to run wakes it, so its deadline holds."""
+    fn = deploy(wat_guest(INFINITE_LOOP), name="late-sleeper", fuel=10**15, timeout_ms=50)
+    runtime.invoker.invoke_sync(healthy, make_event())
+    deadline = time.monotonic() + 30
+    while not runtime.ticker.parked:
+        assert time.monotonic() < deadline, "the epoch ticker never parked on an idle node"
+        time.sleep(0.05)
+    started = time.monotonic()
+    with pytest.raises(WallClockTimeout) as info:
+        runtime.invoker.invoke_sync(fn, make_event(request_id="r-parked"))
+    assert info.value.timeout_ms == 50 and time.monotonic() - started < 10
+    assert not runtime.ticker.parked
     assert_still_serves(runtime, healthy)
 
 

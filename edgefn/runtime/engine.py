@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import threading
+import time
 from dataclasses import asdict, dataclass
 
 import wasmtime
@@ -65,13 +66,25 @@ def create_engine(settings: EngineSettings, kind: str = "core") -> wasmtime.Engi
     return wasmtime.Engine(config)
 
 
+#: how long the ticker keeps ticking after the last guest ran, before it parks (no wake-ups on an idle node)
+IDLE_AFTER_S = 1.0
+
+
 class EpochTicker:
-    """One daemon thread that advances the engines' epoch every tick; stores set deadlines in ticks."""
+    """One daemon thread that advances the engines' epoch every tick while guests run; stores set deadlines
+    in ticks. A node with no guest running for IDLE_AFTER_S parks it, so an idle server does not wake 200
+    times a second (on a shared core those wake-ups preempt the busy servers beside it); the first guest
+    to run again (`enter`) wakes it."""
 
     def __init__(self, engines: wasmtime.Engine | list[wasmtime.Engine], tick_ms: int) -> None:
         self._engines = engines if isinstance(engines, list) else [engines]
         self.tick_ms = tick_ms
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._last_active = time.monotonic()
+        self._parked = False
         self._thread = threading.Thread(target=self._run, name="edgefn-epoch", daemon=True)
 
     def start(self) -> None:
@@ -79,6 +92,7 @@ class EpochTicker:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join()
 
@@ -86,8 +100,33 @@ class EpochTicker:
         # +1: the first tick may come at once, so a deadline of n ticks guarantees at least (n-1) full ticks
         return -(-timeout_ms // self.tick_ms) + 1
 
+    @property
+    def parked(self) -> bool:
+        """No guest ran for IDLE_AFTER_S: the thread waits for the next one."""
+        return self._parked
+
+    def enter(self) -> None:
+        """A guest is about to run: the epoch must advance until it leaves."""
+        with self._lock:
+            self._busy += 1
+            if self._parked:
+                self._parked = False
+                self._wake.set()
+
+    def leave(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            self._last_active = time.monotonic()
+
     def _run(self) -> None:
         period = self.tick_ms / 1000
         while not self._stop.wait(period):
             for engine in self._engines:
                 engine.increment_epoch()
+            with self._lock:
+                park = self._busy == 0 and time.monotonic() - self._last_active > IDLE_AFTER_S
+                if park:
+                    self._parked = True
+                    self._wake.clear()
+            if park:
+                self._wake.wait()  # enter() or stop() sets it

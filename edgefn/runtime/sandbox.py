@@ -158,6 +158,7 @@ class Sandbox:
         function's limits. Raises the typed InvocationError if that fails."""
         ctx = InvocationContext(function, "prewarm", {k: v.encode() for k, v in env.items()}, emit)
         set_current_context(ctx)
+        self._ticker.enter()
         try:
             instance = self.new_instance(loaded, limits, env, function, "prewarm")
             instance.slot.ctx = ctx
@@ -165,6 +166,7 @@ class Sandbox:
             self.initialize(instance, function, "prewarm", limits)
             instance.create_ms += (time.perf_counter() - start) * 1000
         finally:
+            self._ticker.leave()
             set_current_context(None)
             ctx.flush()
         instance.slot.ctx = None
@@ -199,6 +201,7 @@ class Sandbox:
         result: bytes | None = None
         error: InvocationError | None = None
         set_current_context(ctx)
+        self._ticker.enter()
         try:
             if instance is None:
                 instance = self.new_instance(loaded, limits, env, function, request_id)
@@ -216,6 +219,7 @@ class Sandbox:
         except InvocationError as exc:
             error = exc
         finally:
+            self._ticker.leave()
             set_current_context(None)
             if instance is not None:
                 instance.slot.ctx = None
