@@ -183,7 +183,7 @@ def _reused(rt: Runtime, loaded, guest: guests.Guest, encoded: bytes, quick: boo
     set_current_context(ctx)
     try:
         instance = fastcall.instantiate(store, loaded.pre)
-        memory = fastcall.GuestMemory(store, fastcall.export_nth(store, instance, info.memory_export))
+        memory = fastcall.GuestMemory.exported(store, fastcall.export_nth(store, instance, info.memory_export))
         alloc = fastcall.export_nth(store, instance, info.alloc_export)
         handle = fastcall.export_nth(store, instance, info.handle_export)
         n = len(encoded)
@@ -237,7 +237,7 @@ def breakdown(rt: Runtime, guest: guests.Guest, quick: bool) -> dict:
         t.append(clock())
         instance = fastcall.instantiate(store, loaded.pre)
         t.append(clock())
-        memory = fastcall.GuestMemory(store, fastcall.export_nth(store, instance, info.memory_export))
+        memory = fastcall.GuestMemory.exported(store, fastcall.export_nth(store, instance, info.memory_export))
         alloc = fastcall.export_nth(store, instance, info.alloc_export)
         handle = fastcall.export_nth(store, instance, info.handle_export)
         t.append(clock())

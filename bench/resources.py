@@ -105,7 +105,7 @@ def memory_child(store_dir: str, digests_json: str) -> None:
                     store.set_limits(memory_size=micro.LIMITS.memory_mb << 20)
                     store.set_epoch_deadline(10**9)
                     inst = fastcall.instantiate(store, module.pre)
-                    mem = fastcall.GuestMemory(store, fastcall.export_nth(store, inst, module.info.memory_export))
+                    mem = fastcall.GuestMemory.exported(store, fastcall.export_nth(store, inst, module.info.memory_export))
                     ptr = fastcall.call(store, fastcall.export_nth(store, inst, module.info.alloc_export), (len(event),), fastcall.I32)
                     mem.write(ptr, event)
                     fastcall.call(store, fastcall.export_nth(store, inst, module.info.handle_export), (ptr, len(event)), fastcall.I64)

@@ -33,7 +33,7 @@ from .dev.recorder import EventRecorder
 from .dev.reloader import DevReloader, DevState
 from .edge.app import EdgeApp, EdgeState, create_edge_app
 from .edge.cache import EdgeCache
-from .edge.http1 import HTTP1_BIND_ENV, Http1Listener
+from .edge.http1 import Http1Listener, bind_from_env
 from .edge.pipeline import EdgePipeline
 from .observability.logs import FunctionLogSink
 from .observability.metrics import EdgeMetrics
@@ -229,6 +229,4 @@ def app_from_env() -> EdgeApp:
     """Entry point for Hypercorn worker processes: the parent passes its locked app (EDGEFN_LOCKED_APP)."""
     record = os.environ.get("EDGEFN_RECORD")
     app = read_locked_app(Path(os.environ[LOCKED_APP_ENV]))
-    bind = os.environ.get(HTTP1_BIND_ENV)
-    http1 = (bind.rpartition(":")[0].strip("[]"), int(bind.rpartition(":")[2])) if bind else None
-    return create_app(app, dev=os.environ.get("EDGEFN_DEV") == "1", record_dir=Path(record) if record else None, http1_bind=http1)
+    return create_app(app, dev=os.environ.get("EDGEFN_DEV") == "1", record_dir=Path(record) if record else None, http1_bind=bind_from_env())

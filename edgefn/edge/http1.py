@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 
 import uvicorn
@@ -20,7 +21,7 @@ from ..core.exceptions import EdgefnError
 from ..core.sockets import tcp_socket
 from .app import EdgeApp
 
-__all__ = ["HTTP1_BIND_ENV", "Http1Listener", "listen_socket"]
+__all__ = ["HTTP1_BIND_ENV", "Http1Listener", "bind_from_env", "listen_socket"]
 
 #: host:port of the cleartext port, from `edgefn serve` to its server processes when uvicorn serves it
 HTTP1_BIND_ENV = "EDGEFN_HTTP1_BIND"
@@ -30,6 +31,15 @@ log = logging.getLogger("edgefn.server")
 #: what a request's headers may take (as Hypercorn's h11 default), and how long an idle keep-alive lasts
 MAX_INCOMPLETE_EVENT = 16 * 1024
 KEEP_ALIVE_S = 5
+
+
+def bind_from_env() -> tuple[str, int] | None:
+    """The cleartext port `edgefn serve` holds for uvicorn (HTTP1_BIND_ENV), or None when Hypercorn serves it."""
+    bind = os.environ.get(HTTP1_BIND_ENV)
+    if not bind:
+        return None
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def listen_socket(host: str, port: int) -> socket.socket:

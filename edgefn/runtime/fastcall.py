@@ -131,33 +131,40 @@ def instantiate(store: HasContext, pre: wasmtime.InstancePre) -> ffi.wasmtime_in
 
 
 class GuestMemory:
-    """Bounds-checked copies in and out of an exported memory."""
+    """Bounds-checked copies in and out of a linear memory: the sandbox's view of an instance's exported
+    memory, and a host call's view of its caller's (host/guest_memory.py). The size and base are read on
+    every copy: the guest may have grown (and so moved) the memory since the last one."""
 
-    __slots__ = ("_store", "_mem")
+    __slots__ = ("_ctx", "_mem")
 
-    def __init__(self, store: HasContext, extern: ffi.wasmtime_extern_t) -> None:
-        self._store = store
-        self._mem = extern.of.memory
+    def __init__(self, context: Any, memory: ffi.wasmtime_memory_t) -> None:
+        self._ctx = context
+        self._mem = memory
+
+    @classmethod
+    def exported(cls, store: HasContext, extern: ffi.wasmtime_extern_t) -> "GuestMemory":
+        return cls(store._context(), extern.of.memory)
 
     def size(self) -> int:
-        return ffi.wasmtime_memory_data_size(self._store._context(), byref(self._mem))
+        return ffi.wasmtime_memory_data_size(self._ctx, byref(self._mem))
 
-    def _base(self) -> int:
-        ptr = ffi.wasmtime_memory_data(self._store._context(), byref(self._mem))
-        return ctypes.cast(ptr, ctypes.c_void_p).value or 0
+    def _span(self, offset: int, length: int) -> int | None:
+        """The host address of [offset, offset+length), or None if it is not all inside the memory."""
+        mem = byref(self._mem)
+        if offset + length > ffi.wasmtime_memory_data_size(self._ctx, mem):
+            return None
+        return (ctypes.cast(ffi.wasmtime_memory_data(self._ctx, mem), ctypes.c_void_p).value or 0) + offset
 
     def write(self, offset: int, data: bytes) -> bool:
-        ctx, mem = self._store._context(), byref(self._mem)
-        if offset + len(data) > ffi.wasmtime_memory_data_size(ctx, mem):
+        at = self._span(offset, len(data))
+        if at is None:
             return False
-        ctypes.memmove((ctypes.cast(ffi.wasmtime_memory_data(ctx, mem), ctypes.c_void_p).value or 0) + offset, data, len(data))
+        ctypes.memmove(at, data, len(data))
         return True
 
     def read(self, offset: int, length: int) -> bytes | None:
-        ctx, mem = self._store._context(), byref(self._mem)
-        if offset + length > ffi.wasmtime_memory_data_size(ctx, mem):
-            return None
-        return ctypes.string_at((ctypes.cast(ffi.wasmtime_memory_data(ctx, mem), ctypes.c_void_p).value or 0) + offset, length)
+        at = self._span(offset, length)
+        return None if at is None else ctypes.string_at(at, length)
 
 
 I32 = _I32

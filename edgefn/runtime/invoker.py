@@ -55,10 +55,7 @@ class Invoker:
     """Runs invocations on worker threads, at most `workers` in wasm at once (wasmtime releases the GIL while
     wasm runs), shared fairly between functions by a GuestScheduler."""
 
-    def __init__(
-        self, store: ModuleStore, sandbox: Sandbox, workers: int | None = None, observer: InvocationObserver | None = None,
-        inline: InlinePolicy | None = None,
-    ) -> None:
+    def __init__(self, store: ModuleStore, sandbox: Sandbox, workers: int | None = None, observer: InvocationObserver | None = None) -> None:
         self.store = store
         self.sandbox = sandbox
         #: told about every invocation (the node passes its metrics; core.ports)
@@ -74,7 +71,7 @@ class Invoker:
         #: invocations that ran, warm or cold, per "name:version"
         self.counts = InvocationCounts()
         #: short runs on the event loop's thread, under a slice (runtime/inline.py)
-        self.inline = inline or InlinePolicy()
+        self.inline = InlinePolicy()
 
     def pool_of(self, fn: FunctionSpec) -> WarmPool:
         """The warm pool of `fn` (a new one when its code, limits or env changed)."""
@@ -203,7 +200,6 @@ class Invoker:
             flog.info("START RequestId: %s Version: %s", rid, fn.version)
             for level, message in held:
                 flog.log(log_level(level), "%s\t%s", rid, message)
-            held = None
         else:
             self.inline.learn(fn, isinstance(loaded.info, GuestModuleInfo) and not loaded.info.waits, run.report.fuel_used)
         run.report.version = fn.version

@@ -132,7 +132,7 @@ class Sandbox:
                     inst = fastcall.instantiate(store, loaded.pre)
                 finally:
                     charging(None)
-                instance.memory = fastcall.GuestMemory(store, fastcall.export_nth(store, inst, info.memory_export))
+                instance.memory = fastcall.GuestMemory.exported(store, fastcall.export_nth(store, inst, info.memory_export))
                 instance.alloc = fastcall.export_nth(store, inst, info.alloc_export)
                 instance.handle = fastcall.export_nth(store, inst, info.handle_export)
                 if info.init_export is not None:

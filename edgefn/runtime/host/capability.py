@@ -17,7 +17,7 @@ COMPONENT_INTERFACE = "edgefn:function/host@1.0.0"
 @dataclass(frozen=True)
 class HostCapability:
     """One capability: its core-ABI functions (name -> (params, results, callback taking the caller's
-    memory, guest_memory.CallerMemory, then the i32 arguments)) and a
+    memory, a fastcall.GuestMemory or None, then the i32 arguments)) and a
     function that adds its component functions to the `edgefn:function/host` instance of a linker."""
 
     name: str

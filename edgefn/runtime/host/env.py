@@ -7,27 +7,24 @@ import logging
 from wasmtime import component as wc
 
 from ..context import current_context
+from ..fastcall import GuestMemory
 from .capability import HostCapability
-from .guest_memory import I32, CallerMemory, copy_out, read
+from .guest_memory import I32, copy_out, read
 
 __all__ = ["CAPABILITY"]
 
 _log = logging.getLogger("edgefn.runtime")
 
 
-def _core_env_get(caller: CallerMemory, key_ptr: int, key_len: int, buf_ptr: int, buf_cap: int) -> int:
-    try:
-        ctx = current_context()
-        key = read(caller, key_ptr, key_len)
-        if key is None:
-            return -2
-        value = ctx.env.get(key.decode("utf-8", "replace"))
-        if value is None:
-            return -1
-        return copy_out(caller, value, buf_ptr, buf_cap)
-    except Exception:  # noqa: BLE001 - host functions never raise
-        _log.exception("edgefn:host/v1.env_get failed")
+def _core_env_get(memory: GuestMemory | None, key_ptr: int, key_len: int, buf_ptr: int, buf_cap: int) -> int:
+    # an exception is caught, logged and answered -2 by guest_memory.define_core_function, as for every core host call
+    key = read(memory, key_ptr, key_len)
+    if key is None:
         return -2
+    value = current_context().env.get(key.decode("utf-8", "replace"))
+    if value is None:
+        return -1
+    return copy_out(memory, value, buf_ptr, buf_cap)
 
 
 def _component_env_get(_store: object, name: str) -> str | None:

@@ -26,8 +26,9 @@ from ...core.events import ResultError, decode_headers
 from ..component import put_bytes, take_bytes
 from ..context import current_context
 from ..egress import EgressPolicy, EgressRefused, policy_for
+from ..fastcall import GuestMemory
 from .capability import HostCapability
-from .guest_memory import I32, CallerMemory, copy_out, read
+from .guest_memory import I32, copy_out, read
 
 __all__ = ["CAPABILITY", "MAX_FETCHES_PER_INVOCATION", "guest_fetch", "perform_fetch", "shared_client"]
 
@@ -132,28 +133,21 @@ def _nothing() -> None:
     pass
 
 
-def _core_fetch(caller: CallerMemory, req_ptr: int, req_len: int) -> int:
-    try:
-        request = read(caller, req_ptr, req_len)
-        if request is None:
-            return -2
-        ctx = current_context()
-        ctx.pending_fetch = guest_fetch(request)
-        return len(ctx.pending_fetch)
-    except Exception:  # noqa: BLE001 - host functions never raise
-        _log.exception("edgefn:host/v1.fetch failed")
+def _core_fetch(memory: GuestMemory | None, req_ptr: int, req_len: int) -> int:
+    # exceptions: caught, logged and answered -2 by guest_memory.define_core_function
+    request = read(memory, req_ptr, req_len)
+    if request is None:
         return -2
+    ctx = current_context()
+    ctx.pending_fetch = guest_fetch(request)
+    return len(ctx.pending_fetch)
 
 
-def _core_fetch_result(caller: CallerMemory, buf_ptr: int, buf_cap: int) -> int:
-    try:
-        pending = current_context().pending_fetch
-        if pending is None:
-            return -1
-        return copy_out(caller, pending, buf_ptr, buf_cap)
-    except Exception:  # noqa: BLE001 - host functions never raise
-        _log.exception("edgefn:host/v1.fetch_result failed")
-        return -2
+def _core_fetch_result(memory: GuestMemory | None, buf_ptr: int, buf_cap: int) -> int:
+    pending = current_context().pending_fetch
+    if pending is None:
+        return -1
+    return copy_out(memory, pending, buf_ptr, buf_cap)
 
 
 def _component_fetch(_data: int, _context: object, _ty: object, args: Any, nargs: int, results: Any, nresults: int) -> int:

@@ -3,7 +3,7 @@
 wasmtime-py's `Linker.define_func` wraps every call in Python objects (a `Caller`, a `Val` per argument,
 a slab lookup, `Caller.get("memory")` by name per access): ~60 µs for a call that reads a few bytes. Here
 each host function is defined with `wasmtime_linker_define_func_unchecked`: its arguments arrive as raw
-i32s, and `CallerMemory` finds the exported memory once per call through the C API. Like fastcall.py, this
+i32s, and `caller_memory` finds the exported memory once per call through the C API (as a fastcall.GuestMemory). Like fastcall.py, this
 module is one of the two places that touch wasmtime-py's internals (`_ffi`).
 """
 
@@ -17,7 +17,9 @@ from typing import Any, Callable
 import wasmtime
 from wasmtime import _ffi as ffi
 
-__all__ = ["I32", "CallerMemory", "copy_out", "define_core_function", "read"]
+from ..fastcall import GuestMemory
+
+__all__ = ["I32", "caller_memory", "copy_out", "define_core_function", "read"]
 
 I32 = wasmtime.ValType.i32()
 _MEMORY = b"memory"
@@ -26,52 +28,26 @@ _log = logging.getLogger("edgefn.runtime")
 
 #: a core host function: (the caller's memory, its i32 arguments...) -> its i32 result, or None if it has none
 CoreHostFunction = Callable[..., "int | None"]
+#: what a host function with a result returns when it failed inside the host (the ABI's -2, guest-sdk/ABI.md)
+HOST_FAILURE = -2
 
 
-class CallerMemory:
-    """The exported `memory` of the instance that made a host call, valid during that call only."""
-
-    __slots__ = ("_context", "_memory")
-
-    def __init__(self, caller: Any) -> None:
-        item = ffi.wasmtime_extern_t()
-        found = ffi.wasmtime_caller_export_get(caller, _MEMORY, len(_MEMORY), byref(item))
-        kind: int = item.kind  # type: ignore[assignment]  # wasmtime-py annotates the kind byte as c_ubyte; ctypes reads an int
-        if found and kind == _EXTERN_MEMORY:
-            self._context: Any = ffi.wasmtime_caller_context(caller)
-            self._memory: Any = item.of.memory
-        else:
-            self._context = self._memory = None
-
-    def _span(self, ptr: int, length: int) -> int | None:
-        """The host address of [ptr, ptr+length) in the memory, or None if it is not all inside it."""
-        if self._memory is None:
-            return None
-        if ptr + length > ffi.wasmtime_memory_data_size(self._context, byref(self._memory)):
-            return None
-        base = ctypes.cast(ffi.wasmtime_memory_data(self._context, byref(self._memory)), ctypes.c_void_p).value or 0
-        return base + ptr
-
-    def read(self, ptr: int, length: int) -> bytes | None:
-        at = self._span(ptr, length)
-        return None if at is None else ctypes.string_at(at, length)
-
-    def write(self, ptr: int, data: bytes) -> bool:
-        at = self._span(ptr, len(data))
-        if at is None:
-            return False
-        ctypes.memmove(at, data, len(data))
-        return True
+def caller_memory(caller: Any) -> GuestMemory | None:
+    """The exported `memory` of the instance that made a host call (valid during that call), if it has one."""
+    item = ffi.wasmtime_extern_t()
+    found = ffi.wasmtime_caller_export_get(caller, _MEMORY, len(_MEMORY), byref(item))
+    kind: int = item.kind  # type: ignore[assignment]  # wasmtime-py annotates the kind byte as c_ubyte; ctypes reads an int
+    return GuestMemory(ffi.wasmtime_caller_context(caller), item.of.memory) if found and kind == _EXTERN_MEMORY else None
 
 
-def read(memory: CallerMemory, ptr: int, length: int) -> bytes | None:
+def read(memory: GuestMemory | None, ptr: int, length: int) -> bytes | None:
     """`length` bytes at `ptr` (both taken as u32), or None if they are not all inside the memory."""
-    return memory.read(ptr & 0xFFFFFFFF, length & 0xFFFFFFFF)
+    return None if memory is None else memory.read(ptr & 0xFFFFFFFF, length & 0xFFFFFFFF)
 
 
-def copy_out(memory: CallerMemory, value: bytes, buf_ptr: int, buf_cap: int) -> int:
+def copy_out(memory: GuestMemory | None, value: bytes, buf_ptr: int, buf_cap: int) -> int:
     """The env_get/fetch_result convention: copy only if it fits, always return the full length (-2: bad buffer)."""
-    if len(value) <= (buf_cap & 0xFFFFFFFF) and not memory.write(buf_ptr & 0xFFFFFFFF, value):
+    if len(value) <= (buf_cap & 0xFFFFFFFF) and (memory is None or not memory.write(buf_ptr & 0xFFFFFFFF, value)):
         return -2
     return len(value)
 
@@ -85,16 +61,16 @@ _NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _data: None)
 def define_core_function(
     linker: wasmtime.Linker, module: str, name: str, params: list[wasmtime.ValType], results: list[wasmtime.ValType], func: CoreHostFunction
 ) -> None:
-    """Define `module.name` in `linker` as a raw callback into `func` (which must never raise: a host call
-    that fails returns its error code; an exception here is logged and the call returns 0)."""
+    """Define `module.name` in `linker` as a raw callback into `func`. Host functions never raise into wasm: an
+    exception in `func` is logged here and the call returns HOST_FAILURE (or nothing, without a result)."""
     nparams, has_result = len(params), bool(results)
 
     def callback(_env: object, caller: Any, values: Any, _count: int) -> int:
         try:
-            out = func(CallerMemory(caller), *(values[i].i32 for i in range(nparams)))
-        except Exception:  # noqa: BLE001 - an exception cannot cross into wasm
+            out = func(caller_memory(caller), *(values[i].i32 for i in range(nparams)))
+        except Exception:  # noqa: BLE001 - an exception cannot unwind through wasm
             _log.exception("%s.%s failed", module, name)
-            out = 0
+            out = HOST_FAILURE
         if has_result:
             values[0].i32 = out or 0  # results overwrite the arguments in place
         return 0  # no trap

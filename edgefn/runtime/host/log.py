@@ -7,8 +7,9 @@ import logging
 from wasmtime import component as wc
 
 from ..context import current_context
+from ..fastcall import GuestMemory
 from .capability import HostCapability
-from .guest_memory import I32, CallerMemory, read
+from .guest_memory import I32, read
 
 __all__ = ["CAPABILITY"]
 
@@ -17,18 +18,14 @@ _log = logging.getLogger("edgefn.runtime")
 _LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
 
 
-def _core_log(caller: CallerMemory, level: int, ptr: int, length: int) -> None:
-    # host functions never raise: an exception would have to unwind through wasm (and wasmtime-py keeps
-    # the pending exception in a process-global, which worker threads would race on)
-    try:
-        ctx = current_context()
-        data = read(caller, ptr, length)
-        if data is None:
-            ctx.note(2, f"log({ptr}, {length}) pointed outside guest memory; line dropped")
-        else:
-            ctx.write_log(level, data)
-    except Exception:  # noqa: BLE001 - see above
-        _log.exception("edgefn:host/v1.log failed")
+def _core_log(memory: GuestMemory | None, level: int, ptr: int, length: int) -> None:
+    # exceptions: caught and logged by guest_memory.define_core_function (none may unwind through wasm)
+    ctx = current_context()
+    data = read(memory, ptr, length)
+    if data is None:
+        ctx.note(2, f"log({ptr}, {length}) pointed outside guest memory; line dropped")
+    else:
+        ctx.write_log(level, data)
 
 
 def _component_log(_store: object, level: object, message: str) -> None:
