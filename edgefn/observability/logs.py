@@ -186,7 +186,6 @@ class BatchedStreamHandler(logging.Handler):
         self.closing = frozenset(closing)
         self.setFormatter(_SecondFormatter(fmt))
         self._pending: list[str] = []  # guarded by self.lock
-        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgefn-stderr-writer", daemon=True)
         self._thread.start()
 
@@ -210,8 +209,7 @@ class BatchedStreamHandler(logging.Handler):
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(FLUSH_INTERVAL_S)
-            self._wake.clear()
+            time.sleep(FLUSH_INTERVAL_S)
             self.flush()
 
     def flush(self) -> None:
@@ -259,10 +257,6 @@ class FunctionLogSink(logging.Handler):
         self._stopping = False
         self._failed = False
         self._thread: threading.Thread | None = None
-
-    @classmethod
-    def from_config(cls, manifest_path: Path, config: LogConfig) -> "FunctionLogSink":
-        return cls(logs_dir_of(manifest_path, config), config.max_file_bytes, config.keep_files, config.retention_days)
 
     @classmethod
     def from_settings(cls, settings: LogSettings) -> "FunctionLogSink":
