@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# the C module (edgefn/runtime/_native.c) is built by the install: a change to it re-installs
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py edgefn/runtime/_native.c | cksum | cut -d' ' -f1)
 # zig's cache (C/Zig guest builds) stays inside the project
 export EDGEFN_CACHE_DIR := $(CURDIR)/.cache
 
@@ -12,7 +13,7 @@ export EDGEFN_CACHE_DIR := $(CURDIR)/.cache
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py edgefn/runtime/_native.c
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'

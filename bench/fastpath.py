@@ -1,10 +1,10 @@
-"""What a leaner call path would buy: a bench-only prototype of the reused-instance invocation.
+"""Raw ctypes call paths the micro bench compares edgefn's runtime with (edgefn itself calls wasmtime
+from C, edgefn/runtime/_native.c).
 
-edgefn/runtime/fastcall.py builds a new ctypes argument array, result array and trap pointer for every call,
-goes through wasmtime-py's Python wrapper of each C function, and re-reads the memory size and base pointer
-(`ctypes.cast`) for each copy. This prototype does the same four steps (alloc, write event, handle, read
-result) with everything preallocated once per instance, the raw ctypes function objects, and the memory base
-read once per call sequence. It is measured next to micro.py's raw second call, on the same guests.
+`instantiate`, `export`, `call` and `memory`: one wasmtime C-API call each, through wasmtime-py's ctypes
+wrappers, new argument cells per call. `LeanInstance`: the reused-instance steps (alloc, write event,
+handle, read result) with every ctypes object made once per instance. `RawFresh`: the fresh-instance steps
+the same way. They show what the same work costs from Python without the C module.
 """
 
 from __future__ import annotations
@@ -19,6 +19,46 @@ from wasmtime import _ffi as ffi
 from edgefn.runtime import fastcall
 
 _call = _bindings._wasmtime_func_call
+_I32, _I64 = ffi.WASMTIME_I32.value, ffi.WASMTIME_I64.value
+
+
+def _check(error: object, trap: object) -> None:
+    if error or trap:
+        raise RuntimeError(f"call failed: {wasmtime.WasmtimeError._from_ptr(error) if error else wasmtime.Trap._from_ptr(trap)}")  # type: ignore[arg-type]
+
+
+def instantiate(store: wasmtime.Store, pre: wasmtime.InstancePre) -> ffi.wasmtime_instance_t:
+    instance = ffi.wasmtime_instance_t()
+    trap = ctypes.POINTER(ffi.wasm_trap_t)()
+    _check(ffi.wasmtime_instance_pre_instantiate(pre.ptr(), store._context(), byref(instance), byref(trap)), trap)
+    return instance
+
+
+def export(store: wasmtime.Store, instance: ffi.wasmtime_instance_t, index: int) -> ffi.wasmtime_extern_t:
+    item = ffi.wasmtime_extern_t()
+    name_ptr, name_len = ctypes.POINTER(ctypes.c_char)(), ctypes.c_size_t(0)
+    if not ffi.wasmtime_instance_export_nth(store._context(), byref(instance), index, byref(name_ptr), byref(name_len), byref(item)):
+        raise IndexError(index)
+    return item
+
+
+def call(store: wasmtime.Store, func: ffi.wasmtime_extern_t, args: tuple[int, ...], result_kind: int) -> int:
+    """Call an export whose params are i32s; its one i32 (I32) or i64 (I64) result, unsigned."""
+    argv = (ffi.wasmtime_val_t * 2)()
+    for i, arg in enumerate(args):
+        argv[i].kind = _I32
+        argv[i].of.i32 = ctypes.c_int32(arg & 0xFFFFFFFF).value
+    resv = (ffi.wasmtime_val_t * 1)()
+    trap = ctypes.POINTER(ffi.wasm_trap_t)()
+    _check(_call(store._context(), byref(func.of.func), argv, len(args), resv, 1, byref(trap)), trap)
+    return resv[0].of.i64 & 0xFFFFFFFFFFFFFFFF if result_kind == _I64 else resv[0].of.i32 & 0xFFFFFFFF
+
+
+def memory(store: wasmtime.Store, extern: ffi.wasmtime_extern_t) -> fastcall.GuestMemory:
+    return fastcall.GuestMemory(store._context(), extern.of.memory)
+
+
+I32, I64 = _I32, _I64
 _data = _bindings._wasmtime_memory_data
 _size = _bindings._wasmtime_memory_data_size
 
@@ -28,9 +68,9 @@ class LeanInstance:
 
     def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, info) -> None:  # type: ignore[no-untyped-def]
         self.ctx = store._context()
-        alloc = fastcall.export_nth(store, instance, info.alloc_export)
-        handle = fastcall.export_nth(store, instance, info.handle_export)
-        memory = fastcall.export_nth(store, instance, info.memory_export)
+        alloc = export(store, instance, info.alloc_export)
+        handle = export(store, instance, info.handle_export)
+        memory = export(store, instance, info.memory_export)
         self._keep = (alloc, handle, memory)
         self.alloc, self.handle, self.mem = byref(alloc.of.func), byref(handle.of.func), byref(memory.of.memory)
         self.argv = (ffi.wasmtime_val_t * 2)()

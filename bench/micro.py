@@ -182,16 +182,16 @@ def _reused(rt: Runtime, loaded, guest: guests.Guest, encoded: bytes, quick: boo
     ctx = InvocationContext(guest.name, "r", {k: v.encode() for k, v in guest.env.items()}, _drop)
     set_current_context(ctx)
     try:
-        instance = fastcall.instantiate(store, loaded.pre)
-        memory = fastcall.GuestMemory.exported(store, fastcall.export_nth(store, instance, info.memory_export))
-        alloc = fastcall.export_nth(store, instance, info.alloc_export)
-        handle = fastcall.export_nth(store, instance, info.handle_export)
+        instance = fastpath.instantiate(store, loaded.pre)
+        memory = fastpath.memory(store, fastpath.export(store, instance, info.memory_export))
+        alloc = fastpath.export(store, instance, info.alloc_export)
+        handle = fastpath.export(store, instance, info.handle_export)
         n = len(encoded)
 
         def call() -> None:
-            ptr = fastcall.call(store, alloc, (n,), fastcall.I32)
+            ptr = fastpath.call(store, alloc, (n,), fastpath.I32)
             memory.write(ptr, encoded)
-            packed = fastcall.call(store, handle, (ptr, n), fastcall.I64)
+            packed = fastpath.call(store, handle, (ptr, n), fastpath.I64)
             result = memory.read(packed >> 32, packed & 0xFFFFFFFF)
             assert result
 
@@ -205,9 +205,9 @@ def _reused(rt: Runtime, loaded, guest: guests.Guest, encoded: bytes, quick: boo
 
 
 def _last_result(store, alloc, handle, memory, encoded: bytes) -> tuple[int, int]:  # type: ignore[no-untyped-def]
-    ptr = fastcall.call(store, alloc, (len(encoded),), fastcall.I32)
+    ptr = fastpath.call(store, alloc, (len(encoded),), fastpath.I32)
     memory.write(ptr, encoded)
-    packed = fastcall.call(store, handle, (ptr, len(encoded)), fastcall.I64)
+    packed = fastpath.call(store, handle, (ptr, len(encoded)), fastpath.I64)
     return packed >> 32, packed & 0xFFFFFFFF
 
 
@@ -227,37 +227,29 @@ def breakdown(rt: Runtime, guest: guests.Guest, quick: bool) -> dict:
 
     def once() -> None:
         t = [clock()]
-        store = wasmtime.Store(rt.engine)
-        store.set_fuel(LIMITS.fuel)
-        store.set_limits(memory_size=LIMITS.memory_mb << 20)
-        store.set_epoch_deadline(rt.ticker.ticks_for(LIMITS.timeout_ms))
+        store = fastcall.CoreStore(
+            fastcall.pointer_of(rt.engine), fuel=LIMITS.fuel, epoch_ticks=rt.ticker.ticks_for(LIMITS.timeout_ms),
+            linear_bytes=LIMITS.memory_mb << 20, table_elements=16_384, tables=4, memories=16, instances=1,
+        )
         t.append(clock())
         ctx = InvocationContext(guest.name, "r", {k: v.encode() for k, v in env.items()}, _drop, (), time.monotonic() + 1)
         set_current_context(ctx)
         t.append(clock())
-        instance = fastcall.instantiate(store, loaded.pre)
+        store.instantiate(loaded.pre_ptr, info.memory_export, info.alloc_export, info.handle_export, info.init_export)
         t.append(clock())
-        memory = fastcall.GuestMemory.exported(store, fastcall.export_nth(store, instance, info.memory_export))
-        alloc = fastcall.export_nth(store, instance, info.alloc_export)
-        handle = fastcall.export_nth(store, instance, info.handle_export)
+        result = store.invoke(encoded, LIMITS.max_result_bytes)
         t.append(clock())
-        ptr = fastcall.call(store, alloc, (len(encoded),), fastcall.I32)
-        memory.write(ptr, encoded)
-        t.append(clock())
-        packed = fastcall.call(store, handle, (ptr, len(encoded)), fastcall.I64)
-        t.append(clock())
-        result = memory.read(packed >> 32, packed & 0xFFFFFFFF)
         set_current_context(None)
         ctx.flush()
         store.get_fuel()
-        memory.size()
+        store.memory()
         t.append(clock())
-        del memory, alloc, handle, instance, store  # wasmtime_store_delete: frees the instance and its memory
+        del store  # wasmtime_store_delete: frees the instance and its memory
         t.append(clock())
-        assert result
-        names = ["Store() + fuel/limits/deadline", "InvocationContext + set_current_context", "InstancePre.instantiate",
-                 "export_nth x3 (memory, alloc, handle)", "edgefn_alloc call + write event", "edgefn_handle call (guest work + host calls)",
-                 "read result + fuel/size + flush", "Store drop (wasmtime_store_delete)"]
+        assert isinstance(result, bytes)
+        names = ["CoreStore (store, fuel, limits, deadline)", "InvocationContext + set_current_context",
+                 "instantiate + find the exports (in C)", "invoke: edgefn_alloc, event in, edgefn_handle (guest + host calls), result out",
+                 "fuel + memory + flush", "Store drop (wasmtime_store_delete)"]
         for name, a, b in zip(names, t, t[1:], strict=False):
             steps.setdefault(name, []).append((b - a) / 1000)
         steps.setdefault("total", []).append((t[-1] - t[0]) / 1000)
@@ -277,12 +269,12 @@ def host_call_cost(rt: Runtime, quick: bool) -> dict:
     store = wasmtime.Store(rt.engine)
     store.set_fuel(10**15)
     store.set_epoch_deadline(10**9)
-    instance = fastcall.instantiate(store, loaded.pre)
-    pull = fastcall.export_nth(store, instance, list(loaded.info.export_names).index("pull"))
+    instance = fastpath.instantiate(store, loaded.pre)
+    pull = fastpath.export(store, instance, list(loaded.info.export_names).index("pull"))
     set_current_context(InvocationContext("bench", "r", {"HOST": b"value"}, _drop))
     try:
-        zero = summarize(sample_us(lambda: fastcall.call(store, pull, (0,), fastcall.I32), budget_s=_budget(quick, 0.4), min_n=50, max_n=20000))
-        hundred = summarize(sample_us(lambda: fastcall.call(store, pull, (100,), fastcall.I32), budget_s=_budget(quick, 0.6), min_n=20, max_n=2000))
+        zero = summarize(sample_us(lambda: fastpath.call(store, pull, (0,), fastpath.I32), budget_s=_budget(quick, 0.4), min_n=50, max_n=20000))
+        hundred = summarize(sample_us(lambda: fastpath.call(store, pull, (100,), fastpath.I32), budget_s=_budget(quick, 0.6), min_n=20, max_n=2000))
     finally:
         set_current_context(None)
     # pull(n) runs its loop body at least once: pull(0) makes one call, pull(100) makes 100

@@ -75,7 +75,9 @@ def memory_child(store_dir: str, digests_json: str) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import micro
 
-    from edgefn.runtime import abi, fastcall
+    import fastpath
+
+    from edgefn.runtime import abi
     from edgefn.runtime.context import InvocationContext, set_current_context
     from edgefn.runtime.invoker import Runtime
 
@@ -104,11 +106,11 @@ def memory_child(store_dir: str, digests_json: str) -> None:
                     store.set_fuel(micro.LIMITS.fuel)
                     store.set_limits(memory_size=micro.LIMITS.memory_mb << 20)
                     store.set_epoch_deadline(10**9)
-                    inst = fastcall.instantiate(store, module.pre)
-                    mem = fastcall.GuestMemory.exported(store, fastcall.export_nth(store, inst, module.info.memory_export))
-                    ptr = fastcall.call(store, fastcall.export_nth(store, inst, module.info.alloc_export), (len(event),), fastcall.I32)
+                    inst = fastpath.instantiate(store, module.pre)
+                    mem = fastpath.memory(store, fastpath.export(store, inst, module.info.memory_export))
+                    ptr = fastpath.call(store, fastpath.export(store, inst, module.info.alloc_export), (len(event),), fastpath.I32)
                     mem.write(ptr, event)
-                    fastcall.call(store, fastcall.export_nth(store, inst, module.info.handle_export), (ptr, len(event)), fastcall.I64)
+                    fastpath.call(store, fastpath.export(store, inst, module.info.handle_export), (ptr, len(event)), fastpath.I64)
                     alive.append((store, inst, mem))
                 during = _mem()
                 out[f"inflight_instance_{kind}"] = _delta(before, during, k)

@@ -1,9 +1,10 @@
-"""A core guest's Store, instance and calls, made straight through wasmtime's C API.
+"""A core guest's Store, instance and calls, made in C (runtime/_native.c) with wasmtime's C API.
 
 wasmtime-py's `Func.__call__` re-reads the function type and boxes every value on each call (~30 µs), and
-its `Store` costs ~20 µs more to make and drop than `wasmtime_store_new`; the same C calls with
-preallocated arguments cost a few µs. With host/guest_memory.py this is where wasmtime-py's internals
-(`_ffi`) are touched, so an upgrade has two places to check.
+even raw ctypes calls cost ~1 µs of argument boxing and a GIL hand-off each, ~20 of them per invocation.
+_native makes the Store, instantiation and the alloc/handle calls in a handful of calls, with the GIL
+released while wasm runs. With host/guest_memory.py this is where wasmtime-py's internals (`_ffi`) are
+touched, so an upgrade has two places to check (and _native.c checks wasmtime's struct sizes at start).
 """
 
 from __future__ import annotations
@@ -13,54 +14,37 @@ from ctypes import byref
 from typing import Any, Protocol
 
 import wasmtime
+from wasmtime import _bindings as b
 from wasmtime import _ffi as ffi
 
-_I32 = ffi.WASMTIME_I32.value
-_I64 = ffi.WASMTIME_I64.value
-_Val = ffi.wasmtime_val_t
-_TrapPtr = ctypes.POINTER(ffi.wasm_trap_t)
-_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _data: None)
+from . import _native
+
+_ContextPtr = ctypes.POINTER(ffi.wasmtime_context_t)
+
+
+def _address(fn: object) -> int:
+    return ctypes.cast(fn, ctypes.c_void_p).value or 0  # type: ignore[arg-type]  # a ctypes function object
+
+
+_native.init(
+    _address(b._wasmtime_store_new), _address(b._wasmtime_store_context), _address(b._wasmtime_store_delete),
+    _address(b._wasmtime_store_limiter), _address(b._wasmtime_context_set_fuel), _address(b._wasmtime_context_get_fuel),
+    _address(b._wasmtime_context_set_epoch_deadline), _address(b._wasmtime_instance_pre_instantiate),
+    _address(b._wasmtime_instance_export_nth), _address(b._wasmtime_func_call), _address(b._wasmtime_memory_data),
+    _address(b._wasmtime_memory_data_size), _address(b._wasmtime_error_new), _address(b._wasmtime_config_host_memory_creator_set),
+    ctypes.sizeof(ffi.wasmtime_extern_t), ctypes.sizeof(ffi.wasmtime_val_t), ctypes.sizeof(ffi.wasmtime_instance_t),
+)
+
+
+def pointer_of(obj: Any) -> int:
+    """The C address behind a wasmtime-py object (Engine, InstancePre, Config)."""
+    return ctypes.cast(obj.ptr(), ctypes.c_void_p).value or 0
 
 
 class HasContext(Protocol):
     """A Store as the calls below use it: wasmtime-py's (components) or CoreStore."""
 
     def _context(self) -> Any: ...
-
-
-class CoreStore:
-    """A Store of a core module made and dropped through the C API, with what the sandbox sets on it."""
-
-    __slots__ = ("_ptr", "_ctx")
-
-    def __init__(self, engine: wasmtime.Engine) -> None:
-        self._ptr: Any = ffi.wasmtime_store_new(engine.ptr(), None, _NO_FINALIZER)
-        self._ctx: Any = ffi.wasmtime_store_context(self._ptr)
-
-    def _context(self) -> Any:
-        return self._ctx
-
-    def set_fuel(self, fuel: int) -> None:
-        _check(ffi.wasmtime_context_set_fuel(self._ctx, fuel), None)
-
-    def get_fuel(self) -> int:
-        remaining = ctypes.c_uint64(0)
-        _check(ffi.wasmtime_context_get_fuel(self._ctx, byref(remaining)), None)
-        return remaining.value
-
-    def set_epoch_deadline(self, ticks: int) -> None:
-        ffi.wasmtime_context_set_epoch_deadline(self._ctx, ticks)
-
-    def set_limits(self, *, table_elements: int = -1, instances: int = -1, tables: int = -1, memories: int = -1, memory_size: int = -1) -> None:
-        ffi.wasmtime_store_limiter(self._ptr, memory_size, table_elements, instances, tables, memories)
-
-    def set_wasi(self, wasi: wasmtime.WasiConfig) -> None:
-        _check(ffi.wasmtime_context_set_wasi(self._ctx, wasi._consume()), None)
-
-    def __del__(self) -> None:
-        if self._ptr:
-            ffi.wasmtime_store_delete(self._ptr)
-            self._ptr = None
 
 
 class GuestCallError(Exception):
@@ -71,63 +55,75 @@ class GuestCallError(Exception):
         self.error = error
         super().__init__(str(trap or error))
 
-
-def export_nth(store: HasContext, instance: ffi.wasmtime_instance_t, index: int) -> ffi.wasmtime_extern_t:
-    """The `index`-th export of an instance (indices were resolved from the module's types at load)."""
-    item = ffi.wasmtime_extern_t()
-    name_ptr = ctypes.POINTER(ctypes.c_char)()
-    name_len = ctypes.c_size_t(0)
-    if not ffi.wasmtime_instance_export_nth(
-        store._context(), byref(instance), index, byref(name_ptr), byref(name_len), byref(item)
-    ):
-        raise IndexError(f"instance has no export #{index}")
-    return item
+    @classmethod
+    def of(cls, failure: tuple[int, int, int]) -> "GuestCallError":
+        """From a _native failure (1, error pointer, trap pointer); takes ownership of both."""
+        _, error, trap = failure
+        if error:
+            return cls(None, wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t))))
+        return cls(wasmtime.Trap._from_ptr(ctypes.cast(trap, ctypes.POINTER(ffi.wasm_trap_t))), None)
 
 
-def _check(error: object, trap: object) -> None:
-    if error:
-        raise GuestCallError(None, wasmtime.WasmtimeError._from_ptr(error))  # type: ignore[arg-type]  # a raw C pointer where wasmtime-py types its own wrapper
-    if trap:
-        raise GuestCallError(wasmtime.Trap._from_ptr(trap), None)  # type: ignore[arg-type]  # a raw C pointer where wasmtime-py types its own wrapper
+class CoreStore:
+    """A core module's Store and its one instance, with the limits the sandbox sets, held in C.
 
+    Every linear memory of the instance is charged to the Store's own budget of `linear_bytes`; a
+    creation or growth past it is refused and recorded (memory.py)."""
 
-class CallFrame:
-    """The argument, result and trap cells of one instance's calls, made once (at most two i32 arguments)."""
+    __slots__ = ("_handle",)
 
-    __slots__ = ("argv", "resv", "trap", "trap_ref")
+    def __init__(self, engine: int, *, fuel: int, epoch_ticks: int, linear_bytes: int, table_elements: int, tables: int, memories: int, instances: int) -> None:
+        self._handle = 0
+        handle = _native.store_new(engine, fuel, epoch_ticks, linear_bytes, table_elements, tables, memories, instances)
+        if isinstance(handle, tuple):
+            raise GuestCallError.of(handle)
+        self._handle = handle
 
-    def __init__(self) -> None:
-        self.argv = (_Val * 2)()
-        self.argv[0].kind = self.argv[1].kind = _I32  # type: ignore[assignment]  # wasmtime-py annotates the kind byte as c_ubyte; ctypes takes an int
-        self.resv = (_Val * 1)()
-        self.trap = _TrapPtr()
-        self.trap_ref = byref(self.trap)
+    def _context(self) -> Any:
+        return ctypes.cast(_native.context(self._handle), _ContextPtr)
 
+    def set_wasi(self, wasi: wasmtime.WasiConfig) -> None:
+        error = ffi.wasmtime_context_set_wasi(self._context(), wasi._consume())
+        if error:
+            raise GuestCallError(None, wasmtime.WasmtimeError._from_ptr(error))
 
-def call(store: HasContext, func: ffi.wasmtime_extern_t, args: tuple[int, ...], result_kind: int | None, frame: CallFrame | None = None) -> int:
-    """Call an exported function whose params are all i32; returns its one i32/i64 result (unsigned), or 0."""
-    frame = frame or CallFrame()
-    argv, resv = frame.argv, frame.resv
-    for i, arg in enumerate(args):
-        argv[i].of.i32 = ctypes.c_int32(arg & 0xFFFFFFFF).value
-    error = ffi.wasmtime_func_call(store._context(), byref(func.of.func), argv, len(args), resv, 0 if result_kind is None else 1, frame.trap_ref)
-    if error or frame.trap:
-        trap, frame.trap = frame.trap, _TrapPtr()
-        frame.trap_ref = byref(frame.trap)
-        _check(error, trap)
-    if result_kind == _I64:
-        return resv[0].of.i64 & 0xFFFFFFFFFFFFFFFF
-    if result_kind == _I32:
-        return resv[0].of.i32 & 0xFFFFFFFF
-    return 0
+    def instantiate(self, pre: int, memory_export: int, alloc_export: int, handle_export: int, init_export: int | None) -> None:
+        failure = _native.instantiate(self._handle, pre, memory_export, alloc_export, handle_export, -1 if init_export is None else init_export)
+        if failure is not None:
+            raise GuestCallError.of(failure)
 
+    def call_init(self) -> None:
+        failure = _native.call_init(self._handle)
+        if failure is not None:
+            raise GuestCallError.of(failure)
 
-def instantiate(store: HasContext, pre: wasmtime.InstancePre) -> ffi.wasmtime_instance_t:
-    instance = ffi.wasmtime_instance_t()
-    trap = _TrapPtr()
-    error = ffi.wasmtime_instance_pre_instantiate(pre.ptr(), store._context(), byref(instance), byref(trap))
-    _check(error, trap)
-    return instance
+    def invoke(self, event: bytes, max_result_bytes: int) -> bytes | tuple[int, int, int, int]:
+        """edgefn_alloc, the event in, edgefn_handle, the result out: the bytes, or _native's (kind, ...)
+        for a result the sandbox refuses. Raises GuestCallError for a trap."""
+        out = _native.invoke(self._handle, event, max_result_bytes)
+        if isinstance(out, tuple) and out[0] == 1:
+            raise GuestCallError.of(out[:3])
+        return out
+
+    def rearm(self, fuel: int, epoch_ticks: int) -> None:
+        failure = _native.rearm(self._handle, fuel, epoch_ticks)
+        if failure is not None:
+            raise GuestCallError.of(failure)
+
+    def get_fuel(self) -> int:
+        remaining = _native.fuel(self._handle)
+        if isinstance(remaining, tuple):
+            raise GuestCallError.of(remaining)
+        return remaining
+
+    def memory(self) -> tuple[int, int, int, int]:
+        """(peak linear bytes, bytes asked for when refused, the budget when refused (0: never), exported memory size)."""
+        return _native.memory(self._handle)
+
+    def __del__(self) -> None:
+        if self._handle:
+            _native.store_delete(self._handle)
+            self._handle = 0
 
 
 class GuestMemory:
@@ -140,10 +136,6 @@ class GuestMemory:
     def __init__(self, context: Any, memory: ffi.wasmtime_memory_t) -> None:
         self._ctx = context
         self._mem = memory
-
-    @classmethod
-    def exported(cls, store: HasContext, extern: ffi.wasmtime_extern_t) -> "GuestMemory":
-        return cls(store._context(), extern.of.memory)
 
     def size(self) -> int:
         return ffi.wasmtime_memory_data_size(self._ctx, byref(self._mem))
@@ -166,6 +158,3 @@ class GuestMemory:
         at = self._span(offset, length)
         return None if at is None else ctypes.string_at(at, length)
 
-
-I32 = _I32
-I64 = _I64

@@ -8,7 +8,6 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from . import fastcall
-from .memory import MemoryBudget
 from .module_store import LoadedModule
 
 if TYPE_CHECKING:
@@ -39,36 +38,29 @@ class LogSlot:
 
 
 class GuestInstance:
-    """A live instance and its Store: made for one invocation, or kept warm in a pool between invocations."""
+    """A live instance and its Store: made for one invocation, or kept warm in a pool between invocations.
+    A core module's instance and exports live in its fastcall.CoreStore; a component's `handle` here."""
 
-    __slots__ = ("loaded", "store", "slot", "memory", "alloc", "handle", "init", "func", "needs_init", "create_ms", "invocations", "budget", "frame")
+    __slots__ = ("loaded", "store", "slot", "func", "needs_init", "create_ms", "invocations")
 
     def __init__(self, loaded: LoadedModule, store: wasmtime.Store | fastcall.CoreStore, slot: LogSlot) -> None:
         self.loaded = loaded
         self.store = store
-        #: the argument/result cells of this instance's calls (core modules), made once
-        self.frame = fastcall.CallFrame()
         self.slot = slot
-        self.memory: fastcall.GuestMemory | None = None  # core modules
-        self.alloc: ffi.wasmtime_extern_t | None = None  # core modules: the exports the two calls go through
-        self.handle: ffi.wasmtime_extern_t | None = None
-        self.init: ffi.wasmtime_extern_t | None = None  # `_initialize`, if the module has one
         self.func: ffi.wasmtime_component_func_t | None = None  # components: the `handle` function
         self.needs_init = False  # core: `_initialize` not run yet
         self.create_ms = 0.0
         self.invocations = 0
-        #: every linear memory of a core instance, charged here (None for components)
-        self.budget: MemoryBudget | None = None
 
     def memory_size(self) -> int:
         """The most linear memory this instance has held (all its memories; a component's at start)."""
-        if self.budget is not None:
-            return self.budget.peak
-        if self.memory is not None:
-            return self.memory.size()
-        info = self.loaded.info
-        return info.memory_min_bytes
+        if isinstance(self.store, fastcall.CoreStore):
+            return self.store.memory()[0]
+        return self.loaded.info.memory_min_bytes
 
     def memory_refused(self) -> tuple[int, int] | None:
         """(bytes asked for in all, the budget) of the first memory growth refused, if any was."""
-        return self.budget.refused if self.budget is not None else None
+        if isinstance(self.store, fastcall.CoreStore):
+            _, asked, cap, _ = self.store.memory()
+            return (asked, cap) if cap else None
+        return None

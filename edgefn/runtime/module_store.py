@@ -30,7 +30,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from wasmtime import component as wc
 from ..core.exceptions import InvalidModule
 from ..core.files import write_atomic
 from . import component as comp
+from . import fastcall
 from .engine import ARTIFACT_FORMAT
 from .host import create_component_linker
 from .linking import GuestModuleInfo, inspect_module
@@ -76,6 +77,11 @@ class LoadedModule:
     component: wc.Component | None = None
     #: the component Linker it is instantiated with (core modules carry theirs in `pre`)
     linker: wc.Linker | None = None
+    #: the C address of `pre` (what fastcall.CoreStore.instantiate takes), 0 for a component
+    pre_ptr: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.pre_ptr = fastcall.pointer_of(self.pre) if self.pre is not None else 0
 
 
 @dataclass

@@ -27,7 +27,6 @@ from .context import InvocationContext, set_current_context
 from .engine import EpochTicker
 from .instance import GuestInstance, LogSlot
 from .linking import GuestModuleInfo
-from .memory import MemoryBudget, charging
 from .module_store import LoadedModule
 from .pool import WarmPool
 
@@ -37,6 +36,8 @@ MAX_TABLES = 4
 MAX_CORE_MEMORIES = 16
 MAX_COMPONENT_INSTANCES = 32
 TABLE_ELEMENT_BYTES = 8
+#: what _native.invoke answers for a result the sandbox refuses (runtime/_native.c)
+_NO_ROOM, _EMPTY, _OVERSIZED = 2, 3, 4
 LOG_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}
 
 
@@ -86,6 +87,7 @@ class Sandbox:
 
     def __init__(self, engine: wasmtime.Engine, ticker: EpochTicker, component_engine: wasmtime.Engine | None = None) -> None:
         self._engine = engine
+        self._engine_ptr = fastcall.pointer_of(engine)
         self._component_engine = component_engine or engine
         self._ticker = ticker
 
@@ -98,58 +100,53 @@ class Sandbox:
         start = time.perf_counter()
         cap = limits.memory_mb * 1024 * 1024
         split = StoreLimits.of(limits)
-        is_component = loaded.kind == "component"
-        store: wasmtime.Store | fastcall.CoreStore = wasmtime.Store(self._component_engine) if is_component else fastcall.CoreStore(self._engine)
-        store.set_fuel(limits.fuel)
-        if is_component:
-            store.set_limits(memory_size=split.linear_bytes, table_elements=split.table_elements, instances=MAX_COMPONENT_INSTANCES, tables=MAX_TABLES, memories=1)
-        else:  # linear memory: the budget decides (all memories together), the limiter the rest
-            store.set_limits(table_elements=split.table_elements, instances=1, tables=MAX_TABLES, memories=MAX_CORE_MEMORIES)
-        store.set_epoch_deadline(self._ticker.ticks_for(limits.timeout_ms))
-        slot = LogSlot()
-        instance = GuestInstance(loaded, store, slot)
-        if not is_component:
-            instance.budget = MemoryBudget(split.linear_bytes)
-        if is_component or (isinstance(loaded.info, GuestModuleInfo) and loaded.info.imports_wasi):
-            store.set_wasi(_wasi_config(env, slot))
+        ticks = self._ticker.ticks_for(limits.timeout_ms)
         min_bytes = loaded.info.memory_min_bytes
         if min_bytes > split.linear_bytes:
             what = "component" if loaded.kind == "component" else "module"
             raise MemoryLimitExceeded(
                 function, request_id, limits.memory_mb, f": the {what} needs {min_bytes // PAGE} pages at start, {split.linear_bytes // PAGE} fit"
             )
-        try:
-            if loaded.kind == "component":
-                assert loaded.linker is not None and loaded.component is not None and isinstance(loaded.info, component.ComponentInfo)
-                assert isinstance(store, wasmtime.Store)
+        slot = LogSlot()
+        if loaded.kind == "component":
+            store = wasmtime.Store(self._component_engine)
+            store.set_fuel(limits.fuel)
+            store.set_limits(memory_size=split.linear_bytes, table_elements=split.table_elements, instances=MAX_COMPONENT_INSTANCES, tables=MAX_TABLES, memories=1)
+            store.set_epoch_deadline(ticks)
+            store.set_wasi(_wasi_config(env, slot))
+            instance = GuestInstance(loaded, store, slot)
+            assert loaded.linker is not None and loaded.component is not None and isinstance(loaded.info, component.ComponentInfo)
+            try:
                 comp_inst = component.instantiate(loaded.linker, store, loaded.component)
                 instance.func = component.handle_func(store, comp_inst, loaded.info.handle_export)
-            else:
-                info = loaded.info
-                assert isinstance(info, GuestModuleInfo) and loaded.pre is not None
-                charging(instance.budget)
-                try:
-                    inst = fastcall.instantiate(store, loaded.pre)
-                finally:
-                    charging(None)
-                instance.memory = fastcall.GuestMemory.exported(store, fastcall.export_nth(store, inst, info.memory_export))
-                instance.alloc = fastcall.export_nth(store, inst, info.alloc_export)
-                instance.handle = fastcall.export_nth(store, inst, info.handle_export)
-                if info.init_export is not None:
-                    instance.init = fastcall.export_nth(store, inst, info.init_export)
-                    instance.needs_init = True
-        except (fastcall.GuestCallError, component.ComponentCallError) as exc:
-            raise self._classify(exc, function, request_id, limits, instance, cap, instantiating=True) from None
+            except component.ComponentCallError as exc:
+                raise self._classify(exc, function, request_id, limits, instance, cap, instantiating=True) from None
+        else:
+            info = loaded.info
+            assert isinstance(info, GuestModuleInfo) and loaded.pre is not None
+            # linear memory: the Store's budget decides (all memories together), the limiter the rest
+            core = fastcall.CoreStore(
+                self._engine_ptr, fuel=limits.fuel, epoch_ticks=ticks, linear_bytes=split.linear_bytes,
+                table_elements=split.table_elements, tables=MAX_TABLES, memories=MAX_CORE_MEMORIES, instances=1,
+            )
+            instance = GuestInstance(loaded, core, slot)
+            try:
+                if info.imports_wasi:
+                    core.set_wasi(_wasi_config(env, slot))
+                core.instantiate(loaded.pre_ptr, info.memory_export, info.alloc_export, info.handle_export, info.init_export)
+            except fastcall.GuestCallError as exc:
+                raise self._classify(exc, function, request_id, limits, instance, cap, instantiating=True) from None
+            instance.needs_init = info.init_export is not None
         instance.create_ms = (time.perf_counter() - start) * 1000
         return instance
 
     def initialize(self, instance: GuestInstance, function: str, request_id: str, limits: Limits) -> None:
         """Run a core module's `_initialize` once per instance (components need none: componentize-py
         snapshots the initialised interpreter at build time)."""
-        if instance.needs_init and instance.init is not None:
+        if instance.needs_init and isinstance(instance.store, fastcall.CoreStore):
             instance.needs_init = False
             try:
-                fastcall.call(instance.store, instance.init, (), None, instance.frame)
+                instance.store.call_init()
             except fastcall.GuestCallError as exc:
                 raise self._classify(exc, function, request_id, limits, instance, limits.memory_mb * 1024 * 1024) from None
 
@@ -205,6 +202,8 @@ class Sandbox:
         try:
             if instance is None:
                 instance = self.new_instance(loaded, limits, env, function, request_id)
+            elif isinstance(instance.store, fastcall.CoreStore):
+                instance.store.rearm(limits.fuel, self._ticker.ticks_for(limits.timeout_ms))
             else:
                 instance.store.set_fuel(limits.fuel)
                 instance.store.set_epoch_deadline(self._ticker.ticks_for(limits.timeout_ms))
@@ -252,26 +251,24 @@ class Sandbox:
         return SandboxRun(result, error, report, keep)
 
     def _call_core(self, instance: GuestInstance, event: bytes, function: str, request_id: str, limits: Limits, cap: int) -> bytes:
-        store, memory, alloc, handle = instance.store, instance.memory, instance.alloc, instance.handle
-        assert memory is not None and alloc is not None and handle is not None
+        store = instance.store
+        assert isinstance(store, fastcall.CoreStore)
         try:
-            ptr = fastcall.call(store, alloc, (len(event),), fastcall.I32, instance.frame)
-            if ptr == 0 or not memory.write(ptr, event):
-                if instance.memory_refused() is not None:
-                    raise MemoryLimitExceeded(function, request_id, limits.memory_mb, f": no room for the {len(event)}-byte event")
-                raise InvalidResult(function, request_id, f"edgefn_alloc({len(event)}) returned an unusable address {ptr:#x}")
-            packed = fastcall.call(store, handle, (ptr, len(event)), fastcall.I64, instance.frame)
+            out = store.invoke(event, limits.max_result_bytes)
         except fastcall.GuestCallError as exc:
             raise self._classify(exc, function, request_id, limits, instance, cap) from None
-        rptr, rlen = packed >> 32, packed & 0xFFFFFFFF
-        if rlen == 0:
+        if isinstance(out, bytes):
+            return out
+        kind, a, b, c = out
+        if kind == _NO_ROOM:
+            if instance.memory_refused() is not None:
+                raise MemoryLimitExceeded(function, request_id, limits.memory_mb, f": no room for the {len(event)}-byte event")
+            raise InvalidResult(function, request_id, f"edgefn_alloc({len(event)}) returned an unusable address {a:#x}")
+        if kind == _EMPTY:
             raise InvalidResult(function, request_id, "an empty result (length 0)")
-        if rlen > limits.max_result_bytes:
-            raise InvalidResult(function, request_id, f"oversized: {rlen} bytes, over max_result_bytes {limits.max_result_bytes}")
-        result = memory.read(rptr, rlen)
-        if result is None:
-            raise InvalidResult(function, request_id, f"out of bounds: result at {rptr:#x}+{rlen} outside {memory.size()} bytes of memory")
-        return result
+        if kind == _OVERSIZED:
+            raise InvalidResult(function, request_id, f"oversized: {a} bytes, over max_result_bytes {limits.max_result_bytes}")
+        raise InvalidResult(function, request_id, f"out of bounds: result at {a:#x}+{b} outside {c} bytes of memory")
 
     def _call_component(self, instance: GuestInstance, event: bytes, function: str, request_id: str, limits: Limits, cap: int) -> bytes:
         try:

@@ -1,0 +1,487 @@
+/* edgefn.runtime._native: a core guest's Store, instantiation, calls and linear memory in C.
+ *
+ * The same steps fastcall.py made through ctypes (~20 foreign calls per invocation, each ~1 us of
+ * argument boxing plus a GIL hand-off) as a handful of calls into this module. Nothing is linked
+ * against libwasmtime: init() receives the addresses of the C-API functions from the library
+ * wasmtime-py has already loaded, so this module and wasmtime-py always use the same engine.
+ *
+ * The structs below mirror wasmtime's C API (wasmtime 50, the layouts wasmtime-py's _bindings.py
+ * declares); init() checks their sizes against the ones Python passes, so a layout change fails at
+ * start rather than corrupting memory.
+ *
+ * Linear memory: every memory of a core Store is charged to that Store's budget (memory.py says why);
+ * the budget lives in the Store's handle, so it outlives every memory the Store frees.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+typedef struct { uint64_t store_id; size_t private_; } wt_instance_t;
+typedef struct { uint64_t store_id; void *private_; } wt_func_t;
+typedef struct { uint8_t kind; union { wt_func_t func; unsigned char bytes[24]; } of; } wt_extern_t;
+typedef struct { uint8_t kind; union { int32_t i32; int64_t i64; unsigned char bytes[24]; } of; } wt_val_t;
+
+typedef void *(*store_new_fn)(void *engine, void *data, void (*finalizer)(void *));
+typedef void *(*store_context_fn)(void *store);
+typedef void (*store_delete_fn)(void *store);
+typedef void (*store_limiter_fn)(void *store, int64_t memory_size, int64_t table_elements, int64_t instances, int64_t tables, int64_t memories);
+typedef void *(*set_fuel_fn)(void *ctx, uint64_t fuel);
+typedef void *(*get_fuel_fn)(void *ctx, uint64_t *fuel);
+typedef void (*set_epoch_deadline_fn)(void *ctx, uint64_t ticks);
+typedef void *(*pre_instantiate_fn)(void *pre, void *ctx, wt_instance_t *out, void **trap);
+typedef int (*export_nth_fn)(void *ctx, const wt_instance_t *inst, size_t index, char **name, size_t *name_len, wt_extern_t *item);
+typedef void *(*func_call_fn)(void *ctx, const wt_func_t *func, const wt_val_t *args, size_t nargs, wt_val_t *results, size_t nresults, void **trap);
+typedef uint8_t *(*memory_data_fn)(void *ctx, const void *memory);
+typedef size_t (*memory_data_size_fn)(void *ctx, const void *memory);
+typedef void *(*error_new_fn)(const char *message);
+
+typedef void *(*get_memory_cb)(void *env, size_t *size, size_t *maximum);
+typedef void *(*grow_memory_cb)(void *env, size_t new_size);
+typedef struct { void *env; get_memory_cb get_memory; grow_memory_cb grow_memory; void (*finalizer)(void *); } wt_linear_memory_t;
+typedef void *(*new_memory_cb)(void *env, const void *ty, size_t minimum, size_t maximum, size_t reserved, size_t guard, wt_linear_memory_t *out);
+typedef struct { void *env; new_memory_cb new_memory; void (*finalizer)(void *); } wt_memory_creator_t;
+typedef void (*memory_creator_set_fn)(void *config, wt_memory_creator_t *creator);
+
+static struct {
+    store_new_fn store_new;
+    store_context_fn store_context;
+    store_delete_fn store_delete;
+    store_limiter_fn store_limiter;
+    set_fuel_fn set_fuel;
+    get_fuel_fn get_fuel;
+    set_epoch_deadline_fn set_epoch_deadline;
+    pre_instantiate_fn pre_instantiate;
+    export_nth_fn export_nth;
+    func_call_fn func_call;
+    memory_data_fn memory_data;
+    memory_data_size_fn memory_data_size;
+    error_new_fn error_new;
+    memory_creator_set_fn memory_creator_set;
+} api;
+static int api_ready = 0;
+
+#define KIND_I32 0
+#define KIND_I64 1
+#define DYNAMIC_RESERVATION ((size_t)4 << 30) /* what a memory without a static reservation may grow to in place */
+
+/* --- the budget every memory of one Store is charged to ---------------------------------------------- */
+
+typedef struct {
+    size_t cap, used, peak;
+    size_t refused_asked, refused_cap; /* the first creation or growth refused; refused_cap == 0: none */
+} budget_t;
+
+static budget_t unlimited = { (size_t)1 << 62, 0, 0, 0, 0 };
+static __thread budget_t *charging = NULL; /* set around instantiation: the Store new memories belong to */
+
+static int charge(budget_t *b, size_t delta) {
+    if (b == &unlimited) return 1; /* memories made outside a Store's instantiation: nothing to count */
+    if (b->used + delta > b->cap) {
+        if (b->refused_cap == 0) {
+            b->refused_asked = b->used + delta;
+            b->refused_cap = b->cap;
+        }
+        return 0;
+    }
+    b->used += delta;
+    if (b->used > b->peak) b->peak = b->used;
+    return 1;
+}
+
+typedef struct {
+    uint8_t *base;
+    size_t mapped;  /* bytes reserved (PROT_NONE beyond size) */
+    size_t size;    /* accessible bytes */
+    size_t maximum;
+    budget_t *budget;
+} region_t;
+
+static size_t page_size = 4096;
+static size_t round_up(size_t n) { return (n + page_size - 1) / page_size * page_size; }
+
+static void *error(const char *fmt, ...) {
+    char message[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    return api.error_new(message);
+}
+
+static void *get_memory(void *env, size_t *size, size_t *maximum) {
+    region_t *r = env;
+    *size = r->size;
+    *maximum = r->maximum;
+    return r->base;
+}
+
+static void *grow_memory(void *env, size_t new_size) {
+    region_t *r = env;
+    if (new_size <= r->size) return NULL;
+    if (new_size > r->maximum) return error("a memory cannot grow past %zu bytes", r->maximum);
+    if (!charge(r->budget, new_size - r->size))
+        return error("memory_mb: growing to %zu bytes would pass the budget of %zu bytes", new_size, r->budget->cap);
+    size_t start = round_up(r->size), end = round_up(new_size);
+    if (end > start && mprotect(r->base + start, end - start, PROT_READ | PROT_WRITE) != 0) {
+        if (r->budget != &unlimited) r->budget->used -= new_size - r->size;
+        return error("mprotect failed: %s", strerror(errno));
+    }
+    r->size = new_size;
+    return NULL;
+}
+
+static void free_memory(void *env) {
+    region_t *r = env;
+    munmap(r->base, r->mapped);
+    if (r->budget != &unlimited) r->budget->used -= r->size;
+    PyMem_RawFree(r);
+}
+
+static void *new_memory(void *env, const void *ty, size_t minimum, size_t maximum, size_t reserved, size_t guard, wt_linear_memory_t *out) {
+    (void)env;
+    (void)ty;
+    budget_t *b = charging ? charging : &unlimited;
+    if (!charge(b, minimum)) return error("memory_mb: a new memory of %zu bytes would pass the budget of %zu bytes", minimum, b->cap);
+    size_t reservation = reserved ? reserved : (maximum > minimum ? maximum : minimum);
+    if (!reserved && reservation > DYNAMIC_RESERVATION) reservation = DYNAMIC_RESERVATION;
+    size_t mapped = round_up((reservation > minimum ? reservation : minimum) + guard);
+    region_t *r = PyMem_RawMalloc(sizeof(region_t));
+    if (r == NULL) {
+        if (b != &unlimited) b->used -= minimum;
+        return error("out of host memory for a region of %zu bytes", mapped);
+    }
+    void *base = mmap(NULL, mapped, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) {
+        PyMem_RawFree(r);
+        if (b != &unlimited) b->used -= minimum;
+        return error("mmap of %zu bytes failed: %s", mapped, strerror(errno));
+    }
+    if (minimum && mprotect(base, round_up(minimum), PROT_READ | PROT_WRITE) != 0) {
+        munmap(base, mapped);
+        PyMem_RawFree(r);
+        if (b != &unlimited) b->used -= minimum;
+        return error("mprotect failed: %s", strerror(errno));
+    }
+    size_t limit = reservation > minimum ? reservation : minimum;
+    r->base = base;
+    r->mapped = mapped;
+    r->size = minimum;
+    r->maximum = maximum < limit ? maximum : limit;
+    r->budget = b;
+    out->env = r;
+    out->get_memory = get_memory;
+    out->grow_memory = grow_memory;
+    out->finalizer = free_memory;
+    return NULL;
+}
+
+static void no_finalizer(void *env) { (void)env; }
+
+/* --- a Store and its one instance -------------------------------------------------------------------- */
+
+typedef struct {
+    void *store;
+    void *ctx;
+    budget_t budget;
+    wt_instance_t instance;
+    wt_extern_t memory, alloc, handle, init;
+    int has_init;
+    int instantiated;
+    wt_val_t args[2];
+    wt_val_t result;
+} core_store_t;
+
+static core_store_t *store_of(PyObject *handle) {
+    core_store_t *s = PyLong_AsVoidPtr(handle);
+    if (s == NULL && !PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a deleted or null Store handle");
+    return s;
+}
+
+/* (0 or an error pointer, 0 or a trap pointer): what Python turns into GuestCallError */
+static PyObject *failure(void *err, void *trap) {
+    return Py_BuildValue("(iKK)", 1, (unsigned long long)(uintptr_t)err, (unsigned long long)(uintptr_t)trap);
+}
+
+static PyObject *native_init(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 17) {
+        PyErr_SetString(PyExc_TypeError, "init(14 function addresses, sizeof extern, sizeof val, sizeof instance)");
+        return NULL;
+    }
+    void *fns[14];
+    for (int i = 0; i < 14; i++) {
+        fns[i] = PyLong_AsVoidPtr(args[i]);
+        if (fns[i] == NULL) {
+            if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "function address #%d is null", i);
+            return NULL;
+        }
+    }
+    size_t sizes[3] = { PyLong_AsSize_t(args[14]), PyLong_AsSize_t(args[15]), PyLong_AsSize_t(args[16]) };
+    if (PyErr_Occurred()) return NULL;
+    if (sizes[0] != sizeof(wt_extern_t) || sizes[1] != sizeof(wt_val_t) || sizes[2] != sizeof(wt_instance_t)) {
+        PyErr_Format(PyExc_RuntimeError, "wasmtime's C-API layouts changed (extern %zu/%zu, val %zu/%zu, instance %zu/%zu): edgefn/runtime/_native.c needs updating",
+                     sizes[0], sizeof(wt_extern_t), sizes[1], sizeof(wt_val_t), sizes[2], sizeof(wt_instance_t));
+        return NULL;
+    }
+    api.store_new = (store_new_fn)fns[0];
+    api.store_context = (store_context_fn)fns[1];
+    api.store_delete = (store_delete_fn)fns[2];
+    api.store_limiter = (store_limiter_fn)fns[3];
+    api.set_fuel = (set_fuel_fn)fns[4];
+    api.get_fuel = (get_fuel_fn)fns[5];
+    api.set_epoch_deadline = (set_epoch_deadline_fn)fns[6];
+    api.pre_instantiate = (pre_instantiate_fn)fns[7];
+    api.export_nth = (export_nth_fn)fns[8];
+    api.func_call = (func_call_fn)fns[9];
+    api.memory_data = (memory_data_fn)fns[10];
+    api.memory_data_size = (memory_data_size_fn)fns[11];
+    api.error_new = (error_new_fn)fns[12];
+    api.memory_creator_set = (memory_creator_set_fn)fns[13];
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps > 0) page_size = (size_t)ps;
+    api_ready = 1;
+    Py_RETURN_NONE;
+}
+
+#define NEED_API() do { if (!api_ready) { PyErr_SetString(PyExc_RuntimeError, "edgefn.runtime._native.init was not called"); return NULL; } } while (0)
+
+static PyObject *native_install_memory_creator(PyObject *self, PyObject *config) {
+    (void)self;
+    NEED_API();
+    void *ptr = PyLong_AsVoidPtr(config);
+    if (ptr == NULL) return PyErr_Occurred() ? NULL : (PyErr_SetString(PyExc_ValueError, "a null wasm_config_t"), NULL);
+    wt_memory_creator_t creator = { NULL, new_memory, no_finalizer };
+    api.memory_creator_set(ptr, &creator); /* wasmtime copies the struct */
+    Py_RETURN_NONE;
+}
+
+/* store_new(engine, fuel, epoch_ticks, linear_cap, table_elements, tables, memories, instances) -> handle */
+static PyObject *native_store_new(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    NEED_API();
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "store_new takes 8 arguments");
+        return NULL;
+    }
+    void *engine = PyLong_AsVoidPtr(args[0]);
+    unsigned long long fuel = PyLong_AsUnsignedLongLong(args[1]);
+    unsigned long long ticks = PyLong_AsUnsignedLongLong(args[2]);
+    size_t cap = PyLong_AsSize_t(args[3]);
+    long long table_elements = PyLong_AsLongLong(args[4]), tables = PyLong_AsLongLong(args[5]);
+    long long memories = PyLong_AsLongLong(args[6]), instances = PyLong_AsLongLong(args[7]);
+    if (PyErr_Occurred()) return NULL;
+    core_store_t *s = PyMem_RawCalloc(1, sizeof(core_store_t));
+    if (s == NULL) return PyErr_NoMemory();
+    s->store = api.store_new(engine, NULL, no_finalizer);
+    s->ctx = api.store_context(s->store);
+    s->budget.cap = cap;
+    s->args[0].kind = s->args[1].kind = KIND_I32;
+    void *err = api.set_fuel(s->ctx, fuel);
+    if (err != NULL) {
+        api.store_delete(s->store);
+        PyMem_RawFree(s);
+        return failure(err, NULL);
+    }
+    api.store_limiter(s->store, -1, table_elements, instances, tables, memories);
+    api.set_epoch_deadline(s->ctx, ticks);
+    return PyLong_FromVoidPtr(s);
+}
+
+static PyObject *native_context(PyObject *self, PyObject *handle) {
+    (void)self;
+    core_store_t *s = store_of(handle);
+    return s ? PyLong_FromVoidPtr(s->ctx) : NULL;
+}
+
+static PyObject *native_store_delete(PyObject *self, PyObject *handle) {
+    (void)self;
+    core_store_t *s = store_of(handle);
+    if (s == NULL) return NULL;
+    api.store_delete(s->store); /* frees its memories, which credit s->budget: so the handle goes last */
+    PyMem_RawFree(s);
+    Py_RETURN_NONE;
+}
+
+/* instantiate(handle, pre, memory_export, alloc_export, handle_export, init_export or -1) -> None | (1, error, trap) */
+static PyObject *native_instantiate(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "instantiate takes 6 arguments");
+        return NULL;
+    }
+    core_store_t *s = store_of(args[0]);
+    void *pre = PyLong_AsVoidPtr(args[1]);
+    size_t idx[3] = { PyLong_AsSize_t(args[2]), PyLong_AsSize_t(args[3]), PyLong_AsSize_t(args[4]) };
+    long long init_idx = PyLong_AsLongLong(args[5]);
+    if (s == NULL || PyErr_Occurred()) return NULL;
+    void *err, *trap = NULL;
+    int missing = -1;
+    Py_BEGIN_ALLOW_THREADS
+    charging = &s->budget;
+    err = api.pre_instantiate(pre, s->ctx, &s->instance, &trap);
+    charging = NULL;
+    if (err == NULL && trap == NULL) {
+        char *name;
+        size_t name_len;
+        wt_extern_t *out[3] = { &s->memory, &s->alloc, &s->handle };
+        for (int i = 0; i < 3 && missing < 0; i++)
+            if (!api.export_nth(s->ctx, &s->instance, idx[i], &name, &name_len, out[i])) missing = (int)idx[i];
+        if (missing < 0 && init_idx >= 0) {
+            if (!api.export_nth(s->ctx, &s->instance, (size_t)init_idx, &name, &name_len, &s->init)) missing = (int)init_idx;
+            s->has_init = 1;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (err != NULL || trap != NULL) return failure(err, trap);
+    if (missing >= 0) return PyErr_Format(PyExc_IndexError, "instance has no export #%d", missing);
+    s->instantiated = 1;
+    Py_RETURN_NONE;
+}
+
+/* call_init(handle) -> None | (1, error, trap): the module's `_initialize` */
+static PyObject *native_call_init(PyObject *self, PyObject *handle) {
+    (void)self;
+    core_store_t *s = store_of(handle);
+    if (s == NULL) return NULL;
+    if (!s->has_init) Py_RETURN_NONE;
+    void *err, *trap = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    err = api.func_call(s->ctx, &s->init.of.func, NULL, 0, NULL, 0, &trap);
+    Py_END_ALLOW_THREADS
+    if (err != NULL || trap != NULL) return failure(err, trap);
+    Py_RETURN_NONE;
+}
+
+/* invoke(handle, event, max_result_bytes) -> result bytes, or (kind, a, b, c):
+ *   (1, error, trap)             a call failed (trap or engine error)
+ *   (2, address, 0, 0)           edgefn_alloc returned an address the event does not fit at
+ *   (3, 0, 0, 0)                 an empty result
+ *   (4, length, 0, 0)            a result over max_result_bytes
+ *   (5, address, length, size)   a result outside the memory */
+static PyObject *native_invoke(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "invoke takes 3 arguments");
+        return NULL;
+    }
+    core_store_t *s = store_of(args[0]);
+    if (s == NULL) return NULL;
+    Py_buffer event;
+    if (PyObject_GetBuffer(args[1], &event, PyBUF_SIMPLE) != 0) return NULL;
+    size_t max_result = PyLong_AsSize_t(args[2]);
+    if (PyErr_Occurred()) {
+        PyBuffer_Release(&event);
+        return NULL;
+    }
+    void *err = NULL, *trap = NULL;
+    int kind = 0;
+    uint64_t a = 0, b = 0, c = 0;
+    uint8_t *result_at = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    s->args[0].kind = KIND_I32;
+    s->args[0].of.i32 = (int32_t)(uint32_t)event.len;
+    err = api.func_call(s->ctx, &s->alloc.of.func, s->args, 1, &s->result, 1, &trap);
+    if (err != NULL || trap != NULL) {
+        kind = 1;
+    } else {
+        uint32_t ptr = (uint32_t)s->result.of.i32;
+        size_t size = api.memory_data_size(s->ctx, &s->memory.of);
+        if (ptr == 0 || (uint64_t)ptr + (uint64_t)event.len > size) {
+            kind = 2;
+            a = ptr;
+        } else {
+            memcpy(api.memory_data(s->ctx, &s->memory.of) + ptr, event.buf, (size_t)event.len);
+            s->args[0].kind = s->args[1].kind = KIND_I32;
+            s->args[0].of.i32 = (int32_t)ptr;
+            s->args[1].of.i32 = (int32_t)(uint32_t)event.len;
+            err = api.func_call(s->ctx, &s->handle.of.func, s->args, 2, &s->result, 1, &trap);
+            if (err != NULL || trap != NULL) {
+                kind = 1;
+            } else {
+                uint64_t packed = (uint64_t)s->result.of.i64;
+                uint64_t rptr = packed >> 32, rlen = packed & 0xFFFFFFFFu;
+                size = api.memory_data_size(s->ctx, &s->memory.of); /* the guest may have grown it */
+                if (rlen == 0) {
+                    kind = 3;
+                } else if (rlen > max_result) {
+                    kind = 4;
+                    a = rlen;
+                } else if (rptr + rlen > size) {
+                    kind = 5;
+                    a = rptr;
+                    b = rlen;
+                    c = size;
+                } else {
+                    result_at = api.memory_data(s->ctx, &s->memory.of) + rptr;
+                    a = rlen;
+                }
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&event);
+    if (kind == 1) return failure(err, trap);
+    if (kind != 0) return Py_BuildValue("(iKKK)", kind, (unsigned long long)a, (unsigned long long)b, (unsigned long long)c);
+    return PyBytes_FromStringAndSize((const char *)result_at, (Py_ssize_t)a);
+}
+
+/* set_budget(handle, fuel, epoch_ticks) -> None | (1, error, 0): a warm instance's next invocation */
+static PyObject *native_rearm(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "rearm takes 3 arguments");
+        return NULL;
+    }
+    core_store_t *s = store_of(args[0]);
+    unsigned long long fuel = PyLong_AsUnsignedLongLong(args[1]);
+    unsigned long long ticks = PyLong_AsUnsignedLongLong(args[2]);
+    if (s == NULL || PyErr_Occurred()) return NULL;
+    void *err = api.set_fuel(s->ctx, fuel);
+    if (err != NULL) return failure(err, NULL);
+    api.set_epoch_deadline(s->ctx, ticks);
+    Py_RETURN_NONE;
+}
+
+static PyObject *native_fuel(PyObject *self, PyObject *handle) {
+    (void)self;
+    core_store_t *s = store_of(handle);
+    if (s == NULL) return NULL;
+    uint64_t remaining = 0;
+    void *err = api.get_fuel(s->ctx, &remaining);
+    if (err != NULL) return failure(err, NULL);
+    return PyLong_FromUnsignedLongLong(remaining);
+}
+
+/* memory(handle) -> (peak, refused_asked, refused_cap, exported memory size) */
+static PyObject *native_memory(PyObject *self, PyObject *handle) {
+    (void)self;
+    core_store_t *s = store_of(handle);
+    if (s == NULL) return NULL;
+    size_t size = 0;
+    if (s->instantiated) size = api.memory_data_size(s->ctx, &s->memory.of);
+    return Py_BuildValue("(nnnn)", (Py_ssize_t)s->budget.peak, (Py_ssize_t)s->budget.refused_asked, (Py_ssize_t)s->budget.refused_cap, (Py_ssize_t)size);
+}
+
+static PyMethodDef methods[] = {
+    {"init", (PyCFunction)(void (*)(void))native_init, METH_FASTCALL, "Bind the wasmtime C-API functions (their addresses) and check the struct layouts."},
+    {"install_memory_creator", native_install_memory_creator, METH_O, "Make a wasm_config_t's engines take linear memory from this module."},
+    {"store_new", (PyCFunction)(void (*)(void))native_store_new, METH_FASTCALL, "A Store with fuel, an epoch deadline and limits; returns its handle."},
+    {"context", native_context, METH_O, "The wasmtime_context_t of a Store handle."},
+    {"store_delete", native_store_delete, METH_O, "Drop a Store, its instance and memories."},
+    {"instantiate", (PyCFunction)(void (*)(void))native_instantiate, METH_FASTCALL, "Instantiate an InstancePre in the Store and find its ABI exports."},
+    {"call_init", native_call_init, METH_O, "Call the instance's _initialize export, if it has one."},
+    {"invoke", (PyCFunction)(void (*)(void))native_invoke, METH_FASTCALL, "edgefn_alloc, copy the event in, edgefn_handle, copy the result out."},
+    {"rearm", (PyCFunction)(void (*)(void))native_rearm, METH_FASTCALL, "Set a Store's fuel and epoch deadline for its next invocation."},
+    {"fuel", native_fuel, METH_O, "The fuel a Store has left."},
+    {"memory", native_memory, METH_O, "(peak, refused asked, refused cap, exported memory bytes) of a Store."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "A core guest's Store, instantiation, calls and linear memory in C.", -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
