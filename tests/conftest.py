@@ -13,6 +13,7 @@ from edgefn.build.languages import build_source
 from edgefn.build.toolchain import cache_dir
 from edgefn.core.app import FunctionSpec, Limits
 from edgefn.core.events import EdgeRequest, Event, EventConfig
+from edgefn.core.report import record_lines
 from edgefn.runtime.invoker import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +45,11 @@ WAT_TEMPLATE = """
 OK_RESPONSE_DATA = r'(data (i32.const 16) "\a1\66status\18\c8")'
 RETURN_OK = "(i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 10))"
 RETURN_INPUT = "(i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32)) (i64.extend_i32_u (local.get $len)))"
+
+
+def log_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    """(level, line) of every log line captured: an invocation writes START, END and REPORT as one record."""
+    return [(r.levelno, line) for r in caplog.records for line in record_lines(r)]
 
 
 def wat_guest(handle: str = RETURN_OK, extra: str = OK_RESPONSE_DATA, imports: str = "", pages: int = 1) -> bytes:

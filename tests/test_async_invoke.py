@@ -29,7 +29,7 @@ from edgefn.core.exceptions import NotFound, UnknownFunction
 from edgefn.core.records import CodeAndConfig
 from edgefn.manifest.schema import QueueConfig
 from edgefn.runtime.invoker import Runtime
-from tests.conftest import GUESTS_C, REPO
+from tests.conftest import GUESTS_C, REPO, log_lines
 from tests.servers import edge_server
 
 FLAKY = GUESTS_C / "flaky.c"
@@ -126,7 +126,7 @@ def test_retries_then_the_failure_record_goes_to_the_dlq(node, caplog):
     assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Handled"}
     assert record["responsePayload"]["errorType"] == "FlakyError"
     # the async request id is the invocation's request id, on every attempt, and each attempt is logged
-    lines = [r.getMessage() for r in caplog.records]
+    lines = [line for _, line in log_lines(caplog)]
     assert sum(line.startswith(f"START RequestId: {request_id}") for line in lines) == 2
     assert any(f"ASYNC RequestId: {request_id} Attempt: 2" in line for line in lines)
     assert any(f"ASYNC RequestId: {request_id} RetriesExhausted: record kept in the dead-letter store" in line for line in lines)
@@ -155,7 +155,7 @@ def test_an_event_older_than_max_event_age_is_not_delivered(node, caplog):
     assert letter.record["requestContext"]["condition"] == "EventAgeExceeded"
     assert letter.record["requestContext"]["approximateInvokeCount"] == 0
     assert letter.record["responseContext"]["statusCode"] == 0
-    started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("START RequestId:")]
+    started = [line for _, line in log_lines(caplog) if line.startswith("START RequestId:")]
     assert started == [f"START RequestId: {fresh_id} Version: $LATEST"]
 
 

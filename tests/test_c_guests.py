@@ -16,7 +16,7 @@ from edgefn.core.exceptions import (
     WallClockTimeout,
 )
 from edgefn.runtime.sandbox import StoreLimits
-from tests.conftest import make_event
+from tests.conftest import log_lines, make_event
 from tests.test_abi_roundtrip import requests
 
 
@@ -83,12 +83,12 @@ def test_c_logger_levels_line_cut_and_cap(runtime, c_fn, caplog):
     with caplog.at_level(logging.DEBUG, logger="edgefn.function.logger"):
         runtime.invoker.invoke_sync(fn, make_event(request_id="r1", querystring="long=10000"))
         runtime.invoker.invoke_sync(fn, make_event(request_id="r2", querystring="flood=5000"))
-    r1 = [(r.levelno, r.getMessage()) for r in caplog.records if r.getMessage().startswith("r1\t")]
+    r1 = [(level, line) for level, line in log_lines(caplog) if line.startswith("r1\t")]
     assert (logging.DEBUG, "r1\tlogger: debug line") in r1
     assert any(level == logging.ERROR for level, _ in r1)
     longest = max(len(m) for _, m in r1)
     assert longest == len("r1\t") + 4096  # lines are cut at 4 KiB
-    r2 = [m for r in caplog.records if (m := r.getMessage()).startswith("r2\t")]
+    r2 = [line for _, line in log_lines(caplog) if line.startswith("r2\t")]
     assert any("log lines dropped" in m for m in r2)
     assert sum(len(m) - 3 for m in r2) < 70 * 1024  # 64 KiB cap plus the notice
 

@@ -34,7 +34,7 @@ from edgefn.runtime.concurrency import (
     provisioned_versions,
 )
 from edgefn.runtime.invoker import Invocation, Runtime
-from tests.conftest import RETURN_OK, make_event, wat_guest
+from tests.conftest import RETURN_OK, log_lines, make_event, wat_guest
 from tests.servers import REPO, EdgeServer, edge_server, free_port
 
 CLOCK = '(import "wasi_snapshot_preview1" "clock_time_get" (func $now (param i32 i64 i32) (result i32)))'
@@ -122,7 +122,7 @@ def test_reserved_zero_throttles_every_invocation(runtime, deploy, caplog):
         _, throttled = split(burst(runtime, [off]))
     for exc in (sync_refusal.value, *throttled):
         assert (exc.reason, exc.limit, exc.report) == (RESERVED_LIMIT_EXCEEDED, 0, None)
-    assert not [r for r in caplog.records if r.getMessage().startswith("START")]  # refused before it ran
+    assert not [line for _, line in log_lines(caplog) if line.startswith("START")]  # refused before it ran
     assert runtime.invoker.invoke_sync(deploy(wat_guest(), name="on"), make_event()).result.status == 200
 
 
@@ -171,7 +171,7 @@ def test_warm_and_cold_counts_and_init_duration_only_on_cold(runtime, deploy, ca
         assert runtime.invoker.prewarm(v1) == 1  # provisioned: initialised before its first request
         reports.append(runtime.invoker.invoke_sync(v1, make_event()).report)
     assert [r.warm for r in reports] == [False, True, True, True]
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("REPORT")]
+    lines = [line for _, line in log_lines(caplog) if line.startswith("REPORT")]
     assert ["Init Duration" in line for line in lines] == [True, False, False, False]
     stats = runtime.invoker.stats()
     assert stats["invocations"] == {"pooled:$LATEST": {"warm": 2, "cold": 1}, "pooled:1": {"warm": 1, "cold": 0}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from edgefn.core.events import EdgeResponse
-from tests.conftest import make_event, wat_guest
+from tests.conftest import log_lines, make_event, wat_guest
 
 LOG_IMPORT = '(import "edgefn:host/v1" "log" (func $log (param i32 i32 i32)))'
 ENV_IMPORT = '(import "edgefn:host/v1" "env_get" (func $env_get (param i32 i32 i32 i32) (result i32)))'
@@ -54,7 +54,7 @@ def test_guest_log_lines_reach_the_function_log_with_level_and_request_id(runtim
     fn = deploy(wat_guest(handle, extra=extra, imports=LOG_IMPORT), name="talker")
     with caplog.at_level(logging.DEBUG, logger="edgefn.function.talker"):
         runtime.invoker.invoke_sync(fn, make_event(request_id="r-log"))
-    guest = [(r.levelno, r.getMessage()) for r in caplog.records if "\t" in r.getMessage() and not r.getMessage().startswith("REPORT")]
+    guest = [(level, line) for level, line in log_lines(caplog) if "\t" in line and not line.startswith("REPORT")]
     assert (logging.WARNING, "r-log\tcareful now") in guest
     assert (logging.DEBUG, "r-log\tcareful") in guest
     assert any(level == logging.WARNING and "outside guest memory" in msg for level, msg in guest)
@@ -102,7 +102,7 @@ def test_wasi_is_offered_with_least_privilege(runtime, deploy, caplog):
         result = runtime.invoker.invoke_sync(fn, make_event(request_id="r-wasi")).result
     # 211 stdout failed, 212 random, 213 environ (exactly the manifest env), 214 clock, 215 a preopen existed
     assert result.status == 200
-    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    lines = log_lines(caplog)
     assert (logging.INFO, "r-wasi\thello from wasi") in lines
     assert (logging.INFO, "r-wasi\tpartial") in lines  # the unterminated line is flushed at the end
     assert (logging.WARNING, "r-wasi\toops!") in lines  # stderr

@@ -17,7 +17,7 @@ from edgefn.core.exceptions import (
     MemoryLimitExceeded,
     WallClockTimeout,
 )
-from tests.conftest import OK_RESPONSE_DATA, RETURN_OK, make_event, wat_guest
+from tests.conftest import OK_RESPONSE_DATA, RETURN_OK, log_lines, make_event, wat_guest
 
 INFINITE_LOOP = "(loop $l (br $l)) (unreachable)"
 MEMORY_BOMB = "(block $done (loop $l (br_if $done (i32.eq (memory.grow (i32.const 16)) (i32.const -1))) (br $l))) (unreachable)"
@@ -205,7 +205,7 @@ def test_report_line_is_written_to_the_function_log(runtime, deploy, caplog):
     with caplog.at_level(logging.INFO, logger="edgefn.function.reported"):
         runtime.invoker.invoke_sync(fn, make_event(request_id="r-report"))
         runtime.invoker.invoke_sync(fn, make_event(request_id="r-report-2"))
-    lines = [r.getMessage() for r in caplog.records]
+    lines = [line for _, line in log_lines(caplog)]
     reports = [line for line in lines if line.startswith("REPORT")]
     assert len(reports) == 2
     first, second = reports

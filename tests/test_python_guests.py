@@ -52,7 +52,7 @@ from edgefn.runtime.component import is_component, memory_min_bytes
 from edgefn.runtime.engine import EngineSettings
 from edgefn.runtime.invoker import Runtime
 from edgefn.runtime.module_store import ModuleStore
-from tests.conftest import GUESTS_C, REPO, make_event
+from tests.conftest import GUESTS_C, REPO, log_lines, make_event
 from tests.servers import edge_server
 from tests.test_abi_roundtrip import requests
 
@@ -525,12 +525,12 @@ def test_log_levels_stdout_stderr_and_caps(rt, digests, caplog):
     with caplog.at_level(logging.DEBUG, logger="edgefn.function.hostile"):
         invoke(rt, fn, "/log?long=10000", request_id="r1")
         invoke(rt, fn, "/log?flood=1000", request_id="r2")
-    r1 = [(r.levelno, r.getMessage()) for r in caplog.records if r.getMessage().startswith("r1\t")]
+    r1 = [(level, line) for level, line in log_lines(caplog) if line.startswith("r1\t")]
     for entry in [(logging.DEBUG, "r1\tdebug line"), (logging.INFO, "r1\tinfo line"), (logging.WARNING, "r1\twarn line"),
                   (logging.ERROR, "r1\terror line"), (logging.INFO, "r1\tprinted to stdout"), (logging.WARNING, "r1\tprinted to stderr")]:
         assert entry in r1
     assert max(len(m) for _, m in r1) == len("r1\t") + 4096  # lines are cut at 4 KiB
-    r2 = [m for r in caplog.records if (m := r.getMessage()).startswith("r2\t")]
+    r2 = [line for _, line in log_lines(caplog) if line.startswith("r2\t")]
     assert any("log lines dropped" in m for m in r2) and sum(len(m) - 3 for m in r2) < 70 * 1024
 
 
@@ -600,7 +600,7 @@ def test_reused_instance_keeps_module_state_and_runs_init_once(rt, digests, capl
     fn = hostile(digests, reuse=True)
     with caplog.at_level(logging.INFO, logger="edgefn.function.hostile"):
         assert counts(rt, fn, 3) == [("1", "1"), ("2", "1"), ("3", "1")]
-    reports = [r.getMessage() for r in caplog.records if r.getMessage().startswith("REPORT")]
+    reports = [line for _, line in log_lines(caplog) if line.startswith("REPORT")]
     assert "Init Duration:" in reports[0] and all("Init Duration:" not in r for r in reports[1:])
     pool = rt.invoker.pools.get("hostile:$LATEST")
     assert pool is not None and pool.idle() == 1 and (pool.created, pool.reused) == (1, 2)
@@ -656,7 +656,7 @@ def test_prewarm_creates_instances_at_startup(rt, digests, caplog):
     with caplog.at_level(logging.INFO, logger="edgefn.function.hostile"):
         done = invoke(rt, fn, "/count")
     assert done.report.warm and done.report.init_duration_ms is None
-    assert "Init Duration" not in next(r.getMessage() for r in caplog.records if r.getMessage().startswith("REPORT"))
+    assert "Init Duration" not in next(line for _, line in log_lines(caplog) if line.startswith("REPORT"))
     assert rt.invoker.pools.get("hostile:$LATEST").created == 2 and rt.invoker.pools.get("hostile:$LATEST").reused == 1
     assert rt.invoker.prewarm(hostile(digests, reuse=True, prewarm=50)) == 2  # capped at the pool bound
 

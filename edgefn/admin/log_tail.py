@@ -13,6 +13,7 @@ import logging
 import threading
 from typing import Iterator
 
+from ..core.report import record_lines
 from ..runtime.invoker import function_logger
 
 TAIL_BYTES = 4096  # as Lambda: the last 4 KB of the invocation's log
@@ -38,10 +39,10 @@ class InvocationLogs(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if not self._open:
             return
-        message = record.getMessage()
-        lines = self._open.get(request_id_of(message))
+        messages = record_lines(record)
+        lines = self._open.get(request_id_of(messages[0]))
         if lines is not None:
-            lines.append(message)
+            lines.extend(messages)
 
     @contextlib.contextmanager
     def capture(self, function: str, request_id: str) -> Iterator[list[str]]:

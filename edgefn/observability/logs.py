@@ -23,6 +23,7 @@ from typing import TextIO
 
 from ..core.app import LogSettings
 from ..core.exceptions import LogQueryError
+from ..core.report import LINES, record_lines
 from ..manifest.schema import LogConfig
 
 #: parent of every function's logger (edgefn.runtime.invoker.function_logger names edgefn.function.<name>)
@@ -191,7 +192,12 @@ class BatchedStreamHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held
         try:
-            self._pending.append(self.format(record) + "\n")
+            out = self.format(record)
+            if getattr(record, LINES, False):  # several lines in one record: each with the record's prefix
+                message = record.getMessage()
+                prefix = out[: len(out) - len(message)] if out.endswith(message) else ""
+                out = "\n".join(prefix + text for text in message.split("\n"))
+            self._pending.append(out + "\n")
         except Exception:
             self.handleError(record)
             return
@@ -298,16 +304,18 @@ class FunctionLogSink(logging.Handler):
         if not _FUNCTION_NAME.fullmatch(function):
             return
         try:
-            text = self.format(record)
+            texts = record_lines(record)
         except Exception:
             self.handleError(record)
             return
-        line = f"{timestamp(record.created)}\t{text.replace(chr(10), chr(13))}\n".encode("utf-8", "replace")
-        if self._pending_bytes + len(line) > MAX_PENDING_BYTES:
-            self._dropped[function] += 1
-            return
-        self._pending[function].append(line)
-        self._pending_bytes += len(line)
+        when = timestamp(record.created)
+        for text in texts:
+            line = f"{when}\t{text.replace(chr(10), chr(13))}\n".encode("utf-8", "replace")
+            if self._pending_bytes + len(line) > MAX_PENDING_BYTES:
+                self._dropped[function] += 1
+                continue
+            self._pending[function].append(line)
+            self._pending_bytes += len(line)
         if self._pending_bytes > MAX_PENDING_BYTES // 8:
             self._wake.set()
 

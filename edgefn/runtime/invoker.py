@@ -20,7 +20,7 @@ from ..core.exceptions import (
     MemoryLimitExceeded,
 )
 from ..core.ports import InvocationObserver, NoObserver
-from ..core.report import InvocationReport
+from ..core.report import LINES, InvocationReport
 from . import abi
 from .concurrency import ConcurrencyLimiter, InvocationCounts
 from .engine import EngineSettings, EpochTicker, create_engine
@@ -44,6 +44,9 @@ class Invocation:
 
     result: EdgeRequest | EdgeResponse
     report: InvocationReport
+
+
+_LINES = {LINES: True}
 
 
 def function_logger(name: str) -> logging.Logger:
@@ -163,18 +166,23 @@ class Invoker:
         flog = function_logger(fn.name)
         rid = event.config.request_id
         held: list[tuple[int, str]] | None = [] if inline else None
-        if not inline:
-            flog.info("START RequestId: %s Version: %s", rid, fn.version)
+        start_line = f"START RequestId: {rid} Version: {fn.version}"
+        # START goes out with END and REPORT as one record, or before the guest's first line if it logs
+        started = False
         # compiling a component takes seconds: on the request path only precompiled artifacts are loaded
         loaded, loaded_now = self.store.load(fn.digest, fn.name, compile_components=False)
         pool = self.pool_of(fn) if fn.reuse_instances else None
         limits = self.inline.slice_of(fn.limits) if inline else fn.limits
 
         def emit(level: int, message: str) -> None:
+            nonlocal started
             if held is not None:
                 held.append((level, message))
-            else:
-                flog.log(log_level(level), "%s\t%s", rid, message)
+                return
+            if not started:
+                started = True
+                flog.info("%s", start_line)
+            flog.log(log_level(level), "%s\t%s", rid, message)
 
         if not inline:
             self.observer.invocation_started(fn.name)  # sandbox.run returns every invocation error: finished() always follows
@@ -197,9 +205,11 @@ class Invoker:
                     pool.discard()
                 return None
             self.observer.invocation_started(fn.name)
-            flog.info("START RequestId: %s Version: %s", rid, fn.version)
-            for level, message in held:
-                flog.log(log_level(level), "%s\t%s", rid, message)
+            if held:
+                started = True
+                flog.info("%s", start_line)
+                for level, message in held:
+                    flog.log(log_level(level), "%s\t%s", rid, message)
         else:
             self.inline.learn(fn, isinstance(loaded.info, GuestModuleInfo) and not loaded.info.waits, run.report.fuel_used)
         run.report.version = fn.version
@@ -228,8 +238,8 @@ class Invoker:
             else:
                 pool.discard()
         self.observer.invocation_finished(fn, run.report, error)
-        flog.info("END RequestId: %s", rid)
-        flog.info("%s", run.report.line())
+        closing = f"END RequestId: {rid}\n{run.report.line()}"
+        flog.info("%s", closing if started else f"{start_line}\n{closing}", extra=_LINES)
         if error is not None:
             flog.error("%s\t%s", rid, error)
             error.report = run.report
