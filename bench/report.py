@@ -19,7 +19,7 @@ TARGETS_SPEC = {
     "t5_fresh_small_us": ("5. in process: fresh Store + instantiate + one invocation, C hello (p50)", 60.0, "µs", "le"),
     "t5_fresh_floor_us": ("5. the same, the no-import floor guest (p50)", 40.0, "µs", "le"),
     "t5_warm_small_us": ("5. a warm pooled invocation, C hello (p50)", 20.0, "µs", "le"),
-    "t5_raw_small_us": ("5. the physical floor: the fresh-instance steps as raw C-API calls, C hello (p50, measured)", None, "µs", "le"),
+    "t5_raw_small_us": ("5. the fresh-instance steps as raw C-API calls from Python through ctypes (bench/fastpath.RawFresh; edgefn makes them in C), C hello (p50, measured)", None, "µs", "le"),
     "t6_restart_ratio": ("6. restart, warm store -> first 200 / Starlette-on-Hypercorn start -> first 200 (medians)", 1.3, "×", "le"),
     "t7_workers_scaling": ("7. --workers 2 / --workers 1, edgefn hello (servers unpinned, c=64)", 1.85, "×", "ge"),
     "t1u_hello_rps_c1": ("1. (uvicorn listener) C hello, fresh instance: req/s / Starlette on Hypercorn, c=1", 0.75, "×", "ge"),
@@ -175,7 +175,7 @@ MICRO_OPS = [
     ("deserialize_file_mmap", "  vs `Module.deserialize_file` (mmap; not used by edgefn)"),
     ("cold_start_from_artifact", "cold start: store load + first invocation"),
     ("fresh_instance_sandbox", "instantiate + one invocation, fresh instance (`Sandbox.run`)"),
-    ("fresh_instance_raw_floor", "  its physical floor: the same steps as raw C-API calls (bench/fastpath.RawFresh)"),
+    ("fresh_instance_raw_floor", "  the same steps as raw C-API calls through ctypes (bench/fastpath.RawFresh; edgefn makes them in C, runtime/_native.c)"),
     ("fresh_instance_invoke", "  the same through `Invoker.invoke_sync` (+ CBOR encode/decode, report)"),
     ("warm_instance_sandbox", "warm instance from the runtime's pool (`Sandbox.run`, `reuse_instances = true`)"),
     ("warm_instance_invoke", "  the same through `Invoker.invoke_sync`"),
@@ -197,7 +197,7 @@ def _micro_md(micro: dict) -> list[str]:
             s = g[k][key]
             row += [_f(s["min"]), _f(s["p50"]), _f(s["p99"])]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Where a fresh-instance invocation of the small guest goes (steps of `Sandbox.run` timed one by one):", "",
+    lines += ["", "Where a fresh-instance invocation of the small guest goes (the steps of `Sandbox.run`, each a call into runtime/_native.c, timed one by one):", "",
               "| step | p50 µs | p99 µs |", "|---|---:|---:|"]
     for name, s in micro["breakdown_small"].items():
         lines.append(f"| {name} | {_f(s['p50'])} | {_f(s['p99'])} |")
@@ -353,6 +353,7 @@ def main() -> None:
     import json
 
     res = json.loads((RESULTS / "bench.json").read_text())
+    res["verdicts"] = verdicts(res)  # the labels and goals as they are now, on the figures measured
     (RESULTS / "bench.md").write_text(markdown(res))
     plots(res, RESULTS)
 
