@@ -59,7 +59,7 @@ LogEmitter = Callable[[int, str], None]
 class StoreLimits:
     """How `memory_mb` is split over what an instance can allocate, so that all of it together stays
     within the cap: tables get a fixed share (MAX_TABLES of `table_elements` each), linear memory the
-    rest (`linear_bytes`: every memory of a core module together, through a MemoryBudget; the one
+    rest (`linear_bytes`: every memory of a core module together, through its Store's budget, runtime/_native.c; the one
     memory of a component, through wasmtime's store limiter)."""
 
     table_elements: int
