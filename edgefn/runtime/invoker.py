@@ -167,22 +167,21 @@ class Invoker:
         rid = event.config.request_id
         held: list[tuple[int, str]] | None = [] if inline else None
         start_line = f"START RequestId: {rid} Version: {fn.version}"
-        # START goes out with END and REPORT as one record, or before the guest's first line if it logs
-        started = False
+        # on a guest thread (a run that may be long) START goes out now; an inline try's lines are held
+        # until it counts, and then START, END and REPORT are one record when the guest logged nothing
+        started = not inline
+        if started:
+            flog.info("%s", start_line)
         # compiling a component takes seconds: on the request path only precompiled artifacts are loaded
         loaded, loaded_now = self.store.load(fn.digest, fn.name, compile_components=False)
         pool = self.pool_of(fn) if fn.reuse_instances else None
         limits = self.inline.slice_of(fn.limits) if inline else fn.limits
 
         def emit(level: int, message: str) -> None:
-            nonlocal started
             if held is not None:
                 held.append((level, message))
-                return
-            if not started:
-                started = True
-                flog.info("%s", start_line)
-            flog.log(log_level(level), "%s\t%s", rid, message)
+            else:
+                flog.log(log_level(level), "%s\t%s", rid, message)
 
         if not inline:
             self.observer.invocation_started(fn.name)  # sandbox.run returns every invocation error: finished() always follows
