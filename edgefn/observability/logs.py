@@ -196,7 +196,7 @@ class BatchedStreamHandler(logging.Handler):
             if getattr(record, LINES, False):  # several lines in one record: each with the record's prefix
                 message = record.getMessage()
                 prefix = out[: len(out) - len(message)] if out.endswith(message) else ""
-                out = "\n".join(prefix + text for text in message.split("\n"))
+                out = "\n".join(prefix + text for text in record_lines(record))
             self._pending.append(out + "\n")
         except Exception:
             self.handleError(record)

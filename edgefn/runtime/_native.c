@@ -191,7 +191,6 @@ typedef struct {
     wt_instance_t instance;
     wt_extern_t memory, alloc, handle, init;
     int has_init;
-    int instantiated;
     wt_val_t args[2];
     wt_val_t result;
 } core_store_t;
@@ -207,12 +206,12 @@ static PyObject *failure(void *err, void *trap) {
     return Py_BuildValue("(iKK)", 1, (unsigned long long)(uintptr_t)err, (unsigned long long)(uintptr_t)trap);
 }
 
+#define NEED_ARGS(n, what) do { if (nargs != (n)) { PyErr_SetString(PyExc_TypeError, what); return NULL; } } while (0)
+#define NEED_API() do { if (!api_ready) { PyErr_SetString(PyExc_RuntimeError, "edgefn.runtime._native.init was not called"); return NULL; } } while (0)
+
 static PyObject *native_init(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 17) {
-        PyErr_SetString(PyExc_TypeError, "init(14 function addresses, sizeof extern, sizeof val, sizeof instance)");
-        return NULL;
-    }
+    NEED_ARGS(17, "init(14 function addresses, sizeof extern, sizeof val, sizeof instance)");
     void *fns[14];
     for (int i = 0; i < 14; i++) {
         fns[i] = PyLong_AsVoidPtr(args[i]);
@@ -248,8 +247,6 @@ static PyObject *native_init(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
-#define NEED_API() do { if (!api_ready) { PyErr_SetString(PyExc_RuntimeError, "edgefn.runtime._native.init was not called"); return NULL; } } while (0)
-
 static PyObject *native_install_memory_creator(PyObject *self, PyObject *config) {
     (void)self;
     NEED_API();
@@ -264,10 +261,7 @@ static PyObject *native_install_memory_creator(PyObject *self, PyObject *config)
 static PyObject *native_store_new(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     NEED_API();
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "store_new takes 8 arguments");
-        return NULL;
-    }
+    NEED_ARGS(8, "store_new takes 8 arguments");
     void *engine = PyLong_AsVoidPtr(args[0]);
     unsigned long long fuel = PyLong_AsUnsignedLongLong(args[1]);
     unsigned long long ticks = PyLong_AsUnsignedLongLong(args[2]);
@@ -310,10 +304,7 @@ static PyObject *native_store_delete(PyObject *self, PyObject *handle) {
 /* instantiate(handle, pre, memory_export, alloc_export, handle_export, init_export or -1) -> None | (1, error, trap) */
 static PyObject *native_instantiate(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "instantiate takes 6 arguments");
-        return NULL;
-    }
+    NEED_ARGS(6, "instantiate takes 6 arguments");
     core_store_t *s = store_of(args[0]);
     void *pre = PyLong_AsVoidPtr(args[1]);
     size_t idx[3] = { PyLong_AsSize_t(args[2]), PyLong_AsSize_t(args[3]), PyLong_AsSize_t(args[4]) };
@@ -339,7 +330,6 @@ static PyObject *native_instantiate(PyObject *self, PyObject *const *args, Py_ss
     Py_END_ALLOW_THREADS
     if (err != NULL || trap != NULL) return failure(err, trap);
     if (missing >= 0) return PyErr_Format(PyExc_IndexError, "instance has no export #%d", missing);
-    s->instantiated = 1;
     Py_RETURN_NONE;
 }
 
@@ -365,10 +355,7 @@ static PyObject *native_call_init(PyObject *self, PyObject *handle) {
  *   (5, address, length, size)   a result outside the memory */
 static PyObject *native_invoke(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "invoke takes 3 arguments");
-        return NULL;
-    }
+    NEED_ARGS(3, "invoke takes 3 arguments");
     core_store_t *s = store_of(args[0]);
     if (s == NULL) return NULL;
     Py_buffer event;
@@ -433,10 +420,7 @@ static PyObject *native_invoke(PyObject *self, PyObject *const *args, Py_ssize_t
 /* set_budget(handle, fuel, epoch_ticks) -> None | (1, error, 0): a warm instance's next invocation */
 static PyObject *native_rearm(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "rearm takes 3 arguments");
-        return NULL;
-    }
+    NEED_ARGS(3, "rearm takes 3 arguments");
     core_store_t *s = store_of(args[0]);
     unsigned long long fuel = PyLong_AsUnsignedLongLong(args[1]);
     unsigned long long ticks = PyLong_AsUnsignedLongLong(args[2]);
@@ -457,14 +441,12 @@ static PyObject *native_fuel(PyObject *self, PyObject *handle) {
     return PyLong_FromUnsignedLongLong(remaining);
 }
 
-/* memory(handle) -> (peak, refused_asked, refused_cap, exported memory size) */
+/* memory(handle) -> (peak, refused_asked, refused_cap): the Store's budget */
 static PyObject *native_memory(PyObject *self, PyObject *handle) {
     (void)self;
     core_store_t *s = store_of(handle);
     if (s == NULL) return NULL;
-    size_t size = 0;
-    if (s->instantiated) size = api.memory_data_size(s->ctx, &s->memory.of);
-    return Py_BuildValue("(nnnn)", (Py_ssize_t)s->budget.peak, (Py_ssize_t)s->budget.refused_asked, (Py_ssize_t)s->budget.refused_cap, (Py_ssize_t)size);
+    return Py_BuildValue("(nnn)", (Py_ssize_t)s->budget.peak, (Py_ssize_t)s->budget.refused_asked, (Py_ssize_t)s->budget.refused_cap);
 }
 
 static PyMethodDef methods[] = {
@@ -478,7 +460,7 @@ static PyMethodDef methods[] = {
     {"invoke", (PyCFunction)(void (*)(void))native_invoke, METH_FASTCALL, "edgefn_alloc, copy the event in, edgefn_handle, copy the result out."},
     {"rearm", (PyCFunction)(void (*)(void))native_rearm, METH_FASTCALL, "Set a Store's fuel and epoch deadline for its next invocation."},
     {"fuel", native_fuel, METH_O, "The fuel a Store has left."},
-    {"memory", native_memory, METH_O, "(peak, refused asked, refused cap, exported memory bytes) of a Store."},
+    {"memory", native_memory, METH_O, "(peak, refused asked, refused cap) of a Store's memory budget."},
     {NULL, NULL, 0, NULL},
 };
 

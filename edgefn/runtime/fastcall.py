@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 from ctypes import byref
-from typing import Any, Protocol
+from typing import Any
 
 import wasmtime
 from wasmtime import _bindings as b
@@ -39,12 +39,6 @@ _native.init(
 def pointer_of(obj: Any) -> int:
     """The C address behind a wasmtime-py object (Engine, InstancePre, Config)."""
     return ctypes.cast(obj.ptr(), ctypes.c_void_p).value or 0
-
-
-class HasContext(Protocol):
-    """A Store as the calls below use it: wasmtime-py's (components) or CoreStore."""
-
-    def _context(self) -> Any: ...
 
 
 class GuestCallError(Exception):
@@ -116,8 +110,8 @@ class CoreStore:
             raise GuestCallError.of(remaining)
         return remaining
 
-    def memory(self) -> tuple[int, int, int, int]:
-        """(peak linear bytes, bytes asked for when refused, the budget when refused (0: never), exported memory size)."""
+    def memory(self) -> tuple[int, int, int]:
+        """(peak linear bytes, bytes asked for when refused, the budget when refused (0: never))."""
         return _native.memory(self._handle)
 
     def __del__(self) -> None:

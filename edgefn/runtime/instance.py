@@ -61,6 +61,6 @@ class GuestInstance:
     def memory_refused(self) -> tuple[int, int] | None:
         """(bytes asked for in all, the budget) of the first memory growth refused, if any was."""
         if isinstance(self.store, fastcall.CoreStore):
-            _, asked, cap, _ = self.store.memory()
+            _, asked, cap = self.store.memory()
             return (asked, cap) if cap else None
         return None

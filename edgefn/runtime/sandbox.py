@@ -86,7 +86,6 @@ class Sandbox:
     which the invoker returns them after a clean invocation."""
 
     def __init__(self, engine: wasmtime.Engine, ticker: EpochTicker, component_engine: wasmtime.Engine | None = None) -> None:
-        self._engine = engine
         self._engine_ptr = fastcall.pointer_of(engine)
         self._component_engine = component_engine or engine
         self._ticker = ticker
