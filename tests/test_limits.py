@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
@@ -17,6 +18,7 @@ from edgefn.core.exceptions import (
     MemoryLimitExceeded,
     WallClockTimeout,
 )
+from edgefn.runtime import engine
 from tests.conftest import OK_RESPONSE_DATA, RETURN_OK, log_lines, make_event, wat_guest
 
 INFINITE_LOOP = "(loop $l (br $l)) (unreachable)"
@@ -66,6 +68,27 @@ def test_wall_clock_timeout_holds_after_the_ticker_parked_on_an_idle_node(runtim
     assert info.value.timeout_ms == 50 and time.monotonic() - started < 10
     assert not runtime.ticker.parked
     assert_still_serves(runtime, healthy)
+
+
+def test_the_ticker_stops_even_when_the_stop_lands_as_it_parks(monkeypatch):
+    """`serve` stops its build-time ticker about when an idle ticker parks; a stop landing between the tick
+    and the park once cleared its own wake-up and hung the server's start for good (a CI run)."""
+    monkeypatch.setattr(engine, "IDLE_AFTER_S", 0.0)  # every idle tick parks: each stop below races a park
+    config = wasmtime.Config()
+    config.epoch_interruption = True
+    eng = wasmtime.Engine(config)
+    for attempt in range(200):
+        ticker = engine.EpochTicker(eng, 1)
+        ticker.start()
+        spin_until = time.perf_counter() + 0.0005 + (attempt % 10) * 0.0002  # stops spread around the first tick
+        while time.perf_counter() < spin_until:
+            pass
+        stopper = threading.Thread(target=ticker.stop, daemon=True)
+        stopper.start()
+        stopper.join(10)
+        if stopper.is_alive():
+            ticker._wake.set()  # free the thread before failing
+            pytest.fail(f"EpochTicker.stop() hung on attempt {attempt}")
 
 
 def test_memory_bomb_hits_memory_cap(runtime, deploy, healthy):

@@ -91,8 +91,9 @@ class EpochTicker:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+        with self._lock:  # under the lock: a tick deciding to park either sees the stop or is woken by it
+            self._stop.set()
+            self._wake.set()
         if self._thread.is_alive():
             self._thread.join()
 
@@ -124,7 +125,7 @@ class EpochTicker:
             for engine in self._engines:
                 engine.increment_epoch()
             with self._lock:
-                park = self._busy == 0 and time.monotonic() - self._last_active > IDLE_AFTER_S
+                park = not self._stop.is_set() and self._busy == 0 and time.monotonic() - self._last_active > IDLE_AFTER_S
                 if park:
                     self._parked = True
                     self._wake.clear()
