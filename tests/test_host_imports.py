@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
+from edgefn.core.app import FunctionSpec
 from edgefn.core.events import EdgeResponse
 from tests.conftest import log_lines, make_event, wat_guest
 
@@ -42,6 +45,41 @@ def test_env_get_never_sees_the_host_environment(runtime, deploy, monkeypatch):
     monkeypatch.setenv("EDGEFN_SECRET_OF_THE_HOST", "leak")
     fn = deploy(env_guest("EDGEFN_SECRET_OF_THE_HOST"))
     assert runtime.invoker.invoke_sync(fn, make_event()).result.status == 204
+
+
+# env_get's answer as the status (210 + n): the key "GREETING" at 100, the arguments as given
+ENV_CODE_DATA = r'(data (i32.const 16) "\a1\66status\18\c8") (data (i32.const 100) "GREETING")'
+ENV_CODE_HANDLE = """
+  (i32.store8 (i32.const 25) (i32.add (i32.const 210)
+    (call $env_get (i32.const {key_ptr}) (i32.const {key_len}) (i32.const {buf_ptr}) (i32.const {buf_cap}))))
+  (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 10))"""
+
+
+@pytest.mark.parametrize(
+    ("key_ptr", "key_len", "buf_ptr", "buf_cap", "answer"),
+    [
+        (100, 8, 300, 64, 11),  # found: its length, copied
+        (100, 8, 300, 4, 11),  # found, but the buffer is too small: its length (the SDK retries), nothing copied
+        (100, 7, 300, 64, -1),  # "GREETIN": unset
+        (-16, 8, 300, 64, -2),  # the key runs past the end of memory
+        (100, 8, 65530, 64, -2),  # it fits the buffer's capacity, but the buffer runs past the end of memory
+        (100, 0, 300, 64, -1),  # the empty key: unset
+    ],
+)
+def test_env_get_answers_as_the_abi_says(runtime, deploy, key_ptr, key_len, buf_ptr, buf_cap, answer):
+    handle = ENV_CODE_HANDLE.format(key_ptr=key_ptr, key_len=key_len, buf_ptr=buf_ptr, buf_cap=buf_cap)
+    fn = deploy(wat_guest(handle, extra=ENV_CODE_DATA, imports=ENV_IMPORT), env={"GREETING": "hola, mundo", "OTHER": "x"})
+    result = runtime.invoker.invoke_sync(fn, make_event()).result
+    assert isinstance(result, EdgeResponse) and result.status == 210 + answer
+
+
+def test_a_warm_instance_reads_the_env_of_its_own_function(runtime, deploy):
+    wasm = env_guest("GREETING")
+    first, second = (deploy(wasm, name=name, env={"GREETING": name}) for name in ("first", "second"))
+    for fn in (first, second, first):
+        warm = FunctionSpec(fn.name, fn.digest, fn.limits, fn.env, reuse_instances=True)
+        for _ in range(2):
+            assert runtime.invoker.invoke_sync(warm, make_event()).result.body.data == fn.name.encode()
 
 
 def test_guest_log_lines_reach_the_function_log_with_level_and_request_id(runtime, deploy, caplog):

@@ -39,6 +39,10 @@ typedef void *(*func_call_fn)(void *ctx, const wt_func_t *func, const wt_val_t *
 typedef uint8_t *(*memory_data_fn)(void *ctx, const void *memory);
 typedef size_t (*memory_data_size_fn)(void *ctx, const void *memory);
 typedef void *(*error_new_fn)(const char *message);
+typedef union { int32_t i32; int64_t i64; unsigned char bytes[16]; } wt_val_raw_t;
+typedef void *(*unchecked_callback_fn)(void *env, void *caller, wt_val_raw_t *args_and_results, size_t count);
+typedef int (*caller_export_get_fn)(void *caller, const char *name, size_t name_len, wt_extern_t *item);
+typedef void *(*caller_context_fn)(void *caller);
 
 typedef void *(*get_memory_cb)(void *env, size_t *size, size_t *maximum);
 typedef void *(*grow_memory_cb)(void *env, size_t new_size);
@@ -62,11 +66,14 @@ static struct {
     memory_data_size_fn memory_data_size;
     error_new_fn error_new;
     memory_creator_set_fn memory_creator_set;
+    caller_export_get_fn caller_export_get;
+    caller_context_fn caller_context;
 } api;
 static int api_ready = 0;
 
 #define KIND_I32 0
 #define KIND_I64 1
+#define EXTERN_MEMORY 3 /* WASMTIME_EXTERN_MEMORY */
 #define DYNAMIC_RESERVATION ((size_t)4 << 30) /* what a memory without a static reservation may grow to in place */
 
 /* --- the budget every memory of one Store is charged to ---------------------------------------------- */
@@ -193,7 +200,11 @@ typedef struct {
     int has_init;
     wt_val_t args[2];
     wt_val_t result;
+    PyObject *env; /* bytes: the function's env as pack_env() laid it out, or NULL */
 } core_store_t;
+
+/* the Store whose wasm this thread is running (set around every call into it): what a host call reads */
+static __thread core_store_t *running = NULL;
 
 static core_store_t *store_of(PyObject *handle) {
     core_store_t *s = PyLong_AsVoidPtr(handle);
@@ -211,20 +222,20 @@ static PyObject *failure(void *err, void *trap) {
 
 static PyObject *native_init(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    NEED_ARGS(17, "init(14 function addresses, sizeof extern, sizeof val, sizeof instance)");
-    void *fns[14];
-    for (int i = 0; i < 14; i++) {
+    NEED_ARGS(20, "init(16 function addresses, sizeof extern, sizeof val, sizeof instance, sizeof val_raw)");
+    void *fns[16];
+    for (int i = 0; i < 16; i++) {
         fns[i] = PyLong_AsVoidPtr(args[i]);
         if (fns[i] == NULL) {
             if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "function address #%d is null", i);
             return NULL;
         }
     }
-    size_t sizes[3] = { PyLong_AsSize_t(args[14]), PyLong_AsSize_t(args[15]), PyLong_AsSize_t(args[16]) };
+    size_t sizes[4] = { PyLong_AsSize_t(args[16]), PyLong_AsSize_t(args[17]), PyLong_AsSize_t(args[18]), PyLong_AsSize_t(args[19]) };
     if (PyErr_Occurred()) return NULL;
-    if (sizes[0] != sizeof(wt_extern_t) || sizes[1] != sizeof(wt_val_t) || sizes[2] != sizeof(wt_instance_t)) {
-        PyErr_Format(PyExc_RuntimeError, "wasmtime's C-API layouts changed (extern %zu/%zu, val %zu/%zu, instance %zu/%zu): edgefn/runtime/_native.c needs updating",
-                     sizes[0], sizeof(wt_extern_t), sizes[1], sizeof(wt_val_t), sizes[2], sizeof(wt_instance_t));
+    if (sizes[0] != sizeof(wt_extern_t) || sizes[1] != sizeof(wt_val_t) || sizes[2] != sizeof(wt_instance_t) || sizes[3] != sizeof(wt_val_raw_t)) {
+        PyErr_Format(PyExc_RuntimeError, "wasmtime's C-API layouts changed (extern %zu/%zu, val %zu/%zu, instance %zu/%zu, val_raw %zu/%zu): edgefn/runtime/_native.c needs updating",
+                     sizes[0], sizeof(wt_extern_t), sizes[1], sizeof(wt_val_t), sizes[2], sizeof(wt_instance_t), sizes[3], sizeof(wt_val_raw_t));
         return NULL;
     }
     api.store_new = (store_new_fn)fns[0];
@@ -241,6 +252,8 @@ static PyObject *native_init(PyObject *self, PyObject *const *args, Py_ssize_t n
     api.memory_data_size = (memory_data_size_fn)fns[11];
     api.error_new = (error_new_fn)fns[12];
     api.memory_creator_set = (memory_creator_set_fn)fns[13];
+    api.caller_export_get = (caller_export_get_fn)fns[14];
+    api.caller_context = (caller_context_fn)fns[15];
     long ps = sysconf(_SC_PAGESIZE);
     if (ps > 0) page_size = (size_t)ps;
     api_ready = 1;
@@ -257,11 +270,11 @@ static PyObject *native_install_memory_creator(PyObject *self, PyObject *config)
     Py_RETURN_NONE;
 }
 
-/* store_new(engine, fuel, epoch_ticks, linear_cap, table_elements, tables, memories, instances) -> handle */
+/* store_new(engine, fuel, epoch_ticks, linear_cap, table_elements, tables, memories, instances, env) -> handle */
 static PyObject *native_store_new(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     NEED_API();
-    NEED_ARGS(8, "store_new takes 8 arguments");
+    NEED_ARGS(9, "store_new takes 9 arguments");
     void *engine = PyLong_AsVoidPtr(args[0]);
     unsigned long long fuel = PyLong_AsUnsignedLongLong(args[1]);
     unsigned long long ticks = PyLong_AsUnsignedLongLong(args[2]);
@@ -269,15 +282,24 @@ static PyObject *native_store_new(PyObject *self, PyObject *const *args, Py_ssiz
     long long table_elements = PyLong_AsLongLong(args[4]), tables = PyLong_AsLongLong(args[5]);
     long long memories = PyLong_AsLongLong(args[6]), instances = PyLong_AsLongLong(args[7]);
     if (PyErr_Occurred()) return NULL;
+    if (args[8] != Py_None && !PyBytes_Check(args[8])) {
+        PyErr_SetString(PyExc_TypeError, "store_new: env must be bytes (fastcall.pack_env) or None");
+        return NULL;
+    }
     core_store_t *s = PyMem_RawCalloc(1, sizeof(core_store_t));
     if (s == NULL) return PyErr_NoMemory();
     s->store = api.store_new(engine, NULL, no_finalizer);
+    if (args[8] != Py_None) {
+        s->env = args[8];
+        Py_INCREF(s->env);
+    }
     s->ctx = api.store_context(s->store);
     s->budget.cap = cap;
     s->args[0].kind = s->args[1].kind = KIND_I32;
     void *err = api.set_fuel(s->ctx, fuel);
     if (err != NULL) {
         api.store_delete(s->store);
+        Py_XDECREF(s->env);
         PyMem_RawFree(s);
         return failure(err, NULL);
     }
@@ -297,6 +319,7 @@ static PyObject *native_store_delete(PyObject *self, PyObject *handle) {
     core_store_t *s = store_of(handle);
     if (s == NULL) return NULL;
     api.store_delete(s->store); /* frees its memories, which credit s->budget: so the handle goes last */
+    Py_XDECREF(s->env);
     PyMem_RawFree(s);
     Py_RETURN_NONE;
 }
@@ -314,7 +337,9 @@ static PyObject *native_instantiate(PyObject *self, PyObject *const *args, Py_ss
     int missing = -1;
     Py_BEGIN_ALLOW_THREADS
     charging = &s->budget;
+    running = s; /* a start function may make host calls */
     err = api.pre_instantiate(pre, s->ctx, &s->instance, &trap);
+    running = NULL;
     charging = NULL;
     if (err == NULL && trap == NULL) {
         char *name;
@@ -341,7 +366,9 @@ static PyObject *native_call_init(PyObject *self, PyObject *handle) {
     if (!s->has_init) Py_RETURN_NONE;
     void *err, *trap = NULL;
     Py_BEGIN_ALLOW_THREADS
+    running = s;
     err = api.func_call(s->ctx, &s->init.of.func, NULL, 0, NULL, 0, &trap);
+    running = NULL;
     Py_END_ALLOW_THREADS
     if (err != NULL || trap != NULL) return failure(err, trap);
     Py_RETURN_NONE;
@@ -370,6 +397,7 @@ static PyObject *native_invoke(PyObject *self, PyObject *const *args, Py_ssize_t
     uint64_t a = 0, b = 0, c = 0;
     uint8_t *result_at = NULL;
     Py_BEGIN_ALLOW_THREADS
+    running = s;
     s->args[0].kind = KIND_I32;
     s->args[0].of.i32 = (int32_t)(uint32_t)event.len;
     err = api.func_call(s->ctx, &s->alloc.of.func, s->args, 1, &s->result, 1, &trap);
@@ -410,6 +438,7 @@ static PyObject *native_invoke(PyObject *self, PyObject *const *args, Py_ssize_t
             }
         }
     }
+    running = NULL;
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&event);
     if (kind == 1) return failure(err, trap);
@@ -449,6 +478,56 @@ static PyObject *native_memory(PyObject *self, PyObject *handle) {
     return Py_BuildValue("(nnn)", (Py_ssize_t)s->budget.peak, (Py_ssize_t)s->budget.refused_asked, (Py_ssize_t)s->budget.refused_cap);
 }
 
+/* --- host functions (edgefn:host/v1) that need no Python ------------------------------------------- */
+
+/* env_get(key_ptr, key_len, buf_ptr, buf_cap) -> i32 (guest-sdk/ABI.md): the value's length, copied only if it
+ * fits; -1 unset; -2 a key or buffer outside the caller's memory. The env is the running Store's, laid out by
+ * fastcall.pack_env as entries of (u32 key length, u32 value length, key, value); no GIL is taken. */
+static void *host_env_get(void *env, void *caller, wt_val_raw_t *vals, size_t count) {
+    (void)env;
+    if (count < 4) return NULL; /* the linker checked the type: four i32 in, one out */
+    uint64_t kp = (uint32_t)vals[0].i32, kl = (uint32_t)vals[1].i32, bp = (uint32_t)vals[2].i32, bc = (uint32_t)vals[3].i32;
+    int32_t out = -2;
+    wt_extern_t item;
+    void *ctx = api.caller_context(caller);
+    if (api.caller_export_get(caller, "memory", 6, &item) && item.kind == EXTERN_MEMORY) {
+        size_t size = api.memory_data_size(ctx, &item.of);
+        uint8_t *base = api.memory_data(ctx, &item.of);
+        if (kp + kl <= size) {
+            core_store_t *s = running;
+            const uint8_t *at = s && s->env ? (const uint8_t *)PyBytes_AS_STRING(s->env) : NULL;
+            const uint8_t *end = at ? at + PyBytes_GET_SIZE(s->env) : NULL;
+            const uint8_t *value = NULL;
+            uint32_t klen, vlen = 0;
+            while (at != NULL && at + 8 <= end) {
+                memcpy(&klen, at, 4);
+                memcpy(&vlen, at + 4, 4);
+                if ((size_t)(end - at - 8) < (size_t)klen + vlen) break; /* not pack_env's layout: nothing past here */
+                if (klen == kl && memcmp(at + 8, base + kp, kl) == 0) {
+                    value = at + 8 + klen;
+                    break;
+                }
+                at += 8 + (size_t)klen + vlen;
+            }
+            if (value == NULL) out = -1;
+            else if (vlen > bc) out = (int32_t)vlen; /* does not fit: the length, for a retry with a bigger buffer */
+            else if (bp + vlen > size) out = -2;
+            else {
+                memcpy(base + bp, value, vlen);
+                out = (int32_t)vlen;
+            }
+        }
+    }
+    vals[0].i32 = out;
+    return NULL;
+}
+
+static PyObject *native_host_env_get(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyLong_FromVoidPtr((void *)host_env_get);
+}
+
 static PyMethodDef methods[] = {
     {"init", (PyCFunction)(void (*)(void))native_init, METH_FASTCALL, "Bind the wasmtime C-API functions (their addresses) and check the struct layouts."},
     {"install_memory_creator", native_install_memory_creator, METH_O, "Make a wasm_config_t's engines take linear memory from this module."},
@@ -461,6 +540,7 @@ static PyMethodDef methods[] = {
     {"rearm", (PyCFunction)(void (*)(void))native_rearm, METH_FASTCALL, "Set a Store's fuel and epoch deadline for its next invocation."},
     {"fuel", native_fuel, METH_O, "The fuel a Store has left."},
     {"memory", native_memory, METH_O, "(peak, refused asked, refused cap) of a Store's memory budget."},
+    {"host_env_get", native_host_env_get, METH_NOARGS, "The address of the env_get host function (a wasmtime unchecked callback)."},
     {NULL, NULL, 0, NULL},
 };
 

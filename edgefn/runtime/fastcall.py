@@ -32,8 +32,22 @@ _native.init(
     _address(b._wasmtime_context_set_epoch_deadline), _address(b._wasmtime_instance_pre_instantiate),
     _address(b._wasmtime_instance_export_nth), _address(b._wasmtime_func_call), _address(b._wasmtime_memory_data),
     _address(b._wasmtime_memory_data_size), _address(b._wasmtime_error_new), _address(b._wasmtime_config_host_memory_creator_set),
-    ctypes.sizeof(ffi.wasmtime_extern_t), ctypes.sizeof(ffi.wasmtime_val_t), ctypes.sizeof(ffi.wasmtime_instance_t),
+    _address(b._wasmtime_caller_export_get), _address(b._wasmtime_caller_context),
+    ctypes.sizeof(ffi.wasmtime_extern_t), ctypes.sizeof(ffi.wasmtime_val_t), ctypes.sizeof(ffi.wasmtime_instance_t), ctypes.sizeof(ffi.wasmtime_val_raw_t),
 )
+
+#: the address of env_get in C (host/env.py), once _native is bound
+ENV_GET = _native.host_env_get()
+
+
+def pack_env(env: dict[str, str]) -> bytes:
+    """A function's env as the Store holds it for the env_get host function in _native.c: per entry the
+    key's and the value's UTF-8 lengths (u32, little-endian), then the key, then the value."""
+    out = bytearray()
+    for key, value in env.items():
+        k, v = key.encode(), value.encode()
+        out += len(k).to_bytes(4, "little") + len(v).to_bytes(4, "little") + k + v
+    return bytes(out)
 
 
 def pointer_of(obj: Any) -> int:
@@ -62,13 +76,17 @@ class CoreStore:
     """A core module's Store and its one instance, with the limits the sandbox sets, held in C.
 
     Every linear memory of the instance is charged to the Store's own budget of `linear_bytes`; a
-    creation or growth past it is refused and recorded (memory.py)."""
+    creation or growth past it is refused and recorded (memory.py). `env` (pack_env) is what the guest's
+    env_get reads, in C."""
 
     __slots__ = ("_handle",)
 
-    def __init__(self, engine: int, *, fuel: int, epoch_ticks: int, linear_bytes: int, table_elements: int, tables: int, memories: int, instances: int) -> None:
+    def __init__(
+        self, engine: int, *, fuel: int, epoch_ticks: int, linear_bytes: int, table_elements: int, tables: int, memories: int, instances: int,
+        env: bytes | None = None,
+    ) -> None:
         self._handle = 0
-        handle = _native.store_new(engine, fuel, epoch_ticks, linear_bytes, table_elements, tables, memories, instances)
+        handle = _native.store_new(engine, fuel, epoch_ticks, linear_bytes, table_elements, tables, memories, instances, env)
         if isinstance(handle, tuple):
             raise GuestCallError.of(handle)
         self._handle = handle

@@ -127,6 +127,7 @@ class Sandbox:
             core = fastcall.CoreStore(
                 self._engine_ptr, fuel=limits.fuel, epoch_ticks=ticks, linear_bytes=split.linear_bytes,
                 table_elements=split.table_elements, tables=MAX_TABLES, memories=MAX_CORE_MEMORIES, instances=1,
+                env=fastcall.pack_env(env),
             )
             instance = GuestInstance(loaded, core, slot)
             try:

@@ -1,4 +1,8 @@
-"""env: the function's manifest environment (also WASI's environ), read by name."""
+"""env: the function's manifest environment (also WASI's environ), read by name.
+
+A core guest's env_get is C (runtime/_native.c, reading the Store's `fastcall.pack_env` copy): it is the
+one host call nearly every function makes on every request, and in C it needs neither the GIL nor Python.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +11,13 @@ import logging
 from wasmtime import component as wc
 
 from ..context import current_context
-from ..fastcall import GuestMemory
-from .capability import HostCapability
-from .guest_memory import I32, copy_out, read
+from ..fastcall import ENV_GET
+from .capability import HostCapability, NativeHostFunction
+from .guest_memory import I32
 
 __all__ = ["CAPABILITY"]
 
 _log = logging.getLogger("edgefn.runtime")
-
-
-def _core_env_get(memory: GuestMemory | None, key_ptr: int, key_len: int, buf_ptr: int, buf_cap: int) -> int:
-    # an exception is caught, logged and answered -2 by guest_memory.define_core_function, as for every core host call
-    key = read(memory, key_ptr, key_len)
-    if key is None:
-        return -2
-    value = current_context().env.get(key.decode("utf-8", "replace"))
-    if value is None:
-        return -1
-    return copy_out(memory, value, buf_ptr, buf_cap)
 
 
 def _component_env_get(_store: object, name: str) -> str | None:
@@ -40,4 +33,4 @@ def _add(host: wc.LinkerInstance) -> None:
     host.add_func("env-get", _component_env_get)
 
 
-CAPABILITY = HostCapability("env", {"env_get": ([I32, I32, I32, I32], [I32], _core_env_get)}, _add)
+CAPABILITY = HostCapability("env", {"env_get": ([I32, I32, I32, I32], [I32], NativeHostFunction(ENV_GET))}, _add)

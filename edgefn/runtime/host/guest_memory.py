@@ -18,6 +18,7 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from ..fastcall import GuestMemory
+from .capability import NativeHostFunction
 
 __all__ = ["I32", "caller_memory", "copy_out", "define_core_function", "read"]
 
@@ -59,15 +60,17 @@ _NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _data: None)
 
 
 def define_core_function(
-    linker: wasmtime.Linker, module: str, name: str, params: list[wasmtime.ValType], results: list[wasmtime.ValType], func: CoreHostFunction
+    linker: wasmtime.Linker, module: str, name: str, params: list[wasmtime.ValType], results: list[wasmtime.ValType],
+    func: CoreHostFunction | NativeHostFunction,
 ) -> None:
-    """Define `module.name` in `linker` as a raw callback into `func`. Host functions never raise into wasm: an
-    exception in `func` is logged here and the call returns HOST_FAILURE (or nothing, without a result)."""
+    """Define `module.name` in `linker` as a raw callback into `func` (or, native, as the C callback itself). Host
+    functions never raise into wasm: an exception in `func` is logged here and the call returns HOST_FAILURE
+    (or nothing, without a result)."""
     nparams, has_result = len(params), bool(results)
 
     def callback(_env: object, caller: Any, values: Any, _count: int) -> int:
         try:
-            out = func(caller_memory(caller), *(values[i].i32 for i in range(nparams)))
+            out = func(caller_memory(caller), *(values[i].i32 for i in range(nparams)))  # type: ignore[operator]  # not native here
         except Exception:  # noqa: BLE001 - an exception cannot unwind through wasm
             _log.exception("%s.%s failed", module, name)
             out = HOST_FAILURE
@@ -75,7 +78,8 @@ def define_core_function(
             values[0].i32 = out or 0  # results overwrite the arguments in place
         return 0  # no trap
 
-    c_callback = ffi.wasmtime_func_unchecked_callback_t(callback)
+    native = isinstance(func, NativeHostFunction)
+    c_callback = ffi.wasmtime_func_unchecked_callback_t(func.address if native else callback)  # type: ignore[union-attr]
     _CALLBACKS.append(c_callback)
     ty = wasmtime.FuncType(params, results)
     m, n = module.encode(), name.encode()
