@@ -91,6 +91,39 @@ def test_the_ticker_stops_even_when_the_stop_lands_as_it_parks(monkeypatch):
             pytest.fail(f"EpochTicker.stop() hung on attempt {attempt}")
 
 
+# Reads a word on each of pages 0, 1 and 5 (growing to 8 pages first): status 200 if all are zero, else 500;
+# then leaves a mark at each, as a guest with a secret would
+DIRTY_MEMORY = """
+  (local $seen i32)
+  (if (i32.lt_u (memory.size) (i32.const 8)) (then (drop (memory.grow (i32.sub (i32.const 8) (memory.size))))))
+  (local.set $seen (i32.or (i32.load (i32.const 4000)) (i32.or (i32.load (i32.const 70000)) (i32.load (i32.const 330000)))))
+  (i32.store (i32.const 4000) (i32.const 0x5ec2e7))
+  (i32.store (i32.const 70000) (i32.const 0x5ec2e7))
+  (i32.store (i32.const 330000) (i32.const 0x5ec2e7))
+  (if (local.get $seen) (then (i32.store8 (i32.const 25) (i32.const 244))))
+  (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 10))"""
+# Loads from page 5 of a 1-page memory: must trap, whatever a previous instance's memory there held
+READ_PAST_THE_END = "(drop (i32.load (i32.const 330000))) (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 10))"
+
+
+def test_a_fresh_instance_never_sees_what_an_earlier_one_left_in_memory(runtime, deploy):
+    """Linear memory is recycled between Stores (runtime/_native.c): each one must still start all zero."""
+    fn = deploy(wat_guest(DIRTY_MEMORY), name="dirty")
+    for i in range(40):
+        result = runtime.invoker.invoke_sync(fn, make_event(request_id=f"r-{i}")).result
+        assert isinstance(result, EdgeResponse) and result.status == 200, f"invocation {i} saw an earlier instance's memory"
+
+
+def test_a_recycled_memory_is_no_larger_than_the_new_module_asked_for(runtime, deploy):
+    """A smaller memory reusing a region an earlier instance grew: past its end is still out of bounds."""
+    dirty, small = deploy(wat_guest(DIRTY_MEMORY), name="dirty"), deploy(wat_guest(READ_PAST_THE_END), name="small")
+    for i in range(10):
+        assert runtime.invoker.invoke_sync(dirty, make_event()).result.status == 200
+        with pytest.raises(GuestTrap) as info:
+            runtime.invoker.invoke_sync(small, make_event(request_id=f"r-{i}"))
+        assert info.value.trap_code == "memory_out_of_bounds"
+
+
 def test_memory_bomb_hits_memory_cap(runtime, deploy, healthy):
     fn = deploy(wat_guest(MEMORY_BOMB), name="bomb", memory_mb=8)
     with pytest.raises(MemoryLimitExceeded) as info:

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -142,9 +143,59 @@ static void *grow_memory(void *env, size_t new_size) {
     return NULL;
 }
 
+/* Freed regions wait here for the next memory of the same reservation: a fresh Store per request would
+ * otherwise map, fault in and unmap a multi-GiB reservation every time (a third of a small invocation's
+ * CPU went to the kernel). A spare keeps its accessible prefix (`accessible` bytes read-write, the rest
+ * PROT_NONE) with every page discarded (MADV_DONTNEED: a private anonymous page reads as zero when next
+ * touched, swapped or not), so to the next guest it is a new mapping; reusing it at the same size takes
+ * no system call. */
+#define SPARE_REGIONS 32
+
+typedef struct { uint8_t *base; size_t mapped, accessible; } spare_t;
+
+static spare_t spares[SPARE_REGIONS];
+static pthread_mutex_t spares_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* 1 if the region was kept (discarded) for reuse, 0 if the caller must unmap it */
+static int keep_spare(uint8_t *base, size_t mapped, size_t size) {
+    size_t accessible = round_up(size);
+    if (accessible && madvise(base, accessible, MADV_DONTNEED) != 0) return 0;
+    int kept = 0;
+    pthread_mutex_lock(&spares_lock);
+    for (int i = 0; i < SPARE_REGIONS && !kept; i++)
+        if (spares[i].base == NULL) {
+            spares[i] = (spare_t){ base, mapped, accessible };
+            kept = 1;
+        }
+    pthread_mutex_unlock(&spares_lock);
+    return kept;
+}
+
+/* a spare region of exactly `mapped` bytes with an accessible, zero prefix of `accessible` bytes, or NULL */
+static uint8_t *take_spare(size_t mapped, size_t accessible) {
+    spare_t found = { NULL, 0, 0 };
+    pthread_mutex_lock(&spares_lock);
+    for (int i = 0; i < SPARE_REGIONS; i++)
+        if (spares[i].base != NULL && spares[i].mapped == mapped) {
+            found = spares[i];
+            spares[i].base = NULL;
+            break;
+        }
+    pthread_mutex_unlock(&spares_lock);
+    if (found.base == NULL) return NULL;
+    size_t want = round_up(accessible);
+    int ok = want > found.accessible ? mprotect(found.base + found.accessible, want - found.accessible, PROT_READ | PROT_WRITE) == 0
+           : want < found.accessible ? mprotect(found.base + want, found.accessible - want, PROT_NONE) == 0 : 1;
+    if (!ok) {
+        munmap(found.base, found.mapped);
+        return NULL;
+    }
+    return found.base;
+}
+
 static void free_memory(void *env) {
     region_t *r = env;
-    munmap(r->base, r->mapped);
+    if (!keep_spare(r->base, r->mapped, r->size)) munmap(r->base, r->mapped);
     if (r->budget != &unlimited) r->budget->used -= r->size;
     PyMem_RawFree(r);
 }
@@ -162,17 +213,20 @@ static void *new_memory(void *env, const void *ty, size_t minimum, size_t maximu
         if (b != &unlimited) b->used -= minimum;
         return error("out of host memory for a region of %zu bytes", mapped);
     }
-    void *base = mmap(NULL, mapped, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (base == MAP_FAILED) {
-        PyMem_RawFree(r);
-        if (b != &unlimited) b->used -= minimum;
-        return error("mmap of %zu bytes failed: %s", mapped, strerror(errno));
-    }
-    if (minimum && mprotect(base, round_up(minimum), PROT_READ | PROT_WRITE) != 0) {
-        munmap(base, mapped);
-        PyMem_RawFree(r);
-        if (b != &unlimited) b->used -= minimum;
-        return error("mprotect failed: %s", strerror(errno));
+    void *base = take_spare(mapped, minimum);
+    if (base == NULL) {
+        base = mmap(NULL, mapped, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (base == MAP_FAILED) {
+            PyMem_RawFree(r);
+            if (b != &unlimited) b->used -= minimum;
+            return error("mmap of %zu bytes failed: %s", mapped, strerror(errno));
+        }
+        if (minimum && mprotect(base, round_up(minimum), PROT_READ | PROT_WRITE) != 0) {
+            munmap(base, mapped);
+            PyMem_RawFree(r);
+            if (b != &unlimited) b->used -= minimum;
+            return error("mprotect failed: %s", strerror(errno));
+        }
     }
     size_t limit = reservation > minimum ? reservation : minimum;
     r->base = base;
@@ -528,6 +582,137 @@ static PyObject *native_host_env_get(PyObject *self, PyObject *unused) {
     return PyLong_FromVoidPtr((void *)host_env_get);
 }
 
+/* --- CBOR (RFC 8949) encoding of an event document ------------------------------------------------- */
+
+/* The subset events are made of: maps, arrays (lists, tuples), text, bytes, ints within 64 bits, bools,
+ * None, floats (as 64-bit), in the same bytes cbor2.dumps writes for them (definite lengths, shortest
+ * heads). cbor2's encoder writes each item through a Python file object: ~30 us for a typical event. */
+
+typedef struct { uint8_t *data; size_t len, cap; } cbor_buf_t;
+
+static int cbor_reserve(cbor_buf_t *b, size_t more) {
+    if (b->len + more <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + more) cap *= 2;
+    uint8_t *data = PyMem_Realloc(b->data, cap);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static int cbor_head(cbor_buf_t *b, uint8_t major, uint64_t value) {
+    if (cbor_reserve(b, 9) < 0) return -1;
+    uint8_t *at = b->data + b->len;
+    major <<= 5;
+    if (value < 24) {
+        at[0] = major | (uint8_t)value;
+        b->len += 1;
+    } else if (value <= 0xFF) {
+        at[0] = major | 24;
+        at[1] = (uint8_t)value;
+        b->len += 2;
+    } else if (value <= 0xFFFF) {
+        at[0] = major | 25;
+        at[1] = (uint8_t)(value >> 8);
+        at[2] = (uint8_t)value;
+        b->len += 3;
+    } else if (value <= 0xFFFFFFFFu) {
+        at[0] = major | 26;
+        for (int i = 0; i < 4; i++) at[1 + i] = (uint8_t)(value >> (24 - 8 * i));
+        b->len += 5;
+    } else {
+        at[0] = major | 27;
+        for (int i = 0; i < 8; i++) at[1 + i] = (uint8_t)(value >> (56 - 8 * i));
+        b->len += 9;
+    }
+    return 0;
+}
+
+static int cbor_raw(cbor_buf_t *b, uint8_t major, const char *data, Py_ssize_t len) {
+    if (cbor_head(b, major, (uint64_t)len) < 0 || cbor_reserve(b, (size_t)len) < 0) return -1;
+    memcpy(b->data + b->len, data, (size_t)len);
+    b->len += (size_t)len;
+    return 0;
+}
+
+static int cbor_item(cbor_buf_t *b, PyObject *obj, int depth) {
+    if (depth > 64) {
+        PyErr_SetString(PyExc_ValueError, "cbor_encode: nested deeper than 64 levels");
+        return -1;
+    }
+    if (PyUnicode_Check(obj)) {
+        Py_ssize_t len;
+        const char *utf8 = PyUnicode_AsUTF8AndSize(obj, &len);
+        return utf8 == NULL ? -1 : cbor_raw(b, 3, utf8, len);
+    }
+    if (PyBytes_Check(obj)) return cbor_raw(b, 2, PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj));
+    if (PyDict_Check(obj)) {
+        if (cbor_head(b, 5, (uint64_t)PyDict_GET_SIZE(obj)) < 0) return -1;
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(obj, &pos, &key, &value))
+            if (cbor_item(b, key, depth + 1) < 0 || cbor_item(b, value, depth + 1) < 0) return -1;
+        return 0;
+    }
+    if (PyList_Check(obj) || PyTuple_Check(obj)) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(obj);
+        PyObject **items = PySequence_Fast_ITEMS(obj);
+        if (cbor_head(b, 4, (uint64_t)n) < 0) return -1;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (cbor_item(b, items[i], depth + 1) < 0) return -1;
+        return 0;
+    }
+    if (obj == Py_True || obj == Py_False || obj == Py_None) {
+        if (cbor_reserve(b, 1) < 0) return -1;
+        b->data[b->len++] = obj == Py_True ? 0xF5 : obj == Py_False ? 0xF4 : 0xF6;
+        return 0;
+    }
+    if (PyLong_Check(obj)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (overflow == 0) {
+            if (v == -1 && PyErr_Occurred()) return -1;
+            return v >= 0 ? cbor_head(b, 0, (uint64_t)v) : cbor_head(b, 1, (uint64_t)(-(v + 1)));
+        }
+        unsigned long long u = PyLong_AsUnsignedLongLong(obj); /* 2^63 .. 2^64-1 */
+        if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "cbor_encode: an integer outside 64 bits");
+            return -1;
+        }
+        return cbor_head(b, 0, u);
+    }
+    if (PyFloat_Check(obj)) {
+        double d = PyFloat_AS_DOUBLE(obj);
+        if (d != d || d - d != 0.0) { /* NaN and the infinities: half precision, as cbor2 writes them */
+            if (cbor_reserve(b, 3) < 0) return -1;
+            b->data[b->len++] = 0xF9;
+            b->data[b->len++] = d != d ? 0x7E : d > 0 ? 0x7C : 0xFC;
+            b->data[b->len++] = 0x00;
+            return 0;
+        }
+        uint64_t bits;
+        memcpy(&bits, &d, 8);
+        if (cbor_reserve(b, 9) < 0) return -1;
+        b->data[b->len++] = 0xFB;
+        for (int i = 0; i < 8; i++) b->data[b->len++] = (uint8_t)(bits >> (56 - 8 * i));
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "cbor_encode: cannot encode a %.100s", Py_TYPE(obj)->tp_name);
+    return -1;
+}
+
+static PyObject *native_cbor_encode(PyObject *self, PyObject *obj) {
+    (void)self;
+    cbor_buf_t b = { NULL, 0, 0 };
+    PyObject *out = cbor_item(&b, obj, 0) < 0 ? NULL : PyBytes_FromStringAndSize((const char *)b.data, (Py_ssize_t)b.len);
+    PyMem_Free(b.data);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"init", (PyCFunction)(void (*)(void))native_init, METH_FASTCALL, "Bind the wasmtime C-API functions (their addresses) and check the struct layouts."},
     {"install_memory_creator", native_install_memory_creator, METH_O, "Make a wasm_config_t's engines take linear memory from this module."},
@@ -540,6 +725,7 @@ static PyMethodDef methods[] = {
     {"rearm", (PyCFunction)(void (*)(void))native_rearm, METH_FASTCALL, "Set a Store's fuel and epoch deadline for its next invocation."},
     {"fuel", native_fuel, METH_O, "The fuel a Store has left."},
     {"memory", native_memory, METH_O, "(peak, refused asked, refused cap) of a Store's memory budget."},
+    {"cbor_encode", native_cbor_encode, METH_O, "The CBOR bytes of an event document (maps, arrays, text, bytes, 64-bit ints, bools, None, floats)."},
     {"host_env_get", native_host_env_get, METH_NOARGS, "The address of the env_get host function (a wasmtime unchecked callback)."},
     {NULL, NULL, 0, NULL},
 };

@@ -24,6 +24,7 @@ from ..core.events import (
     event_from_document,
     expect_field,
 )
+from . import _native
 
 __all__ = [
     "ABI_VERSION", "ALLOC_EXPORT", "HANDLE_EXPORT", "HOST_MODULE", "INIT_EXPORT", "VERSION_EXPORT_PREFIX", "WASI_MODULE",
@@ -61,7 +62,7 @@ class GuestFunctionError(Exception):
 
 
 def encode_event(event: Event) -> bytes:
-    return cbor2.dumps(event_document(event))
+    return _native.cbor_encode(event_document(event))  # cbor2.dumps's bytes, in C (~2 µs instead of ~30)
 
 
 def decode_result(raw: bytes, event: Event) -> EdgeRequest | EdgeResponse:

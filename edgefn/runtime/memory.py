@@ -12,7 +12,10 @@ heuristic.
 
 Each memory is one mmap reservation (the reservation plus guard region wasmtime asks for, PROT_NONE) of
 which the accessible prefix is made read-write as it grows, which is what wasmtime's own allocator
-does; the engine's bounds-check elision relies on that guard region, which stays inaccessible.
+does; the engine's bounds-check elision relies on that guard region, which stays inaccessible. A freed
+reservation is kept for the next memory of the same shape, its pages discarded (MADV_DONTNEED, so it reads
+as zero) and its accessible prefix set to the new memory's size: mapping and unmapping several GiB per
+request cost a third of a small invocation's CPU.
 """
 
 from __future__ import annotations

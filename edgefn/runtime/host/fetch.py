@@ -23,6 +23,7 @@ from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 
 from ...core.events import ResultError, decode_headers
+from .. import _native
 from ..component import put_bytes, take_bytes
 from ..context import current_context
 from ..egress import EgressPolicy, EgressRefused, policy_for
@@ -126,7 +127,7 @@ def guest_fetch(request: bytes) -> bytes:
         finally:
             resume()
     ctx.note(2 if "error" in doc else 1, line)
-    return cbor2.dumps(doc)
+    return _native.cbor_encode(doc)
 
 
 def _nothing() -> None:
@@ -158,7 +159,7 @@ def _component_fetch(_data: int, _context: object, _ty: object, args: Any, nargs
             response = guest_fetch(request)
         except Exception:  # noqa: BLE001 - host functions never raise
             _log.exception("edgefn:function/host.fetch failed")
-            response = cbor2.dumps({"error": "fetch failed inside the host"})
+            response = _native.cbor_encode({"error": "fetch failed inside the host"})
         if nresults == 1:
             put_bytes(response, results[0])
     except BaseException:  # noqa: BLE001 - nothing may unwind through wasm
