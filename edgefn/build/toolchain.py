@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from ..core.exceptions import BuildError, Diagnostic
@@ -118,7 +119,8 @@ def compile_c(source: Path, out: Path, target: str, zig_cache: Path) -> None:
     record = _record_path(cmd, zig_cache)
     if _up_to_date(record, out):
         return
-    depfile = out.with_name(out.name + ".d")
+    # per process and thread: two builds of one app at once (two `serve`s started together) each read their own
+    depfile = out.with_name(f"{out.name}.{os.getpid()}.{threading.get_ident()}.d")
     _run([*cmd, "-MD", "-MF", str(depfile)], source, zig_cache)
     try:
         _remember(record, out, _depfile_inputs(depfile, source.parent))
