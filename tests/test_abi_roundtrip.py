@@ -122,3 +122,28 @@ def test_the_native_cbor_encoder_refuses_what_events_never_hold(value):
 
     with pytest.raises((TypeError, ValueError)):
         _native.cbor_encode(value)
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"A": []}, "result.headers['A']: header names must be lowercase HTTP tokens"),
+        ({"a": "x"}, "result.headers['a'] must be a list of {key, value}, got str"),
+        ({"a": [1]}, "result.headers['a'][0] must be a map {key, value}, got int"),
+        ({"a": [{"key": "A", "value": "x", "z": 1}]}, "result.headers['a'][0] has unknown key 'z' (allowed: key, value)"),
+        ({"a": [{"value": 3}]}, "result.headers['a'][0].value must be text, got int"),
+        ({"a": [{"key": None, "value": "v"}]}, "result.headers['a'][0].key must be text, got NoneType"),
+        ({"a": [{"key": "B", "value": "v"}]}, "result.headers['a'][0].key 'B' does not match the header name 'a'"),
+        ({"a": [{"value": "v\r\n"}]}, "result.headers['a'][0].value contains CR, LF or NUL"),
+        ({1: []}, "result.headers must be text keys, got int"),
+    ],
+)
+def test_a_malformed_result_header_is_named_by_its_path(headers, message):
+    import cbor2
+
+    from edgefn.core.events import ResultError
+
+    event = Event(EventConfig("viewer-request", "r"), EdgeRequest("GET", "/"))
+    with pytest.raises(ResultError) as info:
+        abi.decode_result(cbor2.dumps({"status": 200, "headers": headers}), event)
+    assert str(info.value) == message

@@ -153,27 +153,36 @@ def title_case(name: str) -> str:
     return "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
 
 
+_ENTRY_KEYS = frozenset({"key", "value"})
+
+
 def decode_headers(doc: Any, path: str) -> Headers:
     expect_field(doc, dict, path, "a map of lowercase name to a list of {key, value}")
     headers: Headers = {}
     for name, entries in doc.items():
-        here = f"{path}[{name!r}]"
-        expect_field(name, str, path, "text keys")
+        # the checks of a well-formed entry inline; the paths of error messages are built only on an error
+        if not isinstance(name, str):
+            expect_field(name, str, path, "text keys")
         if not _TOKEN.match(name):
-            raise ResultError(f"{here}: header names must be lowercase HTTP tokens")
-        expect_field(entries, list, here, "a list of {key, value}")
+            raise ResultError(f"{path}[{name!r}]: header names must be lowercase HTTP tokens")
+        if not isinstance(entries, list):
+            expect_field(entries, list, f"{path}[{name!r}]", "a list of {key, value}")
         out: list[tuple[str, str]] = []
         for i, entry in enumerate(entries):
-            at = f"{here}[{i}]"
-            expect_field(entry, dict, at, "a map {key, value}")
-            check_keys(entry, frozenset({"key", "value"}), at)
-            value = expect_field(entry.get("value"), str, f"{at}.value", "text")
-            key = entry.get("key", title_case(name))
-            expect_field(key, str, f"{at}.key", "text")
+            if not isinstance(entry, dict):
+                expect_field(entry, dict, f"{path}[{name!r}][{i}]", "a map {key, value}")
+            if not entry.keys() <= _ENTRY_KEYS:
+                check_keys(entry, _ENTRY_KEYS, f"{path}[{name!r}][{i}]")
+            value = entry.get("value")
+            if not isinstance(value, str):
+                expect_field(value, str, f"{path}[{name!r}][{i}].value", "text")
+            key = entry["key"] if "key" in entry else title_case(name)
+            if not isinstance(key, str):
+                expect_field(key, str, f"{path}[{name!r}][{i}].key", "text")
             if key.lower() != name:
-                raise ResultError(f"{at}.key {key!r} does not match the header name {name!r}")
+                raise ResultError(f"{path}[{name!r}][{i}].key {key!r} does not match the header name {name!r}")
             if _BAD_VALUE_CHARS.search(value):
-                raise ResultError(f"{at}.value contains CR, LF or NUL")
+                raise ResultError(f"{path}[{name!r}][{i}].value contains CR, LF or NUL")
             out.append((key, value))
         if out:
             headers[name] = out
