@@ -59,18 +59,12 @@ _CALLBACKS: list[Any] = []
 _NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _data: None)
 
 
-def define_core_function(
-    linker: wasmtime.Linker, module: str, name: str, params: list[wasmtime.ValType], results: list[wasmtime.ValType],
-    func: CoreHostFunction | NativeHostFunction,
-) -> None:
-    """Define `module.name` in `linker` as a raw callback into `func` (or, native, as the C callback itself). Host
-    functions never raise into wasm: an exception in `func` is logged here and the call returns HOST_FAILURE
-    (or nothing, without a result)."""
-    nparams, has_result = len(params), bool(results)
+def _trampoline(module: str, name: str, func: CoreHostFunction, nparams: int, has_result: bool) -> Callable[[object, Any, Any, int], int]:
+    """The raw callback that calls a Python host function with its caller's memory and i32 arguments."""
 
     def callback(_env: object, caller: Any, values: Any, _count: int) -> int:
         try:
-            out = func(caller_memory(caller), *(values[i].i32 for i in range(nparams)))  # type: ignore[operator]  # not native here
+            out = func(caller_memory(caller), *(values[i].i32 for i in range(nparams)))
         except Exception:  # noqa: BLE001 - an exception cannot unwind through wasm
             _log.exception("%s.%s failed", module, name)
             out = HOST_FAILURE
@@ -78,8 +72,20 @@ def define_core_function(
             values[0].i32 = out or 0  # results overwrite the arguments in place
         return 0  # no trap
 
-    native = isinstance(func, NativeHostFunction)
-    c_callback = ffi.wasmtime_func_unchecked_callback_t(func.address if native else callback)  # type: ignore[union-attr]
+    return callback
+
+
+def define_core_function(
+    linker: wasmtime.Linker, module: str, name: str, params: list[wasmtime.ValType], results: list[wasmtime.ValType],
+    func: CoreHostFunction | NativeHostFunction,
+) -> None:
+    """Define `module.name` in `linker` as a raw callback into `func` (or, native, as the C callback itself). Host
+    functions never raise into wasm: an exception in `func` is logged here and the call returns HOST_FAILURE
+    (or nothing, without a result)."""
+    if isinstance(func, NativeHostFunction):
+        c_callback = ffi.wasmtime_func_unchecked_callback_t(func.address)
+    else:
+        c_callback = ffi.wasmtime_func_unchecked_callback_t(_trampoline(module, name, func, len(params), bool(results)))
     _CALLBACKS.append(c_callback)
     ty = wasmtime.FuncType(params, results)
     m, n = module.encode(), name.encode()
