@@ -29,7 +29,7 @@ class HostCapability:
     function that adds its component functions to the `edgefn:function/host` instance of a linker."""
 
     name: str
-    core: dict[str, tuple[list[wasmtime.ValType], list[wasmtime.ValType], "Callable[..., Any] | NativeHostFunction"]] = field(default_factory=dict)
+    core: dict[str, tuple[list[wasmtime.ValType], list[wasmtime.ValType], Callable[..., Any] | NativeHostFunction]] = field(default_factory=dict)
     add_component_functions: Callable[[wc.LinkerInstance], None] | None = None
 
 
