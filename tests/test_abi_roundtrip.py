@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cbor2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -82,7 +83,6 @@ def test_a_returned_request_document_decodes_to_the_same_request(request):
     event = Event(EventConfig("viewer-request", "r"), EdgeRequest("GET", "/"))
     doc = event_document(Event(event.config, request))["request"]
     doc["body"] = {"action": "replace", "data": request.body.data} if request.body else {"action": "read-only"}
-    import cbor2
 
     decoded = abi.decode_result(cbor2.dumps(doc), Event(event.config, EdgeRequest("GET", "/", client_ip=request.client_ip)))
     expected_body = Body(request.body.data) if request.body else None
@@ -101,7 +101,6 @@ cbor_values = st.recursive(
 def test_the_native_cbor_encoder_writes_what_cbor2_writes(value):
     """runtime/_native.c encodes events (cbor2's encoder costs ~30 µs an event); guests and tools decode with
     any CBOR library, so its bytes are cbor2's for every type an event holds."""
-    import cbor2
 
     from edgefn.runtime import _native
 
@@ -111,7 +110,6 @@ def test_the_native_cbor_encoder_writes_what_cbor2_writes(value):
 @settings(max_examples=100, deadline=None)
 @given(event=events)
 def test_an_encoded_event_is_the_cbor_of_its_document(event):
-    import cbor2
 
     assert abi.encode_event(event) == cbor2.dumps(event_document(event))
 
@@ -139,7 +137,6 @@ def test_the_native_cbor_encoder_refuses_what_events_never_hold(value):
     ],
 )
 def test_a_malformed_result_header_is_named_by_its_path(headers, message):
-    import cbor2
 
     from edgefn.core.events import ResultError
 
@@ -147,3 +144,22 @@ def test_a_malformed_result_header_is_named_by_its_path(headers, message):
     with pytest.raises(ResultError) as info:
         abi.decode_result(cbor2.dumps({"status": 200, "headers": headers}), event)
     assert str(info.value) == message
+
+
+@given(responses)
+def test_an_unchanged_response_result_is_the_incoming_response_itself(response):
+    """{"status": <the same>} (a response trigger's edgefn_continue) decodes to the event's own response, which
+    the pipeline tells by identity; any other result is a new response built field by field."""
+    event = Event(EventConfig("origin-response", "rid", "f"), EdgeRequest("GET", "/"), response)
+    assert abi.decode_result(cbor2.dumps({"status": response.status}), event) is response
+    as_text = abi.decode_result(cbor2.dumps({"status": str(response.status)}), event)
+    assert as_text is not response and as_text == response
+    other = 200 if response.status != 200 else 201
+    changed = abi.decode_result(cbor2.dumps({"status": other}), event)
+    assert changed is not response and changed.status == other and changed.headers == response.headers
+
+
+def test_an_unchanged_request_result_is_the_incoming_request_itself():
+    event = Event(EventConfig("viewer-request", "rid", "f"), EdgeRequest("GET", "/a", headers={"x": [("X", "1")]}))
+    assert abi.decode_result(b"\xa0", event) is event.request  # {}
+    assert abi.decode_result(cbor2.dumps({"uri": "/a"}), event) is not event.request

@@ -15,7 +15,7 @@ from tests.servers import REPO, edge_server, free_port
 
 RULEBREAKER = REPO / "tests" / "guests" / "c" / "rulebreaker.c"
 FETCHER = REPO / "tests" / "guests" / "c" / "fetcher.c"
-MODES = ["set-host", "add-connection", "change-status", "big-response", "body-info", "response-body-info"]
+MODES = ["set-host", "add-connection", "change-status", "big-response", "body-info", "response-body-info", "continue"]
 
 
 def manifest(origin: str, switch_wasm: Path, dead_port: int) -> str:
@@ -29,6 +29,10 @@ def manifest(origin: str, switch_wasm: Path, dead_port: int) -> str:
     def behavior(pattern: str, extra: str, target: str = f'origin = "{origin}"') -> str:
         return f'[[behaviors]]\npath_pattern = "{pattern}"\n{target}\n{extra}\n'
 
+    all_continue = (
+        'viewer_request = { function = "continue" }\norigin_request = { function = "continue", include_body = true }\n'
+        'origin_response = { function = "continue" }\nviewer_response = { function = "continue", include_body = true }'
+    )
     all_tags = (
         'viewer_request = { function = "tag-vreq" }\norigin_request = { function = "tag-oreq" }\n'
         'origin_response = { function = "tag-ores" }\nviewer_response = { function = "tag-vres" }'
@@ -52,6 +56,7 @@ def manifest(origin: str, switch_wasm: Path, dead_port: int) -> str:
             behavior("/nobody/*", 'viewer_request = { function = "body-info" }'),
             behavior("/origin-body/*", 'origin_response = { function = "response-body-info", include_body = true }'),
             behavior("/tags/*", all_tags),
+            behavior("/continue/*", all_continue),
             behavior("/switch/*", 'origin_request = { function = "switch" }', target=f'origin = "http://127.0.0.1:{dead_port}"'),
             behavior("/slow/*", "origin_read_timeout_ms = 300"),
             behavior("/cached/*", 'origin_request = { function = "tag-oreq" }\nviewer_response = { function = "tag-vres" }\ncache = { query_strings = ["*"] }'),  # the origin reads cc/etag/vary: forwarded only when keyed
@@ -154,6 +159,25 @@ def test_all_four_hooks_run_in_order_and_viewer_response_is_skipped_for_origin_e
     assert err.status_code == 404
     assert err.headers["x-tag-ores"] == "1"  # origin-response runs for 4xx too
     assert "x-tag-vres" not in err.headers  # viewer-response is skipped for origin errors
+
+
+def test_hooks_that_change_nothing_pass_request_and_response_through_untouched(servers):
+    """Four hooks that return edgefn_continue: the origin gets the viewer's request (headers hidden from the
+    functions included, and the whole body past the truncated copy a function saw), the viewer the origin's
+    response."""
+    base, _, _ = servers
+    body = b"x" * (1024 * 1024 + 10)  # past origin-request's 1 MB exposed-body limit: the function saw a cut copy
+    headers = {"x-real-ip": "192.0.2.1", "x-custom": "kept", "accept-language": "de"}
+    r = get(base, "/continue/a?q=1", method="POST", content=body, headers=headers)
+    assert r.status_code == 200
+    seen = r.json()
+    assert seen["method"] == "POST" and seen["path"] == "/continue/a" and seen["query"] == "q=1"
+    assert seen["body"] == body.decode()
+    assert seen["headers"]["x-real-ip"] == "192.0.2.1" and seen["headers"]["x-custom"] == "kept" and seen["headers"]["accept-language"] == "de"
+    assert r.headers["x-origin-count"] and r.headers["content-type"] == "application/json"
+    stages = [part.split(";")[0] for part in r.headers["server-timing"].split(", ")]
+    assert stages == ["viewer-request", "origin-request", "origin", "origin-response", "viewer-response", "total"]
+    assert r.headers["x-edgefn-executed-version"] == ", ".join(["continue:$LATEST"] * 4)
 
 
 def test_origin_request_can_switch_the_origin(servers):

@@ -215,7 +215,10 @@ _REQUEST_KEYS = frozenset({"uri", "querystring", "method", "headers", "body", "o
 
 
 def decode_response(doc: dict[str, Any], incoming: EdgeResponse | None = None, path: str = "result") -> EdgeResponse:
-    """A result response; in response triggers an absent field keeps the `incoming` value."""
+    """A result response; in response triggers an absent field keeps the `incoming` value (`incoming`
+    itself when the result changes nothing, so callers can tell an unchanged response by identity)."""
+    if incoming is not None and len(doc) == 1 and type(doc.get("status")) is int and doc["status"] == incoming.status:
+        return incoming
     check_keys(doc, _RESPONSE_KEYS, path)
     base = incoming or EdgeResponse(200)
     status = _decode_status(doc["status"], f"{path}.status")

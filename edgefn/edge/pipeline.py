@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, AsyncGenerator, Callable, cast
+from typing import Any, AsyncGenerator, Callable, TypeVar, cast
 from urllib.parse import unquote_plus, urlsplit
 
 import httpx
@@ -147,7 +147,8 @@ class EdgePipeline:
         origin = _default_origin(behavior)
         if "origin-request" in behavior.hooks:
             shown = _origin_doc(origin, behavior)
-            out = await self._request_hook(behavior, "origin-request", replace(request, origin=shown), rid, result)
+            with_origin = replace(request, origin=shown)
+            out = await self._request_hook(behavior, "origin-request", with_origin, rid, result)
             if isinstance(out, EdgeResponse):
                 result.response = out  # generated at origin-request: skips the origin and origin-response
                 return
@@ -156,7 +157,8 @@ class EdgePipeline:
                     origin = await self._switched_origin(out.origin, behavior, rid, result)
                 except RuleViolation as exc:
                     raise _reported(exc, "origin-request", result) from None
-            request = replace(out, origin=None)
+            if out is not with_origin:
+                request = replace(out, origin=None)
         await self._fetch_origin(behavior, origin, request, rid, result)
         if "origin-response" in behavior.hooks:
             result.response = await self._response_hook(behavior, "origin-response", request, result.response, rid, result)
@@ -193,8 +195,10 @@ class EdgePipeline:
         if hook is None:
             return request
         exposed = rules.expose_body(request.body, event_type) if hook.include_body else None
-        shown = replace(request, headers=rules.visible_headers(request.headers), body=exposed)
+        shown = _shown(request, exposed)
         out = await self._invoke(hook.function, self._event(event_type, hook.function, rid, shown), event_type, result)
+        if out is shown:  # the function changed nothing (`edgefn_continue`): no rule can be broken
+            return request
         try:
             if isinstance(out, EdgeResponse):
                 return rules.check_generated_response(hook.function, rid, event_type, out)
@@ -213,11 +217,12 @@ class EdgePipeline:
             await _buffer(result)
             response = result.response
         exposed = rules.expose_body(response.body, event_type) if hook.include_body else None
-        shown_response = replace(response, headers=rules.visible_headers(response.headers), body=exposed)
-        shown_request = replace(request, headers=rules.visible_headers(request.headers), body=None)
-        event = self._event(event_type, hook.function, rid, shown_request, shown_response)
+        shown_response = _shown(response, exposed)
+        event = self._event(event_type, hook.function, rid, _shown(request, None), shown_response)
         out = await self._invoke(hook.function, event, event_type, result)
         assert isinstance(out, EdgeResponse)  # decode_result refuses requests from response triggers
+        if out is shown_response:  # the function changed nothing (`edgefn_continue`): no rule can be broken
+            return response
         if out.body is exposed:
             out = replace(out, body=response.body)
         elif result.stream is not None:
@@ -297,6 +302,18 @@ class EdgePipeline:
                 resp_headers.setdefault(key.lower(), []).append((key, raw_value.decode("latin-1")))
         result.response = EdgeResponse(upstream.status_code, upstream.reason_phrase or status_text(upstream.status_code), resp_headers)
         result.stream = _relay(upstream)
+
+
+_Shown = TypeVar("_Shown", EdgeRequest, EdgeResponse)
+
+
+def _shown(message: _Shown, body: Body | None) -> _Shown:
+    """A request or response as a trigger's function sees it: without the hidden headers and with `body`
+    (the message itself when that changes nothing, so an unchanged result can be told by identity)."""
+    headers = rules.visible_headers(message.headers)
+    if headers is message.headers and body is message.body:
+        return message
+    return replace(message, headers=headers, body=body)
 
 
 def _reported(exc: RuleViolation, stage: str, result: PipelineResult) -> RuleViolation:

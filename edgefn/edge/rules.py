@@ -56,8 +56,12 @@ def is_disallowed(name: str) -> bool:
 
 
 def visible_headers(headers: Headers) -> Headers:
-    """The headers a function is shown: disallowed ones are hidden, as Lambda@Edge does."""
-    return {n: v for n, v in headers.items() if not is_disallowed(n)}
+    """The headers a function is shown: disallowed ones are hidden, as Lambda@Edge does (`headers` itself
+    when none is: callers only read the result)."""
+    for name in headers:
+        if is_disallowed(name):
+            return {n: v for n, v in headers.items() if not is_disallowed(n)}
+    return headers
 
 
 def expose_body(body: Body | None, event_type: str) -> Body | None:

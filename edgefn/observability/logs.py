@@ -36,6 +36,8 @@ FLUSH_INTERVAL_S = 0.1  # `edgefn logs --follow` sees a line within about this l
 PRUNE_INTERVAL_S = 600.0  # retention is enforced this often even for a function whose file never rotates
 MAX_PENDING_BYTES = 8 * 1024 * 1024  # a writer this far behind the disk drops lines instead of growing
 FOLLOW_POLL_S = 0.2
+#: a server process's stderr lines
+SERVER_FORMAT = "%(asctime)s %(name)s %(message)s"
 
 internal_log = logging.getLogger("edgefn.logs")  # the sink's own problems: never a function's stream
 
@@ -125,7 +127,8 @@ class _StreamFile:
         self.size = 0
 
     def write(self, lines: list[bytes]) -> bool:
-        """Append `lines`, rotating first whenever the next line would pass max_bytes; True if it rotated."""
+        """Append `lines` (each one or more whole lines: a record's), rotating first whenever the next would
+        pass max_bytes; True if it rotated."""
         rotated = False
         chunk: list[bytes] = []
         chunk_size = 0
@@ -185,24 +188,36 @@ class BatchedStreamHandler(logging.Handler):
         super().__init__()
         self.stream = stream
         self.closing = frozenset(closing)
-        self.setFormatter(_SecondFormatter(fmt))
+        self._time = _SecondFormatter(fmt)
+        self.setFormatter(self._time)
+        #: the server format is rendered without logging.Formatter (one f-string; ~5 µs less a record)
+        self._plain = fmt == SERVER_FORMAT
         self._pending: list[str] = []  # guarded by self.lock
         self._thread = threading.Thread(target=self._run, name="edgefn-stderr-writer", daemon=True)
         self._thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held
         try:
-            out = self.format(record)
-            if getattr(record, LINES, False):  # several lines in one record: each with the record's prefix
+            if self._plain and not record.exc_info and not record.stack_info and self.formatter is self._time:
+                prefix = f"{self._time.formatTime(record)} {record.name} "
                 message = record.getMessage()
-                prefix = out[: len(out) - len(message)] if out.endswith(message) else ""
-                out = "\n".join(prefix + text for text in record_lines(record))
+                out = prefix + (message.replace("\n", "\n" + prefix) if getattr(record, LINES, False) else message)
+            else:
+                out = self._formatted(record)
             self._pending.append(out + "\n")
         except Exception:
             self.handleError(record)
             return
         if record.name in self.closing or record.levelno >= logging.WARNING or len(self._pending) > 4096:
             self._write()
+
+    def _formatted(self, record: logging.LogRecord) -> str:
+        out = self.format(record)
+        if getattr(record, LINES, False):  # several lines in one record: each with the record's prefix
+            message = record.getMessage()
+            prefix = out[: len(out) - len(message)] if out.endswith(message) else ""
+            out = "\n".join(prefix + text for text in record_lines(record))
+        return out
 
     def _write(self) -> None:  # with self.lock held
         pending, self._pending = self._pending, []
@@ -227,7 +242,7 @@ class BatchedStreamHandler(logging.Handler):
             self.release()
 
 
-def configure_server_logging(fmt: str = "%(asctime)s %(name)s %(message)s") -> None:
+def configure_server_logging(fmt: str = SERVER_FORMAT) -> None:
     """The root logger of a server process: INFO and up to stderr, in batches (once per process)."""
     # what no edgefn format shows is not gathered per record (the logging HOWTO's "Optimization"): the
     # caller's frame, thread, process and task names
@@ -309,13 +324,16 @@ class FunctionLogSink(logging.Handler):
             self.handleError(record)
             return
         when = timestamp(record.created)
-        for text in texts:
-            line = f"{when}\t{text.replace(chr(10), chr(13))}\n".encode("utf-8", "replace")
-            if self._pending_bytes + len(line) > MAX_PENDING_BYTES:
-                self._dropped[function] += 1
-                continue
-            self._pending[function].append(line)
-            self._pending_bytes += len(line)
+        if len(texts) == 1:
+            block = f"{when}\t{texts[0].replace(chr(10), chr(13))}\n"
+        else:  # a LINES record (an invocation's START, END and REPORT): its lines as one block, each prefixed
+            block = "".join(f"{when}\t{text.replace(chr(10), chr(13))}\n" for text in texts)
+        data = block.encode("utf-8", "replace")
+        if self._pending_bytes + len(data) > MAX_PENDING_BYTES:
+            self._dropped[function] += len(texts)
+        else:
+            self._pending[function].append(data)
+            self._pending_bytes += len(data)
         if self._pending_bytes > MAX_PENDING_BYTES // 8:
             self._wake.set()
 

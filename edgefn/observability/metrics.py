@@ -89,6 +89,10 @@ class _Family:
             raise MetricsError(f"{self.name} takes the labels {', '.join(self.labelnames) or '(none)'}, got {', '.join(sorted(labels)) or '(none)'}")
         return tuple(str(labels[n]) for n in self.labelnames)
 
+    def labels(self, **labels: str) -> Labels:
+        """The series of these label values, checked once: a hot path keeps it and passes it to `*_at`."""
+        return self._key(labels)
+
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
 
@@ -119,9 +123,12 @@ class Counter(_Scalar):
     kind = "counter"
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
+        self.inc_at(self._key(labels), amount)
+
+    def inc_at(self, key: Labels, amount: float = 1.0) -> None:
+        """`inc` on a series from `labels()`."""
         if amount < 0:
             raise MetricsError(f"{self.name} is a counter: it cannot go down (inc by {amount})")
-        key = self._key(labels)
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
 
@@ -137,12 +144,15 @@ class Gauge(_Scalar):
             self._values[key] = value
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        self.inc_at(self._key(labels), amount)
 
     def dec(self, amount: float = 1.0, **labels: str) -> None:
-        self.inc(-amount, **labels)
+        self.inc_at(self._key(labels), -amount)
+
+    def inc_at(self, key: Labels, amount: float = 1.0) -> None:
+        """`inc` (a negative `amount`: `dec`) on a series from `labels()`."""
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
 
 
 @dataclass
@@ -171,7 +181,10 @@ class Histogram(_Family):
         return _Buckets([0] * (len(self.bounds) + 1))
 
     def observe(self, value: float, **labels: str) -> None:
-        key = self._key(labels)
+        self.observe_at(self._key(labels), value)
+
+    def observe_at(self, key: Labels, value: float) -> None:
+        """`observe` on a series from `labels()`."""
         index = bisect.bisect_left(self.bounds, value)  # the first bucket whose bound is >= value (+Inf past the last)
         with self._lock:
             series = self._series.get(key)
@@ -283,10 +296,19 @@ _CACHE_RESULTS = {"Hit": "hit", "Miss": "miss", "RefreshHit": "refresh_hit", "La
 
 
 @dataclass
+class _FunctionSeries:
+    """One function's label keys: (function,) for its per-function series, and per (version, outcome)."""
+
+    function: Labels
+    outcomes: dict[tuple[str, str], Labels] = field(default_factory=dict)
+
+
+@dataclass
 class EdgeMetrics:
     """The metrics an edgefn server process exposes (GET /metrics on the admin listener)."""
 
     registry: MetricsRegistry = field(default_factory=MetricsRegistry)
+    _functions: dict[str, "_FunctionSeries"] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -304,19 +326,30 @@ class EdgeMetrics:
     # --- what the runtime and the pipeline report -------------------------------------------------------
 
     def invocation_started(self, function: str) -> None:
-        self.concurrent.inc(function=function)
+        self.concurrent.inc_at(self._series_of(function).function)
 
     def invocation_finished(self, fn: "FunctionSpec", report: "InvocationReport", error: "InvocationError | None") -> None:
         """One invocation that ran (successfully or not): its outcome, duration, fuel and temperature."""
-        name = fn.name
-        self.concurrent.dec(function=name)
-        self.invocations.inc(function=name, version=fn.version, outcome=report.outcome)
+        series = self._series_of(fn.name)
+        key = series.function
+        self.concurrent.inc_at(key, -1)
+        outcome = series.outcomes.get((fn.version, report.outcome))
+        if outcome is None:
+            outcome = series.outcomes[(fn.version, report.outcome)] = self.invocations.labels(function=fn.name, version=fn.version, outcome=report.outcome)
+        self.invocations.inc_at(outcome)
         if error is not None:
-            self.errors.inc(function=name, kind=error.kind)
-        self.duration.observe(report.duration_ms / 1000, function=name)
+            self.errors.inc(function=fn.name, kind=error.kind)
+        self.duration.observe_at(key, report.duration_ms / 1000)
         if report.fuel_exact:  # a timed-out run's fuel is only a lower bound (InvocationReport.fuel_exact)
-            self.fuel.observe(report.fuel_used, function=name)
-        (self.warm_starts if report.warm else self.cold_starts).inc(function=name)
+            self.fuel.observe_at(key, report.fuel_used)
+        (self.warm_starts if report.warm else self.cold_starts).inc_at(key)
+
+    def _series_of(self, function: str) -> "_FunctionSeries":
+        """The label keys of one function's series, checked once (every invocation records ~6 samples)."""
+        series = self._functions.get(function)
+        if series is None:
+            series = self._functions[function] = _FunctionSeries(self.concurrent.labels(function=function))
+        return series
 
     def invocation_rejected(self, function: str, kind: str) -> None:
         """A result the pipeline refused after the invocation itself ended well (a rule violation)."""

@@ -44,6 +44,8 @@ class InlinePolicy:
         self._short: dict[str, str] = {}
         #: function -> monotonic time until which it runs on threads only (after a missed try)
         self._long_until: dict[str, float] = {}
+        #: a function's limits -> those of its inline tries (few distinct limits per app; made once each)
+        self._sliced: dict[Limits, Limits] = {}
         self._lock = threading.Lock()
         self.inline_runs = 0
         self.slice_misses = 0
@@ -64,9 +66,13 @@ class InlinePolicy:
 
     def slice_of(self, limits: Limits) -> Limits:
         """The limits of an inline try: the function's own, capped at the slice."""
-        if limits.fuel <= self.slice_fuel and limits.timeout_ms <= self.slice_ms:
-            return limits
-        return dataclasses.replace(limits, fuel=min(limits.fuel, self.slice_fuel), timeout_ms=min(limits.timeout_ms, self.slice_ms))
+        capped = self._sliced.get(limits)
+        if capped is None:
+            capped = limits
+            if limits.fuel > self.slice_fuel or limits.timeout_ms > self.slice_ms:
+                capped = dataclasses.replace(limits, fuel=min(limits.fuel, self.slice_fuel), timeout_ms=min(limits.timeout_ms, self.slice_ms))
+            self._sliced[limits] = capped
+        return capped
 
     def missed(self, fn: FunctionSpec, tried: Limits, error: InvocationError | None) -> bool:
         """Did the try end on the slice rather than on the function's own limit? Then it runs on threads for a while."""

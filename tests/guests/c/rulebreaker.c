@@ -6,7 +6,8 @@
      big-response    generates a 200 response with a 50,000-byte body (over viewer triggers' 40 KB)
      body-info       request triggers: continues, adding x-body-len and x-body-truncated
      response-body-info  response triggers: adds x-body-len and x-body-truncated of the response body
-     tag             continues/edits, adding header x-tag-<TAG> = 1 (TAG from env), to trace which hooks ran */
+     tag             continues/edits, adding header x-tag-<TAG> = 1 (TAG from env), to trace which hooks ran
+     continue        changes nothing (edgefn_continue) on any trigger */
 #include "edgefn.h"
 
 static edgefn_out edit(const edgefn_event *ev) {
@@ -65,5 +66,6 @@ edgefn_result edgefn_main(const edgefn_event *ev) {
         edgefn_set_header(&o, edgefn_buf_cstr(&name), "1");
         return edgefn_finish(&o);
     }
+    if (edgefn_str_eq(mode, "continue")) return edgefn_continue(ev);
     return edgefn_error("ConfigurationError", "unknown MODE");
 }
