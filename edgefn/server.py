@@ -21,13 +21,13 @@ from hypercorn.config import Config, Sockets
 from hypercorn.run import run
 
 from .admin.listener import BIND_ENV as ADMIN_BIND_ENV
-from .admin.listener import check_admin_auth, ensure_token, plan_admin
+from .admin.listener import ensure_token, plan_admin
 from .app_build import LOCKED_APP_ENV, build_app, store_dir_of, write_locked_app
 from .control.catalog import FunctionCatalog
 from .control.deploy import check_references, deploy
 from .control.schedules import parse_schedules
 from .control.store import open_control_store
-from .core.exceptions import EdgefnError
+from .core.exceptions import EdgefnError, ListenError
 from .core.sockets import tcp_socket, udp_socket
 from .edge.app import EdgeApp
 from .edge.http1 import HTTP1_BIND_ENV
@@ -201,7 +201,13 @@ def serve(
     config_path = config_path.resolve()
     manifest = load_manifest(config_path)
     server = manifest.server
-    check_admin_auth(admin_settings(manifest, config_path.parent), admin_port, admin_no_token)  # a non-loopback admin API without a token: refused before anything runs
+    host = host or server.host
+    port = server.port if port is None else port
+    tls_port = server.tls_port if tls_port is None else tls_port
+    workers = workers or server.workers
+    # a taken port, or an admin API that may not run, fails the start before any build or deploy
+    check_listeners(host, port, tls_port, server.http3)
+    admin = plan_admin(admin_settings(manifest, config_path.parent), admin_port, workers, dev, admin_no_token)
     # build and precompile once here, so workers start from a warm store and a broken build never binds a port
     with Runtime(store_dir_of(config_path, manifest)) as runtime:
         app = build_app(config_path, manifest, runtime.store)
@@ -213,10 +219,6 @@ def serve(
     check_reservations(server.max_concurrency, reservations_of(catalog.specs.values()))  # before any port is bound
     if changed:
         print(f"edgefn: deployed $LATEST of {', '.join(changed)} to {registry.location}", file=sys.stderr, flush=True)
-    host = host or server.host
-    port = server.port if port is None else port
-    tls_port = server.tls_port if tls_port is None else tls_port
-    workers = workers or server.workers
     certfile = keyfile = None
     if tls_port:
         certfile, keyfile, self_signed = tls_files(config_path, server)
@@ -228,7 +230,6 @@ def serve(
         os.environ["EDGEFN_DEV"] = "1"
     if record is not None:
         os.environ["EDGEFN_RECORD"] = str(Path(record).resolve())
-    admin = plan_admin(app.admin, admin_port, workers, dev, admin_no_token)
     os.environ.pop(ADMIN_BIND_ENV, None)
     if admin is not None:
         os.environ[ADMIN_BIND_ENV] = admin.to_env()
@@ -260,13 +261,25 @@ def serve(
     return run(config)
 
 
+def check_listeners(host: str, port: int, tls_port: int, http3: bool) -> None:
+    """Raise ListenError if a port the server will listen on is taken (probed and released at once)."""
+    tls = "server.host / server.tls_port, --tls-port"
+    probes = [("tcp", port, False, "server.host / server.port, --port"), ("tcp (TLS)", tls_port, False, tls), ("udp (HTTP/3)", tls_port if http3 else 0, True, tls)]
+    for what, number, udp, settings in probes:
+        if number:
+            try:
+                (udp_socket(host, number, reuse_port=False) if udp else tcp_socket(host, number, reuse_port=False, backlog=None)).close()
+            except OSError as exc:
+                raise ListenError(what, host, number, exc, settings) from None
+
+
 def _hold_port(host: str, port: int) -> socket.socket:
     """Bind the port (SO_REUSEPORT, never listening: it receives nothing) so a taken port fails here and port 0
     becomes a real one; the server processes listen beside it (edge/http1.py)."""
     try:
         sock = tcp_socket(host, port, reuse_port=True, backlog=None)
     except OSError as exc:
-        raise EdgefnError(f"cannot listen on tcp {_addr(host, port)}: {exc.strerror or exc} (see server.port, --port)") from None
+        raise ListenError("tcp", host, port, exc) from None
     _HELD.append(sock)
     return sock
 

@@ -14,8 +14,8 @@ from ..app_build import open_app
 from ..build.languages import build_source
 from ..build.toolchain import cache_dir
 from ..core import events
-from ..core.app import FunctionSpec, ResolvedApp
-from ..core.exceptions import InvocationError, ManifestError, error_document
+from ..core.app import FunctionSpec
+from ..core.exceptions import EventFileError, InvocationError, ManifestError, error_document
 from ..core.ids import new_request_id
 from ..manifest.load import load_manifest
 
@@ -40,12 +40,16 @@ def build(config: Path, source: Path | None, out: Path | None, target: str, stdo
 
 
 def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO) -> int:
+    # the user's mistakes (event file, function name) are found before the build, not after it
+    event = read_event(event_file)
+    manifest = load_manifest(config)
+    registered = _registered_spec(config, function) if ":" in function else None
+    if registered is None and function not in manifest.functions:
+        raise ManifestError(config, f"functions.{function}", "no such function", f"pick one of: {', '.join(sorted(manifest.functions))}")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     app, runtime = open_app(config, workers=1)
     try:
-        spec = _invoked_spec(config, app, function)
-        doc = json.loads(event_file.read_text()) if event_file else {"request": {"uri": "/"}}
-        event = events.event_from_document(doc)
+        spec = registered or app.functions[function]
         event.config = replace(event.config, function_name=spec.name, request_id=event.config.request_id or new_request_id())
         print(f"executed version: {spec.qualified_name}", file=sys.stderr)
         try:
@@ -59,17 +63,32 @@ def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO)
         runtime.close()
 
 
-def _invoked_spec(config: Path, app: ResolvedApp, function: str) -> FunctionSpec:
-    """A bare name runs the manifest's build just made; NAME:QUALIFIER what the registry holds for it."""
-    if ":" in function:
-        from ..control.catalog import FunctionCatalog
-        from ..control.deploy import control_store_of
+def read_event(event_file: Path | None) -> events.Event:
+    """The event of `edgefn invoke --event FILE` (JSON, bare or in Lambda@Edge's Records envelope); without
+    a file, a GET / viewer request."""
+    if event_file is None:
+        return events.event_from_document({"request": {"uri": "/"}})
+    try:
+        return events.event_from_json(event_payload(event_file))
+    except events.ResultError as exc:
+        raise EventFileError(event_file, str(exc)) from None
 
-        registry = control_store_of(config, load_manifest(config)).registry
-        return FunctionCatalog.from_snapshot(registry.snapshot()).select(function, new_request_id())
-    if function not in app.functions:
-        raise ManifestError(config, f"functions.{function}", "no such function", f"pick one of: {', '.join(sorted(app.functions))}")
-    return app.functions[function]
+
+def event_payload(event_file: Path) -> bytes:
+    try:
+        return event_file.read_bytes()
+    except OSError as exc:
+        raise EventFileError(event_file, f"cannot read it ({exc.strerror or exc})") from None
+
+
+def _registered_spec(config: Path, function: str) -> FunctionSpec:
+    """NAME:VERSION / NAME:ALIAS / NAME:$LATEST: what the registry holds for it (a bare name runs the
+    manifest's build)."""
+    from ..control.catalog import FunctionCatalog
+    from ..control.deploy import control_store_of
+
+    registry = control_store_of(config, load_manifest(config)).registry
+    return FunctionCatalog.from_snapshot(registry.snapshot()).select(function, new_request_id())
 
 
 def sample_event(event_type: str) -> events.Event:

@@ -3,16 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
+import re
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
+from .. import __version__
 from ..core.exceptions import EdgefnError
 from ..dev.scaffold import SCAFFOLD_LANGUAGES
 
+_INVALID_CHOICE = re.compile(r"argument ([^:]+): invalid choice: '([^']*)' \(choose from (.*)\)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus "did you mean" for a mistyped command (`edgefn sever`)."""
+
+    def error(self, message: str) -> NoReturn:
+        found = _INVALID_CHOICE.search(message)
+        if found:
+            argument, given, listed = found.groups()
+            choices = re.findall(r"'([^']*)'", listed)
+            close = difflib.get_close_matches(given, choices, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (choose from {', '.join(choices)})"
+            what = "unknown command" if argument.endswith("command") else f"{argument}: unknown choice"
+            message = f"{what} {given!r}{hint}"
+        self.exit(2, f"{self.prog}: {message}\n")
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgefn", description="WebAssembly-sandboxed edge functions.")
+    p = _Parser(prog="edgefn", description="WebAssembly-sandboxed edge functions.")
+    p.add_argument("--version", action="version", version=f"edgefn {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -74,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 CONTROL_COMMANDS = ("deploy", "publish", "alias", "rollback", "functions", "concurrency")
 
 
-def _control_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+def _control_parsers(sub: "argparse._SubParsersAction[_Parser]", with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
     with_config(sub.add_parser("deploy", help="build every function and make it $LATEST in the registry"))
     pub = with_config(sub.add_parser("publish", help="freeze $LATEST of a function into its next version"))
     pub.add_argument("function")
@@ -135,7 +157,7 @@ def _run_control(args: argparse.Namespace) -> int:
     return control.concurrency_command(args.config, args.function, args.reserved, args.provisioned, out)
 
 
-def _dlq_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+def _dlq_parsers(sub: "argparse._SubParsersAction[_Parser]", with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
     dlq = sub.add_parser("dlq", help="the dead-letter store of asynchronous invocations")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     dl = with_config(dlq_sub.add_parser("list", help="events that failed or expired, with their records"))
@@ -158,44 +180,55 @@ def _run_async(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from . import app_commands as commands
-
     try:
-        if args.command == "dlq" or (args.command == "invoke" and args.async_):
-            return _run_async(args)
-        if args.command in CONTROL_COMMANDS:
-            return _run_control(args)
-        if args.command == "admin":
-            from .observe import admin_token_command
-
-            return admin_token_command(args.config, sys.stdout)
-        if args.command == "schedules":
-            from .observe import schedules_list_command
-
-            return schedules_list_command(args.config, args.json, sys.stdout)
-        if args.command == "logs":
-            from .observe import logs_command
-
-            return logs_command(args.config, args.function, args.since, args.follow, sys.stdout)
-        if args.command == "build":
-            return commands.build(args.config, args.source, args.out, args.target, sys.stdout)
-        if args.command == "init":
-            return commands.init(args.directory, args.lang, [t for t in args.triggers.split(",") if t], sys.stdout)
-        if args.command == "events":
-            return commands.events_sample(args.event_type, sys.stdout)
-        if args.command == "invoke":
-            return commands.invoke(args.config, args.function, args.event, sys.stdout)
-        if args.command == "serve":
-            from ..server import serve
-
-            return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=args.workers, admin_port=args.admin_port, admin_no_token=args.admin_no_token)
-        if args.command == "dev":
-            from ..server import serve
-
-            return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=1, dev=True, record=args.record, admin_port=args.admin_port, admin_no_token=args.admin_no_token)
+        code = _run(args)
+        sys.stdout.flush()  # a reader that went away shows here, where it is handled, not in the exit's flush
+        return code
     except EdgefnError as exc:
         print(f"edgefn: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`edgefn functions list | head`): nothing left to say it to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141  # what a shell reports for a command ended by SIGPIPE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import app_commands as commands
+
+    if args.command == "dlq" or (args.command == "invoke" and args.async_):
+        return _run_async(args)
+    if args.command in CONTROL_COMMANDS:
+        return _run_control(args)
+    if args.command == "admin":
+        from .observe import admin_token_command
+
+        return admin_token_command(args.config, sys.stdout)
+    if args.command == "schedules":
+        from .observe import schedules_list_command
+
+        return schedules_list_command(args.config, args.json, sys.stdout)
+    if args.command == "logs":
+        from .observe import logs_command
+
+        return logs_command(args.config, args.function, args.since, args.follow, sys.stdout)
+    if args.command == "build":
+        return commands.build(args.config, args.source, args.out, args.target, sys.stdout)
+    if args.command == "init":
+        return commands.init(args.directory, args.lang, [t for t in args.triggers.split(",") if t], sys.stdout)
+    if args.command == "events":
+        return commands.events_sample(args.event_type, sys.stdout)
+    if args.command == "invoke":
+        return commands.invoke(args.config, args.function, args.event, sys.stdout)
+    if args.command == "serve":
+        from ..server import serve
+
+        return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=args.workers, admin_port=args.admin_port, admin_no_token=args.admin_no_token)
+    if args.command == "dev":
+        from ..server import serve
+
+        return serve(args.config, host=args.host, port=args.port, tls_port=args.tls_port, workers=1, dev=True, record=args.record, admin_port=args.admin_port, admin_no_token=args.admin_no_token)
     return 2
 
 

@@ -267,7 +267,8 @@ def apply_request(doc: dict[str, Any], incoming: EdgeRequest, path: str) -> Edge
 
 
 def _body_from_json(doc: dict[str, Any], path: str) -> Body:
-    data = doc.get("data", "")
+    expect_field(doc, dict, path, 'a map {"data", "encoding"?, "inputTruncated"?}')
+    data = expect_field(doc.get("data", ""), (str, bytes), f"{path}.data", "text or bytes")
     if doc.get("encoding", "text") == "base64":
         try:
             raw = base64.b64decode(data, validate=True)
@@ -279,35 +280,37 @@ def _body_from_json(doc: dict[str, Any], path: str) -> Body:
 
 
 def event_from_document(doc: dict[str, Any]) -> Event:
-    """Build an Event from its document form: CBOR-decoded, or JSON with text/base64 bodies."""
+    """Build an Event from its document form: CBOR-decoded, or JSON with text/base64 bodies; bare, or in
+    Lambda@Edge's own envelope ({"Records": [{"cf": ...}]})."""
+    doc = _unwrapped(doc)
     try:
-        cfg = doc.get("config", {})
+        cfg = expect_field(doc.get("config", {}), dict, "config", "a map")
         event_type = cfg.get("eventType", "viewer-request")
         if event_type not in EVENT_TYPES:
             raise ResultError(f"config.eventType {event_type!r} must be one of {', '.join(EVENT_TYPES)}")
         config = EventConfig(
             event_type=event_type,
-            request_id=cfg.get("requestId", ""),
-            function_name=cfg.get("functionName", ""),
-            distribution_domain_name=cfg.get("distributionDomainName", ""),
-            distribution_id=cfg.get("distributionId", ""),
+            request_id=expect_field(cfg.get("requestId", ""), str, "config.requestId", "text"),
+            function_name=expect_field(cfg.get("functionName", ""), str, "config.functionName", "text"),
+            distribution_domain_name=expect_field(cfg.get("distributionDomainName", ""), str, "config.distributionDomainName", "text"),
+            distribution_id=expect_field(cfg.get("distributionId", ""), str, "config.distributionId", "text"),
         )
-        r = doc["request"]
+        r = expect_field(doc["request"], dict, "request", "a map")
         request = EdgeRequest(
-            method=r.get("method", "GET"),
-            uri=r.get("uri", "/"),
-            querystring=r.get("querystring", ""),
+            method=expect_field(r.get("method", "GET"), str, "request.method", "text"),
+            uri=expect_field(r.get("uri", "/"), str, "request.uri", "text"),
+            querystring=expect_field(r.get("querystring", ""), str, "request.querystring", "text"),
             headers=decode_headers(r.get("headers", {}), "request.headers"),
-            client_ip=r.get("clientIp", "127.0.0.1"),
+            client_ip=expect_field(r.get("clientIp", "127.0.0.1"), str, "request.clientIp", "text"),
             body=_body_from_json(r["body"], "request.body") if "body" in r else None,
-            origin=r.get("origin"),
+            origin=expect_field(r["origin"], dict, "request.origin", "a map") if r.get("origin") is not None else None,
         )
         response = None
         if "response" in doc:
-            s = doc["response"]
+            s = expect_field(doc["response"], dict, "response", "a map")
             response = EdgeResponse(
                 status=_decode_status(s.get("status", 200), "response.status"),
-                status_description=s.get("statusDescription", ""),
+                status_description=expect_field(s.get("statusDescription", ""), str, "response.statusDescription", "text"),
                 headers=decode_headers(s.get("headers", {}), "response.headers"),
                 body=_body_from_json(s["body"], "response.body") if "body" in s else None,
             )
@@ -336,11 +339,25 @@ def json_document(payload: bytes | str) -> Any:
     return doc
 
 
+def _unwrapped(doc: Any) -> Any:
+    """The event in Lambda@Edge's envelope {"Records": [{"cf": {...}}]} (what the AWS console, SAM and
+    `aws lambda invoke` send), or `doc` itself when it is the bare event."""
+    if not isinstance(doc, dict) or "Records" not in doc or "request" in doc:
+        return doc
+    records = doc["Records"]
+    if not isinstance(records, list) or len(records) != 1 or not isinstance(records[0], dict) or not isinstance(records[0].get("cf"), dict):
+        raise ResultError('Records must be a list of one {"cf": {"config", "request", "response"?}} (Lambda@Edge\'s event shape)')
+    return records[0]["cf"]
+
+
 def event_from_json(payload: bytes) -> Event:
-    """An event document sent as JSON (the invoke API, the async queue); ResultError says what is wrong."""
+    """An event document sent as JSON (the invoke API, the async queue), bare or in Lambda@Edge's envelope;
+    ResultError says what is wrong."""
     try:
-        doc = json_document(payload)
+        doc = _unwrapped(json_document(payload))
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and too deep alike
+        if isinstance(exc, ResultError):
+            raise
         raise ResultError(f"not JSON ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("request"), dict):
         raise ResultError('expected a JSON object {"config"?, "request", "response"?} with "request" an object (see edgefn events sample)')

@@ -37,7 +37,9 @@ answers with what status is decided by class, one table per audience: the viewer
     ├── StorageError             the control database cannot be opened or used
     ├── ExpressionError          a rate()/cron() expression that does not parse
     ├── AdminTokenRequired       a tokenless admin API on a non-loopback address
-    ├── AdminListenError         the admin address cannot be bound
+    ├── ListenError              an address of the server cannot be bound (checked before any build)
+    │   └── AdminListenError         the admin address
+    ├── EventFileError           `edgefn invoke --event FILE` cannot be read or is not an event
     ├── LogQueryError            `edgefn logs` asked for something it cannot show
     └── MetricsError             a metric used inconsistently (a programming error)
 """
@@ -54,9 +56,9 @@ if TYPE_CHECKING:
 __all__ = [
     "error_document", "status_by_class",
     "AbiMismatch", "AdminListenError", "AdminTokenRequired", "BuildError", "ComponentImportNotAllowed",
-    "ConcurrencyConfigError", "Conflict", "CpuBudgetExhausted", "Diagnostic", "EdgefnError", "ExpressionError",
+    "ConcurrencyConfigError", "Conflict", "CpuBudgetExhausted", "Diagnostic", "EdgefnError", "EventFileError", "ExpressionError",
     "FunctionError", "GuestTrap", "ImportNotAllowed", "InvalidModule", "InvalidPayload", "InvalidResult",
-    "InvocationError", "LogQueryError", "ManifestError", "MemoryLimitExceeded", "MetricsError", "MissingExport",
+    "InvocationError", "ListenError", "LogQueryError", "ManifestError", "MemoryLimitExceeded", "MetricsError", "MissingExport",
     "ModuleRejected", "NotFound", "PayloadTooLarge", "RegistryError", "RegistryLost", "RuleViolation",
     "ScaffoldError", "StorageError", "Throttled", "UnknownFunction", "WallClockTimeout",
 ]
@@ -384,12 +386,28 @@ class AdminTokenRequired(EdgefnError):
         )
 
 
-class AdminListenError(EdgefnError):
+class ListenError(EdgefnError):
+    """An address the server was told to listen on cannot be bound (`what`: tcp, udp for QUIC, admin)."""
+
+    def __init__(self, what: str, host: str, port: int, exc: OSError, settings: str = "server.host / server.port, --port") -> None:
+        self.host, self.port = host, port
+        where = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+        super().__init__(f"cannot listen on {what} {where}: {exc.strerror or exc} (see {settings})")
+
+
+class AdminListenError(ListenError):
     """The admin address cannot be bound."""
 
     def __init__(self, host: str, port: int, exc: OSError) -> None:
-        where = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
-        super().__init__(f"cannot listen on admin {where}: {exc.strerror or exc} (see admin.host / admin.port, --admin-port)")
+        super().__init__("admin", host, port, exc, "admin.host / admin.port, --admin-port")
+
+
+class EventFileError(EdgefnError):
+    """The event file given to `edgefn invoke --event` cannot be read, or does not hold an event."""
+
+    def __init__(self, file: Path | str, problem: str) -> None:
+        self.file = str(file)
+        super().__init__(f"{self.file}: {problem}\n  fix: write the event as JSON (`edgefn events sample viewer-request` prints one), bare or as Lambda's {{\"Records\": [{{\"cf\": ...}}]}}")
 
 
 # --- observability ------------------------------------------------------------------------------------
