@@ -18,6 +18,7 @@ from ..core.app import FunctionSpec
 from ..core.exceptions import EventFileError, InvocationError, ManifestError, error_document
 from ..core.ids import new_request_id
 from ..manifest.load import load_manifest
+from ..manifest.schema import Manifest
 
 
 def build(config: Path, source: Path | None, out: Path | None, target: str, stdout: TextIO) -> int:
@@ -41,9 +42,9 @@ def build(config: Path, source: Path | None, out: Path | None, target: str, stdo
 
 def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO) -> int:
     # the user's mistakes (event file, function name) are found before the build, not after it
-    event = read_event(event_file)
+    _, event = read_event(event_file)
     manifest = load_manifest(config)
-    registered = _registered_spec(config, function) if ":" in function else None
+    registered = _registered_spec(config, manifest, function) if ":" in function else None
     if registered is None and function not in manifest.functions:
         raise ManifestError(config, f"functions.{function}", "no such function", f"pick one of: {', '.join(sorted(manifest.functions))}")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -63,31 +64,32 @@ def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO)
         runtime.close()
 
 
-def read_event(event_file: Path | None) -> events.Event:
-    """The event of `edgefn invoke --event FILE` (JSON, bare or in Lambda@Edge's Records envelope); without
-    a file, a GET / viewer request."""
+#: the event of an invoke without --event: GET /
+DEFAULT_EVENT = b'{"request": {"uri": "/"}}'
+
+
+def read_event(event_file: Path | None) -> tuple[bytes, events.Event]:
+    """The event of `edgefn invoke --event FILE` (JSON, bare or in Lambda@Edge's Records envelope), as read and
+    as parsed; without a file, DEFAULT_EVENT."""
     if event_file is None:
-        return events.event_from_document({"request": {"uri": "/"}})
+        return DEFAULT_EVENT, events.event_from_json(DEFAULT_EVENT)
     try:
-        return events.event_from_json(event_payload(event_file))
+        payload = event_file.read_bytes()
+    except OSError as exc:
+        raise EventFileError(event_file, f"cannot read it ({exc.strerror or exc})") from None
+    try:
+        return payload, events.event_from_json(payload)
     except events.ResultError as exc:
         raise EventFileError(event_file, str(exc)) from None
 
 
-def event_payload(event_file: Path) -> bytes:
-    try:
-        return event_file.read_bytes()
-    except OSError as exc:
-        raise EventFileError(event_file, f"cannot read it ({exc.strerror or exc})") from None
-
-
-def _registered_spec(config: Path, function: str) -> FunctionSpec:
+def _registered_spec(config: Path, manifest: Manifest, function: str) -> FunctionSpec:
     """NAME:VERSION / NAME:ALIAS / NAME:$LATEST: what the registry holds for it (a bare name runs the
     manifest's build)."""
     from ..control.catalog import FunctionCatalog
     from ..control.deploy import control_store_of
 
-    registry = control_store_of(config, load_manifest(config)).registry
+    registry = control_store_of(config, manifest).registry
     return FunctionCatalog.from_snapshot(registry.snapshot()).select(function, new_request_id())
 
 

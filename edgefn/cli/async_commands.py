@@ -18,9 +18,7 @@ from ..core.exceptions import RegistryError, UnknownFunction
 from ..core.ports import EventQueue
 from ..core.records import DeadLetter
 from ..manifest.load import load_manifest
-from .app_commands import event_payload, read_event
-
-DEFAULT_EVENT = b'{"request": {"uri": "/"}}'
+from .app_commands import read_event
 
 
 def _open_queue(config: Path) -> tuple[EventQueue, FunctionCatalog, Path]:
@@ -31,10 +29,7 @@ def _open_queue(config: Path) -> tuple[EventQueue, FunctionCatalog, Path]:
 
 def invoke_async(config: Path, ref: str, event_file: Path | None, invocation_id: str | None, stdout: TextIO) -> int:
     """Queue one event for `ref`; prints its request id (the first one's, for a repeated invocation id)."""
-    payload = DEFAULT_EVENT
-    if event_file is not None:
-        read_event(event_file)  # a broken file is named here, not as a queue error
-        payload = event_payload(event_file)
+    payload, _ = read_event(event_file)  # a broken file is named here, not as a queue error
     queue, catalog, db_path = _open_queue(config)
     problem = catalog.check(ref)
     if problem is not None:

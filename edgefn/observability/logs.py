@@ -324,11 +324,8 @@ class FunctionLogSink(logging.Handler):
             self.handleError(record)
             return
         when = timestamp(record.created)
-        if len(texts) == 1:
-            block = f"{when}\t{texts[0].replace(chr(10), chr(13))}\n"
-        else:  # a LINES record (an invocation's START, END and REPORT): its lines as one block, each prefixed
-            block = "".join(f"{when}\t{text.replace(chr(10), chr(13))}\n" for text in texts)
-        data = block.encode("utf-8", "replace")
+        # a record's lines (an invocation's START, END and REPORT) are one block, each line prefixed
+        data = "".join(f"{when}\t{text.replace(chr(10), chr(13))}\n" for text in texts).encode("utf-8", "replace")
         if self._pending_bytes + len(data) > MAX_PENDING_BYTES:
             self._dropped[function] += len(texts)
         else:
