@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -17,6 +19,11 @@ from edgefn.core.report import record_lines
 from edgefn.runtime.invoker import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_edgefn(*args: str, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """`edgefn ARGS` as a user runs it: a subprocess (from the repository unless `cwd`), its output captured."""
+    return subprocess.run([sys.executable, "-m", "edgefn.cli", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout)
 GUESTS_C = REPO / "tests" / "guests" / "c"
 os.environ.setdefault("EDGEFN_CACHE_DIR", str(REPO / ".cache"))
 

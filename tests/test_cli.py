@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 from tests.conftest import REPO
+from tests.conftest import run_edgefn as edgefn
 
 EXAMPLES = REPO / "examples"
-
-
-def edgefn(*args: str, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgefn.cli", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout)
 
 
 def write_app(tmp_path: Path, source: str) -> Path:

@@ -14,12 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.conftest import run_edgefn as edgefn
 
 EXAMPLES = REPO / "examples"
-
-
-def edgefn(*args: str, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgefn.cli", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout)
 
 
 def assert_user_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
