@@ -1,4 +1,9 @@
-"""Build every function of a manifest, add the code to the module store, and resolve the app."""
+"""Build every function of a manifest, add the code to the module store, and resolve the app.
+
+`edgefn dev` builds a Python function differently: as a source bundle (the Python runtime component, built
+once per edgefn and SDK version, plus the function's own files, imported when an instance starts), checked
+by starting one instance, so a save costs a file copy and an import instead of a bundle and a precompile.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,24 @@ import contextlib
 import logging
 import os
 import pickle
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
-from .build.languages import build_source
+from .build.languages import build_source, language_of
 from .build.toolchain import cache_dir
 from .core.app import ResolvedApp
+from .core.exceptions import BuildError, Diagnostic, FunctionInitError
 from .core.files import write_atomic
 from .core.ports import InvocationObserver
 from .manifest.load import load_manifest
-from .manifest.resolve import resolve, source_path
+from .manifest.resolve import limits_of, resolve, source_path
 from .manifest.schema import FunctionConfig, Manifest
-from .runtime.invoker import Invoker, Runtime
+from .runtime.invoker import Invoker, Runtime, function_logger
 from .runtime.module_store import ModuleStore
+from .runtime.sandbox import Sandbox, log_level
 
 log = logging.getLogger("edgefn.build")
 
@@ -37,6 +45,36 @@ def build_function(manifest_path: Path, manifest: Manifest, name: str) -> bytes:
         return build_source(source_path(manifest_path, cfg), out, cfg.target, cache_dir(root))
 
 
+def build_dev_function(manifest_path: Path, manifest: Manifest, name: str, store: ModuleStore, sandbox: Sandbox) -> str:
+    """`edgefn dev`'s build of one function, kept in `store`; returns its digest. A language with dev sources
+    (Python) becomes a source bundle, checked by starting one instance under the function's limits: an import
+    that fails is a BuildError naming file:line:column. Others, and a function that imports a standard module
+    the dev runtime does not hold, get the production build."""
+    cfg: FunctionConfig = manifest.functions[name]
+    root = Path(manifest_path).resolve().parent
+    source = source_path(manifest_path, cfg)
+    language = language_of(source)
+    if language is None or language.dev_sources is None or not source.exists():
+        return store.add(build_function(manifest_path, manifest, name))
+    with _step(f"loading {name} ({cfg.source}) from its sources"):
+        bundle = language.dev_sources(source, cache_dir(root).parent)
+        digest = store.add_sources(store.add(bundle.runtime), bundle.module, bundle.files)
+        loaded, _ = store.load(digest, name)
+        flog = function_logger(name)
+        try:
+            sandbox.prewarm(loaded, function=name, limits=limits_of(cfg), env=dict(cfg.env), emit=lambda level, line: flog.log(log_level(level), "load\t%s", line))
+        except FunctionInitError as exc:
+            top = (exc.missing_module or "").partition(".")[0]
+            if top and top in sys.stdlib_module_names:
+                log.info("%s imports %s, which the dev runtime does not hold: building it in full", name, exc.missing_module)
+                return store.add(build_function(manifest_path, manifest, name))
+            file = Path(exc.file or source)
+            if loaded.sources is not None and file.is_relative_to(loaded.sources.directory):  # the store's copy -> the user's file
+                file = source.parent / file.relative_to(loaded.sources.directory)
+            raise BuildError(source, [Diagnostic(str(file), exc.line, exc.column, "error", exc.init_message)], str(exc)) from None
+    return digest
+
+
 @contextlib.contextmanager
 def _step(what: str) -> Iterator[None]:
     """Long steps (a first zig build, a Python component build or precompile) say when they start and end."""
@@ -48,19 +86,23 @@ def _step(what: str) -> Iterator[None]:
 
 def build_app(
     manifest_path: Path, manifest: Manifest, store: ModuleStore, precompile: bool = True, digests: dict[str, str] | None = None,
-    invoker: Invoker | None = None,
+    invoker: Invoker | None = None, dev: Sandbox | None = None,
 ) -> ResolvedApp:
     """Build all functions in parallel, keep their code in `store`, precompile it, and resolve the app.
 
     `digests` (every function's code, already in `store`) skips the build: a server process whose parent
     has just built and deployed the app. With `invoker` (a process that will serve), functions with
-    `reuse_instances` and `prewarm = N` get their N warm instances now."""
+    `reuse_instances` and `prewarm = N` get their N warm instances now. With `dev` (the sandbox that checks
+    them), functions are built as `edgefn dev` builds them (build_dev_function)."""
     manifest_path = Path(manifest_path).resolve()
     if digests is None or not all(store.wasm_path(d).exists() for d in digests.values()):
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            futures = {name: pool.submit(build_function, manifest_path, manifest, name) for name in manifest.functions}
-            wasm = {name: f.result() for name, f in futures.items()}
-        digests = {name: store.add(code) for name, code in wasm.items()}
+            if dev is not None:
+                built = {name: pool.submit(build_dev_function, manifest_path, manifest, name, store, dev) for name in manifest.functions}
+                digests = {name: f.result() for name, f in built.items()}
+            else:
+                futures = {name: pool.submit(build_function, manifest_path, manifest, name) for name in manifest.functions}
+                digests = {name: store.add(f.result()) for name, f in futures.items()}
     app = resolve(manifest, manifest_path, digests)
     if precompile:
         load_app(app, store, invoker)

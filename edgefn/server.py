@@ -210,7 +210,7 @@ def serve(
     admin = plan_admin(admin_settings(manifest, config_path.parent), admin_port, workers, dev, admin_no_token)
     # build and precompile once here, so workers start from a warm store and a broken build never binds a port
     with Runtime(store_dir_of(config_path, manifest)) as runtime:
-        app = build_app(config_path, manifest, runtime.store)
+        app = build_app(config_path, manifest, runtime.store, dev=runtime.sandbox if dev else None)
     registry = open_control_store(app.registry_path).registry
     changed = [name for name, moved in deploy(app, registry).items() if moved]
     catalog = FunctionCatalog.from_snapshot(registry.snapshot())

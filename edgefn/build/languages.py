@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Callable
 
 from ..core.exceptions import BuildError
-from .python import build_python
+from .python import PythonSources, build_python, python_sources
 from .toolchain import compile_c, compile_zig
 
-__all__ = ["LANGUAGES", "build_source", "SOURCE_SUFFIXES", "Language", "Scaffold", "language_named", "language_of"]
+__all__ = ["LANGUAGES", "build_source", "SOURCE_SUFFIXES", "Language", "Scaffold", "language_named", "language_of", "DevSources"]
 
 #: (source, out, target, zig_cache) -> wasm bytes
 Builder = Callable[[Path, Path, str, Path], bytes]
+#: `edgefn dev`'s build of an interpreted language: (source, cache root) -> a shared runtime and the sources
+DevSources = Callable[[Path, Path], PythonSources]
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Language:
     watched: tuple[str, ...]
     build: Builder
     scaffold: Scaffold | None = None
+    #: in `edgefn dev`: run the sources on a runtime built once, instead of building them (a save re-reads them)
+    dev_sources: DevSources | None = None
 
 
 def _c(source: Path, out: Path, target: str, zig_cache: Path) -> bytes:
@@ -144,6 +148,7 @@ LANGUAGES: tuple[Language, ...] = (
     Language(
         "python", (".py",), (".py",), _python,
         Scaffold(PY_ORIGIN, PY_REQUEST_HOOK, PY_RESPONSE_HOOK, "memory_mb = 64\nfuel = 200_000_000\nreuse_instances = true\n"),
+        dev_sources=python_sources,
     ),
     Language("wasm", (".wasm",), (".wasm",), _prebuilt),
 )

@@ -24,6 +24,7 @@ answers with what status is decided by class, one table per audience: the viewer
     │   ├── GuestTrap                a trap, with code and wasm backtrace
     │   ├── InvalidResult            an unusable result document
     │   ├── FunctionError            the guest reported an error on purpose
+    │   ├── FunctionInitError        the function's code failed to load at instance start (`edgefn dev`)
     │   ├── Throttled                over a concurrency limit
     │   ├── RuleViolation            a Lambda@Edge rule broken by a result
     │   └── UnknownFunction          a reference the registry does not hold
@@ -57,7 +58,7 @@ __all__ = [
     "error_document", "status_by_class",
     "AbiMismatch", "AdminListenError", "AdminTokenRequired", "BuildError", "ComponentImportNotAllowed",
     "ConcurrencyConfigError", "Conflict", "CpuBudgetExhausted", "Diagnostic", "EdgefnError", "EventFileError", "ExpressionError",
-    "FunctionError", "GuestTrap", "ImportNotAllowed", "InvalidModule", "InvalidPayload", "InvalidResult",
+    "FunctionError", "FunctionInitError", "GuestTrap", "ImportNotAllowed", "InvalidModule", "InvalidPayload", "InvalidResult",
     "InvocationError", "ListenError", "LogQueryError", "ManifestError", "MemoryLimitExceeded", "MetricsError", "MissingExport",
     "ModuleRejected", "NotFound", "PayloadTooLarge", "RegistryError", "RegistryLost", "RuleViolation",
     "ScaffoldError", "StorageError", "Throttled", "UnknownFunction", "WallClockTimeout",
@@ -217,6 +218,34 @@ class FunctionError(InvocationError):
     @property
     def handled(self) -> bool:
         return True
+
+
+class FunctionInitError(InvocationError):
+    """The function's own code failed to load when an instance started: `edgefn dev` imports a Python function
+    from its sources then (a production build does it at build time, where this is a BuildError). Lambda's
+    init errors: `error_type` is Runtime.UserCodeSyntaxError or Runtime.ImportModuleError."""
+
+    kind = "init_error"
+
+    def __init__(
+        self, function: str, request_id: str, error_type: str, message: str, file: str = "", line: int = 0, column: int = 0,
+        missing_module: str | None = None,
+    ) -> None:
+        self.init_error_type = error_type
+        self.init_message = message
+        self.file, self.line, self.column = file, line, column
+        #: the module a ModuleNotFoundError named
+        self.missing_module = missing_module
+        where = f" at {file}:{line}:{column}" if file else ""
+        super().__init__(function, request_id, f"{error_type}: {message}{where}")
+
+    @property
+    def error_type(self) -> str:
+        return self.init_error_type
+
+    @property
+    def error_message(self) -> str:
+        return self.init_message
 
 
 class Throttled(InvocationError):

@@ -14,7 +14,7 @@ from typing import Awaitable, Callable
 
 import watchfiles
 
-from ..app_build import build_function
+from ..app_build import build_dev_function
 from ..build.languages import LANGUAGES
 from ..core.app import ResolvedApp
 from ..core.exceptions import EdgefnError, ManifestError
@@ -67,6 +67,12 @@ class DevReloader:
         shared = {p.parent for p in changed if p not in sources.values()}
         return [name for name, src in sources.items() if src in changed or src.parent in shared]
 
+    def _build(self, manifest: Manifest, name: str) -> str:
+        """Build one function as dev mode does and precompile it, off the request path; its digest."""
+        digest = build_dev_function(self.manifest_path, manifest, name, self.runtime.store, self.runtime.sandbox)
+        self.runtime.store.load(digest, name)
+        return digest
+
     async def reload(self, changed: set[Path]) -> None:
         start = time.perf_counter()
         try:
@@ -76,9 +82,7 @@ class DevReloader:
             return
         rebuild = self._affected(manifest, changed)
         digests = {name: spec.digest for name, spec in self.app.functions.items()}
-        results = await asyncio.gather(
-            *(asyncio.to_thread(build_function, self.manifest_path, manifest, name) for name in rebuild), return_exceptions=True
-        )
+        results = await asyncio.gather(*(asyncio.to_thread(self._build, manifest, name) for name in rebuild), return_exceptions=True)
         for name, built in zip(rebuild, results, strict=False):
             if isinstance(built, BaseException):
                 if not isinstance(built, EdgefnError):
@@ -86,14 +90,7 @@ class DevReloader:
                 self.state.broken[name] = built
                 self.console.error(f"{name}: {built}")
                 continue
-            try:
-                digest = self.runtime.store.add(built)
-                await asyncio.to_thread(self.runtime.store.load, digest, name)  # precompile off the request path
-            except EdgefnError as exc:
-                self.state.broken[name] = exc
-                self.console.error(f"{name}: {exc}")
-                continue
-            digests[name] = digest
+            digests[name] = built
             self.state.broken.pop(name, None)
         missing = [n for n in manifest.functions if n not in digests]
         if missing:
@@ -102,6 +99,9 @@ class DevReloader:
         for name in list(self.state.broken):
             if name not in manifest.functions:
                 del self.state.broken[name]
+        ok = [n for n in rebuild if n not in self.state.broken]
+        if not ok and self.manifest_path not in changed:
+            return  # every rebuild failed (said above) and the manifest is as it was: nothing to apply
         app = resolve(manifest, self.manifest_path, {n: digests[n] for n in manifest.functions})
         try:
             await self.apply(app)
@@ -109,6 +109,5 @@ class DevReloader:
             self.console.error(f"not applied, the last good app keeps serving:\n  {exc}")
             return
         self.app = app
-        ok = [n for n in rebuild if n not in self.state.broken]
         what = ", ".join(ok) if ok else "manifest"
         self.console.info(f"reloaded {what} in {(time.perf_counter() - start) * 1000:.0f} ms")

@@ -154,6 +154,22 @@ class EdgeState:
         self.console: RequestConsole | None = None
 
 
+#: the error page asks this (GET, dev only) every half second, and reloads itself once its functions build
+DEV_BUILDS_PATH = RESERVED_PREFIX + "/dev/builds"
+
+_REFRESH_SCRIPT = """<script>
+const names = %s;
+(async function poll() {
+  try {
+    const r = await fetch("%s", {cache: "no-store"});
+    const broken = (await r.json()).broken;
+    if (!names.some(n => broken.includes(n))) { location.reload(); return; }
+  } catch (e) { /* the server is restarting: ask again */ }
+  setTimeout(poll, 500);
+})();
+</script>"""
+
+
 def _build_error_page(broken: dict[str, EdgefnError], names: set[str]) -> Response:
     items = "".join(
         f"<h2>{html.escape(n)}</h2><pre>{html.escape(str(e))}</pre>" for n, e in sorted(broken.items()) if n in names
@@ -162,9 +178,10 @@ def _build_error_page(broken: dict[str, EdgefnError], names: set[str]) -> Respon
         "<!doctype html><meta charset=utf-8><title>edgefn: build failed</title>"
         "<style>body{font:15px system-ui;margin:2em;max-width:70em}pre{background:#fee;padding:1em;white-space:pre-wrap}</style>"
         f"<h1>Build failed</h1><p>This request uses a function whose last save did not build. API clients keep getting the "
-        f"last good build; fix the error and save: the next good build is picked up by itself.</p>{items}"
+        f"last good build. Fix the error and save: this page reloads itself once it builds.</p>{items}"
+        + _REFRESH_SCRIPT % (json.dumps(sorted(names)), DEV_BUILDS_PATH)
     )
-    return HTMLResponse(page, 500)
+    return HTMLResponse(page, 500, headers={"cache-control": "no-store"})
 
 
 def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]]) -> "EdgeApp":
@@ -194,6 +211,11 @@ def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAs
                 **state.node.stats(),
             }
         )
+
+    async def dev_builds(request: Request) -> Response:
+        if state.dev is None or not _is_loopback(request):  # `edgefn dev` only, and for the developer's own browser
+            return await reserved_not_found(request)
+        return JSONResponse({"broken": sorted(state.dev.broken)}, headers={"cache-control": "no-store"})
 
     def refuse(scope: Scope, rid: str, status: int, text: str, close: bool = False) -> Response:
         access_log.info(json.dumps({"request_id": rid, "method": scope["method"], "path": scope["path"], "status": status, "refused": text}))
@@ -276,6 +298,7 @@ def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAs
     routes = [
         Route(f"{RESERVED_PREFIX}/health", health),
         Route(f"{RESERVED_PREFIX}/info", info),
+        Route(DEV_BUILDS_PATH, dev_builds),
         # the rest of /_edgefn is never a viewer path: scheduled events use it, so a viewer cannot pose as the scheduler
         Route(RESERVED_PREFIX + "/{rest:path}", reserved_not_found, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]

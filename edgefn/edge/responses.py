@@ -8,6 +8,7 @@ from ..core.events import Body, EdgeResponse
 from ..core.exceptions import (
     CpuBudgetExhausted,
     FunctionError,
+    FunctionInitError,
     GuestTrap,
     InvalidResult,
     InvocationError,
@@ -27,6 +28,7 @@ VIEWER_STATUS: dict[type[BaseException], int] = {
     UnknownFunction: 502,
     GuestTrap: 503,
     FunctionError: 503,
+    FunctionInitError: 503,
     CpuBudgetExhausted: 503,
     MemoryLimitExceeded: 503,
     Throttled: 503,

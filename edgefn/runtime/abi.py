@@ -90,3 +90,11 @@ def decode_result(raw: bytes, event: Event) -> EdgeRequest | EdgeResponse:
 def decode_event(raw: bytes) -> Event:
     """Parse an event document (the inverse of encode_event); used for recorded events and tests."""
     return event_from_document(cbor2.loads(raw))
+
+
+def decode_document(raw: bytes) -> object:
+    """One CBOR item a guest answered outside the event ABI (a runtime component's load answer); None if not one."""
+    try:
+        return cbor2.loads(raw)
+    except Exception:  # cbor2 raises several types, all meaning "not one CBOR item"
+        return None

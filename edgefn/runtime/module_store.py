@@ -6,6 +6,11 @@ Layout under the store root (safe to share between processes; every write is tem
     artifacts/<fingerprint[:16]>/<sha256>.cwasm  header + Module.serialize() for this engine
     artifacts/<fingerprint[:16]>/<sha256>.component.cwasm  Component.serialize(), exactly (memory-mapped)
     artifacts/<fingerprint[:16]>/<sha256>.component.meta   its header, in a sidecar
+    sources/<sha256>/...                        a source tree (`edgefn dev`'s Python functions), read-only
+
+A source bundle (`add_sources`) is code too: a small descriptor, kept under wasm/ like any code, naming a
+runtime component and a source tree. Its digest covers both, so the registry, pools and the catalog treat it
+as any other code; it loads as the runtime's component with `GuestSources` to mount at each instance start.
 
 A cold start is a read + checksum + Module.deserialize, never a compile. The artifact header carries the
 engine fingerprint, the wasm digest and a checksum of the payload, because wasmtime trusts serialized
@@ -22,10 +27,13 @@ and brings the full check back. Compiling a component takes seconds, so the requ
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 import mmap
 import os
+import shutil
 import struct
 import threading
 import time
@@ -54,6 +62,16 @@ _COMPONENT_MAGIC = b"EDGEFNCM"
 # the component sidecar: the header fields above, the largest initial memory, and the payload's identity
 # when its checksum was last verified (st_dev, st_ino, st_mtime_ns, st_ctime_ns)
 _COMPONENT_META = struct.Struct("<8sI32s32s32sQQQQqq")
+#: a source bundle's descriptor: this line, then JSON {"runtime": digest, "module": name, "tree": digest}
+_SOURCES_MAGIC = b"EDGEFNSRC1\n"
+
+
+@dataclass(frozen=True)
+class GuestSources:
+    """A source tree an instance of a runtime component imports its function from at start (read-only)."""
+
+    directory: Path
+    module: str
 
 
 def wasm_digest(wasm: bytes) -> str:
@@ -77,6 +95,8 @@ class LoadedModule:
     component: wc.Component | None = None
     #: the component Linker it is instantiated with (core modules carry theirs in `pre`)
     linker: wc.Linker | None = None
+    #: a source bundle: what each instance mounts and imports at start (None: the code is complete)
+    sources: GuestSources | None = None
     #: the C address of `pre` (what fastcall.CoreStore.instantiate takes), 0 for a component
     pre_ptr: int = field(init=False, default=0)
 
@@ -144,12 +164,14 @@ class ModuleStore:
         return self._component_linker
 
     def kind_of(self, digest: str) -> str:
-        """"component" or "core", from the stored code's header (or, without it, from the artifacts)."""
+        """"component", "core" or "sources", from the stored code's header (or, without it, the artifacts)."""
         try:
             with open(self.wasm_path(digest), "rb") as f:
-                head = f.read(8)
+                head = f.read(len(_SOURCES_MAGIC))
         except FileNotFoundError:
             return "component" if self.component_meta_path(digest).exists() else "core"
+        if head == _SOURCES_MAGIC:
+            return "sources"
         return "component" if comp.is_component(head) else "core"
 
     def add(self, wasm: bytes) -> str:
@@ -159,6 +181,27 @@ class ModuleStore:
         if not path.exists():
             write_atomic(path, wasm)
         return digest
+
+    def add_sources(self, runtime: str, module: str, files: dict[str, bytes]) -> str:
+        """Keep a source bundle: the runtime component `runtime` (a digest in this store) running `module`
+        from `files` (relative path -> bytes). Returns the bundle's digest."""
+        tree = hashlib.sha256()
+        for rel in sorted(files):
+            tree.update(f"{rel}\0{len(files[rel])}\0".encode() + files[rel])
+        directory = self.root / "sources" / tree.hexdigest()
+        if not directory.is_dir():
+            stage = directory.with_name(f".{directory.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            for rel, data in files.items():
+                path = stage / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                path.chmod(0o444)
+            try:
+                os.rename(stage, directory)
+            except OSError:  # another process kept the same tree first
+                shutil.rmtree(stage, ignore_errors=True)
+        descriptor = json.dumps({"runtime": runtime, "module": module, "tree": tree.hexdigest()}, sort_keys=True)
+        return self.add(_SOURCES_MAGIC + descriptor.encode())
 
     # --- artifacts -------------------------------------------------------------------------------
 
@@ -213,7 +256,10 @@ class ModuleStore:
             self.stats.evictions += 1
 
     def _load_uncached(self, digest: str, function: str, compile_components: bool = True) -> LoadedModule:
-        if self.kind_of(digest) == "component":
+        kind = self.kind_of(digest)
+        if kind == "sources":
+            return self._load_sources(digest, function, compile_components)
+        if kind == "component":
             return self._load_component(digest, function, compile_components)
         start = time.perf_counter()
         module, payload_len = self._read_artifact(digest)
@@ -316,6 +362,24 @@ class ModuleStore:
         return LoadedModule(
             digest, None, info, payload_len, source, load_ms, kind="component", component=component, linker=self.component_linker
         )
+
+    def _load_sources(self, digest: str, function: str, compile_components: bool) -> LoadedModule:
+        start = time.perf_counter()
+        raw = self._stored_wasm(digest, function)
+        try:
+            doc = json.loads(raw[len(_SOURCES_MAGIC) :])
+            runtime, module, tree = str(doc["runtime"]), str(doc["module"]), str(doc["tree"])
+        except (ValueError, KeyError, TypeError):
+            raise InvalidModule(function, f"source bundle {digest[:12]} in {self.root} is not readable; rebuild it") from None
+        directory = self.root / "sources" / tree
+        if not directory.is_dir():
+            raise InvalidModule(function, f"the sources of bundle {digest[:12]} are missing from {directory.parent}; rebuild it")
+        if self.kind_of(runtime) != "component":
+            raise InvalidModule(function, f"source bundle {digest[:12]} names runtime {runtime[:12]}, which is not a component in {self.root}")
+        base, _ = self.load(runtime, function, compile_components)
+        return dataclasses.replace(
+            base, digest=digest, artifact_bytes=0, load_ms=(time.perf_counter() - start) * 1000, sources=GuestSources(directory, module)
+        )  # artifact_bytes 0: the runtime's artifact is held (and counted) once, under its own digest
 
     def _read_component_artifact(self, digest: str) -> tuple[wc.Component, int, int] | None:
         meta_path, path = self.component_meta_path(digest), self.component_artifact_path(digest)

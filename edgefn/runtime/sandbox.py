@@ -15,6 +15,7 @@ import wasmtime
 from ..core.app import Limits
 from ..core.exceptions import (
     CpuBudgetExhausted,
+    FunctionInitError,
     GuestTrap,
     InvalidResult,
     InvocationError,
@@ -22,7 +23,7 @@ from ..core.exceptions import (
     WallClockTimeout,
 )
 from ..core.report import InvocationReport
-from . import component, fastcall
+from . import abi, component, fastcall
 from .context import InvocationContext, set_current_context
 from .engine import EpochTicker
 from .instance import GuestInstance, LogSlot
@@ -36,6 +37,9 @@ MAX_TABLES = 4
 MAX_CORE_MEMORIES = 16
 MAX_COMPONENT_INSTANCES = 32
 TABLE_ELEMENT_BYTES = 8
+#: the fuel a runtime component may spend importing its function's sources at instance start (`edgefn dev`):
+#: a production build does that import at build time, so it is never charged to the function's `fuel`
+SOURCES_LOAD_FUEL = 20_000_000_000
 #: what _native.invoke answers for a result the sandbox refuses (runtime/_native.c)
 _NO_ROOM, _EMPTY, _OVERSIZED = 2, 3, 4
 LOG_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}
@@ -112,12 +116,14 @@ class Sandbox:
             store.set_fuel(limits.fuel)
             store.set_limits(memory_size=split.linear_bytes, table_elements=split.table_elements, instances=MAX_COMPONENT_INSTANCES, tables=MAX_TABLES, memories=1)
             store.set_epoch_deadline(ticks)
-            store.set_wasi(_wasi_config(env, slot))
+            store.set_wasi(_wasi_config(env, slot, loaded))
             instance = GuestInstance(loaded, store, slot)
             assert loaded.linker is not None and loaded.component is not None and isinstance(loaded.info, component.ComponentInfo)
             try:
                 comp_inst = component.instantiate(loaded.linker, store, loaded.component)
                 instance.func = component.handle_func(store, comp_inst, loaded.info.handle_export)
+                if loaded.sources is not None:
+                    self._load_sources(instance, store, function, request_id, limits)
             except component.ComponentCallError as exc:
                 raise self._classify(exc, function, request_id, limits, instance, cap, instantiating=True) from None
         else:
@@ -139,6 +145,25 @@ class Sandbox:
             instance.needs_init = info.init_export is not None
         instance.create_ms = (time.perf_counter() - start) * 1000
         return instance
+
+    def _load_sources(self, instance: GuestInstance, store: wasmtime.Store, function: str, request_id: str, limits: Limits) -> None:
+        """Have a runtime component import its function from the mounted sources: what a production build did
+        at build time, so its fuel is not the function's; the time counts, as a build's did not (dev only)."""
+        assert instance.func is not None and instance.loaded.sources is not None
+        store.set_fuel(SOURCES_LOAD_FUEL)
+        answer = abi.decode_document(component.call_handle(store, instance.func, b"\0" + instance.loaded.sources.module.encode()))
+        store.set_fuel(limits.fuel)
+        store.set_epoch_deadline(self._ticker.ticks_for(limits.timeout_ms))
+        if answer != {}:
+            doc = answer if isinstance(answer, dict) else {}
+            file = str(doc.get("file") or "")
+            mount = SOURCES_MOUNT + "/"
+            if file.startswith(mount):  # the guest's path of the file -> the host's
+                file = str(instance.loaded.sources.directory / file[len(mount) :])
+            raise FunctionInitError(
+                function, request_id, str(doc.get("errorType") or "Runtime.ImportModuleError"), str(doc.get("errorMessage") or answer),
+                file, int(doc.get("line") or 0), int(doc.get("column") or 0), doc.get("missingModule") if isinstance(doc.get("missingModule"), str) else None,
+            )
 
     def initialize(self, instance: GuestInstance, function: str, request_id: str, limits: Limits) -> None:
         """Run a core module's `_initialize` once per instance (components need none: componentize-py
@@ -326,10 +351,17 @@ class Sandbox:
         return GuestTrap(function, request_id, code.name.lower(), frames)
 
 
-def _wasi_config(env: dict[str, str], slot: LogSlot) -> wasmtime.WasiConfig:
-    """Least privilege: no preopened directories, no network, empty argv and stdin; the manifest env only;
-    stdout and stderr to the function's log (WASI preview 1 for core modules, 0.2 for components)."""
+#: where a source bundle's tree is mounted in its instances (guest-sdk/python/edgefn_guest/_runtime.py)
+SOURCES_MOUNT = "/app"
+
+
+def _wasi_config(env: dict[str, str], slot: LogSlot, loaded: LoadedModule | None = None) -> wasmtime.WasiConfig:
+    """Least privilege: no preopened directories (but a source bundle's own tree, read-only), no network, empty
+    argv and stdin; the manifest env only; stdout and stderr to the function's log (WASI preview 1 for core
+    modules, 0.2 for components)."""
     wasi = wasmtime.WasiConfig()
+    if loaded is not None and loaded.sources is not None:
+        wasi.preopen_dir(str(loaded.sources.directory), SOURCES_MOUNT, False)
     wasi.env = [(k, v) for k, v in env.items()]
     wasi.stdout_custom = slot.stdout
     wasi.stderr_custom = slot.stderr

@@ -191,3 +191,33 @@ def _result(out: Any, trigger: str, request: Request, response: Response | None)
     if isinstance(out, Response):
         return out._result()
     raise EdgefnUsageError(f"a {trigger} handler returns a Response or None, not {type(out).__name__}")
+
+
+#: where `edgefn dev` mounts a function's own sources (read-only) in its Python runtime component
+SOURCES_MOUNT = "/app"
+
+
+def load_sources(module_name: str) -> bytes:
+    """`edgefn dev`'s instance start: import the function module from the read-only SOURCES_MOUNT and bind it,
+    as a production build does at build time. The answer is a CBOR map: {} when bound, else Lambda's init
+    error (`Runtime.UserCodeSyntaxError` / `Runtime.ImportModuleError`) with where it happened in the sources."""
+    import importlib
+    import sys
+
+    if SOURCES_MOUNT not in sys.path:
+        sys.path.insert(0, SOURCES_MOUNT)
+    try:
+        bind(importlib.import_module(module_name))
+    except SyntaxError as exc:
+        where = {"file": exc.filename or "", "line": exc.lineno or 0, "column": exc.offset or 0}
+        return _cbor.dumps({"errorType": "Runtime.UserCodeSyntaxError", "errorMessage": f"{type(exc).__name__}: {exc.msg}", **where})
+    except BaseException as exc:  # noqa: BLE001 - an import failure is the answer, never a trap
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(SOURCES_MOUNT + "/")]
+        last = frames[-1] if frames else None
+        where = {"file": last.filename, "line": last.lineno or 0, "column": (last.colno or 0) + 1 if last.colno is not None else 0} if last else {}
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        doc: dict[str, Any] = {"errorType": "Runtime.ImportModuleError", "errorMessage": f"{type(exc).__name__}: {exc}", **where}
+        if missing:
+            doc["missingModule"] = missing
+        return _cbor.dumps(doc)
+    return _cbor.dumps({})
