@@ -126,12 +126,47 @@ def test_recorded_events_replay_with_invoke(dev):
 
 
 def test_python_function_hot_reload(tmp_path):
-    """`edgefn init --lang python` then `edgefn dev`: saving a .py file swaps in the rebuilt component."""
+    """`edgefn init --lang python` then `edgefn dev`: a Python function runs from its sources on the one Python
+    runtime component, so a save is an import, not a CPython bundle; import errors are build errors with
+    file:line:column; a standard module the runtime lacks gets the production build."""
     app = tmp_path / "pyapp"
     init_app(app, "--lang", "python", "--triggers", "viewer-response")
-    with dev_server(app, tmp_path / "dev.log", startup_timeout=900) as (base, proc):
+    log = tmp_path / "dev.log"
+    source = app / "src" / "viewer_response.py"
+    with dev_server(app, log, startup_timeout=900) as (base, proc):
         first = httpx.get(f"{base}/hello")
         assert first.status_code == 200 and "/hello" in first.text and first.headers["x-viewer-response"] == "seen"
-        edit(app / "src" / "viewer_response.py", '"seen"', '"edited in python"')
-        wait_for(lambda: httpx.get(f"{base}/").headers.get("x-viewer-response") == "edited in python", 600, "the rebuilt Python function")
+        info = httpx.get(f"{base}/_edgefn/info").json()
+        store = app / ".edgefn" / "modules"
+        bundle = (store / "wasm" / f"{info['functions']['viewer-response']['digest']}.wasm").read_bytes()
+        assert bundle.startswith(b"EDGEFNSRC1\n")  # a source bundle, not a component of its own
+
+        # 1. a save is served without a rebuild of CPython
+        edit(source, '"seen"', '"edited in python"')
+        wait_for(lambda: httpx.get(f"{base}/").headers.get("x-viewer-response") == "edited in python", 120, "the edited Python function")
+        wait_for(lambda: "reloaded viewer-response in" in log.read_text(), what="the reload line")
+
+        # 2. a syntax error: the user's file, line and column, an error page that reloads itself, the last good code for API clients
+        edit(source, "def viewer_response(response: Response):", "def viewer_response(response: Response)")
+        wait_for(lambda: "SyntaxError" in log.read_text(), 120, "the syntax error")
+        text = log.read_text()
+        assert f"{source}:6:" in text and "error: SyntaxError: expected ':'" in text, text[-3000:]
+        page = httpx.get(f"{base}/", headers={"accept": "text/html"})
+        assert page.status_code == 500 and f"{source}:6:" in page.text and "/_edgefn/dev/builds" in page.text
+        assert httpx.get(f"{base}/_edgefn/dev/builds").json() == {"broken": ["viewer-response"]}
+        assert httpx.get(f"{base}/").headers["x-viewer-response"] == "edited in python"
+        edit(source, "def viewer_response(response: Response)", "def viewer_response(response: Response):")
+        wait_for(lambda: httpx.get(f"{base}/_edgefn/dev/builds").json() == {"broken": []}, 120, "the fixed build")
+
+        # 3. an exception while importing: where it was raised
+        edit(source, "from edgefn_guest import Response\n", "from edgefn_guest import Response\n\nLIMIT = undefined_name + 1\n")
+        wait_for(lambda: "NameError" in log.read_text(), 120, "the import error")
+        assert f"{source}:5:9: error: NameError: name 'undefined_name' is not defined" in log.read_text()
+        edit(source, "\nLIMIT = undefined_name + 1\n", "")
+
+        # 4. a standard module the dev runtime does not hold: the production build, still served
+        edit(source, "from edgefn_guest import Response\n", "import difflib\nfrom edgefn_guest import Response\n")
+        edit(source, '"edited in python"', 'difflib.__name__')
+        wait_for(lambda: httpx.get(f"{base}/").headers.get("x-viewer-response") == "difflib", 900, "the fully built function")
+        assert "imports difflib, which the dev runtime does not hold" in log.read_text()
         assert proc.poll() is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -197,3 +198,26 @@ def test_wasm_is_content_addressed(tmp_path: Path):
         wasm = wat_guest()
         assert rt.store.add(wasm) == rt.store.add(wasm)
         assert len(list((tmp_path / "wasm").iterdir())) == 1
+
+
+def test_a_source_bundle_is_code_by_digest_with_a_read_only_tree(tmp_path):
+    """`edgefn dev`'s Python functions: a runtime digest plus a source tree, one digest for both."""
+    with Runtime(tmp_path) as rt:
+        runtime = rt.store.add(wat_guest())  # a core module: a bundle must name a component
+        files = {"app.py": b"def handler(event): ...\n", "lib/util.py": b"X = 1\n"}
+        digest = rt.store.add_sources(runtime, "app", files)
+        assert rt.store.kind_of(digest) == "sources"
+        assert rt.store.add_sources(runtime, "app", dict(files)) == digest  # same inputs, same code
+        changed = rt.store.add_sources(runtime, "app", {**files, "lib/util.py": b"X = 2\n"})
+        assert changed != digest
+        trees = sorted((tmp_path / "sources").iterdir())
+        assert len(trees) == 2 and all(not p.name.startswith(".") for p in trees)
+        for tree in trees:
+            util = tree / "lib" / "util.py"
+            assert util.read_bytes() in (b"X = 1\n", b"X = 2\n") and not util.stat().st_mode & 0o222  # nobody may write it
+        with pytest.raises(InvalidModule, match="which is not a component"):
+            rt.store.load(digest, "app")
+        for tree in trees:
+            shutil.rmtree(tree)
+        with pytest.raises(InvalidModule, match="sources of bundle .* are missing"):
+            rt.store.load(changed, "app")
