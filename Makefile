@@ -6,8 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # the C module (edgefn/runtime/_native.c) is built by the install: a change to it re-installs
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py edgefn/runtime/_native.c | cksum | cut -d' ' -f1)
-# zig's cache (C/Zig guest builds) stays inside the project
-export EDGEFN_CACHE_DIR := $(CURDIR)/.cache
+# built guests and toolchain outputs go to edgefn's one cache (~/.cache/edgefn, or $EDGEFN_CACHE_DIR), shared with
+# `edgefn serve` / `edgefn dev` however they are started; the tests keep theirs in .cache (tests/conftest.py)
 
 .PHONY: install run test bench clean
 

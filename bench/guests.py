@@ -41,7 +41,7 @@ class Guest:
 
 def build_c(source: Path, name: str) -> bytes:
     out = TMP / "build" / f"{name}.wasm"
-    return build_source(source, out, "freestanding", cache_dir(REPO))
+    return build_source(source, out, "freestanding", cache_dir())
 
 
 @functools.cache

@@ -98,7 +98,7 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
         "componentize_py": componentize_py_version(),
     }
-    zig = cache_dir(REPO)
+    zig = cache_dir()
     work = Path(tempfile.mkdtemp(prefix="edgefn-bench-py-"))
     try:
         # --- builds -------------------------------------------------------------------------------------

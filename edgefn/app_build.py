@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .build.languages import build_source, language_of
-from .build.toolchain import cache_dir
+from .build.toolchain import cache_dir, cache_root
 from .core.app import ResolvedApp
 from .core.exceptions import BuildError, Diagnostic, FunctionInitError
 from .core.files import write_atomic
@@ -42,7 +42,7 @@ def build_function(manifest_path: Path, manifest: Manifest, name: str) -> bytes:
     root = Path(manifest_path).resolve().parent
     out = (root / manifest.app.build_dir / f"{name}.wasm").resolve()
     with _step(f"building {name} ({cfg.source})"):
-        return build_source(source_path(manifest_path, cfg), out, cfg.target, cache_dir(root))
+        return build_source(source_path(manifest_path, cfg), out, cfg.target, cache_dir())
 
 
 def build_dev_function(manifest_path: Path, manifest: Manifest, name: str, store: ModuleStore, sandbox: Sandbox) -> str:
@@ -51,13 +51,12 @@ def build_dev_function(manifest_path: Path, manifest: Manifest, name: str, store
     that fails is a BuildError naming file:line:column. Others, and a function that imports a standard module
     the dev runtime does not hold, get the production build."""
     cfg: FunctionConfig = manifest.functions[name]
-    root = Path(manifest_path).resolve().parent
     source = source_path(manifest_path, cfg)
     language = language_of(source)
     if language is None or language.dev_sources is None or not source.exists():
         return store.add(build_function(manifest_path, manifest, name))
     with _step(f"loading {name} ({cfg.source}) from its sources"):
-        bundle = language.dev_sources(source, cache_dir(root).parent)
+        bundle = language.dev_sources(source, cache_root())
         digest = store.add_sources(store.add(bundle.runtime), bundle.module, bundle.files)
         loaded, _ = store.load(digest, name)
         flog = function_logger(name)

@@ -96,7 +96,7 @@ def c_guest(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], bytes]:
     def _build(name: str) -> bytes:
         if name not in built:
             src = GUESTS_C / f"{name}.c"
-            built[name] = build_source(src, out_dir / f"{name}.wasm", "freestanding", cache_dir(REPO))
+            built[name] = build_source(src, out_dir / f"{name}.wasm", "freestanding", cache_dir())
         return built[name]
 
     return _build

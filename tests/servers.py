@@ -90,7 +90,7 @@ class EdgeServer:
 @contextlib.contextmanager
 def edge_server(
     config: Path, *extra: str, tls: bool = True, startup_timeout: float = 180.0, env: dict[str, str] | None = None,
-    port: int | None = None, admin_port: int | None = None,
+    port: int | None = None, admin_port: int | None = None, edgefn: list[str] | None = None, cwd: Path | None = None,
 ) -> Iterator[EdgeServer]:
     """Serve `config` on free ports (cleartext, and TLS + QUIC unless tls=False); stop with SIGTERM afterwards.
 
@@ -98,7 +98,8 @@ def edge_server(
     --port/--tls-port/--admin-port; `env` is added to the server's environment (e.g. the admin token). Every
     server gets its own free admin port (manifests default to 8788, so concurrent servers would clash). A port
     taken by someone else between choosing and binding it is retried with new ones. `port` / `admin_port` fix
-    those two (a manifest that must name them is written first), and are then not retried.
+    those two (a manifest that must name them is written first), and are then not retried. `edgefn` is the
+    command (default: this interpreter's `-m edgefn.cli`), run in `cwd` (default: the repository).
     """
     fixed_port, fixed_admin = port, admin_port
     for attempt in range(1 if fixed_port or fixed_admin else 3):
@@ -111,10 +112,10 @@ def edge_server(
         with open(log, "w") as out:
             proc = subprocess.Popen(
                 [
-                    sys.executable, "-m", "edgefn.cli", "serve", "--config", str(config),
+                    *(edgefn or [sys.executable, "-m", "edgefn.cli"]), "serve", "--config", str(config),
                     "--port", str(port), "--tls-port", str(tls_port), "--admin-port", str(admin_port), *extra,
                 ],
-                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+                stdout=out, stderr=subprocess.STDOUT, cwd=cwd or REPO, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             )
         server = EdgeServer(f"http://127.0.0.1:{port}", f"https://127.0.0.1:{tls_port}" if tls_port else None, port, tls_port, log, proc)
         server.admin = f"http://127.0.0.1:{admin_port}"

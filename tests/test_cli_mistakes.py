@@ -113,3 +113,15 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
     err = raw.decode()
     assert proc.returncode == 141, err
     assert "Traceback" not in err and "Exception ignored" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.parametrize(("lang", "module", "extra"), [("c", "ziglang", "edgefn[c]"), ("python", "componentize_py", "edgefn[python]")])
+def test_a_missing_toolchain_is_named_with_the_extra_that_installs_it(tmp_path, lang, module, extra):
+    assert edgefn("init", str(tmp_path / "app"), "--lang", lang).returncode == 0
+    # the toolchain's package made unimportable, as in an install without the extra
+    code = f"import sys; sys.modules[{module!r}] = None; sys.argv[0] = 'edgefn'; from edgefn.cli import main; sys.exit(main())"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "build", "--config", str(tmp_path / "app" / "edgefn.toml")], capture_output=True, text=True, cwd=REPO, timeout=240,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"pip install '{extra}'" in proc.stderr, proc.stderr

@@ -71,13 +71,13 @@ PY_LIMITS = dict(memory_mb=64, timeout_ms=5000, fuel=500_000_000)
 @pytest.fixture(scope="session")
 def py_store_dir() -> Path:
     """A module store shared by every test of this file (and kept between runs: it is content-addressed)."""
-    return cache_dir(REPO).parent / "python-test-store"
+    return cache_dir().parent / "python-test-store"
 
 
 @pytest.fixture(scope="session")
 def py_wasm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("py-guests")
-    return {src.stem: build_source(src, out / f"{src.stem}.wasm", "freestanding", cache_dir(REPO)) for src in (HOSTILE, AUTH, HEADERS)}
+    return {src.stem: build_source(src, out / f"{src.stem}.wasm", "freestanding", cache_dir()) for src in (HOSTILE, AUTH, HEADERS)}
 
 
 @pytest.fixture(scope="session")
@@ -285,7 +285,7 @@ def test_build_is_cached_by_content_hash(tmp_path, py_wasm, monkeypatch):
     calls = []
     monkeypatch.setattr(pybuild, "_componentize", lambda source, dest: calls.append(source))
     start = time.perf_counter()
-    again = build_source(HOSTILE, tmp_path / "hostile.wasm", "freestanding", cache_dir(REPO))
+    again = build_source(HOSTILE, tmp_path / "hostile.wasm", "freestanding", cache_dir())
     assert again == py_wasm["hostile"] and calls == []  # unchanged sources: no componentize-py run
     assert time.perf_counter() - start < 5
     # a changed input (here: a sibling module the function could import) means another key
@@ -466,7 +466,7 @@ def test_component_whose_initial_memory_exceeds_the_cap(rt, digests):
     ],
 )
 def test_a_limit_hit_gives_the_same_typed_error_in_c_and_python(rt, digests, c_guest, path, limits, error, tmp_path):
-    c = build_source(GUESTS_C / f"{c_guest}.c", tmp_path / f"{c_guest}.wasm", "freestanding", cache_dir(REPO))
+    c = build_source(GUESTS_C / f"{c_guest}.c", tmp_path / f"{c_guest}.wasm", "freestanding", cache_dir())
     c_fn = FunctionSpec(c_guest, rt.store.add(c), Limits(**limits))
     errors = []
     for fn, p in ((c_fn, "/"), (hostile(digests, **limits), path)):
@@ -669,7 +669,7 @@ def test_redeployed_function_gets_a_new_pool(rt, digests):
 
 
 def test_c_guests_can_reuse_instances_too(rt, tmp_path):
-    wasm = build_source(GUESTS_C / "global_state.c", tmp_path / "g.wasm", "freestanding", cache_dir(REPO))
+    wasm = build_source(GUESTS_C / "global_state.c", tmp_path / "g.wasm", "freestanding", cache_dir())
     fresh = FunctionSpec("counter", rt.store.add(wasm))
     reused = FunctionSpec("counter", fresh.digest, reuse_instances=True)
     read = lambda fn: rt.invoker.invoke_sync(fn, make_event()).result.headers["x-count"][0][1]  # noqa: E731

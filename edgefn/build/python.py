@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.exceptions import BuildError, Diagnostic
+from .sdk import sdk_dir
+from .toolchain import missing_toolchain
 
-#: the Python guest SDK and WIT world in a source checkout; EDGEFN_SDK_PY_DIR overrides it
-SDK_PY_DIR = Path(os.environ.get("EDGEFN_SDK_PY_DIR", Path(__file__).resolve().parents[2] / "guest-sdk" / "python"))
+#: the Python guest SDK (edgefn_guest) and the WIT world
+SDK_PY_DIR = sdk_dir("python")
 WORLD = "edge-function"
 ENTRY_MODULE = "edgefn_entry"
 #: bump when the way a component is assembled changes (invalidates every cached build)
@@ -79,9 +81,14 @@ _SKIP_DIRS = frozenset({"__pycache__", "node_modules"})
 _TRACE_LINE = re.compile(r'^\s*File "/(?P<root>\d+)/(?P<path>[^"]+)", line (?P<line>\d+)')
 
 
-def componentize_py_version() -> str:
+def componentize_py_version(source: Path | None = None) -> str:
+    """The installed componentize-py's version; BuildError (naming the extra to install) without it."""
     from importlib.metadata import version
 
+    try:
+        import componentize_py  # type: ignore[import-untyped]  # noqa: F401 - installed with edgefn[python]
+    except ImportError:
+        raise missing_toolchain(source or Path("."), "python", "componentize-py") from None
     return version("componentize-py")
 
 
@@ -105,7 +112,7 @@ def build_key(source: Path) -> str:
         h.update(data)
 
     feed("format", BUILD_FORMAT.encode())
-    feed("componentize-py", componentize_py_version().encode())
+    feed("componentize-py", componentize_py_version(source).encode())
     feed("module", source.stem.encode())
     feed("entry", ENTRY_TEMPLATE.encode())
     sdk = _python_files(SDK_PY_DIR) + sorted((SDK_PY_DIR / "wit").glob("*.wit"))

@@ -12,17 +12,36 @@ import threading
 from pathlib import Path
 
 from ..core.exceptions import BuildError, Diagnostic
+from .sdk import sdk_dir
 
-#: the C guest SDK (guest-sdk/c/edgefn.h) in a source checkout; EDGEFN_SDK_DIR overrides it
-SDK_C_DIR = Path(os.environ.get("EDGEFN_SDK_DIR", Path(__file__).resolve().parents[2] / "guest-sdk" / "c"))
+#: the C guest SDK (edgefn.h)
+SDK_C_DIR = sdk_dir("c")
 
 _DIAGNOSTIC = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?:(?P<col>\d+):)?\s*(?P<kind>error|warning|note): (?P<msg>.*)$")
 
 
-def cache_dir(default_root: Path) -> Path:
-    """Zig's global cache; project-owned (never ~/.cache), EDGEFN_CACHE_DIR overrides the default."""
-    root = Path(os.environ.get("EDGEFN_CACHE_DIR", default_root / ".edgefn" / "cache"))
-    return root / "zig"
+def cache_root() -> Path:
+    """The one cache of toolchain outputs and built guests, whatever the app or the launch path (`make run`,
+    `edgefn serve`, `edgefn dev`): $EDGEFN_CACHE_DIR, else $XDG_CACHE_HOME/edgefn, else ~/.cache/edgefn.
+    `edgefn cache prune` reclaims it."""
+    override = os.environ.get("EDGEFN_CACHE_DIR")
+    if override:
+        return Path(override).resolve()
+    return (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgefn").resolve()
+
+
+def cache_dir() -> Path:
+    """Zig's global cache, inside cache_root()."""
+    return cache_root() / "zig"
+
+
+#: what a user without a language's toolchain is told to run
+INSTALL_HINT = {"c": "pip install 'edgefn[c]'", "python": "pip install 'edgefn[python]'"}
+
+
+def missing_toolchain(source: Path, language: str, package: str) -> BuildError:
+    what = {"c": "C and Zig functions", "python": "Python functions"}[language]
+    return BuildError(source, [], f"{source}: {what} need the {package} toolchain, which is not installed: {INSTALL_HINT[language]}")
 
 
 def parse_diagnostics(output: str) -> list[Diagnostic]:
@@ -99,9 +118,13 @@ def _zig_inputs(source: Path) -> list[Path] | None:
     return files if len(files) <= MAX_ZIG_INPUTS else None
 
 
-def zig_command() -> list[str]:
-    """The pinned PyPI ziglang binary, run directly: `python -m ziglang` would add an interpreter start per build."""
-    import ziglang
+def zig_command(source: Path | None = None) -> list[str]:
+    """The pinned PyPI ziglang binary, run directly: `python -m ziglang` would add an interpreter start per build.
+    BuildError (naming the extra to install) without it."""
+    try:
+        import ziglang
+    except ImportError:
+        raise missing_toolchain(source or Path("."), "c", "ziglang") from None
 
     binary = Path(ziglang.__file__).parent / ("zig.exe" if sys.platform == "win32" else "zig")
     return [str(binary)] if binary.exists() else [sys.executable, "-m", "ziglang"]
@@ -109,7 +132,7 @@ def zig_command() -> list[str]:
 
 def compile_c(source: Path, out: Path, target: str, zig_cache: Path) -> None:
     triple = "wasm32-freestanding" if target == "freestanding" else "wasm32-wasi"
-    cmd = [*zig_command(), "cc", f"--target={triple}", "-Oz", "-s", "-mbulk-memory", "-I", str(SDK_C_DIR)]
+    cmd = [*zig_command(source), "cc", f"--target={triple}", "-Oz", "-s", "-mbulk-memory", "-I", str(SDK_C_DIR)]
     if target == "freestanding":
         cmd += ["-nostdlib", "-Wl,--no-entry"]
     else:
@@ -131,7 +154,7 @@ def compile_c(source: Path, out: Path, target: str, zig_cache: Path) -> None:
 def compile_zig(source: Path, out: Path, target: str, zig_cache: Path) -> None:
     triple = "wasm32-freestanding" if target == "freestanding" else "wasm32-wasi"
     cmd = [
-        *zig_command(), "build-exe", str(source), "-target", triple, "-O", "ReleaseSmall",
+        *zig_command(source), "build-exe", str(source), "-target", triple, "-O", "ReleaseSmall",
         "-fno-entry", "-rdynamic", "-fstrip", f"-femit-bin={out}",
     ]
     if target == "wasi":

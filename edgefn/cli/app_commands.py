@@ -25,7 +25,7 @@ def build(config: Path, source: Path | None, out: Path | None, target: str, stdo
     if source is not None:
         dest = out or source.with_suffix(".wasm")
         start = time.perf_counter()
-        wasm = build_source(source.resolve(), dest.resolve(), target, cache_dir(source.resolve().parent))
+        wasm = build_source(source.resolve(), dest.resolve(), target, cache_dir())
         print(f"built {dest} ({len(wasm):,} bytes) in {(time.perf_counter() - start) * 1000:.0f} ms", file=stdout)
         return 0
     start = time.perf_counter()

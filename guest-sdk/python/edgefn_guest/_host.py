@@ -1,7 +1,7 @@
 """The host's imports (log, env, fetch), reached through the component's `edgefn:function/host` bindings.
 
 Inside a component built by `edgefn build` these call the generated `wit_world` bindings. On a plain
-CPython (unit tests of a function, the SDK's own tests) `install()` puts a stand-in in their place.
+CPython (unit tests of a function, the SDK's own tests) they go to edgefn_guest.testing.LocalHost.
 """
 
 from __future__ import annotations
@@ -47,10 +47,20 @@ def install(backend: HostBackend | None) -> None:
     _backend = backend
 
 
+def current() -> HostBackend | None:
+    """The backend installed now (None: the component's imports, made on first use)."""
+    return _backend
+
+
 def backend() -> HostBackend:
     global _backend
     if _backend is None:
-        _backend = _WitHost()
+        try:
+            _backend = _WitHost()
+        except ImportError:  # a plain CPython (a unit test of a handler): a local host with no env
+            from .testing import LocalHost
+
+            _backend = LocalHost()
     return _backend
 
 
