@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..core.exceptions import BuildError, Diagnostic
 from .sdk import sdk_dir
-from .toolchain import missing_toolchain
+from .toolchain import missing_toolchain, touch
 
 #: the Python guest SDK (edgefn_guest) and the WIT world
 SDK_PY_DIR = sdk_dir("python")
@@ -158,7 +158,9 @@ def build_python(source: Path, out: Path, cache_root: Path) -> bytes:
     key = build_key(source)
     cache = cache_root / "componentize-py"
     cached = cache / f"{key}.wasm"
-    if not cached.exists():
+    if cached.exists():
+        touch(cached)
+    else:
         _componentize(source, cached)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.resolve() != cached.resolve():
@@ -197,7 +199,9 @@ def dev_runtime(cache_root: Path) -> bytes:
     """The Python runtime component of this edgefn and SDK (CPython, the SDK, DEV_PRELOADED), built once."""
     cached = cache_root / "componentize-py" / f"dev-runtime-{dev_runtime_key()}.wasm"
     with _DEV_RUNTIME_BUILD:  # the functions of one app build in parallel: one of them builds the runtime
-        if not cached.exists():
+        if cached.exists():
+            touch(cached)
+        else:
             preload = "\n".join(f"import {name}  # noqa: F401" for name in DEV_PRELOADED)
             _componentize_entry(DEV_ENTRY_MODULE, DEV_ENTRY_TEMPLATE.format(preload=preload), [], cached, SDK_PY_DIR / "edgefn_guest" / "_runtime.py")
     return cached.read_bytes()

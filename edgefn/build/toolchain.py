@@ -6,9 +6,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from ..core.exceptions import BuildError, Diagnostic
@@ -33,6 +35,34 @@ def cache_root() -> Path:
 def cache_dir() -> Path:
     """Zig's global cache, inside cache_root()."""
     return cache_root() / "zig"
+
+
+def touch(path: Path) -> None:
+    """Mark a cached output used now: `edgefn cache prune` removes what was not used for a while."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def prune_cache(older_than_s: float, dry_run: bool = False) -> tuple[list[Path], int]:
+    """Remove built guests (Python components, build records) not used for `older_than_s` seconds; returns
+    what was removed and its bytes. Zig's own cache (its compiled libc, ~100 MB) is the toolchain's: kept."""
+    cutoff = time.time() - older_than_s
+    root = cache_root()
+    doomed = [p for pattern in ("componentize-py/*.wasm", "builds/*.json") for p in sorted(root.glob(pattern)) if p.stat().st_mtime < cutoff]
+    doomed += sorted(p for p in root.glob("componentize-py/edgefn-py-*") if p.is_dir())  # a build that was killed midway
+    size = 0
+    for path in doomed:
+        if path.is_dir():
+            size += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            if not dry_run:
+                shutil.rmtree(path, ignore_errors=True)
+        else:
+            size += path.stat().st_size
+            if not dry_run:
+                path.unlink(missing_ok=True)
+    return doomed, size
 
 
 #: what a user without a language's toolchain is told to run
@@ -87,7 +117,10 @@ def _up_to_date(record: Path, out: Path) -> bool:
     except (OSError, ValueError):
         return False
     inputs: dict[str, str] = doc.get("inputs", {})
-    return bool(inputs) and doc.get("output") == _digest(out) and all(_digest(Path(p)) == h for p, h in inputs.items())
+    fresh = bool(inputs) and doc.get("output") == _digest(out) and all(_digest(Path(p)) == h for p, h in inputs.items())
+    if fresh:
+        touch(record)
+    return fresh
 
 
 def _remember(record: Path, out: Path, inputs: list[Path]) -> None:

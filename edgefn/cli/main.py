@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     with_config(adm_sub.add_parser("token", help="print the admin API's bearer token ($EDGEFN_ADMIN_TOKEN or admin.token_file)"))
     _control_parsers(sub, with_config)
     _dlq_parsers(sub, with_config)
+    ca = sub.add_parser("cache", help="edgefn's cache of built guests and an app's module store: where, how big, prune")
+    ca_sub = ca.add_subparsers(dest="cache_command", required=True)
+    ca_sub.add_parser("dir", help="print the cache directory ($EDGEFN_CACHE_DIR, else ~/.cache/edgefn)")
+    with_config(ca_sub.add_parser("info", help="the size of the cache and of the app's module store"))
+    cp = with_config(ca_sub.add_parser("prune", help="remove built guests unused for a while, and code the app's registry no longer runs"))
+    cp.add_argument("--older-than", type=float, default=30, metavar="DAYS", help="cached builds unused for this many days go (default 30)")
+    cp.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     sch = sub.add_parser("schedules", help="the manifest's schedules: last and next fire times (UTC)")
     sch_sub = sch.add_subparsers(dest="schedules_command", required=True)
     sch_list = with_config(sch_sub.add_parser("list", help="each schedule, its expression, the last tick fired and the next one"))
@@ -209,6 +216,10 @@ def _run(args: argparse.Namespace) -> int:
         from .observe import schedules_list_command
 
         return schedules_list_command(args.config, args.json, sys.stdout)
+    if args.command == "cache":
+        from .cache import cache_command
+
+        return cache_command(args.cache_command, args.config if args.cache_command != "dir" else Path(), getattr(args, "older_than", 30), getattr(args, "dry_run", False), sys.stdout)
     if args.command == "logs":
         from .observe import logs_command
 

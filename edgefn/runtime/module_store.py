@@ -104,6 +104,14 @@ class LoadedModule:
         self.pre_ptr = fastcall.pointer_of(self.pre) if self.pre is not None else 0
 
 
+@dataclass(frozen=True)
+class StorePruned:
+    """What `ModuleStore.prune` removed (or, dry, would remove): code, artifacts and source trees, and bytes."""
+
+    files: tuple[Path, ...]
+    bytes: int
+
+
 @dataclass
 class StoreStats:
     memory_hits: int = 0
@@ -202,6 +210,43 @@ class ModuleStore:
                 shutil.rmtree(stage, ignore_errors=True)
         descriptor = json.dumps({"runtime": runtime, "module": module, "tree": tree.hexdigest()}, sort_keys=True)
         return self.add(_SOURCES_MAGIC + descriptor.encode())
+
+    def _needs(self, digest: str) -> set[str]:
+        """`digest` and the code it stands on: a source bundle's runtime component and tree."""
+        if self.kind_of(digest) != "sources":
+            return {digest}
+        try:
+            doc = json.loads(self.wasm_path(digest).read_bytes()[len(_SOURCES_MAGIC) :])
+            return {digest, str(doc["runtime"]), "tree:" + str(doc["tree"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {digest}
+
+    def prune(self, keep: set[str], dry_run: bool = False) -> StorePruned:
+        """Remove every code, artifact (any engine's) and source tree that `keep` (digests that may run:
+        the registry's $LATEST and versions) does not need. A running server has what it loaded in memory;
+        a removed component artifact it maps stays readable to it until it lets go."""
+        needed: set[str] = set()
+        for digest in keep:
+            needed |= self._needs(digest)
+        doomed: list[Path] = []
+        for path in sorted((self.root / "wasm").glob("*.wasm")):
+            if path.stem not in needed:
+                doomed.append(path)
+        for path in sorted((self.root / "artifacts").glob("*/*")):
+            if path.name.split(".")[0] not in needed or path.parent != self._artifact_dir:
+                doomed.append(path)  # unneeded code, or another engine's (an older edgefn or wasmtime)
+        for tree in sorted((self.root / "sources").glob("*")):
+            if "tree:" + tree.name not in needed:  # kept trees, and temporaries of a failed write
+                doomed.append(tree)
+        size = 0
+        for path in doomed:
+            size += sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+            if not dry_run:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        if not dry_run:
+            for digest in [d for d in self.ready_digests() if d not in needed]:
+                self.evict(digest)
+        return StorePruned(tuple(doomed), size)
 
     # --- artifacts -------------------------------------------------------------------------------
 

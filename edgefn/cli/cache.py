@@ -1,0 +1,73 @@
+"""`edgefn cache dir|info|prune`: where built code lives, how big it is, and reclaiming it.
+
+Two places hold built code: edgefn's one cache (toolchain outputs and built guests, shared by every app:
+build/toolchain.py `cache_root`) and each app's module store (its deployed code and precompiled
+artifacts, `[app] store_dir`). Pruning the store keeps what the app's registry can still run ($LATEST
+and every version); pruning the cache keeps what was used in the last `--older-than` days.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TextIO
+
+from ..app_build import store_dir_of
+from ..build.toolchain import cache_root, prune_cache
+from ..control.deploy import control_store_of, registry_path
+from ..manifest.load import load_manifest
+from ..runtime.invoker import Runtime
+
+__all__ = ["cache_command"]
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value, unit = float(n), "B"
+    for unit in ("KB", "MB", "GB"):
+        value /= 1024
+        if value < 1024:
+            break
+    return f"{value:.1f} {unit}"
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) if path.is_dir() else 0
+
+
+def cache_command(action: str, config: Path, older_than_days: float, dry_run: bool, out: TextIO) -> int:
+    root = cache_root()
+    if action == "dir":
+        print(root, file=out)
+        return 0
+    manifest = load_manifest(config) if action == "info" or config.exists() else None
+    if action == "info":
+        print(f"cache {root}: {_size(_du(root))}", file=out)
+        for part in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+            print(f"  {part.name:<16} {_size(_du(part))}", file=out)
+        assert manifest is not None
+        store = store_dir_of(config, manifest)
+        print(f"module store {store}: {_size(_du(store))}", file=out)
+        for part in ("wasm", "artifacts", "sources"):
+            print(f"  {part:<16} {_size(_du(store / part))}", file=out)
+        return 0
+    verb = "would remove" if dry_run else "removed"
+    removed, size = prune_cache(older_than_days * 86400, dry_run)
+    print(f"cache {root}: {verb} {len(removed)} built guests unused for {older_than_days:g} days ({_size(size)})", file=out)
+    if manifest is None:
+        print(f"no manifest at {config}: no module store pruned (--config names one)", file=out)
+        return 0
+    store_dir = store_dir_of(config, manifest)
+    if not registry_path(config, manifest).exists():
+        print(f"module store {store_dir}: kept (the app was never deployed or served: nothing says what it runs)", file=out)
+        return 0
+    snap = control_store_of(config, manifest).registry.snapshot()
+    keep = {fn.latest.digest for fn in snap.functions.values()} | {v.code.digest for v in snap.versions.values()}
+    runtime = Runtime(store_dir)
+    try:
+        pruned = runtime.store.prune(keep, dry_run)
+    finally:
+        runtime.close()
+    print(f"module store {store_dir}: {verb} {len(pruned.files)} files the registry no longer runs ({_size(pruned.bytes)}); "
+          f"kept {len(keep)} deployed codes", file=out)
+    return 0
