@@ -23,12 +23,12 @@ __all__ = ["cache_command"]
 def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"
-    value, unit = float(n), "B"
-    for unit in ("KB", "MB", "GB"):
+    value = n / 1024
+    units = ["KB", "MB", "GB"]
+    while value >= 1024 and len(units) > 1:
         value /= 1024
-        if value < 1024:
-            break
-    return f"{value:.1f} {unit}"
+        units.pop(0)
+    return f"{value:.1f} {units[0]}"
 
 
 def _du(path: Path) -> int:
