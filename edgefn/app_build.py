@@ -74,13 +74,19 @@ def build_dev_function(manifest_path: Path, manifest: Manifest, name: str, store
     return digest
 
 
+#: a step that took longer says so at INFO (one line per step), a quicker one at DEBUG
+STEP_SHOWN_MS = 250.0
+
+
 @contextlib.contextmanager
 def _step(what: str) -> Iterator[None]:
-    """Long steps (a first zig build, a Python component build or precompile) say when they start and end."""
+    """A build step (a zig build, a Python component build, a precompile): its start and end as records with
+    `step` and `phase` ("start", "done"), which a terminal shows as a live progress line (cli/terminal.py)."""
     start = time.perf_counter()
-    log.info("%s …", what)
+    log.debug("%s …", what, extra={"step": what, "phase": "start"})
     yield
-    log.info("%s: done in %.0f ms", what, (time.perf_counter() - start) * 1000)
+    ms = (time.perf_counter() - start) * 1000
+    log.log(logging.INFO if ms >= STEP_SHOWN_MS else logging.DEBUG, "%s: done in %.0f ms", what, ms, extra={"step": what, "phase": "done"})
 
 
 def build_app(

@@ -210,7 +210,7 @@ def create_app(app: ResolvedApp, dev: bool = False, record_dir: Path | None = No
             state.dev, state.console = dev_state, console
             reloader = DevReloader(app.manifest_path, node.runtime, node.app, node.apply, dev_state, console)
             node.tasks.append(asyncio.create_task(reloader.run(node.stop_event)))
-            console.info(f"watching {app.root} for changes")
+            console.ready(app)
         http1 = Http1Listener(edge_app, *http1_bind) if http1_bind is not None else None
         try:
             if http1 is not None:

@@ -33,7 +33,7 @@ from .edge.app import EdgeApp
 from .edge.http1 import HTTP1_BIND_ENV
 from .manifest.load import load_manifest
 from .manifest.resolve import admin_settings
-from .observability.logs import configure_server_logging
+from .observability.logs import LOG_FORMAT_ENV, LOG_LEVEL_ENV, configure_server_logging
 from .runtime.concurrency import check_reservations, reservations_of
 from .runtime.egress import OWN_PORTS_ENV
 from .runtime.invoker import Runtime
@@ -197,7 +197,7 @@ def serve(
     admin_no_token: bool = False,
 ) -> int:
     """Build the app, then serve it until SIGTERM/SIGINT; `dev`/`record` are for `edgefn dev` (see edgefn.app)."""
-    _configure_logging()
+    _configure_logging(dev)
     config_path = config_path.resolve()
     manifest = load_manifest(config_path)
     server = manifest.server
@@ -218,12 +218,12 @@ def serve(
     parse_schedules(app.schedules, app.manifest_path)  # a bad expression fails here, before any port is bound
     check_reservations(server.max_concurrency, reservations_of(catalog.specs.values()))  # before any port is bound
     if changed:
-        print(f"edgefn: deployed $LATEST of {', '.join(changed)} to {registry.location}", file=sys.stderr, flush=True)
+        _say(f"deployed $LATEST of {', '.join(changed)} to {registry.location}")
     certfile = keyfile = None
     if tls_port:
         certfile, keyfile, self_signed = tls_files(config_path, server)
         kind = "self-signed localhost certificate" if self_signed else "certificate"
-        print(f"edgefn: TLS {kind} {certfile} (SHA-256 {fingerprint(certfile)})", file=sys.stderr, flush=True)
+        _say(f"TLS {kind} {certfile} (SHA-256 {fingerprint(certfile)})")
     # the server processes serve this locked app (edgefn.node.app_from_env): no manifest re-read, no re-deploy
     os.environ[LOCKED_APP_ENV] = str(write_locked_app(app))
     if dev:
@@ -241,8 +241,8 @@ def serve(
             token, made = ensure_token(app.admin)
             auth = f"bearer token in {admin.token_file} (`edgefn admin token` prints it)"
             if made is not None:  # shown this once; afterwards it is only in the owner-only file
-                print(f"edgefn: admin token generated (shown once, kept owner-only in {made}): {token}", file=sys.stderr, flush=True)
-        print(f"edgefn: admin API on {admin.url} ({auth})", file=sys.stderr, flush=True)
+                _say(f"admin token generated (shown once, kept owner-only in {made}): {token}")
+        _say(f"admin API on {admin.url} ({auth})")
     # guests may never reach the node's own listeners (runtime/egress.py)
     own = [port, tls_port, admin.port if admin is not None else 0]
     if server.http1 == "uvicorn":  # the cleartext port on uvicorn: held here, listened on by every server process
@@ -250,11 +250,11 @@ def serve(
         port = held.getsockname()[1]
         own[0] = port
         os.environ[HTTP1_BIND_ENV] = _addr(host, port)
-        print(f"edgefn: listening on http://{_addr(host, port)}/ (HTTP/1.1 on uvicorn + httptools)", file=sys.stderr, flush=True)
+        _say(f"listening on http://{_addr(host, port)}/ (HTTP/1.1 on uvicorn + httptools)")
     else:
         os.environ.pop(HTTP1_BIND_ENV, None)
     os.environ[OWN_PORTS_ENV] = ",".join(str(p) for p in own if p)
-    print(f"edgefn: serving {app.name} ({len(app.functions)} functions)", file=sys.stderr, flush=True)
+    _say(f"serving {app.name} ({len(app.functions)} functions)")
     config = hypercorn_config(
         host, port, workers, tls_port=tls_port, certfile=certfile, keyfile=keyfile, http3=server.http3, cleartext=server.http1 == "hypercorn",
     )
@@ -299,8 +299,20 @@ def _have_uvloop() -> bool:
     return True
 
 
-def _configure_logging() -> None:
-    configure_server_logging()
+def _say(message: str) -> None:
+    """A start-up line for the operator: "edgefn: ..." on the terminal, or with --log-format json a log
+    record like every other line; -q (a level above info) leaves it out."""
+    level = os.environ.get(LOG_LEVEL_ENV, "info")
+    if level in ("warning", "error"):
+        return
+    if os.environ.get(LOG_FORMAT_ENV) == "json":
+        logging.getLogger("edgefn.server").info("%s", message)
+    else:
+        print(f"edgefn: {message}", file=sys.stderr, flush=True)
+
+
+def _configure_logging(dev: bool = False) -> None:
+    configure_server_logging(dev=dev or os.environ.get("EDGEFN_DEV") == "1")
 
 
 def _addr(host: str, port: int) -> str:
@@ -323,7 +335,7 @@ def _announce(sockets: Sockets, quic_bind: list[str], per_worker_quic: bool) -> 
     quic = list(quic_bind) if per_worker_quic else [_url_host(s) for s in sockets.quic_sockets]
     lines += [f"HTTP/3 on udp/{q.rpartition(':')[2]} ({q})" for q in quic]
     for line in lines:
-        print(f"edgefn: listening on {line}", file=sys.stderr, flush=True)
+        _say(f"listening on {line}")
 
 
 def _tcp_socket(bind: str) -> socket.socket:

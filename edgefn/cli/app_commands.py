@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from dataclasses import replace
@@ -47,7 +46,6 @@ def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO)
     registered = _registered_spec(config, manifest, function) if ":" in function else None
     if registered is None and function not in manifest.functions:
         raise ManifestError(config, f"functions.{function}", "no such function", f"pick one of: {', '.join(sorted(manifest.functions))}")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     app, runtime = open_app(config, workers=1)
     try:
         spec = registered or app.functions[function]

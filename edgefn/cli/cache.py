@@ -48,8 +48,8 @@ def cache_command(action: str, config: Path, older_than_days: float, dry_run: bo
         assert manifest is not None
         store = store_dir_of(config, manifest)
         print(f"module store {store}: {_size(_du(store))}", file=out)
-        for part in ("wasm", "artifacts", "sources"):
-            print(f"  {part:<16} {_size(_du(store / part))}", file=out)
+        for kind in ("wasm", "artifacts", "sources"):
+            print(f"  {kind:<16} {_size(_du(store / kind))}", file=out)
         return 0
     verb = "would remove" if dry_run else "removed"
     removed, size = prune_cache(older_than_days * 86400, dry_run)

@@ -12,7 +12,10 @@ from typing import Callable, NoReturn
 
 from .. import __version__
 from ..core.exceptions import EdgefnError
+from ..dev.console import COLOR_CHOICES
 from ..dev.scaffold import SCAFFOLD_LANGUAGES
+from ..observability.logs import LOG_FORMATS, LOG_LEVELS
+from .terminal import apply_output_options
 
 _INVALID_CHOICE = re.compile(r"argument ([^:]+): invalid choice: '([^']*)' \(choose from (.*)\)")
 
@@ -32,35 +35,43 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message}\n")
 
 
+#: every command's terminal options (cli/terminal.py)
+def _output_options() -> _Parser:
+    o = _Parser(add_help=False)
+    g = o.add_argument_group("output")
+    g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (same as --log-level warning)")
+    g.add_argument("--log-level", choices=LOG_LEVELS, help="the least severe log line shown (default: info)")
+    g.add_argument("--log-format", choices=LOG_FORMATS, help="text (default), or json: one JSON object per line, access log included")
+    g.add_argument("--color", choices=COLOR_CHOICES, default="auto", help="colour on a terminal (auto: unless $NO_COLOR is set)")
+    return o
+
+
+def _command(sub: "argparse._SubParsersAction[_Parser]", name: str, summary: str, *examples: str, output: _Parser | None = None) -> _Parser:
+    """A subcommand whose --help has its summary as description and runnable examples after the options."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else None
+    parser = sub.add_parser(
+        name, help=summary, description=summary[:1].upper() + summary[1:] + ".", epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter, parents=[output] if output is not None else [],
+    )
+    assert isinstance(parser, _Parser)
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="edgefn", description="WebAssembly-sandboxed edge functions.")
+    p = _Parser(
+        prog="edgefn", description="WebAssembly-sandboxed edge functions with the Lambda@Edge event model.",
+        epilog="Run `edgefn COMMAND --help` for a command's options and examples.",
+    )
     p.add_argument("--version", action="version", version=f"edgefn {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    output = _output_options()
+
+    def cmd(s: "argparse._SubParsersAction[_Parser]", name: str, summary: str, *examples: str) -> _Parser:
+        return _command(s, name, summary, *examples, output=output)
 
     def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sp.add_argument("--config", "-c", type=Path, default=Path("edgefn.toml"), help="the app manifest (default: ./edgefn.toml)")
         return sp
-
-    b = with_config(sub.add_parser("build", help="compile every function (or one source) to wasm and precompile it"))
-    b.add_argument("source", nargs="?", type=Path, help="build only this .c/.zig file instead of the manifest")
-    b.add_argument("-o", "--out", type=Path, help="output .wasm for a single source")
-    b.add_argument("--target", choices=("freestanding", "wasi"), default="freestanding")
-
-    i = with_config(sub.add_parser("invoke", help="run one invocation and print the result and the REPORT line"))
-    i.add_argument("function", metavar="NAME[:QUALIFIER]", help="a manifest function (as just built), or NAME:VERSION / NAME:ALIAS / NAME:$LATEST from the registry")
-    i.add_argument("--event", "-e", type=Path, help="the event as JSON (bodies as text or base64)")
-    i.add_argument("--async", dest="async_", action="store_true", help="queue the event in the registry database and print its request id; a running server delivers it")
-    i.add_argument("--invocation-id", help="with --async: repeated submissions with this id within queue.idempotency_window_s queue one event")
-
-    init = sub.add_parser("init", help="scaffold a new project")
-    init.add_argument("directory", type=Path)
-    init.add_argument("--lang", choices=SCAFFOLD_LANGUAGES, default="c")
-    init.add_argument("--triggers", default="viewer-request,viewer-response", help="comma-separated event types to write a function for")
-
-    ev = sub.add_parser("events", help="sample events for `edgefn invoke`")
-    ev_sub = ev.add_subparsers(dest="events_command", required=True)
-    sample = ev_sub.add_parser("sample", help="print a valid sample event as JSON")
-    sample.add_argument("event_type", choices=("viewer-request", "origin-request", "origin-response", "viewer-response"))
 
     def with_listeners(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sp.add_argument("--host", help="override server.host")
@@ -70,71 +81,114 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--admin-no-token", action="store_true", help="serve the admin API without a bearer token (loopback addresses only)")
         return sp
 
-    s = with_listeners(with_config(sub.add_parser("serve", help="run the edge server")))
-    s.add_argument("--workers", type=int, help="override server.workers")
+    init = cmd(sub, "init", "scaffold a new project: a manifest, an origin function and a hook per trigger",
+               "edgefn init my-app", "edgefn init my-app --lang python --triggers viewer-request")
+    init.add_argument("directory", type=Path)
+    init.add_argument("--lang", choices=SCAFFOLD_LANGUAGES, default="c")
+    init.add_argument("--triggers", default="viewer-request,viewer-response", help="comma-separated event types to write a function for")
 
-    d = with_listeners(with_config(sub.add_parser("dev", help="serve with hot reload: rebuild and swap functions on save")))
+    d = with_listeners(with_config(cmd(sub, "dev", "serve with hot reload: rebuild and swap functions on save",
+                                       "edgefn dev", "edgefn dev --port 9000 --record events/")))
     d.add_argument("--record", type=Path, help="save every event that reaches a function into this directory")
 
-    lg = with_config(sub.add_parser("logs", help="print a function's log stream (every server process, in time order)"))
+    s = with_listeners(with_config(cmd(sub, "serve", "run the edge server", "edgefn serve", "edgefn serve -c site/edgefn.toml --workers 4 -q",
+                                       "edgefn serve --log-format json | jq .")))
+    s.add_argument("--workers", type=int, help="override server.workers")
+
+    b = with_config(cmd(sub, "build", "compile every function (or one source) to wasm and precompile it",
+                        "edgefn build", "edgefn build src/auth.c -o auth.wasm"))
+    b.add_argument("source", nargs="?", type=Path, help="build only this .c/.zig file instead of the manifest")
+    b.add_argument("-o", "--out", type=Path, help="output .wasm for a single source")
+    b.add_argument("--target", choices=("freestanding", "wasi"), default="freestanding")
+
+    i = with_config(cmd(sub, "invoke", "run one invocation and print the result and the REPORT line",
+                        "edgefn invoke origin", "edgefn invoke viewer-request --event event.json", "edgefn invoke auth:live --async"))
+    i.add_argument("function", metavar="NAME[:QUALIFIER]", help="a manifest function (as just built), or NAME:VERSION / NAME:ALIAS / NAME:$LATEST from the registry")
+    i.add_argument("--event", "-e", type=Path, help="the event as JSON (bodies as text or base64; bare, or Lambda@Edge's {\"Records\": [{\"cf\": ...}]})")
+    i.add_argument("--async", dest="async_", action="store_true", help="queue the event in the registry database and print its request id; a running server delivers it")
+    i.add_argument("--invocation-id", help="with --async: repeated submissions with this id within queue.idempotency_window_s queue one event")
+
+    ev = _command(sub, "events", "sample events for `edgefn invoke`", "edgefn events sample viewer-request > event.json")
+    ev_sub = ev.add_subparsers(dest="events_command", required=True, metavar="SUBCOMMAND")
+    sample = cmd(ev_sub, "sample", "print a valid sample event as JSON", "edgefn events sample origin-response")
+    sample.add_argument("event_type", choices=("viewer-request", "origin-request", "origin-response", "viewer-response"))
+
+    lg = with_config(cmd(sub, "logs", "print a function's log stream (every server process, in time order)",
+                         "edgefn logs origin --since 10m", "edgefn logs auth -f"))
     lg.add_argument("function")
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
     lg.add_argument("--since", metavar="10m|1h|ISO-8601", help="only lines from this long ago (s, m, h, d) or since this time (UTC unless it says)")
-    adm = sub.add_parser("admin", help="the admin/invoke API's credentials")
-    adm_sub = adm.add_subparsers(dest="admin_command", required=True)
-    with_config(adm_sub.add_parser("token", help="print the admin API's bearer token ($EDGEFN_ADMIN_TOKEN or admin.token_file)"))
-    _control_parsers(sub, with_config)
-    _dlq_parsers(sub, with_config)
-    ca = sub.add_parser("cache", help="edgefn's cache of built guests and an app's module store: where, how big, prune")
-    ca_sub = ca.add_subparsers(dest="cache_command", required=True)
-    ca_sub.add_parser("dir", help="print the cache directory ($EDGEFN_CACHE_DIR, else ~/.cache/edgefn)")
-    with_config(ca_sub.add_parser("info", help="the size of the cache and of the app's module store"))
-    cp = with_config(ca_sub.add_parser("prune", help="remove built guests unused for a while, and code the app's registry no longer runs"))
+
+    adm = _command(sub, "admin", "the admin/invoke API's credentials", "edgefn admin token")
+    adm_sub = adm.add_subparsers(dest="admin_command", required=True, metavar="SUBCOMMAND")
+    with_config(cmd(adm_sub, "token", "print the admin API's bearer token ($EDGEFN_ADMIN_TOKEN or admin.token_file)",
+                    'curl -H "Authorization: Bearer $(edgefn admin token)" http://127.0.0.1:8788/2015-03-31/functions/'))
+    _control_parsers(sub, cmd, with_config)
+    _dlq_parsers(sub, cmd, with_config)
+    sch = _command(sub, "schedules", "the manifest's schedules: last and next fire times (UTC)", "edgefn schedules list")
+    sch_sub = sch.add_subparsers(dest="schedules_command", required=True, metavar="SUBCOMMAND")
+    sch_list = with_config(cmd(sch_sub, "list", "each schedule, its expression, the last tick fired and the next one", "edgefn schedules list --json"))
+    sch_list.add_argument("--json", action="store_true", help="print JSON")
+
+    ca = _command(sub, "cache", "edgefn's cache of built guests and an app's module store: where, how big, prune", "edgefn cache info", "edgefn cache prune")
+    ca_sub = ca.add_subparsers(dest="cache_command", required=True, metavar="SUBCOMMAND")
+    cmd(ca_sub, "dir", "print the cache directory ($EDGEFN_CACHE_DIR, else ~/.cache/edgefn)", "du -sh $(edgefn cache dir)")
+    with_config(cmd(ca_sub, "info", "the size of the cache and of the app's module store", "edgefn cache info -c site/edgefn.toml"))
+    cp = with_config(cmd(ca_sub, "prune", "remove built guests unused for a while, and code the app's registry no longer runs",
+                         "edgefn cache prune --dry-run", "edgefn cache prune --older-than 7"))
     cp.add_argument("--older-than", type=float, default=30, metavar="DAYS", help="cached builds unused for this many days go (default 30)")
     cp.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
-    sch = sub.add_parser("schedules", help="the manifest's schedules: last and next fire times (UTC)")
-    sch_sub = sch.add_subparsers(dest="schedules_command", required=True)
-    sch_list = with_config(sch_sub.add_parser("list", help="each schedule, its expression, the last tick fired and the next one"))
-    sch_list.add_argument("--json", action="store_true", help="print JSON")
+
+    sc = cmd(sub, "schema", "print the JSON Schema of edgefn.toml (for editors: validation and completion)",
+             "edgefn schema > edgefn.schema.json", "taplo check --schema file://$PWD/edgefn.schema.json edgefn.toml")
+    sc.add_argument("--indent", type=int, default=2, help="spaces per level (default 2)")
+
+    co = cmd(sub, "completion", "print a shell completion script", "edgefn completion bash > ~/.local/share/bash-completion/completions/edgefn",
+             "edgefn completion zsh > \"${fpath[1]}/_edgefn\"")
+    co.add_argument("shell", choices=("bash", "zsh", "tcsh"))
     return p
 
 
 #: the control-plane commands (edgefn.control.commands): they change the registry, no server needed
 CONTROL_COMMANDS = ("deploy", "publish", "alias", "rollback", "functions", "concurrency")
 
+_Cmd = Callable[..., _Parser]
+_WithConfig = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 
-def _control_parsers(sub: "argparse._SubParsersAction[_Parser]", with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
-    with_config(sub.add_parser("deploy", help="build every function and make it $LATEST in the registry"))
-    pub = with_config(sub.add_parser("publish", help="freeze $LATEST of a function into its next version"))
+
+def _control_parsers(sub: "argparse._SubParsersAction[_Parser]", cmd: _Cmd, with_config: _WithConfig) -> None:
+    with_config(cmd(sub, "deploy", "build every function and make it $LATEST in the registry", "edgefn deploy"))
+    pub = with_config(cmd(sub, "publish", "freeze $LATEST of a function into its next version", 'edgefn publish auth --description "new token check"'))
     pub.add_argument("function")
     pub.add_argument("--description", default="", help="a note kept with the version")
 
-    al = sub.add_parser("alias", help="named pointers to versions, with an optional weighted canary")
-    al_sub = al.add_subparsers(dest="alias_command", required=True)
-    al_set = with_config(al_sub.add_parser("set", help="create or move an alias"))
+    al = _command(sub, "alias", "named pointers to versions, with an optional weighted canary", "edgefn alias set auth:live 3", "edgefn alias list auth")
+    al_sub = al.add_subparsers(dest="alias_command", required=True, metavar="SUBCOMMAND")
+    al_set = with_config(cmd(al_sub, "set", "create or move an alias", "edgefn alias set auth:live 3", "edgefn alias set auth:live 3 --weight 4=0.1"))
     al_set.add_argument("alias", metavar="NAME:ALIAS")
     al_set.add_argument("version", type=int, metavar="VERSION")
     al_set.add_argument("--weight", metavar="VERSION2=WEIGHT", help="also route this share (0 < WEIGHT < 1) of invocations to VERSION2 (a canary)")
     al_set.add_argument("--description", help="a note kept with the alias")
-    al_list = with_config(al_sub.add_parser("list", help="the aliases of a function and their routing"))
+    al_list = with_config(cmd(al_sub, "list", "the aliases of a function and their routing", "edgefn alias list auth --json"))
     al_list.add_argument("function")
     al_list.add_argument("--json", action="store_true", help="print JSON")
-    al_del = with_config(al_sub.add_parser("delete", help="remove an alias"))
+    al_del = with_config(cmd(al_sub, "delete", "remove an alias", "edgefn alias delete auth:beta"))
     al_del.add_argument("alias", metavar="NAME:ALIAS")
 
-    rb = with_config(sub.add_parser("rollback", help="point an alias back at its previous routing (or at --to VERSION)"))
+    rb = with_config(cmd(sub, "rollback", "point an alias back at its previous routing (or at --to VERSION)", "edgefn rollback auth:live", "edgefn rollback auth:live --to 2"))
     rb.add_argument("alias", metavar="NAME:ALIAS")
     rb.add_argument("--to", type=int, metavar="VERSION", help="route every invocation to this version")
 
-    fn = sub.add_parser("functions", help="what the registry holds")
-    fn_sub = fn.add_subparsers(dest="functions_command", required=True)
-    fn_list = with_config(fn_sub.add_parser("list", help="every function: $LATEST digest, versions, aliases, reserved concurrency"))
+    fn = _command(sub, "functions", "what the registry holds", "edgefn functions list", "edgefn functions show auth:live")
+    fn_sub = fn.add_subparsers(dest="functions_command", required=True, metavar="SUBCOMMAND")
+    fn_list = with_config(cmd(fn_sub, "list", "every function: $LATEST digest, versions, aliases, reserved concurrency", "edgefn functions list --json"))
     fn_list.add_argument("--json", action="store_true", help="print JSON")
-    fn_show = with_config(fn_sub.add_parser("show", help="configuration, code, aliases and history of a function, version or alias"))
+    fn_show = with_config(cmd(fn_sub, "show", "configuration, code, aliases and history of a function, version or alias", "edgefn functions show auth:3"))
     fn_show.add_argument("function", metavar="NAME[:QUALIFIER]")
     fn_show.add_argument("--json", action="store_true", help="print JSON")
 
-    cc = with_config(sub.add_parser("concurrency", help="reserved concurrency of a function, provisioned concurrency of a version or alias"))
+    cc = with_config(cmd(sub, "concurrency", "reserved concurrency of a function, provisioned concurrency of a version or alias",
+                         "edgefn concurrency auth --reserved 10", "edgefn concurrency auth:live --provisioned 2"))
     cc.add_argument("function", metavar="NAME[:QUALIFIER]")
     which = cc.add_mutually_exclusive_group(required=True)
     which.add_argument("--reserved", metavar="N|none", help="in-flight invocations reserved for (and capping) the function; none removes it")
@@ -164,13 +218,13 @@ def _run_control(args: argparse.Namespace) -> int:
     return control.concurrency_command(args.config, args.function, args.reserved, args.provisioned, out)
 
 
-def _dlq_parsers(sub: "argparse._SubParsersAction[_Parser]", with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
-    dlq = sub.add_parser("dlq", help="the dead-letter store of asynchronous invocations")
-    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
-    dl = with_config(dlq_sub.add_parser("list", help="events that failed or expired, with their records"))
+def _dlq_parsers(sub: "argparse._SubParsersAction[_Parser]", cmd: _Cmd, with_config: _WithConfig) -> None:
+    dlq = _command(sub, "dlq", "the dead-letter store of asynchronous invocations", "edgefn dlq list", "edgefn dlq replay --all auth")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="SUBCOMMAND")
+    dl = with_config(cmd(dlq_sub, "list", "events that failed or expired, with their records", "edgefn dlq list auth --json"))
     dl.add_argument("function", nargs="?", metavar="NAME")
     dl.add_argument("--json", action="store_true", help="print JSON, with each Lambda-shaped record")
-    dr = with_config(dlq_sub.add_parser("replay", help="queue dead letters again: ID [NAME] or --all [NAME]"))
+    dr = with_config(cmd(dlq_sub, "replay", "queue dead letters again: ID [NAME] or --all [NAME]", "edgefn dlq replay 7f3c9a", "edgefn dlq replay --all auth"))
     dr.add_argument("args", nargs="*", metavar="ID|NAME")
     dr.add_argument("--all", action="store_true", help="every dead letter (of NAME, if given)")
 
@@ -187,6 +241,7 @@ def _run_async(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    apply_output_options(args, serving=args.command in ("serve", "dev"))
     try:
         code = _run(args)
         sys.stdout.flush()  # a reader that went away shows here, where it is handled, not in the exit's flush
@@ -216,6 +271,18 @@ def _run(args: argparse.Namespace) -> int:
         from .observe import schedules_list_command
 
         return schedules_list_command(args.config, args.json, sys.stdout)
+    if args.command == "schema":
+        import json
+
+        from ..manifest.json_schema import manifest_schema
+
+        print(json.dumps(manifest_schema(__version__), indent=args.indent or None), file=sys.stdout)
+        return 0
+    if args.command == "completion":
+        import shtab
+
+        print(shtab.complete(_parser(), shell=args.shell), file=sys.stdout)
+        return 0
     if args.command == "cache":
         from .cache import cache_command
 

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TextIO
 
+from ..core.app import ResolvedApp
 from ..edge.pipeline import PipelineResult
 
 _COLORS = {"green": "32", "yellow": "33", "red": "31", "cyan": "36", "dim": "2", "bold": "1"}
+
+#: `--color`: auto (a terminal, unless $NO_COLOR is set: no-color.org), always, never; the CLI passes it on
+#: to the server processes it starts in $EDGEFN_COLOR
+COLOR_CHOICES = ("auto", "always", "never")
+COLOR_ENV = "EDGEFN_COLOR"
+
+
+def use_color(stream: TextIO) -> bool:
+    choice = os.environ.get(COLOR_ENV, "auto")
+    if choice in ("always", "never"):
+        return choice == "always"
+    return not os.environ.get("NO_COLOR") and stream.isatty()
 
 
 class DevConsole:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
-        self.color = self.stream.isatty()
+        self.color = use_color(self.stream)
 
     def _paint(self, text: str, color: str) -> str:
         return f"\033[{_COLORS[color]}m{text}\033[0m" if self.color else text
@@ -26,6 +40,15 @@ class DevConsole:
 
     def error(self, message: str) -> None:
         self._write(self._paint("edgefn error", "red") + f" {message}")
+
+    def ready(self, app: ResolvedApp) -> None:
+        """The start-up summary: what is served, and how to reload and stop."""
+        names = ", ".join(sorted(app.functions))
+        behaviors = len(app.behaviors)
+        self._write(
+            self._paint("edgefn dev", "cyan") + f" {self._paint(app.name, 'bold')}: {len(app.functions)} functions ({names}), "
+            f"{behaviors} behavior{'s' if behaviors != 1 else ''}; watching {app.root}: save a source or edgefn.toml to reload, Ctrl-C to stop"
+        )
 
     def request(self, method: str, path: str, result: PipelineResult, total_ms: float) -> None:
         status = result.response.status

@@ -17,27 +17,75 @@ from ..build.languages import SOURCE_SUFFIXES
 Check = Callable[[Any], "str | None"]  # returns None when fine, else a description of what is allowed
 
 
-def int_range(lo: int, hi: int) -> Check:
-    return lambda v: None if lo <= v <= hi else f"an integer from {lo:,} to {hi:,}"
+@dataclass(frozen=True)
+class int_range:  # noqa: N801 - reads as the function it used to be: int_range(1, 64)
+    """An integer from lo to hi."""
+
+    lo: int
+    hi: int
+
+    def __call__(self, v: Any) -> str | None:
+        return None if self.lo <= v <= self.hi else f"an integer from {self.lo:,} to {self.hi:,}"
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"minimum": self.lo, "maximum": self.hi}
 
 
-def number_range(lo: float, hi: float) -> Check:
-    return lambda v: None if lo <= v <= hi else f"a number from {lo:g} to {hi:g}"
+@dataclass(frozen=True)
+class number_range:  # noqa: N801
+    """A number from lo to hi."""
+
+    lo: float
+    hi: float
+
+    def __call__(self, v: Any) -> str | None:
+        return None if self.lo <= v <= self.hi else f"a number from {self.lo:g} to {self.hi:g}"
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"minimum": self.lo, "maximum": self.hi}
 
 
-def _delays_check(delays: list[float]) -> str | None:
-    if not 1 <= len(delays) <= 2 or any(not 0 <= d <= 3600 for d in delays):
-        return "one or two delays in seconds, each from 0 to 3600 (the last one repeats for later retries)"
-    return None
+class _RetryDelays:
+    """One or two delays in seconds."""
+
+    def __call__(self, delays: list[float]) -> str | None:
+        if not 1 <= len(delays) <= 2 or any(not 0 <= d <= 3600 for d in delays):
+            return "one or two delays in seconds, each from 0 to 3600 (the last one repeats for later retries)"
+        return None
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"minItems": 1, "maxItems": 2, "items": {"type": "number", "minimum": 0, "maximum": 3600}}
 
 
-def one_of(*choices: str) -> Check:
-    return lambda v: None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
+_delays_check = _RetryDelays()
 
 
-def matches(pattern: str, description: str) -> Check:
-    rx = re.compile(pattern)
-    return lambda v: None if rx.fullmatch(v) else description
+class one_of:  # noqa: N801
+    """One of the given strings."""
+
+    def __init__(self, *choices: str) -> None:
+        self.choices = choices
+
+    def __call__(self, v: Any) -> str | None:
+        return None if v in self.choices else "one of " + ", ".join(repr(c) for c in self.choices)
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"enum": list(self.choices)}
+
+
+class matches:  # noqa: N801
+    """A string the whole of which matches `pattern`."""
+
+    def __init__(self, pattern: str, description: str) -> None:
+        self.pattern = pattern
+        self.description = description
+        self._rx = re.compile(pattern)
+
+    def __call__(self, v: Any) -> str | None:
+        return None if self._rx.fullmatch(v) else self.description
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"pattern": f"^(?:{self.pattern})$"}
 
 
 def spec(default: Any = None, check: Check | None = None, help: str = "", factory: Callable[[], Any] | None = None) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import json
 import logging
 import os
 import re
@@ -40,6 +41,34 @@ FOLLOW_POLL_S = 0.2
 SERVER_FORMAT = "%(asctime)s %(name)s %(message)s"
 
 internal_log = logging.getLogger("edgefn.logs")  # the sink's own problems: never a function's stream
+
+#: how the terminal shows a server's log, set by the CLI (-q, --log-level, --log-format, --color) and read by
+#: every server process it starts
+LOG_LEVEL_ENV = "EDGEFN_LOG_LEVEL"
+LOG_FORMAT_ENV = "EDGEFN_LOG_FORMAT"
+#: "text" (the default: "<time> <logger> <message>") or "json" (one JSON object per line, access log included)
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+#: in `edgefn dev` the terminal shows one line per request (dev/console.py), not these
+DEV_QUIET_LOGGERS = ("edgefn.access", "edgefn.control.catalog", "hypercorn.access", "hypercorn.error")
+
+
+def _platform_line(record: logging.LogRecord) -> bool:
+    """A function stream's own START / END / REPORT lines (not the guest's): `edgefn logs` has them."""
+    message = record.msg if isinstance(record.msg, str) and not record.args else record.getMessage()
+    return message.startswith(("START RequestId:", "END RequestId:"))
+
+
+class DevTerminalFilter(logging.Filter):
+    """`edgefn dev`'s terminal: warnings and errors, the guest's own log lines and the build's steps; not the
+    per-invocation START/END/REPORT and access lines that the one request line replaces."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        if record.name in DEV_QUIET_LOGGERS:
+            return False
+        return not (record.name.startswith(_PREFIX) and _platform_line(record))
 
 
 _second: tuple[int, str] = (-1, "")
@@ -184,9 +213,11 @@ class BatchedStreamHandler(logging.Handler):
     StreamHandler writes and flushes per record: a syscall that hands the GIL to whichever thread wants
     it, for every invocation's START, END and REPORT."""
 
-    def __init__(self, stream: TextIO, fmt: str, closing: tuple[str, ...] = ("edgefn.access", "edgefn.admin")) -> None:
+    def __init__(self, stream: TextIO, fmt: str, closing: tuple[str, ...] = ("edgefn.access", "edgefn.admin"), json_lines: bool = False) -> None:
         super().__init__()
         self.stream = stream
+        #: one JSON object per line ({"time", "level", "logger", "message"}; an access record's fields inline)
+        self.json_lines = json_lines
         self.closing = frozenset(closing)
         self._time = _SecondFormatter(fmt)
         self.setFormatter(self._time)
@@ -198,7 +229,9 @@ class BatchedStreamHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held
         try:
-            if self._plain and not record.exc_info and not record.stack_info and self.formatter is self._time:
+            if self.json_lines:
+                out = "\n".join(json_lines(record))
+            elif self._plain and not record.exc_info and not record.stack_info and self.formatter is self._time:
                 prefix = f"{self._time.formatTime(record)} {record.name} "
                 message = record.getMessage()
                 out = prefix + (message.replace("\n", "\n" + prefix) if getattr(record, LINES, False) else message)
@@ -242,17 +275,55 @@ class BatchedStreamHandler(logging.Handler):
             self.release()
 
 
-def configure_server_logging(fmt: str = SERVER_FORMAT) -> None:
-    """The root logger of a server process: INFO and up to stderr, in batches (once per process)."""
+def json_lines(record: logging.LogRecord) -> list[str]:
+    """A record as JSON lines, one per line it holds: time (UTC, ISO 8601), level, logger, message; an
+    access-log record (its message a JSON object) has its fields in place of "message"."""
+    head = {
+        "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+    }
+    out = []
+    for line in record_lines(record):
+        fields: object = None
+        if line.startswith("{"):
+            try:
+                fields = json.loads(line)
+            except ValueError:
+                fields = None
+        doc = {**head, **fields} if isinstance(fields, dict) else {**head, "message": line}
+        if record.exc_info and record.exc_info[0] is not None:
+            doc["exception"] = logging.Formatter().formatException(record.exc_info)
+        out.append(json.dumps(doc, ensure_ascii=False))
+    return out
+
+
+class JsonLinesFormatter(logging.Formatter):
+    """`--log-format json`: a record as its JSON lines (json_lines)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(json_lines(record))
+
+
+def configure_server_logging(fmt: str = SERVER_FORMAT, dev: bool = False) -> None:
+    """The root logger of a server process: to stderr, in batches (once per process), at the level and in the
+    format the CLI asked for ($EDGEFN_LOG_LEVEL, $EDGEFN_LOG_FORMAT; INFO and text by default). `dev`: the
+    terminal of `edgefn dev` (DevTerminalFilter)."""
     # what no edgefn format shows is not gathered per record (the logging HOWTO's "Optimization"): the
     # caller's frame, thread, process and task names
     logging._srcfile = None  # the documented switch has no public name
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # Python 3.12+; harmless before
+    name = os.environ.get(LOG_LEVEL_ENV, "info")
+    level = logging.getLevelName(name.upper()) if name in LOG_LEVELS else logging.INFO
     root = logging.getLogger()
     if not any(isinstance(h, BatchedStreamHandler) for h in root.handlers):
-        root.addHandler(BatchedStreamHandler(sys.stderr, fmt))
-    root.setLevel(logging.INFO)
+        handler = BatchedStreamHandler(sys.stderr, fmt, json_lines=os.environ.get(LOG_FORMAT_ENV) == "json")
+        handler.setLevel(level)  # the terminal's level; function streams (`edgefn logs`) keep every INFO line
+        if dev:
+            handler.addFilter(DevTerminalFilter())
+        root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO))
 
 
 class FunctionLogSink(logging.Handler):
