@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import time
@@ -51,6 +50,7 @@ from ..observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..observability.metrics import EdgeMetrics
 from ..runtime.concurrency import check_reservation_change
 from ..runtime.invoker import Invocation
+from .auth import AdminAuth
 from .log_tail import InvocationLogs, tail
 from .openapi import document
 
@@ -368,6 +368,12 @@ async def get_function(request: Request) -> Response:
     return JSONResponse(_function_view(snap, request.path_params["name"], request.query_params.get("Qualifier")))
 
 
+async def get_configuration(request: Request) -> Response:
+    """Lambda's GetFunctionConfiguration: the Configuration part of GetFunction."""
+    snap = await _blocking(_node(request).registry.snapshot)
+    return JSONResponse(_function_view(snap, request.path_params["name"], request.query_params.get("Qualifier"))["Configuration"])
+
+
 def _config_changes(doc: dict[str, Any]) -> dict[str, Any]:
     """The manifest keys a configuration update sets, from Lambda's field names."""
     _unknown_fields(doc, list(UPDATABLE))
@@ -609,10 +615,13 @@ async def metrics(request: Request) -> Response:
 # --- the route table (edgefn.control.openapi describes each; tests/test_admin_api.py checks both ways) ---
 
 ROUTES: list[BaseRoute] = [
+    # Lambda's own clients ask without the slash (botocore's model), its reference documents it with one
+    Route(FUNCTIONS, list_functions, methods=["GET"]),
     Route(f"{FUNCTIONS}/", list_functions, methods=["GET"]),
     Route(f"{FUNCTIONS}/{{name}}", get_function, methods=["GET"]),
     Route(f"{FUNCTIONS}/{{name}}/invocations", invoke, methods=["POST"]),
     Route(f"{FUNCTIONS}/{{name}}/configuration", update_configuration, methods=["PUT"]),
+    Route(f"{FUNCTIONS}/{{name}}/configuration", get_configuration, methods=["GET"]),
     Route(f"{FUNCTIONS}/{{name}}/versions", publish_version, methods=["POST"]),
     Route(f"{FUNCTIONS}/{{name}}/versions", list_versions, methods=["GET"]),
     Route(f"{FUNCTIONS}/{{name}}/aliases", create_alias, methods=["POST"]),
@@ -622,6 +631,7 @@ ROUTES: list[BaseRoute] = [
     Route(f"{FUNCTIONS}/{{name}}/aliases/{{alias}}", delete_alias, methods=["DELETE"]),
     Route(f"{CONCURRENCY}/{{name}}/concurrency", put_reserved, methods=["PUT"]),
     Route(f"{CONCURRENCY}/{{name}}/concurrency", get_reserved, methods=["GET"]),
+    Route(f"{PROVISIONED}/{{name}}/concurrency", get_reserved, methods=["GET"]),  # GetFunctionConcurrency's own date
     Route(f"{CONCURRENCY}/{{name}}/concurrency", delete_reserved, methods=["DELETE"]),
     Route(f"{PROVISIONED}/{{name}}/provisioned-concurrency", put_provisioned, methods=["PUT"]),
     Route(f"{PROVISIONED}/{{name}}/provisioned-concurrency", get_provisioned, methods=["GET"]),
@@ -647,37 +657,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 405:
         return error_response(405, "MethodNotAllowedException", f"{request.method} is not allowed on {request.scope['path']}")
     return error_response(exc.status_code, "UnknownOperationException", f"no operation at {request.method} {request.scope['path']} (see GET /openapi.json)")
-
-
-UNAUTHORIZED_BODY = json.dumps({"Type": "User", "Message": "Unauthorized"}).encode()
-
-
-class BearerAuth:
-    """`Authorization: Bearer <token>` on every request, checked before routing: a refusal says nothing about the path."""
-
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
-        self.app = app
-        self.token = token.encode() if token else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.token is None or self._admitted(scope):
-            await self.app(scope, receive, send)
-            return
-        headers = [
-            (b"content-type", b"application/json"), (b"content-length", str(len(UNAUTHORIZED_BODY)).encode()),
-            (b"www-authenticate", b'Bearer realm="edgefn-admin"'), (b"x-amzn-errortype", b"UnauthorizedException"),
-        ]
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
-        await send({"type": "http.response.body", "body": UNAUTHORIZED_BODY})
-
-    def _admitted(self, scope: Scope) -> bool:
-        assert self.token is not None
-        given = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, credentials = value.partition(b" ")
-                given = credentials.strip() if scheme.lower() == b"bearer" else b""
-        return hmac.compare_digest(given, self.token)
 
 
 class AdminAccessLog:
@@ -712,4 +691,4 @@ def create_admin_app(node: NodeServices, token: str | None) -> ASGIApp:
     )
     app.state.node = node
     app.state.logs = InvocationLogs()
-    return AdminAccessLog(BearerAuth(app, token))
+    return AdminAccessLog(AdminAuth(app, token))

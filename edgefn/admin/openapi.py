@@ -85,8 +85,11 @@ INVOKE = _op(
     body="EventDocument",
 )
 
+_FUNCTIONS_LIST = {"200": _json({"type": "object", "properties": {"Functions": {"type": "array", "items": _ref("FunctionConfiguration")}}}, "the functions")}
+
 PATHS: dict[str, dict[str, Any]] = {
-    f"{F}/": {"get": _op("ListFunctions", "Every function, as its $LATEST configuration", {"200": _json({"type": "object", "properties": {"Functions": {"type": "array", "items": _ref("FunctionConfiguration")}}}, "the functions")})},
+    F: {"get": _op("ListFunctions", "Every function, as its $LATEST configuration", _FUNCTIONS_LIST)},
+    f"{F}/": {"get": _op("ListFunctionsWithSlash", "ListFunctions at the path Lambda's reference writes (its clients ask without the slash)", _FUNCTIONS_LIST)},
     f"{F}/{{name}}": {
         "get": _op(
             "GetFunction", "Configuration (of $LATEST or ?Qualifier), code digest, versions, aliases and concurrency",
@@ -95,6 +98,7 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     f"{F}/{{name}}/invocations": {"post": INVOKE},
     f"{F}/{{name}}/configuration": {
+        "get": _op("GetFunctionConfiguration", "The configuration of $LATEST or ?Qualifier (GetFunction's Configuration)", {"200": _json(_ref("FunctionConfiguration"), "the configuration")}, [NAME, _qualifier(False, "version or alias")]),
         "put": _op("UpdateFunctionConfiguration", "Change $LATEST's configuration (checked with the manifest's rules)", {"200": _json(_ref("FunctionConfiguration"), "the new $LATEST")}, [NAME], "ConfigurationUpdate")
     },
     f"{F}/{{name}}/versions": {
@@ -112,8 +116,11 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/2017-10-31/functions/{name}/concurrency": {
         "put": _op("PutFunctionConcurrency", "Reserve (and cap) concurrent invocations; 0 throttles every invocation", {"200": _json(_ref("Concurrency"), "the reserve")}, [NAME], "Concurrency"),
-        "get": _op("GetFunctionConcurrency", "The reserve ({} when none)", {"200": _json(_ref("Concurrency"), "the reserve")}, [NAME]),
+        "get": _op("GetReservedConcurrency", "GetFunctionConcurrency at the date of PutFunctionConcurrency", {"200": _json(_ref("Concurrency"), "the reserve")}, [NAME]),
         "delete": _op("DeleteFunctionConcurrency", "Remove the reserve", NO_CONTENT, [NAME]),
+    },
+    "/2019-09-30/functions/{name}/concurrency": {
+        "get": _op("GetFunctionConcurrency", "The reserve ({} when none)", {"200": _json(_ref("Concurrency"), "the reserve")}, [NAME]),
     },
     "/2019-09-30/functions/{name}/provisioned-concurrency": {
         "put": _op("PutProvisionedConcurrencyConfig", "Keep instances of a version or alias initialised", {"202": _json(_ref("ProvisionedConcurrency"), "requested")}, [NAME, _qualifier(True, "version or alias")], "ProvisionedConcurrencyRequest"),

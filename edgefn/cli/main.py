@@ -30,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
             choices = re.findall(r"'([^']*)'", listed)
             close = difflib.get_close_matches(given, choices, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else f" (choose from {', '.join(choices)})"
-            what = "unknown command" if argument.endswith("command") else f"{argument}: unknown choice"
+            what = "unknown command" if argument.lower().endswith("command") else f"{argument}: unknown choice"
             message = f"{what} {given!r}{hint}"
         self.exit(2, f"{self.prog}: {message}\n")
 
