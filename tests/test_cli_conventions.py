@@ -4,8 +4,10 @@ manifest, shell completion, and terminal output they can choose (-q, --log-level
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import httpx
 import jsonschema
 import pytest
 
+from edgefn.build.toolchain import cache_dir
 from edgefn.cli.main import _parser
 from tests.conftest import REPO
 from tests.conftest import run_edgefn as edgefn
@@ -138,3 +141,34 @@ def test_serve_log_format_json_and_quiet(tmp_path):
         assert "REPORT RequestId" not in text and "/quiet" not in text and "edgefn: serving" not in text, text
     logs = edgefn("logs", "origin", "--config", str(config))
     assert logs.returncode == 0 and "REPORT RequestId" in logs.stdout  # -q quiets the terminal, not the function's stream
+
+
+def test_the_c_scaffold_tells_clangd_where_edgefn_h_is_and_how_to_build(tmp_path):
+    from edgefn.build.toolchain import zig_command
+
+    assert edgefn("init", str(tmp_path / "app")).returncode == 0
+    flags = (tmp_path / "app" / "compile_flags.txt").read_text().split()
+    include = next(f[2:] for f in flags if f.startswith("-I"))
+    assert (Path(include) / "edgefn.h").is_file() and "--target=wasm32-freestanding" in flags
+    env = dict(os.environ, ZIG_GLOBAL_CACHE_DIR=str(cache_dir()), ZIG_LOCAL_CACHE_DIR=str(cache_dir() / "local"))
+    compiled = subprocess.run([*zig_command(), "cc", "-c", "-o", str(tmp_path / "o.o"), *flags, "src/origin.c"], cwd=tmp_path / "app", env=env, capture_output=True, text=True, timeout=120)
+    assert compiled.returncode == 0, compiled.stderr  # what clangd runs: the flags alone are enough
+
+
+def test_the_python_scaffold_has_unit_tests_that_run_on_the_host(tmp_path):
+    assert edgefn("init", str(tmp_path / "app"), "--lang", "python").returncode == 0
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=tmp_path / "app", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_the_python_sdk_readme_example_and_its_host_tests_run(tmp_path):
+    """guest-sdk/python/README.md's src/auth.py and its tests/test_auth.py, as a user copies them."""
+    import re
+
+    readme = (REPO / "guest-sdk" / "python" / "README.md").read_text()
+    (tmp_path / "src").mkdir()
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "src" / "auth.py").write_text(re.search(r"```python\n# src/auth.py\n(.*?)```", readme, re.S).group(1))
+    (tmp_path / "tests" / "test_auth.py").write_text(re.search(r"```python\n# tests/test_auth.py.*?\n(.*?)```", readme, re.S).group(1))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "3 passed" in proc.stdout, proc.stdout + proc.stderr

@@ -13,7 +13,7 @@ from typing import Callable
 
 from ..core.exceptions import BuildError
 from .python import PythonSources, build_python, python_sources
-from .toolchain import compile_c, compile_zig
+from .toolchain import SDK_C_DIR, compile_c, compile_zig
 
 __all__ = ["LANGUAGES", "build_source", "SOURCE_SUFFIXES", "Language", "Scaffold", "language_named", "language_of", "DevSources"]
 
@@ -25,12 +25,14 @@ DevSources = Callable[[Path, Path], PythonSources]
 
 @dataclass(frozen=True)
 class Scaffold:
-    """What `edgefn init --lang NAME` writes: the origin function, a hook per trigger, the limits they get."""
+    """What `edgefn init --lang NAME` writes: the origin function, a hook per trigger, the limits they get, and
+    files for editors and tests (path -> text; made when the project is written, as paths may be absolute)."""
 
     origin: str
     request_hook: str
     response_hook: str
     limits: str
+    extra_files: Callable[[], dict[str, str]] = dict
 
 
 @dataclass(frozen=True)
@@ -141,13 +143,44 @@ def {handler}(response: Response):
 """
 
 
+def _c_editor_files() -> dict[str, str]:
+    """clangd (and every editor on it) finds edgefn.h and builds for the wasm target, as `edgefn build` does."""
+    return {"compile_flags.txt": f"--target=wasm32-freestanding\n-I{SDK_C_DIR}\n-std=c11\n-Wall\n-Werror=implicit-function-declaration\n"}
+
+
+PY_TEST = """\
+\"\"\"Unit tests of the functions, on the host: `pip install edgefn` puts edgefn_guest there too. Run: pytest\"\"\"
+
+import sys
+from pathlib import Path
+
+from edgefn_guest import Context, Event, Request
+from edgefn_guest.testing import local_host
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import origin  # noqa: E402 - the function modules live in src/
+
+
+def test_origin_says_which_path_was_asked_for():
+    with local_host() as host:
+        response = origin.handler(Event(Context({"eventType": "origin-request"}), Request(uri="/hello"), None))
+    assert response.status == 200 and "/hello" in response.text
+    assert host.logs == []
+"""
+
+
+def _python_test_files() -> dict[str, str]:
+    return {"tests/test_origin.py": PY_TEST}
+
+
 LANGUAGES: tuple[Language, ...] = (
-    Language("c", (".c",), (".c", ".h"), _c, Scaffold(C_ORIGIN, C_REQUEST_HOOK, C_RESPONSE_HOOK, "memory_mb = 16\n")),
+    Language("c", (".c",), (".c", ".h"), _c, Scaffold(C_ORIGIN, C_REQUEST_HOOK, C_RESPONSE_HOOK, "memory_mb = 16\n", _c_editor_files)),
     Language("zig", (".zig",), (".zig",), _zig),
     # a Python instance starts at ~13 MB of linear memory and a request costs ~1 M fuel
     Language(
         "python", (".py",), (".py",), _python,
-        Scaffold(PY_ORIGIN, PY_REQUEST_HOOK, PY_RESPONSE_HOOK, "memory_mb = 64\nfuel = 200_000_000\nreuse_instances = true\n"),
+        Scaffold(PY_ORIGIN, PY_REQUEST_HOOK, PY_RESPONSE_HOOK, "memory_mb = 64\nfuel = 200_000_000\nreuse_instances = true\n", _python_test_files),
         dev_sources=python_sources,
     ),
     Language("wasm", (".wasm",), (".wasm",), _prebuilt),

@@ -13,12 +13,6 @@ SCAFFOLD_LANGUAGES = tuple(lang.name for lang in LANGUAGES if lang.scaffold is n
 
 TRIGGERS = ("viewer-request", "origin-request", "origin-response", "viewer-response")
 
-
-
-
-
-
-
 WHEN = {
     "viewer-request": "on every request, before the cache",
     "origin-request": "on a cache miss, before the origin",
@@ -70,6 +64,7 @@ def init_project(directory: Path, lang: str, triggers: list[str]) -> list[Path]:
         manifest.append(f'[functions.{trigger}]\nsource = "{path}"\n{limits}timeout_ms = 1000\n')
         hooks.append(f'{handler} = {{ function = "{trigger}" }}')
     manifest.append("[default_behavior]\nfunction = \"origin\"\n" + "".join(f"{h}\n" for h in hooks))
+    files.update(scaffold.extra_files())
     files["edgefn.toml"] = "\n".join(manifest)
     files["README.md"] = README.format(name=name, ext=ext)
     files[".gitignore"] = ".edgefn/\n"
