@@ -46,13 +46,18 @@ def build_function(manifest_path: Path, manifest: Manifest, name: str) -> bytes:
 
 
 def build_dev_function(manifest_path: Path, manifest: Manifest, name: str, store: ModuleStore, sandbox: Sandbox) -> str:
-    """`edgefn dev`'s build of one function, kept in `store`; returns its digest. A language with dev sources
-    (Python) becomes a source bundle, checked by starting one instance under the function's limits: an import
+    """`edgefn dev`'s build of one function, kept in `store`; returns its digest. A language with a dev build
+    (C: the SDK compiled once, toolchain.split_sdk) uses it. A language with dev sources (Python) becomes a source bundle, checked by starting one instance under the function's limits: an import
     that fails is a BuildError naming file:line:column. Others, and a function that imports a standard module
     the dev runtime does not hold, get the production build."""
     cfg: FunctionConfig = manifest.functions[name]
     source = source_path(manifest_path, cfg)
     language = language_of(source)
+    if language is not None and language.dev_build is not None and source.exists():
+        out = (Path(manifest_path).resolve().parent / manifest.app.build_dir / f"{name}.wasm").resolve()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with _step(f"building {name} ({cfg.source})"):
+            return store.add(language.dev_build(source, out, cfg.target, cache_dir()))
     if language is None or language.dev_sources is None or not source.exists():
         return store.add(build_function(manifest_path, manifest, name))
     with _step(f"loading {name} ({cfg.source}) from its sources"):

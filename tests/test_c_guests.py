@@ -16,7 +16,7 @@ from edgefn.core.exceptions import (
     WallClockTimeout,
 )
 from edgefn.runtime.sandbox import StoreLimits
-from tests.conftest import log_lines, make_event
+from tests.conftest import REPO, log_lines, make_event
 from tests.test_abi_roundtrip import requests
 
 
@@ -102,3 +102,39 @@ def test_c_sdk_echoes_random_requests(runtime, c_fn, request):
     assert result.body == Body(request.body.data if request.body else b"")
     for name, entries in request.headers.items():
         assert result.headers[f"x-echo-{name}"] == [(f"X-Echo-{key}", value) for key, value in entries]
+
+
+# --- `edgefn dev`'s split C build: the SDK compiled once, the function against its declarations -------------
+
+EXAMPLE_C = sorted((REPO / "examples").glob("*/src/*.c"))
+
+
+@pytest.mark.parametrize("source", EXAMPLE_C, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_the_dev_build_of_a_c_function_behaves_as_the_production_build(runtime, deploy, tmp_path, source):
+    from edgefn.build.toolchain import cache_dir, compile_c
+    from edgefn.core import events
+
+    response = EdgeResponse(200, "OK", {"content-type": [("Content-Type", "text/html")]}, Body(b"<p>origin</p>"))
+    event = make_event("viewer-response" if "security-headers" in source.name else "viewer-request", uri="/old/docs", querystring="page=2")
+    if event.config.event_type == "viewer-response":
+        event.response = response
+    results = {}
+    for split in (False, True):
+        out = tmp_path / f"{split}.wasm"
+        compile_c(source, out, "freestanding", cache_dir(), split=split)
+        done = runtime.invoker.invoke_sync(deploy(out.read_bytes()), event)
+        results[split] = (events.to_json_document(done.result), done.report.fuel_used)
+    assert results[True][0] == results[False][0]  # the same result document
+    assert results[False][1] <= results[True][1] <= results[False][1] * 1.25  # without cross-file inlining: a little more fuel
+
+
+def test_a_compile_error_in_a_dev_build_names_the_functions_file_and_line(tmp_path):
+    from edgefn.build.toolchain import cache_dir, compile_c
+    from edgefn.core.exceptions import BuildError
+
+    source = tmp_path / "broken.c"
+    source.write_text('#include "edgefn.h"\n\nedgefn_result edgefn_main(const edgefn_event *ev) {\n    return edgefn_respond(200, "text/plain");\n}\n')
+    with pytest.raises(BuildError) as failed:
+        compile_c(source, tmp_path / "broken.wasm", "freestanding", cache_dir(), split=True)
+    errors = [d for d in failed.value.diagnostics if d.kind == "error"]
+    assert errors and errors[0].file.endswith("broken.c") and errors[0].line == 4, failed.value.diagnostics

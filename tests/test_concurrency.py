@@ -311,7 +311,7 @@ def test_serve_refuses_reservations_that_leave_too_little_unreserved(tmp_path):
         '[functions.b]\nsource = "a.wasm"\nreserved_concurrency = 4\n\n[default_behavior]\nfunction = "a"\n'
     )
     done = subprocess.run(
-        [sys.executable, "-m", "edgefn.cli", "serve", "--config", str(config), "--port", str(free_port()), "--tls-port", "0"],
+        [sys.executable, "-m", "edgefn.cli", "serve", "--config", str(config), "--port", str(free_port()), "--tls-port", "0", "--admin-port", "0"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )
     assert done.returncode == 2, done.stderr

@@ -77,6 +77,18 @@ class StepProgress(logging.Handler):
                 self.release()
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (a CLI run in-process by a test swaps it)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: TextIO) -> None:
+        pass
+
+
 def apply_output_options(args: argparse.Namespace, serving: bool, stream: TextIO | None = None) -> None:
     """Set up this process's log output from the command's options, and hand them on to server processes.
     `serving`: `serve` / `dev`, whose server logging (observability/logs.py) writes everything but the
@@ -91,14 +103,18 @@ def apply_output_options(args: argparse.Namespace, serving: bool, stream: TextIO
     os.environ[COLOR_ENV] = getattr(args, "color", None) or os.environ.get(COLOR_ENV, "auto")
     level = logging.getLevelName((level_name or os.environ.get(LOG_LEVEL_ENV, "info")).upper())
     json_lines = (fmt or os.environ.get(LOG_FORMAT_ENV)) == "json"
+    root, build = logging.getLogger(), logging.getLogger(BUILD_LOGGER)
+    for handler_of_before in [h for h in root.handlers if isinstance(h, _StderrHandler)]:  # one per process, however often main() runs
+        root.removeHandler(handler_of_before)
+    for progress_of_before in [h for h in build.handlers if isinstance(h, StepProgress)]:
+        build.removeHandler(progress_of_before)
+    build.propagate = True
     if not serving:
-        handler = logging.StreamHandler(stream)
+        handler = _StderrHandler()
         handler.setFormatter(JsonLinesFormatter() if json_lines else logging.Formatter("%(message)s"))
         handler.setLevel(level)
-        root = logging.getLogger()
         root.addHandler(handler)
         root.setLevel(min(level, logging.INFO))
     if not json_lines and level <= logging.INFO and stream.isatty():
-        build = logging.getLogger(BUILD_LOGGER)
         build.addHandler(StepProgress(stream, level))
         build.propagate = False  # the live line prints the build's lines itself, above it

@@ -66,8 +66,16 @@
 #error "edgefn.h targets wasm32: build with --target=wasm32-freestanding"
 #endif
 
-/* Every SDK function is static (one translation unit); unused ones must not warn. */
+/* Every SDK function is static (one translation unit); unused ones must not warn. `edgefn dev` builds
+ * with EDGEFN_SPLIT_BUILD: the SDK compiled once on its own (this header as a C file), the function
+ * against this header's declarations, the two linked; the same code and flags, minus cross-file inlining. */
+#ifdef EDGEFN_SPLIT_BUILD
+#define EDGEFN__FN __attribute__((unused))
+#define EDGEFN__MAIN
+#else
 #define EDGEFN__FN static __attribute__((unused))
+#define EDGEFN__MAIN static
+#endif
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Public types                                                                                     */
@@ -229,7 +237,7 @@ typedef struct {
 } edgefn_fetch_response;
 
 /* The function's handler, defined by the user. */
-static edgefn_result edgefn_main(const edgefn_event *ev);
+EDGEFN__MAIN edgefn_result edgefn_main(const edgefn_event *ev);
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Host imports                                                                                     */
