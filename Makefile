@@ -4,8 +4,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# the C module (edgefn/runtime/_native.c) is built by the install: a change to it re-installs
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py edgefn/runtime/_native.c | cksum | cut -d' ' -f1)
+# the C module (edgefn/runtime/_native.c) is built by the install: a change to it re-installs. `run` installs
+# edgefn with its guest toolchains (edgefn[all]); `test` adds the test tools (edgefn[test])
+INPUTS := $(shell cat pyproject.toml setup.py edgefn/runtime/_native.c | cksum | cut -d' ' -f1)
+STAMP_RUN  := $(VENV)/.installed-run-$(INPUTS)
+STAMP      := $(VENV)/.installed-test-$(INPUTS)
 # built guests and toolchain outputs go to edgefn's one cache (~/.cache/edgefn, or $EDGEFN_CACHE_DIR), shared with
 # `edgefn serve` / `edgefn dev` however they are started; the tests keep theirs in .cache (tests/conftest.py)
 
@@ -13,15 +16,20 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py edgefn/runtime/
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py edgefn/runtime/_native.c
+$(STAMP_RUN): pyproject.toml setup.py edgefn/runtime/_native.c
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[all]'
 	$(BIN)/python -m ziglang version >/dev/null
-	rm -f $(VENV)/.installed-*
+	rm -f $(VENV)/.installed-run-*
 	touch $@
 
-run: install
+$(STAMP): $(STAMP_RUN)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-test-*
+	touch $@
+
+run: $(STAMP_RUN)
 	$(BIN)/edgefn serve --config examples/edgefn.toml
 
 # the gates first (lint + import order, strict types, the floors contract), then the suite
