@@ -1,8 +1,9 @@
 """Build every function of a manifest, add the code to the module store, and resolve the app.
 
-`edgefn dev` builds a Python function differently: as a source bundle (the Python runtime component, built
-once per edgefn and SDK version, plus the function's own files, imported when an instance starts), checked
-by starting one instance, so a save costs a file copy and an import instead of a bundle and a precompile.
+`edgefn dev` builds for a fast save (build_dev_function): a C function against the SDK compiled once, a
+Python function as a source bundle (the Python runtime component, built once per edgefn and SDK version,
+plus the function's own files, imported when an instance starts), checked by starting one instance, so a
+save costs a file copy and an import instead of a CPython bundle and a precompile.
 """
 
 from __future__ import annotations
@@ -37,24 +38,27 @@ def store_dir_of(manifest_path: Path, manifest: Manifest) -> Path:
     return (Path(manifest_path).resolve().parent / manifest.app.store_dir).resolve()
 
 
+def _wasm_out(manifest_path: Path, manifest: Manifest, name: str) -> Path:
+    return (Path(manifest_path).resolve().parent / manifest.app.build_dir / f"{name}.wasm").resolve()
+
+
 def build_function(manifest_path: Path, manifest: Manifest, name: str) -> bytes:
     cfg: FunctionConfig = manifest.functions[name]
-    root = Path(manifest_path).resolve().parent
-    out = (root / manifest.app.build_dir / f"{name}.wasm").resolve()
     with _step(f"building {name} ({cfg.source})"):
-        return build_source(source_path(manifest_path, cfg), out, cfg.target, cache_dir())
+        return build_source(source_path(manifest_path, cfg), _wasm_out(manifest_path, manifest, name), cfg.target, cache_dir())
 
 
 def build_dev_function(manifest_path: Path, manifest: Manifest, name: str, store: ModuleStore, sandbox: Sandbox) -> str:
     """`edgefn dev`'s build of one function, kept in `store`; returns its digest. A language with a dev build
-    (C: the SDK compiled once, toolchain.split_sdk) uses it. A language with dev sources (Python) becomes a source bundle, checked by starting one instance under the function's limits: an import
-    that fails is a BuildError naming file:line:column. Others, and a function that imports a standard module
-    the dev runtime does not hold, get the production build."""
+    (C: the SDK compiled once, toolchain.split_sdk) uses it. One with dev sources (Python) becomes a source
+    bundle, checked by starting one instance under the function's limits: an import that fails is a
+    BuildError naming file:line:column. Others, and a function that imports a standard module the dev
+    runtime does not hold, get the production build."""
     cfg: FunctionConfig = manifest.functions[name]
     source = source_path(manifest_path, cfg)
     language = language_of(source)
     if language is not None and language.dev_build is not None and source.exists():
-        out = (Path(manifest_path).resolve().parent / manifest.app.build_dir / f"{name}.wasm").resolve()
+        out = _wasm_out(manifest_path, manifest, name)
         out.parent.mkdir(parents=True, exist_ok=True)
         with _step(f"building {name} ({cfg.source})"):
             return store.add(language.dev_build(source, out, cfg.target, cache_dir()))

@@ -141,10 +141,19 @@ def test_python_function_hot_reload(tmp_path):
         bundle = (store / "wasm" / f"{info['functions']['viewer-response']['digest']}.wasm").read_bytes()
         assert bundle.startswith(b"EDGEFNSRC1\n")  # a source bundle, not a component of its own
 
-        # 1. a save is served without a rebuild of CPython
-        edit(source, '"seen"', '"edited in python"')
+        # 1. a save is served without a rebuild of CPython; the sources it runs from are its only files, read-only
+        probe = (
+            "def _try(what, act):\n    try:\n        act()\n        return what + ' allowed'\n    except OSError:\n        return what + ' refused'\n\n\n"
+            "REACH = ', '.join([_try('write', lambda: open('/app/planted.py', 'w')), _try('read', lambda: open('/etc/hostname').read())])\n"
+        )
+        edit(source, "from edgefn_guest import Response\n", "from edgefn_guest import Response\n\n" + probe)
+        edit(source, 'response.headers["x-viewer-response"] = "seen"', 'response.headers["x-viewer-response"] = "edited in python"\n    response.headers["x-reach"] = REACH')
         wait_for(lambda: httpx.get(f"{base}/").headers.get("x-viewer-response") == "edited in python", 120, "the edited Python function")
         wait_for(lambda: "reloaded viewer-response in" in log.read_text(), what="the reload line")
+        assert httpx.get(f"{base}/").headers["x-reach"] == "write refused, read refused"
+        edit(source, "\n" + probe, "")
+        edit(source, '\n    response.headers["x-reach"] = REACH', "")
+        wait_for(lambda: "x-reach" not in httpx.get(f"{base}/").headers, 120, "the probe removed")
 
         # 2. a syntax error: the user's file, line and column, an error page that reloads itself, the last good code for API clients
         edit(source, "def viewer_response(response: Response):", "def viewer_response(response: Response)")
