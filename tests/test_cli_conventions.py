@@ -172,3 +172,35 @@ def test_the_python_sdk_readme_example_and_its_host_tests_run(tmp_path):
     (tmp_path / "tests" / "test_auth.py").write_text(re.search(r"```python\n# tests/test_auth.py.*?\n(.*?)```", readme, re.S).group(1))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "3 passed" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_a_long_build_step_shows_a_live_line_with_its_elapsed_time_on_a_terminal():
+    """cli/terminal.StepProgress, given a terminal-like stream: the step's name and seconds, redrawn, then its
+    "done" line in its place. (Without a terminal each step is one line: app_build._step at INFO.)"""
+    import io
+    import logging
+    import time
+
+    from edgefn.cli.terminal import StepProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = StepProgress(screen)
+    log = logging.getLogger("edgefn.build.test-progress")
+    log.propagate = False
+    log.addHandler(progress)
+    log.setLevel(logging.DEBUG)
+    try:
+        log.debug("building py-auth …", extra={"step": "building py-auth", "phase": "start"})
+        deadline = time.monotonic() + 30
+        while "building py-auth … 0." not in screen.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "building py-auth … 0." in screen.getvalue()  # shown once it has run 0.3 s, with its elapsed time
+        log.info("building py-auth: done in 400 ms", extra={"step": "building py-auth", "phase": "done"})
+        text = screen.getvalue()
+        assert text.endswith("\r\033[Kedgefn: building py-auth: done in 400 ms\n"), repr(text[-120:])
+    finally:
+        log.removeHandler(progress)

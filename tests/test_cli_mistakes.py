@@ -45,10 +45,36 @@ def test_version():
     assert proc.returncode == 0 and proc.stdout.startswith("edgefn ")
 
 
-def test_a_missing_manifest_is_named(tmp_path):
+#: the arguments each command that reads a manifest needs besides --config (every such command is here: a test checks)
+WITH_CONFIG = {
+    "serve": [], "dev": [], "build": [], "invoke": ["hello"], "deploy": [], "publish": ["hello"], "alias set": ["hello:live", "1"],
+    "alias list": ["hello"], "alias delete": ["hello:live"], "rollback": ["hello:live"], "functions list": [], "functions show": ["hello"],
+    "concurrency": ["hello", "--reserved", "1"], "logs": ["hello"], "admin token": [], "dlq list": [], "dlq replay": ["--all"],
+    "schedules list": [], "cache info": [], "cache prune": [],
+}
+
+
+def test_every_command_that_reads_a_manifest_is_checked_for_a_missing_one():
+    from edgefn.cli.main import _parser
+    from tests.test_cli_conventions import _leaves
+
+    def takes_config(path: tuple[str, ...]) -> bool:
+        parser = _parser()
+        for name in path:
+            parser = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices[name]
+        return any("--config" in a.option_strings for a in parser._actions)
+
+    assert {" ".join(p) for p in _leaves(_parser()) if takes_config(p)} == set(WITH_CONFIG)
+
+
+@pytest.mark.parametrize("command", sorted(WITH_CONFIG))
+def test_a_missing_manifest_is_named(tmp_path, command):
     missing = tmp_path / "nope.toml"
-    for command in (["serve"], ["build"], ["invoke", "hello"], ["deploy"], ["functions", "list"]):
-        assert_user_error(edgefn(*command, "--config", str(missing)), str(missing))
+    if command == "cache prune":  # pruning the cache alone is what it does without a manifest
+        proc = edgefn(*command.split(), "--dry-run", "--config", str(missing))
+        assert proc.returncode == 0 and f"no manifest at {missing}" in proc.stdout, proc.stdout + proc.stderr
+        return
+    assert_user_error(edgefn(*command.split(), *WITH_CONFIG[command], "--config", str(missing)), str(missing))
 
 
 @pytest.mark.parametrize(
@@ -125,3 +151,28 @@ def test_a_missing_toolchain_is_named_with_the_extra_that_installs_it(tmp_path, 
     )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"pip install '{extra}'" in proc.stderr, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/hello deployed once for the module (the mistakes below change nothing)."""
+    root = tmp_path_factory.mktemp("deployed")
+    shutil.copytree(EXAMPLES / "hello", root / "hello", ignore=shutil.ignore_patterns(".edgefn", "build"))
+    assert edgefn("deploy", "--config", str(root / "hello" / "edgefn.toml")).returncode == 0
+    return root / "hello" / "edgefn.toml"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["publish", "nope"], ["alias", "set", "hello:live", "9"], ["alias", "set", "nope:live", "1"], ["alias", "delete", "hello:nope"],
+        ["alias", "list", "nope"], ["rollback", "hello:nope"], ["functions", "show", "hello:9"], ["functions", "show", "nope"],
+        ["functions", "show", "hello:no/such"], ["concurrency", "nope", "--reserved", "1"], ["concurrency", "hello", "--reserved", "lots"],
+        ["logs", "nope"], ["invoke", "hello:9"], ["invoke", "hello:a:b"], ["invoke", "nope:live"], ["dlq", "replay", "no-such-id"],
+    ],
+    ids=" ".join,
+)
+def test_unknown_functions_versions_aliases_and_bad_qualifiers(deployed, command):
+    proc = edgefn(*command, "--config", str(deployed))
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("edgefn: ") and proc.stderr.count("\n") <= 2, proc.stderr

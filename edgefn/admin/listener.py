@@ -168,7 +168,7 @@ class AdminListener:
         config.errorlog = logging.getLogger("hypercorn.error")
         config.graceful_timeout = GRACEFUL_TIMEOUT_S
         auth = "bearer token" if self.token else "no token (--admin-no-token, loopback only)"
-        log.info("admin API on %s (%s)", self.bind.url, auth)
+        log.debug("admin API on %s (%s) in worker %d", self.bind.url, auth, os.getpid())  # `serve` says it once
         return asyncio.create_task(hypercorn_serve(self.app, config, shutdown_trigger=self._node.stop_event.wait), name="edgefn-admin")  # type: ignore[arg-type]  # Starlette's ASGI signature is wider than Hypercorn's typed one
 
 

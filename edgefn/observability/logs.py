@@ -59,6 +59,13 @@ def _platform_line(record: logging.LogRecord) -> bool:
     return message.startswith(("START RequestId:", "END RequestId:"))
 
 
+class ListenerEchoFilter(logging.Filter):
+    """Hypercorn's "Running on ..." once per listener and worker: `serve` has said "listening on" for each."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno < logging.WARNING and isinstance(record.msg, str) and record.msg.startswith("Running on"))
+
+
 class DevTerminalFilter(logging.Filter):
     """`edgefn dev`'s terminal: warnings and errors, the guest's own log lines and the build's steps; not the
     per-invocation START/END/REPORT and access lines that the one request line replaces."""
@@ -322,6 +329,7 @@ def configure_server_logging(fmt: str = SERVER_FORMAT, dev: bool = False) -> Non
         handler.setLevel(level)  # the terminal's level; function streams (`edgefn logs`) keep every INFO line
         if dev:
             handler.addFilter(DevTerminalFilter())
+        logging.getLogger("hypercorn.error").addFilter(ListenerEchoFilter())
         root.addHandler(handler)
     root.setLevel(min(level, logging.INFO))
 
