@@ -14,7 +14,7 @@ import os
 import pickle
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Iterator
 
@@ -110,17 +110,43 @@ def build_app(
     them), functions are built as `edgefn dev` builds them (build_dev_function)."""
     manifest_path = Path(manifest_path).resolve()
     if digests is None or not all(store.wasm_path(d).exists() for d in digests.values()):
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            if dev is not None:
-                built = {name: pool.submit(build_dev_function, manifest_path, manifest, name, store, dev) for name in manifest.functions}
-                digests = {name: f.result() for name, f in built.items()}
-            else:
-                futures = {name: pool.submit(build_function, manifest_path, manifest, name) for name in manifest.functions}
-                digests = {name: store.add(f.result()) for name, f in futures.items()}
+        app, still = start_app_build(manifest_path, manifest, store, dev=dev)
+        assert not still
+        digests = {name: spec.digest for name, spec in app.functions.items()}
     app = resolve(manifest, manifest_path, digests)
     if precompile:
         load_app(app, store, invoker)
     return app
+
+
+def start_app_build(
+    manifest_path: Path, manifest: Manifest, store: ModuleStore, dev: Sandbox | None = None, ready_within_s: float | None = None,
+) -> tuple[ResolvedApp, dict[str, Future[str]]]:
+    """Build every function in parallel into `store`. With `ready_within_s`, return once that long has passed
+    if some are still building: the app then has those as `pending`, and their futures (name -> digest,
+    each precompiled) finish in the background (`serve` deploys each as it ends). Without it, wait for all."""
+    manifest_path = Path(manifest_path).resolve()
+
+    def one(name: str) -> str:
+        if dev is not None:
+            return build_dev_function(manifest_path, manifest, name, store, dev)
+        digest = store.add(build_function(manifest_path, manifest, name))
+        if ready_within_s is not None:
+            with _step(f"loading {name} into the module store"):
+                store.load(digest, name)  # the precompile, in the same task: a pending function is ready once deployed
+        return digest
+
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="edgefn-build")
+    futures = {name: pool.submit(one, name) for name in manifest.functions}
+    pool.shutdown(wait=False)  # the threads end with their tasks
+    done, _ = wait(futures.values(), timeout=ready_within_s)
+    if ready_within_s is not None and len(done) < len(futures):
+        # a failure among the first ones still fails the start, before anything listens
+        for f in done:
+            f.result()
+    digests = {name: f.result() for name, f in futures.items() if f in done}
+    still = {name: f for name, f in futures.items() if f not in done}
+    return resolve(manifest, manifest_path, digests), still
 
 
 def load_app(app: ResolvedApp, store: ModuleStore, invoker: Invoker | None = None) -> None:

@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from .admin.listener import AdminBind, AdminListener
 from .app_build import LOCKED_APP_ENV, load_app, read_locked_app
 from .control.async_invoke import AsyncInvoker
-from .control.catalog import FunctionCatalog, LiveCatalog
+from .control.catalog import FunctionCatalog, LiveCatalog, PendingBuilds
 from .control.deploy import check_references, deploy
 from .control.schedules import Scheduler, parse_schedules
 from .control.store import open_control_store
@@ -68,7 +68,10 @@ class EdgeNode:
         try:
             self.runtime.start()
             load_app(app, self.runtime.store, self.runtime.invoker)  # the code `serve` put in the module store, precompiled: loaded, never rebuilt
-            self.catalog = LiveCatalog(self.registry, prepare=self._prepare)
+            pending = PendingBuilds(app.pending_file, app.pending) if app.pending else None
+            self.catalog = LiveCatalog(self.registry, prepare=self._prepare, pending=pending)
+            if pending is not None:
+                pending.refresh()  # some may have been deployed while this process started
             check_references(self.app, self.catalog.current)
             schedules = parse_schedules(app.schedules, app.manifest_path)
             self._check_limits(self.catalog.current)
@@ -152,6 +155,10 @@ class EdgeNode:
     def stats(self) -> dict[str, object]:
         """Concurrency limits and use, warm/cold invocations per version (GET /_edgefn/info)."""
         return self.runtime.invoker.stats()
+
+    def building(self) -> list[str]:
+        """Functions whose code `serve` is still building (GET /_edgefn/health: 503 until none)."""
+        return self.catalog.building()
 
     # --- lifecycle ------------------------------------------------------------------------------------
 

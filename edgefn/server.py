@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 import threading
 import time
+from concurrent.futures import Future, as_completed
 from pathlib import Path
 
 from hypercorn.config import Config, Sockets
@@ -22,11 +24,12 @@ from hypercorn.run import run
 
 from .admin.listener import BIND_ENV as ADMIN_BIND_ENV
 from .admin.listener import ensure_token, plan_admin
-from .app_build import LOCKED_APP_ENV, build_app, store_dir_of, write_locked_app
-from .control.catalog import FunctionCatalog
-from .control.deploy import check_references, deploy
+from .app_build import LOCKED_APP_ENV, build_app, load_app, start_app_build, store_dir_of, write_locked_app
+from .control.catalog import FunctionCatalog, PendingBuilds
+from .control.deploy import check_references, deploy, deploy_built
 from .control.schedules import parse_schedules
 from .control.store import open_control_store
+from .core.app import ResolvedApp
 from .core.exceptions import EdgefnError, ListenError
 from .core.sockets import tcp_socket, udp_socket
 from .edge.app import EdgeApp
@@ -208,9 +211,24 @@ def serve(
     # a taken port, or an admin API that may not run, fails the start before any build or deploy
     check_listeners(host, port, tls_port, server.http3)
     admin = plan_admin(admin_settings(manifest, config_path.parent), admin_port, workers, dev, admin_no_token)
-    # build and precompile once here, so workers start from a warm store and a broken build never binds a port
-    with Runtime(store_dir_of(config_path, manifest)) as runtime:
-        app = build_app(config_path, manifest, runtime.store, dev=runtime.sandbox if dev else None)
+    # build and precompile here, so workers start from a warm store and a broken build never serves: what is not
+    # built within READY_WITHIN_S goes on in the background, each function deployed when ready (its $LATEST
+    # answers 503 until then, and /_edgefn/health too); a failure there stops the server with status 2
+    runtime = Runtime(store_dir_of(config_path, manifest)).start()
+    building: dict[str, Future[str]] = {}
+    try:
+        if dev:
+            app = build_app(config_path, manifest, runtime.store, dev=runtime.sandbox)
+        else:
+            app, building = start_app_build(config_path, manifest, runtime.store, ready_within_s=READY_WITHIN_S)
+            load_app(app, runtime.store)
+    except BaseException:
+        runtime.close()
+        raise
+    if not building:
+        runtime.close()
+    pending = PendingBuilds(app.pending_file)
+    pending.write(sorted(building))
     registry = open_control_store(app.registry_path).registry
     changed = [name for name, moved in deploy(app, registry).items() if moved]
     catalog = FunctionCatalog.from_snapshot(registry.snapshot())
@@ -254,11 +272,49 @@ def serve(
     else:
         os.environ.pop(HTTP1_BIND_ENV, None)
     os.environ[OWN_PORTS_ENV] = ",".join(str(p) for p in own if p)
-    _say(f"serving {app.name} ({len(app.functions)} functions)")
+    if building:
+        _say(f"serving {app.name} ({len(app.functions)} functions ready; still building {', '.join(sorted(building))}: "
+             "they answer 503 with Retry-After until each is deployed)")
+    else:
+        _say(f"serving {app.name} ({len(app.functions)} functions)")
+    failed: list[BaseException] = []
+    if building:
+        threading.Thread(target=_finish_builds, args=(app, building, runtime, pending, failed), name="edgefn-pending-builds", daemon=True).start()
     config = hypercorn_config(
         host, port, workers, tls_port=tls_port, certfile=certfile, keyfile=keyfile, http3=server.http3, cleartext=server.http1 == "hypercorn",
     )
-    return run(config)
+    code = run(config)
+    if failed:
+        raise failed[0]  # the build that stopped the server: the CLI says what it was, with status 2
+    return code
+
+
+#: how long `serve` waits for every function before it listens with the rest still building (a first build
+#: of a Python function takes tens of seconds; C, cached builds and precompiled code take far less)
+READY_WITHIN_S = 5.0
+
+
+def _finish_builds(app: ResolvedApp, building: dict[str, Future[str]], runtime: Runtime, pending: PendingBuilds, failed: list[BaseException]) -> None:
+    """Deploy each function still building once its code is built and precompiled; the first failure stops the
+    server (SIGTERM to itself: the graceful shutdown), and `serve` then raises it."""
+    registry = open_control_store(app.registry_path).registry
+    names = {future: name for name, future in building.items()}
+    left = set(building)
+    try:
+        for future in as_completed(names):
+            name = names[future]
+            try:
+                deploy_built(app, registry, name, future.result())
+            except BaseException as exc:  # noqa: BLE001 - whatever it was, it is said once and ends the server
+                failed.append(exc)
+                logging.getLogger("edgefn.server").error("%s could not be built, the server stops: %s", name, exc)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            left.discard(name)
+            pending.write(sorted(left))
+            _say(f"{name} is built and deployed: all of {app.name} is served" if not left else f"{name} is built and deployed")
+    finally:
+        runtime.close()
 
 
 def check_listeners(host: str, port: int, tls_port: int, http3: bool) -> None:

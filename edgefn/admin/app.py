@@ -32,6 +32,7 @@ from ..core.exceptions import (
     ConcurrencyConfigError,
     Conflict,
     EdgefnError,
+    FunctionPending,
     InvocationError,
     ManifestError,
     ModuleRejected,
@@ -115,6 +116,7 @@ class ApiError(EdgefnError):
 API_ERRORS: dict[type[BaseException], tuple[int, str]] = {
     UnknownFunction: (404, "ResourceNotFoundException"),
     Throttled: (429, "TooManyRequestsException"),
+    FunctionPending: (502, "ResourceNotReadyException"),
     ModuleRejected: (502, "ModuleRejectedException"),
     ConcurrencyConfigError: (400, "InvalidParameterValueException"),
     ManifestError: (400, "InvalidParameterValueException"),

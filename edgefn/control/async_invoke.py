@@ -22,6 +22,7 @@ from ..core import events
 from ..core.app import FunctionSpec, QueueSettings
 from ..core.exceptions import (
     EdgefnError,
+    FunctionPending,
     InvalidPayload,
     InvocationError,
     PayloadTooLarge,
@@ -145,8 +146,8 @@ class AsyncInvoker:
             return
         attempt = event.attempts + 1
         try:
-            spec = self.catalog.current.select(event.target, event.id)
-        except UnknownFunction as exc:  # the catalog may lag the registry: back on the queue as a system error
+            spec = self.catalog.select(event.target, event.id)
+        except (UnknownFunction, FunctionPending) as exc:  # the catalog may lag the registry, the code may still build: later
             flog.warning("ASYNC RequestId: %s %s; back on the queue", event.id, exc.detail)
             await self._back_off(event, expires_at, _failure_outcome(exc, None, exc.detail))
             return

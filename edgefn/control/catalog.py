@@ -9,6 +9,7 @@ invocation already running finishes on the snapshot it started with.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from ..core.app import FunctionSpec
-from ..core.exceptions import EdgefnError, UnknownFunction
+from ..core.exceptions import EdgefnError, FunctionPending, UnknownFunction
+from ..core.files import write_atomic
 from ..core.ports import Registry
 from ..core.records import LATEST, AliasRecord, FunctionRef, RegistrySnapshot
 from ..manifest.load import parse_table
@@ -108,11 +110,53 @@ class FunctionCatalog:
         return self.configs[(parsed.name, versions[0])]
 
 
+class PendingBuilds:
+    """The functions `serve` is still building after it began to listen (ResolvedApp.pending), as a file it
+    rewrites as each one is deployed and its server processes read when it changes. Until a name leaves it,
+    $LATEST of that function is pending (FunctionPending): the registry may still hold an older build."""
+
+    def __init__(self, path: Path, names: tuple[str, ...] = ()) -> None:
+        self.path = path
+        self.names: frozenset[str] = frozenset(names)
+        self._seen: tuple[int, int] | None = None
+
+    def write(self, names: list[str]) -> None:
+        """`serve`'s side: the names still building (none: the file goes)."""
+        self.names = frozenset(names)
+        if names:
+            write_atomic(self.path, json.dumps(sorted(names)).encode())
+        else:
+            self.path.unlink(missing_ok=True)
+
+    def refresh(self) -> None:
+        """A server process's side: reread the file if it changed (one stat when it did not)."""
+        if not self.names:
+            return
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self.names = frozenset()
+            return
+        if (st.st_mtime_ns, st.st_size) != self._seen:
+            self._seen = (st.st_mtime_ns, st.st_size)
+            try:
+                self.names = self.names & frozenset(json.loads(self.path.read_text()))
+            except (OSError, ValueError):
+                pass  # being replaced: the next poll reads it
+
+    def holds(self, ref: FunctionRef) -> bool:
+        return ref.name in self.names and ref.qualifier == LATEST
+
+
 class LiveCatalog:
     """The current FunctionCatalog of a server, refreshed when the registry changes."""
 
-    def __init__(self, registry: Registry, prepare: Callable[[FunctionCatalog], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self, registry: Registry, prepare: Callable[[FunctionCatalog], Awaitable[None]] | None = None, pending: PendingBuilds | None = None,
+    ) -> None:
         self.registry = registry
+        #: functions whose $LATEST is still building (`serve` started before their build ended)
+        self.pending = pending
         #: runs on a new snapshot before it serves (precompile new code, provisioned instances)
         self.prepare = prepare
         self.current = FunctionCatalog.from_snapshot(registry.snapshot())
@@ -124,7 +168,13 @@ class LiveCatalog:
         return self.current.check(ref)
 
     def select(self, ref: str, request_id: str = "") -> FunctionSpec:
+        if self.pending is not None and self.pending.names and self.pending.holds(FunctionRef.parse(ref)):
+            raise FunctionPending(FunctionRef.parse(ref).name, request_id)
         return self.current.select(ref, request_id)
+
+    def building(self) -> list[str]:
+        """The functions still building (GET /_edgefn/health answers 503 until there are none)."""
+        return sorted(self.pending.names) if self.pending is not None else []
 
     async def refresh(self) -> bool:
         """Load the registry if its revision moved; True if the catalog changed."""
@@ -148,6 +198,8 @@ class LiveCatalog:
         while not stop.is_set():
             try:
                 await self.refresh()
+                if self.pending is not None:  # after the registry: a function leaves it once deployed
+                    self.pending.refresh()
             except (EdgefnError, OSError) as exc:
                 log.error("registry change not applied, the last good catalog keeps serving: %s", exc)
             except Exception:  # a bad snapshot must not end the watch: the server would stop seeing changes

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..core.app import ResolvedApp
 from ..core.exceptions import ManifestError
 from ..core.ports import ControlStore, Registry
-from ..core.records import CodeAndConfig
+from ..core.records import LATEST, CodeAndConfig, FunctionRef
 from ..manifest.schema import Manifest
 from .catalog import FunctionCatalog
 from .store import open_control_store
@@ -31,15 +31,26 @@ def deploy(app: ResolvedApp, registry: Registry) -> dict[str, bool]:
     return registry.put_many(items)
 
 
+def deploy_built(app: ResolvedApp, registry: Registry, name: str, digest: str) -> bool:
+    """Make one function `serve` was still building $LATEST (its code is in the module store, precompiled)."""
+    return registry.put_many({name: CodeAndConfig(digest, app.configs[name])})[name]
+
+
 def check_references(app: ResolvedApp, catalog: FunctionCatalog) -> None:
     """Every version or alias the manifest names must exist before a server starts on it."""
     refs = [(f"behaviors[{i}]", b) for i, b in enumerate(app.behaviors) if not b.is_default]
     refs += [("default_behavior", b) for b in app.behaviors if b.is_default]
+    building = set(app.pending)  # $LATEST of these is deployed once built: not in the registry yet
+
+    def unresolved(ref: str) -> str | None:
+        parsed = FunctionRef.parse(ref)
+        return None if parsed.name in building and parsed.qualifier == LATEST else catalog.check(ref)
+
     for key, behavior in refs:
         named = [("function", behavior.function)] + [(f"{e.replace('-', '_')}.function", h.function) for e, h in behavior.hooks.items()]
         for field, ref in named:
-            if ref is not None and (problem := catalog.check(ref)) is not None:
+            if ref is not None and (problem := unresolved(ref)) is not None:
                 raise ManifestError(app.manifest_path, f"{key}.{field}", problem, "publish the version or set the alias, or name the function without a qualifier ($LATEST)")
     for name, schedule in app.schedules.items():
-        if (problem := catalog.check(schedule.function)) is not None:
+        if (problem := unresolved(schedule.function)) is not None:
             raise ManifestError(app.manifest_path, f"schedules.{name}.function", problem, "publish the version or set the alias first")

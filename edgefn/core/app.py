@@ -167,3 +167,11 @@ class ResolvedApp:
     schedules: dict[str, ScheduleSpec]
     #: each function's configuration as the registry keeps it (deployed as $LATEST with its digest)
     configs: dict[str, dict[str, Any]]
+    #: functions still building when `serve` began to listen (not in `functions`): Lambda's Pending state, each
+    #: deployed once built and precompiled; until then its $LATEST answers 503 (control/catalog.PendingBuilds)
+    pending: tuple[str, ...] = ()
+
+    @property
+    def pending_file(self) -> Path:
+        """Where `serve` keeps the names still building, for its server processes (beside the control database)."""
+        return self.registry_path.parent / "pending-builds.json"

@@ -26,6 +26,7 @@ answers with what status is decided by class, one table per audience: the viewer
     │   ├── FunctionError            the guest reported an error on purpose
     │   ├── FunctionInitError        the function's code failed to load at instance start (`edgefn dev`)
     │   ├── Throttled                over a concurrency limit
+    │   ├── FunctionPending          its code is still building (Lambda's Pending state)
     │   ├── RuleViolation            a Lambda@Edge rule broken by a result
     │   └── UnknownFunction          a reference the registry does not hold
     ├── ConcurrencyConfigError   reservations that leave too little unreserved
@@ -58,7 +59,7 @@ __all__ = [
     "error_document", "status_by_class",
     "AbiMismatch", "AdminListenError", "AdminTokenRequired", "BuildError", "ComponentImportNotAllowed",
     "ConcurrencyConfigError", "Conflict", "CpuBudgetExhausted", "Diagnostic", "EdgefnError", "EventFileError", "ExpressionError",
-    "FunctionError", "FunctionInitError", "GuestTrap", "ImportNotAllowed", "InvalidModule", "InvalidPayload", "InvalidResult",
+    "FunctionError", "FunctionInitError", "FunctionPending", "GuestTrap", "ImportNotAllowed", "InvalidModule", "InvalidPayload", "InvalidResult",
     "InvocationError", "ListenError", "LogQueryError", "ManifestError", "MemoryLimitExceeded", "MetricsError", "MissingExport",
     "ModuleRejected", "NotFound", "PayloadTooLarge", "RegistryError", "RegistryLost", "RuleViolation",
     "ScaffoldError", "StorageError", "Throttled", "UnknownFunction", "WallClockTimeout",
@@ -263,6 +264,20 @@ class Throttled(InvocationError):
         else:
             what = f"the unreserved pool of {limit} in-flight invocations is in use (raise server.max_concurrency, lower other reservations, or retry later)"
         super().__init__(function, request_id, f"{reason}: {what}")
+
+
+class FunctionPending(InvocationError):
+    """$LATEST of the function is still being built and precompiled (`serve` listens before slow builds end):
+    refused at once with a Retry-After, as Lambda refuses a function in its Pending state."""
+
+    kind = "function_pending"
+
+    def __init__(self, function: str, request_id: str) -> None:
+        super().__init__(function, request_id, "its code is still building: retry in a few seconds (GET /_edgefn/health says when every function is ready)")
+
+    @property
+    def error_type(self) -> str:
+        return "ResourceNotReadyException"
 
 
 class ComponentImportNotAllowed(ModuleRejected):

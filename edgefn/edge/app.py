@@ -132,6 +132,10 @@ class EdgeHost(Protocol):
         """This process's limits and use (GET /_edgefn/info)."""
         ...
 
+    def building(self) -> list[str]:
+        """Functions whose code is still building (`serve` listens before slow builds end)."""
+        ...
+
 
 class DevView(Protocol):
     """`edgefn dev`'s state, as the edge app shows it: functions whose last save did not build."""
@@ -192,6 +196,9 @@ def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAs
         return Response(f"404 Not Found: {RESERVED_PREFIX}/ is reserved for edgefn\n", 404, media_type="text/plain")
 
     async def health(_: Request) -> Response:
+        building = state.node.building() if state.node is not None else []
+        if building:  # ready for what is built; a load balancer waits for all of it
+            return JSONResponse({"status": "starting", "building": building}, 503, headers={"retry-after": "2"})
         return JSONResponse({"status": "ok"})
 
     async def info(request: Request) -> Response:

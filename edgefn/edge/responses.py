@@ -9,6 +9,7 @@ from ..core.exceptions import (
     CpuBudgetExhausted,
     FunctionError,
     FunctionInitError,
+    FunctionPending,
     GuestTrap,
     InvalidResult,
     InvocationError,
@@ -29,6 +30,7 @@ VIEWER_STATUS: dict[type[BaseException], int] = {
     GuestTrap: 503,
     FunctionError: 503,
     FunctionInitError: 503,
+    FunctionPending: 503,
     CpuBudgetExhausted: 503,
     MemoryLimitExceeded: 503,
     Throttled: 503,
@@ -50,8 +52,8 @@ def error_response(exc: InvocationError, dev: bool) -> EdgeResponse:
         "x-edgefn-error": [("X-Edgefn-Error", exc.kind)],
         "cache-control": [("Cache-Control", "no-store")],
     }
-    if exc.kind == "throttled":
-        headers["retry-after"] = [("Retry-After", "1")]
+    if exc.kind in ("throttled", "function_pending"):
+        headers["retry-after"] = [("Retry-After", "1" if exc.kind == "throttled" else "2")]
     # production bodies name the failure and the request id; dev bodies add the function's own detail
     text = f"{status} {status_text(status)}: {exc.kind} in function {exc.function!r} (request {exc.request_id})\n"
     if dev:

@@ -74,7 +74,8 @@ def _behavior(b: BehaviorConfig, is_default: bool) -> ResolvedBehavior:
 
 
 def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) -> ResolvedApp:
-    """`digests` maps each function name to the digest of its built wasm in the module store."""
+    """`digests` maps each function name to the digest of its built wasm in the module store; a function
+    without one is still building (`ResolvedApp.pending`)."""
     manifest_path = manifest_path.resolve()
     root = manifest_path.parent
     for name, cfg in manifest.functions.items():
@@ -85,7 +86,7 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
                 manifest_path, f"functions.{name}.prewarm", "prewarmed instances are only used by a function that reuses instances",
                 "add reuse_instances = true, or remove prewarm",
             )
-    functions = {name: spec_of(name, "$LATEST", digests[name], cfg) for name, cfg in manifest.functions.items()}
+    functions = {name: spec_of(name, "$LATEST", digests[name], cfg) for name, cfg in manifest.functions.items() if name in digests}
     behaviors = [_behavior(b, False) for b in manifest.behaviors]
     if manifest.default_behavior is not None:
         behaviors.append(_behavior(manifest.default_behavior, True))
@@ -109,6 +110,7 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
         logs=LogSettings((root / lg.dir).resolve(), lg.max_file_bytes, lg.keep_files, lg.retention_days),
         schedules=schedule_specs(manifest),
         configs={name: config_record(cfg) for name, cfg in manifest.functions.items()},
+        pending=tuple(name for name in manifest.functions if name not in digests),
     )
 
 
