@@ -91,6 +91,7 @@ class EdgeServer:
 def edge_server(
     config: Path, *extra: str, tls: bool = True, startup_timeout: float = 180.0, env: dict[str, str] | None = None,
     port: int | None = None, admin_port: int | None = None, edgefn: list[str] | None = None, cwd: Path | None = None,
+    ready: bool = True,
 ) -> Iterator[EdgeServer]:
     """Serve `config` on free ports (cleartext, and TLS + QUIC unless tls=False); stop with SIGTERM afterwards.
 
@@ -99,7 +100,8 @@ def edge_server(
     server gets its own free admin port (manifests default to 8788, so concurrent servers would clash). A port
     taken by someone else between choosing and binding it is retried with new ones. `port` / `admin_port` fix
     those two (a manifest that must name them is written first), and are then not retried. `edgefn` is the
-    command (default: this interpreter's `-m edgefn.cli`), run in `cwd` (default: the repository).
+    command (default: this interpreter's `-m edgefn.cli`), run in `cwd` (default: the repository). `ready`
+    False yields as soon as the server answers, while functions may still be building (health 503).
     """
     fixed_port, fixed_admin = port, admin_port
     for attempt in range(1 if fixed_port or fixed_admin else 3):
@@ -121,7 +123,7 @@ def edge_server(
         server.admin = f"http://127.0.0.1:{admin_port}"
         server.config, server.env = Path(config), env
         try:
-            if _wait_healthy(server, startup_timeout, retry_port_clash=attempt < 2 and not (fixed_port or fixed_admin)):
+            if _wait_healthy(server, startup_timeout, retry_port_clash=attempt < 2 and not (fixed_port or fixed_admin), ready=ready):
                 break
         except BaseException:
             _stop(server)
@@ -132,7 +134,7 @@ def edge_server(
         _stop(server)
 
 
-def _wait_healthy(server: EdgeServer, timeout: float, retry_port_clash: bool) -> bool:
+def _wait_healthy(server: EdgeServer, timeout: float, retry_port_clash: bool, ready: bool = True) -> bool:
     """True once the server answers; False if it lost a race for its ports (and may be retried); else raises."""
     deadline = time.monotonic() + timeout
     while True:
@@ -142,7 +144,7 @@ def _wait_healthy(server: EdgeServer, timeout: float, retry_port_clash: bool) ->
                 return False
             raise RuntimeError(f"edgefn serve exited with {server.proc.returncode}:\n{text}")
         try:
-            if httpx.get(f"{server.base}/_edgefn/health", timeout=1.0).status_code == 200:
+            if httpx.get(f"{server.base}/_edgefn/health", timeout=1.0).status_code in ((200,) if ready else (200, 503)):
                 return True
         except httpx.HTTPError:
             pass
