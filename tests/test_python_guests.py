@@ -114,30 +114,17 @@ def invoke(runtime: Runtime, fn: FunctionSpec, path: str, **request: object):
 
 @pytest.fixture
 def sdk(monkeypatch):
-    """The guest SDK imported on the host, with a stand-in for the component's imports."""
+    """The guest SDK imported on the host, its host calls on the SDK's own LocalHost (edgefn_guest.testing)."""
     monkeypatch.syspath_prepend(str(SDK))
     import edgefn_guest
-    from edgefn_guest import _host, _runtime
+    from edgefn_guest import Response, _runtime
+    from edgefn_guest.testing import local_host
 
-    class FakeHost:
-        def __init__(self) -> None:
-            self.logs: list[tuple[str, str]] = []
-            self.env = {"TOKEN": "t0k"}
+    def fetch(request):
+        return Response(200, b"fetched", headers={"X-Url": request.uri})
 
-        def log(self, level: str, message: str) -> None:
-            self.logs.append((level, message))
-
-        def env_get(self, name: str) -> str | None:
-            return self.env.get(name)
-
-        def fetch(self, request: bytes) -> bytes:
-            doc = cbor2.loads(request)
-            return cbor2.dumps({"status": 200, "headers": {"x-url": [{"key": "X-Url", "value": doc["url"]}]}, "body": b"fetched"})
-
-    host = FakeHost()
-    _host.install(host)
-    yield types.SimpleNamespace(sdk=edgefn_guest, runtime=_runtime, host=host)
-    _host.install(None)
+    with local_host(env={"TOKEN": "t0k"}, fetch=fetch) as host:
+        yield types.SimpleNamespace(sdk=edgefn_guest, runtime=_runtime, host=host)
 
 
 def bind(sdk, source: str):
