@@ -204,3 +204,35 @@ def test_a_long_build_step_shows_a_live_line_with_its_elapsed_time_on_a_terminal
         assert text.endswith("\r\033[Kedgefn: building py-auth: done in 400 ms\n"), repr(text[-120:])
     finally:
         log.removeHandler(progress)
+
+
+@pytest.mark.parametrize(
+    ("choice", "no_color", "tty", "colored"),
+    [("auto", None, True, True), ("auto", "1", True, False), ("auto", None, False, False), ("always", "1", False, True), ("never", None, True, False)],
+)
+def test_color_follows_the_option_then_no_color_then_the_terminal(monkeypatch, choice, no_color, tty, colored):
+    import io
+
+    from edgefn.dev.console import COLOR_ENV, DevConsole
+
+    class Stream(io.StringIO):
+        def isatty(self) -> bool:
+            return tty
+
+    monkeypatch.setenv(COLOR_ENV, choice)
+    if no_color is None:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    else:
+        monkeypatch.setenv("NO_COLOR", no_color)
+    stream = Stream()
+    DevConsole(stream).info("hello")
+    assert ("\033[" in stream.getvalue()) is colored
+
+
+def test_log_level_debug_shows_each_build_step_as_it_starts(tmp_path):
+    assert edgefn("init", str(tmp_path / "app")).returncode == 0
+    config = str(tmp_path / "app" / "edgefn.toml")
+    quiet = edgefn("build", "--config", config)
+    loud = edgefn("build", "--config", config, "--log-level", "debug")
+    assert quiet.returncode == loud.returncode == 0
+    assert "building origin (src/origin.c) …" in loud.stderr and "building origin (src/origin.c) …" not in quiet.stderr

@@ -110,6 +110,9 @@ def test_terminal_shows_a_request_log_line(dev):
     wait_for(lambda: "GET    /logged-path 200" in log.read_text(), what="the request log line")
     line = next(entry for entry in log.read_text().splitlines() if "/logged-path 200" in entry)
     assert "fuel=" in line and "viewer-response=" in line and "\033[" not in line  # plain when not a TTY
+    text = log.read_text()
+    assert "edgefn dev app: 3 functions (origin, viewer-request, viewer-response), 1 behavior; watching" in text  # the start-up summary
+    assert "REPORT RequestId" not in text and "edgefn.access" not in text  # one line per request: those are in `edgefn logs`
 
 
 def test_recorded_events_replay_with_invoke(dev):
