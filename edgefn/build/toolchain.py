@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..core.exceptions import BuildError, Diagnostic
+from ..core.files import remove
 from .sdk import sdk_dir
 
 #: the C guest SDK (edgefn.h)
@@ -53,17 +54,7 @@ def prune_cache(older_than_s: float, dry_run: bool = False) -> tuple[list[Path],
     doomed = [p for pattern in ("componentize-py/*.wasm", "builds/*.json") for p in sorted(root.glob(pattern)) if p.stat().st_mtime < cutoff]
     doomed += sorted(p for p in root.glob("componentize-py/edgefn-py-*") if p.is_dir())  # a build that was killed midway
     doomed += sorted(p for p in root.glob("c-sdk/*") if (p / "edgefn-sdk.o").is_file() and (p / "edgefn-sdk.o").stat().st_mtime < cutoff)
-    size = 0
-    for path in doomed:
-        if path.is_dir():
-            size += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-            if not dry_run:
-                shutil.rmtree(path, ignore_errors=True)
-        else:
-            size += path.stat().st_size
-            if not dry_run:
-                path.unlink(missing_ok=True)
-    return doomed, size
+    return doomed, remove(doomed, dry_run)
 
 
 #: what a user without a language's toolchain is told to run

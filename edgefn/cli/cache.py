@@ -14,6 +14,7 @@ from typing import TextIO
 from ..app_build import store_dir_of
 from ..build.toolchain import cache_root, prune_cache
 from ..control.deploy import control_store_of, registry_path
+from ..core.files import bytes_of
 from ..manifest.load import load_manifest
 from ..runtime.invoker import Runtime
 
@@ -31,10 +32,6 @@ def _size(n: int) -> str:
     return f"{value:.1f} {units[0]}"
 
 
-def _du(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) if path.is_dir() else 0
-
-
 def cache_command(action: str, config: Path, older_than_days: float, dry_run: bool, out: TextIO) -> int:
     root = cache_root()
     if action == "dir":
@@ -42,14 +39,14 @@ def cache_command(action: str, config: Path, older_than_days: float, dry_run: bo
         return 0
     manifest = load_manifest(config) if action == "info" or config.exists() else None
     if action == "info":
-        print(f"cache {root}: {_size(_du(root))}", file=out)
+        print(f"cache {root}: {_size(bytes_of(root))}", file=out)
         for part in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-            print(f"  {part.name:<16} {_size(_du(part))}", file=out)
+            print(f"  {part.name:<16} {_size(bytes_of(part))}", file=out)
         assert manifest is not None
         store = store_dir_of(config, manifest)
-        print(f"module store {store}: {_size(_du(store))}", file=out)
+        print(f"module store {store}: {_size(bytes_of(store))}", file=out)
         for kind in ("wasm", "artifacts", "sources"):
-            print(f"  {kind:<16} {_size(_du(store / kind))}", file=out)
+            print(f"  {kind:<16} {_size(bytes_of(store / kind))}", file=out)
         return 0
     verb = "would remove" if dry_run else "removed"
     removed, size = prune_cache(older_than_days * 86400, dry_run)

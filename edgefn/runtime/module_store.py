@@ -46,7 +46,7 @@ import wasmtime
 from wasmtime import component as wc
 
 from ..core.exceptions import InvalidModule
-from ..core.files import write_atomic
+from ..core.files import remove, write_atomic
 from . import component as comp
 from . import fastcall
 from .engine import ARTIFACT_FORMAT
@@ -238,11 +238,7 @@ class ModuleStore:
         for tree in sorted((self.root / "sources").glob("*")):
             if "tree:" + tree.name not in needed:  # kept trees, and temporaries of a failed write
                 doomed.append(tree)
-        size = 0
-        for path in doomed:
-            size += sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
-            if not dry_run:
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        size = remove(doomed, dry_run)
         if not dry_run:
             for digest in [d for d in self.ready_digests() if d not in needed]:
                 self.evict(digest)
