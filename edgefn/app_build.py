@@ -111,9 +111,9 @@ def build_app(
     manifest_path = Path(manifest_path).resolve()
     if digests is None or not all(store.wasm_path(d).exists() for d in digests.values()):
         app, still = start_app_build(manifest_path, manifest, store, dev=dev)
-        assert not still
-        digests = {name: spec.digest for name, spec in app.functions.items()}
-    app = resolve(manifest, manifest_path, digests)
+        assert not still  # no ready_within_s: every build waited for
+    else:
+        app = resolve(manifest, manifest_path, digests)
     if precompile:
         load_app(app, store, invoker)
     return app

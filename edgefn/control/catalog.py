@@ -168,8 +168,8 @@ class LiveCatalog:
         return self.current.check(ref)
 
     def select(self, ref: str, request_id: str = "") -> FunctionSpec:
-        if self.pending is not None and self.pending.names and self.pending.holds(FunctionRef.parse(ref)):
-            raise FunctionPending(FunctionRef.parse(ref).name, request_id)
+        if self.pending is not None and self.pending.names and self.pending.holds(parsed := FunctionRef.parse(ref)):
+            raise FunctionPending(parsed.name, request_id)
         return self.current.select(ref, request_id)
 
     def building(self) -> list[str]:
