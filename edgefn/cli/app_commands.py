@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TextIO, cast
+from typing import TextIO
 
 from ..app_build import open_app
 from ..build.languages import build_source
@@ -91,34 +91,8 @@ def _registered_spec(config: Path, manifest: Manifest, function: str) -> Functio
     return FunctionCatalog.from_snapshot(registry.snapshot()).select(function, new_request_id())
 
 
-def sample_event(event_type: str) -> events.Event:
-    """A valid, realistic event of `event_type` (what `edgefn events sample` prints)."""
-    request = events.EdgeRequest(
-        method="GET",
-        uri="/index.html",
-        querystring="lang=en",
-        headers={
-            "host": [("Host", "d111111abcdef8.cloudfront.net")],
-            "user-agent": [("User-Agent", "curl/8.5.0")],
-            "accept": [("Accept", "*/*")],
-        },
-        client_ip="203.0.113.178",
-    )
-    response = None
-    if event_type in ("origin-response", "viewer-response"):
-        response = events.EdgeResponse(
-            200, "OK", {"content-type": [("Content-Type", "text/html; charset=utf-8")], "cache-control": [("Cache-Control", "max-age=60")]}
-        )
-    if event_type == "origin-request":
-        request.origin = {"custom": {"domainName": "example.org", "port": 443, "protocol": "https", "path": "", "readTimeout": 30, "keepaliveTimeout": 5, "customHeaders": {}}}
-    config = events.EventConfig(
-        cast(events.EventType, event_type), new_request_id(), "", distribution_domain_name="d111111abcdef8.cloudfront.net", distribution_id="EDFDVBD6EXAMPLE"
-    )
-    return events.Event(config, request, response)
-
-
 def events_sample(event_type: str, stdout: TextIO) -> int:
-    print(json.dumps(events.to_json_document(sample_event(event_type)), indent=2), file=stdout)
+    print(json.dumps(events.to_json_document(events.sample_event(event_type, new_request_id())), indent=2), file=stdout)
     return 0
 
 

@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from .. import __version__
+from ..benchmark.load import GENERATORS
 from ..core.exceptions import EdgefnError
 from ..dev.console import COLOR_CHOICES
 from ..dev.scaffold import SCAFFOLD_LANGUAGES
 from ..observability.logs import LOG_FORMATS, LOG_LEVELS
+from .bench import concurrency_list
+from .bench import duration as bench_duration
+from .bench import header as bench_header
 from .terminal import apply_output_options
 
 _INVALID_CHOICE = re.compile(r"argument ([^:]+): invalid choice: '([^']*)' \(choose from (.*)\)")
@@ -100,6 +104,18 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("source", nargs="?", type=Path, help="build only this .c/.zig file instead of the manifest")
     b.add_argument("-o", "--out", type=Path, help="output .wasm for a single source")
     b.add_argument("--target", choices=("freestanding", "wasi"), default="freestanding")
+
+    bn = with_config(cmd(sub, "bench", "cold vs warm latency and throughput of the app's functions, each figure also a ratio to a baseline measured in the same run",
+                         "edgefn bench", "edgefn bench hello auth --duration 5s --concurrency 1,32", "edgefn bench --json bench.json --html bench.html"))
+    bn.add_argument("functions", nargs="*", metavar="FUNCTION", help="measure only these (default: every function of the manifest)")
+    bn.add_argument("--duration", type=bench_duration, default=10.0, metavar="10s", help="each load run over HTTP (ms, s, m); an in-process series takes a quarter of it, up to 3 s")
+    bn.add_argument("--concurrency", type=concurrency_list, default=(1, 16), metavar="1,16", help="connections of the HTTP load runs, comma-separated")
+    bn.add_argument("--json", dest="json_out", type=Path, metavar="FILE", help="also write every figure as JSON")
+    bn.add_argument("--html", type=Path, metavar="FILE", help="also write one self-contained HTML page with the latency distributions plotted")
+    bn.add_argument("--load-generator", choices=GENERATORS, default="auto", help="auto: wrk when installed, else the built-in client (its own CPU use is shown)")
+    bn.add_argument("-H", "--header", type=bench_header, action="append", default=[], metavar="'NAME: VALUE'", help="send this header with every HTTP request (repeatable; only its name is recorded)")
+    bn.add_argument("--no-http", action="store_true", help="in-process figures only (no server is started)")
+    bn.add_argument("--no-in-process", action="store_true", help="HTTP figures only")
 
     i = with_config(cmd(sub, "invoke", "run one invocation and print the result and the REPORT line",
                         "edgefn invoke origin", "edgefn invoke viewer-request --event event.json", "edgefn invoke auth:live --async"))
@@ -291,6 +307,10 @@ def _run(args: argparse.Namespace) -> int:
         from .observe import logs_command
 
         return logs_command(args.config, args.function, args.since, args.follow, sys.stdout)
+    if args.command == "bench":
+        from .bench import bench_command
+
+        return bench_command(args, sys.stdout)
     if args.command == "build":
         return commands.build(args.config, args.source, args.out, args.target, sys.stdout)
     if args.command == "init":

@@ -21,6 +21,8 @@ __all__ = ["StepProgress", "apply_output_options"]
 
 #: the logger of build steps (app_build._step)
 BUILD_LOGGER = "edgefn.build"
+#: the loggers whose steps the live line shows: the build's and `edgefn bench`'s (cli/bench.py)
+PROGRESS_LOGGERS = (BUILD_LOGGER, "edgefn.bench")
 #: a step shows on the live line once it has run this long
 SHOW_AFTER_S = 0.3
 REDRAW_S = 0.1
@@ -103,12 +105,13 @@ def apply_output_options(args: argparse.Namespace, serving: bool, stream: TextIO
     os.environ[COLOR_ENV] = getattr(args, "color", None) or os.environ.get(COLOR_ENV, "auto")
     level = logging.getLevelName((level_name or os.environ.get(LOG_LEVEL_ENV, "info")).upper())
     json_lines = (fmt or os.environ.get(LOG_FORMAT_ENV)) == "json"
-    root, build = logging.getLogger(), logging.getLogger(BUILD_LOGGER)
+    root, steps = logging.getLogger(), [logging.getLogger(name) for name in PROGRESS_LOGGERS]
     for handler_of_before in [h for h in root.handlers if isinstance(h, _StderrHandler)]:  # one per process, however often main() runs
         root.removeHandler(handler_of_before)
-    for progress_of_before in [h for h in build.handlers if isinstance(h, StepProgress)]:
-        build.removeHandler(progress_of_before)
-    build.propagate = True
+    for logger in steps:
+        for progress_of_before in [h for h in logger.handlers if isinstance(h, StepProgress)]:
+            logger.removeHandler(progress_of_before)
+        logger.propagate = True
     if not serving:
         handler = _StderrHandler()
         handler.setFormatter(JsonLinesFormatter() if json_lines else logging.Formatter("%(message)s"))
@@ -116,5 +119,7 @@ def apply_output_options(args: argparse.Namespace, serving: bool, stream: TextIO
         root.addHandler(handler)
         root.setLevel(min(level, logging.INFO))
     if not json_lines and level <= logging.INFO and stream.isatty():
-        build.addHandler(StepProgress(stream, level))
-        build.propagate = False  # the live line prints the build's lines itself, above it
+        progress = StepProgress(stream, level)  # one live line for all of them
+        for logger in steps:
+            logger.addHandler(progress)
+            logger.propagate = False  # the live line prints their lines itself, above it

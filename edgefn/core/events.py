@@ -14,12 +14,12 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 __all__ = [
     "EVENT_TYPES", "MAX_JSON_DEPTH", "VIA", "XCache", "REQUEST_EVENTS", "Body", "EdgeRequest", "EdgeResponse", "Event", "EventConfig",
     "EventType", "Headers", "ResultError", "apply_request", "check_keys", "decode_headers", "decode_response", "event_document",
-    "event_from_document", "event_from_json", "expect_field", "json_document", "title_case", "to_json_document",
+    "event_from_document", "event_from_json", "expect_field", "json_document", "sample_event", "title_case", "to_json_document",
 ]
 
 EventType = Literal["viewer-request", "origin-request", "origin-response", "viewer-response"]
@@ -407,3 +407,29 @@ class XCache(StrEnum):
     @property
     def header_value(self) -> str:
         return f"{self.value} from {VIA}"
+
+
+def sample_event(event_type: str, request_id: str) -> Event:
+    """A valid, realistic event of `event_type`: what `edgefn events sample` prints and `edgefn bench` sends."""
+    request = EdgeRequest(
+        method="GET",
+        uri="/index.html",
+        querystring="lang=en",
+        headers={
+            "host": [("Host", "d111111abcdef8.cloudfront.net")],
+            "user-agent": [("User-Agent", "curl/8.5.0")],
+            "accept": [("Accept", "*/*")],
+        },
+        client_ip="203.0.113.178",
+    )
+    response = None
+    if event_type in ("origin-response", "viewer-response"):
+        response = EdgeResponse(
+            200, "OK", {"content-type": [("Content-Type", "text/html; charset=utf-8")], "cache-control": [("Cache-Control", "max-age=60")]}
+        )
+    if event_type == "origin-request":
+        request.origin = {"custom": {"domainName": "example.org", "port": 443, "protocol": "https", "path": "", "readTimeout": 30, "keepaliveTimeout": 5, "customHeaders": {}}}
+    config = EventConfig(
+        cast(EventType, event_type), request_id, "", distribution_domain_name="d111111abcdef8.cloudfront.net", distribution_id="EDFDVBD6EXAMPLE"
+    )
+    return Event(config, request, response)

@@ -43,6 +43,7 @@ answers with what status is decided by class, one table per audience: the viewer
     │   └── AdminListenError         the admin address
     ├── EventFileError           `edgefn invoke --event FILE` cannot be read or is not an event
     ├── LogQueryError            `edgefn logs` asked for something it cannot show
+    ├── BenchError               `edgefn bench` cannot measure: a server that does not start, no load generator
     └── MetricsError             a metric used inconsistently (a programming error)
 """
 
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "error_document", "status_by_class",
-    "AbiMismatch", "AdminListenError", "AdminTokenRequired", "BuildError", "ComponentImportNotAllowed",
+    "AbiMismatch", "AdminListenError", "AdminTokenRequired", "BenchError", "BuildError", "ComponentImportNotAllowed",
     "ConcurrencyConfigError", "Conflict", "CpuBudgetExhausted", "Diagnostic", "EdgefnError", "EventFileError", "ExpressionError",
     "FunctionError", "FunctionInitError", "FunctionPending", "GuestTrap", "ImportNotAllowed", "InvalidModule", "InvalidPayload", "InvalidResult",
     "InvocationError", "ListenError", "LogQueryError", "ManifestError", "MemoryLimitExceeded", "MetricsError", "MissingExport",
@@ -459,6 +460,10 @@ class EventFileError(EdgefnError):
 
 class LogQueryError(EdgefnError):
     """`edgefn logs` was asked for something it cannot show."""
+
+
+class BenchError(EdgefnError):
+    """`edgefn bench` cannot take a measurement: what failed, and the log or the install that would fix it."""
 
 
 class MetricsError(EdgefnError):

@@ -284,6 +284,12 @@ class ModuleStore:
             if gone is not None:
                 self._ready_bytes -= gone.artifact_bytes
 
+    def drop_artifacts(self, digest: str) -> None:
+        """Forget `digest`'s precompiled artifacts, in memory and on disk (the wasm stays): its next load compiles."""
+        self.evict(digest)
+        for path in (self.artifact_path(digest), self.component_artifact_path(digest), self.component_meta_path(digest)):
+            path.unlink(missing_ok=True)
+
     def ready_digests(self) -> list[str]:
         with self._lock:
             return list(self._ready)
