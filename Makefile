@@ -12,7 +12,7 @@ STAMP      := $(VENV)/.installed-test-$(INPUTS)
 # built guests and toolchain outputs go to edgefn's one cache (~/.cache/edgefn, or $EDGEFN_CACHE_DIR), shared with
 # `edgefn serve` / `edgefn dev` however they are started; the tests keep theirs in .cache (tests/conftest.py)
 
-.PHONY: install run test bench clean
+.PHONY: install debs run test bench clean
 
 install: $(STAMP)
 
@@ -32,20 +32,27 @@ $(STAMP): $(STAMP_RUN)
 run: $(STAMP_RUN)
 	$(BIN)/edgefn serve --config examples/edgefn.toml
 
+# Debian packages the tests use: wrk (edgefn bench's load generator) and chromium (its HTML page, rendered)
+DEBS := wrk chromium
+debs:
+	@missing=""; for p in $(DEBS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	    echo "installing$$missing (Debian packages the tests use)"; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  fi
+
 # the gates first (lint + import order, strict types, the floors contract), then the suite
-test: install
+test: install debs
 	$(BIN)/ruff check edgefn tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
-# bench: the bench extra (baselines, profilers, plots) once per pyproject.toml change, and wrk (Debian) if absent
-bench: install
+# bench: the bench extra (baselines, profilers, plots) once per pyproject.toml change, and the Debian packages (debs)
+bench: install debs
 	@stamp=$(VENV)/.bench-$$(cksum < pyproject.toml | cut -d' ' -f1); \
 	  test -f $$stamp || { $(BIN)/python -m pip install --quiet -e '.[test,bench]' && rm -f $(VENV)/.bench-* && touch $$stamp; }
-	@command -v wrk >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python bench/run.py
 
 clean:

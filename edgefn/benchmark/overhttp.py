@@ -51,8 +51,8 @@ def _concrete(pattern: str, filler: str) -> str:
 
 
 def http_targets(app: ResolvedApp, functions: list[str], headers: tuple[tuple[str, str], ...] = ()) -> tuple[list[HttpTarget], dict[str, str]]:
-    """The fewest behaviors that run each of `functions` (preferring those that run nothing else), each with a path
-    the router sends there; and, for each function no reachable behavior runs, why it has no HTTP figures."""
+    """For each of `functions`, the behavior that runs it with the fewest others (a hook's response may skip the
+    origin), with a path the router sends there; and, for each function no reachable behavior runs, why not."""
     router = BehaviorRouter(app.behaviors)
     wanted = set(functions)
     reachable: list[HttpTarget] = []
@@ -71,11 +71,12 @@ def http_targets(app: ResolvedApp, functions: list[str], headers: tuple[tuple[st
         sent = tuple(headers) + ((("Host", host),) if host and not any(k.lower() == "host" for k, _ in headers) else ())
         reachable.append(HttpTarget(path, sent, b.path_pattern, names))
     chosen: list[HttpTarget] = []
-    uncovered = wanted & {n for t in reachable for n in t.functions}
-    while uncovered:
-        best = max(reachable, key=lambda t: (len(uncovered & set(t.functions)), -len(set(t.functions) - wanted), -reachable.index(t)))
-        chosen.append(best)
-        uncovered -= set(best.functions)
+    for n in functions:  # each function where it runs with the fewest others (alone, if some behavior has it alone)
+        runs_it = [t for t in reachable if n in t.functions]
+        if runs_it:
+            best = min(runs_it, key=lambda t: (len(t.functions), reachable.index(t)))
+            if best not in chosen:
+                chosen.append(best)
     covered = {n for t in chosen for n in t.functions}
     why = {n: unreachable.get(n, "no behavior runs it (schedules, async or API invokes only)") for n in functions if n not in covered}
     return sorted(chosen, key=reachable.index), why
@@ -145,6 +146,7 @@ def measure_http(
         progress("starting the baseline")
         base.spawn().wait_healthy("/", timeout_s=120)
         out["baseline_start_to_healthy_s"] = base.start_s
+        out["ports"] = {"edgefn": edge.port, "baseline": base.port}
         runs: dict[str, dict[str, dict[str, object]]] = {"baseline": {}}
         for t in targets:
             runs[t.path] = {}
