@@ -14,24 +14,14 @@ import time
 
 import servers
 from common import log, summarize
-from rawhttp import Connection
 
-_TIMING = re.compile(r"([\w-]+);dur=([\d.]+)")
-
-
-def server_timing(header: str | None) -> dict[str, float]:
-    return {name: float(ms) for name, ms in _TIMING.findall(header or "")}
+from edgefn.benchmark.overhttp import HttpTarget, first_request, server_timing
+from edgefn.benchmark.rawhttp import Connection
 
 
 def _first_request(port: int, path: str = "/") -> dict:
-    t0 = time.perf_counter()
-    with Connection("127.0.0.1", port) as conn:  # a new connection, as a first visitor's (connect is timed)
-        status, headers, _ = conn.get(path)
-    return {
-        "status": status,
-        "client_ms": (time.perf_counter() - t0) * 1000,
-        "server_timing_ms": server_timing(headers.get("server-timing")),
-    }
+    """A new connection, as a first visitor's (connect is timed): `edgefn bench`'s first request."""
+    return first_request(port, HttpTarget(path, (), "", ()))
 
 
 def _start(name: str, cpus: str | None) -> tuple[servers.Server, dict]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
@@ -13,7 +12,6 @@ import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import Callable
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -26,60 +24,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("EDGEFN_CACHE_DIR", str(REPO / ".cache"))  # the zig cache `make` uses
 
+# one implementation of percentiles and timed loops: the product's (edgefn bench)
+from edgefn.benchmark.load import pinned  # noqa: E402
+from edgefn.benchmark.stats import percentile, sample_us, summarize  # noqa: E402
 
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Linear-interpolated percentile (p in 0..100) of an already sorted list."""
-    if not sorted_values:
-        return math.nan
-    k = (len(sorted_values) - 1) * p / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    if lo == hi:
-        return sorted_values[lo]
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
-
-
-def summarize(samples_us: list[float]) -> dict[str, float]:
-    s = sorted(samples_us)
-    return {
-        "n": len(s),
-        "min": s[0],
-        "p50": percentile(s, 50),
-        "p90": percentile(s, 90),
-        "p99": percentile(s, 99),
-        "max": s[-1],
-        "mean": sum(s) / len(s),
-    }
-
-
-def sample_us(
-    fn: Callable[[], object],
-    *,
-    budget_s: float,
-    min_n: int = 5,
-    max_n: int = 5000,
-    warmup: int = 3,
-    setup: Callable[[], object] | None = None,
-) -> list[float]:
-    """Time `fn` once per sample (µs), for at most `budget_s` seconds or `max_n` samples (at least `min_n`).
-
-    `setup` runs before each sample, outside the timed region. The GC stays enabled (the server has it
-    enabled too), but a collection is forced before the loop so an earlier phase's garbage is not billed here.
-    """
-    for _ in range(warmup):
-        if setup:
-            setup()
-        fn()
-    gc.collect()
-    out: list[float] = []
-    clock = time.perf_counter_ns
-    deadline = time.perf_counter() + budget_s
-    while len(out) < max_n and (len(out) < min_n or time.perf_counter() < deadline):
-        if setup:
-            setup()
-        t0 = clock()
-        fn()
-        out.append((clock() - t0) / 1000)
-    return out
+__all__ = ["BENCH", "PROFILES", "PYTHON", "REPO", "RESULTS", "TMP", "cpu_sets", "log", "machine", "percentile", "pinned", "sample_us", "summarize", "write_json"]
 
 
 def machine() -> dict[str, object]:
@@ -125,10 +74,6 @@ def cpu_sets() -> tuple[str | None, str | None]:
     if n >= 2 and shutil.which("taskset"):
         return "0", "1" if n == 2 else f"1-{n - 1}"
     return None, None
-
-
-def pinned(cmd: list[str], cpus: str | None) -> list[str]:
-    return ["taskset", "-c", cpus, *cmd] if cpus else cmd
 
 
 def write_json(path: Path, data: object) -> None:

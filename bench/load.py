@@ -1,4 +1,5 @@
-"""The load generator: wrk (C, epoll, closed loop: each connection sends its next request when the last returns).
+"""The load generator: wrk (C, epoll, closed loop: each connection sends its next request when the last returns),
+run by edgefn's own driver (edgefn/benchmark/load.py, the one `edgefn bench` uses), plus this bench's noise accounting.
 
 wrk runs on its own core (taskset) with one thread; the bench records its CPU use for every run, so a
 reader can check it was far from saturated (it was: see `client_cpu` in the results).
@@ -6,21 +7,14 @@ reader can check it was far from saturated (it was: see `client_cpu` in the resu
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import tempfile
 import time
 
 import psutil
-from common import BENCH, TMP, pinned
+from common import REPO  # noqa: F401 - common puts the repository on sys.path
 
-LUA = BENCH / "wrk_report.lua"
+from edgefn.benchmark.load import have_wrk, run_load
 
-
-def have_wrk() -> bool:
-    return shutil.which("wrk") is not None
+__all__ = ["have_wrk", "wrk"]
 
 
 def _busy(cores: list[int] | None) -> float:
@@ -52,46 +46,31 @@ def wrk(url: str, connections: int, duration_s: float, cpus: str | None, server=
     compared and kept by `noise`.
     """
     server_cores = _cores(getattr(server, "cpus", None))
-    TMP.mkdir(parents=True, exist_ok=True)
-    cmd = pinned(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration_s))}s", "--timeout", "10s", "-s", str(LUA), url], cpus
-    )
-    with tempfile.TemporaryFile("w+", dir=TMP) as out:
-        per0 = server.cpu_by_process() if server is not None else {}
-        busy0 = _busy(None)
-        core0 = _busy(server_cores) if server_cores else 0.0
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - t0
-        busy = (_busy(None) - busy0) / wall
-        core_busy = (_busy(server_cores) - core0) / wall if server_cores else None
-        per1 = server.cpu_by_process() if server is not None else {}
-        per_process = sorted(((per1[p] - per0.get(p, 0.0)) / wall for p in per1), reverse=True)
-        server_cpu = sum(per_process) if server is not None else None
-        out.seek(0)
-        text = out.read()
-    line = next((ln for ln in text.splitlines() if ln.startswith("WRK_JSON ")), None)
-    if proc.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {text[-2000:]}")
-    doc = json.loads(line[len("WRK_JSON ") :])
-    secs = doc["duration_us"] / 1e6
-    errors = doc["errors"]
+    per0 = server.cpu_by_process() if server is not None else {}
+    busy0 = _busy(None)
+    core0 = _busy(server_cores) if server_cores else 0.0
+    t0 = time.perf_counter()
+    run = run_load(url, connections, duration_s, generator="wrk", cpus=cpus)  # the product's wrk driver (edgefn bench)
+    wall = time.perf_counter() - t0
+    busy = (_busy(None) - busy0) / wall
+    core_busy = (_busy(server_cores) - core0) / wall if server_cores else None
+    per1 = server.cpu_by_process() if server is not None else {}
+    per_process = sorted(((per1[p] - per0.get(p, 0.0)) / wall for p in per1), reverse=True)
+    server_cpu = sum(per_process) if server is not None else None
     result = {
         "connections": connections,
-        "requests": doc["requests"],
-        "seconds": secs,
-        "rps": doc["requests"] / secs,
-        "latency_us": {**{k: doc["latency"][k] for k in ("min", "max", "mean", "stdev")}, "percentiles": doc["latency"]["percentiles"]},
-        "p50_us": doc["latency"]["percentiles"]["50"],
-        "p99_us": doc["latency"]["percentiles"]["99"],
-        "errors": errors,
-        "failed": sum(errors.values()),
-        "client_cpu": (usage.ru_utime + usage.ru_stime) / wall,  # cores used by wrk (1.0 = its core saturated)
+        "requests": run.requests,
+        "seconds": run.seconds,
+        "rps": run.rps,
+        "latency_us": {"min": run.latency_us["0"], "max": run.latency_us["100"], "percentiles": run.latency_us},
+        "p50_us": run.p50_us,
+        "p99_us": run.p99_us,
+        "errors": {**run.errors, "status": run.non_2xx},
+        "failed": run.failed,
+        "client_cpu": run.client_cpu,  # cores used by wrk (1.0 = its core saturated)
         "server_cpu": server_cpu,  # cores used by the server's processes
         "server_cpu_by_process": per_process,  # the same per process, busiest first (workers > 1: balance)
-        "other_cpu": max(0.0, busy - (usage.ru_utime + usage.ru_stime) / wall - (server_cpu or 0.0)),
+        "other_cpu": max(0.0, busy - run.client_cpu - (server_cpu or 0.0)),
     }
     result["other_on_server_cores"] = max(0.0, core_busy - (server_cpu or 0.0)) if core_busy is not None else None
     result["noise"] = result["other_on_server_cores"] if core_busy is not None else result["other_cpu"]

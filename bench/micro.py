@@ -17,6 +17,7 @@ import guests
 import wasmtime
 from common import TMP, log, sample_us, summarize
 
+from edgefn.benchmark.inprocess import measure_code
 from edgefn.core import events
 from edgefn.core.app import FunctionSpec, Limits
 from edgefn.core.events import EdgeRequest, Event, EventConfig
@@ -104,10 +105,14 @@ def _guest(rt: Runtime, guest: guests.Guest, quick: bool) -> dict:
     )
     raw.unlink()
 
-    # 3. cold start with a precompiled artifact: load from disk + the first invocation on a fresh instance
-    res["cold_start_from_artifact"] = summarize(
-        sample_us(lambda: rt.invoker.invoke_sync(fn, event), setup=evict, budget_s=_budget(quick, 0.8), min_n=10, max_n=500)
-    )
+    # 3. edgefn's own series (edgefn bench measures every user function with the same code): cold from an empty
+    #    store (compile) and from an artifact, warm on a fresh and on a reused instance, each a whole invoke_sync
+    cost = measure_code(fn, wasm, event, _budget(quick, 1.0), _budget(quick, 1.5 if big else 0.6), scratch=_tmp())
+    assert not cost.skipped, cost.skipped
+    res["cold_start_with_compile"] = cost.series["cold_compile"]["summary"]
+    res["cold_start_from_artifact"] = cost.series["cold_artifact"]["summary"]
+    res["fresh_instance_invoke"] = cost.series["warm_fresh"]["summary"]
+    res["warm_instance_invoke"] = cost.series["warm_reused"]["summary"]
     rt.store.load(digest, guest.name)
 
     # 4. one invocation on a fresh instance (the module is ready in memory): the sandbox alone, and the whole
@@ -131,10 +136,6 @@ def _guest(rt: Runtime, guest: guests.Guest, quick: bool) -> dict:
         res["fresh_instance_raw_floor"] = summarize(sample_us(lambda: floor.invoke(encoded), budget_s=_budget(quick, 1.0), min_n=50, max_n=20000, warmup=50))
     finally:
         set_current_context(None)
-    res["fresh_instance_invoke"] = summarize(
-        sample_us(lambda: rt.invoker.invoke_sync(fn, event), budget_s=_budget(quick, 1.0), min_n=50, max_n=20000, warmup=50)
-    )
-
     # 5. a second invocation on the same instance. The runtime does not reuse instances yet: this is a raw
     #    call sequence through fastcall (alloc, write the event, handle, read the result) on one Store.
     warm = _warm_runtime(rt, loaded, fn, guest, encoded, event, quick)
@@ -166,11 +167,7 @@ def _warm_runtime(rt: Runtime, loaded, fn: FunctionSpec, guest: guests.Guest, en
 
     first = rt.sandbox.run(loaded, function=guest.name, request_id="r", event=encoded, limits=LIMITS, env=guest.env, emit=_drop, pool=pool)
     pool.give(first.instance)
-    out = {"warm_instance_sandbox": summarize(sample_us(sandbox_warm, budget_s=_budget(quick, 1.0), min_n=50, max_n=20000, warmup=20))}
-    out["warm_instance_invoke"] = summarize(
-        sample_us(lambda: rt.invoker.invoke_sync(wfn, event), budget_s=_budget(quick, 0.8), min_n=50, max_n=20000, warmup=20)
-    )
-    return out
+    return {"warm_instance_sandbox": summarize(sample_us(sandbox_warm, budget_s=_budget(quick, 1.0), min_n=50, max_n=20000, warmup=20))}
 
 
 def _reused(rt: Runtime, loaded, guest: guests.Guest, encoded: bytes, quick: bool) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]

@@ -42,7 +42,7 @@ COMPONENTS: list[tuple[str, str]] = [
     ("thread pool hop (concurrent.futures)", "concurrent/futures/"),
     ("asyncio event loop + transports", "asyncio/"),
     ("asyncio event loop + transports", "selectors.py"),
-    ("baseline app", "bench/baseline_app.py"),
+    ("baseline app", "edgefn/benchmark/baseline.py"),
 ]
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*):(?P<line>\d+)\)$")

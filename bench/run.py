@@ -9,7 +9,8 @@ throughput (wrk at c=1/16/64 against edgefn and its baselines, interleaved), pro
 pyinstrument in process), resources (memory, worker processes), h3 (one HTTP/3 run), control (alias resolution
 on the hot path, alias flip propagation, asynchronous invocation: bench/control.py).
 Writes bench/results/bench.json, bench/results/bench.md, bench/results/*.png and bench/results/profiles/
-(and bench/results/control.json for the control phase).
+(and bench/results/control.json for the control phase). A --quick or --only run writes the same files under
+bench/results/tmp/results/ (git-ignored): only a whole run rewrites the committed report, and no run deletes it.
 """
 
 from __future__ import annotations
@@ -74,7 +75,10 @@ def main() -> int:
         return 2
     shutil.rmtree(TMP, ignore_errors=True)
     TMP.mkdir(parents=True)
-    shutil.rmtree(PROFILES, ignore_errors=True)
+    # only a whole run rewrites the committed report; --quick / --only runs write theirs into the git-ignored scratch
+    out_dir = RESULTS if not (a.quick or a.only) else TMP / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    PROFILES.mkdir(parents=True, exist_ok=True)  # files of a phase that does not run stay as they are
     lg_cpus, server_cpus = cpu_sets()
     res: dict = {
         "command": "make bench" if os.environ.get("MAKELEVEL") else " ".join(["python", "bench/run.py", *sys.argv[1:]]),
@@ -183,7 +187,7 @@ def main() -> int:
         import control
 
         out = control.run(lg_cpus, server_cpus, quick=a.quick)
-        write_json(RESULTS / "control.json", {"command": res["command"], "started": res["started"], "machine": res["machine"], **out})
+        write_json(out_dir / "control.json", {"command": res["command"], "started": res["started"], "machine": res["machine"], **out})
         return out
 
     phase("control", control_phase)
@@ -193,26 +197,25 @@ def main() -> int:
     res["verdicts"] = report.verdicts(res)
     res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     res["elapsed_s"] = time.monotonic() - started
-    RESULTS.mkdir(exist_ok=True)
     try:
-        res["plots"] = report.plots(res, RESULTS)
+        res["plots"] = report.plots(res, out_dir)
     except Exception:  # noqa: BLE001
         traceback.print_exc()
         res.setdefault("errors", {})["plots"] = traceback.format_exc(limit=3)
-    write_json(RESULTS / "bench.json", res)
+    write_json(out_dir / "bench.json", res)
     control_md = ""
     if "control" in res:  # report.py does not know this phase: its table is appended as control.py prints it
         import control
 
         control_md = f"\n## Control plane (bench/control.py)\n\n{control.table(res['control'])}\n"
-    (RESULTS / "bench.md").write_text(report.markdown(res) + control_md)
+    (out_dir / "bench.md").write_text(report.markdown(res) + control_md)
     for item in res["verdicts"].values():
         if item["target"] is None:
             print(f"  {item['label']}: {item['value']:.2f} {item['unit']} (measured)")
             continue
         verdict = "met" if item["met"] else f"MISSED by {item['off_by']:.1f}x"
         print(f"  {item['label']}: {item['value']:.2f} {item['unit']} (target {item['target']:g}) {verdict}")
-    log(f"done in {res['elapsed_s']:.0f} s: bench/results/bench.md, bench.json, {', '.join(res.get('plots', []))}")
+    log(f"done in {res['elapsed_s']:.0f} s: {out_dir}/bench.md, bench.json, {', '.join(res.get('plots', []))}")
     return 1 if res.get("errors") else 0
 
 

@@ -4,7 +4,7 @@
     python bench/serve.py starlette-uvicorn   --port P [--workers N]
     python bench/serve.py edgefn-nostore      --port P --config edgefn.toml
 
-starlette-hypercorn  bench/baseline_app.py on edgefn.server.hypercorn_config: the same Hypercorn settings
+starlette-hypercorn  edgefn/benchmark/baseline.py (`edgefn bench`'s baseline) on edgefn.server.hypercorn_config: the same Hypercorn settings
                      (and, with --tls-port, the same TLS + HTTP/3 listeners) as `edgefn serve`
 starlette-uvicorn    the same app on uvicorn with httptools and uvloop, access log off
 edgefn-nostore       the real `edgefn serve`, except that ModuleStore.load compiles the wasm on every call
@@ -33,7 +33,7 @@ def starlette_hypercorn(port: int, workers: int, tls_port: int, tls_dir: str | N
 
         certfile, keyfile = ensure_self_signed(Path(tls_dir))
     config = hypercorn_config("127.0.0.1", port, workers, tls_port=tls_port, certfile=certfile, keyfile=keyfile)
-    config.application_path = f"{BENCH / 'baseline_app.py'}:app"
+    config.application_path = "edgefn.benchmark.baseline:app"
     return run(config)
 
 
@@ -41,7 +41,7 @@ def starlette_uvicorn(port: int, workers: int) -> int:
     import uvicorn
 
     uvicorn.run(
-        "baseline_app:app", host="127.0.0.1", port=port, workers=workers if workers > 1 else None, app_dir=str(BENCH),
+        "edgefn.benchmark.baseline:app", host="127.0.0.1", port=port, workers=workers if workers > 1 else None,
         loop="uvloop", http="httptools", access_log=False, log_level="warning", lifespan="off",
     )
     return 0

@@ -3,6 +3,7 @@ functions from outside the checkout (the SDKs and the WIT world come from the wh
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -73,3 +74,13 @@ def test_an_installed_edgefn_builds_a_python_function(venv, tmp_path, user_env):
     out = run(venv, "invoke", "origin", "--config", "pyapp/edgefn.toml", cwd=tmp_path, env=user_env)
     assert '"status": 200' in out.stdout and "Hello from edgefn" in out.stdout
     assert any((Path(user_env["EDGEFN_CACHE_DIR"]) / "componentize-py").glob("*.wasm"))  # built here, from the wheel's WIT
+
+
+def test_an_installed_edgefn_benchmarks_a_users_app(venv, tmp_path, user_env):
+    run(venv, "init", "app", cwd=tmp_path, env=user_env)
+    out = run(venv, "bench", "origin", "--config", "app/edgefn.toml", "--duration", "0.5s", "--concurrency", "2", "--json", "bench.json", cwd=tmp_path, env=user_env)
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert set(doc["functions"]["origin"]["series"]) == {"cold_compile", "cold_artifact", "warm_fresh", "warm_reused"}
+    (target,) = doc["http"]["targets"]
+    assert "origin" in target["functions"] and doc["http"]["runs"][target["path"]]["2"]["requests"] > 0
+    assert doc["http"]["runs"]["baseline"]["2"]["requests"] > 0 and "× baseline" in out.stdout

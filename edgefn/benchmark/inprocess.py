@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Callable
 
 from ..core.app import FunctionSpec, ResolvedApp
-from ..core.events import sample_event
+from ..core.events import Event, sample_event
 from ..core.exceptions import EdgefnError
 from ..runtime.invoker import Runtime, function_logger
 from ..runtime.module_store import ModuleStore
 from .stats import ladder, sample_us, summarize
 
-__all__ = ["SERIES", "FunctionCost", "measure_function", "trigger_of"]
+__all__ = ["SERIES", "FunctionCost", "measure_code", "measure_function", "trigger_of"]
 
 #: the in-process series, in the order they run and are shown
 SERIES: tuple[str, ...] = ("cold_compile", "cold_artifact", "warm_fresh", "warm_reused")
@@ -73,13 +73,20 @@ def measure_function(
     app: ResolvedApp, store: ModuleStore, name: str, budget_s: float, compile_budget_s: float, *, scratch: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> FunctionCost:
-    """The four series of `name` (built into `store`), each for about `budget_s` seconds (compiles: `compile_budget_s`,
-    at least one)."""
+    """The four series of `name` (built into `store`) with the event its trigger gets, each for about `budget_s`
+    seconds (compiles: `compile_budget_s`, at least one)."""
     spec = app.functions[name]
-    trigger = trigger_of(app, name)
-    event = sample_event(trigger, "bench-request")
+    event = sample_event(trigger_of(app, name), "bench-request")
     event.config = replace(event.config, function_name=name)
-    wasm = store.wasm_path(spec.digest).read_bytes()
+    return measure_code(spec, store.wasm_path(spec.digest).read_bytes(), event, budget_s, compile_budget_s, scratch=scratch, progress=progress)
+
+
+def measure_code(
+    spec: FunctionSpec, wasm: bytes, event: Event, budget_s: float, compile_budget_s: float, *, scratch: Path | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> FunctionCost:
+    """The four series of the function `spec` whose code is `wasm`, invoked with `event` (bench/micro.py's guests too)."""
+    name, trigger = spec.name, event.config.event_type
     root = Path(tempfile.mkdtemp(prefix="edgefn-bench-", dir=scratch))
     flog = function_logger(name)
     quiet = logging.NullHandler()
