@@ -7,7 +7,8 @@
 Phases (one module each): micro (in-process µs), coldwarm (deploy / restart / steady state over HTTP),
 throughput (wrk at c=1/16/64 against edgefn and its baselines, interleaved), profiles (py-spy under load,
 pyinstrument in process), resources (memory, worker processes), h3 (one HTTP/3 run), control (alias resolution
-on the hot path, alias flip propagation, asynchronous invocation: bench/control.py).
+on the hot path, alias flip propagation, asynchronous invocation: bench/control.py), app (`edgefn bench` on
+examples/edgefn.toml: bench/results/app.json and app.html).
 Writes bench/results/bench.json, bench/results/bench.md, bench/results/*.png and bench/results/profiles/
 (and bench/results/control.json for the control phase). A --quick or --only run writes the same files under
 bench/results/tmp/results/ (git-ignored): only a whole run rewrites the committed report, and no run deletes it.
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import PROFILES, RESULTS, TMP, cpu_sets, log, machine, write_json  # noqa: E402
 
-PHASES = ("micro", "coldwarm", "throughput", "profiles", "resources", "h3", "control")
+PHASES = ("micro", "coldwarm", "throughput", "profiles", "resources", "h3", "control", "app")
 
 
 def _own_cpu() -> float:
@@ -134,7 +135,7 @@ def main() -> int:
 
         elapsed = time.monotonic() - started
         # what the later phases need, so reruns of noisy points cannot push the whole run over budget
-        later = 85.0 + (55.0 if "control" in phases else 0.0) if not a.only else 0.0
+        later = 85.0 + (55.0 if "control" in phases else 0.0) + (90.0 if "app" in phases else 0.0) if not a.only else 0.0
         return throughput.run(lg_cpus, server_cpus, seconds=seconds, rounds=2, budget_s=max(0.0, a.budget - elapsed - later), short_seconds=2.0)
 
     def profiles_phase() -> dict:
@@ -191,6 +192,25 @@ def main() -> int:
         return out
 
     phase("control", control_phase)
+
+    def app_phase() -> dict:
+        """`edgefn bench` itself on examples/edgefn.toml: the product command's own table, JSON and page."""
+        from common import REPO
+
+        from edgefn.benchmark.report import html_page, table
+        from edgefn.benchmark.run import BenchPlan, run_bench
+
+        plan = BenchPlan(
+            REPO / "examples" / "edgefn.toml", duration_s=1.0 if a.quick else 2.0, concurrency=(1, 16),
+            headers=(("Authorization", "Bearer let-me-in"),),  # the examples' auth hooks let it through (their AUTH_TOKEN)
+        )
+        doc = run_bench(plan, progress=log)
+        write_json(out_dir / "app.json", doc)
+        (out_dir / "app.html").write_text(html_page(doc))
+        print(table(doc), file=sys.stderr)
+        return {"json": "app.json", "html": "app.html", "phase_s": doc["phase_s"]}
+
+    phase("app", app_phase)
 
     import report
 
