@@ -8,9 +8,6 @@ import logging
 import re
 from typing import TextIO
 
-from ..benchmark.report import html_page, table
-from ..benchmark.run import BenchPlan, run_bench
-
 __all__ = ["bench_command", "concurrency_list", "duration", "header"]
 
 #: the logger of the run's steps; a terminal shows them as the live line the build uses (cli/terminal.py)
@@ -51,6 +48,9 @@ def header(text: str) -> tuple[str, str]:
 
 
 def bench_command(args: argparse.Namespace, stdout: TextIO) -> int:
+    from ..benchmark.report import html_page, table
+    from ..benchmark.run import BenchPlan, run_bench
+
     plan = BenchPlan(
         args.config, tuple(args.functions), args.duration, args.concurrency, args.load_generator, in_process=not args.no_in_process, http=not args.no_http,
         headers=tuple(args.header),
