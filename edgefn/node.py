@@ -83,6 +83,8 @@ class EdgeNode:
             self.logs.close()
             raise
         self.client = httpx.AsyncClient(http2=True, timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=False)
+        for default in list(self.client.headers):  # an origin sees the viewer's headers, not httpx's (Accept-Encoding: gzip the viewer never sent)
+            del self.client.headers[default]
         self.cache = EdgeCache(self.app.server.cache_max_bytes)
         self.pipeline = self._pipeline(self.app)
         self.metrics.watch_async_queue(self.store.queue.stats)

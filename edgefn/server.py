@@ -64,6 +64,8 @@ def hypercorn_config(
     config.workers = 0 if workers == 1 else workers  # 0: serve in this process
     config.graceful_timeout = 10.0
     config.accesslog = None  # edgefn writes its own structured access log
+    # edge/app.py adds Date and Server only where a response has none: an origin's own are not doubled
+    config.include_date_header = config.include_server_header = False
     config.errorlog = logging.getLogger("hypercorn.error")  # through edgefn's logging setup, once
     if tls_port and certfile and keyfile:
         # Hypercorn: `bind` is the TLS listener when certfile/keyfile are set, `insecure_bind` the cleartext one

@@ -38,6 +38,8 @@ async def any_path(request: Request) -> Response:
         headers["vary"] = q["vary"]
     if "redirect" in q:
         return Response(status_code=302, headers={**headers, "location": q["redirect"]})
+    if "hop" in q:  # a response with hop-by-hop headers, one of them named by Connection: none may reach a viewer
+        headers.update({"connection": "x-hop-secret", "x-hop-secret": "origin-only", "keep-alive": "timeout=5"})
     if "setcookie" in q:
         headers["set-cookie"] = f"session=s{n}; Path=/"
     if "expires_in" in q:

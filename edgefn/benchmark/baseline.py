@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     config = hypercorn_config(a.host, a.port, a.workers)
     config.application_path = "edgefn.benchmark.baseline:app"
+    config.include_date_header = config.include_server_header = True  # the work edgefn does for them (edge/app.py)
     return int(run(config))
 
 

@@ -98,6 +98,8 @@ class ServerSettings:
     body_idle_timeout_ms: int
     body_timeout_ms: int
     max_hops: int
+    #: keep the viewer's X-Forwarded-For (edgefn behind a proxy of the operator's) and append the peer to it
+    trust_forwarded_for: bool
     #: what serves the cleartext port: "hypercorn" (HTTP/1.1 and h2c) or "uvicorn" (HTTP/1.1, edge/http1.py)
     http1: str
 

@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from contextlib import AbstractAsyncContextManager
+from email.utils import formatdate
 from typing import Awaitable, Callable, Protocol
 
 from starlette.applications import Starlette
@@ -267,7 +268,7 @@ def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAs
             method=scope["method"], uri=path, querystring=scope["query_string"].decode("latin-1"), headers=headers,
             client_ip=_client_host(scope), body=Body(body) if body else None,
         )
-        result = await pipeline.handle(request, host, rid)
+        result = await pipeline.handle(request, host, rid, scope.get("scheme", "http"))
         resp = result.response
         raw = [(name.encode("latin-1"), v.encode("latin-1")) for name, entries in resp.headers.items() if name != "content-length" for _, v in entries]
         raw.append((REQUEST_ID_HEADER.encode(), rid.encode()))
@@ -322,21 +323,45 @@ class EdgeApp:
         self.edge = edge
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _is_reserved(scope["path"]):
+        if scope["type"] != "http":
             return await self.reserved(scope, receive, send)
         started = False
 
-        async def tracked(message: Message) -> None:
+        async def stamped(message: Message) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = _with_date_and_server(message["headers"])
             await send(message)
 
+        if _is_reserved(scope["path"]):
+            return await self.reserved(scope, receive, stamped)
         try:
-            await self.edge(scope, receive, tracked)
+            await self.edge(scope, receive, stamped)
         except Exception:
             log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
             if not started:
-                await PlainTextResponse("500 Internal Server Error\n", 500)(scope, receive, send)
+                await PlainTextResponse("500 Internal Server Error\n", 500)(scope, receive, stamped)
+
+
+#: the Server header of a response that has none (one generated at the edge, or an origin's without one)
+SERVER_HEADER = b"edgefn"
+_date: tuple[int, bytes] = (0, b"")
+
+
+def _with_date_and_server(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """A response's headers with Date and Server added unless it has them: the listeners add neither (an origin's
+    own Date and Server pass through once, as CloudFront passes them, instead of appearing twice)."""
+    global _date
+    names = {name.lower() for name, _ in headers}
+    if b"date" not in names:
+        now = int(time.time())
+        if _date[0] != now:  # formatted once a second, as the listeners did
+            _date = (now, formatdate(now, usegmt=True).encode())
+        headers = [*headers, (b"date", _date[1])]
+    if b"server" not in names:
+        headers = [*headers, (b"server", SERVER_HEADER)]
+    return headers
 
 
 def _is_reserved(path: str) -> bool:

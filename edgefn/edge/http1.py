@@ -56,7 +56,7 @@ class Http1Listener:
     def __init__(self, app: EdgeApp, host: str, port: int) -> None:
         self.host, self.port = host, port
         config = uvicorn.Config(
-            app, loop="none", http="httptools", lifespan="off", access_log=False, log_config=None, server_header=False,
+            app, loop="none", http="httptools", lifespan="off", access_log=False, log_config=None, server_header=False, date_header=False,
             h11_max_incomplete_event_size=MAX_INCOMPLETE_EVENT, timeout_keep_alive=KEEP_ALIVE_S,
         )
         config.load()

@@ -56,6 +56,8 @@ class PipelineResult:
     outcomes: dict[str, str] = field(default_factory=dict)  # event type -> "ok" | error kind
     reports: list[InvocationReport] = field(default_factory=list)  # one per function that ran
     allowed_hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # stage -> the allowed_hosts of what ran
+    #: how the viewer reached the edge ("http" or "https"): the origin's X-Forwarded-Proto
+    viewer_scheme: str = "http"
 
 
 @dataclass
@@ -69,6 +71,17 @@ class _Origin:
 #: a viewer's own conditionals are not forwarded on a cached behavior: the cache revalidates with its own
 _VIEWER_CONDITIONALS = frozenset({"if-none-match", "if-modified-since", "if-range", "if-match", "if-unmodified-since"})
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "host", "content-length"})
+#: request headers the edge sets itself for an origin (whatever the viewer sent), or never forwards (Expect: the
+#: edge has read the whole body already, as CloudFront does)
+_SET_FOR_ORIGIN = frozenset({"via", "x-forwarded-for", "x-forwarded-proto", "expect"})
+
+
+def _hop_by_hop(headers: Headers) -> frozenset[str]:
+    """The hop-by-hop headers of a message: the fixed ones and those its Connection header names (RFC 9110 §7.6.1)."""
+    named = {t.strip().lower() for _, v in headers.get("connection", ()) for t in v.split(",") if t.strip()}
+    return _HOP_BY_HOP | named if named else _HOP_BY_HOP
+
+
 #: the name edgefn gives itself in Via: requests it sends carry one more entry, and too many is a loop (508)
 VIA_PSEUDONYM = "edgefn"
 
@@ -90,12 +103,12 @@ class EdgePipeline:
         #: origin switching may go to the origins the app declares (plus the function's allowed_hosts)
         self.declared_origins = tuple(_host_port(b.origin) for b in app.behaviors if b.origin)
 
-    async def handle(self, request: EdgeRequest, host: str, request_id: str) -> PipelineResult:
+    async def handle(self, request: EdgeRequest, host: str, request_id: str, scheme: str = "http") -> PipelineResult:
         behavior = self.router.match(host, request.uri)
         if behavior is None:
             body = f"No behavior of this app matches host {host!r} and path {request.uri!r}.\n".encode()
             return PipelineResult(EdgeResponse(404, "Not Found", _plain_headers(), Body(body)), "none", cache_status=XCache.ERROR)
-        result = PipelineResult(EdgeResponse(200), behavior.path_pattern)
+        result = PipelineResult(EdgeResponse(200), behavior.path_pattern, viewer_scheme=scheme)
         try:
             await self._run(behavior, request, host, request_id, result)
         except InvocationError as exc:
@@ -262,6 +275,17 @@ class EdgePipeline:
             raise RuleViolation(fn, rid, "origin-request", "request.origin.custom.domainName", f"origin switch refused: {exc}") from None
         return _Origin(url=url)
 
+    def _origin_request_headers(self, request: EdgeRequest, scheme: str) -> list[tuple[str, str]]:
+        """The viewer's headers as an origin gets them (CloudFront's rules, docs/pipeline.md): hop-by-hop ones and
+        `Expect` dropped, our entry appended to Via, X-Forwarded-For and X-Forwarded-Proto set by the edge."""
+        dropped = _hop_by_hop(request.headers) | _SET_FOR_ORIGIN
+        headers = [(k, v) for name, entries in request.headers.items() if name not in dropped for k, v in entries]
+        headers.append(("Via", ", ".join([*(v for _, v in request.headers.get("via", [])), f"1.1 {VIA_PSEUDONYM}"])))
+        chain = [v for _, v in request.headers.get("x-forwarded-for", [])] if self.app.server.trust_forwarded_for else []
+        headers.append(("X-Forwarded-For", ", ".join([*chain, request.client_ip])))
+        headers.append(("X-Forwarded-Proto", scheme))
+        return headers
+
     async def _fetch_origin(self, behavior: ResolvedBehavior, origin: _Origin, request: EdgeRequest, rid: str, result: PipelineResult) -> None:
         start = time.perf_counter()
         if origin.function is not None:
@@ -278,8 +302,7 @@ class EdgePipeline:
             return
         assert origin.url is not None
         url = origin.url.rstrip("/") + origin_path(request.uri) + (f"?{request.querystring}" if request.querystring else "")
-        headers = [(k, v) for name, entries in request.headers.items() if name not in _HOP_BY_HOP and name != "via" for k, v in entries]
-        headers.append(("Via", ", ".join([*(v for _, v in request.headers.get("via", [])), f"1.1 {VIA_PSEUDONYM}"])))
+        headers = self._origin_request_headers(request, result.viewer_scheme)
         timeout = httpx.Timeout(behavior.origin_read_timeout_s, connect=behavior.origin_connect_timeout_s)
         upstream_req = self.client.build_request(
             request.method, url, headers=headers, content=request.body.data if request.body else None, timeout=timeout
@@ -298,8 +321,8 @@ class EdgePipeline:
         resp_headers: Headers = {}
         for raw_name, raw_value in upstream.headers.raw:
             key = raw_name.decode("latin-1")
-            if key.lower() not in _HOP_BY_HOP:
-                resp_headers.setdefault(key.lower(), []).append((key, raw_value.decode("latin-1")))
+            resp_headers.setdefault(key.lower(), []).append((key, raw_value.decode("latin-1")))
+        resp_headers = {n: v for n, v in resp_headers.items() if n not in _hop_by_hop(resp_headers)}
         result.response = EdgeResponse(upstream.status_code, upstream.reason_phrase or status_text(upstream.status_code), resp_headers)
         result.stream = _relay(upstream)
 

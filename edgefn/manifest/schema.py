@@ -145,6 +145,7 @@ class ServerConfig:
     body_idle_timeout_ms: int = spec(10_000, int_range(100, 600_000), "a request body that sends nothing for this long is answered 408 and its connection closed")
     body_timeout_ms: int = spec(60_000, int_range(100, 3_600_000), "a request body must arrive whole within this long (else 408, connection closed)")
     max_hops: int = spec(3, int_range(1, 16), "edgefn hops a request may already have made (its Via header); one more is answered 508 Loop Detected")
+    trust_forwarded_for: bool = spec(False, None, "true behind a proxy you run: the viewer's X-Forwarded-For is kept and the peer address appended; false: origins get the peer address alone (a viewer's own value is not trusted)")
     http1: str = spec("hypercorn", one_of("hypercorn", "uvicorn"), "what serves the cleartext port: hypercorn (HTTP/1.1 and h2c) or uvicorn (HTTP/1.1 only, httptools + uvloop: a fraction of the CPU per request; docs/performance.md)")
 
 
