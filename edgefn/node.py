@@ -69,7 +69,7 @@ class EdgeNode:
             self.runtime.start()
             load_app(app, self.runtime.store, self.runtime.invoker)  # the code `serve` put in the module store, precompiled: loaded, never rebuilt
             pending = PendingBuilds(app.pending_file, app.pending) if app.pending else None
-            self.catalog = LiveCatalog(self.registry, prepare=self._prepare, pending=pending)
+            self.catalog = LiveCatalog(self.registry, prepare=self._prepare, pending=pending, applied=self._applied)
             if pending is not None:
                 pending.refresh()  # some may have been deployed while this process started
             check_references(self.app, self.catalog.current)
@@ -145,6 +145,12 @@ class EdgeNode:
         keep |= {f"{name}:{version}" for name, version in provisioned_versions(catalog.provisioned, catalog.aliases)}
         if dropped := self.runtime.invoker.pools.retain(keep):
             log.info("warm instances released: %s (no longer routed to)", ", ".join(dropped))
+
+    def _applied(self, old: FunctionCatalog, new: FunctionCatalog) -> None:
+        """A registry revision now serves: cached responses made by functions it changed are dropped."""
+        changed = old.changed_functions(new)
+        if changed and (dropped := self.cache.drop_made_by(changed)):
+            log.info("cache: %d responses made by %s dropped (their code or configuration changed)", dropped, ", ".join(sorted(changed)))
 
     @property
     def max_concurrency(self) -> int:

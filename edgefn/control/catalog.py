@@ -64,6 +64,14 @@ class FunctionCatalog:
     def names(self) -> list[str]:
         return sorted({name for name, _ in self.specs})
 
+    def changed_functions(self, newer: "FunctionCatalog") -> set[str]:
+        """Names whose code or configuration differs in `newer` (any version or alias): what a deploy, a publish or an
+        alias flip changed, so responses those functions made may be stale (the edge cache drops them)."""
+        def of(catalog: "FunctionCatalog", name: str) -> tuple[dict[str, FunctionSpec], dict[str, AliasRecord]]:
+            return ({v: spec for (n, v), spec in catalog.specs.items() if n == name}, {a: rec for (n, a), rec in catalog.aliases.items() if n == name})
+
+        return {name for name in {n for n, _ in self.specs} | {n for n, _ in newer.specs} if of(self, name) != of(newer, name)}
+
     def versions_of(self, ref: FunctionRef) -> list[str]:
         """The versions `ref` can run: one, or two for a weighted alias."""
         if ref.is_version:
@@ -153,12 +161,15 @@ class LiveCatalog:
 
     def __init__(
         self, registry: Registry, prepare: Callable[[FunctionCatalog], Awaitable[None]] | None = None, pending: PendingBuilds | None = None,
+        applied: Callable[[FunctionCatalog, FunctionCatalog], None] | None = None,
     ) -> None:
         self.registry = registry
         #: functions whose $LATEST is still building (`serve` started before their build ended)
         self.pending = pending
         #: runs on a new snapshot before it serves (precompile new code, provisioned instances)
         self.prepare = prepare
+        #: runs once a new snapshot serves, with the old one (the edge cache drops what changed functions made)
+        self.applied = applied
         self.current = FunctionCatalog.from_snapshot(registry.snapshot())
         self._refresh_lock = asyncio.Lock()
         self._refused: int | None = None  # the last revision whose catalog could not be applied
@@ -191,6 +202,8 @@ class LiveCatalog:
                 raise
             old, self.current = self.current, new
             log.info("registry revision %d -> %d applied", old.revision, new.revision)
+            if self.applied is not None:
+                self.applied(old, new)
             return True
 
     async def watch(self, stop: asyncio.Event, interval_s: float = POLL_INTERVAL_S) -> None:

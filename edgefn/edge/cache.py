@@ -113,6 +113,9 @@ class CacheEntry:
     head_only: bool  # stored from a HEAD: no body, answers HEAD only
     size: int
     id: int = 0
+    #: the functions that made or shaped this response (origin-request, origin, origin-response): a deploy of
+    #: any of them drops it (drop_made_by)
+    made_by: frozenset[str] = frozenset()
 
     def matches(self, request: EdgeRequest) -> bool:
         if self.head_only and request.method != "HEAD":
@@ -449,6 +452,13 @@ class EdgeCache:
         response = _copy_response(entry.response)
         response.headers["age"] = [("Age", str(self.age_seconds(entry)))]
         return response
+
+    def drop_made_by(self, functions: set[str]) -> int:
+        """Drop every entry one of `functions` made or shaped; how many were dropped."""
+        gone = [entry for entry in self._lru.values() if entry.made_by & functions]
+        for entry in gone:
+            self._remove(entry)
+        return len(gone)
 
     def clear(self) -> None:
         """Drop every entry (e.g. when the app is reloaded); fetches in flight are unaffected."""

@@ -145,13 +145,19 @@ class EdgePipeline:
         key = cache_key(policy, f"{behavior.host_pattern}|{behavior.path_pattern}", host, request)
         forwarded = forwarded_request(policy, request)  # only what the key names: unkeyed variation is impossible
 
+        made_by: set[str] = set()
+
         async def fetch(conditional: Headers) -> EdgeResponse:
+            before = len(result.reports)
             await self._origin_side(behavior, replace(forwarded, headers={**forwarded.headers, **conditional}), rid, result)
+            made_by.update(r.function for r in result.reports[before:])
             if result.stream is not None:
                 await _buffer(result)  # the cache stores whole bodies
             return result.response
 
         cached = await self.cache.get_or_fetch(key, request, policy, fetch)
+        if made_by and cached.entry is not None and cached.x_cache in (XCache.MISS, XCache.REFRESH_HIT):
+            cached.entry.made_by |= made_by  # this request's fetch stored it: a deploy of these drops it
         self.observer.cache_request(cached.x_cache)
         result.response, result.cache_status = cached.response, cached.x_cache
 
