@@ -12,6 +12,7 @@ import dataclasses
 import gc
 import logging
 import os
+import time
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -21,12 +22,13 @@ from starlette.applications import Starlette
 from .admin.listener import AdminBind, AdminListener
 from .app_build import LOCKED_APP_ENV, load_app, read_locked_app
 from .control.async_invoke import AsyncInvoker
-from .control.catalog import FunctionCatalog, LiveCatalog, PendingBuilds
+from .control.catalog import POLL_INTERVAL_S, FunctionCatalog, LiveCatalog, PendingBuilds
 from .control.deploy import check_references, deploy
 from .control.schedules import Scheduler, parse_schedules
 from .control.store import open_control_store
 from .core.app import FunctionSpec, ResolvedApp
 from .core.events import Event
+from .core.exceptions import EdgefnError
 from .core.records import LATEST, FunctionRef
 from .dev.console import DevConsole
 from .dev.recorder import EventRecorder
@@ -86,6 +88,7 @@ class EdgeNode:
         for default in list(self.client.headers):  # an origin sees the viewer's headers, not httpx's (Accept-Encoding: gzip the viewer never sent)
             del self.client.headers[default]
         self.cache = EdgeCache(self.app.server.cache_max_bytes)
+        self.purges = self.store.purges  # NodeServices: the admin API logs purges here
         self.pipeline = self._pipeline(self.app)
         self.metrics.watch_async_queue(self.store.queue.stats)
         self.async_invoker = AsyncInvoker(self.store.queue, self.catalog, self.runtime.invoker, app.queue)
@@ -152,6 +155,23 @@ class EdgeNode:
         if changed and (dropped := self.cache.drop_made_by(changed)):
             log.info("cache: %d responses made by %s dropped (their code or configuration changed)", dropped, ", ".join(sorted(changed)))
 
+    async def _follow_purges(self, stop: asyncio.Event) -> None:
+        """Apply every cache purge logged in the control database to this process's cache, as the registry's changes
+        are followed (one read per poll interval); those before this process started found its cache empty."""
+        purges = self.purges
+        last = await asyncio.to_thread(purges.last_id)
+        while not stop.is_set():
+            try:
+                for purge in await asyncio.to_thread(purges.since, last):
+                    dropped = self.cache.purge(purge.kind, purge.value)
+                    last = purge.id
+                    lag_ms = max(0.0, time.time() - purge.created_at) * 1000
+                    log.info("cache purge %d (%s %s): %d responses dropped, %.0f ms after it was asked", purge.id, purge.kind, purge.value or "*", dropped, lag_ms)
+            except (EdgefnError, OSError) as exc:
+                log.error("cache purges not read, retrying: %s", exc)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), POLL_INTERVAL_S)
+
     @property
     def max_concurrency(self) -> int:
         return self.app.server.max_concurrency
@@ -191,6 +211,7 @@ class EdgeNode:
                 self.logs.close()
                 raise
         self.tasks.append(asyncio.create_task(self.catalog.watch(self.stop_event), name="edgefn-registry-watch"))
+        self.tasks.append(asyncio.create_task(self._follow_purges(self.stop_event), name="edgefn-cache-purges"))
         self.tasks.extend(self.async_invoker.start(self.stop_event))
         self.tasks.append(asyncio.create_task(self.scheduler.run(self.stop_event), name="edgefn-scheduler"))
         # what start-up made (modules, the app, the libraries) lives as long as the process: kept out of the

@@ -38,6 +38,10 @@ async def any_path(request: Request) -> Response:
         headers["vary"] = q["vary"]
     if "redirect" in q:
         return Response(status_code=302, headers={**headers, "location": q["redirect"]})
+    if "tag" in q:  # surrogate keys, as Cloudflare (Cache-Tag) or Fastly (Surrogate-Key) origins send them
+        headers["cache-tag"] = q["tag"]
+    if "skey" in q:
+        headers["surrogate-key"] = q["skey"]
     if "hop" in q:  # a response with hop-by-hop headers, one of them named by Connection: none may reach a viewer
         headers.update({"connection": "x-hop-secret", "x-hop-secret": "origin-only", "keep-alive": "timeout=5"})
     if "setcookie" in q:

@@ -43,7 +43,7 @@ from ..core.exceptions import (
     status_by_class,
 )
 from ..core.ids import new_request_id
-from ..core.ports import Registry
+from ..core.ports import PurgeLog, Registry
 from ..core.records import LATEST, AliasRecord, CodeAndConfig, FunctionRecord, FunctionRef, RegistrySnapshot
 from ..manifest.resolve import config_record
 from ..manifest.schema import FunctionConfig
@@ -64,6 +64,8 @@ class NodeServices(Protocol):
     async_invoker: AsyncInvoker
     metrics: EdgeMetrics
     stop_event: asyncio.Event
+    #: the cache purges every server process of the app follows (node.py applies them)
+    purges: PurgeLog
 
     @property
     def max_concurrency(self) -> int:
@@ -77,6 +79,8 @@ class NodeServices(Protocol):
 FUNCTIONS = "/2015-03-31/functions"
 CONCURRENCY = "/2017-10-31/functions"
 PROVISIONED = "/2019-09-30/functions"
+#: edgefn's own: purge the edge caches (edgefn cache purge); the date is this API's version, as AWS dates theirs
+PURGES = "/2026-12-01/cache/purges"
 
 SYNC_PAYLOAD_LIMIT = 6 * 1024 * 1024  # Lambda: 6 MB request payload for RequestResponse
 #: a configuration update re-reads and retries this often when $LATEST changes under it (then 409)
@@ -559,6 +563,31 @@ async def delete_reserved(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def create_purge(request: Request) -> Response:
+    """One purge for every server process: {"Path": "/x"} (a trailing * is a prefix), {"Prefix": ...}, {"Tag": ...}
+    or {"All": true}; 201 with its id, applied by each process within its poll interval."""
+    doc = await _read_json(request, "CreateCachePurge")
+    _unknown_fields(doc, ["Path", "Prefix", "Tag", "All"])
+    given = [k for k in ("Path", "Prefix", "Tag", "All") if k in doc]
+    if len(given) != 1:
+        raise ApiError(400, "InvalidParameterValueException", "give exactly one of Path, Prefix, Tag or All")
+    key = given[0]
+    if key == "All":
+        if doc["All"] is not True:
+            raise ApiError(400, "InvalidParameterValueException", "All must be true")
+        kind, value = "all", ""
+    else:
+        value = _field(doc, key, str, "a string") or ""
+        kind = key.lower()
+        if kind in ("path", "prefix") and not value.startswith("/"):
+            raise ApiError(400, "InvalidParameterValueException", f"{key} must start with '/'")
+        if kind == "tag" and not value.strip():
+            raise ApiError(400, "InvalidParameterValueException", "Tag must not be empty")
+    purge = await _blocking(_node(request).purges.add, kind, value)
+    created = datetime.fromtimestamp(purge.created_at, timezone.utc).isoformat(timespec="milliseconds")
+    return JSONResponse({"Id": purge.id, "Kind": kind, "Value": value, "CreateTime": created}, status_code=201)
+
+
 def _provisioned_qualifier(request: Request) -> str:
     qualifier = request.query_params.get("Qualifier")
     if not qualifier:
@@ -638,6 +667,7 @@ ROUTES: list[BaseRoute] = [
     Route(f"{PROVISIONED}/{{name}}/provisioned-concurrency", put_provisioned, methods=["PUT"]),
     Route(f"{PROVISIONED}/{{name}}/provisioned-concurrency", get_provisioned, methods=["GET"]),
     Route(f"{PROVISIONED}/{{name}}/provisioned-concurrency", delete_provisioned, methods=["DELETE"]),
+    Route(PURGES, create_purge, methods=["POST"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     # more operational routes (GET /metrics) go here, each with its entry in edgefn.control.openapi

@@ -127,6 +127,9 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("GetProvisionedConcurrencyConfig", "The requested count", {"200": _json(_ref("ProvisionedConcurrency"), "the setting")}, [NAME, _qualifier(True, "version or alias")]),
         "delete": _op("DeleteProvisionedConcurrencyConfig", "Remove the setting", NO_CONTENT, [NAME, _qualifier(True, "version or alias")]),
     },
+    "/2026-12-01/cache/purges": {
+        "post": _op("CreateCachePurge", "edgefn: drop cached responses in every server process of the app within about a second (edgefn cache purge)", {"201": _json(_ref("CachePurge"), "the purge, logged")}, [], "CachePurgeRequest"),
+    },
     "/openapi.json": {"get": _op("GetOpenApi", "This document", {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}})},
     "/metrics": {"get": _op("GetMetrics", "Prometheus metrics of the server process that answers (docs/observability.md)", {"200": {"description": "text exposition format 0.0.4", "content": {"text/plain": {}}}})},
 }
@@ -138,6 +141,15 @@ _ROUTING = {"type": "object", "properties": {"AdditionalVersionWeights": _WEIGHT
 _ENV = {"type": "object", "properties": {"Variables": {"type": "object", "additionalProperties": _STR}}}
 
 SCHEMAS: dict[str, Any] = {
+    "CachePurgeRequest": {
+        "type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+        "properties": {
+            "Path": {"type": "string", "pattern": "^/", "description": "a request path, any query string; a trailing * purges every path under it"},
+            "Prefix": {"type": "string", "pattern": "^/"}, "Tag": {"type": "string", "minLength": 1, "description": "a key the origin sent in Cache-Tag or Surrogate-Key"},
+            "All": {"const": True},
+        },
+    },
+    "CachePurge": {"type": "object", "properties": {"Id": _INT, "Kind": {"enum": ["path", "prefix", "tag", "all"]}, "Value": _STR, "CreateTime": _STR}},
     "Error": {"type": "object", "properties": {"Type": {"enum": ["User", "Service"]}, "Message": _STR}, "description": "the error name is in the x-amzn-ErrorType header"},
     "Throttle": {"type": "object", "properties": {"Type": _STR, "message": _STR, "Reason": {"enum": ["ConcurrentInvocationLimitExceeded", "ReservedFunctionConcurrentInvocationLimitExceeded"]}}},
     "EventDocument": {

@@ -14,6 +14,7 @@ from typing import TextIO
 from ..app_build import store_dir_of
 from ..build.toolchain import cache_root, prune_cache
 from ..control.deploy import control_store_of, registry_path
+from ..core.exceptions import EdgefnError
 from ..core.files import bytes_of
 from ..manifest.load import load_manifest
 from ..runtime.invoker import Runtime
@@ -67,4 +68,21 @@ def cache_command(action: str, config: Path, older_than_days: float, dry_run: bo
         runtime.close()
     print(f"module store {store_dir}: {verb} {len(pruned.files)} files the registry no longer runs ({_size(pruned.bytes)}); "
           f"kept {len(keep)} deployed codes", file=out)
+    return 0
+
+
+def purge_command(config: Path, path: str | None, prefix: str | None, tag: str | None, everything: bool, out: TextIO) -> int:
+    """Log a purge in the app's control database; every server process of the app applies it on its next poll."""
+    kind, value = ("all", "") if everything else ("tag", tag or "") if tag is not None else ("prefix", prefix or "") if prefix is not None else ("path", path or "")
+    if kind in ("path", "prefix") and not value.startswith("/"):
+        raise EdgefnError(f"cache purge: {value!r} is not a path: give one starting with '/', e.g. /index.html or '/images/*'")
+    if kind == "tag" and not value.strip():
+        raise EdgefnError("cache purge --tag: the tag is empty: give a key the origin sent in Cache-Tag or Surrogate-Key")
+    manifest = load_manifest(config)
+    store = control_store_of(config, manifest)
+    try:
+        purge = store.purges.add(kind, value)
+    finally:
+        store.close()
+    print(f"purge {purge.id} logged ({kind} {value or '*'}): every server of {manifest.app.name} drops those responses within about a second", file=out)
     return 0

@@ -146,7 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     sch_list = with_config(cmd(sch_sub, "list", "each schedule, its expression, the last tick fired and the next one", "edgefn schedules list --json"))
     sch_list.add_argument("--json", action="store_true", help="print JSON")
 
-    ca = _command(sub, "cache", "edgefn's cache of built guests and an app's module store: where, how big, prune", "edgefn cache info", "edgefn cache prune")
+    ca = _command(sub, "cache", "edgefn's cache of built guests and an app's module store (where, how big, prune), and purging the edge's response cache",
+                  "edgefn cache info", "edgefn cache prune", "edgefn cache purge '/images/*'")
     ca_sub = ca.add_subparsers(dest="cache_command", required=True, metavar="SUBCOMMAND")
     cmd(ca_sub, "dir", "print the cache directory ($EDGEFN_CACHE_DIR, else ~/.cache/edgefn)", "du -sh $(edgefn cache dir)")
     with_config(cmd(ca_sub, "info", "the size of the cache and of the app's module store", "edgefn cache info -c site/edgefn.toml"))
@@ -154,6 +155,13 @@ def _parser() -> argparse.ArgumentParser:
                          "edgefn cache prune --dry-run", "edgefn cache prune --older-than 7"))
     cp.add_argument("--older-than", type=float, default=30, metavar="DAYS", help="cached builds unused for this many days go (default 30)")
     cp.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    pg = with_config(cmd(ca_sub, "purge", "drop cached responses from every server of the app, within about a second",
+                         "edgefn cache purge /index.html", "edgefn cache purge '/images/*'", "edgefn cache purge --tag product-42", "edgefn cache purge --all"))
+    what = pg.add_mutually_exclusive_group(required=True)
+    what.add_argument("path", nargs="?", help="a request path, any query string (a trailing * purges every path under it)")
+    what.add_argument("--prefix", help="every path starting with this")
+    what.add_argument("--tag", help="every response the origin tagged with this key (Cache-Tag / Surrogate-Key)")
+    what.add_argument("--all", action="store_true", help="everything")
 
     sc = cmd(sub, "schema", "print the JSON Schema of edgefn.toml (for editors: validation and completion)",
              "edgefn schema > edgefn.schema.json", "taplo check --schema file://$PWD/edgefn.schema.json edgefn.toml")
@@ -300,7 +308,10 @@ def _run(args: argparse.Namespace) -> int:
         print(shtab.complete(_parser(), shell=args.shell), file=sys.stdout)
         return 0
     if args.command == "cache":
-        from .cache import cache_command
+        from .cache import cache_command, purge_command
+
+        if args.cache_command == "purge":
+            return purge_command(args.config, args.path, args.prefix, args.tag, args.all, sys.stdout)
 
         return cache_command(args.cache_command, args.config if args.cache_command != "dir" else Path(), getattr(args, "older_than", 30), getattr(args, "dry_run", False), sys.stdout)
     if args.command == "logs":

@@ -19,11 +19,11 @@ from typing import Any, Callable, Protocol
 from .app import FunctionSpec
 from .events import XCache
 from .exceptions import InvocationError
-from .records import AliasRecord, CodeAndConfig, DeadLetter, FunctionRecord, QueuedEvent, RegistrySnapshot, VersionRecord
+from .records import AliasRecord, CachePurge, CodeAndConfig, DeadLetter, FunctionRecord, QueuedEvent, RegistrySnapshot, VersionRecord
 from .report import InvocationReport
 
 __all__ = [
-    "ControlStore", "EdgeObserver", "EventQueue", "FunctionResolver", "InvocationObserver", "NoObserver", "QueueWork",
+    "ControlStore", "EdgeObserver", "EventQueue", "FunctionResolver", "InvocationObserver", "NoObserver", "PurgeLog", "QueueWork",
     "Registry", "ScheduleStore", "ScheduleWork",
 ]
 
@@ -152,6 +152,18 @@ class ScheduleStore(Protocol):
         ...
 
 
+class PurgeLog(Protocol):
+    """Cache purges in order: written by `edgefn cache purge` and the admin API, followed by every server process."""
+
+    def add(self, kind: str, value: str) -> CachePurge: ...
+
+    def since(self, after_id: int) -> list[CachePurge]:
+        """The purges logged after `after_id`, oldest first."""
+        ...
+
+    def last_id(self) -> int: ...
+
+
 class ControlStore(Protocol):
     """One control plane's storage: registry, async queue and schedule state, committed together where a change
     spans them. `control/store/` opens one; the rest of edgefn sees only these interfaces."""
@@ -164,6 +176,9 @@ class ControlStore(Protocol):
 
     @property
     def schedules(self) -> ScheduleStore: ...
+
+    @property
+    def purges(self) -> PurgeLog: ...
 
     def close(self) -> None: ...
 

@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "INVOKE", "LATEST", "POST", "AliasRecord", "CodeAndConfig", "DeadLetter", "FunctionRecord", "FunctionRef",
+    "INVOKE", "LATEST", "POST", "PURGE_KINDS", "AliasRecord", "CachePurge", "CodeAndConfig", "DeadLetter", "FunctionRecord", "FunctionRef",
     "QueuedEvent", "RegistrySnapshot", "VersionRecord",
 ]
+
+#: what a cache purge names: one path (any query string), every path under a prefix, a surrogate key, or everything
+PURGE_KINDS = ("path", "prefix", "tag", "all")
 
 LATEST = "$LATEST"
 
@@ -137,3 +140,13 @@ class DeadLetter:
     record: dict[str, Any]
     reason: str
     created_at: float
+
+
+@dataclass(frozen=True)
+class CachePurge:
+    """One purge of the edge caches, as the control plane logs it for every server process to apply."""
+
+    id: int
+    kind: str  # one of PURGE_KINDS
+    value: str  # the path, prefix or tag; "" for "all"
+    created_at: float  # epoch s

@@ -116,6 +116,9 @@ class CacheEntry:
     #: the functions that made or shaped this response (origin-request, origin, origin-response): a deploy of
     #: any of them drops it (drop_made_by)
     made_by: frozenset[str] = frozenset()
+    #: the request path it answers (any query string) and its surrogate keys: what a purge names (purge)
+    path: str = ""
+    tags: frozenset[str] = frozenset()
 
     def matches(self, request: EdgeRequest) -> bool:
         if self.head_only and request.method != "HEAD":
@@ -145,6 +148,20 @@ Fetch = Callable[[Headers], Awaitable[EdgeResponse]]
 
 
 # --- cache key --------------------------------------------------------------------------------------
+
+
+#: response headers an origin tags a response with (Cloudflare's Cache-Tag: comma-separated; Fastly's
+#: Surrogate-Key: space-separated); stored as the entry's tags and removed from what viewers get
+SURROGATE_KEY_HEADERS = ("cache-tag", "surrogate-key")
+
+
+def surrogate_keys(headers: Headers) -> frozenset[str]:
+    tags: set[str] = set()
+    for _, value in headers.get("cache-tag", ()):
+        tags.update(t.strip() for t in value.split(",") if t.strip())
+    for _, value in headers.get("surrogate-key", ()):
+        tags.update(value.split())
+    return frozenset(tags)
 
 
 def is_cacheable_method(method: str) -> bool:
@@ -453,6 +470,20 @@ class EdgeCache:
         response.headers["age"] = [("Age", str(self.age_seconds(entry)))]
         return response
 
+    def purge(self, kind: str, value: str = "") -> int:
+        """Drop what a purge names: `path` (that path, any query string; a trailing `*` makes it a prefix, as in
+        CloudFront's invalidation paths), `prefix`, `tag` (a surrogate key) or `all`; how many were dropped."""
+        if kind == "path" and value.endswith("*"):
+            kind, value = "prefix", value[:-1]
+        matches: Callable[[CacheEntry], bool] = {
+            "path": lambda e: e.path == value, "prefix": lambda e: e.path.startswith(value), "tag": lambda e: value in e.tags,
+            "all": lambda e: True,
+        }[kind]
+        gone = [entry for entry in self._lru.values() if matches(entry)]
+        for entry in gone:
+            self._remove(entry)
+        return len(gone)
+
     def drop_made_by(self, functions: set[str]) -> int:
         """Drop every entry one of `functions` made or shaped; how many were dropped."""
         gone = [entry for entry in self._lru.values() if entry.made_by & functions]
@@ -587,10 +618,13 @@ class EdgeCache:
         head_only = request.method == "HEAD"
         if head_only:
             stored.body = None
+        tags = surrogate_keys(stored.headers)
+        for name in SURROGATE_KEY_HEADERS:
+            stored.headers.pop(name, None)  # the edge's to act on, not the viewer's to see
         entry = CacheEntry(
             key=key, response=stored, vary=tuple((name, _vary_value(request, name)) for name in sorted(vary)),
             stored_at=self._clock(), ttl=ttl, origin_age=_age_header(response.headers), head_only=head_only,
-            size=_size(key, stored), id=next(self._ids),
+            size=_size(key, stored), id=next(self._ids), path=request.uri, tags=tags,
         )
         if ttl <= 0 and not entry.has_validators:
             return None  # TTL 0 and nothing to revalidate with: it could never be used

@@ -34,6 +34,7 @@ from ..runtime.egress import EgressRefused, policy_for
 from ..runtime.invoker import Invoker, function_logger
 from . import rules
 from .cache import (
+    SURROGATE_KEY_HEADERS,
     EdgeCache,
     allowlisted,
     cache_key,
@@ -158,6 +159,8 @@ class EdgePipeline:
         cached = await self.cache.get_or_fetch(key, request, policy, fetch)
         if made_by and cached.entry is not None and cached.x_cache in (XCache.MISS, XCache.REFRESH_HIT):
             cached.entry.made_by |= made_by  # this request's fetch stored it: a deploy of these drops it
+        for name in SURROGATE_KEY_HEADERS:  # the origin's tags are the cache's (purge --tag), not the viewer's
+            cached.response.headers.pop(name, None)
         self.observer.cache_request(cached.x_cache)
         result.response, result.cache_status = cached.response, cached.x_cache
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...core.ports import ControlStore
+from .purges import SqlitePurgeLog
 from .queue import IDEMPOTENCY_WINDOW_S, SqliteEventQueue
 from .registry import SqliteRegistry
 from .schedules import SqliteScheduleStore
@@ -18,13 +19,15 @@ from .sqlite import Database
 __all__ = ["SqliteControlStore", "open_control_store"]
 
 class SqliteControlStore:
-    """The three stores over one SQLite file, so a schedule tick and the event it queues commit together."""
+    """The stores over one SQLite file (registry, queue, schedules, cache purges), so a schedule tick and the event
+    it queues commit together."""
 
     def __init__(self, path: Path, idempotency_window_s: float = IDEMPOTENCY_WINDOW_S) -> None:
         self.db = Database(path)
         self.registry = SqliteRegistry(self.db)
         self.queue = SqliteEventQueue(self.db, idempotency_window_s)
         self.schedules = SqliteScheduleStore(self.db, self.queue)
+        self.purges = SqlitePurgeLog(self.db)
 
     def close(self) -> None:
         self.db.close()
