@@ -7,7 +7,7 @@
 Phases (one module each): micro (in-process µs), coldwarm (deploy / restart / steady state over HTTP),
 throughput (wrk at c=1/16/64 against edgefn and its baselines, interleaved), profiles (py-spy under load,
 pyinstrument in process), resources (memory, worker processes), h3 (one HTTP/3 run), control (alias resolution
-on the hot path, alias flip propagation, asynchronous invocation: bench/control.py), app (`edgefn bench` on
+on the hot path, alias flip propagation, asynchronous invocation: bench/control.py), purge (cache purge propagation to two workers: bench/purge.py), app (`edgefn bench` on
 examples/edgefn.toml: bench/results/app.json and app.html).
 Writes bench/results/bench.json, bench/results/bench.md, bench/results/*.png and bench/results/profiles/
 (and bench/results/control.json for the control phase). A --quick or --only run writes the same files under
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import PROFILES, RESULTS, TMP, cpu_sets, log, machine, write_json  # noqa: E402
 
-PHASES = ("micro", "coldwarm", "throughput", "profiles", "resources", "h3", "control", "app")
+PHASES = ("micro", "coldwarm", "throughput", "profiles", "resources", "h3", "control", "purge", "app")
 
 
 def _own_cpu() -> float:
@@ -135,7 +135,7 @@ def main() -> int:
 
         elapsed = time.monotonic() - started
         # what the later phases need, so reruns of noisy points cannot push the whole run over budget
-        later = 85.0 + (55.0 if "control" in phases else 0.0) + (90.0 if "app" in phases else 0.0) if not a.only else 0.0
+        later = 85.0 + (55.0 if "control" in phases else 0.0) + (25.0 if "purge" in phases else 0.0) + (90.0 if "app" in phases else 0.0) if not a.only else 0.0
         return throughput.run(lg_cpus, server_cpus, seconds=seconds, rounds=2, budget_s=max(0.0, a.budget - elapsed - later), short_seconds=2.0)
 
     def profiles_phase() -> dict:
@@ -193,6 +193,15 @@ def main() -> int:
 
     phase("control", control_phase)
 
+    def purge_phase() -> dict:
+        import purge
+
+        out = purge.run(server_cpus, purges=8 if a.quick else 20)
+        write_json(out_dir / "purge.json", out)
+        return out
+
+    phase("purge", purge_phase)
+
     def app_phase() -> dict:
         """`edgefn bench` itself on examples/edgefn.toml: the product command's own table, JSON and page."""
         from common import REPO
@@ -228,6 +237,10 @@ def main() -> int:
         import control
 
         control_md = f"\n## Control plane (bench/control.py)\n\n{control.table(res['control'])}\n"
+    if "purge" in res:
+        import purge
+
+        control_md += f"\n## Cache purge propagation (bench/purge.py)\n\n{purge.table(res['purge'])}\n"
     (out_dir / "bench.md").write_text(report.markdown(res) + control_md)
     for item in res["verdicts"].values():
         if item["target"] is None:
