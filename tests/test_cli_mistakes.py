@@ -50,7 +50,7 @@ WITH_CONFIG = {
     "serve": [], "dev": [], "build": [], "invoke": ["hello"], "deploy": [], "publish": ["hello"], "alias set": ["hello:live", "1"],
     "alias list": ["hello"], "alias delete": ["hello:live"], "rollback": ["hello:live"], "functions list": [], "functions show": ["hello"],
     "concurrency": ["hello", "--reserved", "1"], "logs": ["hello"], "admin token": [], "dlq list": [], "dlq replay": ["--all"],
-    "schedules list": [], "cache info": [], "cache prune": [], "bench": ["hello"],
+    "schedules list": [], "cache info": [], "cache prune": [], "cache purge": ["--all"], "bench": ["hello"],
 }
 
 

@@ -107,10 +107,12 @@ def measure_code(
                 fuel.append(done.report.fuel_used)
                 peaks.append(done.report.peak_memory_bytes)
 
-            def series(key: str, timed: Callable[[], None], budget: float, **kw: object) -> None:
+            def series(
+                key: str, timed: Callable[[], None], budget: float, *, min_n: int, max_n: int, warmup: int, setup: Callable[[], None] | None = None,
+            ) -> None:
                 progress(f"{name}: {key.replace('_', ' ')}")
                 try:
-                    samples = sample_us(timed, budget_s=budget, **kw)  # type: ignore[arg-type]
+                    samples = sample_us(timed, budget_s=budget, min_n=min_n, max_n=max_n, warmup=warmup, setup=setup)
                 except EdgefnError as exc:
                     cost.skipped[key] = str(exc)
                     return
