@@ -168,7 +168,7 @@ def _cdf_svg(title: str, lines: list[tuple[str, str, dict[str, float], bool]], i
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1180px; color: #1c2833; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; } h3 { font-size: 1.05em; margin: 1.4em 0 .4em; }
-table { border-collapse: collapse; margin: .6em 0; } th, td { padding: 3px 9px; white-space: nowrap; border-bottom: 1px solid #d5d8dc; text-align: right; }
+table { border-collapse: collapse; margin: .6em 0; display: block; overflow-x: auto; max-width: 100%; } th, td { padding: 3px 9px; white-space: nowrap; border-bottom: 1px solid #d5d8dc; text-align: right; }
 th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
 .plots { display: flex; flex-wrap: wrap; gap: 12px; } figure { margin: 0; border: 1px solid #e5e7e9; padding: 4px; }
 svg text { font-size: 11px; fill: #34495e; } svg text.title { font-size: 13px; font-weight: 600; }
