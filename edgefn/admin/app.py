@@ -44,7 +44,7 @@ from ..core.exceptions import (
 )
 from ..core.ids import new_request_id
 from ..core.ports import PurgeLog, Registry
-from ..core.records import LATEST, AliasRecord, CodeAndConfig, FunctionRecord, FunctionRef, RegistrySnapshot
+from ..core.records import LATEST, AliasRecord, CodeAndConfig, FunctionRecord, FunctionRef, RegistrySnapshot, purge_problem
 from ..manifest.resolve import config_record
 from ..manifest.schema import FunctionConfig
 from ..observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -579,10 +579,8 @@ async def create_purge(request: Request) -> Response:
     else:
         value = _field(doc, key, str, "a string") or ""
         kind = key.lower()
-        if kind in ("path", "prefix") and not value.startswith("/"):
-            raise ApiError(400, "InvalidParameterValueException", f"{key} must start with '/'")
-        if kind == "tag" and not value.strip():
-            raise ApiError(400, "InvalidParameterValueException", "Tag must not be empty")
+        if (problem := purge_problem(kind, value)) is not None:
+            raise ApiError(400, "InvalidParameterValueException", f"{key}: {problem}")
     purge = await _blocking(_node(request).purges.add, kind, value)
     created = datetime.fromtimestamp(purge.created_at, timezone.utc).isoformat(timespec="milliseconds")
     return JSONResponse({"Id": purge.id, "Kind": kind, "Value": value, "CreateTime": created}, status_code=201)

@@ -16,6 +16,7 @@ from ..build.toolchain import cache_root, prune_cache
 from ..control.deploy import control_store_of, registry_path
 from ..core.exceptions import EdgefnError
 from ..core.files import bytes_of
+from ..core.records import purge_problem
 from ..manifest.load import load_manifest
 from ..runtime.invoker import Runtime
 
@@ -73,11 +74,17 @@ def cache_command(action: str, config: Path, older_than_days: float, dry_run: bo
 
 def purge_command(config: Path, path: str | None, prefix: str | None, tag: str | None, everything: bool, out: TextIO) -> int:
     """Log a purge in the app's control database; every server process of the app applies it on its next poll."""
-    kind, value = ("all", "") if everything else ("tag", tag or "") if tag is not None else ("prefix", prefix or "") if prefix is not None else ("path", path or "")
-    if kind in ("path", "prefix") and not value.startswith("/"):
-        raise EdgefnError(f"cache purge: {value!r} is not a path: give one starting with '/', e.g. /index.html or '/images/*'")
-    if kind == "tag" and not value.strip():
-        raise EdgefnError("cache purge --tag: the tag is empty: give a key the origin sent in Cache-Tag or Surrogate-Key")
+    if everything:
+        kind, value = "all", ""
+    elif tag is not None:
+        kind, value = "tag", tag
+    elif prefix is not None:
+        kind, value = "prefix", prefix
+    else:
+        kind, value = "path", path or ""
+    problem = purge_problem(kind, value)
+    if problem is not None:
+        raise EdgefnError(f"cache purge: {problem}")
     manifest = load_manifest(config)
     store = control_store_of(config, manifest)
     try:

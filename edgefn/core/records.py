@@ -10,12 +10,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "INVOKE", "LATEST", "POST", "PURGE_KINDS", "AliasRecord", "CachePurge", "CodeAndConfig", "DeadLetter", "FunctionRecord", "FunctionRef",
+    "INVOKE", "LATEST", "POST", "PURGE_KINDS", "purge_problem", "AliasRecord", "CachePurge", "CodeAndConfig", "DeadLetter", "FunctionRecord", "FunctionRef",
     "QueuedEvent", "RegistrySnapshot", "VersionRecord",
 ]
 
 #: what a cache purge names: one path (any query string), every path under a prefix, a surrogate key, or everything
 PURGE_KINDS = ("path", "prefix", "tag", "all")
+
+
+def purge_problem(kind: str, value: str) -> str | None:
+    """What is wrong with a purge of `kind` naming `value` (the CLI and the admin API say it), or None."""
+    if kind in ("path", "prefix") and not value.startswith("/"):
+        return f"{value!r} is not a path: give one starting with '/', e.g. /index.html or '/images/*'"
+    if kind == "tag" and not value.strip():
+        return "the tag is empty: give a key the origin sent in Cache-Tag or Surrogate-Key"
+    return None
 
 LATEST = "$LATEST"
 

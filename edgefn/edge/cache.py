@@ -479,14 +479,14 @@ class EdgeCache:
             "path": lambda e: e.path == value, "prefix": lambda e: e.path.startswith(value), "tag": lambda e: value in e.tags,
             "all": lambda e: True,
         }[kind]
-        gone = [entry for entry in self._lru.values() if matches(entry)]
-        for entry in gone:
-            self._remove(entry)
-        return len(gone)
+        return self._drop_where(matches)
 
     def drop_made_by(self, functions: set[str]) -> int:
         """Drop every entry one of `functions` made or shaped; how many were dropped."""
-        gone = [entry for entry in self._lru.values() if entry.made_by & functions]
+        return self._drop_where(lambda entry: bool(entry.made_by & functions))
+
+    def _drop_where(self, matches: Callable[[CacheEntry], bool]) -> int:
+        gone = [entry for entry in self._lru.values() if matches(entry)]
         for entry in gone:
             self._remove(entry)
         return len(gone)

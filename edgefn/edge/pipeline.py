@@ -331,7 +331,8 @@ class EdgePipeline:
         for raw_name, raw_value in upstream.headers.raw:
             key = raw_name.decode("latin-1")
             resp_headers.setdefault(key.lower(), []).append((key, raw_value.decode("latin-1")))
-        resp_headers = {n: v for n, v in resp_headers.items() if n not in _hop_by_hop(resp_headers)}
+        hop = _hop_by_hop(resp_headers)
+        resp_headers = {n: v for n, v in resp_headers.items() if n not in hop}
         result.response = EdgeResponse(upstream.status_code, upstream.reason_phrase or status_text(upstream.status_code), resp_headers)
         result.stream = _relay(upstream)
 
