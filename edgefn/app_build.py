@@ -23,7 +23,7 @@ from .build.toolchain import cache_dir, cache_root
 from .core.app import ResolvedApp
 from .core.exceptions import BuildError, Diagnostic, FunctionInitError
 from .core.files import write_atomic
-from .core.ports import InvocationObserver
+from .core.ports import InvocationObserver, KeyValueStore
 from .manifest.load import load_manifest
 from .manifest.resolve import limits_of, resolve, source_path
 from .manifest.schema import FunctionConfig, Manifest
@@ -179,12 +179,13 @@ def read_locked_app(path: Path) -> ResolvedApp:
 
 
 def open_app(
-    config: Path, workers: int | None = None, digests: dict[str, str] | None = None, observer: InvocationObserver | None = None
+    config: Path, workers: int | None = None, digests: dict[str, str] | None = None, observer: InvocationObserver | None = None,
+    kv: KeyValueStore | None = None,
 ) -> tuple[ResolvedApp, Runtime]:
     """Load, build (unless `digests` has the built code) and precompile the app of `config`, in a Runtime
-    ready to serve it (warm instances made); the caller closes the Runtime."""
+    ready to serve it (warm instances made), its guests reaching `kv`; the caller closes the Runtime (and so `kv`)."""
     manifest = load_manifest(config)
-    runtime = Runtime(store_dir_of(config, manifest), workers=workers or manifest.server.guest_threads or None, observer=observer)
+    runtime = Runtime(store_dir_of(config, manifest), workers=workers or manifest.server.guest_threads or None, observer=observer, kv=kv)
     try:
         app = build_app(config, manifest, runtime.store, digests=digests, invoker=runtime.invoker)
     except BaseException:

@@ -25,7 +25,8 @@ from .control.async_invoke import AsyncInvoker
 from .control.catalog import POLL_INTERVAL_S, FunctionCatalog, LiveCatalog, PendingBuilds
 from .control.deploy import check_references, deploy
 from .control.schedules import Scheduler, parse_schedules
-from .control.store import open_control_store
+from .control.secrets import SecretBox
+from .control.store import open_control_store, open_kv_of
 from .core.app import FunctionSpec, ResolvedApp
 from .core.events import Event
 from .core.exceptions import EdgefnError
@@ -62,16 +63,21 @@ class EdgeNode:
         self.registry = self.store.registry
         #: this process's Prometheus series, and every function's log stream on disk (docs/observability.md)
         self.metrics = EdgeMetrics()
-        self.runtime = Runtime(app.store_dir, workers=app.server.guest_threads or None, observer=self.metrics)
+        # the key-value store of the app's [kv], when it declares a namespace (the runtime closes it)
+        self.runtime = Runtime(app.store_dir, workers=app.server.guest_threads or None, observer=self.metrics, kv=open_kv_of(app))
         self.metrics.watch_throttles(lambda: self.runtime.invoker.limiter.snapshot()["throttled"])
         self.logs = FunctionLogSink.from_settings(app.logs).start()
         self.tasks: list[asyncio.Task[None]] = []
         self.stop_event = asyncio.Event()
         try:
             self.runtime.start()
-            load_app(app, self.runtime.store, self.runtime.invoker)  # the code `serve` put in the module store, precompiled: loaded, never rebuilt
+            load_app(app, self.runtime.store)  # the code `serve` put in the module store, precompiled: loaded, never rebuilt
             pending = PendingBuilds(app.pending_file, app.pending) if app.pending else None
-            self.catalog = LiveCatalog(self.registry, prepare=self._prepare, pending=pending, applied=self._applied)
+            unseal = SecretBox(app.secrets_key_file).open
+            self.catalog = LiveCatalog(self.registry, prepare=self._prepare, pending=pending, applied=self._applied, unseal=unseal)
+            for name in app.functions:  # prewarm = N: from the registry's $LATEST, which carries the function's secrets
+                if (spec := self.catalog.current.specs.get((name, LATEST))) is not None:
+                    self.runtime.invoker.prewarm(spec)
             if pending is not None:
                 pending.refresh()  # some may have been deployed while this process started
             check_references(self.app, self.catalog.current)

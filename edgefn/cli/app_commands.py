@@ -12,12 +12,15 @@ from typing import TextIO
 from ..app_build import open_app
 from ..build.languages import build_source
 from ..build.toolchain import cache_dir
+from ..control.catalog import FunctionCatalog
+from ..control.deploy import registry_path
 from ..core import events
-from ..core.app import FunctionSpec
 from ..core.exceptions import EventFileError, InvocationError, ManifestError, error_document
 from ..core.ids import new_request_id
+from ..core.records import LATEST
 from ..manifest.load import load_manifest
 from ..manifest.schema import Manifest
+from .kv import kv_store_of
 
 
 def build(config: Path, source: Path | None, out: Path | None, target: str, stdout: TextIO) -> int:
@@ -43,12 +46,16 @@ def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO)
     # the user's mistakes (event file, function name) are found before the build, not after it
     _, event = read_event(event_file)
     manifest = load_manifest(config)
-    registered = _registered_spec(config, manifest, function) if ":" in function else None
-    if registered is None and function not in manifest.functions:
+    if ":" not in function and function not in manifest.functions:
         raise ManifestError(config, f"functions.{function}", "no such function", f"pick one of: {', '.join(sorted(manifest.functions))}")
-    app, runtime = open_app(config, workers=1)
+    catalog = _registered_catalog(config, manifest) if ":" in function or registry_path(config, manifest).exists() else None
+    registered = catalog.select(function, new_request_id()) if catalog is not None and ":" in function else None
+    app, runtime = open_app(config, workers=1, kv=kv_store_of(config, manifest))
     try:
         spec = registered or app.functions[function]
+        latest = catalog.specs.get((function, LATEST)) if catalog is not None and registered is None else None
+        if latest is not None and latest.secrets:  # the manifest's build, with the secrets its $LATEST reads
+            spec = replace(spec, secrets=latest.secrets)
         event.config = replace(event.config, function_name=spec.name, request_id=event.config.request_id or new_request_id())
         print(f"executed version: {spec.qualified_name}", file=sys.stderr)
         try:
@@ -81,14 +88,13 @@ def read_event(event_file: Path | None) -> tuple[bytes, events.Event]:
         raise EventFileError(event_file, str(exc)) from None
 
 
-def _registered_spec(config: Path, manifest: Manifest, function: str) -> FunctionSpec:
-    """NAME:VERSION / NAME:ALIAS / NAME:$LATEST: what the registry holds for it (a bare name runs the
-    manifest's build)."""
-    from ..control.catalog import FunctionCatalog
+def _registered_catalog(config: Path, manifest: Manifest) -> FunctionCatalog:
+    """What the registry holds, with each version's secrets (as a server runs it)."""
     from ..control.deploy import control_store_of
+    from ..control.secrets import SecretBox
 
     registry = control_store_of(config, manifest).registry
-    return FunctionCatalog.from_snapshot(registry.snapshot()).select(function, new_request_id())
+    return FunctionCatalog.from_snapshot(registry.snapshot(), SecretBox((config.resolve().parent / manifest.app.secrets_key_file).resolve()).open)
 
 
 def events_sample(event_type: str, stdout: TextIO) -> int:

@@ -163,6 +163,43 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--tag", help="every response the origin tagged with this key (Cache-Tag / Surrogate-Key)")
     what.add_argument("--all", action="store_true", help="everything")
 
+    kv = _command(sub, "kv", "the app's key-value store: the namespaces its functions are granted (docs/kv.md)",
+                  "edgefn kv put redirects /old /new", "edgefn kv get visits /", "edgefn kv list visits --prefix /blog/")
+    kv_sub = kv.add_subparsers(dest="kv_command", required=True, metavar="SUBCOMMAND")
+    kg = with_config(cmd(kv_sub, "get", "print the value of KEY (as stored, byte for byte)", "edgefn kv get visits /index.html"))
+    kg.add_argument("namespace", metavar="NAMESPACE")
+    kg.add_argument("key", metavar="KEY")
+    kp = with_config(cmd(kv_sub, "put", "set KEY to VALUE, --file F or standard input", "edgefn kv put redirects /old /new",
+                         "edgefn kv put flags beta --ttl 3600 < flag.json"))
+    kp.add_argument("namespace", metavar="NAMESPACE")
+    kp.add_argument("key", metavar="KEY")
+    kp.add_argument("value", nargs="?", metavar="VALUE", help="the value (else --file, else standard input)")
+    kp.add_argument("--file", type=Path, help="read the value from this file")
+    kp.add_argument("--ttl", type=int, metavar="SECONDS", help="the key expires this many seconds from now")
+    kd = with_config(cmd(kv_sub, "delete", "remove KEY", "edgefn kv delete redirects /old"))
+    kd.add_argument("namespace", metavar="NAMESPACE")
+    kd.add_argument("key", metavar="KEY")
+    kl = with_config(cmd(kv_sub, "list", "keys in byte order, one page at a time", "edgefn kv list visits", "edgefn kv list visits --prefix /blog/ --json"))
+    kl.add_argument("namespace", metavar="NAMESPACE")
+    kl.add_argument("--prefix", default="", help="only keys starting with this")
+    kl.add_argument("--cursor", help="the next page, as the previous one said")
+    kl.add_argument("--limit", type=int, default=1000, help="most keys in one page (1-1000, default 1000)")
+    kl.add_argument("--json", action="store_true", help="print JSON: keys and the next page's cursor")
+
+    se = _command(sub, "secret", "secrets a function reads through its env API: encrypted at rest, never printed",
+                  "edgefn secret put auth AUTH_TOKEN < token.txt", "edgefn secret list auth")
+    se_sub = se.add_subparsers(dest="secret_command", required=True, metavar="SUBCOMMAND")
+    sp = with_config(cmd(se_sub, "put", "set a secret from standard input or --file (never from the command line)",
+                         "edgefn secret put auth AUTH_TOKEN < token.txt", "edgefn secret put auth TLS_KEY --file key.pem"))
+    sp.add_argument("function", metavar="FUNCTION")
+    sp.add_argument("name", metavar="NAME")
+    sp.add_argument("--file", type=Path, help="read the value from this file (else standard input; a prompt on a terminal)")
+    sl = with_config(cmd(se_sub, "list", "the names of a function's secrets (never a value)", "edgefn secret list auth"))
+    sl.add_argument("function", metavar="FUNCTION")
+    sd = with_config(cmd(se_sub, "delete", "remove a secret from $LATEST", "edgefn secret delete auth AUTH_TOKEN"))
+    sd.add_argument("function", metavar="FUNCTION")
+    sd.add_argument("name", metavar="NAME")
+
     sc = cmd(sub, "schema", "print the JSON Schema of edgefn.toml (for editors: validation and completion)",
              "edgefn schema > edgefn.schema.json", "taplo check --schema file://$PWD/edgefn.schema.json edgefn.toml")
     sc.add_argument("--indent", type=int, default=2, help="spaces per level (default 2)")
@@ -314,6 +351,18 @@ def _run(args: argparse.Namespace) -> int:
             return purge_command(args.config, args.path, args.prefix, args.tag, args.all, sys.stdout)
 
         return cache_command(args.cache_command, args.config if args.cache_command != "dir" else Path(), getattr(args, "older_than", 30), getattr(args, "dry_run", False), sys.stdout)
+    if args.command == "kv":
+        from .kv import kv_command
+
+        return kv_command(
+            args.kv_command, args.config, args.namespace, getattr(args, "key", None), value=getattr(args, "value", None), file=getattr(args, "file", None),
+            ttl=getattr(args, "ttl", None), prefix=getattr(args, "prefix", ""), cursor=getattr(args, "cursor", None), limit=getattr(args, "limit", 1000),
+            as_json=getattr(args, "json", False), out=sys.stdout,
+        )
+    if args.command == "secret":
+        from .secret import secret_command
+
+        return secret_command(args.secret_command, args.config, args.function, getattr(args, "name", None), getattr(args, "file", None), sys.stdout)
     if args.command == "logs":
         from .observe import logs_command
 

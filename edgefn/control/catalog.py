@@ -20,7 +20,7 @@ from ..core.app import FunctionSpec
 from ..core.exceptions import EdgefnError, FunctionPending, UnknownFunction
 from ..core.files import write_atomic
 from ..core.ports import Registry
-from ..core.records import LATEST, AliasRecord, FunctionRef, RegistrySnapshot
+from ..core.records import LATEST, AliasRecord, FunctionRef, RegistrySnapshot, SealedSecret
 from ..manifest.load import parse_table
 from ..manifest.resolve import spec_of
 from ..manifest.schema import FunctionConfig
@@ -51,14 +51,18 @@ class FunctionCatalog:
     provisioned: dict[tuple[str, str], int]
 
     @classmethod
-    def from_snapshot(cls, snap: RegistrySnapshot) -> "FunctionCatalog":
+    def from_snapshot(cls, snap: RegistrySnapshot, unseal: Callable[[SealedSecret], str] | None = None) -> "FunctionCatalog":
+        """`unseal` decrypts each version's secrets into its spec (what runs guests passes it; a catalog only
+        resolving references needs none, and its specs carry no secrets)."""
         specs: dict[tuple[str, str], FunctionSpec] = {}
         configs: dict[tuple[str, str], FunctionConfig] = {}
         codes = {(name, LATEST): fn.latest for name, fn in snap.functions.items()}
         codes.update({(name, str(number)): v.code for (name, number), v in snap.versions.items()})
         for (name, version), code in codes.items():
             cfg = configs[(name, version)] = parse_config(code.config, name, "registry")  # once per version
-            specs[(name, version)] = spec_of(name, version, code.digest, cfg, snap.functions[name].reserved_concurrency)
+            sealed = snap.secrets.get((name, version), {}) if unseal is not None else {}
+            secrets = {secret: unseal(box) for secret, box in sealed.items()} if unseal is not None else None
+            specs[(name, version)] = spec_of(name, version, code.digest, cfg, snap.functions[name].reserved_concurrency, secrets)
         return cls(snap.revision, specs, dict(snap.aliases), configs, dict(snap.provisioned))
 
     def names(self) -> list[str]:
@@ -161,16 +165,18 @@ class LiveCatalog:
 
     def __init__(
         self, registry: Registry, prepare: Callable[[FunctionCatalog], Awaitable[None]] | None = None, pending: PendingBuilds | None = None,
-        applied: Callable[[FunctionCatalog, FunctionCatalog], None] | None = None,
+        applied: Callable[[FunctionCatalog, FunctionCatalog], None] | None = None, unseal: Callable[[SealedSecret], str] | None = None,
     ) -> None:
         self.registry = registry
+        #: decrypts the secrets each version reads (control/secrets.SecretBox.open)
+        self.unseal = unseal
         #: functions whose $LATEST is still building (`serve` started before their build ended)
         self.pending = pending
         #: runs on a new snapshot before it serves (precompile new code, provisioned instances)
         self.prepare = prepare
         #: runs once a new snapshot serves, with the old one (the edge cache drops what changed functions made)
         self.applied = applied
-        self.current = FunctionCatalog.from_snapshot(registry.snapshot())
+        self.current = FunctionCatalog.from_snapshot(registry.snapshot(), unseal)
         self._refresh_lock = asyncio.Lock()
         self._refused: int | None = None  # the last revision whose catalog could not be applied
 
@@ -194,7 +200,7 @@ class LiveCatalog:
             if revision in (self.current.revision, self._refused):
                 return False
             try:
-                new = FunctionCatalog.from_snapshot(await asyncio.to_thread(self.registry.snapshot))
+                new = FunctionCatalog.from_snapshot(await asyncio.to_thread(self.registry.snapshot), self.unseal)
                 if self.prepare is not None:
                     await self.prepare(new)
             except BaseException:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 __all__ = [
-    "CachePolicy", "FunctionSpec", "Limits", "LogSettings", "QueueSettings", "ResolvedApp", "ResolvedBehavior", "ResolvedHook",
+    "CachePolicy", "FunctionSpec", "KvSettings", "Limits", "LogSettings", "QueueSettings", "ResolvedApp", "ResolvedBehavior", "ResolvedHook",
     "ScheduleSpec", "ServerSettings",
 ]
 
@@ -25,6 +25,9 @@ class Limits:
     timeout_ms: int = 5000
     fuel: int = 2_000_000_000
     max_result_bytes: int = 1024 * 1024
+    #: key-value operations, and bytes of keys and values read and written, per invocation (docs/kv.md)
+    kv_ops: int = 1000
+    kv_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,15 @@ class FunctionSpec:
     prewarm: int = 0
     #: in-flight invocations reserved for (and capping) this function; None = the unreserved pool
     reserved_concurrency: int | None = None
+    #: the key-value namespaces it may use (least privilege: any other is an error the guest sees)
+    kv_namespaces: tuple[str, ...] = ()
+    #: its secrets by name, decrypted, for the guest's env API only (never in a repr, a log or an answer)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def guest_env(self) -> dict[str, str]:
+        """What the guest's env API reads: its env, and its secrets (a secret wins over an env entry of its name)."""
+        return {**self.env, **self.secrets} if self.secrets else self.env
 
     @property
     def qualified_name(self) -> str:
@@ -151,6 +163,16 @@ class ScheduleSpec:
 
 
 @dataclass(frozen=True)
+class KvSettings:
+    """The `[kv]` table as resolved: the declared namespaces and the store (an absolute SQLite path or a URL)."""
+
+    namespaces: tuple[str, ...] = ()
+    store: str = ""
+    #: PostgreSQL: how long a node may serve a value it read (the staleness bound)
+    cache_ttl_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class ResolvedApp:
     manifest_path: Path
     root: Path
@@ -172,6 +194,9 @@ class ResolvedApp:
     #: functions still building when `serve` began to listen (not in `functions`): Lambda's Pending state, each
     #: deployed once built and precompiled; until then its $LATEST answers 503 (control/catalog.PendingBuilds)
     pending: tuple[str, ...] = ()
+    kv: KvSettings = KvSettings()
+    #: the key file secrets are sealed with when $EDGEFN_SECRETS_KEY is unset (absolute)
+    secrets_key_file: Path = Path(".edgefn/secrets.key")
 
     @property
     def pending_file(self) -> Path:

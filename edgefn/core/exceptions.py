@@ -36,7 +36,8 @@ answers with what status is decided by class, one table per audience: the viewer
     │   ├── RegistryLost             the database came back empty
     │   ├── PayloadTooLarge
     │   └── InvalidPayload
-    ├── StorageError             the control database cannot be opened or used
+    ├── StorageError             the control database (or the key-value store) cannot be opened or used
+    ├── SecretsKeyError          the key secrets are encrypted with is missing, malformed or not theirs
     ├── ExpressionError          a rate()/cron() expression that does not parse
     ├── AdminTokenRequired       a tokenless admin API on a non-loopback address
     ├── ListenError              an address of the server cannot be bound (checked before any build)
@@ -63,7 +64,7 @@ __all__ = [
     "FunctionError", "FunctionInitError", "FunctionPending", "GuestTrap", "ImportNotAllowed", "InvalidModule", "InvalidPayload", "InvalidResult",
     "InvocationError", "ListenError", "LogQueryError", "ManifestError", "MemoryLimitExceeded", "MetricsError", "MissingExport",
     "ModuleRejected", "NotFound", "PayloadTooLarge", "RegistryError", "RegistryLost", "RuleViolation",
-    "ScaffoldError", "StorageError", "Throttled", "UnknownFunction", "WallClockTimeout",
+    "ScaffoldError", "SecretsKeyError", "StorageError", "Throttled", "UnknownFunction", "WallClockTimeout",
 ]
 
 
@@ -416,6 +417,10 @@ class InvalidPayload(RegistryError):
 
 class StorageError(EdgefnError):
     """The control-plane database cannot be opened or used."""
+
+
+class SecretsKeyError(EdgefnError):
+    """The key that encrypts secrets at rest cannot be used: malformed, unreadable, or not the one they were sealed with."""
 
 
 class AdminTokenRequired(EdgefnError):

@@ -6,6 +6,7 @@ these, and the composition root (`edgefn/node.py`) passes the implementation:
 - the runtime reports each invocation to an `InvocationObserver` (the Prometheus metrics implement it);
 - the edge pipeline looks functions up through a `FunctionResolver` (the registry's live catalog) and
   reports what it decided to an `EdgeObserver` (the metrics again);
+- a guest's key-value calls reach a `KeyValueStore` (SQLite's or PostgreSQL's, chosen by the app's [kv] store);
 - the control plane keeps its state in a `ControlStore` (a `Registry`, an `EventQueue` whose transactional
   `QueueWork` commits an outcome with what it causes, a `ScheduleStore`): SQLite's lives in `control/store/`,
   and another engine is one more folder there behind the same Protocols.
@@ -19,12 +20,23 @@ from typing import Any, Callable, Protocol
 from .app import FunctionSpec
 from .events import XCache
 from .exceptions import InvocationError
-from .records import AliasRecord, CachePurge, CodeAndConfig, DeadLetter, FunctionRecord, QueuedEvent, RegistrySnapshot, VersionRecord
+from .records import (
+    AliasRecord,
+    CachePurge,
+    CodeAndConfig,
+    DeadLetter,
+    FunctionRecord,
+    KvPage,
+    QueuedEvent,
+    RegistrySnapshot,
+    SealedSecret,
+    VersionRecord,
+)
 from .report import InvocationReport
 
 __all__ = [
-    "ControlStore", "EdgeObserver", "EventQueue", "FunctionResolver", "InvocationObserver", "NoObserver", "PurgeLog", "QueueWork",
-    "Registry", "ScheduleStore", "ScheduleWork",
+    "ControlStore", "EdgeObserver", "EventQueue", "FunctionResolver", "InvocationObserver", "KeyValueStore", "NoObserver", "PurgeLog", "QueueWork",
+    "Registry", "ScheduleStore", "ScheduleWork", "SecretStore",
 ]
 
 
@@ -164,6 +176,37 @@ class PurgeLog(Protocol):
     def last_id(self) -> int: ...
 
 
+class SecretStore(Protocol):
+    """Encrypted secrets per function, beside the registry: each put is a new generation; $LATEST reads the newest, a
+    published version the generations current when it was published (captured by reference, never by value)."""
+
+    def put(self, function: str, name: str, nonce: bytes, ciphertext: bytes) -> SealedSecret: ...
+
+    def delete(self, function: str, name: str) -> bool: ...
+
+    def names(self, function: str) -> list[tuple[str, float]]:
+        """The names $LATEST of `function` has, with when each was last put (epoch s); never a value."""
+        ...
+
+
+class KeyValueStore(Protocol):
+    """The key-value store guests, the CLI and the admin API share (docs/kv.md). Keys and values are bytes; a TTL
+    is in seconds; an expired key reads as absent. Calls are synchronous (a guest calls from its worker thread)."""
+
+    #: True when a call may wait on the network (the invocation then gives its CPU slot back, as for a fetch)
+    remote: bool
+
+    def get(self, namespace: str, key: bytes) -> bytes | None: ...
+
+    def put(self, namespace: str, key: bytes, value: bytes, ttl_s: float | None = None) -> None: ...
+
+    def delete(self, namespace: str, key: bytes) -> bool: ...
+
+    def list(self, namespace: str, prefix: bytes = b"", cursor: str | None = None, limit: int = 1000) -> KvPage: ...
+
+    def close(self) -> None: ...
+
+
 class ControlStore(Protocol):
     """One control plane's storage: registry, async queue and schedule state, committed together where a change
     spans them. `control/store/` opens one; the rest of edgefn sees only these interfaces."""
@@ -179,6 +222,9 @@ class ControlStore(Protocol):
 
     @property
     def purges(self) -> PurgeLog: ...
+
+    @property
+    def secrets(self) -> SecretStore: ...
 
     def close(self) -> None: ...
 

@@ -6,11 +6,13 @@ its rows into these and nothing else crosses its interface (`core.ports`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "INVOKE", "LATEST", "POST", "PURGE_KINDS", "purge_problem", "AliasRecord", "CachePurge", "CodeAndConfig", "DeadLetter", "FunctionRecord", "FunctionRef",
+    "INVOKE", "KV_MAX_KEY_BYTES", "KV_MAX_LIST_LIMIT", "KV_MAX_VALUE_BYTES", "KV_MIN_TTL_S", "KV_NAMESPACE", "LATEST", "POST", "PURGE_KINDS",
+    "SECRET_NAME", "kv_problem", "purge_problem", "AliasRecord", "KvPage", "SealedSecret", "CachePurge", "CodeAndConfig", "DeadLetter", "FunctionRecord", "FunctionRef",
     "QueuedEvent", "RegistrySnapshot", "VersionRecord",
 ]
 
@@ -25,6 +27,58 @@ def purge_problem(kind: str, value: str) -> str | None:
     if kind == "tag" and not value.strip():
         return "the tag is empty: give a key the origin sent in Cache-Tag or Surrogate-Key"
     return None
+
+
+# --- the key-value store (docs/kv.md): one set of limits for guests, the CLI and the admin API ---
+
+#: a namespace's name, as the manifest's [kv] namespaces declare it
+KV_NAMESPACE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+#: Workers KV's limits: keys up to 512 bytes, values up to 25 MiB
+KV_MAX_KEY_BYTES = 512
+KV_MAX_VALUE_BYTES = 25 * 1024 * 1024
+#: the shortest TTL a put may set, in seconds (Workers KV: 60; shorter here, so a test sees an expiry)
+KV_MIN_TTL_S = 1
+#: most keys one list call returns (Workers KV: 1,000)
+KV_MAX_LIST_LIMIT = 1000
+
+
+def kv_problem(key: bytes, value: bytes | None = None, ttl_s: float | None = None) -> str | None:
+    """What is wrong with a key (and the value and TTL of a put), said the same to a guest, the CLI and the admin API; or None."""
+    if not key:
+        return "the key is empty"
+    if len(key) > KV_MAX_KEY_BYTES:
+        return f"the key is {len(key):,} bytes, over the {KV_MAX_KEY_BYTES}-byte limit"
+    if value is not None and len(value) > KV_MAX_VALUE_BYTES:
+        return f"the value is {len(value):,} bytes, over the {KV_MAX_VALUE_BYTES:,}-byte limit (25 MiB)"
+    if ttl_s is not None and ttl_s < KV_MIN_TTL_S:
+        return f"a TTL of {ttl_s:g} s is under the minimum of {KV_MIN_TTL_S} s"
+    return None
+
+
+@dataclass(frozen=True)
+class KvPage:
+    """One page of a list by prefix: keys in byte order, and the cursor of the next page (None: this is the last)."""
+
+    keys: tuple[bytes, ...]
+    cursor: str | None
+
+
+# --- secrets (docs/security.md) ---
+
+#: a secret's name: what the guest passes to env_get, so an environment variable's name
+SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+@dataclass(frozen=True)
+class SealedSecret:
+    """One generation of a secret as the control plane stores it: encrypted (AES-256-GCM), never in plain text."""
+
+    function: str
+    name: str
+    generation: int
+    nonce: bytes = field(repr=False)
+    ciphertext: bytes = field(repr=False)
+
 
 LATEST = "$LATEST"
 
@@ -109,6 +163,8 @@ class RegistrySnapshot:
     aliases: dict[tuple[str, str], AliasRecord]
     #: (function, qualifier) -> instances to keep initialised (provisioned concurrency)
     provisioned: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: (function, "$LATEST" | "7") -> secret name -> the generation that version reads (published versions keep theirs)
+    secrets: dict[tuple[str, str], dict[str, SealedSecret]] = field(default_factory=dict)
 
 
 # --- the async queue ---

@@ -37,6 +37,9 @@ class InvocationReport:
     #: False after a wall-clock timeout: compiled wasm keeps its fuel count in a register and writes it back
     #: only at calls, so an epoch interrupt inside a loop loses what it used since (fuel_used is a lower bound)
     fuel_exact: bool = True
+    #: key-value operations and bytes of keys and values this invocation used; None: the function has no kv grant
+    kv_ops: int | None = None
+    kv_bytes: int = 0
 
     @property
     def billed_duration_ms(self) -> int:
@@ -53,5 +56,8 @@ class InvocationReport:
         if self.init_duration_ms is not None:
             parts.append(f"Init Duration: {self.init_duration_ms:.2f} ms")
         parts.append(f"Fuel Used: {self.fuel_used}" if self.fuel_exact else f"Fuel Used: >={self.fuel_used} (timed out)")
+        if self.kv_ops is not None:
+            parts.append(f"KV Ops: {self.kv_ops}")
+            parts.append(f"KV Bytes: {self.kv_bytes}")
         parts.append(f"Outcome: {self.outcome}")
         return "\t".join(parts)

@@ -152,6 +152,13 @@ def _check_cross_references(manifest: Manifest, file: Path) -> None:
     if manifest.queue.throttle_backoff_max_s < manifest.queue.throttle_backoff_min_s:
         raise ManifestError(file, "queue.throttle_backoff_max_s", "is below queue.throttle_backoff_min_s", "raise it, or lower throttle_backoff_min_s")
     for name, cfg in manifest.functions.items():
+        for ns in cfg.kv:
+            if ns not in manifest.kv.namespaces:
+                declared = ", ".join(repr(n) for n in manifest.kv.namespaces) or "none yet"
+                raise ManifestError(
+                    file, f"functions.{name}.kv", f"namespace {ns!r} is not declared (declared: {declared})",
+                    f"add it to [kv] namespaces = [\"{ns}\", ...], or remove it from the function's kv",
+                )
         if cfg.async_invoke is not None and cfg.async_invoke.on_success == "dlq":
             raise ManifestError(
                 file, f"functions.{name}.async_invoke.on_success", "the dead-letter store keeps failed events (edgefn dlq replay runs them again)",

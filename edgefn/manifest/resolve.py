@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..core.app import (
     AdminSettings,
     CachePolicy,
     FunctionSpec,
+    KvSettings,
     Limits,
     LogSettings,
     QueueSettings,
@@ -35,15 +36,19 @@ def source_path(manifest_path: Path, cfg: FunctionConfig) -> Path:
 
 
 def limits_of(cfg: FunctionConfig) -> Limits:
-    return Limits(memory_mb=cfg.memory_mb, timeout_ms=cfg.timeout_ms, fuel=cfg.fuel, max_result_bytes=cfg.max_result_bytes)
+    return Limits(
+        memory_mb=cfg.memory_mb, timeout_ms=cfg.timeout_ms, fuel=cfg.fuel, max_result_bytes=cfg.max_result_bytes, kv_ops=cfg.kv_ops, kv_bytes=cfg.kv_bytes,
+    )
 
 
-def spec_of(name: str, version: str, digest: str, cfg: FunctionConfig, reserved: int | None = None) -> FunctionSpec:
-    """The runtime's view of one version of a function: its code and the limits, env and hosts of its config."""
+def spec_of(
+    name: str, version: str, digest: str, cfg: FunctionConfig, reserved: int | None = None, secrets: Mapping[str, str] | None = None,
+) -> FunctionSpec:
+    """The runtime's view of one version of a function: its code and the limits, env, grants and secrets of its config."""
     return FunctionSpec(
         name=name, digest=digest, limits=limits_of(cfg), env=dict(cfg.env), version=version,
         allowed_hosts=tuple(cfg.allowed_hosts), reuse_instances=cfg.reuse_instances, prewarm=cfg.prewarm,
-        reserved_concurrency=reserved,
+        reserved_concurrency=reserved, kv_namespaces=tuple(cfg.kv), secrets=dict(secrets or {}),
     )
 
 
@@ -111,7 +116,16 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
         schedules=schedule_specs(manifest),
         configs={name: config_record(cfg) for name, cfg in manifest.functions.items()},
         pending=tuple(name for name in manifest.functions if name not in digests),
+        kv=kv_settings(manifest, root),
+        secrets_key_file=(root / manifest.app.secrets_key_file).resolve(),
     )
+
+
+def kv_settings(manifest: Manifest, root: Path) -> KvSettings:
+    """The [kv] table with an SQLite store's path made absolute (`root`: the manifest's folder)."""
+    k = manifest.kv
+    url = k.store if k.store.startswith(("postgresql://", "postgres://")) else str((root / k.store).resolve())
+    return KvSettings(tuple(k.namespaces), url, k.cache_ttl_ms / 1000)
 
 
 def admin_settings(manifest: Manifest, root: Path) -> AdminSettings:

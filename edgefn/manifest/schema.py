@@ -13,6 +13,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ..build.languages import SOURCE_SUFFIXES
+from ..core.records import KV_NAMESPACE
 
 Check = Callable[[Any], "str | None"]  # returns None when fine, else a description of what is allowed
 
@@ -127,7 +128,8 @@ class AppConfig:
     name: str = spec("edgefn-app", FUNCTION_NAME, "the application's name")
     store_dir: str = spec(".edgefn/modules", None, "module store directory, relative to the manifest")
     build_dir: str = spec(".edgefn/build", None, "where built .wasm files go, relative to the manifest")
-    registry: str = spec(".edgefn/control.db", None, "the control-plane database (functions, versions, aliases, async queue), relative to the manifest")
+    registry: str = spec(".edgefn/control.db", None, "the control-plane database (functions, versions, aliases, secrets, async queue), relative to the manifest")
+    secrets_key_file: str = spec(".edgefn/secrets.key", None, "the key secrets are encrypted with when $EDGEFN_SECRETS_KEY is unset: created on the first `edgefn secret put`, owner-only, relative to the manifest")
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,33 @@ class LogConfig:
     retention_days: int = spec(7, int_range(1, 3650), "delete rotated files older than this")
 
 
+class _NamespaceList:
+    """Namespace names, each at most once."""
+
+    def __call__(self, names: list[str]) -> str | None:
+        for n in names:
+            if not KV_NAMESPACE.fullmatch(n):
+                return f"namespace names of lowercase letters, digits, '_' and '-', at most 64 characters (got {n!r})"
+        if len(set(names)) != len(names):
+            return "each namespace once"
+        return None
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"uniqueItems": True, "items": {"type": "string", "pattern": f"^(?:{KV_NAMESPACE.pattern})$"}}
+
+
+_namespaces_check = _NamespaceList()
+
+
+@dataclass(frozen=True)
+class KvConfig:
+    """The key-value store functions share (docs/kv.md): its namespaces, and where it lives."""
+
+    namespaces: list[str] = spec(None, _namespaces_check, "the namespaces functions may be granted (functions.NAME.kv)", factory=list)
+    store: str = spec(".edgefn/kv.db", None, "an SQLite file relative to the manifest (one node), or a postgresql:// URL (many nodes sharing one database)")
+    cache_ttl_ms: int = spec(1000, int_range(0, 300_000), "PostgreSQL only: how long a node may serve a value it read before reading it again (the staleness bound; 0 = every get reads the database)")
+
+
 def _source_check(value: str) -> str | None:
     """A path with a suffix one of build/languages.py's languages builds."""
     if any(value.endswith(s) and len(value) > len(s) for s in SOURCE_SUFFIXES):
@@ -199,6 +228,9 @@ class FunctionConfig:
     max_result_bytes: int = spec(1024 * 1024, int_range(16, 64 * 1024 * 1024), "largest result document")
     env: dict[str, str] = spec(None, _env_check, "environment variables", factory=dict)
     allowed_hosts: list[str] = spec(None, None, "hosts the function may fetch from: host, host:port or *.domain", factory=list)
+    kv: list[str] = spec(None, _namespaces_check, "key-value namespaces the function may use (declared in [kv] namespaces)", factory=list)
+    kv_ops: int = spec(1000, int_range(0, 100_000), "key-value operations one invocation may make (Workers KV: 1,000)")
+    kv_bytes: int = spec(64 * 1024 * 1024, int_range(0, 1024**3), "bytes of keys and values one invocation may read and write through the key-value store")
     target: str = spec("freestanding", one_of("freestanding", "wasi"), "C/Zig build target: wasm32-freestanding or a WASI reactor")
     reuse_instances: bool = spec(False, None, "keep warm instances between requests (execution-context reuse); default: a fresh instance per request")
     prewarm: int = spec(0, int_range(0, 256), "warm instances to create at startup (provisioned concurrency); needs reuse_instances = true")
@@ -290,6 +322,7 @@ class Manifest:
     admin: AdminConfig = spec(None, factory=AdminConfig)
     queue: QueueConfig = spec(None, factory=QueueConfig)
     logs: LogConfig = spec(None, factory=LogConfig)
+    kv: KvConfig = spec(None, factory=KvConfig)
     functions: dict[str, FunctionConfig] = spec(None, factory=dict)
     behaviors: list[BehaviorConfig] = spec(None, factory=list)
     default_behavior: BehaviorConfig | None = spec(None)

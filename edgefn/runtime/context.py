@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable
+
+if TYPE_CHECKING:
+    from .host.kv import KvGrant
 
 __all__ = [
-    "MAX_LOG_BYTES_PER_INVOCATION", "MAX_LOG_LINE", "InvocationContext", "current_context", "escape_guest_text", "set_current_context",
+    "MAX_LOG_BYTES_PER_INVOCATION", "MAX_LOG_LINE", "MIN_MASKED_SECRET", "InvocationContext", "SecretMask", "current_context", "escape_guest_text",
+    "set_current_context",
 ]
 
 MAX_LOG_LINE = 4096
@@ -27,12 +31,37 @@ def escape_guest_text(text: str) -> str:
     return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}"), text)
 
 
+#: secrets shorter than this are not masked in log lines (masking "a" would blank every line)
+MIN_MASKED_SECRET = 4
+MASKED = "***"
+
+
+class SecretMask:
+    """Replaces a function's secret values in text with *** (its log lines, its error messages), so a guest that
+    prints a secret by mistake does not publish it (GitHub Actions' rule for logs)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: Iterable[str]) -> None:
+        # longest first: a secret containing another is masked whole
+        self.values = tuple(sorted({v for v in values if len(v) >= MIN_MASKED_SECRET}, key=len, reverse=True))
+
+    def __call__(self, text: str) -> str:
+        for value in self.values:
+            if value in text:
+                text = text.replace(value, MASKED)
+        return text
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+
 class InvocationContext:
     """What the host functions of one running invocation may see: its env and its log sink."""
 
     __slots__ = (
         "function", "request_id", "env", "emit", "log_bytes", "dropped_lines", "_partial",
-        "allowed_hosts", "deadline", "fetches", "pending_fetch", "io_gate",
+        "allowed_hosts", "deadline", "fetches", "pending_fetch", "io_gate", "kv", "pending_kv", "mask",
     )
 
     def __init__(
@@ -44,6 +73,8 @@ class InvocationContext:
         allowed_hosts: tuple[str, ...] = (),
         deadline: float = float("inf"),
         io_gate: tuple[Callable[[], None], Callable[[], None]] | None = None,
+        kv: "KvGrant | None" = None,
+        mask: SecretMask | None = None,
     ) -> None:
         self.function = function
         self.request_id = request_id
@@ -58,19 +89,26 @@ class InvocationContext:
         self.pending_fetch: bytes | None = None
         #: (suspend, resume): give the CPU slot back while waiting on the network (runtime/scheduler.py)
         self.io_gate = io_gate
+        #: the key-value namespaces granted, the store and the budgets (runtime/host/kv.py); None: no grant
+        self.kv = kv
+        self.pending_kv: bytes | None = None
+        #: hides the function's secret values in every line this invocation logs
+        self.mask = mask if mask else None
 
     def write_log(self, level: int, data: bytes) -> None:
         """One guest log record: one line, its control characters escaped (a guest cannot start a line)."""
         if self.log_bytes >= MAX_LOG_BYTES_PER_INVOCATION:
             self.dropped_lines += 1
             return
+        if self.mask is not None:  # before the cut: a secret across the 4 KiB mark is masked whole
+            data = self.mask(data.decode("utf-8", "replace")).encode()
         data = data[:MAX_LOG_LINE]
         self.log_bytes += len(data)
         self.emit(level, escape_guest_text(data.decode("utf-8", "replace")))
 
     def note(self, level: int, text: str) -> None:
         """A line of edgefn's own about this invocation: tab-marked, which no escaped guest line can be."""
-        self.emit(level, f"[edgefn]\t{text}")
+        self.emit(level, f"[edgefn]\t{self.mask(text) if self.mask is not None else text}")
 
     def _write_stream(self, level: int, data: bytes) -> int:
         # WASI stdout/stderr: one log line per written line; a partial line waits for its newline or the end

@@ -51,8 +51,9 @@ class InlinePolicy:
         self.slice_misses = 0
 
     def admits(self, fn: FunctionSpec) -> bool:
-        """Try `fn` inline now? (Its code must have been seen to be short-run code.)"""
-        if self.slice_fuel <= 0 or fn.allowed_hosts or self._short.get(fn.name) != fn.digest:
+        """Try `fn` inline now? (Its code must have been seen to be short-run code. One that may fetch or use the
+        key-value store never is: the loop would wait on I/O, and a missed try run again would repeat a write.)"""
+        if self.slice_fuel <= 0 or fn.allowed_hosts or fn.kv_namespaces or self._short.get(fn.name) != fn.digest:
             return False
         until = self._long_until.get(fn.name)
         return until is None or time.monotonic() >= until

@@ -19,13 +19,15 @@ from ..core.exceptions import (
     InvocationError,
     MemoryLimitExceeded,
 )
-from ..core.ports import InvocationObserver, NoObserver
+from ..core.ports import InvocationObserver, KeyValueStore, NoObserver
 from ..core.report import LINES, InvocationReport
 from . import abi
 from .concurrency import ConcurrencyLimiter, InvocationCounts
+from .context import SecretMask
 from .engine import EngineSettings, EpochTicker, create_engine
 from .host import create_linker
 from .host.fetch import shared_client
+from .host.kv import KvGrant
 from .inline import InlinePolicy
 from .instance import GuestInstance
 from .linking import GuestModuleInfo
@@ -54,13 +56,22 @@ def function_logger(name: str) -> logging.Logger:
     return logging.getLogger(f"edgefn.function.{name}")
 
 
+def _mask_of(fn: FunctionSpec) -> SecretMask | None:
+    """What hides `fn`'s secret values in its log lines and error messages (None: it has none)."""
+    return SecretMask(fn.secrets.values()) if fn.secrets else None
+
+
 class Invoker:
     """Runs invocations on worker threads, at most `workers` in wasm at once (wasmtime releases the GIL while
     wasm runs), shared fairly between functions by a GuestScheduler."""
 
-    def __init__(self, store: ModuleStore, sandbox: Sandbox, workers: int | None = None, observer: InvocationObserver | None = None) -> None:
+    def __init__(
+        self, store: ModuleStore, sandbox: Sandbox, workers: int | None = None, observer: InvocationObserver | None = None, kv: KeyValueStore | None = None,
+    ) -> None:
         self.store = store
         self.sandbox = sandbox
+        #: the key-value store guests with a `kv` grant reach (the node opens it from the app's [kv] store)
+        self.kv = kv
         #: told about every invocation (the node passes its metrics; core.ports)
         self.observer: InvocationObserver = observer or NoObserver()
         self.workers = workers or (os.cpu_count() or 2)
@@ -78,7 +89,7 @@ class Invoker:
 
     def pool_of(self, fn: FunctionSpec) -> WarmPool:
         """The warm pool of `fn` (a new one when its code, limits or env changed)."""
-        return self.pools.pool_for(fn.qualified_name, (fn.digest, fn.limits, tuple(sorted(fn.env.items()))))
+        return self.pools.pool_for(fn.qualified_name, (fn.digest, fn.limits, tuple(sorted(fn.guest_env.items()))))
 
     def prewarm(self, fn: FunctionSpec) -> int:
         """Create `fn.prewarm` warm instances now (at startup); returns how many are idle in its pool.
@@ -94,7 +105,7 @@ class Invoker:
             flog.log(log_level(level), "prewarm\t%s", message)
 
         def make() -> GuestInstance:
-            return self.sandbox.prewarm(loaded, function=fn.name, limits=fn.limits, env=fn.env, emit=emit)
+            return self.sandbox.prewarm(loaded, function=fn.name, limits=fn.limits, env=fn.guest_env, emit=emit, mask=_mask_of(fn))
 
         try:
             return self.pools.prewarm(fn.qualified_name, self.pool_of(fn).key, fn.prewarm, make)
@@ -185,18 +196,22 @@ class Invoker:
 
         if not inline:
             self.observer.invocation_started(fn.name)  # sandbox.run returns every invocation error: finished() always follows
+        mask = _mask_of(fn)
+        kv = KvGrant(self.kv, fn.kv_namespaces, fn.limits.kv_ops, fn.limits.kv_bytes) if fn.kv_namespaces and self.kv is not None else None
         run = self.sandbox.run(
             loaded,
             function=fn.name,
             request_id=rid,
             event=abi.encode_event(event),
             limits=limits,
-            env=fn.env,
+            env=fn.guest_env,
             emit=emit,
             init_duration_ms=loaded.load_ms if loaded_now else None,
             allowed_hosts=fn.allowed_hosts,
             pool=pool,
             io_gate=(lambda: self.scheduler.suspend(fn.name), lambda: self.scheduler.resume(fn.name)),
+            kv=kv,
+            mask=mask,
         )
         if held is not None:
             if self.inline.missed(fn, limits, run.error):
@@ -225,7 +240,8 @@ class Invoker:
                     # refused (memory.grow failed under the cap), see guest-sdk/ABI.md section 8
                     error = MemoryLimitExceeded(fn.name, rid, fn.limits.memory_mb, f": {exc.error_message}")
                 else:
-                    error = FunctionError(fn.name, rid, exc.error_type, exc.error_message)
+                    message = mask(exc.error_message) if mask is not None else exc.error_message  # error pages and logs never show a secret
+                    error = FunctionError(fn.name, rid, exc.error_type, message)
             except events.ResultError as exc:
                 error = InvalidResult(fn.name, rid, str(exc))
             if error is not None:
@@ -253,9 +269,12 @@ class Invoker:
 
 class Runtime:
     """Everything a process needs to run guests: the engines (core modules, components), ticker, linker,
-    module store and invoker."""
+    module store and invoker (and the key-value store it is given, which it closes)."""
 
-    def __init__(self, store_dir: Path, settings: EngineSettings | None = None, workers: int | None = None, observer: InvocationObserver | None = None) -> None:
+    def __init__(
+        self, store_dir: Path, settings: EngineSettings | None = None, workers: int | None = None, observer: InvocationObserver | None = None,
+        kv: KeyValueStore | None = None,
+    ) -> None:
         self.settings = settings or EngineSettings()
         self.engine = create_engine(self.settings, "core")
         self.component_engine = create_engine(self.settings, "component")
@@ -263,7 +282,7 @@ class Runtime:
         self.linker = create_linker(self.engine)
         self.store = ModuleStore(store_dir, self.engine, self.linker, self.settings.fingerprint(), component_engine=self.component_engine)
         self.sandbox = Sandbox(self.engine, self.ticker, self.component_engine)
-        self.invoker = Invoker(self.store, self.sandbox, workers, observer)
+        self.invoker = Invoker(self.store, self.sandbox, workers, observer, kv)
         self._started = False
         self._lock = threading.Lock()
 
@@ -279,6 +298,8 @@ class Runtime:
     def close(self) -> None:
         self.invoker.close()
         self.ticker.stop()
+        if self.invoker.kv is not None:  # after the guests: none is left to call it
+            self.invoker.kv.close()
 
     def __enter__(self) -> "Runtime":
         return self.start()

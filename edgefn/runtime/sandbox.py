@@ -24,8 +24,9 @@ from ..core.exceptions import (
 )
 from ..core.report import InvocationReport
 from . import abi, component, fastcall
-from .context import InvocationContext, set_current_context
+from .context import InvocationContext, SecretMask, set_current_context
 from .engine import EpochTicker
+from .host.kv import KvGrant
 from .instance import GuestInstance, LogSlot
 from .linking import GuestModuleInfo
 from .module_store import LoadedModule
@@ -175,10 +176,12 @@ class Sandbox:
             except fastcall.GuestCallError as exc:
                 raise self._classify(exc, function, request_id, limits, instance, limits.memory_mb * 1024 * 1024) from None
 
-    def prewarm(self, loaded: LoadedModule, *, function: str, limits: Limits, env: dict[str, str], emit: LogEmitter) -> GuestInstance:
+    def prewarm(
+        self, loaded: LoadedModule, *, function: str, limits: Limits, env: dict[str, str], emit: LogEmitter, mask: SecretMask | None = None,
+    ) -> GuestInstance:
         """A ready instance for a warm pool (provisioned concurrency): created and initialised now, under the
         function's limits. Raises the typed InvocationError if that fails."""
-        ctx = InvocationContext(function, "prewarm", {k: v.encode() for k, v in env.items()}, emit)
+        ctx = InvocationContext(function, "prewarm", {k: v.encode() for k, v in env.items()}, emit, mask=mask)
         set_current_context(ctx)
         self._ticker.enter()
         try:
@@ -210,6 +213,8 @@ class Sandbox:
         allowed_hosts: tuple[str, ...] = (),
         pool: WarmPool | None = None,
         io_gate: "tuple[Callable[[], None], Callable[[], None]] | None" = None,
+        kv: KvGrant | None = None,
+        mask: SecretMask | None = None,
     ) -> SandboxRun:
         """One invocation. Without `pool`: a fresh instance, dropped afterwards. With `pool`: a warm instance
         if one is idle (else a new one); after a clean run it is in `SandboxRun.instance`, for the caller to
@@ -217,7 +222,7 @@ class Sandbox:
         start = time.perf_counter()
         cap = limits.memory_mb * 1024 * 1024
         deadline = time.monotonic() + limits.timeout_ms / 1000
-        ctx = InvocationContext(function, request_id, {k: v.encode() for k, v in env.items()}, emit, allowed_hosts, deadline, io_gate)
+        ctx = InvocationContext(function, request_id, {k: v.encode() for k, v in env.items()}, emit, allowed_hosts, deadline, io_gate, kv, mask)
         instance = pool.take() if pool is not None else None
         warm = instance is not None
         result: bytes | None = None
@@ -271,6 +276,8 @@ class Sandbox:
             outcome="ok" if error is None else error.kind,
             warm=warm,
             fuel_exact=not isinstance(error, WallClockTimeout),
+            kv_ops=kv.ops if kv is not None else None,
+            kv_bytes=kv.bytes if kv is not None else 0,
         )
         keep = instance if (pool is not None and error is None) else None
         return SandboxRun(result, error, report, keep)

@@ -6,8 +6,8 @@
  *     edgefn_result edgefn_main(const edgefn_event *ev);
  *
  * The header defines the module's exports itself (edgefn_abi_v1, edgefn_alloc, edgefn_handle; the
- * linker exports `memory`) and imports only edgefn:host/v1.log, env_get, fetch and fetch_result, and
- * each only when the function uses edgefn_log* / edgefn_env / edgefn_fetch_send.
+ * linker exports `memory`) and imports only edgefn:host/v1.log, env_get, fetch, fetch_result, kv and
+ * kv_result, and each only when the function uses edgefn_log* / edgefn_env / edgefn_fetch_send / edgefn_kv_*.
  *
  *   #include "edgefn.h"
  *
@@ -40,6 +40,8 @@
  *   env, log  edgefn_env, edgefn_log / edgefn_log_str / edgefn_log_debug|info|warn|error
  *   fetch     edgefn_fetch_new / _new_str, edgefn_fetch_header / _header_str, edgefn_fetch_body, then
  *             edgefn_fetch_send -> edgefn_fetch_response {ok, status, headers, body, error}
+ *   kv        edgefn_kv_get / _put / _delete / _list (+ edgefn_kv_next_key) -> edgefn_kv_result
+ *             {ok, found, value, cursor, error}: the namespaces the manifest grants (kv = [...])
  *   memory    edgefn_arena_alloc (bump arena, reset by every invocation), edgefn_buf (growable string)
  *
  * Memory: everything the SDK allocates lives in a bump arena that starts at __heap_base, grows with
@@ -236,6 +238,22 @@ typedef struct {
     edgefn_str error;       /* empty when ok */
 } edgefn_fetch_response;
 
+/* The outcome of a key-value call (edgefn_kv_get, _put, _delete, _list). ok: the host did it; !ok:
+   refused (a namespace not granted, kv_ops or kv_bytes spent, a key over 512 bytes, a value over 25 MiB)
+   or failed, and error says why. found: get - the key has a value (in value); delete - it had one.
+   list: the keys one by one with edgefn_kv_next_key; cursor (empty on the last page) asks for the next
+   page. Everything points into one arena copy of the host's answer, valid until edgefn_main returns. */
+typedef struct {
+    bool ok;
+    bool found;
+    edgefn_bytes value;
+    edgefn_str cursor;
+    edgefn_str error;
+    uint32_t key_count; /* list: how many keys the page holds */
+    const uint8_t *keys_at; /* private: the next key's CBOR */
+    size_t keys_left;       /* private */
+} edgefn_kv_result;
+
 /* The function's handler, defined by the user. */
 EDGEFN__MAIN edgefn_result edgefn_main(const edgefn_event *ev);
 
@@ -254,6 +272,12 @@ int32_t edgefn__host_fetch(const uint8_t *req, size_t req_len);
 
 __attribute__((import_module("edgefn:host/v1"), import_name("fetch_result")))
 int32_t edgefn__host_fetch_result(uint8_t *buf, size_t buf_cap);
+
+__attribute__((import_module("edgefn:host/v1"), import_name("kv")))
+int32_t edgefn__host_kv(const uint8_t *req, size_t req_len);
+
+__attribute__((import_module("edgefn:host/v1"), import_name("kv_result")))
+int32_t edgefn__host_kv_result(uint8_t *buf, size_t buf_cap);
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Strings                                                                                          */
@@ -1457,6 +1481,177 @@ EDGEFN__FN bool edgefn_fetch_send(edgefn_fetch_request *req, edgefn_fetch_respon
         return edgefn__fetch_fail(out, "fetch: malformed result document from the host");
     }
     return out->ok;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Key-value store (edgefn:host/v1.kv / kv_result, ABI.md section 3; docs/kv.md)                    */
+/* ------------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *op;
+    const char *ns;
+    edgefn_str key;       /* get, put, delete */
+    const void *value;    /* put */
+    size_t value_len;
+    uint32_t ttl_s;       /* put: 0 = no expiry */
+    edgefn_str prefix;    /* list */
+    edgefn_str cursor;    /* list: empty = the first page */
+    uint32_t limit;       /* list: 0 = the host's default (1,000) */
+} edgefn__kv_doc;
+
+/* {"op": tstr, "namespace": tstr, ? "key": bstr, ? "value": bstr, ? "ttl": uint, ? "prefix": bstr,
+    ? "cursor": tstr, ? "limit": uint} */
+EDGEFN__FN void edgefn__emit_kv(edgefn__w *w, const void *ctx) {
+    const edgefn__kv_doc *d = (const edgefn__kv_doc *)ctx;
+    bool list = d->op[0] == 'l';
+    bool put = d->op[0] == 'p';
+    uint32_t fields = 2u + (list ? 1u + (uint32_t)(d->cursor.len > 0) + (uint32_t)(d->limit > 0) : 1u + (put ? 1u + (uint32_t)(d->ttl_s > 0) : 0u));
+    edgefn__w_head(w, EDGEFN__MAP, fields);
+    edgefn__w_lit(w, "op");
+    edgefn__w_text(w, edgefn_cstr(d->op));
+    edgefn__w_lit(w, "namespace");
+    edgefn__w_text(w, edgefn_cstr(d->ns));
+    if (list) {
+        edgefn__w_lit(w, "prefix");
+        edgefn__w_str(w, EDGEFN__BSTR, d->prefix.ptr, d->prefix.len);
+        if (d->cursor.len > 0) {
+            edgefn__w_lit(w, "cursor");
+            edgefn__w_text(w, d->cursor);
+        }
+        if (d->limit > 0) {
+            edgefn__w_lit(w, "limit");
+            edgefn__w_head(w, EDGEFN__UINT, d->limit);
+        }
+        return;
+    }
+    edgefn__w_lit(w, "key");
+    edgefn__w_str(w, EDGEFN__BSTR, d->key.ptr, d->key.len);
+    if (put) {
+        edgefn__w_lit(w, "value");
+        edgefn__w_str(w, EDGEFN__BSTR, d->value, d->value_len);
+        if (d->ttl_s > 0) {
+            edgefn__w_lit(w, "ttl");
+            edgefn__w_head(w, EDGEFN__UINT, d->ttl_s);
+        }
+    }
+}
+
+/* {"found": bool, ? "value": bstr} / {"ok": true} / {"deleted": bool} / {"keys": [* bstr], ? "cursor": tstr}
+   / {"error": tstr}, read in place with the event's checks. */
+EDGEFN__FN bool edgefn__parse_kv_result(const uint8_t *p, size_t n, edgefn_kv_result *out) {
+    edgefn__rd r;
+    uint32_t fields;
+    bool has_error = false;
+    r.p = p;
+    r.n = n;
+    if (!edgefn__read_map(&r, &fields)) return false;
+    for (uint32_t i = 0; i < fields; i++) {
+        edgefn_str k, v;
+        uint64_t count;
+        if (!edgefn__read_str(&r, EDGEFN__TSTR, &k)) return false;
+        if (EDGEFN__IS(k, "found") || EDGEFN__IS(k, "deleted")) {
+            if (!edgefn__read_bool(&r, &out->found)) return false;
+        } else if (EDGEFN__IS(k, "ok")) {
+            bool ignored;
+            if (!edgefn__read_bool(&r, &ignored)) return false;
+        } else if (EDGEFN__IS(k, "value")) {
+            if (!edgefn__read_str(&r, EDGEFN__BSTR, &v)) return false;
+            out->value.ptr = (const uint8_t *)v.ptr;
+            out->value.len = v.len;
+        } else if (EDGEFN__IS(k, "cursor")) {
+            if (!edgefn__read_str(&r, EDGEFN__TSTR, &out->cursor)) return false;
+        } else if (EDGEFN__IS(k, "keys")) {
+            if (!edgefn__expect(&r, EDGEFN__ARR, &count)) return false;
+            out->key_count = (uint32_t)count;
+            out->keys_at = r.p;
+            for (uint64_t j = 0; j < count; j++)
+                if (!edgefn__read_str(&r, EDGEFN__BSTR, &v)) return false;
+            out->keys_left = (size_t)count;
+        } else if (EDGEFN__IS(k, "error")) {
+            if (!edgefn__read_str(&r, EDGEFN__TSTR, &out->error)) return false;
+            has_error = true;
+        } else if (!edgefn__skip(&r)) {
+            return false;
+        }
+    }
+    if (r.n != 0) return false;
+    out->ok = !has_error;
+    return true;
+}
+
+EDGEFN__FN bool edgefn__kv_fail(edgefn_kv_result *out, const char *why) {
+    out->ok = false;
+    out->found = false;
+    out->value.ptr = (const uint8_t *)"";
+    out->value.len = 0;
+    out->cursor = edgefn_cstr(NULL);
+    out->error = edgefn_cstr(why);
+    out->key_count = 0;
+    out->keys_at = NULL;
+    out->keys_left = 0;
+    return false;
+}
+
+/* One call: encode the request (measure, then write), call the host, copy the answer once, read it. */
+EDGEFN__FN bool edgefn__kv_call(const edgefn__kv_doc *d, edgefn_kv_result *out) {
+    (void)edgefn__kv_fail(out, NULL); /* *out is defined on every path */
+    if (edgefn__top == 0) edgefn__arena_reset();
+    uint32_t mark = edgefn__top;
+    edgefn__w w = { NULL, 0, 0, false };
+    edgefn__emit_kv(&w, d);
+    uint8_t *doc = w.len <= 0xFFFF0000u ? (uint8_t *)edgefn_arena_alloc((size_t)w.len) : NULL;
+    if (!doc) return edgefn__kv_fail(out, "kv: out of memory building the request");
+    edgefn__w w2 = { doc, 0, w.len, false };
+    edgefn__emit_kv(&w2, d);
+    int32_t n = edgefn__host_kv(doc, (size_t)w.len);
+    edgefn__top = mark; /* the request document is not needed any more */
+    if (n <= 0) return edgefn__kv_fail(out, "kv: the host could not read the request (kv returned an error code)");
+    uint8_t *buf = (uint8_t *)edgefn_arena_alloc((size_t)(uint32_t)n);
+    if (!buf) return edgefn__kv_fail(out, "kv: out of memory: the answer does not fit in guest memory (memory_mb)");
+    if (edgefn__host_kv_result(buf, (size_t)(uint32_t)n) != n || !edgefn__parse_kv_result(buf, (size_t)(uint32_t)n, out)) {
+        edgefn__top = mark;
+        return edgefn__kv_fail(out, "kv: malformed answer from the host");
+    }
+    return out->ok;
+}
+
+/* The value of `key` in namespace `ns`. Returns true when found (out->value); false when absent
+   (out->ok) or refused/failed (!out->ok, out->error). */
+EDGEFN__FN bool edgefn_kv_get(const char *ns, edgefn_str key, edgefn_kv_result *out) {
+    edgefn__kv_doc d = { "get", ns, key, NULL, 0, 0, { "", 0 }, { "", 0 }, 0 };
+    return edgefn__kv_call(&d, out) && out->found;
+}
+
+/* Sets `key` to `len` bytes at `value`; ttl_s > 0 makes it expire that many seconds from now (at least 1).
+   Returns out->ok. */
+EDGEFN__FN bool edgefn_kv_put(const char *ns, edgefn_str key, const void *value, size_t len, uint32_t ttl_s, edgefn_kv_result *out) {
+    edgefn__kv_doc d = { "put", ns, key, value ? value : "", value ? len : 0, ttl_s, { "", 0 }, { "", 0 }, 0 };
+    return edgefn__kv_call(&d, out);
+}
+
+/* Removes `key`. Returns out->ok; out->found says whether it had a value. */
+EDGEFN__FN bool edgefn_kv_delete(const char *ns, edgefn_str key, edgefn_kv_result *out) {
+    edgefn__kv_doc d = { "delete", ns, key, NULL, 0, 0, { "", 0 }, { "", 0 }, 0 };
+    return edgefn__kv_call(&d, out);
+}
+
+/* The keys starting with `prefix`, in byte order, `limit` at most (0: 1,000), after `cursor` (empty: from the
+   first). Returns out->ok; read the keys with edgefn_kv_next_key; out->cursor is empty on the last page. */
+EDGEFN__FN bool edgefn_kv_list(const char *ns, edgefn_str prefix, edgefn_str cursor, uint32_t limit, edgefn_kv_result *out) {
+    edgefn__kv_doc d = { "list", ns, { "", 0 }, NULL, 0, 0, prefix, cursor, limit };
+    return edgefn__kv_call(&d, out);
+}
+
+/* The next key of a list page into *key; false when there are no more. */
+EDGEFN__FN bool edgefn_kv_next_key(edgefn_kv_result *res, edgefn_str *key) {
+    edgefn__rd r;
+    if (res->keys_left == 0 || res->keys_at == NULL) return false;
+    r.p = res->keys_at;
+    r.n = 0xFFFFFFFFu; /* checked when the answer was read */
+    if (!edgefn__read_str(&r, EDGEFN__BSTR, key)) return false;
+    res->keys_at = r.p;
+    res->keys_left--;
+    return true;
 }
 
 /* ------------------------------------------------------------------------------------------------ */

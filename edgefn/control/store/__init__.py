@@ -9,17 +9,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...core.ports import ControlStore
+from ...core.app import ResolvedApp
+from ...core.ports import ControlStore, KeyValueStore
+from .kv import SqliteKeyValueStore
 from .purges import SqlitePurgeLog
 from .queue import IDEMPOTENCY_WINDOW_S, SqliteEventQueue
 from .registry import SqliteRegistry
 from .schedules import SqliteScheduleStore
+from .secrets import SqliteSecretStore
 from .sqlite import Database
 
-__all__ = ["SqliteControlStore", "open_control_store"]
+__all__ = ["SqliteControlStore", "open_control_store", "open_kv_of", "open_kv_store"]
+
 
 class SqliteControlStore:
-    """The stores over one SQLite file (registry, queue, schedules, cache purges), so a schedule tick and the event
+    """The stores over one SQLite file (registry, secrets, queue, schedules, cache purges), so a schedule tick and the event
     it queues commit together."""
 
     def __init__(self, path: Path, idempotency_window_s: float = IDEMPOTENCY_WINDOW_S) -> None:
@@ -28,6 +32,7 @@ class SqliteControlStore:
         self.queue = SqliteEventQueue(self.db, idempotency_window_s)
         self.schedules = SqliteScheduleStore(self.db, self.queue)
         self.purges = SqlitePurgeLog(self.db)
+        self.secrets = SqliteSecretStore(self.db)
 
     def close(self) -> None:
         self.db.close()
@@ -36,3 +41,17 @@ class SqliteControlStore:
 def open_control_store(path: Path, idempotency_window_s: float = IDEMPOTENCY_WINDOW_S) -> ControlStore:
     """The control plane's storage at `path` (a locked app's `registry_path`)."""
     return SqliteControlStore(path, idempotency_window_s)
+
+
+def open_kv_store(location: str | Path, cache_ttl_s: float = 1.0) -> KeyValueStore:
+    """The key-value store at `location` (a locked app's `kv.store`): a postgresql:// URL, or an SQLite file's path."""
+    if isinstance(location, str) and location.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresKeyValueStore
+
+        return PostgresKeyValueStore(location, cache_ttl_s)
+    return SqliteKeyValueStore(Path(location))
+
+
+def open_kv_of(app: ResolvedApp) -> KeyValueStore | None:
+    """The key-value store of a locked app's [kv], or None when it declares no namespace (nothing could use one)."""
+    return open_kv_store(app.kv.store, app.kv.cache_ttl_s) if app.kv.namespaces else None

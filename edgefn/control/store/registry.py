@@ -17,7 +17,7 @@ from typing import Any
 
 from ...core.exceptions import Conflict, NotFound, RegistryError, RegistryLost
 from ...core.files import write_atomic
-from ...core.records import LATEST, AliasRecord, CodeAndConfig, FunctionRecord, RegistrySnapshot, VersionRecord
+from ...core.records import LATEST, AliasRecord, CodeAndConfig, FunctionRecord, RegistrySnapshot, SealedSecret, VersionRecord
 from .sqlite import Database
 
 ALIAS_NAME = re.compile(r"(?![0-9]+$)[A-Za-z0-9_-]{1,128}")
@@ -69,6 +69,23 @@ CREATE TABLE IF NOT EXISTS provisioned (
     qualifier TEXT NOT NULL,
     count INTEGER NOT NULL,
     PRIMARY KEY (function, qualifier)
+);
+CREATE TABLE IF NOT EXISTS secrets (
+    function TEXT NOT NULL,
+    name TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    current INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (function, name, generation)
+);
+CREATE TABLE IF NOT EXISTS version_secrets (
+    function TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    PRIMARY KEY (function, version, name)
 )
 """
 
@@ -133,9 +150,16 @@ class SqliteRegistry:
             versions = {(r["function"], r["version"]): _version(r) for r in conn.execute("SELECT * FROM versions")}
             aliases = {(r["function"], r["name"]): _alias(r) for r in conn.execute("SELECT * FROM aliases")}
             provisioned = {(r["function"], r["qualifier"]): r["count"] for r in conn.execute("SELECT * FROM provisioned")}
+            secrets: dict[tuple[str, str], dict[str, SealedSecret]] = {}
+            for r in conn.execute("SELECT *, '$LATEST' AS qualifier FROM secrets WHERE current = 1"):
+                secrets.setdefault((r["function"], r["qualifier"]), {})[r["name"]] = _sealed(r)
+            for r in conn.execute(
+                "SELECT s.*, v.version AS qualifier FROM version_secrets v JOIN secrets s USING (function, name, generation)"
+            ):
+                secrets.setdefault((r["function"], str(r["qualifier"])), {})[r["name"]] = _sealed(r)
         finally:
             conn.execute("COMMIT")
-        return RegistrySnapshot(revision, functions, versions, aliases, provisioned)
+        return RegistrySnapshot(revision, functions, versions, aliases, provisioned, secrets)
 
     def get_function(self, name: str) -> FunctionRecord:
         rows = self.db.query("SELECT * FROM functions WHERE name = ?", (name,))
@@ -222,12 +246,19 @@ class SqliteRegistry:
             if expected_revision_id is not None and row["revision_id"] != expected_revision_id:
                 raise Conflict(f"$LATEST of {name!r} changed since revision {expected_revision_id} (now {row['revision_id']}); read it again and retry")
             last = conn.execute("SELECT * FROM versions WHERE function = ? ORDER BY version DESC LIMIT 1", (name,)).fetchone()
-            if last is not None and last["digest"] == row["digest"] and last["config"] == row["config"]:
+            refs = {(r["name"], r["generation"]) for r in conn.execute("SELECT name, generation FROM secrets WHERE function = ? AND current = 1", (name,))}
+            if last is not None and last["digest"] == row["digest"] and last["config"] == row["config"] and refs == {
+                (r["name"], r["generation"]) for r in conn.execute("SELECT name, generation FROM version_secrets WHERE function = ? AND version = ?", (name, last["version"]))
+            }:
                 return _version(last), False  # as Lambda: nothing changed since the last version, no new one
             number = (last["version"] if last is not None else 0) + 1
             conn.execute(
                 "INSERT INTO versions (function, version, digest, config, description, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (name, number, row["digest"], row["config"], description, time.time()),
+            )
+            # the version reads the secrets' current generations from now on, whatever later puts do ($LATEST moves on)
+            conn.executemany(
+                "INSERT INTO version_secrets (function, version, name, generation) VALUES (?, ?, ?, ?)", [(name, number, n, g) for n, g in sorted(refs)]
             )
             _bump(conn)
             created = conn.execute("SELECT * FROM versions WHERE function = ? AND version = ?", (name, number)).fetchone()
@@ -310,6 +341,10 @@ def _bump(conn: Any) -> None:
 
 def _function(r: Any) -> FunctionRecord:
     return FunctionRecord(r["name"], CodeAndConfig(r["digest"], json.loads(r["config"])), r["reserved_concurrency"], r["revision_id"], r["created_at"], r["updated_at"])
+
+
+def _sealed(r: Any) -> SealedSecret:
+    return SealedSecret(r["function"], r["name"], r["generation"], bytes(r["nonce"]), bytes(r["ciphertext"]))
 
 
 def _version(r: Any) -> VersionRecord:

@@ -21,7 +21,7 @@ BUSY_TIMEOUT_MS = 10_000
 class Database:
     """A SQLite file with one connection per thread; `transaction()` is the only way to write."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, what: str = "the control database") -> None:
         self.path = Path(path)
         self._local = threading.local()
         self._schemas: set[str] = set()
@@ -32,7 +32,7 @@ class Database:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.connection().execute("PRAGMA journal_mode=WAL")
         except (OSError, sqlite3.Error) as exc:
-            raise StorageError(f"cannot open the control database {self.path}: {exc}") from None
+            raise StorageError(f"cannot open {what} {self.path}: {exc}") from None
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -1,4 +1,4 @@
-"""Host capabilities: what a guest may call, one file each (log.py, env.py, fetch.py).
+"""Host capabilities: what a guest may call, one file each (log.py, env.py, fetch.py, kv.py).
 
 Each capability declares both of its faces together: the functions of the core-module ABI
 (`edgefn:host/v1`, guest-sdk/ABI.md) and the functions of the component world (`edgefn:function/host`).
@@ -12,14 +12,14 @@ import wasmtime
 from wasmtime import component as wc
 
 from .. import abi
-from . import env, fetch, log
+from . import env, fetch, kv, log
 from .capability import COMPONENT_INTERFACE, HostCapability
 from .guest_memory import define_core_function
 
-__all__ = ["CAPABILITIES", "COMPONENT_INTERFACE", "CORE_IMPORTS", "HostCapability", "create_component_linker", "create_linker", "env", "fetch", "log"]
+__all__ = ["CAPABILITIES", "COMPONENT_INTERFACE", "CORE_IMPORTS", "HostCapability", "create_component_linker", "create_linker", "env", "fetch", "kv", "log"]
 
 #: every capability a guest can be granted, in one list
-CAPABILITIES: tuple[HostCapability, ...] = (log.CAPABILITY, env.CAPABILITY, fetch.CAPABILITY)
+CAPABILITIES: tuple[HostCapability, ...] = (log.CAPABILITY, env.CAPABILITY, fetch.CAPABILITY, kv.CAPABILITY)
 
 #: name -> (params, results) of every function edgefn:host/v1 grants (runtime/linking.py checks imports against it)
 CORE_IMPORTS: dict[str, tuple[list[wasmtime.ValType], list[wasmtime.ValType]]] = {

@@ -10,25 +10,20 @@ epoch deadline stops the guest at once.
 
 from __future__ import annotations
 
-import ctypes
-import logging
 import threading
 import time
 from typing import Any
 
 import cbor2
 import httpx
-import wasmtime
-from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 
 from ...core.events import ResultError, decode_headers
 from .. import _native
-from ..component import put_bytes, take_bytes
 from ..context import current_context
 from ..egress import EgressPolicy, EgressRefused, policy_for
 from ..fastcall import GuestMemory
-from .capability import HostCapability
+from .capability import HostCapability, add_bytes_function
 from .guest_memory import I32, copy_out, read
 
 __all__ = ["CAPABILITY", "MAX_FETCHES_PER_INVOCATION", "guest_fetch", "perform_fetch", "shared_client"]
@@ -109,9 +104,6 @@ def perform_fetch(doc_bytes: bytes, policy: EgressPolicy, deadline: float) -> tu
 
 # --- the two faces of the capability ---------------------------------------------------------------------
 
-_log = logging.getLogger("edgefn.runtime")
-
-
 def guest_fetch(request: bytes) -> bytes:
     """One fetch for the invocation on this thread (core modules and components alike): the CBOR outcome.
     The invocation gives its CPU slot back while it waits (runtime/scheduler.py)."""
@@ -151,39 +143,8 @@ def _core_fetch_result(memory: GuestMemory | None, buf_ptr: int, buf_cap: int) -
     return copy_out(memory, pending, buf_ptr, buf_cap)
 
 
-def _component_fetch(_data: int, _context: object, _ty: object, args: Any, nargs: int, results: Any, nresults: int) -> int:
-    # list<u8> in and out through the component crossing's fast copies (a fetched body may be megabytes)
-    try:
-        request = take_bytes(args[0]) if nargs == 1 else b""
-        try:
-            response = guest_fetch(request)
-        except Exception:  # noqa: BLE001 - host functions never raise
-            _log.exception("edgefn:function/host.fetch failed")
-            response = _native.cbor_encode({"error": "fetch failed inside the host"})
-        if nresults == 1:
-            put_bytes(response, results[0])
-    except BaseException:  # noqa: BLE001 - nothing may unwind through wasm
-        _log.exception("edgefn:function/host.fetch trampoline failed")
-        # no result was written: fail the call (the guest traps) rather than hand wasmtime an unset value
-        return ctypes.cast(ffi.wasmtime_error_new(b"edgefn: the host's fetch failed"), ctypes.c_void_p).value or 0
-    return 0
-
-
-def _finalize_nothing(_data: int) -> None:
-    return None
-
-
-# the C callbacks wasmtime holds (module-level, so they outlive every linker that uses them)
-_fetch_trampoline = ffi.wasmtime_component_func_callback_t(_component_fetch)
-_no_finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize_nothing)
-
-
 def _add(host: wc.LinkerInstance) -> None:
-    # a raw callback: list<u8> through wasmtime-py's Func machinery would cost ~0.2 µs per byte
-    name = b"fetch"
-    err = ffi.wasmtime_component_linker_instance_add_func(host.ptr(), ctypes.create_string_buffer(name), len(name), _fetch_trampoline, None, _no_finalizer)
-    if err:
-        raise wasmtime.WasmtimeError._from_ptr(err)
+    add_bytes_function(host, "fetch", guest_fetch)
 
 
 CAPABILITY = HostCapability(

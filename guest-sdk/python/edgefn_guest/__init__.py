@@ -12,7 +12,9 @@ edgefn:function world's `handle`; the SDK hides the CBOR documents and the WIT b
 See guest-sdk/python/README.md.
 """
 
+from . import _kv as kv
 from ._host import FetchError, debug, env, error, fetch, info, log, warn
+from ._kv import KvError
 from ._model import Context, EdgefnUsageError, Event, Headers, Request, Response
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "Event",
     "FetchError",
     "Headers",
+    "KvError",
     "Request",
     "Response",
     "debug",
@@ -28,6 +31,7 @@ __all__ = [
     "error",
     "fetch",
     "info",
+    "kv",
     "log",
     "warn",
 ]

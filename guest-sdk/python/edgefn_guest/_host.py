@@ -1,4 +1,4 @@
-"""The host's imports (log, env, fetch), reached through the component's `edgefn:function/host` bindings.
+"""The host's imports (log, env, fetch, kv), reached through the component's `edgefn:function/host` bindings.
 
 Inside a component built by `edgefn build` these call the generated `wit_world` bindings. On a plain
 CPython (unit tests of a function, the SDK's own tests) they go to edgefn_guest.testing.LocalHost.
@@ -17,6 +17,7 @@ class HostBackend(Protocol):
     def log(self, level: str, message: str) -> None: ...
     def env_get(self, name: str) -> str | None: ...
     def fetch(self, request: bytes) -> bytes: ...
+    def kv(self, request: bytes) -> bytes: ...
 
 
 class _WitHost:
@@ -37,12 +38,15 @@ class _WitHost:
     def fetch(self, request: bytes) -> bytes:
         return self._host.fetch(request)
 
+    def kv(self, request: bytes) -> bytes:
+        return self._host.kv(request)
+
 
 _backend: HostBackend | None = None
 
 
 def install(backend: HostBackend | None) -> None:
-    """Use `backend` for log/env/fetch (None: the component's real imports)."""
+    """Use `backend` for log/env/fetch/kv (None: the component's real imports)."""
     global _backend
     _backend = backend
 
