@@ -95,6 +95,7 @@ class EdgeNode:
             del self.client.headers[default]
         self.cache = EdgeCache(self.app.server.cache_max_bytes)
         self.purges = self.store.purges  # NodeServices: the admin API logs purges here
+        self.kv, self.kv_namespaces = self.runtime.invoker.kv, app.kv.namespaces  # NodeServices: the admin API's kv routes
         self.pipeline = self._pipeline(self.app)
         self.metrics.watch_async_queue(self.store.queue.stats)
         self.async_invoker = AsyncInvoker(self.store.queue, self.catalog, self.runtime.invoker, app.queue)

@@ -43,8 +43,19 @@ from ..core.exceptions import (
     status_by_class,
 )
 from ..core.ids import new_request_id
-from ..core.ports import PurgeLog, Registry
-from ..core.records import LATEST, AliasRecord, CodeAndConfig, FunctionRecord, FunctionRef, RegistrySnapshot, purge_problem
+from ..core.ports import KeyValueStore, PurgeLog, Registry
+from ..core.records import (
+    KV_MAX_LIST_LIMIT,
+    KV_MAX_VALUE_BYTES,
+    LATEST,
+    AliasRecord,
+    CodeAndConfig,
+    FunctionRecord,
+    FunctionRef,
+    RegistrySnapshot,
+    kv_problem,
+    purge_problem,
+)
 from ..manifest.resolve import config_record
 from ..manifest.schema import FunctionConfig
 from ..observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -66,6 +77,9 @@ class NodeServices(Protocol):
     stop_event: asyncio.Event
     #: the cache purges every server process of the app follows (node.py applies them)
     purges: PurgeLog
+    #: the app's key-value store (None: its [kv] declares no namespace), and the namespaces it declares
+    kv: KeyValueStore | None
+    kv_namespaces: tuple[str, ...]
 
     @property
     def max_concurrency(self) -> int:
@@ -81,6 +95,8 @@ CONCURRENCY = "/2017-10-31/functions"
 PROVISIONED = "/2019-09-30/functions"
 #: edgefn's own: purge the edge caches (edgefn cache purge); the date is this API's version, as AWS dates theirs
 PURGES = "/2026-12-01/cache/purges"
+#: edgefn's own: the key-value store (edgefn kv), shaped as Workers KV's API is
+KV = "/2026-12-01/kv/namespaces"
 
 SYNC_PAYLOAD_LIMIT = 6 * 1024 * 1024  # Lambda: 6 MB request payload for RequestResponse
 #: a configuration update re-reads and retries this often when $LATEST changes under it (then 409)
@@ -586,6 +602,74 @@ async def create_purge(request: Request) -> Response:
     return JSONResponse({"Id": purge.id, "Kind": kind, "Value": value, "CreateTime": created}, status_code=201)
 
 
+def _kv_of(request: Request) -> tuple[KeyValueStore, str]:
+    node = _node(request)
+    namespace = request.path_params["namespace"]
+    if node.kv is None or namespace not in node.kv_namespaces:
+        declared = ", ".join(node.kv_namespaces) or "none"
+        raise ApiError(404, "ResourceNotFoundException", f"namespace {namespace!r} is not declared in the app's [kv] namespaces (declared: {declared})")
+    return node.kv, namespace
+
+
+def _kv_key(request: Request) -> bytes:
+    key = str(request.path_params["key"]).encode()
+    if (problem := kv_problem(key)) is not None:
+        raise ApiError(400, "InvalidParameterValueException", f"key: {problem}")
+    return key
+
+
+async def list_kv_namespaces(request: Request) -> Response:
+    return JSONResponse({"Namespaces": [{"Name": n} for n in _node(request).kv_namespaces]})
+
+
+async def list_kv_keys(request: Request) -> Response:
+    """A page of keys in byte order: ?prefix=, ?cursor= (from the previous page), ?limit= (1-1000)."""
+    store, namespace = _kv_of(request)
+    q = request.query_params
+    try:
+        limit = int(q.get("limit", KV_MAX_LIST_LIMIT))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= KV_MAX_LIST_LIMIT:
+        raise ApiError(400, "InvalidParameterValueException", f"limit must be an integer from 1 to {KV_MAX_LIST_LIMIT}")
+    try:
+        page = await _blocking(store.list, namespace, q.get("prefix", "").encode(), q.get("cursor"), limit)
+    except ValueError as exc:
+        raise ApiError(400, "InvalidParameterValueException", f"cursor: {exc}") from None
+    keys = [{"Name": k.decode("utf-8", "backslashreplace")} for k in page.keys]
+    return JSONResponse({"Keys": keys, "Cursor": page.cursor} if page.cursor is not None else {"Keys": keys})
+
+
+async def get_kv_value(request: Request) -> Response:
+    store, namespace = _kv_of(request)
+    value = await _blocking(store.get, namespace, _kv_key(request))
+    if value is None:
+        raise ApiError(404, "ResourceNotFoundException", f"key {request.path_params['key']!r} has no value in {namespace}")
+    return Response(value, media_type="application/octet-stream")
+
+
+async def put_kv_value(request: Request) -> Response:
+    """The body, as is, is the value; ?ttl=SECONDS makes it expire."""
+    store, namespace = _kv_of(request)
+    key = _kv_key(request)
+    ttl_text = request.query_params.get("ttl")
+    ttl = int(ttl_text) if ttl_text is not None and ttl_text.isdigit() else None
+    if ttl_text is not None and ttl is None:
+        raise ApiError(400, "InvalidParameterValueException", "ttl must be a whole number of seconds")
+    value = await _read_body(request, KV_MAX_VALUE_BYTES, "PutKeyValue")
+    if (problem := kv_problem(key, value, ttl)) is not None:
+        raise ApiError(400, "InvalidParameterValueException", problem)
+    await _blocking(store.put, namespace, key, value, ttl)
+    return Response(status_code=204)
+
+
+async def delete_kv_value(request: Request) -> Response:
+    store, namespace = _kv_of(request)
+    if not await _blocking(store.delete, namespace, _kv_key(request)):
+        raise ApiError(404, "ResourceNotFoundException", f"key {request.path_params['key']!r} has no value in {namespace}")
+    return Response(status_code=204)
+
+
 def _provisioned_qualifier(request: Request) -> str:
     qualifier = request.query_params.get("Qualifier")
     if not qualifier:
@@ -666,6 +750,11 @@ ROUTES: list[BaseRoute] = [
     Route(f"{PROVISIONED}/{{name}}/provisioned-concurrency", get_provisioned, methods=["GET"]),
     Route(f"{PROVISIONED}/{{name}}/provisioned-concurrency", delete_provisioned, methods=["DELETE"]),
     Route(PURGES, create_purge, methods=["POST"]),
+    Route(KV, list_kv_namespaces, methods=["GET"]),
+    Route(f"{KV}/{{namespace}}/keys", list_kv_keys, methods=["GET"]),
+    Route(f"{KV}/{{namespace}}/values/{{key:path}}", get_kv_value, methods=["GET"]),
+    Route(f"{KV}/{{namespace}}/values/{{key:path}}", put_kv_value, methods=["PUT"]),
+    Route(f"{KV}/{{namespace}}/values/{{key:path}}", delete_kv_value, methods=["DELETE"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     # more operational routes (GET /metrics) go here, each with its entry in edgefn.control.openapi

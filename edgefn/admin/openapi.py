@@ -20,6 +20,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 NAME = {"name": "name", "in": "path", "required": True, "description": "function name; on invocations also NAME:QUALIFIER", "schema": {"type": "string"}}
 ALIAS = {"name": "alias", "in": "path", "required": True, "schema": {"type": "string"}}
+KV_NAMESPACE = {"name": "namespace", "in": "path", "required": True, "description": "a namespace the app's [kv] declares", "schema": {"type": "string"}}
+KV_KEY = {"name": "key", "in": "path", "required": True, "description": "the key (UTF-8, percent-encoded; up to 512 bytes; may hold '/')", "schema": {"type": "string"}}
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema or {"type": "string"}}
 
 
 def _qualifier(required: bool, what: str) -> dict[str, Any]:
@@ -130,6 +136,23 @@ PATHS: dict[str, dict[str, Any]] = {
     "/2026-12-01/cache/purges": {
         "post": _op("CreateCachePurge", "edgefn: drop cached responses in every server process of the app within about a second (edgefn cache purge)", {"201": _json(_ref("CachePurge"), "the purge, logged")}, [], "CachePurgeRequest"),
     },
+    "/2026-12-01/kv/namespaces": {
+        "get": _op("ListKeyValueNamespaces", "edgefn: the namespaces the app's [kv] declares", {"200": _json(_ref("KvNamespaces"), "the namespaces")}),
+    },
+    "/2026-12-01/kv/namespaces/{namespace}/keys": {
+        "get": _op(
+            "ListKeys", "edgefn: one page of a namespace's keys in byte order (edgefn kv list)", {"200": _json(_ref("KvKeys"), "the keys, and the next page's cursor")},
+            [KV_NAMESPACE, _query("prefix", "only keys starting with this"), _query("cursor", "the next page, as the previous one returned it"),
+             _query("limit", "most keys in the page (1-1000)", {"type": "integer"})],
+        ),
+    },
+    "/2026-12-01/kv/namespaces/{namespace}/values/{key}": {
+        "get": _op("GetKeyValue", "edgefn: the value of a key, as stored (edgefn kv get)", {"200": {"description": "the value", "content": {"application/octet-stream": {}}}}, [KV_NAMESPACE, KV_KEY]),
+        "put": {**_op("PutKeyValue", "edgefn: set a key; the body is the value, up to 25 MiB (edgefn kv put)", NO_CONTENT,
+                      [KV_NAMESPACE, KV_KEY, _query("ttl", "the key expires this many seconds from now", {"type": "integer"})]),
+                "requestBody": {"required": True, "content": {"application/octet-stream": {}}}},
+        "delete": _op("DeleteKeyValue", "edgefn: remove a key (edgefn kv delete)", NO_CONTENT, [KV_NAMESPACE, KV_KEY]),
+    },
     "/openapi.json": {"get": _op("GetOpenApi", "This document", {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}})},
     "/metrics": {"get": _op("GetMetrics", "Prometheus metrics of the server process that answers (docs/observability.md)", {"200": {"description": "text exposition format 0.0.4", "content": {"text/plain": {}}}})},
 }
@@ -141,6 +164,13 @@ _ROUTING = {"type": "object", "properties": {"AdditionalVersionWeights": _WEIGHT
 _ENV = {"type": "object", "properties": {"Variables": {"type": "object", "additionalProperties": _STR}}}
 
 SCHEMAS: dict[str, Any] = {
+    "KvNamespaces": {"type": "object", "properties": {"Namespaces": {"type": "array", "items": {"type": "object", "properties": {"Name": _STR}}}}},
+    "KvKeys": {
+        "type": "object", "properties": {
+            "Keys": {"type": "array", "items": {"type": "object", "properties": {"Name": _STR}}},
+            "Cursor": {"type": "string", "description": "absent on the last page"},
+        },
+    },
     "CachePurgeRequest": {
         "type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
         "properties": {
