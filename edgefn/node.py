@@ -191,6 +191,10 @@ class EdgeNode:
         """Concurrency limits and use, warm/cold invocations per version (GET /_edgefn/info)."""
         return self.runtime.invoker.stats()
 
+    def serving(self) -> dict[str, FunctionSpec]:
+        """Each function's $LATEST in the current catalog (GET /_edgefn/info)."""
+        return {name: spec for (name, version), spec in sorted(self.catalog.current.specs.items()) if version == LATEST}
+
     def building(self) -> list[str]:
         """Functions whose code `serve` is still building (GET /_edgefn/health: 503 until none)."""
         return self.catalog.building()

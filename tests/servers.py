@@ -87,6 +87,22 @@ class EdgeServer:
         return Path(found.group(1))
 
 
+#: the examples' manifest, whose auth hooks read the secret AUTH_TOKEN (as `make run` puts it)
+EXAMPLES_CONFIG = REPO / "examples" / "edgefn.toml"
+EXAMPLE_TOKEN = "let-me-in"
+
+
+def put_example_secrets() -> None:
+    """What `make run` does before serving the examples: the demo AUTH_TOKEN of both auth hooks, put once."""
+    for fn in ("auth", "py-auth"):
+        base = [sys.executable, "-m", "edgefn.cli", "secret"]
+        listed = subprocess.run([*base, "list", fn, "--config", str(EXAMPLES_CONFIG)], capture_output=True, text=True, cwd=REPO, timeout=120)
+        if not any(line.split()[:1] == ["AUTH_TOKEN"] for line in listed.stdout.splitlines()):
+            put = subprocess.run([*base, "put", fn, "AUTH_TOKEN", "--config", str(EXAMPLES_CONFIG)], input=EXAMPLE_TOKEN + "\n",
+                                 capture_output=True, text=True, cwd=REPO, timeout=120)
+            assert put.returncode == 0, put.stderr
+
+
 @contextlib.contextmanager
 def edge_server(
     config: Path, *extra: str, tls: bool = True, startup_timeout: float = 180.0, env: dict[str, str] | None = None,

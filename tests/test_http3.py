@@ -36,7 +36,7 @@ from edgefn.tls import (
     tls_files,
 )
 from tests.h3client import h3_get, h3_request
-from tests.servers import REPO, EdgeServer, edge_server
+from tests.servers import REPO, EdgeServer, edge_server, put_example_secrets
 
 EXAMPLES = REPO / "examples" / "edgefn.toml"
 REQUEST_ID = re.compile(r"[0-9a-f-]{36}")
@@ -45,6 +45,7 @@ H3_TIMEOUT = 10.0
 
 @pytest.fixture(scope="module")
 def examples() -> Iterator[EdgeServer]:
+    put_example_secrets()
     with edge_server(EXAMPLES) as server:
         yield server
 

@@ -18,8 +18,8 @@ from edgefn.core.exceptions import ManifestError
 from edgefn.manifest.load import load_manifest
 from tests.conftest import GUESTS_C, REPO
 from tests.conftest import run_edgefn as edgefn
-from tests.services import postgres_url
 from tests.servers import edge_server
+from tests.services import postgres_url
 
 TOKEN = "kv-test-token"
 

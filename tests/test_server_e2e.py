@@ -8,12 +8,13 @@ import re
 import httpx
 import pytest
 
-from tests.servers import REPO, edge_server
+from tests.servers import EXAMPLES_CONFIG, REPO, edge_server, put_example_secrets
 
 
 @pytest.fixture(scope="module")
 def examples():
-    with edge_server(REPO / "examples" / "edgefn.toml") as (base, log):
+    put_example_secrets()
+    with edge_server(EXAMPLES_CONFIG) as (base, log):
         yield base, log
 
 
@@ -81,8 +82,8 @@ def test_http2_cleartext(examples):
 def test_info_and_health_endpoints(examples):
     base, _ = examples
     info = httpx.get(f"{base}/_edgefn/info").json()
-    assert set(info["functions"]) == {"hello", "page", "security-headers", "redirect", "auth", "py-auth", "py-headers"}
-    assert [b["path_pattern"] for b in info["behaviors"]] == ["/py/private/*", "/py/headers/*", "/secure/*", "/old/*", "/private/*", "*"]
+    assert set(info["functions"]) == {"hello", "page", "security-headers", "redirect", "auth", "py-auth", "py-headers", "visits", "kv-redirects"}
+    assert [b["path_pattern"] for b in info["behaviors"]] == ["/visits/*", "/go/*", "/py/private/*", "/py/headers/*", "/secure/*", "/old/*", "/private/*", "*"]
 
 
 def test_python_functions_in_the_default_config(examples):
@@ -141,3 +142,11 @@ def test_no_state_leaks_between_requests(hostile):
     base, _ = hostile
     counts = [httpx.get(f"{base}/count").headers["x-count"] for _ in range(4)]
     assert counts == ["1"] * 4
+
+
+def test_key_value_functions_in_the_default_config(examples):
+    base, _ = examples
+    first = httpx.get(f"{base}/visits/e2e-{id(examples)}").json()
+    second = httpx.get(f"{base}/visits/e2e-{id(examples)}").json()
+    assert second["visits"] == first["visits"] + 1
+    assert httpx.get(f"{base}/go/nowhere-mapped").status_code == 200  # no entry: the page

@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from ..core.app import ResolvedApp
+from ..core.app import FunctionSpec, ResolvedApp
 from ..core.events import Body, EdgeRequest, Headers, title_case
 from ..core.exceptions import EdgefnError
 from ..core.ids import new_request_id
@@ -137,6 +137,10 @@ class EdgeHost(Protocol):
         """Functions whose code is still building (`serve` listens before slow builds end)."""
         ...
 
+    def serving(self) -> dict[str, FunctionSpec]:
+        """Each function's $LATEST as this process serves it now (those built after the start too)."""
+        ...
+
 
 class DevView(Protocol):
     """`edgefn dev`'s state, as the edge app shows it: functions whose last save did not build."""
@@ -210,7 +214,7 @@ def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAs
         return JSONResponse(
             {
                 "app": app.name,
-                "functions": {n: {"digest": s.digest, "version": s.version} for n, s in app.functions.items()},
+                "functions": {n: {"digest": s.digest, "version": s.version} for n, s in state.node.serving().items()},
                 "behaviors": [
                     {"path_pattern": b.path_pattern, "host_pattern": b.host_pattern, "target": b.function or b.origin, "hooks": {e: h.function for e, h in b.hooks.items()}}
                     for b in app.behaviors
