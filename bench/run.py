@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import PROFILES, RESULTS, TMP, cpu_sets, log, machine, write_json  # noqa: E402
 
-PHASES = ("micro", "coldwarm", "throughput", "profiles", "resources", "h3", "control", "purge", "app")
+PHASES = ("micro", "coldwarm", "throughput", "profiles", "resources", "h3", "control", "purge", "kv", "app")
 
 
 def _own_cpu() -> float:
@@ -136,7 +136,7 @@ def main() -> int:
 
         elapsed = time.monotonic() - started
         # what the later phases need, so reruns of noisy points cannot push the whole run over budget
-        later = 85.0 + (55.0 if "control" in phases else 0.0) + (25.0 if "purge" in phases else 0.0) + (90.0 if "app" in phases else 0.0) if not a.only else 0.0
+        later = 85.0 + (55.0 if "control" in phases else 0.0) + (25.0 if "purge" in phases else 0.0) + (35.0 if "kv" in phases else 0.0) + (90.0 if "app" in phases else 0.0) if not a.only else 0.0
         return throughput.run(lg_cpus, server_cpus, seconds=seconds, rounds=2, budget_s=max(0.0, a.budget - elapsed - later), short_seconds=2.0)
 
     def profiles_phase() -> dict:
@@ -203,6 +203,15 @@ def main() -> int:
 
     phase("purge", purge_phase)
 
+    def kv_phase() -> dict:
+        import kv
+
+        out = kv.run(1.0 if a.quick else 3.0)
+        write_json(out_dir / "kv.json", out)
+        return out
+
+    phase("kv", kv_phase)
+
     def app_phase() -> dict:
         """`edgefn bench` itself on examples/edgefn.toml: the product command's own table, JSON and page."""
         from common import REPO
@@ -248,6 +257,10 @@ def main() -> int:
         import purge
 
         control_md += f"\n## Cache purge propagation (bench/purge.py)\n\n{purge.table(res['purge'])}\n"
+    if "kv" in res:
+        import kv
+
+        control_md += f"\n## Key-value calls from a guest (bench/kv.py)\n\n{kv.table(res['kv'])}\n"
     (out_dir / "bench.md").write_text(report.markdown(res) + control_md)
     for item in res["verdicts"].values():
         if item["target"] is None:

@@ -17,7 +17,7 @@ from ....core.exceptions import StorageError
 from ....core.records import KV_MAX_LIST_LIMIT, KvPage
 from ..kv import decode_cursor, encode_cursor, prefix_end
 
-__all__ = ["CACHE_MAX_BYTES", "CACHE_MAX_VALUE_BYTES", "PostgresKeyValueStore"]
+__all__ = ["CACHE_MAX_BYTES", "CACHE_MAX_VALUE_BYTES", "OP_TIMEOUT_S", "PostgresKeyValueStore"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS edgefn_kv (
@@ -36,6 +36,8 @@ CACHE_MAX_BYTES = 64 * 1024 * 1024
 #: values larger than this are not cached (one would push out thousands of small ones)
 CACHE_MAX_VALUE_BYTES = 1024 * 1024
 _SWEEP = 16
+#: the longest a call waits for a connection or the server (a guest is waiting on it; the database may be down)
+OP_TIMEOUT_S = 2.0
 
 
 class _ReadCache:
@@ -95,7 +97,10 @@ class PostgresKeyValueStore:
             raise StorageError("a postgresql:// key-value store needs psycopg: pip install 'edgefn[postgres]'") from None
         self.url = url
         self.cache = _ReadCache(cache_ttl_s)
-        self._pool: Any = ConnectionPool(url, min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=False, timeout=10.0)
+        self._pool: Any = ConnectionPool(
+            url, min_size=1, max_size=pool_size, open=False, timeout=OP_TIMEOUT_S,
+            kwargs={"autocommit": True, "connect_timeout": int(OP_TIMEOUT_S), "options": f"-c statement_timeout={int(OP_TIMEOUT_S * 1000)}"},
+        )
         try:
             self._pool.open(wait=True, timeout=10.0)
             with self._pool.connection() as conn, conn.transaction():
