@@ -283,3 +283,19 @@ def test_visits_example(tmp_path):
         assert _get(server, "/other").json() == {"path": "/other", "visits": 1}
         assert _get(server, "/_top").json() == {"top": [{"path": "/hello", "visits": 2}, {"path": "/other", "visits": 1}]}
     assert edgefn("kv", "get", "visits", "/hello", "--config", str(config)).stdout == "2"
+
+
+def test_the_visits_handler_unit_tested_without_a_build(monkeypatch):
+    """What the SDK README promises: a handler runs on plain CPython against an in-memory namespace."""
+    from edgefn_guest import Context, Event, Request
+    from edgefn_guest.testing import local_host
+
+    monkeypatch.syspath_prepend(str(REPO / "examples" / "visits" / "src"))
+    import visits
+
+    space: dict[bytes, bytes] = {}
+    with local_host(kv={"visits": space}):
+        event = Event(Context({"eventType": "origin-request", "requestId": "t"}), Request(uri="/x"), None)
+        first = visits.handler(event)
+        second = visits.handler(event)
+    assert b'"visits": 2' in second.body and b'"visits": 1' in first.body and space == {b"/x": b"2"}

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import TYPE_CHECKING, Callable, Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
-if TYPE_CHECKING:
-    from .host.kv import KvGrant
+from ..core.ports import KeyValueStore
 
 __all__ = [
-    "MAX_LOG_BYTES_PER_INVOCATION", "MAX_LOG_LINE", "MIN_MASKED_SECRET", "InvocationContext", "SecretMask", "current_context", "escape_guest_text",
+    "MAX_LOG_BYTES_PER_INVOCATION", "MAX_LOG_LINE", "MIN_MASKED_SECRET", "InvocationContext", "KvGrant", "SecretMask", "current_context", "escape_guest_text",
     "set_current_context",
 ]
 
@@ -29,6 +29,18 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 def escape_guest_text(text: str) -> str:
     """Control characters (newlines, tabs, ANSI escapes) as visible escapes: a guest line stays one line."""
     return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}"), text)
+
+
+@dataclass
+class KvGrant:
+    """What one invocation may do with the key-value store (runtime/host/kv.py), and what it has done so far."""
+
+    store: KeyValueStore
+    namespaces: tuple[str, ...]
+    max_ops: int
+    max_bytes: int
+    ops: int = 0
+    bytes: int = 0
 
 
 #: secrets shorter than this are not masked in log lines (masking "a" would blank every line)
@@ -73,7 +85,7 @@ class InvocationContext:
         allowed_hosts: tuple[str, ...] = (),
         deadline: float = float("inf"),
         io_gate: tuple[Callable[[], None], Callable[[], None]] | None = None,
-        kv: "KvGrant | None" = None,
+        kv: KvGrant | None = None,
         mask: SecretMask | None = None,
     ) -> None:
         self.function = function

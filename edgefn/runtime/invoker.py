@@ -23,11 +23,10 @@ from ..core.ports import InvocationObserver, KeyValueStore, NoObserver
 from ..core.report import LINES, InvocationReport
 from . import abi
 from .concurrency import ConcurrencyLimiter, InvocationCounts
-from .context import SecretMask
+from .context import KvGrant, SecretMask
 from .engine import EngineSettings, EpochTicker, create_engine
 from .host import create_linker
 from .host.fetch import shared_client
-from .host.kv import KvGrant
 from .inline import InlinePolicy
 from .instance import GuestInstance
 from .linking import GuestModuleInfo

@@ -24,9 +24,8 @@ from ..core.exceptions import (
 )
 from ..core.report import InvocationReport
 from . import abi, component, fastcall
-from .context import InvocationContext, SecretMask, set_current_context
+from .context import InvocationContext, KvGrant, SecretMask, set_current_context
 from .engine import EpochTicker
-from .host.kv import KvGrant
 from .instance import GuestInstance, LogSlot
 from .linking import GuestModuleInfo
 from .module_store import LoadedModule

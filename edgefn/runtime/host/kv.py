@@ -8,35 +8,21 @@ shows both. A refusal (a namespace not granted, a budget spent, a key or value o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import cbor2
 from wasmtime import component as wc
 
-from ...core.ports import KeyValueStore
 from ...core.records import KV_MAX_LIST_LIMIT, kv_problem
 from .. import _native
-from ..context import current_context
+from ..context import KvGrant, current_context
 from ..fastcall import GuestMemory
 from .capability import HostCapability, add_bytes_function
 from .guest_memory import I32, copy_out, read
 
-__all__ = ["CAPABILITY", "KvGrant", "guest_kv", "perform_kv"]
+__all__ = ["CAPABILITY", "guest_kv", "perform_kv"]
 
 _OPS = ("get", "put", "delete", "list")
-
-
-@dataclass
-class KvGrant:
-    """What one invocation may do with the key-value store, and what it has done so far."""
-
-    store: KeyValueStore
-    namespaces: tuple[str, ...]
-    max_ops: int
-    max_bytes: int
-    ops: int = 0
-    bytes: int = 0
 
 
 class _Refused(Exception):
