@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from ..control.store import open_kv_store
 from ..core.app import FunctionSpec, ResolvedApp
 from ..core.events import Event, sample_event
 from ..core.exceptions import EdgefnError
@@ -93,7 +94,9 @@ def measure_code(
     flog.addHandler(quiet)
     was_propagating, flog.propagate = flog.propagate, False
     try:
-        with Runtime(root / "store", workers=1) as runtime:
+        # a function with kv grants calls a scratch store of its own: the app's data is never read or written here
+        scratch_kv = open_kv_store(root / "kv.db") if spec.kv_namespaces else None
+        with Runtime(root / "store", workers=1, kv=scratch_kv) as runtime:
             mine = runtime.store
             digest = mine.add(wasm)
             assert digest == spec.digest, "a store's digest is the sha256 of the code"

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from ...core.records import KV_MAX_LIST_LIMIT, KvPage
 from .sqlite import Database
 
-__all__ = ["SqliteKeyValueStore", "decode_cursor", "encode_cursor", "prefix_end"]
+__all__ = ["ListQuery", "SqliteKeyValueStore", "decode_cursor", "encode_cursor", "prefix_end"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -51,6 +52,24 @@ def prefix_end(prefix: bytes) -> bytes | None:
     return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else None
 
 
+class ListQuery:
+    """One page of a list by prefix as SQL, in either backend's placeholder style (`?` or `%s`): the WHERE clause and
+    its parameters, and the page made of the rows it returned (one row past the page says there is a next one)."""
+
+    def __init__(self, table: str, mark: str, namespace: str, prefix: bytes, cursor: str | None, limit: int, now: float) -> None:
+        self.limit = max(1, min(limit, KV_MAX_LIST_LIMIT))
+        end = prefix_end(prefix)
+        self.sql = (
+            f"SELECT key FROM {table} WHERE namespace = {mark} AND key >= {mark} AND key > {mark} AND (expires_at IS NULL OR expires_at > {mark})"
+            + (f" AND key < {mark}" if end is not None else "") + f" ORDER BY key LIMIT {mark}"
+        )
+        self.params: tuple[object, ...] = (namespace, prefix, decode_cursor(cursor), now, *((end,) if end is not None else ()), self.limit + 1)
+
+    def page(self, rows: list[Any]) -> KvPage:
+        keys = tuple(bytes(r[0]) for r in rows[: self.limit])
+        return KvPage(keys, encode_cursor(keys[-1]) if len(rows) > self.limit else None)
+
+
 class SqliteKeyValueStore:
     """Namespaces of byte keys in one SQLite file, one connection per thread (sqlite.Database)."""
 
@@ -86,17 +105,8 @@ class SqliteKeyValueStore:
             return cur.rowcount > 0
 
     def list(self, namespace: str, prefix: bytes = b"", cursor: str | None = None, limit: int = KV_MAX_LIST_LIMIT) -> KvPage:
-        after = decode_cursor(cursor)
-        limit = max(1, min(limit, KV_MAX_LIST_LIMIT))
-        end = prefix_end(prefix)
-        sql = "SELECT key FROM kv WHERE namespace = ? AND key >= ? AND key > ? AND (expires_at IS NULL OR expires_at > ?)"
-        params: list[object] = [namespace, prefix, after, time.time()]
-        if end is not None:
-            sql += " AND key < ?"
-            params.append(end)
-        rows = self.db.connection().execute(sql + " ORDER BY key LIMIT ?", (*params, limit + 1)).fetchall()
-        keys = tuple(bytes(r[0]) for r in rows[:limit])
-        return KvPage(keys, encode_cursor(keys[-1]) if len(rows) > limit else None)
+        q = ListQuery("kv", "?", namespace, prefix, cursor, limit, time.time())
+        return q.page(self.db.connection().execute(q.sql, q.params).fetchall())
 
     def close(self) -> None:
         self.db.close()

@@ -22,9 +22,8 @@ from ...core.events import ResultError, decode_headers
 from .. import _native
 from ..context import current_context
 from ..egress import EgressPolicy, EgressRefused, policy_for
-from ..fastcall import GuestMemory
 from .capability import HostCapability, add_bytes_function
-from .guest_memory import I32, copy_out, read
+from .guest_memory import I32, request_and_result
 
 __all__ = ["CAPABILITY", "MAX_FETCHES_PER_INVOCATION", "guest_fetch", "perform_fetch", "shared_client"]
 
@@ -126,26 +125,11 @@ def _nothing() -> None:
     pass
 
 
-def _core_fetch(memory: GuestMemory | None, req_ptr: int, req_len: int) -> int:
-    # exceptions: caught, logged and answered -2 by guest_memory.define_core_function
-    request = read(memory, req_ptr, req_len)
-    if request is None:
-        return -2
-    ctx = current_context()
-    ctx.pending_fetch = guest_fetch(request)
-    return len(ctx.pending_fetch)
-
-
-def _core_fetch_result(memory: GuestMemory | None, buf_ptr: int, buf_cap: int) -> int:
-    pending = current_context().pending_fetch
-    if pending is None:
-        return -1
-    return copy_out(memory, pending, buf_ptr, buf_cap)
-
-
 def _add(host: wc.LinkerInstance) -> None:
     add_bytes_function(host, "fetch", guest_fetch)
 
+
+_core_fetch, _core_fetch_result = request_and_result(guest_fetch, "pending_fetch")
 
 CAPABILITY = HostCapability(
     "fetch", {"fetch": ([I32, I32], [I32], _core_fetch), "fetch_result": ([I32, I32], [I32], _core_fetch_result)}, _add

@@ -17,10 +17,11 @@ from typing import Any, Callable
 import wasmtime
 from wasmtime import _ffi as ffi
 
+from ..context import current_context
 from ..fastcall import GuestMemory
 from .capability import NativeHostFunction
 
-__all__ = ["I32", "caller_memory", "copy_out", "define_core_function", "read"]
+__all__ = ["I32", "caller_memory", "copy_out", "define_core_function", "read", "request_and_result"]
 
 I32 = wasmtime.ValType.i32()
 _MEMORY = b"memory"
@@ -51,6 +52,26 @@ def copy_out(memory: GuestMemory | None, value: bytes, buf_ptr: int, buf_cap: in
     if len(value) <= (buf_cap & 0xFFFFFFFF) and (memory is None or not memory.write(buf_ptr & 0xFFFFFFFF, value)):
         return -2
     return len(value)
+
+
+def request_and_result(call: Callable[[bytes], bytes], pending: str) -> tuple[CoreHostFunction, CoreHostFunction]:
+    """The core ABI's two-step form of a bytes host call (fetch + fetch_result, kv + kv_result): the first reads the
+    request, runs `call` and keeps its answer in the context's `pending` slot, returning its length; the second
+    copies it into the guest's buffer (-1: no call was made)."""
+
+    def request(memory: GuestMemory | None, req_ptr: int, req_len: int) -> int:
+        data = read(memory, req_ptr, req_len)
+        if data is None:
+            return -2
+        answer = call(data)
+        setattr(current_context(), pending, answer)
+        return len(answer)
+
+    def result(memory: GuestMemory | None, buf_ptr: int, buf_cap: int) -> int:
+        answer: bytes | None = getattr(current_context(), pending)
+        return -1 if answer is None else copy_out(memory, answer, buf_ptr, buf_cap)
+
+    return request, result
 
 
 #: the C callbacks handed to wasmtime: alive as long as the process (linkers are per engine, engines per process)

@@ -16,9 +16,8 @@ from wasmtime import component as wc
 from ...core.records import KV_MAX_LIST_LIMIT, kv_problem
 from .. import _native
 from ..context import KvGrant, current_context
-from ..fastcall import GuestMemory
 from .capability import HostCapability, add_bytes_function
-from .guest_memory import I32, copy_out, read
+from .guest_memory import I32, request_and_result
 
 __all__ = ["CAPABILITY", "guest_kv", "perform_kv"]
 
@@ -124,25 +123,10 @@ def guest_kv(request: bytes) -> bytes:
     return _native.cbor_encode(doc)
 
 
-def _core_kv(memory: GuestMemory | None, req_ptr: int, req_len: int) -> int:
-    # exceptions: caught, logged and answered -2 by guest_memory.define_core_function
-    request = read(memory, req_ptr, req_len)
-    if request is None:
-        return -2
-    ctx = current_context()
-    ctx.pending_kv = guest_kv(request)
-    return len(ctx.pending_kv)
-
-
-def _core_kv_result(memory: GuestMemory | None, buf_ptr: int, buf_cap: int) -> int:
-    pending = current_context().pending_kv
-    if pending is None:
-        return -1
-    return copy_out(memory, pending, buf_ptr, buf_cap)
-
-
 def _add(host: wc.LinkerInstance) -> None:
     add_bytes_function(host, "kv", guest_kv)
 
+
+_core_kv, _core_kv_result = request_and_result(guest_kv, "pending_kv")
 
 CAPABILITY = HostCapability("kv", {"kv": ([I32, I32], [I32], _core_kv), "kv_result": ([I32, I32], [I32], _core_kv_result)}, _add)

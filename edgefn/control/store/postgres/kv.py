@@ -15,7 +15,7 @@ from typing import Any
 
 from ....core.exceptions import StorageError
 from ....core.records import KV_MAX_LIST_LIMIT, KvPage
-from ..kv import decode_cursor, encode_cursor, prefix_end
+from ..kv import ListQuery
 
 __all__ = ["CACHE_MAX_BYTES", "CACHE_MAX_VALUE_BYTES", "OP_TIMEOUT_S", "PostgresKeyValueStore"]
 
@@ -152,18 +152,9 @@ class PostgresKeyValueStore:
         return bool(row and row[0])
 
     def list(self, namespace: str, prefix: bytes = b"", cursor: str | None = None, limit: int = KV_MAX_LIST_LIMIT) -> KvPage:
-        after = decode_cursor(cursor)
-        limit = max(1, min(limit, KV_MAX_LIST_LIMIT))
-        end = prefix_end(prefix)
-        sql = "SELECT key FROM edgefn_kv WHERE namespace = %s AND key >= %s AND key > %s AND (expires_at IS NULL OR expires_at > %s)"
-        params: list[object] = [namespace, prefix, after, time.time()]
-        if end is not None:
-            sql += " AND key < %s"
-            params.append(end)
+        q = ListQuery("edgefn_kv", "%s", namespace, prefix, cursor, limit, time.time())
         with self._pool.connection() as conn:
-            rows = conn.execute(sql + " ORDER BY key LIMIT %s", (*params, limit + 1)).fetchall()
-        keys = tuple(bytes(r[0]) for r in rows[:limit])
-        return KvPage(keys, encode_cursor(keys[-1]) if len(rows) > limit else None)
+            return q.page(conn.execute(q.sql, q.params).fetchall())
 
     def close(self) -> None:
         self._pool.close()
