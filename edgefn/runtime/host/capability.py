@@ -41,8 +41,6 @@ class HostCapability:
     add_component_functions: Callable[[wc.LinkerInstance], None] | None = None
 
 
-
-
 #: the C callbacks wasmtime holds for bytes functions (module-level: they outlive every linker that uses them)
 _BYTES_CALLBACKS: list[Any] = []
 _NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _data: None)
