@@ -91,6 +91,7 @@ def test_never_shown_anywhere(app):
         surfaces[" ".join(args)] = proc.stdout + proc.stderr
     assert "API_KEY" in surfaces["secret list keeper"]
     assert "visible" in surfaces["functions show keeper"]  # env is shown; the secret is not
+    assert "secrets     API_KEY (generation 1)" in surfaces["functions show keeper"]  # its name and generation are
     # every log line of both workers and of the server itself, and every file of the app's state
     deadline = time.monotonic() + 30
     logs = config.parent / ".edgefn" / "logs"

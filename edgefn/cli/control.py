@@ -151,6 +151,9 @@ def function_detail(registry: Registry, ref: str) -> dict[str, Any]:
             description=alias.description, updated_at=alias.updated_at,
             history=[{"routing": h.routing(), "changed_at": h.updated_at} for h in registry.alias_history(parsed.name, parsed.qualifier)],
         )
+    # the secrets that version reads, by name and generation: never a value (edgefn secret list says when each was set)
+    read = parsed.qualifier if parsed.qualifier == LATEST else doc["version"]
+    doc["secrets"] = {name: box.generation for name, box in sorted(snap.secrets.get((parsed.name, read), {}).items())}
     doc["reserved_concurrency"] = fn.reserved_concurrency
     doc["provisioned_concurrency"] = {q: n for (f, q), n in sorted(snap.provisioned.items()) if f == parsed.name}
     doc["versions"] = [
@@ -291,6 +294,8 @@ def functions_show_command(config: Path, ref: str, as_json: bool, stdout: TextIO
     print("  config", file=stdout)
     for key, value in sorted(doc["config"].items()):
         print(f"    {key} = {json.dumps(value)}", file=stdout)
+    secrets = ", ".join(f"{name} (generation {g})" for name, g in doc["secrets"].items())
+    print(f"  secrets     {secrets or '-'}", file=stdout)
     print(f"  versions    {_version_span([v['version'] for v in doc['versions']])}", file=stdout)
     for v in doc["versions"]:
         note = f"  {v['description']}" if v["description"] else ""
