@@ -31,10 +31,7 @@ $(STAMP): $(STAMP_RUN)
 
 # the examples' auth hooks read the secret AUTH_TOKEN: the demo token let-me-in is put once (sealed, never in the manifest)
 run: $(STAMP_RUN)
-	@for fn in auth py-auth; do \
-	  $(BIN)/edgefn secret list $$fn --config examples/edgefn.toml 2>/dev/null | grep -q '^AUTH_TOKEN ' || \
-	    printf 'let-me-in\n' | $(BIN)/edgefn secret put $$fn AUTH_TOKEN --config examples/edgefn.toml; \
-	done
+	@for fn in auth py-auth; do printf 'let-me-in\n' | $(BIN)/edgefn secret put $$fn AUTH_TOKEN --if-missing --config examples/edgefn.toml; done
 	$(BIN)/edgefn serve --config examples/edgefn.toml
 
 # Debian packages the tests use: wrk (edgefn bench's load generator) and chromium (its HTML page, rendered)

@@ -221,10 +221,10 @@ def main() -> int:
 
         config = REPO / "examples" / "edgefn.toml"
         for fn in ("auth", "py-auth"):  # their secret AUTH_TOKEN, as `make run` puts it
-            cli = [sys.executable, "-m", "edgefn.cli", "secret"]
-            listed = subprocess.run([*cli, "list", fn, "--config", str(config)], capture_output=True, text=True)
-            if not any(line.split()[:1] == ["AUTH_TOKEN"] for line in listed.stdout.splitlines()):
-                subprocess.run([*cli, "put", fn, "AUTH_TOKEN", "--config", str(config)], input="let-me-in\n", text=True, check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "edgefn.cli", "secret", "put", fn, "AUTH_TOKEN", "--if-missing", "--config", str(config)],
+                input="let-me-in\n", text=True, check=True, capture_output=True,
+            )
         plan = BenchPlan(
             config, duration_s=1.0 if a.quick else 2.0, concurrency=(1, 16),
             headers=(("Authorization", "Bearer let-me-in"),),  # the examples' auth hooks let it through (their secret AUTH_TOKEN)

@@ -64,7 +64,7 @@ class EdgeNode:
         #: this process's Prometheus series, and every function's log stream on disk (docs/observability.md)
         self.metrics = EdgeMetrics()
         # the key-value store of the app's [kv], when it declares a namespace (the runtime closes it)
-        self.runtime = Runtime(app.store_dir, workers=app.server.guest_threads or None, observer=self.metrics, kv=open_kv_of(app))
+        self.runtime = Runtime(app.store_dir, workers=app.server.guest_threads or None, observer=self.metrics, kv=open_kv_of(app.kv))
         self.metrics.watch_throttles(lambda: self.runtime.invoker.limiter.snapshot()["throttled"])
         self.logs = FunctionLogSink.from_settings(app.logs).start()
         self.tasks: list[asyncio.Task[None]] = []

@@ -21,9 +21,15 @@ from edgefn.runtime.invoker import Runtime
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_edgefn(*args: str, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """`edgefn ARGS` as a user runs it: a subprocess (from the repository unless `cwd`), its output captured."""
-    return subprocess.run([sys.executable, "-m", "edgefn.cli", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout)
+def run_edgefn(
+    *args: str, cwd: Path | None = None, timeout: float = 240, input: str | None = None, env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`edgefn ARGS` as a user runs it: a subprocess (from the repository unless `cwd`), `input` on its stdin, `env` added to
+    its environment, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgefn.cli", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout, input=input,
+        env={**os.environ, **env} if env else None,
+    )
 GUESTS_C = REPO / "tests" / "guests" / "c"
 os.environ.setdefault("EDGEFN_CACHE_DIR", str(REPO / ".cache"))
 

@@ -94,13 +94,11 @@ EXAMPLE_TOKEN = "let-me-in"
 
 def put_example_secrets() -> None:
     """What `make run` does before serving the examples: the demo AUTH_TOKEN of both auth hooks, put once."""
+    from tests.conftest import run_edgefn
+
     for fn in ("auth", "py-auth"):
-        base = [sys.executable, "-m", "edgefn.cli", "secret"]
-        listed = subprocess.run([*base, "list", fn, "--config", str(EXAMPLES_CONFIG)], capture_output=True, text=True, cwd=REPO, timeout=120)
-        if not any(line.split()[:1] == ["AUTH_TOKEN"] for line in listed.stdout.splitlines()):
-            put = subprocess.run([*base, "put", fn, "AUTH_TOKEN", "--config", str(EXAMPLES_CONFIG)], input=EXAMPLE_TOKEN + "\n",
-                                 capture_output=True, text=True, cwd=REPO, timeout=120)
-            assert put.returncode == 0, put.stderr
+        put = run_edgefn("secret", "put", fn, "AUTH_TOKEN", "--if-missing", "--config", str(EXAMPLES_CONFIG), input=EXAMPLE_TOKEN + "\n", timeout=120)
+        assert put.returncode == 0, put.stderr
 
 
 @contextlib.contextmanager

@@ -6,18 +6,16 @@ app's state holds)."""
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import GUESTS_C, REPO
+from tests.conftest import GUESTS_C
 from tests.conftest import run_edgefn as edgefn
 from tests.servers import edge_server
 
@@ -28,10 +26,7 @@ F = "/2015-03-31/functions"
 
 
 def _put(config: Path, value: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgefn.cli", "secret", "put", "keeper", "API_KEY", "--config", str(config), *extra],
-        input=value + "\n", capture_output=True, text=True, cwd=REPO, timeout=120, env={**os.environ, **(env or {})},
-    )
+    return edgefn("secret", "put", "keeper", "API_KEY", "--config", str(config), *extra, input=value + "\n", env=env, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +107,8 @@ def test_versions_capture_a_reference_and_rotation_reaches_latest(app):
     server, config = app
     published = edgefn("publish", "keeper", "--config", str(config))
     assert published.returncode == 0, published.stderr
+    kept = _put(config, ROTATED, "--if-missing")
+    assert kept.returncode == 0 and "already set: kept" in kept.stdout  # a seed never overwrites
     put = _put(config, ROTATED)
     assert put.returncode == 0 and "generation 2" in put.stdout
     deadline = time.monotonic() + 30
@@ -141,7 +138,7 @@ def test_mistakes_are_one_line(app, tmp_path):
         (("secret", "put", "keeper", "EMPTY"), "", "the value is empty"),
         (("secret", "delete", "keeper", "NEVER_SET"), "", "has no secret NEVER_SET"),
     ]:
-        proc = subprocess.run([sys.executable, "-m", "edgefn.cli", *args, "--config", str(config)], input=value, capture_output=True, text=True, cwd=REPO, timeout=60)
+        proc = edgefn(*args, "--config", str(config), input=value, timeout=60)
         assert proc.returncode == 2 and said in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
     assert edgefn("secret", "put", "keeper", "API_KEY", "extra-argv-value", "--config", str(config)).returncode == 2  # never from argv
     wrong = _put(config, "x", env={"EDGEFN_SECRETS_KEY": "bm90IGEga2V5"})
@@ -155,10 +152,7 @@ def test_a_key_that_does_not_open_them_is_named(tmp_path):
     assert _put(config, PLANTED).returncode == 0
     assert edgefn("deploy", "--config", str(config)).returncode == 0
     other = base64.b64encode(b"k" * 32).decode()
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgefn.cli", "invoke", "keeper", "--config", str(config)], capture_output=True, text=True, cwd=REPO, timeout=240,
-        env={**os.environ, "EDGEFN_SECRETS_KEY": other},
-    )
+    proc = edgefn("invoke", "keeper", "--config", str(config), env={"EDGEFN_SECRETS_KEY": other})
     assert proc.returncode == 2 and "does not open with the key from $EDGEFN_SECRETS_KEY" in proc.stderr and PLANTED not in proc.stderr
     ok = edgefn("invoke", "keeper", "--config", str(config))
     assert ok.returncode == 0 and "wrong key" in ok.stdout, ok.stdout  # the guest read its key ("no key configured" without it)

@@ -19,6 +19,7 @@ from ..core.exceptions import EventFileError, InvocationError, ManifestError, er
 from ..core.ids import new_request_id
 from ..core.records import LATEST
 from ..manifest.load import load_manifest
+from ..manifest.resolve import secrets_key_file
 from ..manifest.schema import Manifest
 from .kv import kv_store_of
 
@@ -94,7 +95,7 @@ def _registered_catalog(config: Path, manifest: Manifest) -> FunctionCatalog:
     from ..control.secrets import SecretBox
 
     registry = control_store_of(config, manifest).registry
-    return FunctionCatalog.from_snapshot(registry.snapshot(), SecretBox((config.resolve().parent / manifest.app.secrets_key_file).resolve()).open)
+    return FunctionCatalog.from_snapshot(registry.snapshot(), SecretBox(secrets_key_file(manifest, config.resolve().parent)).open)
 
 
 def events_sample(event_type: str, stdout: TextIO) -> int:

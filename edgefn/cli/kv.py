@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from ..control.store import open_kv_store
+from ..control.store import open_kv_of
 from ..core.exceptions import EdgefnError
 from ..core.ports import KeyValueStore
 from ..core.records import KV_MAX_VALUE_BYTES, kv_problem
@@ -20,8 +20,7 @@ __all__ = ["kv_command", "kv_store_of"]
 
 def kv_store_of(config: Path, manifest: Manifest) -> KeyValueStore | None:
     """The key-value store a manifest's [kv] names (None when it declares no namespace), as the CLI opens it."""
-    settings = kv_settings(manifest, config.resolve().parent)
-    return open_kv_store(settings.store, settings.cache_ttl_s) if settings.namespaces else None
+    return open_kv_of(kv_settings(manifest, config.resolve().parent))
 
 
 def _store(config: Path, namespace: str) -> KeyValueStore:

@@ -194,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("function", metavar="FUNCTION")
     sp.add_argument("name", metavar="NAME")
     sp.add_argument("--file", type=Path, help="read the value from this file (else standard input; a prompt on a terminal)")
+    sp.add_argument("--if-missing", action="store_true", help="keep the value already set, if there is one (seeding a demo value, say)")
     sl = with_config(cmd(se_sub, "list", "the names of a function's secrets (never a value)", "edgefn secret list auth"))
     sl.add_argument("function", metavar="FUNCTION")
     sd = with_config(cmd(se_sub, "delete", "remove a secret from $LATEST", "edgefn secret delete auth AUTH_TOKEN"))
@@ -362,7 +363,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "secret":
         from .secret import secret_command
 
-        return secret_command(args.secret_command, args.config, args.function, getattr(args, "name", None), getattr(args, "file", None), sys.stdout)
+        return secret_command(
+            args.secret_command, args.config, args.function, getattr(args, "name", None), getattr(args, "file", None), sys.stdout,
+            if_missing=getattr(args, "if_missing", False),
+        )
     if args.command == "logs":
         from .observe import logs_command
 

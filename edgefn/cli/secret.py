@@ -17,6 +17,7 @@ from ..control.secrets import SecretBox
 from ..core.exceptions import EdgefnError
 from ..core.records import SECRET_NAME
 from ..manifest.load import load_manifest
+from ..manifest.resolve import secrets_key_file
 from ..manifest.schema import Manifest
 
 __all__ = ["SECRET_MAX_BYTES", "secret_command"]
@@ -59,7 +60,7 @@ def _read_value(file: Path | None) -> bytes:
     return raw
 
 
-def secret_command(action: str, config: Path, function: str, name: str | None, file: Path | None, out: TextIO) -> int:
+def secret_command(action: str, config: Path, function: str, name: str | None, file: Path | None, out: TextIO, if_missing: bool = False) -> int:
     manifest = load_manifest(config)
     _function(config, manifest, function)
     store = control_store_of(config, manifest)
@@ -79,7 +80,10 @@ def secret_command(action: str, config: Path, function: str, name: str | None, f
                 raise EdgefnError(f"secret delete: function {function!r} has no secret {secret}")
             print(f"secret {secret} of {function} deleted: $LATEST no longer reads it (published versions that captured it still do)", file=out)
             return 0
-        box = SecretBox((config.resolve().parent / manifest.app.secrets_key_file).resolve())
+        if if_missing and any(have == secret for have, _ in store.secrets.names(function)):
+            print(f"secret {secret} of {function} is already set: kept (--if-missing)", file=out)
+            return 0
+        box = SecretBox(secrets_key_file(manifest, config.resolve().parent))
         value = _read_value(file)
         nonce, sealed = box.seal(function, secret, value)
         put = store.secrets.put(function, secret, nonce, sealed)

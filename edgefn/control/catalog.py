@@ -60,8 +60,7 @@ class FunctionCatalog:
         codes.update({(name, str(number)): v.code for (name, number), v in snap.versions.items()})
         for (name, version), code in codes.items():
             cfg = configs[(name, version)] = parse_config(code.config, name, "registry")  # once per version
-            sealed = snap.secrets.get((name, version), {}) if unseal is not None else {}
-            secrets = {secret: unseal(box) for secret, box in sealed.items()} if unseal is not None else None
+            secrets = {secret: unseal(box) for secret, box in snap.secrets.get((name, version), {}).items()} if unseal is not None else None
             specs[(name, version)] = spec_of(name, version, code.digest, cfg, snap.functions[name].reserved_concurrency, secrets)
         return cls(snap.revision, specs, dict(snap.aliases), configs, dict(snap.provisioned))
 

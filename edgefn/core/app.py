@@ -8,11 +8,12 @@ nothing reads the manifest's tables. A function as the runtime runs it is a `Fun
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = [
-    "CachePolicy", "FunctionSpec", "KvSettings", "Limits", "LogSettings", "QueueSettings", "ResolvedApp", "ResolvedBehavior", "ResolvedHook",
+    "DATABASE_URL_SCHEMES", "CachePolicy", "FunctionSpec", "KvSettings", "Limits", "LogSettings", "QueueSettings", "ResolvedApp", "ResolvedBehavior", "ResolvedHook",
     "ScheduleSpec", "ServerSettings",
 ]
 
@@ -52,7 +53,7 @@ class FunctionSpec:
     #: its secrets by name, decrypted, for the guest's env API only (never in a repr, a log or an answer)
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
-    @property
+    @cached_property  # read on every invocation: merged once per spec, not per request
     def guest_env(self) -> dict[str, str]:
         """What the guest's env API reads: its env, and its secrets (a secret wins over an env entry of its name)."""
         return {**self.env, **self.secrets} if self.secrets else self.env
@@ -160,6 +161,10 @@ class ScheduleSpec:
     input: str
     catch_up: str
     enabled: bool
+
+
+#: what a `[kv] store` starting with one of these names: a PostgreSQL database (anything else is an SQLite file)
+DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..core.app import (
+    DATABASE_URL_SCHEMES,
     AdminSettings,
     CachePolicy,
     FunctionSpec,
@@ -117,15 +118,20 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
         configs={name: config_record(cfg) for name, cfg in manifest.functions.items()},
         pending=tuple(name for name in manifest.functions if name not in digests),
         kv=kv_settings(manifest, root),
-        secrets_key_file=(root / manifest.app.secrets_key_file).resolve(),
+        secrets_key_file=secrets_key_file(manifest, root),
     )
 
 
 def kv_settings(manifest: Manifest, root: Path) -> KvSettings:
     """The [kv] table with an SQLite store's path made absolute (`root`: the manifest's folder)."""
     k = manifest.kv
-    url = k.store if k.store.startswith(("postgresql://", "postgres://")) else str((root / k.store).resolve())
+    url = k.store if k.store.startswith(DATABASE_URL_SCHEMES) else str((root / k.store).resolve())
     return KvSettings(tuple(k.namespaces), url, k.cache_ttl_ms / 1000)
+
+
+def secrets_key_file(manifest: Manifest, root: Path) -> Path:
+    """Where the app's secrets key file is (`[app] secrets_key_file`, relative to `root`, the manifest's folder)."""
+    return (root / manifest.app.secrets_key_file).resolve()
 
 
 def admin_settings(manifest: Manifest, root: Path) -> AdminSettings:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...core.app import ResolvedApp
+from ...core.app import DATABASE_URL_SCHEMES, KvSettings
 from ...core.ports import ControlStore, KeyValueStore
 from .kv import SqliteKeyValueStore
 from .purges import SqlitePurgeLog
@@ -44,14 +44,14 @@ def open_control_store(path: Path, idempotency_window_s: float = IDEMPOTENCY_WIN
 
 
 def open_kv_store(location: str | Path, cache_ttl_s: float = 1.0) -> KeyValueStore:
-    """The key-value store at `location` (a locked app's `kv.store`): a postgresql:// URL, or an SQLite file's path."""
-    if isinstance(location, str) and location.startswith(("postgresql://", "postgres://")):
+    """The key-value store at `location`: a postgresql:// URL (core.app.DATABASE_URL_SCHEMES), or an SQLite file's path."""
+    if isinstance(location, str) and location.startswith(DATABASE_URL_SCHEMES):
         from .postgres import PostgresKeyValueStore
 
         return PostgresKeyValueStore(location, cache_ttl_s)
     return SqliteKeyValueStore(Path(location))
 
 
-def open_kv_of(app: ResolvedApp) -> KeyValueStore | None:
-    """The key-value store of a locked app's [kv], or None when it declares no namespace (nothing could use one)."""
-    return open_kv_store(app.kv.store, app.kv.cache_ttl_s) if app.kv.namespaces else None
+def open_kv_of(kv: KvSettings) -> KeyValueStore | None:
+    """The key-value store an app's [kv] names, or None when it declares no namespace (nothing could use one)."""
+    return open_kv_store(kv.store, kv.cache_ttl_s) if kv.namespaces else None

@@ -8,6 +8,7 @@ registry's revision, so running servers pick the change up as they do a deploy.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 from ...core.records import SealedSecret
@@ -47,9 +48,9 @@ class SqliteSecretStore:
         return [(r["name"], float(r["created_at"])) for r in rows]
 
 
-def _wipe_unreferenced(conn: object, function: str, name: str) -> None:
+def _wipe_unreferenced(conn: sqlite3.Connection, function: str, name: str) -> None:
     """Old generations neither $LATEST nor any published version reads: their ciphertext goes."""
-    conn.execute(  # type: ignore[attr-defined]
+    conn.execute(
         "DELETE FROM secrets WHERE function = ? AND name = ? AND current = 0 AND generation NOT IN "
         "(SELECT generation FROM version_secrets WHERE function = ? AND name = ?)",
         (function, name, function, name),
