@@ -31,7 +31,7 @@ from edgefn.build.toolchain import cache_dir
 from edgefn.core import events
 from edgefn.core.app import FunctionSpec, Limits
 from edgefn.manifest.load import load_manifest  # noqa: E402
-from edgefn.runtime import abi, component  # noqa: E402
+from edgefn.runtime import abi, wasm_binary  # noqa: E402
 from edgefn.runtime.invoker import Runtime
 from edgefn.runtime.module_store import _file_sha256  # noqa: E402
 
@@ -117,7 +117,7 @@ def main() -> int:
         headers_wasm = build_source(EXAMPLES / "python-headers" / "src" / "headers.py", work / "headers.wasm", "freestanding", zig)
         c_auth_wasm = build_source(EXAMPLES / "auth" / "src" / "auth.c", work / "c-auth.wasm", "freestanding", zig)
         builds["component_bytes"] = len(auth_wasm)
-        builds["component_initial_memory_mb"] = round(component.memory_min_bytes(auth_wasm) / 2**20, 2)
+        builds["component_initial_memory_mb"] = round(wasm_binary.memory_min_bytes(auth_wasm) / 2**20, 2)
         res["build"] = builds
 
         store_dir = work / "store"

@@ -48,10 +48,10 @@ from edgefn.core.exceptions import (
 )
 from edgefn.manifest.load import load_manifest
 from edgefn.runtime import abi
-from edgefn.runtime.component import is_component, memory_min_bytes
 from edgefn.runtime.engine import EngineSettings
 from edgefn.runtime.invoker import Runtime
 from edgefn.runtime.module_store import ModuleStore
+from edgefn.runtime.wasm_binary import is_component, memory_min_bytes
 from tests.conftest import GUESTS_C, REPO, log_lines, make_event
 from tests.servers import edge_server
 from tests.test_abi_roundtrip import requests

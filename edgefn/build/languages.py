@@ -7,11 +7,13 @@ source into wasm (the toolchains beside this module), and what `edgefn init --la
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..core.exceptions import BuildError
+from .js import SDK_JS_DIR, build_js
 from .python import PythonSources, build_python, python_sources
 from .toolchain import SDK_C_DIR, compile_c, compile_zig
 
@@ -62,6 +64,10 @@ def _c_dev(source: Path, out: Path, target: str, zig_cache: Path) -> bytes:
 def _zig(source: Path, out: Path, target: str, zig_cache: Path) -> bytes:
     compile_zig(source, out, target, zig_cache)
     return out.read_bytes()
+
+
+def _js(source: Path, out: Path, target: str, zig_cache: Path) -> bytes:
+    return build_js(source, out)
 
 
 def _python(source: Path, out: Path, target: str, zig_cache: Path) -> bytes:
@@ -150,6 +156,144 @@ def {handler}(response: Response):
 """
 
 
+JS_ORIGIN = """\
+// origin: a function acting as this app's origin (replace it with origin = "https://..." in edgefn.toml).
+// Written like a Worker: Request, Response, Headers, URL and fetch are the Web's.
+export default {
+  async fetch(request, env, ctx) {
+    const url = new URL(request.url);
+    const html = `<!doctype html><h1>Hello from edgefn</h1><p>You asked for ${url.pathname}</p>\\n`;
+    return new Response(html, { headers: { "content-type": "text/html; charset=utf-8", "cache-control": "max-age=10" } });
+  },
+};
+"""
+
+JS_REQUEST_HOOK = """\
+// {trigger}: runs {when}. Return the request (changed or not) to continue, or a Response to answer now.
+export function {export}(request, ctx) {{
+  if (new URL(request.url).pathname === "/blocked") {{
+    return new Response("blocked at {trigger}\\n", {{ status: 403, headers: {{ "content-type": "text/plain" }} }});
+  }}
+  request.headers.set("x-{trigger}", "seen");
+  return request;
+}}
+"""
+
+JS_RESPONSE_HOOK = """\
+// {trigger}: runs {when}. Return the (changed) response.
+export function {export}(response, request, ctx) {{
+  response.headers.set("x-{trigger}", "seen");
+  return response;
+}}
+"""
+
+TS_ORIGIN = """\
+// origin: a function acting as this app's origin (replace it with origin = "https://..." in edgefn.toml).
+// Written like a Worker: Request, Response, Headers, URL and fetch are the Web's; types: guest-sdk/js/edgefn.d.ts.
+import type { Context, Env, Worker } from "edgefn";
+
+const origin: Worker = {
+  async fetch(request: Request, env: Env, ctx: Context): Promise<Response> {
+    const url = new URL(request.url);
+    return Response.json({ path: url.pathname, requestId: ctx.requestId }, { headers: { "cache-control": "max-age=10" } });
+  },
+};
+
+export default origin;
+"""
+
+TS_REQUEST_HOOK = """\
+// {trigger}: runs {when}. Return the request (changed or not) to continue, or a Response to answer now.
+import type {{ Context }} from "edgefn";
+
+export function {export}(request: Request, ctx: Context): Request | Response {{
+  if (new URL(request.url).pathname === "/blocked") {{
+    return new Response("blocked at {trigger}\\n", {{ status: 403, headers: {{ "content-type": "text/plain" }} }});
+  }}
+  request.headers.set("x-{trigger}", "seen");
+  return request;
+}}
+"""
+
+TS_RESPONSE_HOOK = """\
+// {trigger}: runs {when}. Return the (changed) response.
+import type {{ Context }} from "edgefn";
+
+export function {export}(response: Response, request: Request, ctx: Context): Response {{
+  response.headers.set("x-{trigger}", "seen");
+  return response;
+}}
+"""
+
+
+def _js_editor_files(config: str) -> Callable[[], dict[str, str]]:
+    """tsconfig.json / jsconfig.json: editors complete and check against the SDK's types (guest-sdk/js/edgefn.d.ts)."""
+
+    def files() -> dict[str, str]:
+        doc = {
+            "compilerOptions": {
+                "target": "es2022", "module": "es2022", "moduleResolution": "bundler", "strict": True, "noEmit": True,
+                "lib": ["es2022"], "types": [], "paths": {"edgefn": [str(SDK_JS_DIR / "edgefn.d.ts")]},
+                **({"checkJs": True} if config == "jsconfig.json" else {}),
+            },
+            "include": ["src", str(SDK_JS_DIR / "edgefn.d.ts")],
+        }
+        return {config: json.dumps(doc, indent=2) + "\n"}
+
+    return files
+
+
+ZIG_ORIGIN = """\
+//! origin: a function acting as this app's origin (replace it with origin = "https://..." in edgefn.toml).
+const edgefn = @import("edgefn");
+
+pub fn main(ev: *const edgefn.Event) edgefn.Result {
+    var res = edgefn.Response.init(200);
+    res.setHeader("Content-Type", "text/html; charset=utf-8");
+    res.setHeader("Cache-Control", "max-age=10");
+    res.setBody(edgefn.fmt("<!doctype html><h1>Hello from edgefn</h1><p>You asked for {s}</p>\\n", .{ev.request.uri}));
+    return res.finish();
+}
+
+comptime {
+    edgefn.exportMain(main);
+}
+"""
+
+ZIG_REQUEST_HOOK = """\
+//! {trigger}: runs {when}. Return the request (changed or not) to continue, or a response to answer now.
+const edgefn = @import("edgefn");
+
+pub fn main(ev: *const edgefn.Event) edgefn.Result {{
+    if (std.mem.eql(u8, ev.request.uri, "/blocked")) return edgefn.respond(403, "text/plain", "blocked at {trigger}\\n");
+    var req = edgefn.Request.edit(ev);
+    req.setHeader("x-{trigger}", "seen");
+    return req.finish();
+}}
+
+const std = @import("std");
+
+comptime {{
+    edgefn.exportMain(main);
+}}
+"""
+
+ZIG_RESPONSE_HOOK = """\
+//! {trigger}: runs {when}. Return the (changed) response.
+const edgefn = @import("edgefn");
+
+pub fn main(ev: *const edgefn.Event) edgefn.Result {{
+    var res = edgefn.Response.edit(ev);
+    res.setHeader("x-{trigger}", "seen");
+    return res.finish();
+}}
+
+comptime {{
+    edgefn.exportMain(main);
+}}
+"""
+
+
 def _c_editor_files() -> dict[str, str]:
     """clangd (and every editor on it) finds edgefn.h and builds for the wasm target, as `edgefn build` does."""
     return {"compile_flags.txt": f"--target=wasm32-freestanding\n-I{SDK_C_DIR}\n-std=c11\n-Wall\n-Werror=implicit-function-declaration\n"}
@@ -181,14 +325,26 @@ def _python_test_files() -> dict[str, str]:
     return {"tests/test_origin.py": PY_TEST}
 
 
+#: a JS or TS save rebuilds on its sources and on package manifests (an npm dependency added)
+_JS_WATCHED = (".js", ".mjs", ".cjs", ".ts", ".mts", ".json")
+
 LANGUAGES: tuple[Language, ...] = (
     Language("c", (".c",), (".c", ".h"), _c, Scaffold(C_ORIGIN, C_REQUEST_HOOK, C_RESPONSE_HOOK, "memory_mb = 16\n", _c_editor_files), dev_build=_c_dev),
-    Language("zig", (".zig",), (".zig",), _zig),
+    Language("zig", (".zig",), (".zig",), _zig, Scaffold(ZIG_ORIGIN, ZIG_REQUEST_HOOK, ZIG_RESPONSE_HOOK, "memory_mb = 16\n")),
     # a Python instance starts at ~13 MB of linear memory and a request costs ~1 M fuel
     Language(
         "python", (".py",), (".py",), _python,
         Scaffold(PY_ORIGIN, PY_REQUEST_HOOK, PY_RESPONSE_HOOK, "memory_mb = 64\nfuel = 200_000_000\nreuse_instances = true\n", _python_test_files),
         dev_sources=python_sources,
+    ),
+    # a QuickJS instance starts at ~1.4 MB of linear memory; the SDK's Promise runs async handlers within the call
+    Language(
+        "js", (".js", ".mjs"), _JS_WATCHED, _js,
+        Scaffold(JS_ORIGIN, JS_REQUEST_HOOK, JS_RESPONSE_HOOK, "memory_mb = 32\nfuel = 100_000_000\n", _js_editor_files("jsconfig.json")),
+    ),
+    Language(
+        "ts", (".ts", ".mts"), _JS_WATCHED, _js,
+        Scaffold(TS_ORIGIN, TS_REQUEST_HOOK, TS_RESPONSE_HOOK, "memory_mb = 32\nfuel = 100_000_000\n", _js_editor_files("tsconfig.json")),
     ),
     Language("wasm", (".wasm",), (".wasm",), _prebuilt),
 )

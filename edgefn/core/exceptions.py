@@ -85,15 +85,18 @@ class ModuleRejected(EdgefnError):
 
 
 class ImportNotAllowed(ModuleRejected):
-    """The guest imports something that ABI v1 does not grant."""
+    """The guest imports something that ABI v1 does not grant (each such import is named, first one in
+    `module` / `name`)."""
 
-    def __init__(self, function: str, module: str, name: str) -> None:
+    def __init__(self, function: str, module: str, name: str, more: tuple[str, ...] = ()) -> None:
         self.module = module
         self.name = name
+        self.refused = (f"{module}.{name}", *more)
+        listed = ", ".join(self.refused)
         super().__init__(
             function,
-            f"imports {module}.{name}, which is not granted; a guest may import only "
-            f"edgefn:host/v1 (log, env_get, fetch, fetch_result) and wasi_snapshot_preview1",
+            f"imports {listed}, which {'is' if len(self.refused) == 1 else 'are'} not granted; a guest may import only "
+            f"edgefn:host/v1 (log, env_get, fetch, fetch_result, kv, kv_result) and wasi_snapshot_preview1",
         )
 
 
@@ -283,15 +286,17 @@ class FunctionPending(InvocationError):
 
 
 class ComponentImportNotAllowed(ModuleRejected):
-    """A component imports an interface the host does not grant."""
+    """A component imports interfaces the host does not grant (each is named; the first in `module`)."""
 
-    def __init__(self, function: str, interface: str, host_interface: str) -> None:
-        self.module = interface
+    def __init__(self, function: str, interfaces: list[str], host_interface: str) -> None:
+        self.module = interfaces[0]
         self.name = ""
+        self.refused = tuple(interfaces)
+        listed = ", ".join(interfaces)
         super().__init__(
             function,
-            f"imports {interface}, which is not granted; a component may import only {host_interface} "
-            f"(log, env-get, fetch) and WASI 0.2 (io, clocks, random, cli, filesystem, sockets)",
+            f"imports {listed}, which {'is' if len(interfaces) == 1 else 'are'} not granted; a component may import only "
+            f"{host_interface} (log, env-get, fetch, kv) and WASI 0.2 (io, clocks, random, cli, filesystem, sockets)",
         )
 
 

@@ -60,7 +60,8 @@ def init_project(directory: Path, lang: str, triggers: list[str]) -> list[Path]:
         handler = trigger.replace("-", "_")
         template = scaffold.request_hook if trigger.endswith("request") else scaffold.response_hook
         path = f"src/{handler}.{ext}"
-        files[path] = template.format(trigger=trigger, when=WHEN[trigger], handler=handler)
+        export = handler.split("_")[0] + "".join(w.title() for w in handler.split("_")[1:])  # a JS export: viewerRequest
+        files[path] = template.format(trigger=trigger, when=WHEN[trigger], handler=handler, export=export)
         manifest.append(f'[functions.{trigger}]\nsource = "{path}"\n{limits}timeout_ms = 1000\n')
         hooks.append(f'{handler} = {{ function = "{trigger}" }}')
     manifest.append("[default_behavior]\nfunction = \"origin\"\n" + "".join(f"{h}\n" for h in hooks))

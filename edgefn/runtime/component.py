@@ -17,7 +17,7 @@ import ctypes
 import logging
 from ctypes import byref
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import wasmtime
 from wasmtime import _ffi as ffi
@@ -30,6 +30,7 @@ from ..core.exceptions import (
     MissingExport,
 )
 from . import abi
+from .wasm_binary import MemoryLayout
 
 log = logging.getLogger("edgefn.runtime")
 
@@ -45,65 +46,6 @@ WASI_VERSION = "@0.2."
 _LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
 
 
-# --- what a binary is ----------------------------------------------------------------------------------
-
-
-def is_component(head: bytes) -> bool:
-    """True for a component binary: `\\0asm`, then a version whose layer field (bytes 6-7) is 1."""
-    return len(head) >= 8 and head[:4] == b"\0asm" and head[6:8] == b"\x01\x00"
-
-
-def _leb(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("truncated LEB128")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, pos
-
-
-def _sections(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    pos = start
-    while pos < end:
-        sid = data[pos]
-        size, pos = _leb(data, pos + 1)
-        yield sid, pos, pos + size
-        pos += size
-
-
-def memory_min_bytes(wasm: bytes) -> int:
-    """The largest initial size of any memory a component (or core module) defines, from its binary.
-
-    Each linear memory is capped at `memory_mb` on its own, so this is what must fit at instantiation.
-    """
-    return _min_pages(wasm, 0, len(wasm)) * 65536
-
-
-def _min_pages(data: bytes, start: int, end: int) -> int:
-    if data[start : start + 4] != b"\0asm":
-        raise ValueError("not a wasm binary")
-    component = data[start + 6 : start + 8] == b"\x01\x00"
-    largest = 0
-    for sid, lo, hi in _sections(data, start + 8, end):
-        if component and sid in (1, 4):  # a nested core module or component
-            largest = max(largest, _min_pages(data, lo, hi))
-        elif not component and sid == 5:  # the memory section of a core module
-            count, pos = _leb(data, lo)
-            for _ in range(count):
-                flags = data[pos]
-                minimum, pos = _leb(data, pos + 1)
-                if flags & 0x01:
-                    _, pos = _leb(data, pos)
-                if flags & 0x08:  # custom page size: log2 of it
-                    _, pos = _leb(data, pos)
-                largest = max(largest, minimum)
-    return largest
-
-
 # --- load-time checks ----------------------------------------------------------------------------------
 
 
@@ -112,17 +54,21 @@ class ComponentInfo:
     """Static facts about a component, found once at load so the request path never looks them up."""
 
     handle_export: wc.ExportIndex
-    memory_min_bytes: int
+    memory: MemoryLayout
+
+    @property
+    def memory_min_bytes(self) -> int:
+        return self.memory.largest_min_bytes
 
 
 def _is_bytes_list(ty: object) -> bool:
     return isinstance(ty, wc.ListType) and isinstance(ty.element, wc.U8)
 
 
-def inspect_component(component: wc.Component, engine: wasmtime.Engine, function: str, min_bytes: int) -> ComponentInfo:
-    """Refuse a component that imports anything not granted or lacks `handle`; describe the rest."""
-    ctype = component.type
-    for name in ctype.imports(engine):
+def check_imports(names: list[str], function: str) -> None:
+    """Refuse a component importing anything not granted, naming every such import (before any compile)."""
+    refused = []
+    for name in names:
         if name == HOST_INTERFACE:
             continue
         if name.startswith(HOST_PACKAGE + "/"):
@@ -130,10 +76,17 @@ def inspect_component(component: wc.Component, engine: wasmtime.Engine, function
             major = version.split(".")[0]
             if major.isdigit() and version != WORLD_VERSION:
                 raise AbiMismatch(function, [int(major)], abi.ABI_VERSION)
-            raise ComponentImportNotAllowed(function, name, HOST_INTERFACE)
-        if name.startswith(WASI_PACKAGES) and WASI_VERSION in name:
-            continue
-        raise ComponentImportNotAllowed(function, name, HOST_INTERFACE)
+            refused.append(name)
+        elif not (name.startswith(WASI_PACKAGES) and WASI_VERSION in name):
+            refused.append(name)
+    if refused:
+        raise ComponentImportNotAllowed(function, refused, HOST_INTERFACE)
+
+
+def inspect_component(component: wc.Component, engine: wasmtime.Engine, function: str, memory: MemoryLayout) -> ComponentInfo:
+    """Refuse a component that imports anything not granted or lacks `handle`; describe the rest."""
+    ctype = component.type
+    check_imports(list(ctype.imports(engine)), function)
     exports = ctype.exports(engine)
     handle = exports.get(HANDLE_EXPORT)
     ty = handle.ty if handle is not None else None
@@ -142,7 +95,7 @@ def inspect_component(component: wc.Component, engine: wasmtime.Engine, function
     index = component.get_export_index(HANDLE_EXPORT)
     if index is None:  # pragma: no cover - the type said it is there
         raise MissingExport(function, HANDLE_EXPORT, HANDLE_TYPE)
-    return ComponentInfo(handle_export=index, memory_min_bytes=min_bytes)
+    return ComponentInfo(handle_export=index, memory=memory)
 
 
 def check_links(engine: wasmtime.Engine, linker: wc.Linker, component: wc.Component, function: str) -> None:

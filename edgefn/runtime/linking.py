@@ -43,10 +43,18 @@ def _functype(ty: object, params: list[wasmtime.ValType], results: list[wasmtime
     return isinstance(ty, wasmtime.FuncType) and list(ty.params) == params and list(ty.results) == results
 
 
+def check_imports(imports: list[tuple[str, str]], function: str) -> None:
+    """Refuse a module importing anything not granted, naming every such import (by name: before any compile)."""
+    refused = [(m, n) for m, n in imports if not ((m == abi.HOST_MODULE and n in CORE_IMPORTS) or m == abi.WASI_MODULE)]
+    if refused:
+        raise ImportNotAllowed(function, *refused[0], more=tuple(f"{m}.{n}" for m, n in refused[1:]))
+
+
 def inspect_module(module: wasmtime.Module, function: str) -> GuestModuleInfo:
     """Refuse a module that imports anything not granted or lacks a v1 export; describe the rest."""
     imports_wasi = False
     waits = False
+    check_imports([(imp.module, imp.name or "") for imp in module.imports], function)
     for imp in module.imports:
         waits = waits or (imp.module, imp.name) in WAITING_IMPORTS
         if imp.module == abi.HOST_MODULE and imp.name in CORE_IMPORTS:

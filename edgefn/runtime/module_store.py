@@ -48,10 +48,11 @@ from wasmtime import component as wc
 from ..core.exceptions import InvalidModule
 from ..core.files import remove, write_atomic
 from . import component as comp
-from . import fastcall
+from . import fastcall, wasm_binary
 from .engine import ARTIFACT_FORMAT
 from .host import create_component_linker
-from .linking import GuestModuleInfo, inspect_module
+from .linking import GuestModuleInfo, check_imports, inspect_module
+from .wasm_binary import MemoryLayout
 
 log = logging.getLogger("edgefn.module_store")
 
@@ -61,7 +62,7 @@ _HEADER = struct.Struct("<8sI32s32s32sQ")
 _COMPONENT_MAGIC = b"EDGEFNCM"
 # the component sidecar: the header fields above, the largest initial memory, and the payload's identity
 # when its checksum was last verified (st_dev, st_ino, st_mtime_ns, st_ctime_ns)
-_COMPONENT_META = struct.Struct("<8sI32s32s32sQQQQqq")
+_COMPONENT_META = struct.Struct("<8sI32s32s32sQQIIQQQqq")
 #: a source bundle's descriptor: this line, then JSON {"runtime": digest, "module": name, "tree": digest}
 _SOURCES_MAGIC = b"EDGEFNSRC1\n"
 
@@ -180,7 +181,7 @@ class ModuleStore:
             return "component" if self.component_meta_path(digest).exists() else "core"
         if head == _SOURCES_MAGIC:
             return "sources"
-        return "component" if comp.is_component(head) else "core"
+        return "component" if wasm_binary.is_component(head) else "core"
 
     def add(self, wasm: bytes) -> str:
         """Keep `wasm` in the store; returns its digest (the key of everything else)."""
@@ -370,6 +371,11 @@ class ModuleStore:
     def _compile(self, digest: str, function: str) -> tuple[wasmtime.Module, int]:
         wasm = self._stored_wasm(digest, function)
         try:
+            imports = wasm_binary.core_imports(wasm)
+        except (ValueError, IndexError) as exc:
+            raise InvalidModule(function, f"is not a valid wasm module: {exc}") from None
+        check_imports(imports, function)  # by name, before the compile
+        try:
             module = wasmtime.Module(self._engine, wasm)
         except wasmtime.WasmtimeError as exc:
             raise InvalidModule(function, f"is not a valid wasm module: {exc}") from None
@@ -402,8 +408,8 @@ class ModuleStore:
                 )
             found = self._compile_component(digest, function)
             source = "compiled"
-        component, payload_len, min_bytes = found
-        info = comp.inspect_component(component, self._component_engine, function, min_bytes)
+        component, payload_len, memory = found
+        info = comp.inspect_component(component, self._component_engine, function, memory)
         comp.check_links(self._component_engine, self.component_linker, component, function)
         load_ms = (time.perf_counter() - start) * 1000
         return LoadedModule(
@@ -428,7 +434,7 @@ class ModuleStore:
             base, digest=digest, artifact_bytes=0, load_ms=(time.perf_counter() - start) * 1000, sources=GuestSources(directory, module)
         )  # artifact_bytes 0: the runtime's artifact is held (and counted) once, under its own digest
 
-    def _read_component_artifact(self, digest: str) -> tuple[wc.Component, int, int] | None:
+    def _read_component_artifact(self, digest: str) -> tuple[wc.Component, int, MemoryLayout] | None:
         meta_path, path = self.component_meta_path(digest), self.component_artifact_path(digest)
         try:
             meta = meta_path.read_bytes()
@@ -444,7 +450,7 @@ class ModuleStore:
                 problem = f"wasmtime refused it ({str(exc).splitlines()[0]})"
             else:
                 self.stats.disk_loads += 1
-                return component, fields[5], fields[6]
+                return component, fields[5], MemoryLayout(*fields[6:10])
         log.warning("module store: component artifact %s is unusable: %s; rebuilding it from the wasm", path, problem)
         self.stats.rebuilt_artifacts += 1
         return None
@@ -472,22 +478,26 @@ class ModuleStore:
             return "its payload is missing"
         if st.st_size != payload_len:
             return f"truncated (payload {st.st_size} of {payload_len} bytes)"
-        if (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) == tuple(fields[7:11]):
+        if (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) == tuple(fields[10:14]):
             return None  # verified when last written or checked, and not written to since
         if _file_sha256(path) != payload_sha:
             return "corrupted (payload checksum differs)"
         try:  # remember the identity it was verified with (best effort; another process may do the same)
-            write_atomic(meta_path, _COMPONENT_META.pack(*fields[:7], st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+            write_atomic(meta_path, _COMPONENT_META.pack(*fields[:10], st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
         except OSError:
             pass
         return None
 
-    def _compile_component(self, digest: str, function: str) -> tuple[wc.Component, int, int]:
+    def _compile_component(self, digest: str, function: str) -> tuple[wc.Component, int, MemoryLayout]:
         wasm = self._stored_wasm(digest, function)
         try:
+            imports, memory = wasm_binary.component_imports(wasm), wasm_binary.memory_layout(wasm)
+        except (ValueError, IndexError) as exc:
+            raise InvalidModule(function, f"is not a valid component: {exc}") from None
+        comp.check_imports(imports, function)  # milliseconds, where the compile below can take a minute
+        try:
             component = wc.Component(self._component_engine, wasm)
-            min_bytes = comp.memory_min_bytes(wasm)
-        except (wasmtime.WasmtimeError, ValueError, IndexError) as exc:
+        except wasmtime.WasmtimeError as exc:
             raise InvalidModule(function, f"is not a valid component: {str(exc).splitlines()[0]}") from None
         payload = bytes(component.serialize())
         path = self.component_artifact_path(digest)
@@ -495,11 +505,12 @@ class ModuleStore:
         st = os.stat(path)
         meta = _COMPONENT_META.pack(
             _COMPONENT_MAGIC, ARTIFACT_FORMAT, bytes.fromhex(self.fingerprint), bytes.fromhex(digest),
-            hashlib.sha256(payload).digest(), len(payload), min_bytes, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns,
+            hashlib.sha256(payload).digest(), len(payload), memory.largest_min_bytes, memory.count, memory.growable,
+            memory.fixed_bytes, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns,
         )
         write_atomic(self.component_meta_path(digest), meta)
         self.stats.compiles += 1
-        return component, len(payload), min_bytes
+        return component, len(payload), memory
 
 
 def _file_sha256(path: Path) -> bytes:

@@ -104,30 +104,35 @@ class Sandbox:
         cap = limits.memory_mb * 1024 * 1024
         split = StoreLimits.of(limits)
         ticks = self._ticker.ticks_for(limits.timeout_ms)
-        min_bytes = loaded.info.memory_min_bytes
-        if min_bytes > split.linear_bytes:
+        info = loaded.info
+        # a component's memories are capped one by one (wasmtime's store limiter): share the cap out over them
+        per_memory = info.memory.per_memory_bytes(split.linear_bytes) if isinstance(info, component.ComponentInfo) else split.linear_bytes
+        min_bytes = info.memory_min_bytes
+        if min_bytes > per_memory:
             what = "component" if loaded.kind == "component" else "module"
             raise MemoryLimitExceeded(
-                function, request_id, limits.memory_mb, f": the {what} needs {min_bytes // PAGE} pages at start, {split.linear_bytes // PAGE} fit"
+                function, request_id, limits.memory_mb, f": the {what} needs {min_bytes // PAGE} pages at start, {per_memory // PAGE} fit"
             )
         slot = LogSlot()
-        if loaded.kind == "component":
+        if isinstance(info, component.ComponentInfo):
             store = wasmtime.Store(self._component_engine)
             store.set_fuel(limits.fuel)
-            store.set_limits(memory_size=split.linear_bytes, table_elements=split.table_elements, instances=MAX_COMPONENT_INSTANCES, tables=MAX_TABLES, memories=1)
+            store.set_limits(
+                memory_size=per_memory, table_elements=split.table_elements, instances=MAX_COMPONENT_INSTANCES, tables=MAX_TABLES,
+                memories=max(1, info.memory.count),
+            )
             store.set_epoch_deadline(ticks)
             store.set_wasi(_wasi_config(env, slot, loaded))
             instance = GuestInstance(loaded, store, slot)
-            assert loaded.linker is not None and loaded.component is not None and isinstance(loaded.info, component.ComponentInfo)
+            assert loaded.linker is not None and loaded.component is not None
             try:
                 comp_inst = component.instantiate(loaded.linker, store, loaded.component)
-                instance.func = component.handle_func(store, comp_inst, loaded.info.handle_export)
+                instance.func = component.handle_func(store, comp_inst, info.handle_export)
                 if loaded.sources is not None:
                     self._load_sources(instance, store, function, request_id, limits)
             except component.ComponentCallError as exc:
                 raise self._classify(exc, function, request_id, limits, instance, cap, instantiating=True) from None
         else:
-            info = loaded.info
             assert isinstance(info, GuestModuleInfo) and loaded.pre is not None
             # linear memory: the Store's budget decides (all memories together), the limiter the rest
             core = fastcall.CoreStore(
