@@ -15,7 +15,7 @@ from typing import Callable
 from ..core.exceptions import BuildError
 from .js import SDK_JS_DIR, build_js
 from .python import PythonSources, build_python, python_sources
-from .toolchain import SDK_C_DIR, compile_c, compile_zig
+from .toolchain import SDK_C_DIR, SDK_ZIG_DIR, compile_c, compile_zig
 
 __all__ = ["LANGUAGES", "build_source", "SOURCE_SUFFIXES", "Language", "Scaffold", "language_named", "language_of", "DevSources"]
 
@@ -247,34 +247,25 @@ ZIG_ORIGIN = """\
 //! origin: a function acting as this app's origin (replace it with origin = "https://..." in edgefn.toml).
 const edgefn = @import("edgefn");
 
-pub fn main(ev: *const edgefn.Event) edgefn.Result {
+pub fn handle(ev: *const edgefn.Event) !edgefn.Result {
     var res = edgefn.Response.init(200);
-    res.setHeader("Content-Type", "text/html; charset=utf-8");
-    res.setHeader("Cache-Control", "max-age=10");
-    res.setBody(edgefn.fmt("<!doctype html><h1>Hello from edgefn</h1><p>You asked for {s}</p>\\n", .{ev.request.uri}));
+    try res.setHeader("Content-Type", "text/html; charset=utf-8");
+    try res.setHeader("Cache-Control", "max-age=10");
+    try res.setBody(try edgefn.fmt("<!doctype html><h1>Hello from edgefn</h1><p>You asked for {s}</p>\\n", .{ev.request.uri}));
     return res.finish();
-}
-
-comptime {
-    edgefn.exportMain(main);
 }
 """
 
 ZIG_REQUEST_HOOK = """\
 //! {trigger}: runs {when}. Return the request (changed or not) to continue, or a response to answer now.
+const std = @import("std");
 const edgefn = @import("edgefn");
 
-pub fn main(ev: *const edgefn.Event) edgefn.Result {{
+pub fn handle(ev: *const edgefn.Event) !edgefn.Result {{
     if (std.mem.eql(u8, ev.request.uri, "/blocked")) return edgefn.respond(403, "text/plain", "blocked at {trigger}\\n");
-    var req = edgefn.Request.edit(ev);
-    req.setHeader("x-{trigger}", "seen");
+    var req = try edgefn.Request.edit(ev);
+    try req.setHeader("x-{trigger}", "seen");
     return req.finish();
-}}
-
-const std = @import("std");
-
-comptime {{
-    edgefn.exportMain(main);
 }}
 """
 
@@ -282,16 +273,17 @@ ZIG_RESPONSE_HOOK = """\
 //! {trigger}: runs {when}. Return the (changed) response.
 const edgefn = @import("edgefn");
 
-pub fn main(ev: *const edgefn.Event) edgefn.Result {{
-    var res = edgefn.Response.edit(ev);
-    res.setHeader("x-{trigger}", "seen");
+pub fn handle(ev: *const edgefn.Event) !edgefn.Result {{
+    var res = try edgefn.Response.edit(ev);
+    try res.setHeader("x-{trigger}", "seen");
     return res.finish();
 }}
-
-comptime {{
-    edgefn.exportMain(main);
-}}
 """
+
+
+def _zig_editor_files() -> dict[str, str]:
+    """zls finds the SDK as the module "edgefn", as `edgefn build` passes it."""
+    return {"zls.json": json.dumps({"modules": {"edgefn": str(SDK_ZIG_DIR / "edgefn.zig")}}, indent=2) + "\n"}
 
 
 def _c_editor_files() -> dict[str, str]:
@@ -330,7 +322,7 @@ _JS_WATCHED = (".js", ".mjs", ".cjs", ".ts", ".mts", ".json")
 
 LANGUAGES: tuple[Language, ...] = (
     Language("c", (".c",), (".c", ".h"), _c, Scaffold(C_ORIGIN, C_REQUEST_HOOK, C_RESPONSE_HOOK, "memory_mb = 16\n", _c_editor_files), dev_build=_c_dev),
-    Language("zig", (".zig",), (".zig",), _zig, Scaffold(ZIG_ORIGIN, ZIG_REQUEST_HOOK, ZIG_RESPONSE_HOOK, "memory_mb = 16\n")),
+    Language("zig", (".zig",), (".zig",), _zig, Scaffold(ZIG_ORIGIN, ZIG_REQUEST_HOOK, ZIG_RESPONSE_HOOK, "memory_mb = 16\n", _zig_editor_files)),
     # a Python instance starts at ~13 MB of linear memory and a request costs ~1 M fuel
     Language(
         "python", (".py",), (".py",), _python,

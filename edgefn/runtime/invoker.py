@@ -234,10 +234,12 @@ class Invoker:
             try:
                 result = abi.decode_result(run.result, event)
             except abi.GuestFunctionError as exc:
-                if loaded.kind == "component" and exc.error_type == "OutOfMemory":
-                    # a component's memory is not visible to the host: its SDK reports that an allocation was
-                    # refused (memory.grow failed under the cap), see guest-sdk/ABI.md section 8
-                    error = MemoryLimitExceeded(fn.name, rid, fn.limits.memory_mb, f": {exc.error_message}")
+                if exc.error_type == "OutOfMemory" and (loaded.kind == "component" or run.memory_refused is not None):
+                    # the SDK reports that an allocation was refused: a component's memory is not visible to the host
+                    # (guest-sdk/ABI.md section 8); a core module's refusal the budget recorded
+                    refused = run.memory_refused
+                    detail = f": {refused[0]} bytes asked for, {refused[1]} allowed ({exc.error_message})" if refused else f": {exc.error_message}"
+                    error = MemoryLimitExceeded(fn.name, rid, fn.limits.memory_mb, detail)
                 else:
                     message = mask(exc.error_message) if mask is not None else exc.error_message  # error pages and logs never show a secret
                     error = FunctionError(fn.name, rid, exc.error_type, message)

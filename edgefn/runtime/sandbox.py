@@ -54,6 +54,8 @@ class SandboxRun:
     report: InvocationReport
     #: a pooled instance after a clean run, for the caller to give back (None otherwise)
     instance: GuestInstance | None = None
+    #: (bytes asked for in all, the budget) of the first memory growth the budget refused (core modules)
+    memory_refused: tuple[int, int] | None = None
 
 
 LogEmitter = Callable[[int, str], None]
@@ -284,7 +286,7 @@ class Sandbox:
             kv_bytes=kv.bytes if kv is not None else 0,
         )
         keep = instance if (pool is not None and error is None) else None
-        return SandboxRun(result, error, report, keep)
+        return SandboxRun(result, error, report, keep, refused)
 
     def _call_core(self, instance: GuestInstance, event: bytes, function: str, request_id: str, limits: Limits, cap: int) -> bytes:
         store = instance.store

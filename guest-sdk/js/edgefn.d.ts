@@ -130,61 +130,62 @@ declare global {
   function fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>;
 
   /** Lines go to the function's log stream (`edgefn logs`). */
-  const console: {
+  interface Console {
     debug(...data: unknown[]): void;
     info(...data: unknown[]): void;
     log(...data: unknown[]): void;
     warn(...data: unknown[]): void;
     error(...data: unknown[]): void;
     trace(...data: unknown[]): void;
-  };
+  }
+  var console: Console;
 }
 
-declare module "edgefn" {
-  /** What every handler is told about its invocation. */
-  export interface Context {
-    readonly eventType: "viewer-request" | "origin-request" | "origin-response" | "viewer-response";
-    readonly requestId: string;
-    readonly functionName: string;
-    readonly clientIp: string;
-  }
-
-  /** The function's manifest `env` and its secrets, by name (read-only). */
-  export type Env = Readonly<Record<string, string | undefined>>;
-
-  /** A request trigger returns the request (changed or not) to continue, a Response to answer, or nothing. */
-  export type RequestHandler = (request: Request, ctx: Context) => Request | Response | void | Promise<Request | Response | void>;
-  /** A response trigger returns the (changed) response, or nothing to keep it. */
-  export type ResponseHandler = (response: Response, request: Request, ctx: Context) => Response | void | Promise<Response | void>;
-
-  /** A function acting as the origin, written like a Worker: `export default { fetch(request, env, ctx) { ... } }`. */
-  export interface Worker {
-    fetch(request: Request, env: Env, ctx: Context): Response | Request | Promise<Response | Request>;
-  }
-
-  export const env: Env;
-  export function log(level: "debug" | "info" | "warn" | "error", ...data: unknown[]): void;
-  export const console: typeof globalThis.console;
-  export const fetch: typeof globalThis.fetch;
-
-  export class KvError extends Error {}
-  export interface KvNamespace {
-    readonly name: string;
-    /** The value of `key` as bytes, or null. */
-    get(key: string | Uint8Array): Uint8Array | null;
-    /** The value of `key` as text, or null. */
-    getText(key: string | Uint8Array): string | null;
-    /** Set `key` to `value`; `ttl` (whole seconds, at least 1) makes it expire. */
-    put(key: string | Uint8Array, value: string | Uint8Array, options?: { ttl?: number }): void;
-    /** Remove `key`; true if it had a value. */
-    delete(key: string | Uint8Array): boolean;
-    /** One page of keys starting with `prefix` (byte order), and the cursor of the next page (null: the last). */
-    list(options?: { prefix?: string; cursor?: string; limit?: number }): { keys: string[]; cursor: string | null };
-  }
-  /** The key-value store, to the namespaces the manifest grants (`kv = ["visits"]`); a refusal throws KvError. */
-  export const kv: { namespace(name: string): KvNamespace };
-
-  export { Headers, Request, Response, URL, URLSearchParams, TextEncoder, TextDecoder };
+// the module "edgefn"
+/** What every handler is told about its invocation. */
+export interface Context {
+  readonly eventType: "viewer-request" | "origin-request" | "origin-response" | "viewer-response";
+  readonly requestId: string;
+  readonly functionName: string;
+  readonly clientIp: string;
 }
 
-export {};
+/** The function's manifest `env` and its secrets, by name (read-only). */
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/** A request trigger returns the request (changed or not) to continue, a Response to answer, or nothing. */
+export type RequestHandler = (request: Request, ctx: Context) => Request | Response | void | Promise<Request | Response | void>;
+/** A response trigger returns the (changed) response, or nothing to keep it. */
+export type ResponseHandler = (response: Response, request: Request, ctx: Context) => Response | void | Promise<Response | void>;
+
+/** A function acting as the origin, written like a Worker: `export default { fetch(request, env, ctx) { ... } }`. */
+export interface Worker {
+  fetch(request: Request, env: Env, ctx: Context): Response | Request | Promise<Response | Request>;
+}
+
+export declare const env: Env;
+export declare function log(level: "debug" | "info" | "warn" | "error", ...data: unknown[]): void;
+export declare const console: Console;
+export declare const fetch: typeof globalThis.fetch;
+
+export declare class KvError extends Error {}
+export interface KvNamespace {
+  readonly name: string;
+  /** The value of `key` as bytes, or null. */
+  get(key: string | Uint8Array): Uint8Array | null;
+  /** The value of `key` as text, or null. */
+  getText(key: string | Uint8Array): string | null;
+  /** Set `key` to `value`; `ttl` (whole seconds, at least 1) makes it expire. */
+  put(key: string | Uint8Array, value: string | Uint8Array, options?: { ttl?: number }): void;
+  /** Remove `key`; true if it had a value. */
+  delete(key: string | Uint8Array): boolean;
+  /** One page of keys starting with `prefix` (byte order), and the cursor of the next page (null: the last). */
+  list(options?: { prefix?: string; cursor?: string; limit?: number }): { keys: string[]; cursor: string | null };
+}
+/** The key-value store, to the namespaces the manifest grants (`kv = ["visits"]`); a refusal throws KvError. */
+export declare const kv: { namespace(name: string): KvNamespace };
+
+declare const _Headers: typeof Headers, _Request: typeof Request, _Response: typeof Response, _URL: typeof URL;
+declare const _URLSearchParams: typeof URLSearchParams, _TextEncoder: typeof TextEncoder, _TextDecoder: typeof TextDecoder;
+export { _Headers as Headers, _Request as Request, _Response as Response, _URL as URL };
+export { _URLSearchParams as URLSearchParams, _TextEncoder as TextEncoder, _TextDecoder as TextDecoder };

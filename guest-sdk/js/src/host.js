@@ -14,7 +14,8 @@ function show(value) {
 
 /** One line in the function's log stream (`edgefn logs`); level is debug, info, warn or error. */
 export function log(level, ...parts) {
-  host.log(LEVELS[level] || "info", parts.map(show).join(" "));
+  const at = LEVELS[level] || "info";
+  for (const line of parts.map(show).join(" ").split("\n")) host.log(at, line);  // one log line per line, as a traceback's
 }
 
 export const console = {

@@ -1,0 +1,4 @@
+export function viewerRequest(request: Request): Request {
+  const x: number = ;
+  return request;
+}
