@@ -182,3 +182,25 @@ def test_python_function_hot_reload(tmp_path):
         wait_for(lambda: httpx.get(f"{base}/").headers.get("x-viewer-response") == "difflib", 900, "the fully built function")
         assert "imports difflib, which the dev runtime does not hold" in log.read_text()
         assert proc.poll() is None
+
+
+@pytest.mark.parametrize("lang", ["ts", "zig"])
+def test_typescript_and_zig_hot_reload(tmp_path, lang):
+    """`edgefn init --lang ts|zig` then `edgefn dev`: a save is served without a restart, a compile error names
+    the file and line (the last good code keeps serving), and fixing it serves the fix."""
+    app = tmp_path / f"{lang}app"
+    init_app(app, "--lang", lang, "--triggers", "viewer-response")
+    log = tmp_path / "dev.log"
+    source = app / "src" / f"viewer_response.{lang}"
+    with dev_server(app, log) as (base, proc):
+        assert httpx.get(f"{base}/hello").headers["x-viewer-response"] == "seen"
+        edit(source, '"seen"', '"edited"')
+        wait_for(lambda: httpx.get(f"{base}/").headers.get("x-viewer-response") == "edited", 120, f"the edited {lang} function")
+        broken_line = 5 if lang == "ts" else 6
+        edit(source, '"edited"', '"edited" +')
+        wait_for(lambda: httpx.get(f"{base}/_edgefn/dev/builds").json() == {"broken": ["viewer-response"]}, 120, "the broken build")
+        assert f"{source}:{broken_line}:" in log.read_text(), log.read_text()[-3000:]
+        assert httpx.get(f"{base}/").headers["x-viewer-response"] == "edited"
+        edit(source, '"edited" +', '"fixed"')
+        wait_for(lambda: httpx.get(f"{base}/").headers.get("x-viewer-response") == "fixed", 120, "the fixed build")
+        assert proc.poll() is None

@@ -82,8 +82,10 @@ def test_http2_cleartext(examples):
 def test_info_and_health_endpoints(examples):
     base, _ = examples
     info = httpx.get(f"{base}/_edgefn/info").json()
-    assert set(info["functions"]) == {"hello", "page", "security-headers", "redirect", "auth", "py-auth", "py-headers", "visits", "kv-redirects"}
-    assert [b["path_pattern"] for b in info["behaviors"]] == ["/visits/*", "/go/*", "/py/private/*", "/py/headers/*", "/secure/*", "/old/*", "/private/*", "*"]
+    assert set(info["functions"]) == {
+        "hello", "page", "security-headers", "redirect", "auth", "py-auth", "py-headers", "visits", "kv-redirects", "js-redirect", "ts-api", "zig-hello",
+    }
+    assert [b["path_pattern"] for b in info["behaviors"]] == ["/js/*", "/api/*", "/zig/*", "/visits/*", "/go/*", "/py/private/*", "/py/headers/*", "/secure/*", "/old/*", "/private/*", "*"]
 
 
 def test_python_functions_in_the_default_config(examples):
@@ -93,6 +95,24 @@ def test_python_functions_in_the_default_config(examples):
     assert admitted.status_code == 200
     rewritten = httpx.get(f"{base}/py/headers/x")
     assert rewritten.headers["x-frame-options"] == "DENY" and rewritten.headers["cache-control"] == "public, max-age=600"
+
+
+def test_javascript_typescript_and_zig_functions_in_the_default_config(examples):
+    base, _ = examples
+    moved = httpx.get(f"{base}/js/old/docs/a.html?x=1")
+    assert moved.status_code == 301 and moved.headers["location"] == "/js/new/docs/a.html?x=1"
+    assert moved.headers["cache-control"] == "max-age=3600"
+    page = httpx.get(f"{base}/js/new/docs/a.html")
+    assert page.status_code == 200  # the JS hook let it through to the page
+    api = httpx.get(f"{base}/api/items", params={"limit": "3"}, headers={"user-agent": "e2e"})
+    assert api.status_code == 200 and api.headers["content-type"] == "application/json"
+    doc = api.json()
+    assert doc["greeting"] == "Hello from TypeScript" and doc["path"] == "/api/items" and doc["query"] == {"limit": "3"}
+    assert doc["userAgent"] == "e2e" and doc["requestId"] == api.headers["x-edgefn-request-id"]
+    assert httpx.post(f"{base}/api/items", content=b"x").status_code == 405
+    zig = httpx.get(f"{base}/zig/there", headers={"user-agent": "e2e"})
+    assert zig.status_code == 200 and zig.text == "Hello from Zig, e2e: you asked for /zig/there\n"
+    assert httpx.get(f"{base}/zig/fail").status_code == 503  # a function error, as Lambda@Edge answers it
 
 
 def test_report_and_access_log_lines(examples):

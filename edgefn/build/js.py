@@ -51,7 +51,6 @@ import {{ bind }} from "edgefn";
 export const handle = bind(fn);
 """
 _SKIP_DIRS = frozenset({"node_modules", ".edgefn", ".git"})
-_ESBUILD_ERROR = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?P<col>\d+): (?P<kind>ERROR|WARNING|error|warning): (?P<msg>.*)$")
 
 _INSTALL_HINT = "JavaScript and TypeScript functions need Node.js and npm (https://nodejs.org/, or `apt-get install nodejs npm`)"
 
@@ -152,17 +151,17 @@ def build_key(source: Path) -> str:
     return h.hexdigest()
 
 
-def _diagnostics(output: str) -> list[Diagnostic]:
+def _diagnostics(output: str, cwd: Path) -> list[Diagnostic]:
+    """file:line:col of each error esbuild printed ("✘ [ERROR] message", a blank line, "file:line:col:"; its paths
+    are relative to `cwd`)."""
     found = []
     lines = output.splitlines()
     for i, line in enumerate(lines):
-        m = _ESBUILD_ERROR.match(line.strip())
-        if m:
-            found.append(Diagnostic(m["file"], int(m["line"]), int(m["col"]), m["kind"].lower(), m["msg"]))
-        elif line.strip().startswith("✘ [ERROR]") and i + 2 < len(lines):  # esbuild's pretty form: message, blank, file:line:col
+        if line.strip().startswith("✘ [ERROR]") and i + 2 < len(lines):
             where = re.match(r"^\s*(?P<file>[^\s:][^:]*):(?P<line>\d+):(?P<col>\d+):", lines[i + 2])
             if where:
-                found.append(Diagnostic(where["file"], int(where["line"]), int(where["col"]), "error", line.strip()[len("✘ [ERROR]") :].strip()))
+                message = line.strip()[len("✘ [ERROR]") :].strip()
+                found.append(Diagnostic(str(cwd / where["file"]), int(where["line"]), int(where["col"]), "error", message))
     return found
 
 
@@ -186,7 +185,7 @@ def _run(cmd: list[str], source: Path, cwd: Path, what: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
     if proc.returncode != 0:
         output = (proc.stdout + proc.stderr).strip()
-        raise BuildError(source, _diagnostics(output), f"{what} failed for {source}:\n{output[-4000:]}")
+        raise BuildError(source, _diagnostics(output, cwd), f"{what} failed for {source}:\n{output[-4000:]}")
 
 
 def _componentize(source: Path, dest: Path) -> None:

@@ -76,12 +76,14 @@ def missing_toolchain(source: Path, language: str, package: str) -> BuildError:
     return BuildError(source, [], f"{source}: {what} need the {package} toolchain, which is not installed: {INSTALL_HINT[language]}")
 
 
-def parse_diagnostics(output: str) -> list[Diagnostic]:
+def parse_diagnostics(output: str, cwd: Path | None = None) -> list[Diagnostic]:
+    """file:line:col of each compiler message; a relative file is made absolute against `cwd` (where it ran)."""
     found = []
     for line in output.splitlines():
         m = _DIAGNOSTIC.match(line.strip())
         if m:
-            found.append(Diagnostic(m["file"], int(m["line"]), int(m["col"] or 0), m["kind"], m["msg"]))
+            file = str(cwd / m["file"]) if cwd is not None and not os.path.isabs(m["file"]) else m["file"]
+            found.append(Diagnostic(file, int(m["line"]), int(m["col"] or 0), m["kind"], m["msg"]))
     return found
 
 
@@ -91,7 +93,7 @@ def _run(cmd: list[str], source: Path, zig_cache: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=source.parent)
     if proc.returncode != 0:
         output = proc.stdout + proc.stderr
-        raise BuildError(source, parse_diagnostics(output), output)
+        raise BuildError(source, parse_diagnostics(output, source.parent), output)
 
 
 #: most Zig files a source's directory tree may hold for its build to be recorded (beyond: always rebuilt)
