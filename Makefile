@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # the C module (edgefn/runtime/_native.c) is built by the install: a change to it re-installs. `run` installs
 # edgefn with its guest toolchains (edgefn[all]); `test` adds the test tools (edgefn[test])
-INPUTS := $(shell cat pyproject.toml setup.py edgefn/runtime/_native.c | cksum | cut -d' ' -f1)
+INPUTS := $(shell cat pyproject.toml setup.py edgefn/runtime/_native.c guest-sdk/js/toolchain/package-lock.json | cksum | cut -d' ' -f1)
 STAMP_RUN  := $(VENV)/.installed-run-$(INPUTS)
 STAMP      := $(VENV)/.installed-test-$(INPUTS)
 # built guests and toolchain outputs go to edgefn's one cache (~/.cache/edgefn, or $EDGEFN_CACHE_DIR), shared with
@@ -16,11 +16,14 @@ STAMP      := $(VENV)/.installed-test-$(INPUTS)
 
 install: $(STAMP)
 
-$(STAMP_RUN): pyproject.toml setup.py edgefn/runtime/_native.c
+$(STAMP_RUN): pyproject.toml setup.py edgefn/runtime/_native.c guest-sdk/js/toolchain/package-lock.json
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[all]'
 	$(BIN)/python -m ziglang version >/dev/null
+	@# the JS/TS toolchain (esbuild, componentize-qjs) from npm, pinned by guest-sdk/js/toolchain/package-lock.json
+	@if command -v npm >/dev/null; then $(BIN)/python -m edgefn.build.js; \
+	  else echo "npm not found: JavaScript and TypeScript functions need Node.js and npm (https://nodejs.org/)"; fi
 	rm -f $(VENV)/.installed-run-*
 	touch $@
 

@@ -1,6 +1,6 @@
 """Reload latency of `edgefn dev`: file saved → the next request is served by the new code.
 
-    .venv/bin/python bench/reload.py [c|python ...]   # default: both; writes bench/results/reload.json
+    .venv/bin/python bench/reload.py [c|python|ts ...]   # default: all three; writes bench/results/reload.json
 
 Scaffolds a project with `edgefn init --lang LANG`, runs `edgefn dev` on it, then saves a new version of
 the viewer-response function N times and polls (every 2 ms) until a response carries the new header value.
@@ -29,8 +29,9 @@ from pathlib import Path
 import httpx
 from common import REPO, RESULTS, write_json
 
-ROUNDS = {"c": 12, "python": 12}
-TARGET_MS = {"c": 300, "python": 1000}
+ROUNDS = {"c": 12, "python": 12, "ts": 12}
+TARGET_MS = {"c": 300, "python": 1000, "ts": 1000}
+SUFFIX = {"c": "c", "python": "py", "ts": "ts"}
 
 
 def free_port() -> int:
@@ -54,7 +55,7 @@ def measure(lang: str) -> dict[str, object]:
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}/"
-    source = app / "src" / f"viewer_response.{'c' if lang == 'c' else 'py'}"
+    source = app / "src" / f"viewer_response.{SUFFIX[lang]}"
     original = source.read_text()
     samples: list[float] = []
     syntax: list[float] = []
@@ -113,12 +114,21 @@ def measure(lang: str) -> dict[str, object]:
 
 
 def _baseline(lang: str, app: Path, source: Path, original: str) -> dict[str, object]:
-    """C: the compiler alone on the same file (3 runs). Python: one production build of the changed function."""
+    """C: the compiler alone on the same file (3 runs). Python: one production build of the changed function.
+    TypeScript: esbuild's bundle of the changed function alone (3 runs), the first of the build's two steps."""
     env = dict(os.environ, EDGEFN_CACHE_DIR=str(REPO / ".cache"))
     times = []
-    for i in range(3 if lang == "c" else 1):
+    for i in range(3 if lang in ("c", "ts") else 1):
         source.write_text(original.replace('"seen"', f'"base{i}-{time.time_ns()}"'))
-        if lang == "c":
+        if lang == "ts":
+            code = (
+                "import sys, tempfile; from pathlib import Path; sys.path.insert(0, sys.argv[1])\n"
+                "from edgefn.build.js import bundle\n"
+                "with tempfile.TemporaryDirectory() as d: bundle(Path(sys.argv[2]), Path(d))\n"
+            )
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code, str(REPO), str(source)], check=True, env=env, capture_output=True)
+        elif lang == "c":
             sys.path.insert(0, str(REPO))
             from edgefn.build.toolchain import SDK_C_DIR, cache_dir, zig_command
 
@@ -140,15 +150,23 @@ def _baseline(lang: str, app: Path, source: Path, original: str) -> dict[str, ob
                            check=True, env=env, capture_output=True)
         times.append((time.perf_counter() - t0) * 1000)
     source.write_text(original)
-    what = "zig cc -Oz alone on the same file" if lang == "c" else "a production build of the changed function (componentize-py + precompile)"
+    what = {
+        "c": "zig cc -Oz alone on the same file",
+        "python": "a production build of the changed function (componentize-py + precompile)",
+        "ts": "esbuild's bundle of the changed function alone (a new interpreter each run, as the build's subprocess)",
+    }[lang]
     return {"what": what, "runs": len(times), "ms_p50": statistics.median(times)}
 
 
 def main() -> None:
-    langs = sys.argv[1:] or ["c", "python"]
+    langs = sys.argv[1:] or ["c", "python", "ts"]
     results = [measure(lang) for lang in langs]
     print(json.dumps(results, indent=2))
-    write_json(RESULTS / "reload.json", results)
+    try:  # a run of some languages keeps the others' last figures
+        kept = [r for r in json.loads((RESULTS / "reload.json").read_text()) if r["language"] not in langs]
+    except (OSError, ValueError):
+        kept = []
+    write_json(RESULTS / "reload.json", kept + results)
 
 
 if __name__ == "__main__":

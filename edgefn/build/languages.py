@@ -355,7 +355,7 @@ def language_named(name: str) -> Language | None:
 
 
 def build_source(source: Path, out: Path, target: str, zig_cache: Path) -> bytes:
-    """Build `source` (any suffix of build/languages.py: .c, .zig, .py, a prebuilt .wasm) and return the wasm bytes.
+    """Build `source` (any suffix of build/languages.py: .c, .zig, .py, .js, .ts, a prebuilt .wasm) and return the wasm bytes.
 
     `zig_cache` is the toolchain cache (cache_dir()); Python builds are cached in its sibling directory.
     """

@@ -57,12 +57,14 @@ def touch(path: Path) -> None:
 
 
 def prune_cache(older_than_s: float, dry_run: bool = False) -> tuple[list[Path], int]:
-    """Remove built guests (Python components, build records) not used for `older_than_s` seconds; returns
-    what was removed and its bytes. Zig's own cache (its compiled libc, ~100 MB) is the toolchain's: kept."""
+    """Remove built guests (Python and JS components, build records) not used for `older_than_s` seconds; returns
+    what was removed and its bytes. The toolchains' own files (Zig's compiled libc, the npm toolchain) are kept."""
     cutoff = time.time() - older_than_s
     root = cache_root()
-    doomed = [p for pattern in ("componentize-py/*.wasm", "builds/*.json") for p in sorted(root.glob(pattern)) if p.stat().st_mtime < cutoff]
-    doomed += sorted(p for p in root.glob("componentize-py/edgefn-py-*") if p.is_dir())  # a build that was killed midway
+    patterns = ("componentize-py/*.wasm", "componentize-qjs/*.wasm", "builds/*.json")
+    doomed = [p for pattern in patterns for p in sorted(root.glob(pattern)) if p.stat().st_mtime < cutoff]
+    # a build that was killed midway
+    doomed += sorted(p for pattern in ("componentize-py/edgefn-py-*", "componentize-qjs/edgefn-js-*") for p in root.glob(pattern) if p.is_dir())
     doomed += sorted(p for p in root.glob("c-sdk/*") if (p / "edgefn-sdk.o").is_file() and (p / "edgefn-sdk.o").stat().st_mtime < cutoff)
     return doomed, remove(doomed, dry_run)
 

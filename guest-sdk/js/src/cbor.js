@@ -9,7 +9,7 @@ export function encode(value) {
 }
 
 class Writer {
-  constructor() { this.buf = new Uint8Array(256); this.len = 0; }
+  constructor() { this.buf = new Uint8Array(1024); this.len = 0; }
   room(n) {
     if (this.len + n <= this.buf.length) return;
     let size = this.buf.length * 2;
@@ -38,6 +38,27 @@ class Writer {
   bytes() { return this.buf.slice(0, this.len); }
 }
 
+// ASCII straight into the buffer (most of an event's and a result's text); anything else through UTF-8
+function writeText(out, s) {
+  const n = s.length;
+  out.room(n + 9);
+  const mark = out.len;
+  out.head(3, n);
+  const buf = out.buf;
+  let p = out.len;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) {
+      out.len = mark;
+      const b = utf8Encode(s);
+      out.head(3, b.length);
+      return out.raw(b);
+    }
+    buf[p++] = c;
+  }
+  out.len = p;
+}
+
 function write(out, v) {
   if (v === null || v === undefined) return out.byte(0xf6);
   if (v === true) return out.byte(0xf5);
@@ -46,7 +67,7 @@ function write(out, v) {
     if (!Number.isSafeInteger(v)) throw new TypeError(`CBOR: edgefn documents hold integers only, not ${v}`);
     return v >= 0 ? out.head(0, v) : out.head(1, -1 - v);
   }
-  if (typeof v === "string") { const b = utf8Encode(v); out.head(3, b.length); return out.raw(b); }
+  if (typeof v === "string") return writeText(out, v);
   if (v instanceof Uint8Array) { out.head(2, v.length); return out.raw(v); }
   if (v instanceof ArrayBuffer) return write(out, new Uint8Array(v));
   if (Array.isArray(v)) { out.head(4, v.length); for (const item of v) write(out, item); return; }

@@ -1,8 +1,11 @@
 // The host's imports (the edgefn:function world, guest-sdk/python/wit/edgefn.wit): log, env, fetch, kv.
-import host from "edgefn:function/host@1.0.0";
+import * as imported from "edgefn:function/host@1.0.0";
 import { decode, encode } from "./cbor.js";
 import { utf8Decode, utf8Encode } from "./text.js";
 import { Headers, Request, Response, toBytes } from "./web.js";
+
+// QuickJS (componentize-qjs) gives the interface as the module's default export, StarlingMonkey as named exports
+const host = imported.default || imported;
 
 const LEVELS = { debug: "debug", info: "info", log: "info", warn: "warn", error: "error" };
 

@@ -8,7 +8,6 @@ import { Headers, Request, Response, URL, URLSearchParams } from "./web.js";
 export { bind } from "./runtime.js";
 export { console, env, fetch, Headers, kv, KvError, log, Request, Response, TextDecoder, TextEncoder, URL, URLSearchParams };
 
+// always the SDK's, even where an engine has its own: these are the classes the result is read from
 const globals = { console, fetch, Headers, Request, Response, TextDecoder, TextEncoder, URL, URLSearchParams };
-for (const [name, value] of Object.entries(globals)) {
-  if (!(name in globalThis) || name === "fetch" || name === "console") globalThis[name] = value;
-}
+for (const [name, value] of Object.entries(globals)) globalThis[name] = value;
