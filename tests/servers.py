@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -179,3 +180,21 @@ def _stop(server: EdgeServer) -> None:
         proc.kill()
         proc.wait()
     server.stopped_in = time.monotonic() - start
+
+
+@contextlib.contextmanager
+def guest_beside_origin(tmp: Path, source: Path, settings: str = "") -> Iterator[tuple[EdgeServer, str]]:
+    """`source` served as the default behavior's function `guest`, beside the real test origin (tests/origin_app.py),
+    its one allowed host; kv namespace "data" granted and "private" declared only. `settings` are more manifest
+    lines for the function, where {origin} is the origin's base URL. Yields (server, origin base URL)."""
+    from tests.origin_app import origin_server
+
+    shutil.copy(source, tmp / source.name)
+    port = free_port()
+    (tmp / "edgefn.toml").write_text(
+        f'[app]\nname = "beside-origin"\n\n[kv]\nnamespaces = ["data", "private"]\n\n'
+        f'[functions.guest]\nsource = "{source.name}"\nkv = ["data"]\nallowed_hosts = ["127.0.0.1:{port}"]\n'
+        + settings.replace("{origin}", f"http://127.0.0.1:{port}") + '\n[default_behavior]\nfunction = "guest"\n'
+    )
+    with origin_server(port) as origin, edge_server(tmp / "edgefn.toml", tls=False) as server:
+        yield server, origin

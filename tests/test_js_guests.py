@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import httpx
@@ -29,8 +28,7 @@ from edgefn.core.exceptions import (
 from edgefn.runtime import wasm_binary
 from edgefn.runtime.invoker import Runtime
 from tests.conftest import REPO, log_lines, make_event
-from tests.origin_app import origin_server
-from tests.servers import edge_server, free_port
+from tests.servers import guest_beside_origin
 
 GUESTS_JS = REPO / "tests" / "guests" / "js"
 
@@ -228,17 +226,8 @@ def test_a_module_importing_what_is_not_granted_is_refused_before_a_compile(tmp_
 
 @pytest.fixture(scope="module")
 def outbound(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("js-outbound")
-    shutil.copy(GUESTS_JS / "outbound.js", tmp / "outbound.js")
-    port = free_port()
-    config = tmp / "edgefn.toml"
-    config.write_text(
-        f'[app]\nname = "js-outbound"\n\n[kv]\nnamespaces = ["data", "private"]\n\n'
-        f'[functions.outbound]\nsource = "outbound.js"\nmemory_mb = 32\nfuel = 100_000_000\nkv = ["data"]\n'
-        f'allowed_hosts = ["127.0.0.1:{port}"]\n\n[default_behavior]\nfunction = "outbound"\n'
-    )
-    with origin_server(port) as origin, edge_server(config, tls=False) as server:
-        yield server, origin
+    with guest_beside_origin(tmp_path_factory.mktemp("js-outbound"), GUESTS_JS / "outbound.js", "memory_mb = 32\nfuel = 100_000_000\n") as served:
+        yield served
 
 
 def test_fetch_reaches_allowed_hosts_only(outbound):

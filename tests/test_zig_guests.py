@@ -4,7 +4,6 @@ same limits, and the SDK reads the event, builds requests and responses, and rea
 from __future__ import annotations
 
 import logging
-import shutil
 
 import httpx
 import pytest
@@ -14,8 +13,7 @@ from edgefn.build.toolchain import cache_dir
 from edgefn.core.events import Body, EdgeRequest, EdgeResponse, Event, EventConfig
 from edgefn.core.exceptions import CpuBudgetExhausted, FunctionError, GuestTrap, InvalidResult, MemoryLimitExceeded, WallClockTimeout
 from tests.conftest import REPO, log_lines, make_event
-from tests.origin_app import origin_server
-from tests.servers import edge_server, free_port
+from tests.servers import guest_beside_origin
 
 GUESTS_ZIG = REPO / "tests" / "guests" / "zig"
 
@@ -102,17 +100,9 @@ def test_the_zig_sdk_reads_the_event_and_builds_results(runtime, zig_fn, caplog)
 
 @pytest.fixture(scope="module")
 def zig_server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("zig-outbound")
-    shutil.copy(GUESTS_ZIG / "echo.zig", tmp / "echo.zig")
-    port = free_port()
-    config = tmp / "edgefn.toml"
-    config.write_text(
-        f'[app]\nname = "zig-outbound"\n\n[kv]\nnamespaces = ["data", "private"]\n\n'
-        f'[functions.echo]\nsource = "echo.zig"\nmemory_mb = 16\nkv = ["data"]\nallowed_hosts = ["127.0.0.1:{port}"]\n'
-        f'env = {{ TARGET = "http://127.0.0.1:{port}/seen" }}\n\n[default_behavior]\nfunction = "echo"\n'
-    )
-    with origin_server(port) as origin, edge_server(config, tls=False) as server:
-        yield server, origin
+    settings = 'memory_mb = 16\nenv = { TARGET = "{origin}/seen" }\n'
+    with guest_beside_origin(tmp_path_factory.mktemp("zig-outbound"), GUESTS_ZIG / "echo.zig", settings) as served:
+        yield served
 
 
 def test_zig_fetch_and_kv_through_a_real_server(zig_server):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..core.exceptions import BuildError, Diagnostic
 from .sdk import sdk_dir
-from .toolchain import cache_root, touch
+from .toolchain import cache_root, cached_output
 
 __all__ = ["build_js", "bundle", "install_toolchain", "toolchain_dir", "JS_SUFFIXES"]
 
@@ -167,18 +167,8 @@ def _diagnostics(output: str, cwd: Path) -> list[Diagnostic]:
 
 def build_js(source: Path, out: Path) -> bytes:
     """Build `source` (.js, .mjs, .ts, .mts) into a component at `out` (from the cache when nothing changed)."""
-    key = build_key(source)
-    cached = cache_root() / "componentize-qjs" / f"{key}.wasm"
-    if cached.exists():
-        touch(cached)
-    else:
-        _componentize(source, cached)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.resolve() != cached.resolve():
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        shutil.copyfile(cached, tmp)
-        os.replace(tmp, out)
-    return cached.read_bytes()
+    cached = cache_root() / "componentize-qjs" / f"{build_key(source)}.wasm"
+    return cached_output(cached, out, lambda dest: _componentize(source, dest))
 
 
 def _run(cmd: list[str], source: Path, cwd: Path, what: str) -> None:

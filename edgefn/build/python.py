@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from ..core.exceptions import BuildError, Diagnostic
 from .sdk import sdk_dir
-from .toolchain import missing_toolchain, touch
+from .toolchain import cached_output, missing_toolchain, touch
 
 #: the Python guest SDK (edgefn_guest) and the WIT world
 SDK_PY_DIR = sdk_dir("python")
@@ -155,19 +154,8 @@ def module_name(source: Path) -> str:
 def build_python(source: Path, out: Path, cache_root: Path) -> bytes:
     """Build `source` into a component at `out` (from the cache when nothing changed); returns its bytes."""
     module_name(source)
-    key = build_key(source)
-    cache = cache_root / "componentize-py"
-    cached = cache / f"{key}.wasm"
-    if cached.exists():
-        touch(cached)
-    else:
-        _componentize(source, cached)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.resolve() != cached.resolve():
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        shutil.copyfile(cached, tmp)
-        os.replace(tmp, out)
-    return cached.read_bytes()
+    cached = cache_root / "componentize-py" / f"{build_key(source)}.wasm"
+    return cached_output(cached, out, lambda dest: _componentize(source, dest))
 
 
 # --- edgefn dev: one runtime component, the function's sources read at instance start -------------------

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from ..core.exceptions import BuildError, Diagnostic
 from ..core.files import remove
@@ -54,6 +55,21 @@ def touch(path: Path) -> None:
         os.utime(path)
     except OSError:
         pass
+
+
+def cached_output(cached: Path, out: Path, make: Callable[[Path], None]) -> bytes:
+    """A content-addressed build output: `make(cached)` unless `cached` exists (then marked used), copied to
+    `out` atomically; returns its bytes."""
+    if cached.exists():
+        touch(cached)
+    else:
+        make(cached)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != cached.resolve():
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        shutil.copyfile(cached, tmp)
+        os.replace(tmp, out)
+    return cached.read_bytes()
 
 
 def prune_cache(older_than_s: float, dry_run: bool = False) -> tuple[list[Path], int]:
