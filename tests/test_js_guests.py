@@ -122,6 +122,16 @@ def test_fresh_instance_per_request_unless_reused(rt, js):
     assert counters == [1, 2, 3]
 
 
+def test_prewarmed_instances_serve_the_first_request_warm(rt, js):
+    from dataclasses import replace
+
+    spec = replace(_spec(rt, js["web"], name="prewarmed", reuse_instances=True), prewarm=2)
+    assert rt.invoker.prewarm(spec) == 2
+    done = _invoke(rt, spec, "/c")
+    assert done.report.warm and done.report.init_duration_ms is None
+    assert json.loads(done.result.body.data)["counter"] == 1  # a prewarmed instance had served nothing yet
+
+
 # --- the same limits and typed errors as the other languages -------------------------------------------------
 
 

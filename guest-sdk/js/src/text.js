@@ -18,10 +18,15 @@ export function utf8Encode(s) {
   return out.slice(0, n);
 }
 
+const NON_ASCII = /[\x80-\xff]/;
+
 export function utf8Decode(b) {
   if (b.length <= 8192) {
-    // the engine's own code does the work (a JS loop per byte costs ~10x more fuel); invalid UTF-8 throws: slow path
-    try { return decodeURIComponent(escape(String.fromCharCode.apply(null, b))); } catch { /* the replacing decoder below */ }
+    // the engine's own code does the work (a JS loop per byte costs ~10x more fuel): ASCII as it is, other UTF-8
+    // through decodeURIComponent; invalid UTF-8 throws there and takes the replacing decoder below
+    const latin = String.fromCharCode.apply(null, b);
+    if (!NON_ASCII.test(latin)) return latin;
+    try { return decodeURIComponent(escape(latin)); } catch { /* the replacing decoder below */ }
   }
   return utf8DecodeSlow(b);
 }
