@@ -8,18 +8,28 @@ __all__ = ["Connection"]
 
 
 class Connection:
-    """One keep-alive connection; `get` sends a GET and reads a Content-Length (or chunked) response."""
+    """One keep-alive connection; `get` sends a GET and reads a Content-Length (or chunked) response. A response
+    saying `connection: close` (Hypercorn's after 1,000 requests on one connection) makes the next `get` reconnect."""
 
     def __init__(self, host: str, port: int, timeout: float = 30.0, headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.host = f"{host}:{port}"
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._address, self._timeout = (host, port), timeout
+        self._connect()
         if not any(k.lower() == "host" for k, _ in headers):
             headers = (("Host", self.host), *headers)
         self._extra = "".join(f"{k}: {v}\r\n" for k, v in headers)
         self._buf = b""
 
+    def _connect(self) -> None:
+        self.sock = socket.create_connection(self._address, timeout=self._timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._closing = False
+
     def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        if self._closing:
+            self.sock.close()
+            self._buf = b""
+            self._connect()
         self.sock.sendall(f"GET {path} HTTP/1.1\r\nUser-Agent: edgefn-bench\r\n{self._extra}\r\n".encode("latin-1"))
         head = self._until(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
@@ -28,6 +38,7 @@ class Connection:
         for line in lines[1:]:
             k, _, v = line.partition(":")
             headers[k.strip().lower()] = v.strip()
+        self._closing = headers.get("connection", "").lower() == "close"
         if headers.get("transfer-encoding", "").lower() == "chunked":
             body = b""
             while True:
