@@ -56,8 +56,8 @@ def _write(config: Path, greeting: str, shaper_mb: int = 16) -> None:
 
 
 def _wait_for_both_workers(log: Path, line: str) -> None:
-    """Until each of the two worker processes has applied the deploy (each logs it once, within its poll interval)."""
-    deadline = time.monotonic() + 30
+    """Until each of the two worker processes has logged `line` once (a deploy applied: within its poll interval)."""
+    deadline = time.monotonic() + 60
     while log.read_text().count(line) < 2:
         assert time.monotonic() < deadline, f"{line!r} not logged by both workers:\n{log.read_text()[-3000:]}"
         time.sleep(0.05)
@@ -75,6 +75,9 @@ def test_a_deploy_drops_what_the_changed_function_made_in_every_worker(tmp_path:
                 statuses = [client.get(p, headers={"connection": "close"}).headers["x-cache"] for p in ("/greeting/x", "/page/x", "/shaped/x")]
                 hits = hits + 1 if all(s.startswith("Hit") for s in statuses) else 0
 
+        # health answers once one worker listens: on a busy machine the other may start seconds later, and a worker
+        # that was not listening while the cache was filled has nothing to drop
+        _wait_for_both_workers(server.log, "listens on")
         fill()
         assert client.get("/greeting/x").text.startswith("Hello")
         _write(config, "Howdy")
