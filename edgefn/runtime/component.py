@@ -1,11 +1,11 @@
-"""Components: the component flavour of guest ABI v1 (Python guests built with componentize-py).
+"""Components: the component flavour of guest ABI v1 (Python guests from componentize-py, JS/TS from componentize-qjs).
 
 A component exports the edgefn:function world's `handle: func(event: list<u8>) -> list<u8>` (one CBOR
 event in, one CBOR result out, as a core module's edgefn_handle) and imports `edgefn:function/host@1.0.0`
-(log, env-get, fetch: the semantics of ABI v1's edgefn:host/v1) plus WASI 0.2, which the host grants
+(log, env-get, fetch, kv: the semantics of ABI v1's edgefn:host/v1) plus WASI 0.2, which the host grants
 with least privilege. See guest-sdk/ABI.md section 8 and guest-sdk/python/wit/edgefn.wit.
 
-This module detects components, checks them at load, builds the one component Linker of an engine, and
+This module checks components at load (what a binary is and imports: wasm_binary.py), builds the one component Linker of an engine, and
 makes the one hot crossing (`call_handle`) straight through wasmtime's C API: wasmtime-py's `Func.__call__`
 converts a `list<u8>` one Python object per byte, which costs ~1 µs a byte; this path copies it with
 strided slices instead. Like fastcall.py it touches wasmtime-py internals (`_ffi`, `_func`).

@@ -60,8 +60,9 @@ _MAGIC = b"EDGEFNCW"
 # magic, format, engine fingerprint, wasm sha256, payload sha256, payload length
 _HEADER = struct.Struct("<8sI32s32s32sQ")
 _COMPONENT_MAGIC = b"EDGEFNCM"
-# the component sidecar: the header fields above, the largest initial memory, and the payload's identity
-# when its checksum was last verified (st_dev, st_ino, st_mtime_ns, st_ctime_ns)
+# the component sidecar: the header fields above, its memories (wasm_binary.MemoryLayout: the largest initial one,
+# how many, how many can grow, the fixed ones' bytes), and the payload's identity when its checksum was last
+# verified (st_dev, st_ino, st_mtime_ns, st_ctime_ns). A sidecar of another size is rebuilt from the wasm.
 _COMPONENT_META = struct.Struct("<8sI32s32s32sQQIIQQQqq")
 #: a source bundle's descriptor: this line, then JSON {"runtime": digest, "module": name, "tree": digest}
 _SOURCES_MAGIC = b"EDGEFNSRC1\n"

@@ -43,7 +43,7 @@ function requestResult(request) {
   const url = new URL(request.url);
   const out = { method: request.method, uri: url.pathname, querystring: url.search.slice(1), headers: request.headers._document() };
   const origin = request._origin;
-  if (!origin || request._body !== origin.body) out.body = { action: "replace", data: request._body || new Uint8Array(0) };
+  if (origin ? request._body !== origin.body : request._body) out.body = { action: "replace", data: request._body || new Uint8Array(0) };
   if (origin && request.origin !== undefined && !sameJson(request.origin, origin.doc.origin)) out.origin = request.origin;
   return out;
 }
