@@ -6,14 +6,14 @@
 1. hot path: sequential keep-alive GETs (httpx) to behaviors naming `fn` ($LATEST, the baseline), `fn:live` (an
    alias to version 1) and `fn:canary` (version 1 + version 2 at weight 0.5), interleaved in rounds; client
    latency and the server's own Server-Timing total. Plus `FunctionCatalog.select` timed in process.
-2. alias flips: `SqliteRegistry.set_alias` (what `edgefn alias set` calls) on the server's control database,
+2. alias flips: `SqlRegistry.set_alias` (what `edgefn alias set` calls) on the server's control database,
    then a tight GET loop until `x-edgefn-executed-version` shows the new version; against POLL_INTERVAL_S.
 3. asynchronous invocation through the admin API: submit (X-Amz-Invocation-Type: Event) -> the on_success
    record arriving at an HTTP receiver in this process, interleaved with synchronous RequestResponse invokes
    (the baseline: a new connection per call, the same for every client; keep-alive is measured too — it showed
    the admin socket's missing TCP_NODELAY, a 40 ms delayed-ACK stall, since fixed); then throughput at 4 clients: sync
    invokes/s, async events/s delivered with an HTTP destination (record received) and without one (the queue
-   table empty, read through SqliteEventQueue.stats), with the SQLite commit cost measured in each round.
+   table empty, read through SqlEventQueue.stats), with the SQLite commit cost measured in each round.
 
 All functions run examples/hello/src/hello.c; versions 1 and 2 differ only in env GREETING. The [queue]
 settings are the defaults (2 delivery workers, 200 ms idle poll); the only setting the bench chooses is the
@@ -61,8 +61,8 @@ from guests import HELLO_C  # noqa: E402
 from edgefn.cli import main as edgefn_cli
 from edgefn.control.catalog import POLL_INTERVAL_S, FunctionCatalog  # noqa: E402
 from edgefn.control.deploy import control_store_of, registry_path  # noqa: E402
-from edgefn.control.store.queue import SqliteEventQueue
-from edgefn.control.store.sqlite import Database
+from edgefn.control.store.queue import SqlEventQueue
+from edgefn.control.store.sqlite import SqliteDatabase
 from edgefn.core.records import AliasRecord
 from edgefn.edge.app import EXECUTED_VERSION_HEADER
 from edgefn.manifest.load import load_manifest  # noqa: E402
@@ -408,7 +408,7 @@ def _parallel(admin: str, n: int, call: Callable[[httpx.Client], object]) -> flo
             c.close()
 
 
-def async_throughput(admin: str, receiver: Receiver, queue: SqliteEventQueue, server: servers.Server, n: int, rounds: int) -> dict:
+def async_throughput(admin: str, receiver: Receiver, queue: SqlEventQueue, server: servers.Server, n: int, rounds: int) -> dict:
     """Per round, in a rotated order, n of each: sync invokes on a new connection each (the baseline) and on
     keep-alive connections, events with an HTTP destination (all records received), events without one (queue empty)."""
 
@@ -476,7 +476,7 @@ COMMITS_PER_EVENT = {"async_destination": 5, "async_no_destination": 3}
 def commit_cost(n: int = 50) -> list[float]:
     """µs of one write transaction (BEGIN IMMEDIATE, UPDATE, COMMIT with synchronous=FULL) on this filesystem, as the
     control database does it."""
-    db = Database(APP_DIR / "commit-probe.db")
+    db = SqliteDatabase(APP_DIR / "commit-probe.db")
     db.ensure_schema("probe", "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v INTEGER); INSERT OR IGNORE INTO t VALUES (1, 0)")
     samples = []
     for _ in range(n):
@@ -528,7 +528,7 @@ def run(lg_cpus: str | None, server_cpus: str | None, quick: bool = False) -> di
         server.start(timeout=180)
         ADMIN_HEADERS.update(server.admin_headers)
         admin = f"http://127.0.0.1:{admin_port}"
-        queue = SqliteEventQueue(Database(registry_path(MANIFEST, load_manifest(MANIFEST))))
+        queue = SqlEventQueue(SqliteDatabase(registry_path(MANIFEST, load_manifest(MANIFEST))))
         log("control: hot path")
         section("hot_path", lambda: hot_path(server.base, per_variant=600 if quick else 2000, rounds=6 if quick else 10, budget_s=10 if quick else 40))
         section("select_in_process", select_in_process)

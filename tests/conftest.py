@@ -106,3 +106,47 @@ def c_guest(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], bytes]:
         return built[name]
 
     return _build
+
+
+# --- the control database, on each engine ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A running PostgreSQL's URL (tests/services.py: never mocked, never skipped)."""
+    from tests.services import postgres_url
+
+    with postgres_url() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_schema(postgres: str) -> Iterator[str]:
+    """A URL of `postgres` whose search_path is a schema of this test's own (dropped afterwards)."""
+    from tests.services import own_schema
+
+    with own_schema(postgres) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def control_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    """Where a control plane lives, once on each engine: an SQLite file, a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield tmp_path / "control.db"
+        return
+    from tests.services import own_schema, postgres_url
+
+    with postgres_url() as url, own_schema(url) as schema_url:
+        yield schema_url
+
+
+@pytest.fixture
+def control_db(control_location: str | Path) -> Iterator[object]:
+    """An open database.Database at `control_location` (one test's own), closed afterwards."""
+    from edgefn.control.store.postgres import PostgresDatabase
+    from edgefn.control.store.sqlite import SqliteDatabase
+
+    db = PostgresDatabase(control_location) if isinstance(control_location, str) else SqliteDatabase(control_location)
+    yield db
+    db.close()

@@ -1,9 +1,10 @@
 """The real services some tests talk to, reached on loopback; never mocked.
 
-PostgreSQL: the one this project's machines run (127.0.0.1:5432, user postgres, database test), or where none
-answers (a contributor's own machine), a throwaway server started from the installed PostgreSQL binaries in a
-temporary directory on a free port, stopped afterwards. No PostgreSQL at all is a failure naming what to install,
-never a skip.
+PostgreSQL: $EDGEFN_TEST_DATABASE_URL, else the one this project's machines run (127.0.0.1:5432, user postgres,
+database test), or where none answers (a contributor's own machine), a throwaway server started from the
+installed PostgreSQL binaries in a temporary directory on a free port, stopped afterwards. No PostgreSQL at all
+is a failure naming what to install, never a skip. Each test that writes gets a schema of its own
+(`own_schema`), dropped afterwards. `ThrowawayPostgres` is a server a test may stop and start again.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -38,31 +41,73 @@ def _pg_bin(name: str) -> str | None:
 
 @contextlib.contextmanager
 def postgres_url() -> Iterator[str]:
-    """A URL of a running PostgreSQL: $EDGEFN_TEST_POSTGRES, the machine's own, or a throwaway one."""
-    url = os.environ.get("EDGEFN_TEST_POSTGRES")
+    """A URL of a running PostgreSQL: $EDGEFN_TEST_DATABASE_URL, the machine's own, or a throwaway one."""
+    url = os.environ.get("EDGEFN_TEST_DATABASE_URL")
     if url:
         yield url
         return
     if _answers("127.0.0.1", 5432):
         yield DEFAULT_POSTGRES
         return
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        raise RuntimeError("no PostgreSQL answers on 127.0.0.1:5432 and none is installed to start: install PostgreSQL (e.g. apt install postgresql)")
-    data = Path(tempfile.mkdtemp(prefix="edgefn-pg-"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run([initdb, "-D", str(data / "db"), "-U", "postgres", "-A", "trust"], check=True, capture_output=True, timeout=120)
-    log = data / "server.log"
-    subprocess.run([pg_ctl, "-D", str(data / "db"), "-l", str(log), "-o", f"-h 127.0.0.1 -p {port} -k {data}", "start"], check=True, capture_output=True, timeout=120)
-    try:
+    with ThrowawayPostgres() as server:
+        yield server.url
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL server of the installed binaries in a temporary directory, on a free loopback port; `stop()`
+    and `start()` take it away and bring it back on the same port with the same data."""
+
+    def __init__(self) -> None:
+        initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+        if initdb is None or pg_ctl is None:
+            raise RuntimeError("no PostgreSQL is installed to start a throwaway server: install PostgreSQL (e.g. apt install postgresql)")
+        self._pg_ctl = pg_ctl
+        self.data = Path(tempfile.mkdtemp(prefix="edgefn-pg-"))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        subprocess.run([initdb, "-D", str(self.data / "db"), "-U", "postgres", "-A", "trust"], check=True, capture_output=True, timeout=120)
+        self.log = self.data / "server.log"
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        subprocess.run(
+            [self._pg_ctl, "-D", str(self.data / "db"), "-l", str(self.log), "-o", f"-h 127.0.0.1 -p {self.port} -k {self.data}", "-w", "start"],
+            check=True, capture_output=True, timeout=120,
+        )
         deadline = time.monotonic() + 60
-        while not _answers("127.0.0.1", port):
+        while not _answers("127.0.0.1", self.port):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the throwaway PostgreSQL did not start:\n{log.read_text()}")
+                raise RuntimeError(f"the throwaway PostgreSQL did not start:\n{self.log.read_text()}")
             time.sleep(0.1)
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def stop(self) -> None:
+        subprocess.run([self._pg_ctl, "-D", str(self.data / "db"), "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
+
+    def __enter__(self) -> "ThrowawayPostgres":
+        try:
+            self.start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def own_schema(url: str) -> Iterator[str]:
+    """`url` with a search_path of a new, empty schema, dropped (with all it holds) afterwards."""
+    import psycopg
+
+    schema = f"edgefn_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
     finally:
-        subprocess.run([pg_ctl, "-D", str(data / "db"), "-m", "immediate", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(data, ignore_errors=True)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")

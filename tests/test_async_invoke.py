@@ -22,9 +22,9 @@ import pytest
 
 from edgefn.control.async_invoke import AsyncInvoker, InvalidPayload, PayloadTooLarge
 from edgefn.control.catalog import LiveCatalog
-from edgefn.control.store.queue import MAX_PAYLOAD_BYTES, SqliteEventQueue
-from edgefn.control.store.registry import SqliteRegistry
-from edgefn.control.store.sqlite import Database
+from edgefn.control.store.queue import MAX_PAYLOAD_BYTES, SqlEventQueue
+from edgefn.control.store.registry import SqlRegistry
+from edgefn.control.store.sqlite import SqliteDatabase
 from edgefn.core.exceptions import NotFound, UnknownFunction
 from edgefn.core.records import CodeAndConfig
 from edgefn.manifest.schema import QueueConfig
@@ -55,13 +55,13 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 class Node:
     """What an EdgeNode wires together for asynchronous invocation, without the HTTP server."""
 
-    def __init__(self, tmp: Path, runtime: Runtime, wasm: bytes, functions: dict[str, dict[str, Any]], settings: QueueConfig) -> None:
-        self.db = Database(tmp / "control.db")
-        self.registry = SqliteRegistry(self.db)
+    def __init__(self, db: Any, runtime: Runtime, wasm: bytes, functions: dict[str, dict[str, Any]], settings: QueueConfig) -> None:
+        self.db = db
+        self.registry = SqlRegistry(self.db)
         digest = runtime.store.add(wasm)
         for name, config in functions.items():
             self.registry.put_latest(name, CodeAndConfig(digest, {"source": "flaky.c", **config}))
-        self.queue = SqliteEventQueue(self.db, settings.idempotency_window_s)
+        self.queue = SqlEventQueue(self.db, settings.idempotency_window_s)
         self.invoker = AsyncInvoker(self.queue, LiveCatalog(self.registry), runtime.invoker, settings)
 
     def deliver_all(self, max_rounds: int = 20) -> int:
@@ -83,9 +83,11 @@ FAST = QueueConfig(retry_delays_s=[0.0, 0.0], throttle_backoff_min_s=0.05, throt
 
 
 @pytest.fixture
-def node(tmp_path: Path, runtime: Runtime, c_guest: Callable[[str], bytes]) -> Callable[..., Node]:
+def node(control_db: Any, runtime: Runtime, c_guest: Callable[[str], bytes]) -> Callable[..., Node]:
+    """The in-process node on each engine's control database (SQLite, PostgreSQL)."""
+
     def make(functions: dict[str, dict[str, Any]], settings: QueueConfig = FAST) -> Node:
-        return Node(tmp_path, runtime, c_guest("flaky"), functions, settings)
+        return Node(control_db, runtime, c_guest("flaky"), functions, settings)
 
     return make
 
@@ -167,7 +169,7 @@ def test_idempotent_submission_within_the_window(node, tmp_path):
     assert first[1] is False and again == (first[0], True)
     assert elsewhere[1] is False and elsewhere[0] != first[0]
     assert sorted(e.id for e in n.queue.pending()) == sorted([first[0], elsewhere[0]])
-    short = SqliteEventQueue(n.db, idempotency_window_s=0.2)
+    short = SqlEventQueue(n.db, idempotency_window_s=0.2)
     time.sleep(0.3)
     later, duplicate = short.submit("flaky", event(), invocation_id="order-17")
     assert not duplicate and later != first[0]
@@ -303,9 +305,9 @@ def invoke_async(manifest: Path, ref: str, payload: bytes, *extra: str) -> str:
     return proc.stdout.strip()
 
 
-def queue_of(manifest: Path) -> SqliteEventQueue:
+def queue_of(manifest: Path) -> SqlEventQueue:
     """The server's queue, opened as the CLI opens it (for queuing and checking without a subprocess each time)."""
-    return SqliteEventQueue(Database(manifest.parent / ".edgefn" / "control.db"))
+    return SqlEventQueue(SqliteDatabase(manifest.parent / ".edgefn" / "control.db"))
 
 
 @pytest.fixture(scope="module")

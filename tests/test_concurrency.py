@@ -20,7 +20,7 @@ import pytest
 from edgefn.app_build import open_app
 from edgefn.control.deploy import control_store_of
 from edgefn.control.deploy import deploy as deploy_app
-from edgefn.control.store.registry import SqliteRegistry
+from edgefn.control.store.registry import SqlRegistry
 from edgefn.core.app import FunctionSpec
 from edgefn.core.exceptions import ConcurrencyConfigError, GuestTrap, Throttled
 from edgefn.core.records import AliasRecord
@@ -218,7 +218,7 @@ function = "fresh"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[tuple[EdgeServer, SqliteRegistry]]:
+def served(tmp_path_factory) -> Iterator[tuple[EdgeServer, SqlRegistry]]:
     tmp = tmp_path_factory.mktemp("concurrency")
     (tmp / "slow.wasm").write_bytes(slow_guest(700))
     (tmp / "pooled.wasm").write_bytes(slow_guest(300))

@@ -16,8 +16,8 @@ import pytest
 from edgefn.app_build import store_dir_of
 from edgefn.cli import main
 from edgefn.control.deploy import control_store_of, registry_path
-from edgefn.control.store.registry import SqliteRegistry
-from edgefn.control.store.sqlite import Database
+from edgefn.control.store.registry import SqlRegistry
+from edgefn.control.store.sqlite import SqliteDatabase
 from edgefn.core.records import AliasRecord
 from edgefn.manifest.load import load_manifest
 from edgefn.runtime.invoker import Runtime
@@ -181,7 +181,7 @@ def crash_app(root: Path, variant: int) -> tuple[Path, str]:
 
 def latest_state(db: Path) -> tuple[int, dict[str, tuple[str, str]], dict, dict]:
     """(revision, name -> ($LATEST digest, source), versions, aliases) read in one snapshot."""
-    snap = SqliteRegistry(Database(db)).snapshot()
+    snap = SqlRegistry(SqliteDatabase(db)).snapshot()
     latest = {name: (fn.latest.digest, fn.latest.config["source"]) for name, fn in snap.functions.items()}
     return snap.revision, latest, snap.versions, snap.aliases
 
@@ -221,7 +221,7 @@ def test_registry_survives_kill_9_during_deploy(tmp_path):
     ok("deploy", "-c", str(manifest))
     full_deploy_s = time.monotonic() - start
     db = registry_path(manifest, load_manifest(manifest))
-    registry = SqliteRegistry(Database(db))
+    registry = SqlRegistry(SqliteDatabase(db))
     registry.publish("f000")
     registry.set_alias(AliasRecord("f000", "live", 1))
     _, _, versions, aliases = latest_state(db)

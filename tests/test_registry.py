@@ -1,4 +1,5 @@
-"""The registry in-process on a real SQLite file: versions, aliases, history, revisions, snapshots, weighted picks."""
+"""The registry in-process on each engine (a real SQLite file, a real PostgreSQL schema): versions, aliases, history,
+revisions, snapshots, weighted picks."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 
 from edgefn.cli.control import rollback_alias
 from edgefn.control.catalog import FunctionCatalog
-from edgefn.control.store.registry import SqliteRegistry
-from edgefn.control.store.sqlite import Database
+from edgefn.control.store import open_control_store
+from edgefn.control.store.registry import SqlRegistry
+from edgefn.control.store.sqlite import SqliteDatabase
 from edgefn.core.exceptions import (
     Conflict,
     NotFound,
@@ -34,11 +36,11 @@ def code(digest: str, **config: object) -> CodeAndConfig:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> SqliteRegistry:
-    return SqliteRegistry(Database(tmp_path / "control.db"))
+def registry(control_db) -> SqlRegistry:
+    return SqlRegistry(control_db)
 
 
-def with_versions(registry: SqliteRegistry, *digests: str, name: str = "fn") -> None:
+def with_versions(registry: SqlRegistry, *digests: str, name: str = "fn") -> None:
     """Deploy and publish each digest in turn: versions 1..len(digests)."""
     for digest in digests:
         registry.put_latest(name, code(digest))
@@ -226,7 +228,7 @@ def test_concurrency_settings(registry):
     assert registry.snapshot().provisioned == {}
 
 
-def test_snapshot_is_one_consistent_view_while_a_writer_deploys(tmp_path, registry):
+def test_snapshot_is_one_consistent_view_while_a_writer_deploys(control_location, registry):
     """Two functions always deployed together: no snapshot may show one moved and not the other."""
     registry.put_many({"a": code(f"{0:064x}"), "b": code(f"{0:064x}")})
     base = registry.revision()
@@ -234,9 +236,10 @@ def test_snapshot_is_one_consistent_view_while_a_writer_deploys(tmp_path, regist
     stop = threading.Event()
 
     def writer() -> None:
-        own = SqliteRegistry(Database(tmp_path / "control.db"))  # another connection, as a CLI would have
+        own = open_control_store(control_location)  # another connection, as a CLI would have
         for gen in range(1, generations + 1):
-            own.put_many({"a": code(f"{gen:064x}"), "b": code(f"{gen:064x}")})
+            own.registry.put_many({"a": code(f"{gen:064x}"), "b": code(f"{gen:064x}")})
+        own.close()
         stop.set()
 
     thread = threading.Thread(target=writer)
@@ -299,7 +302,7 @@ def test_a_read_modify_write_of_latest_refuses_a_stale_revision(registry):
 
 def test_an_emptied_control_database_refuses_to_open_instead_of_starting_fresh(tmp_path):
     path = tmp_path / "control.db"
-    registry = SqliteRegistry(Database(path))
+    registry = SqlRegistry(SqliteDatabase(path))
     registry.put_latest("fn", CodeAndConfig("a" * 64, {"memory_mb": 128}))
     registry.publish("fn")
     registry.set_alias(AliasRecord("fn", "live", 1))
@@ -309,16 +312,16 @@ def test_an_emptied_control_database_refuses_to_open_instead_of_starting_fresh(t
         if target.exists():
             target.write_bytes(b"")  # emptied, as a bad restore or a full disk leaves it
     with pytest.raises(RegistryLost) as info:
-        SqliteRegistry(Database(path))
+        SqlRegistry(SqliteDatabase(path))
     message = str(info.value)
     assert str(path) in message and "1 published versions and 1 aliases" in message and "restore" in message
     assert "delete" in message and "control.db.held" in message
     (tmp_path / "control.db.held").unlink()  # the operator's explicit choice: a new registry
-    assert SqliteRegistry(Database(path)).list_functions() == []
+    assert SqlRegistry(SqliteDatabase(path)).list_functions() == []
 
 
 def test_a_registry_that_never_published_anything_opens_empty(tmp_path):
     path = tmp_path / "control.db"
-    SqliteRegistry(Database(path)).put_latest("fn", CodeAndConfig("a" * 64, {}))
+    SqlRegistry(SqliteDatabase(path)).put_latest("fn", CodeAndConfig("a" * 64, {}))
     path.unlink()
-    assert SqliteRegistry(Database(path)).list_functions() == []  # only $LATEST: serve re-deploys it
+    assert SqlRegistry(SqliteDatabase(path)).list_functions() == []  # only $LATEST: serve re-deploys it

@@ -22,9 +22,9 @@ from edgefn.control.schedules import (
     load_schedules,
     tick_invocation_id,
 )
-from edgefn.control.store.queue import SqliteEventQueue
-from edgefn.control.store.schedules import SqliteScheduleStore
-from edgefn.control.store.sqlite import Database
+from edgefn.control.store.queue import SqlEventQueue
+from edgefn.control.store.schedules import SqlScheduleStore
+from edgefn.control.store.sqlite import SqliteDatabase
 from edgefn.core import events
 from edgefn.core.exceptions import ExpressionError, ManifestError
 from edgefn.manifest.load import load_manifest
@@ -200,14 +200,14 @@ def schedule(expression: str = "rate(1 minute)", catch_up: str = "once", enabled
     return Schedule(name, "worker", parse_expression(expression), input, catch_up, enabled)
 
 
-def open_scheduler(db_path: Path, *schedules: Schedule, **kwargs: object) -> tuple[Scheduler, SqliteEventQueue]:
+def open_scheduler(db_path: Path, *schedules: Schedule, **kwargs: object) -> tuple[Scheduler, SqlEventQueue]:
     """A Scheduler as one server process opens it: its own Database (connections) on the shared file."""
-    db = Database(db_path)
-    queue = SqliteEventQueue(db)
-    return Scheduler(SqliteScheduleStore(db, queue), {s.name: s for s in schedules}, **kwargs), queue  # type: ignore[arg-type]
+    db = SqliteDatabase(db_path)
+    queue = SqlEventQueue(db)
+    return Scheduler(SqlScheduleStore(db, queue), {s.name: s for s in schedules}, **kwargs), queue  # type: ignore[arg-type]
 
 
-def queued_ticks(queue: SqliteEventQueue) -> list[str]:
+def queued_ticks(queue: SqlEventQueue) -> list[str]:
     return sorted(events.event_from_document(json.loads(e.payload)).request.headers["x-edgefn-scheduled-time"][0][1] for e in queue.pending())
 
 
@@ -270,8 +270,8 @@ def test_a_failed_enqueue_leaves_the_tick_unfired(tmp_path: Path, caplog: pytest
     with caplog.at_level(logging.ERROR, "edgefn.schedules"):
         assert [f.schedule for f in scheduler.run_due(T0 + 30)] == ["small"]
     assert "schedule tick: evaluation failed" in caplog.text
-    assert Database(tmp_path / "control.db").query("SELECT schedule FROM schedule_ticks")[0]["schedule"] == "small"
-    assert len(Database(tmp_path / "control.db").query("SELECT * FROM schedule_ticks")) == 1 and len(queue.pending()) == 1
+    assert SqliteDatabase(tmp_path / "control.db").query("SELECT schedule FROM schedule_ticks")[0]["schedule"] == "small"
+    assert len(SqliteDatabase(tmp_path / "control.db").query("SELECT * FROM schedule_ticks")) == 1 and len(queue.pending()) == 1
 
 
 ALL_MISSED = [f"12:{m:02d}" for m in range(2, 21)]
@@ -394,8 +394,8 @@ def test_a_server_delivers_a_missed_tick_to_the_function_once(tmp_path: Path, ca
     db_path = tmp_path / ".edgefn" / "control.db"
     hour_ago = time.time() - 3600
     earlier = load_schedules(load_manifest(config), config, now=hour_ago)
-    db = Database(db_path)
-    Scheduler(SqliteScheduleStore(db, SqliteEventQueue(db)), earlier).run_due(hour_ago)
+    db = SqliteDatabase(db_path)
+    Scheduler(SqlScheduleStore(db, SqlEventQueue(db)), earlier).run_due(hour_ago)
 
     with edge_server(config, "--workers", "2", tls=False) as server:
         deadline = time.monotonic() + 30
@@ -405,7 +405,7 @@ def test_a_server_delivers_a_missed_tick_to_the_function_once(tmp_path: Path, ca
     delivered = re.findall(r"scheduled every-minute at (\S+) method POST uri /_edgefn/schedule/every-minute body (.*)$", log_text, re.MULTILINE)
     assert delivered, log_text
     assert {body for _, body in delivered} == {'{"job": "report"}'}
-    rows = Database(db_path).query("SELECT tick FROM schedule_ticks WHERE schedule = 'every-minute' ORDER BY tick")
+    rows = SqliteDatabase(db_path).query("SELECT tick FROM schedule_ticks WHERE schedule = 'every-minute' ORDER BY tick")
     fired = [iso_time(r["tick"]) for r in rows]
     assert sorted(at for at, _ in delivered) == fired  # every recorded tick reached the function, each once
     anchor = int(hour_ago // 60 * 60)

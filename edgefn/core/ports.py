@@ -9,7 +9,9 @@ these, and the composition root (`edgefn/node.py`) passes the implementation:
 - a guest's key-value calls reach a `KeyValueStore` (SQLite's or PostgreSQL's, chosen by the app's [kv] store);
 - the control plane keeps its state in a `ControlStore` (a `Registry`, an `EventQueue` whose transactional
   `QueueWork` commits an outcome with what it causes, a `ScheduleStore`): SQLite's lives in `control/store/`,
-  and another engine is one more folder there behind the same Protocols.
+  and another engine is one more folder there behind the same Protocols. For a fleet it also holds the
+  code by digest (`CodeStore`), the nodes' heartbeats (`NodeDirectory`) and, on an engine that can push,
+  a `ChangeFeed` that wakes a node when something it follows changed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .records import (
     DeadLetter,
     FunctionRecord,
     KvPage,
+    NodeRecord,
     QueuedEvent,
     RegistrySnapshot,
     SealedSecret,
@@ -35,7 +38,7 @@ from .records import (
 from .report import InvocationReport
 
 __all__ = [
-    "ControlStore", "EdgeObserver", "EventQueue", "FunctionResolver", "InvocationObserver", "KeyValueStore", "NoObserver", "PurgeLog", "QueueWork",
+    "ChangeFeed", "CodeStore", "ControlStore", "EdgeObserver", "EventQueue", "FunctionResolver", "InvocationObserver", "KeyValueStore", "NoObserver", "NodeDirectory", "PurgeLog", "QueueWork",
     "Registry", "ScheduleStore", "ScheduleWork", "SecretStore",
 ]
 
@@ -79,7 +82,10 @@ class Registry(Protocol):
     def revision(self) -> int: ...
     def snapshot(self) -> RegistrySnapshot: ...
     def put_latest(self, name: str, code: CodeAndConfig, expected_revision_id: str | None = None) -> tuple[FunctionRecord, bool]: ...
-    def put_many(self, items: dict[str, CodeAndConfig], expected_revision_ids: dict[str, str] | None = None) -> dict[str, bool]: ...
+    def put_many(
+        self, items: dict[str, CodeAndConfig], expected_revision_ids: dict[str, str] | None = None, document: tuple[str, dict[str, Any]] | None = None,
+    ) -> dict[str, bool]: ...
+    def get_app(self, app: str) -> dict[str, Any] | None: ...
     def get_function(self, name: str) -> FunctionRecord: ...
     def list_functions(self) -> list[FunctionRecord]: ...
     def publish(self, name: str, description: str = "", expected_revision_id: str | None = None) -> tuple[VersionRecord, bool]: ...
@@ -207,6 +213,41 @@ class KeyValueStore(Protocol):
     def close(self) -> None: ...
 
 
+class CodeStore(Protocol):
+    """Deployed code, stored once by its sha256: what a node fetches when its module store lacks a digest."""
+
+    def missing(self, digests: set[str]) -> set[str]:
+        """The digests of `digests` not stored yet."""
+        ...
+
+    def put(self, digest: str, data: bytes) -> None: ...
+
+    def get(self, digest: str) -> bytes | None:
+        """The bytes, or None if nothing was stored under `digest` (the caller verifies them)."""
+        ...
+
+
+class NodeDirectory(Protocol):
+    """The nodes serving from this control plane, each as its last heartbeat described it."""
+
+    def heartbeat(self, node: NodeRecord) -> None: ...
+
+    def leave(self, node_id: str) -> None:
+        """A node stopping cleanly takes its entry away (one killed is seen by its `last_seen`)."""
+        ...
+
+    def list(self) -> list[NodeRecord]: ...
+
+
+class ChangeFeed(Protocol):
+    """Calls `listener(topic)` ("registry", "purges", "queue") from its own thread when a change commits, on
+    any node; a poll stays the fallback (a notification can be missed while reconnecting)."""
+
+    def subscribe(self, listener: Callable[[str], None]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class ControlStore(Protocol):
     """One control plane's storage: registry, async queue and schedule state, committed together where a change
     spans them. `control/store/` opens one; the rest of edgefn sees only these interfaces."""
@@ -225,6 +266,15 @@ class ControlStore(Protocol):
 
     @property
     def secrets(self) -> SecretStore: ...
+
+    @property
+    def code(self) -> CodeStore: ...
+
+    @property
+    def nodes(self) -> NodeDirectory: ...
+
+    #: None where changes are only polled (SQLite)
+    changes: ChangeFeed | None
 
     def close(self) -> None: ...
 

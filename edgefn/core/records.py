@@ -13,7 +13,7 @@ from typing import Any
 __all__ = [
     "INVOKE", "KV_MAX_KEY_BYTES", "KV_MAX_LIST_LIMIT", "KV_MAX_VALUE_BYTES", "KV_MIN_TTL_S", "KV_NAMESPACE", "LATEST", "POST", "PURGE_KINDS",
     "SECRET_NAME", "kv_problem", "purge_problem", "AliasRecord", "KvPage", "SealedSecret", "CachePurge", "CodeAndConfig", "DeadLetter", "FunctionRecord", "FunctionRef",
-    "QueuedEvent", "RegistrySnapshot", "VersionRecord",
+    "NodeRecord", "QueuedEvent", "RegistrySnapshot", "VersionRecord",
 ]
 
 #: what a cache purge names: one path (any query string), every path under a prefix, a surrogate key, or everything
@@ -165,6 +165,26 @@ class RegistrySnapshot:
     provisioned: dict[tuple[str, str], int] = field(default_factory=dict)
     #: (function, "$LATEST" | "7") -> secret name -> the generation that version reads (published versions keep theirs)
     secrets: dict[tuple[str, str], dict[str, SealedSecret]] = field(default_factory=dict)
+    #: app name -> the document its last deploy wrote (control/deploy.py: behaviors, what it deployed)
+    apps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """One server process of a fleet as its heartbeat describes it (`edgefn nodes list`)."""
+
+    id: str
+    app: str
+    #: where it listens for viewers (host:port)
+    address: str
+    hostname: str
+    pid: int
+    #: the registry revision its catalog serves
+    revision: int
+    #: every "name:version" it serves ($LATEST included)
+    versions: tuple[str, ...]
+    started_at: float
+    last_seen: float
 
 
 # --- the async queue ---

@@ -1,8 +1,9 @@
 """The control plane's storage: the only place SQL is written.
 
-SQLite is the embedded default: one database file holds the registry, the async queue and the schedule
-state (`open_control_store`). Another engine (PostgreSQL, for a fleet of nodes) is one more folder beside
-these modules implementing the same Protocols (`core.ports.ControlStore`), chosen here.
+The stores (registry, queue, schedules, secrets, purges, code, nodes) are written once over database.Database.
+SQLite is the embedded default: one database file holds them all (sqlite.py). PostgreSQL, for a fleet of nodes
+on one database, is the folder postgres/. `open_control_store` picks the engine from the location: a
+postgresql:// URL or an SQLite file's path.
 """
 
 from __future__ import annotations
@@ -10,37 +11,51 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...core.app import DATABASE_URL_SCHEMES, KvSettings
-from ...core.ports import ControlStore, KeyValueStore
+from ...core.ports import ChangeFeed, ControlStore, KeyValueStore
+from .code import SqlCodeStore
+from .database import Database
 from .kv import SqliteKeyValueStore
-from .purges import SqlitePurgeLog
-from .queue import IDEMPOTENCY_WINDOW_S, SqliteEventQueue
-from .registry import SqliteRegistry
-from .schedules import SqliteScheduleStore
-from .secrets import SqliteSecretStore
-from .sqlite import Database
+from .nodes import SqlNodeDirectory
+from .purges import SqlPurgeLog
+from .queue import IDEMPOTENCY_WINDOW_S, SqlEventQueue
+from .registry import SqlRegistry
+from .schedules import SqlScheduleStore
+from .secrets import SqlSecretStore
+from .sqlite import SqliteDatabase
 
-__all__ = ["SqliteControlStore", "open_control_store", "open_kv_of", "open_kv_store"]
+__all__ = ["SqlControlStore", "open_control_store", "open_kv_of", "open_kv_store"]
 
 
-class SqliteControlStore:
-    """The stores over one SQLite file (registry, secrets, queue, schedules, cache purges), so a schedule tick and the event
-    it queues commit together."""
+class SqlControlStore:
+    """The stores over one database, so a schedule tick and the event it queues commit together."""
 
-    def __init__(self, path: Path, idempotency_window_s: float = IDEMPOTENCY_WINDOW_S) -> None:
-        self.db = Database(path)
-        self.registry = SqliteRegistry(self.db)
-        self.queue = SqliteEventQueue(self.db, idempotency_window_s)
-        self.schedules = SqliteScheduleStore(self.db, self.queue)
-        self.purges = SqlitePurgeLog(self.db)
-        self.secrets = SqliteSecretStore(self.db)
+    def __init__(self, db: Database, idempotency_window_s: float = IDEMPOTENCY_WINDOW_S, changes: ChangeFeed | None = None) -> None:
+        self.db = db
+        self.location = db.location
+        self.registry = SqlRegistry(db)
+        self.queue = SqlEventQueue(db, idempotency_window_s)
+        self.schedules = SqlScheduleStore(db, self.queue)
+        self.purges = SqlPurgeLog(db)
+        self.secrets = SqlSecretStore(db)
+        self.code = SqlCodeStore(db)
+        self.nodes = SqlNodeDirectory(db)
+        self.changes = changes
 
     def close(self) -> None:
+        if self.changes is not None:
+            self.changes.close()
         self.db.close()
 
 
-def open_control_store(path: Path, idempotency_window_s: float = IDEMPOTENCY_WINDOW_S) -> ControlStore:
-    """The control plane's storage at `path` (a locked app's `registry_path`)."""
-    return SqliteControlStore(path, idempotency_window_s)
+def open_control_store(location: str | Path, idempotency_window_s: float = IDEMPOTENCY_WINDOW_S) -> ControlStore:
+    """The control plane's storage at `location`: a postgresql:// URL (a fleet's database; nothing is read
+    until first used, so a node starts while it is down), or an SQLite file's path."""
+    if isinstance(location, str) and location.startswith(DATABASE_URL_SCHEMES):
+        from .postgres import PostgresDatabase
+
+        pg = PostgresDatabase(location)
+        return SqlControlStore(pg, idempotency_window_s, changes=pg.change_feed())
+    return SqlControlStore(SqliteDatabase(Path(location)), idempotency_window_s)
 
 
 def open_kv_store(location: str | Path, cache_ttl_s: float = 1.0) -> KeyValueStore:

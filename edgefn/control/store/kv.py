@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.records import KV_MAX_LIST_LIMIT, KvPage
-from .sqlite import Database
+from .sqlite import SqliteDatabase
 
 __all__ = ["ListQuery", "SqliteKeyValueStore", "decode_cursor", "encode_cursor", "prefix_end"]
 
@@ -76,7 +76,7 @@ class SqliteKeyValueStore:
     remote = False
 
     def __init__(self, path: Path) -> None:
-        self.db = Database(path, "the key-value store")
+        self.db = SqliteDatabase(path, "the key-value store")
         self.db.ensure_schema("kv", SCHEMA)
 
     def get(self, namespace: str, key: bytes) -> bytes | None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 
 from ...core.records import PURGE_KINDS, CachePurge
-from .sqlite import Database
+from .database import Database
 
-__all__ = ["KEEP_S", "SqlitePurgeLog"]
+__all__ = ["KEEP_S", "SqlPurgeLog"]
 
 #: purges older than this are forgotten (a process that started since has an empty cache anyway)
 KEEP_S = 86_400
@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS cache_purges (
 """
 
 
-class SqlitePurgeLog:
+class SqlPurgeLog:
     def __init__(self, db: Database) -> None:
         self.db = db
         db.ensure_schema("cache-purges", SCHEMA)
@@ -33,9 +33,8 @@ class SqlitePurgeLog:
         now = time.time()
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM cache_purges WHERE created_at < ?", (now - KEEP_S,))
-            cur = conn.execute("INSERT INTO cache_purges (kind, value, created_at) VALUES (?, ?, ?)", (kind, value, now))
-            assert cur.lastrowid is not None
-            return CachePurge(int(cur.lastrowid), kind, value, now)
+            cur = conn.execute("INSERT INTO cache_purges (kind, value, created_at) VALUES (?, ?, ?) RETURNING id", (kind, value, now))
+            return CachePurge(int(cur.fetchone()[0]), kind, value, now)
 
     def since(self, after_id: int) -> list[CachePurge]:
         rows = self.db.query("SELECT id, kind, value, created_at FROM cache_purges WHERE id > ? ORDER BY id", (after_id,))

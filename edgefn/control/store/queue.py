@@ -1,9 +1,10 @@
 """The durable event queue of asynchronous invocations, and its dead-letter store, in the control database.
 
-`EventQueue` is the storage interface; `SqliteEventQueue` keeps it in the same SQLite file as the registry.
+`core.ports.EventQueue` is the storage interface; `SqlEventQueue` keeps it in the control database beside the registry.
 A row is either an event for a function (kind "invoke": target = NAME[:QUALIFIER], payload = the event
 document as JSON) or a destination record to POST (kind "post": target = the URL, payload = the record).
-Workers claim a due row with a lease (BEGIN IMMEDIATE, so two processes never take the same one); every
+Workers claim a due row with a lease (on SQLite under the file's write lock; on PostgreSQL with FOR UPDATE
+SKIP LOCKED, so workers of many nodes claim side by side and never take the same row); every
 later change names the lease token, so a worker whose lease expired and was taken over changes nothing.
 A dead letter is a parked row: replay puts it back on the queue.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import sqlite3
 import time
 import uuid
 from typing import Any, Callable
@@ -22,7 +22,7 @@ from ...core import events
 from ...core.exceptions import InvalidPayload, NotFound, PayloadTooLarge, RegistryError
 from ...core.ports import QueueWork
 from ...core.records import INVOKE, POST, DeadLetter, FunctionRef, QueuedEvent
-from .sqlite import Database
+from .database import Database
 
 #: Lambda's asynchronous payload limit (reference §3.3)
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -79,10 +79,10 @@ CREATE TABLE IF NOT EXISTS async_dead_letters (
 """
 
 
-class _SqliteQueueWork:
+class _SqlQueueWork:
     """QueueWork inside one open transaction of the queue's database."""
 
-    def __init__(self, queue: "SqliteEventQueue", conn: sqlite3.Connection) -> None:
+    def __init__(self, queue: "SqlEventQueue", conn: Any) -> None:
         self._queue = queue
         self._conn = conn
 
@@ -97,20 +97,22 @@ class _SqliteQueueWork:
 
     def park(self, event: QueuedEvent, record: dict[str, Any], reason: str) -> None:
         self._conn.execute(
-            "INSERT OR REPLACE INTO async_dead_letters (id, kind, target, function, payload, record, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO async_dead_letters (id, kind, target, function, payload, record, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, target = excluded.target, function = excluded.function, payload = excluded.payload, "
+            "record = excluded.record, reason = excluded.reason, created_at = excluded.created_at",
             (event.id, event.kind, event.target, event.function, event.payload, json.dumps(record), reason, time.time()),
         )
 
 
-class SqliteEventQueue:
-    """The queue in the control database (see sqlite.Database)."""
+class SqlEventQueue:
+    """The queue in the control database (database.Database)."""
 
     def __init__(self, db: Database, idempotency_window_s: float = IDEMPOTENCY_WINDOW_S) -> None:
         self.db = db
         self.idempotency_window_s = idempotency_window_s
         db.ensure_schema("async-queue", SCHEMA)
 
-    def _in(self, conn: sqlite3.Connection | None) -> Any:
+    def _in(self, conn: Any | None) -> Any:
         """The caller's transaction when given, else a new one."""
         if conn is not None:
             return contextlib.nullcontext(conn)
@@ -119,14 +121,14 @@ class SqliteEventQueue:
     # --- submitting ---------------------------------------------------------------------------------
 
     def enqueue(self, ref: str, payload: bytes, *, invocation_id: str | None = None, source: str = "api",
-                conn: sqlite3.Connection | None = None, enqueued_at: float | None = None) -> str:
+                conn: Any | None = None, enqueued_at: float | None = None) -> str:
         """Put an event for `ref` on the queue (committed on return, or with the caller's `conn`); its request id.
 
         `enqueued_at` (default now) is when the event's age starts: a schedule's late tick passes its tick time."""
         return self.submit(ref, payload, invocation_id=invocation_id, source=source, conn=conn, enqueued_at=enqueued_at)[0]
 
     def submit(self, ref: str, payload: bytes, *, invocation_id: str | None = None, source: str = "api",
-               conn: sqlite3.Connection | None = None, enqueued_at: float | None = None) -> tuple[str, bool]:
+               conn: Any | None = None, enqueued_at: float | None = None) -> tuple[str, bool]:
         """As `enqueue`, and whether `invocation_id` was seen within the idempotency window (then nothing is queued)."""
         check_payload(payload)
         if invocation_id is not None and not 1 <= len(invocation_id) <= MAX_INVOCATION_ID:
@@ -150,9 +152,9 @@ class SqliteEventQueue:
     def claim(self, lease_for: Callable[[QueuedEvent], float]) -> QueuedEvent | None:
         """Lease the most overdue row that nobody holds; `lease_for(row)` says for how long (seconds)."""
         now = time.time()
-        with self.db.transaction() as conn:
+        with self.db.transaction(serial=False) as conn:
             row = conn.execute(
-                "SELECT * FROM async_events WHERE due_at <= ? AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due_at LIMIT 1",
+                "SELECT * FROM async_events WHERE due_at <= ? AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due_at LIMIT 1" + self.db.skip_locked,
                 (now, now),
             ).fetchone()
             if row is None:
@@ -164,19 +166,19 @@ class SqliteEventQueue:
 
     def renew(self, event: QueuedEvent, lease_s: float) -> bool:
         """Extend the lease of a row still being worked on; False if it was lost."""
-        with self.db.transaction() as conn:
+        with self.db.transaction(serial=False) as conn:
             cur = conn.execute("UPDATE async_events SET lease_until = ? WHERE id = ? AND lease_token = ?", (time.time() + lease_s, event.id, event.lease_token))
-            return cur.rowcount == 1
+            return bool(cur.rowcount == 1)
 
     def retry(self, event: QueuedEvent, due_at: float, *, attempts: int, throttles: int, last_response: dict[str, Any]) -> bool:
         """Put a leased row back, due at `due_at`, with its new counts; False if the lease was lost."""
-        with self.db.transaction() as conn:
+        with self.db.transaction(serial=False) as conn:
             cur = conn.execute(
                 "UPDATE async_events SET due_at = ?, attempts = ?, throttles = ?, last_response = ?, lease_until = NULL, lease_token = NULL"
                 " WHERE id = ? AND lease_token = ?",
                 (due_at, attempts, throttles, json.dumps(last_response), event.id, event.lease_token),
             )
-            return cur.rowcount == 1
+            return bool(cur.rowcount == 1)
 
     def finish(self, event: QueuedEvent, then: Callable[[QueueWork], None] | None = None) -> bool:
         """Remove a leased row and run `then` (send its record on) in the same transaction; False if the lease was lost."""
@@ -185,12 +187,12 @@ class SqliteEventQueue:
             if cur.rowcount != 1:
                 return False
             if then is not None:
-                then(_SqliteQueueWork(self, conn))
+                then(_SqlQueueWork(self, conn))
         return True
 
-    def work(self, conn: sqlite3.Connection) -> QueueWork:
+    def work(self, conn: Any) -> QueueWork:
         """QueueWork in a transaction another store of the same database holds (the scheduler's)."""
-        return _SqliteQueueWork(self, conn)
+        return _SqlQueueWork(self, conn)
 
     # --- inspecting and replaying -------------------------------------------------------------------
 
@@ -227,7 +229,7 @@ class SqliteEventQueue:
         return replayed
 
 
-def _insert(conn: sqlite3.Connection, row_id: str, kind: str, target: str, function: str, payload: bytes, source: str, enqueued_at: float, due_at: float) -> None:
+def _insert(conn: Any, row_id: str, kind: str, target: str, function: str, payload: bytes, source: str, enqueued_at: float, due_at: float) -> None:
     conn.execute(
         "INSERT INTO async_events (id, kind, target, function, payload, source, enqueued_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (row_id, kind, target, function, payload, source, enqueued_at, due_at),
@@ -240,11 +242,11 @@ def _filtered(sql: str, function: str | None, order: str) -> tuple[str, tuple[An
     return f"{sql} WHERE function = ? {order}", (function,)
 
 
-def _event(r: sqlite3.Row) -> QueuedEvent:
+def _event(r: Any) -> QueuedEvent:
     last = json.loads(r["last_response"]) if r["last_response"] else None
     return QueuedEvent(r["id"], r["kind"], r["target"], r["function"], bytes(r["payload"]), r["source"], r["enqueued_at"], r["due_at"],
                        r["attempts"], r["throttles"], last, r["lease_token"])
 
 
-def _dead_letter(r: sqlite3.Row) -> DeadLetter:
+def _dead_letter(r: Any) -> DeadLetter:
     return DeadLetter(r["id"], r["kind"], r["target"], r["function"], bytes(r["payload"]), json.loads(r["record"]), r["reason"], r["created_at"])

@@ -1,9 +1,11 @@
 """The function registry: functions, their $LATEST code and configuration, immutable versions and aliases.
 
-`Registry` is the storage interface (what a networked backend for several edge nodes would implement);
-`SqliteRegistry` is the embedded default. Code is referenced by content digest: the bytes live in the
-module store. Every write is one transaction and bumps `revision()`, which servers poll to pick up
-changes (an alias flip) without a restart.
+`core.ports.Registry` is the storage interface; `SqlRegistry` implements it on either engine (database.py).
+Code is referenced by content digest: the bytes live in the module store, and for other nodes in the code
+store (code.py). Every write is one transaction and bumps `revision()`, which servers follow (a poll, and on
+PostgreSQL a notification) to pick up changes (an alias flip, a new behavior) without a restart. An app
+document (`put_many(..., document=)`) is what a deploy says of the app beyond its functions: its behaviors (routes), and
+what the manifest last deployed of each function.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 from ...core.exceptions import Conflict, NotFound, RegistryError, RegistryLost
 from ...core.files import write_atomic
 from ...core.records import LATEST, AliasRecord, CodeAndConfig, FunctionRecord, RegistrySnapshot, SealedSecret, VersionRecord
-from .sqlite import Database
+from .database import Database
+from .sqlite import SqliteDatabase
 
 ALIAS_NAME = re.compile(r"(?![0-9]+$)[A-Za-z0-9_-]{1,128}")
 MAX_ALIAS_VERSIONS = 2  # as Lambda: an alias routes to at most two versions
@@ -86,7 +89,8 @@ CREATE TABLE IF NOT EXISTS version_secrets (
     name TEXT NOT NULL,
     generation INTEGER NOT NULL,
     PRIMARY KEY (function, version, name)
-)
+);
+CREATE TABLE IF NOT EXISTS app_documents (app TEXT PRIMARY KEY, document TEXT NOT NULL, updated_at REAL NOT NULL)
 """
 
 
@@ -94,21 +98,24 @@ def _dumps(config: dict[str, Any]) -> str:
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
 
-class SqliteRegistry:
-    """The registry in the control database (see sqlite.Database).
+class SqlRegistry:
+    """The registry in the control database (database.Database).
 
-    Beside the database a small file (`control.db.held`) records how many versions and aliases it held:
-    a database emptied, truncated or swapped for a fresh one then refuses to open, instead of starting as a
-    new registry with every published version and alias silently gone."""
+    On SQLite, beside the database a small file (`control.db.held`) records how many versions and aliases it
+    held: a database emptied, truncated or swapped for a fresh one then refuses to open, instead of starting as
+    a new registry with every published version and alias silently gone. (A PostgreSQL server is operated, and
+    backed up, as a server: the file of one node would not know about another's writes.)"""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.location = str(db.path)
+        self.location = db.location
         db.ensure_schema("registry", SCHEMA)
         self._check_not_lost()
 
     @property
-    def held_path(self) -> Path:
+    def held_path(self) -> Path | None:
+        if not isinstance(self.db, SqliteDatabase):
+            return None
         return self.db.path.with_name(self.db.path.name + ".held")
 
     def _counts(self) -> dict[str, int]:
@@ -118,6 +125,8 @@ class SqliteRegistry:
         return {"functions": row["functions"], "versions": row["versions"], "aliases": row["aliases"]}
 
     def _check_not_lost(self) -> None:
+        if self.held_path is None:
+            return
         try:
             held = json.loads(self.held_path.read_text())
         except FileNotFoundError:
@@ -126,6 +135,7 @@ class SqliteRegistry:
             return  # a damaged note proves nothing; the next write rewrites it
         now = self._counts()
         if (held.get("versions", 0) or held.get("aliases", 0)) and now["versions"] == 0 and now["aliases"] == 0:
+            assert isinstance(self.db, SqliteDatabase)
             raise RegistryLost(
                 f"the control database {self.db.path} has no versions or aliases, but it held {held.get('functions', 0)} functions, "
                 f"{held.get('versions', 0)} published versions and {held.get('aliases', 0)} aliases (per {self.held_path}). "
@@ -134,7 +144,8 @@ class SqliteRegistry:
 
     def _remember(self) -> None:
         """Note what the database holds now (after a publish or an alias change), atomically."""
-        write_atomic(self.held_path, json.dumps(self._counts()).encode())
+        if self.held_path is not None:
+            write_atomic(self.held_path, json.dumps(self._counts()).encode())
 
     # --- reads ------------------------------------------------------------------------------------
 
@@ -142,9 +153,7 @@ class SqliteRegistry:
         return int(self.db.query("SELECT value FROM meta WHERE key = 'revision'")[0][0])
 
     def snapshot(self) -> RegistrySnapshot:
-        conn = self.db.connection()
-        conn.execute("BEGIN")  # one read transaction: a consistent view across the tables
-        try:
+        with self.db.read() as conn:  # one read transaction: a consistent view across the tables
             revision = int(conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
             functions = {r["name"]: _function(r) for r in conn.execute("SELECT * FROM functions")}
             versions = {(r["function"], r["version"]): _version(r) for r in conn.execute("SELECT * FROM versions")}
@@ -157,9 +166,8 @@ class SqliteRegistry:
                 "SELECT s.*, v.version AS qualifier FROM version_secrets v JOIN secrets s USING (function, name, generation)"
             ):
                 secrets.setdefault((r["function"], str(r["qualifier"])), {})[r["name"]] = _sealed(r)
-        finally:
-            conn.execute("COMMIT")
-        return RegistrySnapshot(revision, functions, versions, aliases, provisioned, secrets)
+            apps = {r["app"]: json.loads(r["document"]) for r in conn.execute("SELECT app, document FROM app_documents")}
+        return RegistrySnapshot(revision, functions, versions, aliases, provisioned, secrets, apps)
 
     def get_function(self, name: str) -> FunctionRecord:
         rows = self.db.query("SELECT * FROM functions WHERE name = ?", (name,))
@@ -197,7 +205,13 @@ class SqliteRegistry:
         rows = self.db.query("SELECT * FROM alias_history WHERE function = ? AND name = ? ORDER BY id", (name, alias))
         return [AliasRecord(r["function"], r["name"], r["version"], r["extra_version"], r["extra_weight"], "", r["changed_at"]) for r in rows]
 
+    def get_app(self, app: str) -> dict[str, Any] | None:
+        """The document the last deploy of `app` wrote (its behaviors, what it deployed of each function), or None."""
+        rows = self.db.query("SELECT document FROM app_documents WHERE app = ?", (app,))
+        return json.loads(rows[0]["document"]) if rows else None
+
     # --- writes -------------------------------------------------------------------------------------
+
 
     def put_latest(self, name: str, code: CodeAndConfig, expected_revision_id: str | None = None) -> tuple[FunctionRecord, bool]:
         """Create or update $LATEST; returns the record and whether anything changed.
@@ -207,11 +221,25 @@ class SqliteRegistry:
         changed = self.put_many({name: code}, expected)[name]
         return self.get_function(name), changed
 
-    def put_many(self, items: dict[str, CodeAndConfig], expected_revision_ids: dict[str, str] | None = None) -> dict[str, bool]:
-        """Update $LATEST of several functions in one transaction (one deploy is all or nothing)."""
+    def put_many(
+        self, items: dict[str, CodeAndConfig], expected_revision_ids: dict[str, str] | None = None, document: tuple[str, dict[str, Any]] | None = None,
+    ) -> dict[str, bool]:
+        """Update $LATEST of several functions in one transaction (one deploy is all or nothing), and with
+        `document` (app, document) the app's document in the same one."""
         now = time.time()
         changed: dict[str, bool] = {}
+        moved = False
         with self.db.transaction() as conn:
+            if document is not None:
+                text = _dumps(document[1])
+                old = conn.execute("SELECT document FROM app_documents WHERE app = ?", (document[0],)).fetchone()
+                if old is None or old["document"] != text:
+                    conn.execute(
+                        "INSERT INTO app_documents (app, document, updated_at) VALUES (?, ?, ?) "
+                        "ON CONFLICT (app) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
+                        (document[0], text, now),
+                    )
+                    moved = True
             for name, code in items.items():
                 row = conn.execute("SELECT digest, config, revision_id FROM functions WHERE name = ?", (name,)).fetchone()
                 expected = (expected_revision_ids or {}).get(name)
@@ -233,7 +261,7 @@ class SqliteRegistry:
                         (code.digest, config, code.config.get("reserved_concurrency"), str(uuid.uuid4()), now, name),
                     )
                 changed[name] = True
-            if any(changed.values()):
+            if moved or any(changed.values()):
                 _bump(conn)
         return changed
 

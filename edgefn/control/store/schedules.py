@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from typing import Any, Iterator
 
 from ...core.ports import QueueWork
-from .queue import SqliteEventQueue
-from .sqlite import Database
+from .database import Database
+from .queue import SqlEventQueue
 
-__all__ = ["SqliteScheduleStore", "SqliteScheduleWork"]
+__all__ = ["SqlScheduleStore", "SqlScheduleWork"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedule_state (
@@ -31,10 +30,10 @@ CREATE TABLE IF NOT EXISTS schedule_ticks (
 """
 
 
-class SqliteScheduleWork:
+class SqlScheduleWork:
     """One evaluation's changes, in one transaction with the events it queues (`queue`)."""
 
-    def __init__(self, conn: sqlite3.Connection, queue: QueueWork) -> None:
+    def __init__(self, conn: Any, queue: QueueWork) -> None:
         self._conn = conn
         self.queue = queue
 
@@ -45,16 +44,18 @@ class SqliteScheduleWork:
     def reset(self, name: str, expression: str, anchor: int, now: float, last_tick: int | None) -> None:
         """A new, changed or re-enabled schedule: it counts from `anchor` and has handled everything up to `now`."""
         self._conn.execute(
-            "INSERT OR REPLACE INTO schedule_state (schedule, expression, enabled, anchor, checked_through, last_tick) VALUES (?, ?, 1, ?, ?, ?)",
+            "INSERT INTO schedule_state (schedule, expression, enabled, anchor, checked_through, last_tick) VALUES (?, ?, 1, ?, ?, ?) "
+            "ON CONFLICT (schedule) DO UPDATE SET expression = excluded.expression, enabled = 1, anchor = excluded.anchor, "
+            "checked_through = excluded.checked_through, last_tick = excluded.last_tick",
             (name, expression, anchor, now, last_tick),
         )
 
     def record_tick(self, name: str, tick: int, invocation_id: str, now: float) -> bool:
         """Note that `tick` fires now; False if some process already fired it."""
         cur = self._conn.execute(
-            "INSERT OR IGNORE INTO schedule_ticks (schedule, tick, invocation_id, fired_at) VALUES (?, ?, ?, ?)", (name, tick, invocation_id, now)
+            "INSERT INTO schedule_ticks (schedule, tick, invocation_id, fired_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", (name, tick, invocation_id, now)
         )
-        return cur.rowcount == 1
+        return bool(cur.rowcount == 1)
 
     def advance(self, name: str, checked_through: float, last_tick: int | None) -> None:
         self._conn.execute("UPDATE schedule_state SET checked_through = ?, last_tick = ? WHERE schedule = ?", (checked_through, last_tick, name))
@@ -64,10 +65,10 @@ class SqliteScheduleWork:
         self._conn.execute("DELETE FROM schedule_ticks WHERE schedule = ? AND tick < ?", (name, before))
 
 
-class SqliteScheduleStore:
+class SqlScheduleStore:
     """Schedule state in the control database, beside the queue its ticks go to."""
 
-    def __init__(self, db: Database, queue: SqliteEventQueue) -> None:
+    def __init__(self, db: Database, queue: SqlEventQueue) -> None:
         self.db = db
         self.queue = queue
         db.ensure_schema("schedules", SCHEMA)
@@ -85,7 +86,7 @@ class SqliteScheduleStore:
         return [int(r["tick"]) for r in self.db.query("SELECT tick FROM schedule_ticks WHERE schedule = ? ORDER BY tick", (name,))]
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[SqliteScheduleWork]:
+    def transaction(self) -> Iterator[SqlScheduleWork]:
         """One evaluation under the database's write lock: all of it commits, or none."""
         with self.db.transaction() as conn:
-            yield SqliteScheduleWork(conn, self.queue.work(conn))
+            yield SqlScheduleWork(conn, self.queue.work(conn))

@@ -8,17 +8,17 @@ registry's revision, so running servers pick the change up as they do a deploy.
 
 from __future__ import annotations
 
-import sqlite3
 import time
+from typing import Any
 
 from ...core.records import SealedSecret
+from .database import Database
 from .registry import _bump
-from .sqlite import Database
 
-__all__ = ["SqliteSecretStore"]
+__all__ = ["SqlSecretStore"]
 
 
-class SqliteSecretStore:
+class SqlSecretStore:
     def __init__(self, db: Database) -> None:
         self.db = db  # the tables are the registry's (registry.SCHEMA): a publish captures references in its transaction
 
@@ -41,14 +41,14 @@ class SqliteSecretStore:
             _wipe_unreferenced(conn, function, name)
             if ended:
                 _bump(conn)
-        return ended
+        return bool(ended)
 
     def names(self, function: str) -> list[tuple[str, float]]:
         rows = self.db.query("SELECT name, created_at FROM secrets WHERE function = ? AND current = 1 ORDER BY name", (function,))
         return [(r["name"], float(r["created_at"])) for r in rows]
 
 
-def _wipe_unreferenced(conn: sqlite3.Connection, function: str, name: str) -> None:
+def _wipe_unreferenced(conn: Any, function: str, name: str) -> None:
     """Old generations neither $LATEST nor any published version reads: their ciphertext goes."""
     conn.execute(
         "DELETE FROM secrets WHERE function = ? AND name = ? AND current = 0 AND generation NOT IN "

@@ -1,8 +1,9 @@
-"""One SQLite database file shared by the control plane's stores (registry, async queue, schedules).
+"""The embedded default database of the control plane: one SQLite file shared by its stores.
 
-Every store is a thin class over `Database`: it declares its tables in `schema` and does each change
-inside `transaction()`, so a crash (even kill -9) leaves either the old or the new state. WAL mode lets a
-running server read while the CLI writes; `synchronous=FULL` makes a committed write survive power loss.
+`SqliteDatabase` implements database.Database: each store declares its tables with `ensure_schema` and does
+each change inside `transaction()`, so a crash (even kill -9) leaves either the old or the new state. WAL
+mode lets a running server read while the CLI writes; `synchronous=FULL` makes a committed write survive
+power loss. Every write transaction is BEGIN IMMEDIATE, so writers are serialized whatever `serial` says.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ from ...core.exceptions import StorageError
 BUSY_TIMEOUT_MS = 10_000
 
 
-class Database:
+class SqliteDatabase:
     """A SQLite file with one connection per thread; `transaction()` is the only way to write."""
+
+    #: no row locks to skip: a claim's transaction already holds the file's write lock
+    skip_locked = ""
 
     def __init__(self, path: Path | str, what: str = "the control database") -> None:
         self.path = Path(path)
+        self.location = str(self.path)
         self._local = threading.local()
         self._schemas: set[str] = set()
         self._lock = threading.Lock()
@@ -58,7 +63,7 @@ class Database:
             self._schemas.add(name)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, serial: bool = True) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT (ROLLBACK on any exception): writers queue on the lock, readers never block."""
         conn = self.connection()
         with self._write_lock:
@@ -68,6 +73,16 @@ class Database:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: a consistent view across the tables while writers go on."""
+        conn = self.connection()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
             conn.execute("COMMIT")
 
     def query(self, sql: str, params: tuple[object, ...] | dict[str, object] = ()) -> list[sqlite3.Row]:

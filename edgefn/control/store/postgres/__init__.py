@@ -1,10 +1,13 @@
-"""The PostgreSQL backend of the control plane's stores (psycopg 3 with a connection pool; the `postgres` extra).
+"""The PostgreSQL backend of the control plane (psycopg 3; the `postgres` extra), for a fleet of nodes on one database.
 
-Only the key-value store lives here so far (kv.py); the registry, queue and schedules join it with the fleet.
+database.py is the engine under the shared stores (registry, queue, schedules, secrets, purges, code, nodes);
+schema.py its versioned migrations; changes.py the LISTEN that wakes a node; kv.py the key-value store.
 """
 
 from __future__ import annotations
 
+from .database import PostgresDatabase
 from .kv import PostgresKeyValueStore
+from .schema import SchemaTooNew
 
-__all__ = ["PostgresKeyValueStore"]
+__all__ = ["PostgresDatabase", "PostgresKeyValueStore", "SchemaTooNew"]
