@@ -12,6 +12,7 @@ import dataclasses
 import gc
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import AsyncIterator
@@ -22,15 +23,15 @@ from starlette.applications import Starlette
 from .admin.listener import AdminBind, AdminListener
 from .app_build import LOCKED_APP_ENV, load_app, read_locked_app
 from .control.async_invoke import AsyncInvoker
-from .control.catalog import POLL_INTERVAL_S, FunctionCatalog, LiveCatalog, PendingBuilds
-from .control.deploy import check_references, deploy
+from .control.catalog import POLL_INTERVAL_S, ControlOutage, FunctionCatalog, LiveCatalog, LocalSnapshot, PendingBuilds, wait_any
+from .control.deploy import behaviors_of, check_references, deploy
 from .control.schedules import Scheduler, parse_schedules
 from .control.secrets import SecretBox
 from .control.store import open_control_store, open_kv_of
 from .core.app import FunctionSpec, ResolvedApp
 from .core.events import Event
-from .core.exceptions import EdgefnError
-from .core.records import LATEST, FunctionRef
+from .core.exceptions import EdgefnError, InvalidModule, StorageError
+from .core.records import LATEST, FunctionRef, NodeRecord
 from .dev.console import DevConsole
 from .dev.recorder import EventRecorder
 from .dev.reloader import DevReloader, DevState
@@ -49,6 +50,13 @@ from .runtime.invoker import Invocation, Runtime
 
 log = logging.getLogger("edgefn.node")
 
+#: where this node listens for viewers, as `serve` says it (EDGEFN_NODE_ADDRESS): shown by `edgefn nodes list`
+NODE_ADDRESS_ENV = "EDGEFN_NODE_ADDRESS"
+#: how often a node tells the control plane it is alive, and what it serves
+HEARTBEAT_S = 1.0
+#: with a change feed (PostgreSQL's LISTEN) the poll is only the fallback
+FEED_POLL_INTERVAL_S = 1.0
+
 
 class EdgeNode:
     """Serve a locked app that `edgefn serve` built and deployed: load its code, follow the registry's catalog.
@@ -59,8 +67,12 @@ class EdgeNode:
         self.app = app
         self.dev = dev
         self.recorder = recorder
-        self.store = open_control_store(app.registry_path, app.queue.idempotency_window_s)
+        self.store = open_control_store(app.control_location, app.queue.idempotency_window_s)
         self.registry = self.store.registry
+        #: one notice per outage of the control plane, whichever loop sees it first
+        self.outage = ControlOutage()
+        #: set from the change feed's thread when another node commits (PostgreSQL), or never (SQLite: polled)
+        self._wakes = {topic: asyncio.Event() for topic in ("registry", "purges")}
         #: this process's Prometheus series, and every function's log stream on disk (docs/observability.md)
         self.metrics = EdgeMetrics()
         # the key-value store of the app's [kv], when it declares a namespace (the runtime closes it)
@@ -74,13 +86,17 @@ class EdgeNode:
             load_app(app, self.runtime.store)  # the code `serve` put in the module store, precompiled: loaded, never rebuilt
             pending = PendingBuilds(app.pending_file, app.pending) if app.pending else None
             unseal = SecretBox(app.secrets_key_file).open
-            self.catalog = LiveCatalog(self.registry, prepare=self._prepare, pending=pending, applied=self._applied, unseal=unseal)
+            self.catalog = LiveCatalog(
+                self.registry, prepare=self._prepare, pending=pending, applied=self._applied, unseal=unseal, local=LocalSnapshot.of(app), outage=self.outage,
+            )
+            self.app = self._routed(app, self.catalog.current)
             for name in app.functions:  # prewarm = N: from the registry's $LATEST, which carries the function's secrets
                 if (spec := self.catalog.current.specs.get((name, LATEST))) is not None:
                     self.runtime.invoker.prewarm(spec)
             if pending is not None:
                 pending.refresh()  # some may have been deployed while this process started
             check_references(self.app, self.catalog.current)
+            self._fetch_code(self.catalog.current)
             schedules = parse_schedules(app.schedules, app.manifest_path)
             self._check_limits(self.catalog.current)
             self._precompile(self.catalog.current)
@@ -100,6 +116,8 @@ class EdgeNode:
         self.metrics.watch_async_queue(self.store.queue.stats)
         self.async_invoker = AsyncInvoker(self.store.queue, self.catalog, self.runtime.invoker, app.queue)
         self.scheduler = Scheduler(self.store.schedules, schedules)
+        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns() % 10**9:09d}"
+        self.started_at = time.time()
 
     def _pipeline(self, app: ResolvedApp) -> EdgePipeline:
         return EdgePipeline(
@@ -114,6 +132,23 @@ class EdgeNode:
         for (name, alias) in catalog.aliases:
             keys.update((name, v) for v in catalog.versions_of(FunctionRef(name, alias)))
         return sorted(keys)
+
+    def _routed(self, app: ResolvedApp, catalog: FunctionCatalog) -> ResolvedApp:
+        """`app` with the behaviors of its last deploy (the registry's app document), the locked app's without one."""
+        document = catalog.apps.get(app.name)
+        return dataclasses.replace(app, behaviors=behaviors_of(document)) if document is not None else app
+
+    def _fetch_code(self, catalog: FunctionCatalog) -> None:
+        """Code this node's module store lacks comes from the control plane's code store, verified by its hash."""
+        for key in self._reachable(catalog):
+            spec = catalog.specs[key]
+            if self.runtime.store.has(spec.digest):
+                continue
+            data = self.store.code.get(spec.digest)
+            if data is None:
+                raise InvalidModule(spec.name, f"code {spec.digest[:12]} is in neither this node's module store nor the control plane's; deploy it again")
+            self.runtime.store.add_fetched(spec.digest, data, spec.name)
+            log.info("code %s of %s fetched from the control plane (%d bytes)", spec.digest[:12], spec.qualified_name, len(data))
 
     def _precompile(self, catalog: FunctionCatalog) -> None:
         for key in self._reachable(catalog):
@@ -147,6 +182,10 @@ class EdgeNode:
     async def _prepare(self, catalog: FunctionCatalog) -> None:
         """A new registry revision: its code is precompiled before it serves, so a flip never waits on a compile."""
         self._check_limits(catalog)  # a rejected revision is not applied: the last good catalog keeps serving
+        routed = self._routed(self.app, catalog)
+        if routed.behaviors != self.app.behaviors:
+            check_references(routed, catalog)  # a route to nothing is refused with its key, never served
+        await asyncio.to_thread(self._fetch_code, catalog)
         await asyncio.to_thread(self._precompile, catalog)
         await asyncio.to_thread(self._provision, catalog)
         self._apply_limits(catalog)
@@ -157,7 +196,13 @@ class EdgeNode:
             log.info("warm instances released: %s (no longer routed to)", ", ".join(dropped))
 
     def _applied(self, old: FunctionCatalog, new: FunctionCatalog) -> None:
-        """A registry revision now serves: cached responses made by functions it changed are dropped."""
+        """A registry revision now serves: new routes with it, and cached responses made by functions it changed
+        are dropped."""
+        routed = self._routed(self.app, new)
+        if routed.behaviors != self.app.behaviors:
+            self.app = routed
+            self.pipeline = self._pipeline(routed)  # a request keeps the pipeline it started on
+            log.info("routes of %s changed: %d behaviors now served (revision %d)", routed.name, len(routed.behaviors), new.revision)
         changed = old.changed_functions(new)
         if changed and (dropped := self.cache.drop_made_by(changed)):
             log.info("cache: %d responses made by %s dropped (their code or configuration changed)", dropped, ", ".join(sorted(changed)))
@@ -166,18 +211,60 @@ class EdgeNode:
         """Apply every cache purge logged in the control database to this process's cache, as the registry's changes
         are followed (one read per poll interval); those before this process started found its cache empty."""
         purges = self.purges
-        last = await asyncio.to_thread(purges.last_id)
+        last: int | None = None
+        wake = self._wakes["purges"]
         while not stop.is_set():
+            wake.clear()
             try:
+                if last is None:
+                    last = await asyncio.to_thread(purges.last_id)
                 for purge in await asyncio.to_thread(purges.since, last):
                     dropped = self.cache.purge(purge.kind, purge.value)
                     last = purge.id
                     lag_ms = max(0.0, time.time() - purge.created_at) * 1000
                     log.info("cache purge %d (%s %s): %d responses dropped, %.0f ms after it was asked", purge.id, purge.kind, purge.value or "*", dropped, lag_ms)
+            except StorageError as exc:
+                self.outage.failed(exc)
             except (EdgefnError, OSError) as exc:
                 log.error("cache purges not read, retrying: %s", exc)
+            await wait_any(stop, wake, self._poll_s)
+
+    @property
+    def _poll_s(self) -> float:
+        return FEED_POLL_INTERVAL_S if self.store.changes is not None else POLL_INTERVAL_S
+
+    def _node_record(self) -> NodeRecord:
+        catalog = self.catalog.current
+        return NodeRecord(
+            self.node_id, self.app.name, os.environ.get(NODE_ADDRESS_ENV, f"{self.app.server.host}:{self.app.server.port}"), socket.gethostname(),
+            os.getpid(), catalog.revision, tuple(f"{n}:{v}" for n, v in self._reachable(catalog)), self.started_at, time.time(),
+        )
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        """Tell the control plane this node is alive and what it serves (`edgefn nodes list`), every HEARTBEAT_S."""
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.store.nodes.heartbeat, self._node_record())
+            except StorageError as exc:
+                self.outage.failed(exc)
+            except (EdgefnError, OSError) as exc:
+                log.error("heartbeat not written, retrying: %s", exc)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), POLL_INTERVAL_S)
+                await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
+
+    def _listen(self) -> None:
+        """Wake the loops that follow the control plane when the change feed hears a commit (PostgreSQL)."""
+        if self.store.changes is None:
+            return
+        loop = asyncio.get_running_loop()
+        targets = {**self._wakes, "queue": self.async_invoker.wake}
+
+        def heard(topic: str) -> None:
+            event = targets.get(topic)
+            if event is not None:
+                loop.call_soon_threadsafe(event.set)
+
+        self.store.changes.subscribe(heard)
 
     @property
     def max_concurrency(self) -> int:
@@ -203,7 +290,7 @@ class EdgeNode:
 
     async def apply(self, app: ResolvedApp) -> None:
         """A rebuilt app (dev reload): deploy it as $LATEST, refresh the catalog, then swap the pipeline."""
-        await asyncio.to_thread(deploy, app, self.registry)
+        await asyncio.to_thread(deploy, app, self.store, self.runtime.store.read_wasm)
         await self.catalog.refresh()
         check_references(app, self.catalog.current)
         self.scheduler.schedules = parse_schedules(app.schedules, app.manifest_path)
@@ -221,7 +308,9 @@ class EdgeNode:
                 self.runtime.close()
                 self.logs.close()
                 raise
-        self.tasks.append(asyncio.create_task(self.catalog.watch(self.stop_event), name="edgefn-registry-watch"))
+        self._listen()
+        self.tasks.append(asyncio.create_task(self.catalog.watch(self.stop_event, self._poll_s, self._wakes["registry"]), name="edgefn-registry-watch"))
+        self.tasks.append(asyncio.create_task(self._heartbeat(self.stop_event), name="edgefn-heartbeat"))
         self.tasks.append(asyncio.create_task(self._follow_purges(self.stop_event), name="edgefn-cache-purges"))
         self.tasks.extend(self.async_invoker.start(self.stop_event))
         self.tasks.append(asyncio.create_task(self.scheduler.run(self.stop_event), name="edgefn-scheduler"))
@@ -238,6 +327,8 @@ class EdgeNode:
         await self.client.aclose()
         self.runtime.close()
         self.logs.close()  # after the runtime: the last invocations' lines are written too
+        with contextlib.suppress(EdgefnError, OSError):
+            await asyncio.to_thread(self.store.nodes.leave, self.node_id)  # a clean stop leaves the list at once
         self.store.close()
 
 

@@ -25,17 +25,18 @@ from hypercorn.run import run
 from .admin.listener import BIND_ENV as ADMIN_BIND_ENV
 from .admin.listener import ensure_token, plan_admin
 from .app_build import LOCKED_APP_ENV, build_app, load_app, start_app_build, store_dir_of, write_locked_app
-from .control.catalog import FunctionCatalog, PendingBuilds
+from .control.catalog import FunctionCatalog, LocalSnapshot, PendingBuilds
 from .control.deploy import check_references, deploy, deploy_built
 from .control.schedules import parse_schedules
 from .control.store import open_control_store
 from .core.app import ResolvedApp
-from .core.exceptions import EdgefnError, ListenError
+from .core.exceptions import EdgefnError, ListenError, StorageError
 from .core.sockets import tcp_socket, udp_socket
 from .edge.app import EdgeApp
 from .edge.http1 import HTTP1_BIND_ENV
 from .manifest.load import load_manifest
 from .manifest.resolve import admin_settings
+from .node import NODE_ADDRESS_ENV
 from .observability.logs import LOG_FORMAT_ENV, LOG_LEVEL_ENV, configure_server_logging
 from .runtime.concurrency import check_reservations, reservations_of
 from .runtime.egress import OWN_PORTS_ENV
@@ -231,9 +232,16 @@ def serve(
         runtime.close()
     pending = PendingBuilds(app.pending_file)
     pending.write(sorted(building))
-    registry = open_control_store(app.registry_path).registry
-    changed = [name for name, moved in deploy(app, registry).items() if moved]
-    catalog = FunctionCatalog.from_snapshot(registry.snapshot())
+    control = open_control_store(app.control_location)
+    registry = control.registry
+    try:
+        # the manifest wins only where it changed since its last deploy: what the API changed since stays (docs/fleet.md)
+        changed = [name for name, moved in deploy(app, control, runtime.store.read_wasm, keep_api_changes=True).items() if moved]
+    except StorageError as exc:
+        changed = []
+        _say(f"not deployed, the control plane is unreachable: {exc}")
+    catalog = FunctionCatalog.from_snapshot(LocalSnapshot.of(app).read(registry))  # the last one this node kept while it is down
+    control.close()
     check_references(app, catalog)
     parse_schedules(app.schedules, app.manifest_path)  # a bad expression fails here, before any port is bound
     check_reservations(server.max_concurrency, reservations_of(catalog.specs.values()))  # before any port is bound
@@ -274,6 +282,7 @@ def serve(
     else:
         os.environ.pop(HTTP1_BIND_ENV, None)
     os.environ[OWN_PORTS_ENV] = ",".join(str(p) for p in own if p)
+    os.environ[NODE_ADDRESS_ENV] = _addr(host, port)
     if building:
         _say(f"serving {app.name} ({len(app.functions)} functions ready; still building {', '.join(sorted(building))}: "
              "they answer 503 with Retry-After until each is deployed)")
@@ -299,14 +308,14 @@ READY_WITHIN_S = 5.0
 def _finish_builds(app: ResolvedApp, building: dict[str, Future[str]], runtime: Runtime, pending: PendingBuilds, failed: list[BaseException]) -> None:
     """Deploy each function still building once its code is built and precompiled; the first failure stops the
     server (SIGTERM to itself: the graceful shutdown), and `serve` then raises it."""
-    registry = open_control_store(app.registry_path).registry
+    control = open_control_store(app.control_location)
     names = {future: name for name, future in building.items()}
     left = set(building)
     try:
         for future in as_completed(names):
             name = names[future]
             try:
-                deploy_built(app, registry, name, future.result())
+                deploy_built(app, control, name, future.result(), runtime.store.read_wasm)
             except BaseException as exc:  # noqa: BLE001 - whatever it was, it is said once and ends the server
                 failed.append(exc)
                 logging.getLogger("edgefn.server").error("%s could not be built, the server stops: %s", name, exc)
@@ -317,6 +326,7 @@ def _finish_builds(app: ResolvedApp, building: dict[str, Future[str]], runtime: 
             _say(f"{name} is built and deployed: all of {app.name} is served" if not left else f"{name} is built and deployed")
     finally:
         runtime.close()
+        control.close()
 
 
 def check_listeners(host: str, port: int, tls_port: int, http3: bool) -> None:

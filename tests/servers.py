@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -11,10 +12,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 
@@ -133,6 +136,7 @@ def edge_server(
                     "--port", str(port), "--tls-port", str(tls_port), "--admin-port", str(admin_port), *extra,
                 ],
                 stdout=out, stderr=subprocess.STDOUT, cwd=cwd or REPO, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                start_new_session=True,  # its own process group: nothing it started outlives the test (kill_group)
             )
         server = EdgeServer(f"http://127.0.0.1:{port}", f"https://127.0.0.1:{tls_port}" if tls_port else None, port, tls_port, log, proc)
         server.admin = f"http://127.0.0.1:{admin_port}"
@@ -170,16 +174,24 @@ def _wait_healthy(server: EdgeServer, timeout: float, retry_port_clash: bool, re
 
 def _stop(server: EdgeServer) -> None:
     proc = server.proc
-    if proc.poll() is not None:
-        return
-    start = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    server.stopped_in = time.monotonic() - start
+    if proc.poll() is None:
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        server.stopped_in = time.monotonic() - start
+    kill_group(server)
+
+
+def kill_group(server: EdgeServer) -> None:
+    """SIGKILL the server and everything in its process group (a node killed as a machine would lose it)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(server.proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.proc.wait(timeout=20)
 
 
 @contextlib.contextmanager
@@ -198,3 +210,39 @@ def guest_beside_origin(tmp: Path, source: Path, settings: str = "") -> Iterator
     )
     with origin_server(port) as origin, edge_server(tmp / "edgefn.toml", tls=False) as server:
         yield server, origin
+
+
+class Receiver:
+    """An HTTP destination on 127.0.0.1: keeps every POSTed record by path; answers 503 to /flaky-endpoint once."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict[str, Any]]] = []
+        self.refused = 0
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["content-length"]))
+                with lock:
+                    if self.path == "/flaky-endpoint" and outer.refused == 0:
+                        outer.refused += 1
+                        self.send_response(503)
+                    else:
+                        outer.records.append((self.path, json.loads(body)))
+                        self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def at(self, path: str) -> list[dict[str, Any]]:
+        return [r for p, r in list(self.records) if p == path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

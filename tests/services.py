@@ -63,16 +63,24 @@ class ThrowawayPostgres:
             raise RuntimeError("no PostgreSQL is installed to start a throwaway server: install PostgreSQL (e.g. apt install postgresql)")
         self._pg_ctl = pg_ctl
         self.data = Path(tempfile.mkdtemp(prefix="edgefn-pg-"))
+        # PostgreSQL refuses to run as root: as root (a container, CI) its programs run as the postgres user
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            import pwd
+
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.data, owner.pw_uid, owner.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        subprocess.run([initdb, "-D", str(self.data / "db"), "-U", "postgres", "-A", "trust"], check=True, capture_output=True, timeout=120)
+        subprocess.run([*self._as, initdb, "-D", str(self.data / "db"), "-U", "postgres", "-A", "trust"], check=True, capture_output=True, timeout=120)
         self.log = self.data / "server.log"
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
         subprocess.run(
-            [self._pg_ctl, "-D", str(self.data / "db"), "-l", str(self.log), "-o", f"-h 127.0.0.1 -p {self.port} -k {self.data}", "-w", "start"],
+            [*self._as, self._pg_ctl, "-D", str(self.data / "db"), "-l", str(self.log), "-o", f"-h 127.0.0.1 -p {self.port} -k {self.data}", "-w", "start"],
             check=True, capture_output=True, timeout=120,
         )
         deadline = time.monotonic() + 60
@@ -82,7 +90,7 @@ class ThrowawayPostgres:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        subprocess.run([self._pg_ctl, "-D", str(self.data / "db"), "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
+        subprocess.run([*self._as, self._pg_ctl, "-D", str(self.data / "db"), "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
 
     def __enter__(self) -> "ThrowawayPostgres":
         try:

@@ -12,9 +12,7 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -30,7 +28,7 @@ from edgefn.core.records import CodeAndConfig
 from edgefn.manifest.schema import QueueConfig
 from edgefn.runtime.invoker import Runtime
 from tests.conftest import GUESTS_C, REPO, log_lines
-from tests.servers import edge_server
+from tests.servers import Receiver, edge_server
 
 FLAKY = GUESTS_C / "flaky.c"
 ECHO = GUESTS_C / "echo.c"
@@ -206,42 +204,6 @@ def test_replay_queues_dead_letters_again_and_removes_them_in_one_transaction(no
 
 
 # --- end to end: `edgefn serve`, `edgefn invoke --async`, an HTTP destination ------------------------
-
-
-class Receiver:
-    """An HTTP destination on 127.0.0.1: keeps every POSTed record by path; answers 503 to /flaky-endpoint once."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, dict[str, Any]]] = []
-        self.refused = 0
-        lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = self.rfile.read(int(self.headers["content-length"]))
-                with lock:
-                    if self.path == "/flaky-endpoint" and outer.refused == 0:
-                        outer.refused += 1
-                        self.send_response(503)
-                    else:
-                        outer.records.append((self.path, json.loads(body)))
-                        self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def at(self, path: str) -> list[dict[str, Any]]:
-        return [r for p, r in list(self.records) if p == path]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")

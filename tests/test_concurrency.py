@@ -229,8 +229,9 @@ def served(tmp_path_factory) -> Iterator[tuple[EdgeServer, SqlRegistry]]:
     manifest = load_manifest(config)
     app, runtime = open_app(config)
     runtime.close()
-    registry = control_store_of(config, manifest).registry
-    deploy_app(app, registry)
+    control = control_store_of(config, manifest)
+    registry = control.registry
+    deploy_app(app, control, runtime.store.read_wasm)
     registry.publish("pooled")
     registry.publish("fresh")
     registry.set_alias(AliasRecord("pooled", "live", 1))

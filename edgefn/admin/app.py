@@ -37,6 +37,7 @@ from ..core.exceptions import (
     ManifestError,
     ModuleRejected,
     RegistryError,
+    StorageError,
     Throttled,
     UnknownFunction,
     error_document,
@@ -140,6 +141,8 @@ API_ERRORS: dict[type[BaseException], tuple[int, str]] = {
     ModuleRejected: (502, "ModuleRejectedException"),
     ConcurrencyConfigError: (400, "InvalidParameterValueException"),
     ManifestError: (400, "InvalidParameterValueException"),
+    # the control plane is unreachable: an event cannot be made durable, so it is refused, never accepted (202)
+    StorageError: (503, "ServiceUnavailableException"),
 }
 
 
@@ -341,6 +344,8 @@ async def _submit(node: NodeServices, ref: FunctionRef, payload: bytes, invocati
         request_id, duplicate = await node.async_invoker.submit(str(ref), payload, invocation_id)
     except UnknownFunction as exc:
         raise api_error(exc, exc.detail) from None
+    except StorageError as exc:
+        raise api_error(exc) from None
     headers = {"x-amzn-RequestId": request_id}
     if duplicate:  # the invocation id was seen within queue.idempotency_window_s: nothing new was queued
         headers["x-edgefn-duplicate"] = "true"

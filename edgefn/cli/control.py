@@ -180,10 +180,11 @@ def deploy_command(config: Path, stdout: TextIO) -> int:
     manifest = load_manifest(config)
     app, runtime = open_app(config)
     try:
-        registry = control_store_of(config, manifest).registry
+        control = control_store_of(config, manifest)
+        registry = control.registry
         print(f"deploying {len(app.functions)} functions to {registry.location}", file=stdout, flush=True)
         start = time.perf_counter()
-        changed = deploy(app, registry)
+        changed = deploy(app, control, runtime.store.read_wasm)
     finally:
         runtime.close()
     width = max((len(n) for n in changed), default=0)

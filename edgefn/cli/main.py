@@ -12,9 +12,11 @@ from typing import Callable, NoReturn
 
 from .. import __version__
 from ..benchmark.load import GENERATORS
+from ..core.app import DATABASE_URL_SCHEMES
 from ..core.exceptions import EdgefnError
 from ..dev.console import COLOR_CHOICES
 from ..dev.scaffold import SCAFFOLD_LANGUAGES
+from ..manifest.resolve import CONTROL_URL_ENV
 from ..observability.logs import LOG_FORMATS, LOG_LEVELS
 from .bench import concurrency_list
 from .bench import duration as bench_duration
@@ -75,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sp.add_argument("--config", "-c", type=Path, default=Path("edgefn.toml"), help="the app manifest (default: ./edgefn.toml)")
+        sp.add_argument("--control", metavar="URL", help="a fleet's control plane, postgresql://… (default: $EDGEFN_CONTROL_URL, else [app] control, else the app's SQLite file)")
         return sp
 
     def with_listeners(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -162,6 +165,12 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--prefix", help="every path starting with this")
     what.add_argument("--tag", help="every response the origin tagged with this key (Cache-Tag / Surrogate-Key)")
     what.add_argument("--all", action="store_true", help="everything")
+
+    nd = _command(sub, "nodes", "the server processes serving from this control plane (docs/fleet.md)", "edgefn nodes list", "edgefn nodes list --json")
+    nd_sub = nd.add_subparsers(dest="nodes_command", required=True, metavar="SUBCOMMAND")
+    nl = with_config(cmd(nd_sub, "list", "each node: its address, the registry revision and versions it serves, when it was last seen",
+                         "edgefn nodes list --control postgresql://postgres@db.internal/edge"))
+    nl.add_argument("--json", action="store_true", help="one JSON array")
 
     kv = _command(sub, "kv", "the app's key-value store: the namespaces its functions are granted (docs/kv.md)",
                   "edgefn kv put redirects /old /new", "edgefn kv get visits /", "edgefn kv list visits --prefix /blog/")
@@ -304,6 +313,11 @@ def _run_async(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     apply_output_options(args, serving=args.command in ("serve", "dev"))
+    if getattr(args, "control", None):
+        if not args.control.startswith(DATABASE_URL_SCHEMES):
+            print(f"edgefn: --control {args.control!r}: use a postgresql://USER@HOST:PORT/DATABASE URL", file=sys.stderr)
+            return 2
+        os.environ[CONTROL_URL_ENV] = args.control  # every part of this command, and the server processes it starts
     try:
         code = _run(args)
         sys.stdout.flush()  # a reader that went away shows here, where it is handled, not in the exit's flush
@@ -329,6 +343,10 @@ def _run(args: argparse.Namespace) -> int:
         from .observe import admin_token_command
 
         return admin_token_command(args.config, sys.stdout)
+    if args.command == "nodes":
+        from .observe import nodes_list_command
+
+        return nodes_list_command(args.config, args.json, sys.stdout)
     if args.command == "schedules":
         from .observe import schedules_list_command
 

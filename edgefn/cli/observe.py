@@ -1,8 +1,9 @@
-"""`edgefn logs`, `edgefn schedules list`, `edgefn admin token`: reading what a node keeps on disk."""
+"""`edgefn logs`, `edgefn schedules list`, `edgefn nodes list`, `edgefn admin token`: reading what a node keeps."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -41,6 +42,37 @@ def schedules_list_command(config: Path, as_json: bool, stdout: TextIO) -> int:
         nxt = iso_time(r.next_tick) if r.next_tick else ("paused" if not r.enabled else "never")
         last = iso_time(r.last_tick) if r.last_tick else "never"
         print(f"{r.name:24} {r.expression:32} -> {r.function:20} catch_up={r.catch_up:4}  last {last}  next {nxt}", file=stdout)
+    return 0
+
+
+#: a node not heard from for this long is shown as lost (its heartbeat comes every second)
+NODE_LOST_S = 10.0
+
+
+def nodes_list_command(config: Path, as_json: bool, stdout: TextIO) -> int:
+    """`edgefn nodes list`: every node of the control plane, from its last heartbeat."""
+    manifest = load_manifest(config)
+    store = control_store_of(config, manifest)
+    try:
+        nodes = store.nodes.list()
+    finally:
+        store.close()
+    now = time.time()
+    if as_json:
+        docs = [
+            {"id": n.id, "app": n.app, "address": n.address, "hostname": n.hostname, "pid": n.pid, "revision": n.revision, "versions": list(n.versions),
+             "started_at": iso_time(n.started_at), "last_seen": iso_time(n.last_seen), "seen_s_ago": round(now - n.last_seen, 1),
+             "state": "lost" if now - n.last_seen > NODE_LOST_S else "serving"}
+            for n in nodes
+        ]
+        print(json.dumps(docs, indent=2), file=stdout)
+        return 0
+    if not nodes:
+        print(f"no nodes serve from {store.registry.location} (`edgefn serve` registers each server process)", file=stdout)
+    for n in nodes:
+        ago = now - n.last_seen
+        state = "lost" if ago > NODE_LOST_S else "serving"
+        print(f"{n.address:22} {n.app:16} revision {n.revision:<6} {state:8} seen {ago:5.1f} s ago  pid {n.pid:<7} {', '.join(n.versions)}", file=stdout)
     return 0
 
 

@@ -26,6 +26,7 @@ from ..core.exceptions import (
     InvalidPayload,
     InvocationError,
     PayloadTooLarge,
+    StorageError,
     Throttled,
     UnknownFunction,
     error_document,
@@ -68,7 +69,8 @@ class AsyncInvoker:
         self.invoker = invoker
         self.settings = settings
         self.client = httpx.AsyncClient(timeout=DESTINATION_TIMEOUT_S, follow_redirects=False)
-        self._wake = asyncio.Event()
+        #: set when work may be due (a submit here, or the change feed heard one queued on another node)
+        self.wake = asyncio.Event()
 
     # --- submitting ---------------------------------------------------------------------------------
 
@@ -82,7 +84,7 @@ class AsyncInvoker:
             raise UnknownFunction(ref, "", problem)
         request_id, duplicate = await asyncio.to_thread(self.queue.submit, ref, payload, invocation_id=invocation_id, source="api")
         if not duplicate:
-            self._wake.set()
+            self.wake.set()
         return request_id, duplicate
 
     # --- workers ------------------------------------------------------------------------------------
@@ -96,13 +98,17 @@ class AsyncInvoker:
         while not stop.is_set():
             try:
                 delivered = await self.deliver_one()
+                self.catalog.outage.ok()
+            except StorageError as exc:  # the control plane is down: said once for the node; the leases wait in it
+                self.catalog.outage.failed(exc)
+                delivered = False
             except Exception:  # a storage hiccup must not end the worker: the event's lease expires and it runs again
                 log.exception("asynchronous delivery failed; retrying after the poll interval")
                 delivered = False
             if delivered:
                 continue
-            self._wake.clear()
-            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+            self.wake.clear()
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
             await asyncio.wait(waits, timeout=poll_s, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:
                 w.cancel()
@@ -226,7 +232,7 @@ class AsyncInvoker:
             flog.warning("ASYNC RequestId: %s outcome dropped: its lease was lost to another worker", event.id)
             return
         flog.info("ASYNC RequestId: %s %s: record %s", event.id, condition, done[0] if done else "not sent (no destination)")
-        self._wake.set()  # a destination may have queued work
+        self.wake.set()  # a destination may have queued work
 
     # --- one record for an HTTP destination ----------------------------------------------------------
 

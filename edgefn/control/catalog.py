@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import pickle
 import random
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from ..core.app import FunctionSpec
-from ..core.exceptions import EdgefnError, FunctionPending, UnknownFunction
+from ..core.app import FunctionSpec, ResolvedApp
+from ..core.exceptions import EdgefnError, FunctionPending, StorageError, UnknownFunction
 from ..core.files import write_atomic
 from ..core.ports import Registry
 from ..core.records import LATEST, AliasRecord, FunctionRef, RegistrySnapshot, SealedSecret
@@ -49,6 +52,8 @@ class FunctionCatalog:
     configs: dict[tuple[str, str], FunctionConfig]
     #: (name, "$LATEST" | "7" | alias) -> instances to keep initialised
     provisioned: dict[tuple[str, str], int]
+    #: app name -> its last deploy's document (control/deploy.py: behaviors, what it deployed)
+    apps: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_snapshot(cls, snap: RegistrySnapshot, unseal: Callable[[SealedSecret], str] | None = None) -> "FunctionCatalog":
@@ -62,7 +67,7 @@ class FunctionCatalog:
             cfg = configs[(name, version)] = parse_config(code.config, name, "registry")  # once per version
             secrets = {secret: unseal(box) for secret, box in snap.secrets.get((name, version), {}).items()} if unseal is not None else None
             specs[(name, version)] = spec_of(name, version, code.digest, cfg, snap.functions[name].reserved_concurrency, secrets)
-        return cls(snap.revision, specs, dict(snap.aliases), configs, dict(snap.provisioned))
+        return cls(snap.revision, specs, dict(snap.aliases), configs, dict(snap.provisioned), dict(snap.apps))
 
     def names(self) -> list[str]:
         return sorted({name for name, _ in self.specs})
@@ -159,14 +164,78 @@ class PendingBuilds:
         return ref.name in self.names and ref.qualifier == LATEST
 
 
+class LocalSnapshot:
+    """The last registry snapshot a node applied, kept on its own disk (owner-only): what it serves from when the
+    control plane cannot be reached as it starts (static stability, docs/fleet.md)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def of(cls, app: ResolvedApp) -> "LocalSnapshot":
+        """The one of `app`'s node, beside its locked app."""
+        return cls(app.local_dir / "control-snapshot.pickle")
+
+    def save(self, snap: RegistrySnapshot) -> None:
+        write_atomic(self.path, pickle.dumps(snap), mode=0o600)
+
+    def load(self) -> RegistrySnapshot | None:
+        try:
+            snap = pickle.loads(self.path.read_bytes())  # this node's own file, written by save()
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+            return None
+        return snap if isinstance(snap, RegistrySnapshot) else None
+
+    def read(self, registry: Registry) -> RegistrySnapshot:
+        """The registry's snapshot (kept here), or while it cannot be read the last one kept; the StorageError
+        when there is none."""
+        try:
+            snap = registry.snapshot()
+        except StorageError as exc:
+            last = self.load()
+            if last is None:
+                raise StorageError(f"{exc}; and this node has no snapshot of it yet ({self.path}): it cannot start until the control plane answers") from None
+            age = time.time() - self.path.stat().st_mtime
+            log.warning("%s: serving the last snapshot this node kept (revision %d, %.0f s old) until it answers", exc, last.revision, age)
+            return last
+        self.save(snap)
+        return snap
+
+
+class ControlOutage:
+    """Says once that the control plane went away, and once that it came back, however many loops notice."""
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.down_since is not None:
+                return
+            self.down_since = time.monotonic()
+        log.error("control plane unreachable, edge traffic is served from the last known app and async submissions get 503: %s", exc)
+
+    def ok(self) -> None:
+        with self._lock:
+            if self.down_since is None:
+                return
+            down, self.down_since = time.monotonic() - self.down_since, None
+        log.warning("control plane reachable again after %.1f s: catching up", down)
+
+
 class LiveCatalog:
     """The current FunctionCatalog of a server, refreshed when the registry changes."""
 
     def __init__(
         self, registry: Registry, prepare: Callable[[FunctionCatalog], Awaitable[None]] | None = None, pending: PendingBuilds | None = None,
         applied: Callable[[FunctionCatalog, FunctionCatalog], None] | None = None, unseal: Callable[[SealedSecret], str] | None = None,
+        local: LocalSnapshot | None = None, outage: ControlOutage | None = None,
     ) -> None:
         self.registry = registry
+        #: where the last applied snapshot is kept (a node), so a restart while the control plane is down still serves
+        self.local = local
+        self.outage = outage or ControlOutage()
         #: decrypts the secrets each version reads (control/secrets.SecretBox.open)
         self.unseal = unseal
         #: functions whose $LATEST is still building (`serve` started before their build ended)
@@ -175,7 +244,7 @@ class LiveCatalog:
         self.prepare = prepare
         #: runs once a new snapshot serves, with the old one (the edge cache drops what changed functions made)
         self.applied = applied
-        self.current = FunctionCatalog.from_snapshot(registry.snapshot(), unseal)
+        self.current = FunctionCatalog.from_snapshot(local.read(registry) if local is not None else registry.snapshot(), unseal)
         self._refresh_lock = asyncio.Lock()
         self._refused: int | None = None  # the last revision whose catalog could not be applied
 
@@ -199,30 +268,48 @@ class LiveCatalog:
             if revision in (self.current.revision, self._refused):
                 return False
             try:
-                new = FunctionCatalog.from_snapshot(await asyncio.to_thread(self.registry.snapshot), self.unseal)
+                snap = await asyncio.to_thread(self.registry.snapshot)
+                new = FunctionCatalog.from_snapshot(snap, self.unseal)
                 if self.prepare is not None:
                     await self.prepare(new)
+            except StorageError:
+                raise  # the control plane went away meanwhile: tried again on the next poll
             except BaseException:
                 self._refused = revision  # refused once, logged once: the next write to the registry is tried again
                 raise
+            if self.local is not None:
+                await asyncio.to_thread(self.local.save, snap)
             old, self.current = self.current, new
             log.info("registry revision %d -> %d applied", old.revision, new.revision)
             if self.applied is not None:
                 self.applied(old, new)
             return True
 
-    async def watch(self, stop: asyncio.Event, interval_s: float = POLL_INTERVAL_S) -> None:
-        """Poll the registry until `stop`; a refused revision is logged and the last good catalog keeps serving."""
+    async def watch(self, stop: asyncio.Event, interval_s: float = POLL_INTERVAL_S, wake: asyncio.Event | None = None) -> None:
+        """Poll the registry until `stop` (at once when `wake` is set: a change feed heard a commit); a refused
+        revision is logged and the last good catalog keeps serving."""
         while not stop.is_set():
+            if wake is not None:
+                wake.clear()
             try:
                 await self.refresh()
+                self.outage.ok()
                 if self.pending is not None:  # after the registry: a function leaves it once deployed
                     self.pending.refresh()
+            except StorageError as exc:
+                self.outage.failed(exc)
             except (EdgefnError, OSError) as exc:
                 log.error("registry change not applied, the last good catalog keeps serving: %s", exc)
             except Exception:  # a bad snapshot must not end the watch: the server would stop seeing changes
                 log.exception("registry change not applied, the last good catalog keeps serving")
-            try:
-                await asyncio.wait_for(stop.wait(), interval_s)
-            except asyncio.TimeoutError:
-                pass
+            await wait_any(stop, wake, interval_s)
+
+
+async def wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout_s: float) -> None:
+    """Until `stop` or `wake` is set, or `timeout_s` passed."""
+    waits = [asyncio.ensure_future(stop.wait())] + ([asyncio.ensure_future(wake.wait())] if wake is not None else [])
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

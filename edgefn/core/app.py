@@ -202,6 +202,18 @@ class ResolvedApp:
     kv: KvSettings = KvSettings()
     #: the key file secrets are sealed with when $EDGEFN_SECRETS_KEY is unset (absolute)
     secrets_key_file: Path = Path(".edgefn/secrets.key")
+    #: a fleet's control plane (postgresql:// URL), or "" for the SQLite file at `registry_path`
+    control: str = ""
+
+    @property
+    def control_location(self) -> str | Path:
+        """Where the control plane's stores live: the fleet's database, or this app's own SQLite file."""
+        return self.control or self.registry_path
+
+    @property
+    def local_dir(self) -> Path:
+        """This node's own state beside the module store: the locked app, the last control snapshot."""
+        return self.registry_path.parent
 
     @property
     def pending_file(self) -> Path:

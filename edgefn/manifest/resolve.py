@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -119,7 +120,17 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
         pending=tuple(name for name in manifest.functions if name not in digests),
         kv=kv_settings(manifest, root),
         secrets_key_file=secrets_key_file(manifest, root),
+        control=control_url(manifest),
     )
+
+
+#: the environment variable that points every command and node at a fleet's control plane (`--control` sets it)
+CONTROL_URL_ENV = "EDGEFN_CONTROL_URL"
+
+
+def control_url(manifest: Manifest) -> str:
+    """The fleet control plane's URL: $EDGEFN_CONTROL_URL, else `[app] control`; "" for the app's own SQLite file."""
+    return os.environ.get(CONTROL_URL_ENV) or manifest.app.control
 
 
 def kv_settings(manifest: Manifest, root: Path) -> KvSettings:

@@ -123,12 +123,20 @@ def _env_check(env: dict[str, str]) -> str | None:
     return None
 
 
+def _control_check(value: Any) -> str | None:
+    if not isinstance(value, str) or (value and not value.startswith(("postgresql://", "postgres://"))):
+        return "a postgresql://USER@HOST:PORT/DATABASE URL, or empty for the SQLite file at `registry`"
+    return None
+
+
 @dataclass(frozen=True)
 class AppConfig:
     name: str = spec("edgefn-app", FUNCTION_NAME, "the application's name")
     store_dir: str = spec(".edgefn/modules", None, "module store directory, relative to the manifest")
     build_dir: str = spec(".edgefn/build", None, "where built .wasm files go, relative to the manifest")
     registry: str = spec(".edgefn/control.db", None, "the control-plane database (functions, versions, aliases, secrets, async queue), relative to the manifest")
+    control: str = spec("", _control_check, "a fleet's control plane: a postgresql:// URL every node and command uses instead of `registry` "
+                        "($EDGEFN_CONTROL_URL and --control win over it; docs/fleet.md)")
     secrets_key_file: str = spec(".edgefn/secrets.key", None, "the key secrets are encrypted with when $EDGEFN_SECRETS_KEY is unset: created on the first `edgefn secret put`, owner-only, relative to the manifest")
 
 

@@ -192,6 +192,25 @@ class ModuleStore:
             write_atomic(path, wasm)
         return digest
 
+    def has(self, digest: str) -> bool:
+        """Is the code of `digest` here (a wasm file, or a source bundle's header)?"""
+        return self.wasm_path(digest).exists()
+
+    def read_wasm(self, digest: str) -> bytes | None:
+        """The deployed bytes of `digest`, for another node to fetch; None if not here, or a source bundle (its
+        tree lives beside it: only this machine can serve it)."""
+        try:
+            data = self.wasm_path(digest).read_bytes()
+        except FileNotFoundError:
+            return None
+        return None if data.startswith(_SOURCES_MAGIC) else data
+
+    def add_fetched(self, digest: str, data: bytes, function: str) -> None:
+        """Keep code fetched from the control plane once its bytes hash to the `digest` they were fetched by."""
+        if wasm_digest(data) != digest:
+            raise InvalidModule(function, f"code fetched for {digest[:12]} hashes to {wasm_digest(data)[:12]}: refused; redeploy it")
+        self.add(data)
+
     def add_sources(self, runtime: str, module: str, files: dict[str, bytes]) -> str:
         """Keep a source bundle: the runtime component `runtime` (a digest in this store) running `module`
         from `files` (relative path -> bytes). Returns the bundle's digest."""
