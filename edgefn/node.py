@@ -116,6 +116,7 @@ class EdgeNode:
         self.metrics.watch_async_queue(self.store.queue.stats)
         self.async_invoker = AsyncInvoker(self.store.queue, self.catalog, self.runtime.invoker, app.queue)
         self.scheduler = Scheduler(self.store.schedules, schedules)
+        self.scheduler.outage = self.outage
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns() % 10**9:09d}"
         self.started_at = time.time()
 

@@ -294,3 +294,28 @@ def test_postgres_stopped_mid_traffic_edge_keeps_serving_async_gets_503_then_cat
                 cm.__exit__(None, None, None)
             closing.clear()
         assert set(statuses) == {200}, Counter(statuses)
+
+
+# --- the same on the SQLite default (one node) ------------------------------------------------------------
+
+
+def test_on_sqlite_a_deploy_routes_new_behaviors_and_serve_keeps_api_changes_until_the_manifest_changes(tmp_path, receiver):
+    manifest = write_node(tmp_path / "app", receiver)
+    control = ["--config", str(manifest)]
+    with edge_server(manifest, tls=False) as server:
+        extra = '[functions.second]\nsource = "src/hello.c"\nenv = { GREETING = "Second" }\n\n[[behaviors]]\npath_pattern = "/new/*"\nfunction = "second"\n'
+        write_node(manifest.parent, receiver, extra=extra)
+        assert run_edgefn("deploy", *control, timeout=300).returncode == 0
+        wait_for(lambda: body(server, "/new/x") == "Second from edgefn!", 20, "the new route without a restart")
+        changed = httpx.put(
+            f"{server.admin}/2015-03-31/functions/hello/configuration", json={"Environment": {"Variables": {"GREETING": "Howdy"}}},
+            headers=server.admin_headers, timeout=30,
+        )
+        assert changed.status_code == 200, changed.text
+        wait_for(lambda: body(server) == "Howdy from edgefn!", 20, "the API's change")
+    with edge_server(manifest, tls=False) as server:  # the manifest did not change: the API's configuration stays
+        assert body(server) == "Howdy from edgefn!"
+        assert body(server, "/new/x") == "Second from edgefn!"
+    write_node(manifest.parent, receiver, suffix=" from the manifest!", extra=extra)
+    with edge_server(manifest, tls=False) as server:  # it changed: the manifest's $LATEST wins
+        assert body(server) == "Hello from the manifest!"

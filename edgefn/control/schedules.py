@@ -21,10 +21,11 @@ from typing import Any, Callable
 
 from ..core import events
 from ..core.app import ScheduleSpec
-from ..core.exceptions import ExpressionError, ManifestError
+from ..core.exceptions import ExpressionError, ManifestError, StorageError
 from ..core.ports import ScheduleStore, ScheduleWork
 from ..manifest.resolve import schedule_specs
 from ..manifest.schema import Manifest
+from .catalog import ControlOutage
 from .schedule_expressions import Cron, ScheduleExpression, parse_expression
 
 log = logging.getLogger("edgefn.schedules")
@@ -186,6 +187,8 @@ class Scheduler:
         self.clock = clock
         self.late_after_s = late_after_s
         self.max_catch_up = max_catch_up
+        #: told when the control plane fails and answers again (a node's one notice per outage)
+        self.outage: ControlOutage | None = None
 
     def run_due(self, now: float | None = None) -> list[Fired]:
         """Fire every tick due at `now` (default: the clock) that no process has fired yet."""
@@ -194,6 +197,8 @@ class Scheduler:
         for schedule in self.schedules.values():
             try:
                 fired += self._run_schedule(schedule, now)
+            except StorageError:
+                raise  # the control plane is down: every schedule would fail alike, said once by run()
             except Exception:  # one broken schedule (e.g. its function was deleted) must not stop the others
                 log.exception("schedule %s: evaluation failed; retrying on the next pass", schedule.name)
         return fired
@@ -267,6 +272,14 @@ class Scheduler:
             try:
                 await asyncio.to_thread(self.run_due, now)
                 delay = await asyncio.to_thread(self.next_wake, self.clock())
+                if self.outage is not None:
+                    self.outage.ok()
+            except StorageError as exc:  # ticks wait in the database's state: none is lost, each fires once it answers
+                if self.outage is not None:
+                    self.outage.failed(exc)
+                else:
+                    log.error("scheduler pass failed, retrying: %s", exc)
+                delay = 1.0
             except Exception:
                 log.exception("scheduler pass failed")
                 delay = MAX_SLEEP_S
