@@ -50,7 +50,7 @@ WITH_CONFIG = {
     "serve": [], "dev": [], "build": [], "invoke": ["hello"], "deploy": [], "publish": ["hello"], "alias set": ["hello:live", "1"],
     "alias list": ["hello"], "alias delete": ["hello:live"], "rollback": ["hello:live"], "functions list": [], "functions show": ["hello"],
     "concurrency": ["hello", "--reserved", "1"], "logs": ["hello"], "admin token": [], "dlq list": [], "dlq replay": ["--all"],
-    "schedules list": [], "cache info": [], "cache prune": [], "cache purge": ["--all"], "bench": ["hello"],
+    "schedules list": [], "nodes list": [], "cache info": [], "cache prune": [], "cache purge": ["--all"], "bench": ["hello"],
     "kv get": ["ns", "k"], "kv put": ["ns", "k", "v"], "kv delete": ["ns", "k"], "kv list": ["ns"],
     "secret put": ["hello", "TOKEN", "--file", "/dev/null"], "secret list": ["hello"], "secret delete": ["hello", "TOKEN"],
 }

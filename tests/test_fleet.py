@@ -174,8 +174,8 @@ def test_three_nodes_follow_deploys_new_routes_and_alias_flips(tmp_path, postgre
         assert versions[0] == f"hello:{first}" and versions[-1] == f"hello:{second}", f"{base}: {Counter(versions)}"
 
     listed = wait_for(
-        lambda: [x for x in json.loads(edgefn(manifests[0], control, "nodes", "list", "--json")) if f"hello:{second}" in x["versions"]],
-        10, "every node's heartbeat to show the new version",
+        lambda: len(up := [x for x in json.loads(edgefn(manifests[0], control, "nodes", "list", "--json")) if f"hello:{second}" in x["versions"]]) == 3 and up,
+        20, "every node's heartbeat to show the new version",
     )
     store = open_control_store(control)
     revision = store.registry.revision()

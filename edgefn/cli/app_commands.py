@@ -13,7 +13,7 @@ from ..app_build import open_app
 from ..build.languages import build_source
 from ..build.toolchain import cache_dir
 from ..control.catalog import FunctionCatalog
-from ..control.deploy import registry_path
+from ..control.deploy import has_control_plane
 from ..core import events
 from ..core.exceptions import EventFileError, InvocationError, ManifestError, error_document
 from ..core.ids import new_request_id
@@ -49,7 +49,7 @@ def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO)
     manifest = load_manifest(config)
     if ":" not in function and function not in manifest.functions:
         raise ManifestError(config, f"functions.{function}", "no such function", f"pick one of: {', '.join(sorted(manifest.functions))}")
-    catalog = _registered_catalog(config, manifest) if ":" in function or registry_path(config, manifest).exists() else None
+    catalog = _registered_catalog(config, manifest) if ":" in function or has_control_plane(config, manifest) else None
     registered = catalog.select(function, new_request_id()) if catalog is not None and ":" in function else None
     app, runtime = open_app(config, workers=1, kv=kv_store_of(config, manifest))
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..control.catalog import FunctionCatalog
-from ..control.deploy import control_store_of, registry_path
+from ..control.deploy import control_store_of
 from ..core.exceptions import RegistryError, UnknownFunction
 from ..core.ports import EventQueue
 from ..core.records import DeadLetter
@@ -21,10 +21,10 @@ from ..manifest.load import load_manifest
 from .app_commands import read_event
 
 
-def _open_queue(config: Path) -> tuple[EventQueue, FunctionCatalog, Path]:
+def _open_queue(config: Path) -> tuple[EventQueue, FunctionCatalog, str]:
     manifest = load_manifest(config)
     store = control_store_of(config, manifest)
-    return store.queue, FunctionCatalog.from_snapshot(store.registry.snapshot()), registry_path(config, manifest)
+    return store.queue, FunctionCatalog.from_snapshot(store.registry.snapshot()), store.registry.location
 
 
 def invoke_async(config: Path, ref: str, event_file: Path | None, invocation_id: str | None, stdout: TextIO) -> int:

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from ..app_build import store_dir_of
 from ..build.toolchain import cache_root, prune_cache
-from ..control.deploy import control_store_of, registry_path
+from ..control.deploy import control_store_of, has_control_plane
 from ..core.exceptions import EdgefnError
 from ..core.files import bytes_of
 from ..core.records import purge_problem
@@ -57,7 +57,7 @@ def cache_command(action: str, config: Path, older_than_days: float, dry_run: bo
         print(f"no manifest at {config}: no module store pruned (--config names one)", file=out)
         return 0
     store_dir = store_dir_of(config, manifest)
-    if not registry_path(config, manifest).exists():
+    if not has_control_plane(config, manifest):
         print(f"module store {store_dir}: kept (the app was never deployed or served: nothing says what it runs)", file=out)
         return 0
     snap = control_store_of(config, manifest).registry.snapshot()

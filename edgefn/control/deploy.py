@@ -32,6 +32,11 @@ def control_location_of(manifest_path: Path, manifest: Manifest) -> str | Path:
     return control_url(manifest) or registry_path(manifest_path, manifest)
 
 
+def has_control_plane(manifest_path: Path, manifest: Manifest) -> bool:
+    """Does the manifest have a control plane yet (a fleet's database, or its SQLite file once deployed or served)?"""
+    return bool(control_url(manifest)) or registry_path(manifest_path, manifest).exists()
+
+
 def control_store_of(manifest_path: Path, manifest: Manifest) -> ControlStore:
     """The control plane's storage a manifest names, as the CLI opens it."""
     return open_control_store(control_location_of(manifest_path, manifest), manifest.queue.idempotency_window_s)
@@ -85,11 +90,13 @@ def upload_code(code: CodeStore, digests: set[str], wasm_of: Callable[[str], byt
 def deploy(app: ResolvedApp, control: ControlStore, wasm_of: Callable[[str], bytes | None], keep_api_changes: bool = False) -> dict[str, bool]:
     """Make every function of `app` (built: its code is in the module store) $LATEST, and the app's document its
     current one, in one transaction; the code goes to the code store first, so a node never sees a digest it
-    cannot fetch. Returns name -> whether $LATEST changed.
+    cannot fetch (on a fleet's database; on SQLite the nodes share this machine's module store). Returns
+    name -> whether $LATEST changed.
 
     `keep_api_changes` (`serve`'s start): a function whose code and configuration the manifest has not changed
     since its last deploy keeps the $LATEST the registry has, which the API may have changed since."""
-    upload_code(control.code, {spec.digest for spec in app.functions.values()}, wasm_of)
+    if control.fleet:  # one machine's nodes share its module store: the code needs no second copy
+        upload_code(control.code, {spec.digest for spec in app.functions.values()}, wasm_of)
     document = app_document(app)
     registry = control.registry
     previous = (registry.get_app(app.name) or {}).get("deployed", {}) if keep_api_changes else {}
@@ -105,7 +112,8 @@ def deploy(app: ResolvedApp, control: ControlStore, wasm_of: Callable[[str], byt
 
 def deploy_built(app: ResolvedApp, control: ControlStore, name: str, digest: str, wasm_of: Callable[[str], bytes | None]) -> bool:
     """Make one function `serve` was still building $LATEST (its code is in the module store, precompiled)."""
-    upload_code(control.code, {digest}, wasm_of)
+    if control.fleet:
+        upload_code(control.code, {digest}, wasm_of)
     document = control.registry.get_app(app.name) or app_document(app)
     document.setdefault("deployed", {})[name] = _deployed(app, name, digest)
     return control.registry.put_many({name: CodeAndConfig(digest, app.configs[name])}, document=(app.name, document))[name]
@@ -133,6 +141,7 @@ def check_references(app: ResolvedApp, catalog: FunctionCatalog, behaviors: list
 
 
 __all__ = [
-    "app_document", "behaviors_of", "check_references", "control_location_of", "control_store_of", "deploy", "deploy_built", "registry_path",
+    "app_document", "behaviors_of", "check_references", "control_location_of", "control_store_of", "deploy", "deploy_built", "has_control_plane",
+    "registry_path",
     "upload_code",
 ]

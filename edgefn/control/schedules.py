@@ -272,7 +272,7 @@ class Scheduler:
             try:
                 await asyncio.to_thread(self.run_due, now)
                 delay = await asyncio.to_thread(self.next_wake, self.clock())
-                if self.outage is not None:
+                if self.outage is not None and self.schedules:  # without schedules the pass read nothing: it proves nothing
                     self.outage.ok()
             except StorageError as exc:  # ticks wait in the database's state: none is lost, each fires once it answers
                 if self.outage is not None:

@@ -275,6 +275,8 @@ class ControlStore(Protocol):
 
     #: None where changes are only polled (SQLite)
     changes: ChangeFeed | None
+    #: shared by nodes that need not share a disk (PostgreSQL): deploys then put their code in `code`
+    fleet: bool
 
     def close(self) -> None: ...
 

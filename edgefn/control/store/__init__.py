@@ -29,8 +29,9 @@ __all__ = ["SqlControlStore", "open_control_store", "open_kv_of", "open_kv_store
 class SqlControlStore:
     """The stores over one database, so a schedule tick and the event it queues commit together."""
 
-    def __init__(self, db: Database, idempotency_window_s: float = IDEMPOTENCY_WINDOW_S, changes: ChangeFeed | None = None) -> None:
+    def __init__(self, db: Database, idempotency_window_s: float = IDEMPOTENCY_WINDOW_S, changes: ChangeFeed | None = None, fleet: bool = False) -> None:
         self.db = db
+        self.fleet = fleet
         self.location = db.location
         self.registry = SqlRegistry(db)
         self.queue = SqlEventQueue(db, idempotency_window_s)
@@ -54,7 +55,7 @@ def open_control_store(location: str | Path, idempotency_window_s: float = IDEMP
         from .postgres import PostgresDatabase
 
         pg = PostgresDatabase(location)
-        return SqlControlStore(pg, idempotency_window_s, changes=pg.change_feed())
+        return SqlControlStore(pg, idempotency_window_s, changes=pg.change_feed(), fleet=True)
     return SqlControlStore(SqliteDatabase(Path(location)), idempotency_window_s)
 
 
