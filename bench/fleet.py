@@ -6,8 +6,9 @@
 2. Deploy -> all three nodes serving: three PostgreSQL nodes; each round changes hello's code (a new digest:
    the two nodes that did not build it fetch it from the database and precompile it), `edgefn deploy`s it
    through node 0, and times from the commit (the registry revision seen to move) to the new body on each node.
-3. Async delivered throughput with 1, 2 and 3 nodes on one database: N events queued at once for a function
-   that answers at once; events/s from the first enqueue to the last delivery (destination records).
+3. Async delivered throughput with 1, 2 and 3 nodes on one database, and one node on SQLite as the baseline: N
+   events queued at once for a function that answers at once; events/s from the first enqueue to the last
+   delivery (destination records), and the CPU per event of the nodes and of the PostgreSQL server.
 
 The PostgreSQL is $EDGEFN_TEST_DATABASE_URL or the machine's (127.0.0.1:5432, database test); each part
 uses a schema of its own, dropped afterwards. Writes bench/results/fleet.json.
@@ -209,28 +210,36 @@ def propagation(tmp: Path, receiver: Receiver, rounds: int) -> dict[str, Any]:
 def async_throughput(tmp: Path, receiver: Receiver, events: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     payload = json.dumps({"request": {"method": "GET", "uri": "/", "querystring": ""}}).encode()
-    for count in (1, 2, 3):
-        with schema() as url:
-            manifests = [write_app(tmp / f"async{count}-{i}", receiver.url) for i in range(count)]
-            nodes = [node(f"fleet-async{count}-{i}", m, url, None) for i, m in enumerate(manifests)]
+    for label, count in (("sqlite", 1), ("1", 1), ("2", 2), ("3", 3)):
+        with schema() as pg_url:
+            url = None if label == "sqlite" else pg_url  # the SQLite default, one node, as the baseline of the same run
+            manifests = [write_app(tmp / f"async{label}-{i}", receiver.url) for i in range(count)]
+            nodes = [node(f"fleet-async{label}-{i}", m, url, None) for i, m in enumerate(manifests)]
             for n in nodes:
                 n.start()
-            store = open_control_store(url)
+            store = open_control_store(url or manifests[0].parent / ".edgefn" / "control.db")
             try:
+                nodes_cpu0, db_cpu0 = sum(n.cpu_seconds() for n in nodes), postgres_cpu()
                 t0 = time.perf_counter()
                 ids = {store.queue.enqueue("quick", payload, source="bench") for _ in range(events)}
                 wait(lambda ids=ids: ids <= {rid for _, rid in list(receiver.arrivals)}, 600, f"{events} deliveries")
                 last = max(t for t, rid in list(receiver.arrivals) if rid in ids)
+                nodes_cpu, db_cpu = sum(n.cpu_seconds() for n in nodes) - nodes_cpu0, postgres_cpu() - db_cpu0
                 rate = events / (last - t0)
-                out[str(count)] = {"events": events, "seconds": last - t0, "events_per_s": rate}
-                log(f"async, {count} node(s): {rate:.0f} events/s")
+                out[label] = {
+                    "events": events, "seconds": last - t0, "events_per_s": rate,
+                    # where a delivery's CPU goes: the nodes (guest, queue client, destination POST) and the database server
+                    "node_cpu_ms_per_event": nodes_cpu / events * 1000, "postgres_cpu_ms_per_event": db_cpu / events * 1000,
+                }
+                log(f"async, {label} node(s): {rate:.0f} events/s, node CPU {nodes_cpu / events * 1000:.1f} ms and PostgreSQL CPU "
+                    f"{db_cpu / events * 1000:.1f} ms per event")
             finally:
                 store.close()
                 for n in nodes:
                     n.stop()
-    base = out["1"]["events_per_s"]
     for v in out.values():
-        v["over_one_node"] = v["events_per_s"] / base
+        v["over_one_node"] = v["events_per_s"] / out["1"]["events_per_s"]
+        v["over_sqlite"] = v["events_per_s"] / out["sqlite"]["events_per_s"]
     return out
 
 
@@ -259,10 +268,25 @@ def table(result: dict[str, Any]) -> str:
           for label, m in (("req/s", "rps"), ("p50 µs", "p50_us"), ("p99 µs", "p99_us"), ("server CPU µs / request", "cpu_us"))),
         "", f"Deploy (new code) -> all three nodes serving it, {len(p['rounds_ms'])} rounds: p50 {p['all_three_p50_ms']:.0f} ms, "
         f"max {p['all_three_max_ms']:.0f} ms (from the commit).", "",
-        "| async, nodes on one database | events/s | / one node |", "|---|---:|---:|",
-        *(f"| {k} | {v['events_per_s']:,.0f} | {v['over_one_node']:.2f}x |" for k, v in result["async"].items()),
+        "| async delivery | events/s | / one PostgreSQL node | / SQLite | node CPU ms / event | PostgreSQL CPU ms / event |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(f"| {'SQLite, one node' if k == 'sqlite' else f'PostgreSQL, {k} node(s)'} | {v['events_per_s']:,.0f} | {v['over_one_node']:.2f}x | "
+          f"{v['over_sqlite']:.2f}x | {v['node_cpu_ms_per_event']:.1f} | {v['postgres_cpu_ms_per_event']:.1f} |" for k, v in result["async"].items()),
     ]
     return "\n".join(lines)
+
+
+def postgres_cpu() -> float:
+    """CPU seconds used so far by the PostgreSQL server's processes on this machine (0 where none is visible)."""
+    import psutil
+
+    total = 0.0
+    for p in psutil.process_iter(["name"]):
+        if (p.info["name"] or "").startswith("postgres"):
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+    return total
 
 
 def main() -> None:

@@ -319,3 +319,28 @@ def test_on_sqlite_a_deploy_routes_new_behaviors_and_serve_keeps_api_changes_unt
     write_node(manifest.parent, receiver, suffix=" from the manifest!", extra=extra)
     with edge_server(manifest, tls=False) as server:  # it changed: the manifest's $LATEST wins
         assert body(server) == "Hello from the manifest!"
+        write_node(manifest.parent, receiver, suffix=" from the manifest!")  # the /new/* behavior removed
+        assert run_edgefn("deploy", *control, timeout=300).returncode == 0
+        wait_for(lambda: body(server, "/new/x") == "Hello from the manifest!", 20, "the removed route to fall to the default behavior")
+
+
+def test_a_control_database_migrated_by_a_newer_edgefn_is_refused_with_the_fix(postgres_schema):
+    import psycopg
+
+    from edgefn.control.store.postgres.schema import SCHEMA_VERSION
+    from edgefn.core.exceptions import StorageError
+
+    store = open_control_store(postgres_schema)
+    assert store.registry.revision() == 0  # migrated on first use
+    store.close()
+    with psycopg.connect(postgres_schema, autocommit=True) as conn:
+        assert conn.execute("SELECT MAX(version) FROM edgefn_schema").fetchone()[0] == SCHEMA_VERSION
+        conn.execute("INSERT INTO edgefn_schema (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
+    store = open_control_store(postgres_schema)
+    try:
+        with pytest.raises(StorageError) as info:
+            store.registry.revision()
+        assert f"schema version {SCHEMA_VERSION + 1}, newer than this edgefn knows ({SCHEMA_VERSION})" in str(info.value)
+        assert "upgrade edgefn" in str(info.value)
+    finally:
+        store.close()

@@ -22,7 +22,7 @@ from ..core.app import (
     ScheduleSpec,
     ServerSettings,
 )
-from .schema import BehaviorConfig, FunctionConfig, Manifest
+from .schema import BehaviorConfig, FunctionConfig, KvConfig, Manifest
 
 #: manifest hook key -> Lambda@Edge event type
 EVENT_OF_HOOK = {
@@ -136,7 +136,13 @@ def control_url(manifest: Manifest) -> str:
 def kv_settings(manifest: Manifest, root: Path) -> KvSettings:
     """The [kv] table with an SQLite store's path made absolute (`root`: the manifest's folder)."""
     k = manifest.kv
-    url = k.store if k.store.startswith(DATABASE_URL_SCHEMES) else str((root / k.store).resolve())
+    fleet = control_url(manifest)
+    if k.store.startswith(DATABASE_URL_SCHEMES):
+        url = k.store
+    elif fleet and k.store == KvConfig.store:  # a fleet's nodes share its database for kv too, unless [kv] store says otherwise
+        url = fleet
+    else:
+        url = str((root / k.store).resolve())
     return KvSettings(tuple(k.namespaces), url, k.cache_ttl_ms / 1000)
 
 

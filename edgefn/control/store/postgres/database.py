@@ -116,9 +116,13 @@ class PostgresDatabase:
                 if not self._migrated:
                     migrate(conn, self.location)
                     self._migrated = True
-            except self._psycopg.Error as exc:
-                conn = None
-                raise StorageError(f"the control database {self.location} is unreachable: {_first_line(exc)}") from None
+            except BaseException as exc:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                if isinstance(exc, self._psycopg.Error):
+                    raise StorageError(f"the control database {self.location} is unreachable: {_first_line(exc)}") from None
+                raise
             broken = False
             try:
                 yield conn
