@@ -27,7 +27,7 @@ from edgefn.core.exceptions import NotFound, UnknownFunction
 from edgefn.core.records import CodeAndConfig
 from edgefn.manifest.schema import QueueConfig
 from edgefn.runtime.invoker import Runtime
-from tests.conftest import GUESTS_C, REPO, log_lines
+from tests.conftest import GUESTS_C, REPO, log_lines, wait_for
 from tests.servers import Receiver, edge_server
 
 FLAKY = GUESTS_C / "flaky.c"
@@ -36,15 +36,6 @@ ECHO = GUESTS_C / "echo.c"
 
 def event(querystring: str = "") -> bytes:
     return json.dumps({"request": {"method": "GET", "uri": "/", "querystring": querystring}}).encode()
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 # --- in process: the real AsyncInvoker, registry, queue and Runtime ----------------------------------

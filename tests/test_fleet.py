@@ -14,27 +14,18 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
 
 from edgefn.control.store import open_control_store
-from tests.conftest import GUESTS_C, REPO, run_edgefn
+from tests.conftest import GUESTS_C, REPO, run_edgefn, wait_for
 from tests.servers import EdgeServer, Receiver, edge_server, kill_group
 from tests.services import ThrowawayPostgres, own_schema
 
 HELLO = REPO / "examples" / "hello" / "src" / "hello.c"
 FLAKY = GUESTS_C / "flaky.c"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def write_node(directory: Path, receiver: Receiver, suffix: str = " from edgefn!", extra: str = "") -> Path:
