@@ -335,3 +335,24 @@ def test_a_control_database_migrated_by_a_newer_edgefn_is_refused_with_the_fix(p
         assert "upgrade edgefn" in str(info.value)
     finally:
         store.close()
+
+
+def test_nodes_list_shows_each_heartbeat_and_a_node_gone_silent_as_lost(tmp_path, receiver):
+    from edgefn.core.records import NodeRecord
+
+    manifest = write_node(tmp_path / "app", receiver)
+    store = open_control_store(tmp_path / "app" / ".edgefn" / "control.db")
+    now = time.time()
+    store.nodes.heartbeat(NodeRecord("a:1:1", "fleet", "10.0.0.1:8787", "a", 1, 7, ("hello:$LATEST", "hello:3"), now - 60, now))
+    store.nodes.heartbeat(NodeRecord("b:2:2", "fleet", "10.0.0.2:8787", "b", 2, 6, ("hello:$LATEST",), now - 60, now - 30))
+    store.nodes.leave("c:3:3")  # never joined: nothing to take away
+    store.close()
+    done = run_edgefn("nodes", "list", "--config", str(manifest), timeout=60)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first.startswith("10.0.0.1:8787") and "revision 7" in first and "serving" in first and "hello:3" in first
+    assert second.startswith("10.0.0.2:8787") and "revision 6" in second and "lost" in second
+    as_json = json.loads(run_edgefn("nodes", "list", "--json", "--config", str(manifest), timeout=60).stdout)
+    assert [(n["id"], n["state"], n["versions"]) for n in as_json] == [("a:1:1", "serving", ["hello:$LATEST", "hello:3"]), ("b:2:2", "lost", ["hello:$LATEST"])]
+    bad = run_edgefn("nodes", "list", "--config", str(manifest), "--control", "mysql://x", timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "postgresql://" in bad.stderr
