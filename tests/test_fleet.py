@@ -356,3 +356,31 @@ def test_nodes_list_shows_each_heartbeat_and_a_node_gone_silent_as_lost(tmp_path
     assert [(n["id"], n["state"], n["versions"]) for n in as_json] == [("a:1:1", "serving", ["hello:$LATEST", "hello:3"]), ("b:2:2", "lost", ["hello:$LATEST"])]
     bad = run_edgefn("nodes", "list", "--config", str(manifest), "--control", "mysql://x", timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "postgresql://" in bad.stderr
+
+
+def test_code_no_version_runs_is_pruned_once_no_deploy_can_be_in_flight_and_silent_nodes_are_forgotten(control_location):
+    import hashlib
+
+    from edgefn.control.store.code import PRUNE_AFTER_S
+    from edgefn.control.store.nodes import FORGET_AFTER_S
+    from edgefn.core.records import NodeRecord
+
+    store = open_control_store(control_location)
+    try:
+        blobs = {name: hashlib.sha256(name.encode()).hexdigest() for name in ("kept", "old", "new")}
+        for name, digest in blobs.items():
+            store.code.put(digest, name.encode())
+        assert store.code.missing(set(blobs.values()) | {"f" * 64}) == {"f" * 64}
+        with store.db.transaction() as conn:  # two of them stored long ago (SqlControlStore.db: the test reaches under the port)
+            conn.execute("UPDATE code_blobs SET created_at = created_at - ? WHERE digest IN (?, ?)", (PRUNE_AFTER_S + 60, blobs["kept"], blobs["old"]))
+        assert store.code.prune({blobs["kept"]}, dry_run=True) == (1, 3)
+        assert store.code.get(blobs["old"]) == b"old"
+        assert store.code.prune({blobs["kept"]}) == (1, 3)
+        assert store.code.get(blobs["old"]) is None and store.code.get(blobs["kept"]) == b"kept" and store.code.get(blobs["new"]) == b"new"
+
+        now = time.time()
+        store.nodes.heartbeat(NodeRecord("gone", "fleet", "10.0.0.9:8787", "g", 9, 1, (), now - 3 * FORGET_AFTER_S, now - 2 * FORGET_AFTER_S))
+        store.nodes.heartbeat(NodeRecord("here", "fleet", "10.0.0.1:8787", "h", 1, 1, (), now, now))
+        assert [n.id for n in store.nodes.list()] == ["here"]
+    finally:
+        store.close()

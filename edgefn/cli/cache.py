@@ -60,8 +60,15 @@ def cache_command(action: str, config: Path, older_than_days: float, dry_run: bo
     if not has_control_plane(config, manifest):
         print(f"module store {store_dir}: kept (the app was never deployed or served: nothing says what it runs)", file=out)
         return 0
-    snap = control_store_of(config, manifest).registry.snapshot()
-    keep = {fn.latest.digest for fn in snap.functions.values()} | {v.code.digest for v in snap.versions.values()}
+    control = control_store_of(config, manifest)
+    try:
+        snap = control.registry.snapshot()
+        keep = {fn.latest.digest for fn in snap.functions.values()} | {v.code.digest for v in snap.versions.values()}
+        if control.fleet:  # the fleet's copy of the code, in its database
+            count, size = control.code.prune(keep, dry_run)
+            print(f"control plane {control.registry.location}: {verb} {count} codes no version runs ({_size(size)})", file=out)
+    finally:
+        control.close()
     runtime = Runtime(store_dir)
     try:
         pruned = runtime.store.prune(keep, dry_run)

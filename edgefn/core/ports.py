@@ -226,6 +226,10 @@ class CodeStore(Protocol):
         """The bytes, or None if nothing was stored under `digest` (the caller verifies them)."""
         ...
 
+    def prune(self, keep: set[str], dry_run: bool = False) -> tuple[int, int]:
+        """Remove code no digest of `keep` needs (older than a deploy can be in flight); (how many, bytes)."""
+        ...
+
 
 class NodeDirectory(Protocol):
     """The nodes serving from this control plane, each as its last heartbeat described it."""

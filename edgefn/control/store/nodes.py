@@ -7,7 +7,10 @@ import json
 from ...core.records import NodeRecord
 from .database import Database
 
-__all__ = ["SqlNodeDirectory"]
+__all__ = ["FORGET_AFTER_S", "SqlNodeDirectory"]
+
+#: a node not heard from for this long is taken off the list (a killed node never leaves by itself)
+FORGET_AFTER_S = 86_400.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -30,6 +33,7 @@ class SqlNodeDirectory:
                 "last_seen = excluded.last_seen",
                 (node.id, node.app, node.address, node.hostname, node.pid, node.revision, json.dumps(list(node.versions)), node.started_at, node.last_seen),
             )
+            conn.execute("DELETE FROM nodes WHERE last_seen < ?", (node.last_seen - FORGET_AFTER_S,))
 
     def leave(self, node_id: str) -> None:
         with self.db.transaction(serial=False) as conn:
