@@ -1,8 +1,10 @@
 """The control plane on PostgreSQL: `PostgresDatabase` implements database.Database over psycopg 3.
 
 Connections are kept per process in a small pool of our own (a connection that failed is dropped, never
-reused; a new one is opened on demand, giving up after OP_TIMEOUT_S), so a database that went away costs each
-call one quick failure, a `StorageError`, and the first call after it returns works again. The schema is
+reused, and a server gone away takes the kept ones with it; a new one is opened on demand, giving up after
+OP_TIMEOUT_S), so a database that went away costs each call one quick failure, a `StorageError`, and once it
+is back, at most one call fails on a connection that died with it. (psycopg_pool's background reconnects and
+its `reconnect_timeout` made an outage's failures less predictable than this.) The schema is
 created and migrated by edgefn itself (schema.py) on first use, not at open: a node whose database is down
 still starts, from its local snapshot.
 """
@@ -128,6 +130,8 @@ class PostgresDatabase:
                 yield conn
             except self._psycopg.Error as exc:
                 broken = True
+                if isinstance(exc, self._psycopg.OperationalError):
+                    self._drop_idle()  # the server went away: the other kept connections died with this one
                 raise StorageError(f"the control database {self.location}: {_first_line(exc)}") from None
             finally:
                 if not broken and not conn.closed and conn.info.transaction_status == self._psycopg.pq.TransactionStatus.IDLE:
@@ -140,6 +144,13 @@ class PostgresDatabase:
                         conn.close()
         finally:
             self._slots.release()
+
+    def _drop_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def change_feed(self) -> PostgresChangeFeed:
         """A LISTEN on this database's change channel, for the notifications of this schema."""
@@ -171,10 +182,7 @@ class PostgresDatabase:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            with contextlib.suppress(Exception):
-                conn.close()
+        self._drop_idle()
 
 
 def _first_line(exc: BaseException) -> str:
