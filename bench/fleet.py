@@ -28,7 +28,6 @@ import tempfile
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote
@@ -36,12 +35,18 @@ from urllib.parse import quote
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' destination receiver and wait
 
 from common import PYTHON, REPO, RESULTS, cpu_sets, log, machine, write_json  # noqa: E402
 from servers import Server, free_port  # noqa: E402
 
 from edgefn.benchmark.load import run_load  # noqa: E402
 from edgefn.control.store import open_control_store  # noqa: E402
+from tests.conftest import wait_for  # noqa: E402
+from tests.servers import Receiver  # noqa: E402
+
+#: how often a timed wait looks (the deploy rounds measure what they wait for)
+POLL_S = 0.002
 
 HELLO = REPO / "examples" / "hello" / "src" / "hello.c"
 FLAKY = REPO / "tests" / "guests" / "c" / "flaky.c"
@@ -60,28 +65,6 @@ def schema() -> Iterator[str]:
     finally:
         with psycopg.connect(DATABASE, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {name} CASCADE")
-
-
-class Receiver:
-    """Destination records POSTed by the nodes, with their arrival times."""
-
-    def __init__(self) -> None:
-        self.arrivals: list[tuple[float, str]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                record = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                outer.arrivals.append((time.perf_counter(), record["requestContext"]["requestId"]))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 def write_app(directory: Path, receiver_url: str, suffix: str = " from edgefn!") -> Path:
@@ -116,15 +99,6 @@ def node(name: str, manifest: Path, control: str | None, cpus: str | None) -> Se
     if control:
         cmd += ["--control", control]
     return Server(name, cmd, port, cpus)
-
-
-def wait(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.002)
-    raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
 
 
 # --- 1. edge requests --------------------------------------------------------------------------------
@@ -180,7 +154,7 @@ def propagation(tmp: Path, receiver: Receiver, rounds: int) -> dict[str, Any]:
                     seen: dict[str, float] = {}
 
                     def watch(before: int = before, seen: dict[str, float] = seen) -> None:  # the commit's moment: the revision moves
-                        wait(lambda: store.registry.revision() != before, 300, "the deploy's commit")
+                        wait_for(lambda: store.registry.revision() != before, 300, "the deploy's commit", POLL_S)
                         seen["commit"] = time.perf_counter()
 
                     watcher = threading.Thread(target=watch)
@@ -191,7 +165,7 @@ def propagation(tmp: Path, receiver: Receiver, rounds: int) -> dict[str, Any]:
                         raise RuntimeError(proc.stderr)
                     served = []
                     for n in nodes:
-                        served.append(wait(lambda n=n, text=text: client.get(n.base + "/").text == text and time.perf_counter(), 30, f"{n.name} to serve round {r}"))
+                        served.append(wait_for(lambda n=n, text=text: client.get(n.base + "/").text == text and time.perf_counter(), 30, f"{n.name} to serve round {r}", POLL_S))
                     watcher.join()
                     lag = [(t - seen["commit"]) * 1000 for t in served]
                     lags.append(lag)
@@ -222,8 +196,12 @@ def async_throughput(tmp: Path, receiver: Receiver, events: int) -> dict[str, An
                 nodes_cpu0, db_cpu0 = sum(n.cpu_seconds() for n in nodes), postgres_cpu()
                 t0 = time.perf_counter()
                 ids = {store.queue.enqueue("quick", payload, source="bench") for _ in range(events)}
-                wait(lambda ids=ids: ids <= {rid for _, rid in list(receiver.arrivals)}, 600, f"{events} deliveries")
-                last = max(t for t, rid in list(receiver.arrivals) if rid in ids)
+
+                def delivered(ids: set[str] = ids) -> dict[str, float]:
+                    return {r["requestContext"]["requestId"]: t for t, r in receiver.arrivals("/done") if r["requestContext"]["requestId"] in ids}
+
+                wait_for(lambda: len(delivered()) == events, 600, f"{events} deliveries", POLL_S * 50)
+                last = max(delivered().values())
                 nodes_cpu, db_cpu = sum(n.cpu_seconds() for n in nodes) - nodes_cpu0, postgres_cpu() - db_cpu0
                 rate = events / (last - t0)
                 out[label] = {

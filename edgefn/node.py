@@ -250,8 +250,7 @@ class EdgeNode:
                 self.outage.failed(exc)
             except (EdgefnError, OSError) as exc:
                 log.error("heartbeat not written, retrying: %s", exc)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
+            await wait_any(stop, None, HEARTBEAT_S)
 
     def _listen(self) -> None:
         """Wake the loops that follow the control plane when the change feed hears a commit (PostgreSQL)."""

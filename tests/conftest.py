@@ -22,13 +22,14 @@ from edgefn.runtime.invoker import Runtime
 REPO = Path(__file__).resolve().parents[1]
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `condition` until it returns something true (returned), or fail after `timeout` s naming `what`."""
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, poll_s: float = 0.05) -> Any:
+    """Poll `condition` every `poll_s` until it returns something true (returned), or fail after `timeout` s
+    naming `what` (bench/fleet.py polls finer: it times what it waits for)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := condition():
             return value
-        time.sleep(0.05)
+        time.sleep(poll_s)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 

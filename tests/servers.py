@@ -213,10 +213,11 @@ def guest_beside_origin(tmp: Path, source: Path, settings: str = "") -> Iterator
 
 
 class Receiver:
-    """An HTTP destination on 127.0.0.1: keeps every POSTed record by path; answers 503 to /flaky-endpoint once."""
+    """An HTTP destination on 127.0.0.1: keeps every POSTed record by path, with when it arrived (perf_counter);
+    answers 503 to /flaky-endpoint once."""
 
     def __init__(self) -> None:
-        self.records: list[tuple[str, dict[str, Any]]] = []
+        self.records: list[tuple[str, dict[str, Any], float]] = []
         self.refused = 0
         lock = threading.Lock()
         outer = self
@@ -229,7 +230,7 @@ class Receiver:
                         outer.refused += 1
                         self.send_response(503)
                     else:
-                        outer.records.append((self.path, json.loads(body)))
+                        outer.records.append((self.path, json.loads(body), time.perf_counter()))
                         self.send_response(204)
                 self.end_headers()
 
@@ -241,7 +242,11 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def at(self, path: str) -> list[dict[str, Any]]:
-        return [r for p, r in list(self.records) if p == path]
+        return [r for p, r, _ in list(self.records) if p == path]
+
+    def arrivals(self, path: str) -> list[tuple[float, dict[str, Any]]]:
+        """(perf_counter when it arrived, record) of each record POSTed to `path`."""
+        return [(t, r) for p, r, t in list(self.records) if p == path]
 
     def close(self) -> None:
         self.server.shutdown()

@@ -58,11 +58,11 @@ def nodes_list_command(config: Path, as_json: bool, stdout: TextIO) -> int:
     finally:
         store.close()
     now = time.time()
+    states = {n.id: "lost" if now - n.last_seen > NODE_LOST_S else "serving" for n in nodes}
     if as_json:
         docs = [
             {"id": n.id, "app": n.app, "address": n.address, "hostname": n.hostname, "pid": n.pid, "revision": n.revision, "versions": list(n.versions),
-             "started_at": iso_time(n.started_at), "last_seen": iso_time(n.last_seen), "seen_s_ago": round(now - n.last_seen, 1),
-             "state": "lost" if now - n.last_seen > NODE_LOST_S else "serving"}
+             "started_at": iso_time(n.started_at), "last_seen": iso_time(n.last_seen), "seen_s_ago": round(now - n.last_seen, 1), "state": states[n.id]}
             for n in nodes
         ]
         print(json.dumps(docs, indent=2), file=stdout)
@@ -70,9 +70,8 @@ def nodes_list_command(config: Path, as_json: bool, stdout: TextIO) -> int:
     if not nodes:
         print(f"no nodes serve from {store.registry.location} (`edgefn serve` registers each server process)", file=stdout)
     for n in nodes:
-        ago = now - n.last_seen
-        state = "lost" if ago > NODE_LOST_S else "serving"
-        print(f"{n.address:22} {n.app:16} revision {n.revision:<6} {state:8} seen {ago:5.1f} s ago  pid {n.pid:<7} {', '.join(n.versions)}", file=stdout)
+        print(f"{n.address:22} {n.app:16} revision {n.revision:<6} {states[n.id]:8} seen {now - n.last_seen:5.1f} s ago  pid {n.pid:<7} "
+              f"{', '.join(n.versions)}", file=stdout)
     return 0
 
 

@@ -36,7 +36,7 @@ from ..core.ports import EventQueue, QueueWork
 from ..core.records import POST, QueuedEvent
 from ..manifest.schema import AsyncInvokeConfig
 from ..runtime.invoker import Invoker, function_logger
-from .catalog import LiveCatalog
+from .catalog import LiveCatalog, wait_any
 from .destinations import (
     DLQ,
     EVENT_AGE_EXCEEDED,
@@ -108,10 +108,7 @@ class AsyncInvoker:
             if delivered:
                 continue
             self.wake.clear()
-            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
-            await asyncio.wait(waits, timeout=poll_s, return_when=asyncio.FIRST_COMPLETED)
-            for w in waits:
-                w.cancel()
+            await wait_any(stop, self.wake, poll_s)
 
     async def deliver_one(self) -> bool:
         """Lease one due event and deliver it; False if none was due."""

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ..build.languages import SOURCE_SUFFIXES
+from ..core.app import DATABASE_URL_SCHEMES
 from ..core.records import KV_NAMESPACE
 
 Check = Callable[[Any], "str | None"]  # returns None when fine, else a description of what is allowed
@@ -124,7 +125,7 @@ def _env_check(env: dict[str, str]) -> str | None:
 
 
 def _control_check(value: Any) -> str | None:
-    if not isinstance(value, str) or (value and not value.startswith(("postgresql://", "postgres://"))):
+    if not isinstance(value, str) or (value and not value.startswith(DATABASE_URL_SCHEMES)):
         return "a postgresql://USER@HOST:PORT/DATABASE URL, or empty for the SQLite file at `registry`"
     return None
 

@@ -207,8 +207,9 @@ class ModuleStore:
 
     def add_fetched(self, digest: str, data: bytes, function: str) -> None:
         """Keep code fetched from the control plane once its bytes hash to the `digest` they were fetched by."""
-        if wasm_digest(data) != digest:
-            raise InvalidModule(function, f"code fetched for {digest[:12]} hashes to {wasm_digest(data)[:12]}: refused; redeploy it")
+        actual = wasm_digest(data)
+        if actual != digest:
+            raise InvalidModule(function, f"code fetched for {digest[:12]} hashes to {actual[:12]}: refused; redeploy it")
         self.add(data)
 
     def add_sources(self, runtime: str, module: str, files: dict[str, bytes]) -> str:
