@@ -227,7 +227,7 @@ def test_configuration_update_is_checked_with_the_manifest_rules(admin):
     r = admin.put(f"{F}/echo/configuration", json={"MemorySize": 0})
     assert r.status_code == 400 and r.headers["x-amzn-errortype"] == "InvalidParameterValueException"
     message = r.json()["Message"]
-    assert message.startswith("MemorySize: ") and "functions.echo.memory_mb: bad value 0" in message and "an integer from 1 to 4,096" in message
+    assert message.startswith("MemorySize: ") and "functions.echo.memory_mb: bad value 0" in message and "an integer from 1 to 10,240" in message
     unknown = admin.put(f"{F}/echo/configuration", json={"Memory": 64})
     assert unknown.status_code == 400 and "unknown field 'Memory'" in unknown.json()["Message"]
     prewarm = admin.put(f"{F}/echo/configuration", json={"Prewarm": 2})
@@ -306,3 +306,13 @@ def test_json_nested_100000_deep_is_a_400_not_a_500(admin):
     r = admin.put(f"{F}/echo/configuration", content=b'{"Environment": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
     assert r.status_code == 400 and "nested deeper than 64" in r.json()["Message"]
     assert admin.post(f"{F}/echo/invocations", json={"request": {}}).status_code == 200  # and it keeps serving
+
+
+def test_the_fuel_in_force_follows_memory_size_until_fuel_is_set(admin):
+    """A function that sets no Fuel gets the budget its MemorySize buys (docs/security.md); an explicit Fuel wins."""
+    assert admin.get(f"{F}/limited").json()["Configuration"]["Fuel"] == 2_000_000_000
+    doubled = admin.put(f"{F}/limited/configuration", json={"MemorySize": 256})
+    assert doubled.status_code == 200 and (doubled.json()["MemorySize"], doubled.json()["Fuel"]) == (256, 4_000_000_000)
+    pinned = admin.put(f"{F}/limited/configuration", json={"Fuel": 3_000_000, "MemorySize": 512})
+    assert (pinned.json()["MemorySize"], pinned.json()["Fuel"]) == (512, 3_000_000)
+    assert invoke(admin, "limited").status_code == 200

@@ -57,7 +57,7 @@ from ..core.records import (
     kv_problem,
     purge_problem,
 )
-from ..manifest.resolve import config_record
+from ..manifest.resolve import config_record, limits_of
 from ..manifest.schema import FunctionConfig
 from ..observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..observability.metrics import EdgeMetrics
@@ -242,7 +242,7 @@ def configuration_doc(name: str, version: str, code: CodeAndConfig, modified: fl
         "Timeout": _seconds(cfg.timeout_ms),
         "Environment": {"Variables": dict(cfg.env)},
         "LastModified": _iso(modified),
-        "Fuel": cfg.fuel,
+        "Fuel": limits_of(cfg).fuel,  # the budget in force: explicit, or what MemorySize buys
         "MaxResultBytes": cfg.max_result_bytes,
         "AllowedHosts": list(cfg.allowed_hosts),
         "ReuseInstances": cfg.reuse_instances,

@@ -13,22 +13,45 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = [
-    "DATABASE_URL_SCHEMES", "CachePolicy", "FunctionSpec", "KvSettings", "Limits", "LogSettings", "QueueSettings", "ResolvedApp", "ResolvedBehavior", "ResolvedHook",
+    "CPU_BASELINE_MB", "DATABASE_URL_SCHEMES", "FUEL_PER_MB", "MAX_MEMORY_MB", "default_fuel", "CachePolicy", "FunctionSpec", "KvSettings", "Limits", "LogSettings", "QueueSettings", "ResolvedApp", "ResolvedBehavior", "ResolvedHook",
     "ScheduleSpec", "ServerSettings",
 ]
 
 
+#: Lambda's memory range; a function's CPU follows its memory from CPU_BASELINE_MB up (docs/security.md)
+MAX_MEMORY_MB = 10_240
+CPU_BASELINE_MB = 128
+#: the CPU budget (wasm instructions per invocation) each MB of memory_mb buys: 2,000,000,000 at 128 MB
+FUEL_PER_MB = 15_625_000
+
+
+def default_fuel(memory_mb: int) -> int:
+    """The CPU budget of a function that sets no `fuel`: in proportion to its memory, as Lambda's CPU is
+    (below 128 MB, a linear-memory cap tighter than Lambda allows, the CPU stays at 128 MB's)."""
+    return max(memory_mb, CPU_BASELINE_MB) * FUEL_PER_MB
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Per-function limits. Defaults mirror Lambda@Edge viewer triggers (128 MB, 5 s)."""
+    """Per-function limits. Defaults mirror Lambda@Edge viewer triggers (128 MB, 5 s). `fuel` 0 (the default)
+    means the budget `memory_mb` buys (default_fuel); an explicit budget wins."""
 
     memory_mb: int = 128
     timeout_ms: int = 5000
-    fuel: int = 2_000_000_000
+    fuel: int = 0
     max_result_bytes: int = 1024 * 1024
     #: key-value operations, and bytes of keys and values read and written, per invocation (docs/kv.md)
     kv_ops: int = 1000
     kv_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.fuel <= 0:
+            object.__setattr__(self, "fuel", default_fuel(self.memory_mb))
+
+    @property
+    def cpu_weight(self) -> float:
+        """This function's share of the node's guest CPU against a 128 MB function's, under contention."""
+        return max(self.memory_mb, CPU_BASELINE_MB) / CPU_BASELINE_MB
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ..build.languages import SOURCE_SUFFIXES
-from ..core.app import DATABASE_URL_SCHEMES
+from ..core.app import DATABASE_URL_SCHEMES, MAX_MEMORY_MB
 from ..core.records import KV_NAMESPACE
 
 Check = Callable[[Any], "str | None"]  # returns None when fine, else a description of what is allowed
@@ -231,9 +231,9 @@ def _source_check(value: str) -> str | None:
 @dataclass(frozen=True)
 class FunctionConfig:
     source: str = spec(REQUIRED, _source_check, "the code")
-    memory_mb: int = spec(128, int_range(1, 4096), "linear-memory cap in MB")
+    memory_mb: int = spec(128, int_range(1, MAX_MEMORY_MB), "memory in MB: the cap on linear memory and tables, and the CPU share and default budget (docs/security.md)")
     timeout_ms: int = spec(5000, int_range(1, 900_000), "wall-clock limit per invocation")
-    fuel: int = spec(2_000_000_000, int_range(1_000, 10**15), "CPU budget per invocation, in wasm instructions")
+    fuel: int | None = spec(None, int_range(1_000, 10**15), "CPU budget per invocation, in wasm instructions (default: 15,625,000 per MB of memory_mb)")
     max_result_bytes: int = spec(1024 * 1024, int_range(16, 64 * 1024 * 1024), "largest result document")
     env: dict[str, str] = spec(None, _env_check, "environment variables", factory=dict)
     allowed_hosts: list[str] = spec(None, None, "hosts the function may fetch from: host, host:port or *.domain", factory=list)

@@ -128,7 +128,7 @@ class Invoker:
                 return quick
             # the try hit the slice: the invocation runs on a guest thread, with the function's own limits
         try:
-            await self.scheduler.acquire(fn.name)
+            await self.scheduler.acquire(fn.name, fn.limits.cpu_weight)
         except BaseException:
             lease.release()
             raise
@@ -153,7 +153,7 @@ class Invoker:
         """The same as `invoke`, on the calling thread (CLI, benchmarks)."""
         lease = self.limiter.acquire(fn.name, event.config.request_id)
         try:
-            self.scheduler.acquire_blocking(fn.name)
+            self.scheduler.acquire_blocking(fn.name, fn.limits.cpu_weight)
             try:
                 invocation = self._run_admitted(fn, event)
                 assert invocation is not None  # only an inline try returns None

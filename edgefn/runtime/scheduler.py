@@ -5,8 +5,11 @@ back and takes one again before it returns to wasm, so slow fetches never starve
 the node serves more than one function, none may hold more than all but one of the slots, so a function
 that burns its whole budget on every call cannot keep a healthy one waiting for a slot (an app of one
 function has no one to protect and gets them all); when a slot frees, it goes first to an invocation
-coming back from a fetch, then to the waiting function that has the fewest running (ties: the one that
-waited longest).
+coming back from a fetch, then to the waiting function that has used the least slot time for its weight
+(ties: the one that waited longest). A function's weight is its memory against 128 MB (Limits.cpu_weight),
+so under contention a 256 MB function gets twice the guest CPU of a 128 MB one, as Lambda's CPU follows
+memory; a function that comes back after being idle starts level with the busiest rather than with the
+credit of its idle time.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -41,6 +45,10 @@ class GuestScheduler:
         self._resuming: deque[_Waiter] = deque()
         self._seq = itertools.count()
         self._lock = threading.Lock()
+        #: slot-seconds each function has held, divided by its weight, and the weights last given
+        self._usage: dict[str, float] = {}
+        self._weight: dict[str, float] = {}
+        self._since = time.perf_counter()
 
     def serving(self, functions: int) -> None:
         """How many functions the node serves: with two or more, each may hold all slots but one."""
@@ -50,15 +58,16 @@ class GuestScheduler:
 
     # --- admission -------------------------------------------------------------------------------
 
-    async def acquire(self, function: str) -> None:
-        """Wait (on the event loop) for a slot for `function`."""
+    async def acquire(self, function: str, weight: float = 1.0) -> None:
+        """Wait (on the event loop) for a slot for `function`, whose CPU share is `weight`."""
         loop = asyncio.get_running_loop()
         with self._lock:
+            self._weigh(function, weight)
             if self._can_run(function):
                 self._take(function)
                 return
             waiter = _Waiter(function, next(self._seq), loop.create_future(), loop)
-            self._waiting.append(waiter)
+            self._enqueue(waiter)
         assert waiter.future is not None
         try:
             await waiter.future
@@ -71,18 +80,20 @@ class GuestScheduler:
             self.release(function)
             raise
 
-    def acquire_blocking(self, function: str) -> None:
+    def acquire_blocking(self, function: str, weight: float = 1.0) -> None:
         """Wait (on this thread) for a slot: CLI and benchmark invocations."""
         with self._lock:
+            self._weigh(function, weight)
             if self._can_run(function):
                 self._take(function)
                 return
             waiter = _Waiter(function, next(self._seq))
-            self._waiting.append(waiter)
+            self._enqueue(waiter)
         waiter.event.wait()
 
     def release(self, function: str) -> None:
         with self._lock:
+            self._advance()
             self._running[function] -= 1
             if not self._running[function]:
                 del self._running[function]
@@ -109,14 +120,40 @@ class GuestScheduler:
 
     def snapshot(self) -> dict[str, object]:
         with self._lock:
-            return {"slots": self.slots, "share": self.share, "running": dict(self._running), "waiting": len(self._waiting) + len(self._resuming)}
+            return {
+                "slots": self.slots, "share": self.share, "running": dict(self._running), "waiting": len(self._waiting) + len(self._resuming),
+                "weights": {f: w for f, w in self._weight.items() if w != 1.0},
+            }
 
     def _can_run(self, function: str) -> bool:
         return self._free > 0 and not self._resuming and self._running.get(function, 0) < self.share and not any(
             w.function == function for w in self._waiting
         )
 
+    def _weigh(self, function: str, weight: float) -> None:
+        if self._weight.get(function) != weight:
+            self._advance()  # the time run so far counts at the old weight
+            self._weight[function] = max(weight, 1e-3)
+
+    def _advance(self) -> None:
+        """Charge the slot time since the last change to the functions holding slots (lock held)."""
+        now = time.perf_counter()
+        elapsed, self._since = now - self._since, now
+        for function, held in self._running.items():
+            self._usage[function] = self._usage.get(function, 0.0) + held * elapsed / self._weight.get(function, 1.0)
+
+    def _enqueue(self, waiter: _Waiter) -> None:
+        """Queue a waiter; a function that was idle starts level with the least-served active one."""
+        function = waiter.function
+        self._advance()
+        if function not in self._running and not any(w.function == function for w in self._waiting):
+            active = [self._usage.get(f, 0.0) for f in {*self._running, *(w.function for w in self._waiting)}]
+            if active:
+                self._usage[function] = max(self._usage.get(function, 0.0), min(active))
+        self._waiting.append(waiter)
+
     def _take(self, function: str) -> None:
+        self._advance()
         self._free -= 1
         self._running[function] = self._running.get(function, 0) + 1
 
@@ -135,10 +172,9 @@ class GuestScheduler:
     def _pick(self, queue: deque[_Waiter]) -> _Waiter | None:
         best: _Waiter | None = None
         for w in queue:
-            held = self._running.get(w.function, 0)
-            if held >= self.share:
+            if self._running.get(w.function, 0) >= self.share:
                 continue
-            if best is None or held < self._running.get(best.function, 0):
+            if best is None or self._usage.get(w.function, 0.0) < self._usage.get(best.function, 0.0):
                 best = w
         if best is not None:
             queue.remove(best)
