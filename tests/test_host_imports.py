@@ -127,7 +127,9 @@ WASI_HANDLE = """
     (br_if $fail (call $clock (i32.const 0) (i64.const 1) (i32.const 608)))
     (br_if $fail (i64.lt_u (i64.load (i32.const 608)) (i64.const 1600000000000000000)))
     (i32.store8 (i32.const 25) (i32.const 215))
-    (br_if $fail (i32.eqz (call $prestat (i32.const 3) (i32.const 700))))  ;; no preopened directory
+    (br_if $fail (call $prestat (i32.const 3) (i32.const 700)))  ;; the one preopened directory: /tmp
+    (br_if $fail (i32.ne (i32.load (i32.const 704)) (i32.const 4)))  ;; its name is 4 bytes long
+    (br_if $fail (i32.eqz (call $prestat (i32.const 4) (i32.const 700))))  ;; and there is no other
     (i32.store8 (i32.const 25) (i32.const 200)))
   (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 10))"""
 
@@ -138,7 +140,7 @@ def test_wasi_is_offered_with_least_privilege(runtime, deploy, caplog):
     assert runtime.store.load(fn.digest, fn.name)[0].info.imports_wasi
     with caplog.at_level(logging.INFO, logger="edgefn.function.wasi-guest"):
         result = runtime.invoker.invoke_sync(fn, make_event(request_id="r-wasi")).result
-    # 211 stdout failed, 212 random, 213 environ (exactly the manifest env), 214 clock, 215 a preopen existed
+    # 211 stdout failed, 212 random, 213 environ (exactly the manifest env), 214 clock, 215 a preopen besides /tmp existed (or /tmp was missing)
     assert result.status == 200
     lines = log_lines(caplog)
     assert (logging.INFO, "r-wasi\thello from wasi") in lines

@@ -114,6 +114,7 @@ UPDATABLE = {
     "Timeout": "timeout_ms",
     "Environment": "env",
     "Fuel": "fuel",
+    "EphemeralStorage": "ephemeral_storage_mb",
     "MaxResultBytes": "max_result_bytes",
     "AllowedHosts": "allowed_hosts",
     "ReuseInstances": "reuse_instances",
@@ -240,6 +241,7 @@ def configuration_doc(name: str, version: str, code: CodeAndConfig, modified: fl
         "Description": description,
         "MemorySize": cfg.memory_mb,
         "Timeout": _seconds(cfg.timeout_ms),
+        "EphemeralStorage": {"Size": cfg.ephemeral_storage_mb},
         "Environment": {"Variables": dict(cfg.env)},
         "LastModified": _iso(modified),
         "Fuel": limits_of(cfg).fuel,  # the budget in force: explicit, or what MemorySize buys
@@ -416,6 +418,10 @@ def _config_changes(doc: dict[str, Any]) -> dict[str, Any]:
             env = _field(doc, "Environment", dict, 'an object {"Variables": {NAME: VALUE}}') or {}
             _unknown_fields(env, ["Variables"])
             value = _field(env, "Variables", dict, "an object of names to string values", {})
+        elif api_name == "EphemeralStorage":
+            storage = _field(doc, "EphemeralStorage", dict, 'an object {"Size": MB}') or {}
+            _unknown_fields(storage, ["Size"])
+            value = _field(storage, "Size", int, "an integer number of MB")
         if value is None:
             raise ApiError(400, "InvalidParameterValueException", f"{api_name} may not be null")
         changes[key] = value

@@ -162,6 +162,7 @@ _INT = {"type": "integer"}
 _WEIGHTS = {"type": "object", "additionalProperties": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}, "maxProperties": 1}
 _ROUTING = {"type": "object", "properties": {"AdditionalVersionWeights": _WEIGHTS}}
 _ENV = {"type": "object", "properties": {"Variables": {"type": "object", "additionalProperties": _STR}}}
+_STORAGE = {"type": "object", "properties": {"Size": {"type": "integer", "description": "the cap of the private /tmp, MB"}}}
 
 SCHEMAS: dict[str, Any] = {
     "KvNamespaces": {"type": "object", "properties": {"Namespaces": {"type": "array", "items": {"type": "object", "properties": {"Name": _STR}}}}},
@@ -193,9 +194,10 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "FunctionName": _STR, "Version": _STR, "CodeSha256": {"type": "string", "description": "hex SHA-256 of the wasm (the module store digest)"},
-            "Description": _STR, "MemorySize": {"type": "integer", "description": "linear-memory cap, MB"},
+            "Description": _STR, "MemorySize": {"type": "integer", "description": "memory, MB: the cap on linear memory, and the CPU share and default Fuel"},
+            "EphemeralStorage": _STORAGE,
             "Timeout": {"type": "number", "description": "wall-clock limit, seconds"}, "Environment": _ENV, "LastModified": _STR, "RevisionId": _STR,
-            "Fuel": {"type": "integer", "description": "edgefn: CPU budget per invocation, wasm instructions"},
+            "Fuel": {"type": "integer", "description": "edgefn: CPU budget per invocation, wasm instructions (default: 15,625,000 per MB of MemorySize)"},
             "MaxResultBytes": {"type": "integer", "description": "edgefn: largest result document"},
             "AllowedHosts": {"type": "array", "items": _STR, "description": "edgefn: hosts the function may fetch from"},
             "ReuseInstances": {"type": "boolean", "description": "edgefn: keep warm instances between requests"},
@@ -207,7 +209,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "additionalProperties": False,
         "properties": {
             "MemorySize": _INT, "Timeout": {"type": "number"}, "Environment": _ENV, "Fuel": _INT, "MaxResultBytes": _INT,
-            "AllowedHosts": {"type": "array", "items": _STR}, "ReuseInstances": {"type": "boolean"}, "Prewarm": _INT,
+            "AllowedHosts": {"type": "array", "items": _STR}, "ReuseInstances": {"type": "boolean"}, "Prewarm": _INT, "EphemeralStorage": _STORAGE,
         },
     },
     "Function": {

@@ -43,6 +43,8 @@ class Limits:
     #: key-value operations, and bytes of keys and values read and written, per invocation (docs/kv.md)
     kv_ops: int = 1000
     kv_bytes: int = 64 * 1024 * 1024
+    #: the size cap of an instance's /tmp (WASI core modules; runtime/host/scratch.py), as Lambda's ephemeral storage
+    ephemeral_storage_mb: int = 512
 
     def __post_init__(self) -> None:
         if self.fuel <= 0:

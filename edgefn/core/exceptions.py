@@ -21,6 +21,7 @@ answers with what status is decided by class, one table per audience: the viewer
     │   ├── CpuBudgetExhausted       fuel
     │   ├── WallClockTimeout         timeout_ms
     │   ├── MemoryLimitExceeded      memory_mb
+    │   ├── EphemeralStorageLimitExceeded   ephemeral_storage_mb: a write past /tmp's cap, then the guest failed
     │   ├── GuestTrap                a trap, with code and wasm backtrace
     │   ├── InvalidResult            an unusable result document
     │   ├── FunctionError            the guest reported an error on purpose
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
 __all__ = [
     "error_document", "status_by_class",
     "AbiMismatch", "AdminListenError", "AdminTokenRequired", "BenchError", "BuildError", "ComponentImportNotAllowed",
-    "ConcurrencyConfigError", "Conflict", "CpuBudgetExhausted", "Diagnostic", "EdgefnError", "EventFileError", "ExpressionError",
+    "ConcurrencyConfigError", "Conflict", "CpuBudgetExhausted", "Diagnostic", "EdgefnError", "EphemeralStorageLimitExceeded", "EventFileError", "ExpressionError",
     "FunctionError", "FunctionInitError", "FunctionPending", "GuestTrap", "ImportNotAllowed", "InvalidModule", "InvalidPayload", "InvalidResult",
     "InvocationError", "ListenError", "LogQueryError", "ManifestError", "MemoryLimitExceeded", "MetricsError", "MissingExport",
     "ModuleRejected", "NotFound", "PayloadTooLarge", "RegistryError", "RegistryLost", "RuleViolation",
@@ -183,6 +184,14 @@ class MemoryLimitExceeded(InvocationError):
         super().__init__(
             function, request_id, f"hit its linear-memory cap of {memory_mb} MB (manifest key 'memory_mb'){detail}"
         )
+
+
+class EphemeralStorageLimitExceeded(InvocationError):
+    kind = "ephemeral_storage_limit_exceeded"
+
+    def __init__(self, function: str, request_id: str, storage_mb: int, detail: str = "") -> None:
+        self.storage_mb = storage_mb
+        super().__init__(function, request_id, f"filled its /tmp of {storage_mb} MB (manifest key 'ephemeral_storage_mb'){detail}")
 
 
 class GuestTrap(InvocationError):

@@ -40,6 +40,9 @@ class InvocationReport:
     #: key-value operations and bytes of keys and values this invocation used; None: the function has no kv grant
     kv_ops: int | None = None
     kv_bytes: int = 0
+    #: bytes a write past /tmp's cap asked for (the first refused with ENOSPC), and the cap; None: none was refused
+    tmp_refused_bytes: int | None = None
+    ephemeral_storage_mb: int = 512
 
     @property
     def billed_duration_ms(self) -> int:
@@ -59,5 +62,7 @@ class InvocationReport:
         if self.kv_ops is not None:
             parts.append(f"KV Ops: {self.kv_ops}")
             parts.append(f"KV Bytes: {self.kv_bytes}")
+        if self.tmp_refused_bytes is not None:
+            parts.append(f"Storage Error: EphemeralStorageLimitExceeded ({self.tmp_refused_bytes} bytes refused past /tmp's {self.ephemeral_storage_mb} MB)")
         parts.append(f"Outcome: {self.outcome}")
         return "\t".join(parts)

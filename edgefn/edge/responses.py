@@ -7,6 +7,7 @@ from http import HTTPStatus
 from ..core.events import Body, EdgeResponse
 from ..core.exceptions import (
     CpuBudgetExhausted,
+    EphemeralStorageLimitExceeded,
     FunctionError,
     FunctionInitError,
     FunctionPending,
@@ -33,6 +34,7 @@ VIEWER_STATUS: dict[type[BaseException], int] = {
     FunctionPending: 503,
     CpuBudgetExhausted: 503,
     MemoryLimitExceeded: 503,
+    EphemeralStorageLimitExceeded: 503,
     Throttled: 503,
     WallClockTimeout: 504,
 }

@@ -39,7 +39,7 @@ def source_path(manifest_path: Path, cfg: FunctionConfig) -> Path:
 
 def limits_of(cfg: FunctionConfig) -> Limits:
     return Limits(
-        memory_mb=cfg.memory_mb, timeout_ms=cfg.timeout_ms, fuel=cfg.fuel or 0, max_result_bytes=cfg.max_result_bytes, kv_ops=cfg.kv_ops, kv_bytes=cfg.kv_bytes,
+        memory_mb=cfg.memory_mb, timeout_ms=cfg.timeout_ms, fuel=cfg.fuel or 0, ephemeral_storage_mb=cfg.ephemeral_storage_mb, max_result_bytes=cfg.max_result_bytes, kv_ops=cfg.kv_ops, kv_bytes=cfg.kv_bytes,
     )
 
 

@@ -234,6 +234,7 @@ class FunctionConfig:
     memory_mb: int = spec(128, int_range(1, MAX_MEMORY_MB), "memory in MB: the cap on linear memory and tables, and the CPU share and default budget (docs/security.md)")
     timeout_ms: int = spec(5000, int_range(1, 900_000), "wall-clock limit per invocation")
     fuel: int | None = spec(None, int_range(1_000, 10**15), "CPU budget per invocation, in wasm instructions (default: 15,625,000 per MB of memory_mb)")
+    ephemeral_storage_mb: int = spec(512, int_range(1, MAX_MEMORY_MB), "the size cap of the instance's private /tmp, in MB (WASI modules; Lambda: 512 to 10,240)")
     max_result_bytes: int = spec(1024 * 1024, int_range(16, 64 * 1024 * 1024), "largest result document")
     env: dict[str, str] = spec(None, _env_check, "environment variables", factory=dict)
     allowed_hosts: list[str] = spec(None, None, "hosts the function may fetch from: host, host:port or *.domain", factory=list)

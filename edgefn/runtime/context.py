@@ -10,9 +10,12 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..core.ports import KeyValueStore
+
+if TYPE_CHECKING:
+    from .scratch import ScratchDirectory
 
 __all__ = [
     "MAX_LOG_BYTES_PER_INVOCATION", "MAX_LOG_LINE", "MIN_MASKED_SECRET", "InvocationContext", "KvGrant", "SecretMask", "current_context", "escape_guest_text",
@@ -73,7 +76,7 @@ class InvocationContext:
 
     __slots__ = (
         "function", "request_id", "env", "emit", "log_bytes", "dropped_lines", "_partial",
-        "allowed_hosts", "deadline", "fetches", "pending_fetch", "io_gate", "kv", "pending_kv", "mask",
+        "allowed_hosts", "deadline", "fetches", "pending_fetch", "io_gate", "kv", "pending_kv", "mask", "scratch",
     )
 
     def __init__(
@@ -106,6 +109,8 @@ class InvocationContext:
         self.pending_kv: bytes | None = None
         #: hides the function's secret values in every line this invocation logs
         self.mask = mask if mask else None
+        #: the instance's /tmp (runtime/host/scratch.py); None: the guest has no WASI
+        self.scratch: ScratchDirectory | None = None
 
     def write_log(self, level: int, data: bytes) -> None:
         """One guest log record: one line, its control characters escaped (a guest cannot start a line)."""

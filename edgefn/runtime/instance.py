@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 import wasmtime
@@ -9,6 +10,7 @@ from wasmtime import _ffi as ffi
 
 from . import fastcall
 from .module_store import LoadedModule
+from .scratch import ScratchDirectory
 
 if TYPE_CHECKING:
     from .context import InvocationContext
@@ -41,10 +43,14 @@ class GuestInstance:
     """A live instance and its Store: made for one invocation, or kept warm in a pool between invocations.
     A core module's instance and exports live in its fastcall.CoreStore; a component's `handle` here."""
 
-    __slots__ = ("loaded", "store", "slot", "func", "needs_init", "create_ms", "invocations")
+    __slots__ = ("loaded", "store", "slot", "func", "needs_init", "create_ms", "invocations", "scratch", "__weakref__")
 
-    def __init__(self, loaded: LoadedModule, store: wasmtime.Store | fastcall.CoreStore, slot: LogSlot) -> None:
+    def __init__(self, loaded: LoadedModule, store: wasmtime.Store | fastcall.CoreStore, slot: LogSlot, scratch: ScratchDirectory | None = None) -> None:
         self.loaded = loaded
+        #: its /tmp, deleted with it (runtime/host/scratch.py); None: a module without WASI
+        self.scratch = scratch
+        if scratch is not None:  # however the instance goes (dropped, evicted, the pool closed), its /tmp goes too
+            weakref.finalize(self, scratch.remove)
         self.store = store
         self.slot = slot
         self.func: ffi.wasmtime_component_func_t | None = None  # components: the `handle` function

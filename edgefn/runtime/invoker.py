@@ -298,6 +298,7 @@ class Runtime:
 
     def close(self) -> None:
         self.invoker.close()
+        self.sandbox.scratch_root.close()
         self.ticker.stop()
         if self.invoker.kv is not None:  # after the guests: none is left to call it
             self.invoker.kv.close()

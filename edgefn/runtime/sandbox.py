@@ -15,6 +15,7 @@ import wasmtime
 from ..core.app import Limits
 from ..core.exceptions import (
     CpuBudgetExhausted,
+    EphemeralStorageLimitExceeded,
     FunctionInitError,
     GuestTrap,
     InvalidResult,
@@ -30,6 +31,7 @@ from .instance import GuestInstance, LogSlot
 from .linking import GuestModuleInfo
 from .module_store import LoadedModule
 from .pool import WarmPool
+from .scratch import ScratchDirectory, ScratchRoot
 
 PAGE = 65536
 #: what an instance may hold besides linear memory (all of it inside memory_mb, see store_limits)
@@ -91,10 +93,14 @@ class Sandbox:
     function that opts in to instance reuse passes a warm pool, from which instances are taken and to
     which the invoker returns them after a clean invocation."""
 
-    def __init__(self, engine: wasmtime.Engine, ticker: EpochTicker, component_engine: wasmtime.Engine | None = None) -> None:
+    def __init__(
+        self, engine: wasmtime.Engine, ticker: EpochTicker, component_engine: wasmtime.Engine | None = None, scratch_root: ScratchRoot | None = None,
+    ) -> None:
         self._engine_ptr = fastcall.pointer_of(engine)
         self._component_engine = component_engine or engine
         self._ticker = ticker
+        #: where instances' /tmp directories are made (runtime/host/scratch.py)
+        self.scratch_root = scratch_root or ScratchRoot()
 
     # --- instances -------------------------------------------------------------------------------
 
@@ -136,16 +142,18 @@ class Sandbox:
                 raise self._classify(exc, function, request_id, limits, instance, cap, instantiating=True) from None
         else:
             assert isinstance(info, GuestModuleInfo) and loaded.pre is not None
-            # linear memory: the Store's budget decides (all memories together), the limiter the rest
+            # linear memory: the Store's budget decides (all memories together), the limiter the rest; a WASI
+            # module's Store holds a second instance, the relay of its /tmp (runtime/host/scratch.py)
             core = fastcall.CoreStore(
                 self._engine_ptr, fuel=limits.fuel, epoch_ticks=ticks, linear_bytes=split.linear_bytes,
-                table_elements=split.table_elements, tables=MAX_TABLES, memories=MAX_CORE_MEMORIES, instances=1,
+                table_elements=split.table_elements, tables=MAX_TABLES, memories=MAX_CORE_MEMORIES, instances=2 if info.imports_wasi else 1,
                 env=fastcall.pack_env(env),
             )
-            instance = GuestInstance(loaded, core, slot)
+            scratch = self.scratch_root.make(limits.ephemeral_storage_mb * 1024 * 1024) if info.imports_wasi else None
+            instance = GuestInstance(loaded, core, slot, scratch)
             try:
-                if info.imports_wasi:
-                    core.set_wasi(_wasi_config(env, slot))
+                if scratch is not None:
+                    core.set_wasi(_wasi_config(env, slot, scratch=scratch))
                 core.instantiate(loaded.pre_ptr, info.memory_export, info.alloc_export, info.handle_export, info.init_export)
             except fastcall.GuestCallError as exc:
                 raise self._classify(exc, function, request_id, limits, instance, cap, instantiating=True) from None
@@ -193,6 +201,7 @@ class Sandbox:
         try:
             instance = self.new_instance(loaded, limits, env, function, "prewarm")
             instance.slot.ctx = ctx
+            ctx.scratch = instance.scratch
             start = time.perf_counter()
             self.initialize(instance, function, "prewarm", limits)
             instance.create_ms += (time.perf_counter() - start) * 1000
@@ -246,6 +255,9 @@ class Sandbox:
             if pool is not None and not warm:
                 start = time.perf_counter()  # a cold pooled instance: its creation is Init Duration, not Duration
             instance.slot.ctx = ctx
+            if instance.scratch is not None:
+                instance.scratch.refused = None
+                ctx.scratch = instance.scratch
             self.initialize(instance, function, request_id, limits)
             if loaded.kind == "component":
                 result = self._call_component(instance, event, function, request_id, limits, cap)
@@ -267,6 +279,13 @@ class Sandbox:
             # a growth past the budget was refused, and the guest then failed: that refusal is the cause
             asked, budget = refused
             error = MemoryLimitExceeded(function, request_id, limits.memory_mb, f": {asked} bytes asked for, {budget} allowed (then: {error.detail})")
+        scratch = instance.scratch if instance is not None else None
+        tmp_refused = scratch.refused if scratch is not None else None
+        if error is not None and tmp_refused is not None and not isinstance(error, (CpuBudgetExhausted, WallClockTimeout, MemoryLimitExceeded)):
+            # a write past /tmp's cap was refused (ENOSPC), and the guest then failed: that refusal is the cause
+            error = EphemeralStorageLimitExceeded(function, request_id, limits.ephemeral_storage_mb, f" (then: {error})")
+        if scratch is not None and pool is None:
+            scratch.remove()  # a fresh instance's /tmp goes with its one invocation
         fuel_used = limits.fuel - instance.store.get_fuel() if instance is not None else 0
         if pool is not None:
             # Lambda's rule: Init Duration only on a cold instance (its load and creation), none on a warm one
@@ -284,6 +303,8 @@ class Sandbox:
             fuel_exact=not isinstance(error, WallClockTimeout),
             kv_ops=kv.ops if kv is not None else None,
             kv_bytes=kv.bytes if kv is not None else 0,
+            tmp_refused_bytes=tmp_refused,
+            ephemeral_storage_mb=limits.ephemeral_storage_mb,
         )
         keep = instance if (pool is not None and error is None) else None
         return SandboxRun(result, error, report, keep, refused)
@@ -364,15 +385,19 @@ class Sandbox:
         return GuestTrap(function, request_id, code.name.lower(), frames)
 
 
+#: where an instance's scratch directory is mounted (Lambda's /tmp)
+SCRATCH_MOUNT = "/tmp"
 #: where a source bundle's tree is mounted in its instances (guest-sdk/python/edgefn_guest/_runtime.py)
 SOURCES_MOUNT = "/app"
 
 
-def _wasi_config(env: dict[str, str], slot: LogSlot, loaded: LoadedModule | None = None) -> wasmtime.WasiConfig:
-    """Least privilege: no preopened directories (but a source bundle's own tree, read-only), no network, empty
-    argv and stdin; the manifest env only; stdout and stderr to the function's log (WASI preview 1 for core
-    modules, 0.2 for components)."""
+def _wasi_config(env: dict[str, str], slot: LogSlot, loaded: LoadedModule | None = None, scratch: ScratchDirectory | None = None) -> wasmtime.WasiConfig:
+    """Least privilege: no preopened directories but the instance's own /tmp (core modules, size-capped) and a
+    source bundle's own tree (read-only), no network, empty argv and stdin; the manifest env only; stdout and
+    stderr to the function's log (WASI preview 1 for core modules, 0.2 for components)."""
     wasi = wasmtime.WasiConfig()
+    if scratch is not None:
+        wasi.preopen_dir(str(scratch.path), SCRATCH_MOUNT, True)
     if loaded is not None and loaded.sources is not None:
         wasi.preopen_dir(str(loaded.sources.directory), SOURCES_MOUNT, False)
     wasi.env = [(k, v) for k, v in env.items()]

@@ -45,7 +45,8 @@
  *   memory    edgefn_arena_alloc (bump arena, reset by every invocation), edgefn_buf (growable string)
  *
  * Memory: everything the SDK allocates lives in a bump arena that starts at __heap_base, grows with
- * memory.grow and is reset at the start of every invocation (edgefn_alloc), so nothing is ever freed
+ * memory.grow (with target = "wasi", where libc's malloc owns the heap: in blocks from malloc) and is
+ * reset at the start of every invocation (edgefn_alloc), so nothing is ever freed
  * and a reused instance recycles all buffers. If an allocation the caller cannot see fails (a header
  * copy, an edgefn_buf append, an env value), the invocation's result is replaced by the function error
  * {"errorType": "OutOfMemory", ...}: a result is never silently built from truncated data.
@@ -352,12 +353,16 @@ EDGEFN__FN bool edgefn_ct_eq(edgefn_str given, edgefn_str expected) {
 }
 
 /* ------------------------------------------------------------------------------------------------ */
-/* Memory: bump arena over __heap_base                                                              */
+/* Memory: a bump arena: over __heap_base (freestanding), or over blocks from malloc (WASI)         */
 /* ------------------------------------------------------------------------------------------------ */
 
-extern unsigned char __heap_base;
 static uint32_t edgefn__top; /* 0: not set up yet */
 static bool edgefn__oom;      /* an allocation the user cannot observe failed in this invocation */
+
+#ifndef __wasi__
+/* freestanding: the arena owns all memory from __heap_base up */
+extern unsigned char __heap_base;
+typedef uint32_t edgefn__mark;
 
 EDGEFN__FN void edgefn__arena_reset(void) {
     edgefn__top = (uint32_t)(uintptr_t)&__heap_base;
@@ -376,13 +381,78 @@ EDGEFN__FN bool edgefn__arena_bump(uint64_t end) {
     return true;
 }
 
+EDGEFN__FN bool edgefn__arena_more(uint64_t start, size_t n, uint64_t *at) {
+    *at = start;
+    return edgefn__arena_bump(start + (uint64_t)n);
+}
+
+EDGEFN__FN edgefn__mark edgefn__arena_mark(void) { return edgefn__top; }
+EDGEFN__FN void edgefn__arena_restore(edgefn__mark m) { edgefn__top = m; }
+#else
+/* WASI: libc's malloc owns the heap (stdio, fopen and the function's own malloc use it), so the arena is a
+   chain of blocks from malloc: the first kept across invocations, the later ones freed at each reset */
+#include <stdlib.h>
+typedef struct edgefn__block { struct edgefn__block *next; uint32_t size; uint32_t pad; } edgefn__block;
+typedef struct { uint32_t top, limit; } edgefn__mark;
+static edgefn__block *edgefn__blocks; /* newest first */
+static uint32_t edgefn__limit;        /* the end of the newest block */
+
+EDGEFN__FN void edgefn__arena_use(edgefn__block *b) {
+    edgefn__top = (uint32_t)(uintptr_t)(b + 1);
+    edgefn__limit = (uint32_t)(uintptr_t)b + b->size;
+}
+
+EDGEFN__FN void edgefn__arena_reset(void) {
+    while (edgefn__blocks && edgefn__blocks->next) {
+        edgefn__block *next = edgefn__blocks->next;
+        free(edgefn__blocks);
+        edgefn__blocks = next;
+    }
+    if (!edgefn__blocks && (edgefn__blocks = (edgefn__block *)malloc(65536u)) != NULL) {
+        edgefn__blocks->next = NULL;
+        edgefn__blocks->size = 65536u;
+    }
+    if (edgefn__blocks) edgefn__arena_use(edgefn__blocks);
+    else edgefn__top = edgefn__limit = 8u; /* nothing fits: every allocation fails */
+    edgefn__oom = false;
+}
+
+EDGEFN__FN bool edgefn__arena_bump(uint64_t end) {
+    if (end > edgefn__limit) return false;
+    edgefn__top = (uint32_t)end;
+    return true;
+}
+
+/* n bytes from start, or from a new block (at least twice the newest) when they do not fit */
+EDGEFN__FN bool edgefn__arena_more(uint64_t start, size_t n, uint64_t *at) {
+    *at = start;
+    if (edgefn__arena_bump(start + (uint64_t)n)) return true;
+    uint64_t size = (uint64_t)n + sizeof(edgefn__block) + 8u;
+    uint64_t twice = edgefn__blocks ? 2u * (uint64_t)edgefn__blocks->size : 65536u;
+    if (size < twice) size = twice;
+    if (size > 0xFFFF0000u) return false;
+    edgefn__block *b = (edgefn__block *)malloc((size_t)size);
+    if (!b) return false;
+    b->next = edgefn__blocks;
+    b->size = (uint32_t)size;
+    edgefn__blocks = b;
+    edgefn__arena_use(b);
+    *at = ((uint64_t)edgefn__top + 7u) & ~(uint64_t)7u;
+    edgefn__top = (uint32_t)(*at + (uint64_t)n);
+    return true;
+}
+
+EDGEFN__FN edgefn__mark edgefn__arena_mark(void) { edgefn__mark m = { edgefn__top, edgefn__limit }; return m; }
+EDGEFN__FN void edgefn__arena_restore(edgefn__mark m) { edgefn__top = m.top; edgefn__limit = m.limit; }
+#endif
+
 /* n bytes, 8-aligned, not zeroed, valid until the end of the invocation. NULL when memory is
    exhausted (memory_mb in the manifest). */
 EDGEFN__FN void *edgefn_arena_alloc(size_t n) {
     if (edgefn__top == 0) edgefn__arena_reset();
-    uint64_t start = ((uint64_t)edgefn__top + 7u) & ~(uint64_t)7u;
-    if (!edgefn__arena_bump(start + (uint64_t)n)) return NULL;
-    return (void *)(uintptr_t)start;
+    uint64_t start = ((uint64_t)edgefn__top + 7u) & ~(uint64_t)7u, at;
+    if (!edgefn__arena_more(start, n, &at)) return NULL;
+    return (void *)(uintptr_t)at;
 }
 
 /* Internal allocation: failure poisons the invocation (OutOfMemory result). */
@@ -479,12 +549,12 @@ EDGEFN__FN bool edgefn_env(const char *key, edgefn_str *value) {
     edgefn_str k = edgefn_cstr(key);
     size_t cap = 120;
     for (int attempt = 0; attempt < 4; attempt++) {
-        uint32_t mark = edgefn__top;
+        edgefn__mark mark = edgefn__arena_mark();
         char *buf = (char *)edgefn__alloc(cap + 1);
         if (!buf) return false;
         int32_t r = edgefn__host_env_get(k.ptr, k.len, buf, cap);
         if (r < 0) { /* -1: not set; -2: cannot happen with arena pointers */
-            edgefn__top = mark;
+            edgefn__arena_restore(mark);
             return false;
         }
         if ((uint32_t)r <= cap) {
@@ -494,7 +564,7 @@ EDGEFN__FN bool edgefn_env(const char *key, edgefn_str *value) {
             value->len = (size_t)r;
             return true;
         }
-        edgefn__top = mark;
+        edgefn__arena_restore(mark);
         cap = (size_t)(uint32_t)r; /* too small: retry with the announced length */
     }
     return false;
@@ -1446,7 +1516,7 @@ EDGEFN__FN bool edgefn_fetch_send(edgefn_fetch_request *req, edgefn_fetch_respon
     if (req->hdrs.failed) return edgefn__fetch_fail(out, "fetch: out of memory building the request");
     if (req->hdrs.misuse) return edgefn__fetch_fail(out, req->hdrs.misuse);
     if (edgefn__top == 0) edgefn__arena_reset();
-    uint32_t mark = edgefn__top;
+    edgefn__mark mark = edgefn__arena_mark();
     d.req = req;
     if (!edgefn__plan_make(&req->hdrs, &d.plan)) return edgefn__fetch_fail(out, "fetch: out of memory building the request");
 
@@ -1455,17 +1525,17 @@ EDGEFN__FN bool edgefn_fetch_send(edgefn_fetch_request *req, edgefn_fetch_respon
     edgefn__emit_fetch(&w, &d);
     uint8_t *doc = w.len <= 0xFFFF0000u ? (uint8_t *)edgefn_arena_alloc((size_t)w.len) : NULL;
     if (!doc) {
-        edgefn__top = mark;
+        edgefn__arena_restore(mark);
         return edgefn__fetch_fail(out, "fetch: out of memory building the request");
     }
     edgefn__w w2 = { doc, 0, w.len, false };
     edgefn__emit_fetch(&w2, &d);
     if (w2.overflow || w2.len != w.len) { /* cannot happen */
-        edgefn__top = mark;
+        edgefn__arena_restore(mark);
         return edgefn__fetch_fail(out, "fetch: internal error encoding the request");
     }
     int32_t n = edgefn__host_fetch(doc, (size_t)w.len);
-    edgefn__top = mark; /* the request document is not needed any more */
+    edgefn__arena_restore(mark); /* the request document is not needed any more */
     if (n <= 0) return edgefn__fetch_fail(out, "fetch: the host could not read the request (fetch returned an error code)");
 
     /* the host announced the result's exact length: one block, one copy */
@@ -1473,11 +1543,11 @@ EDGEFN__FN bool edgefn_fetch_send(edgefn_fetch_request *req, edgefn_fetch_respon
     if (!buf) return edgefn__fetch_fail(out, "fetch: out of memory: the response does not fit in guest memory (memory_mb)");
     int32_t got = edgefn__host_fetch_result(buf, (size_t)(uint32_t)n);
     if (got != n) {
-        edgefn__top = mark;
+        edgefn__arena_restore(mark);
         return edgefn__fetch_fail(out, "fetch: the host's fetch_result did not match fetch");
     }
     if (!edgefn__parse_fetch_result(buf, (size_t)(uint32_t)n, out)) {
-        edgefn__top = mark;
+        edgefn__arena_restore(mark);
         return edgefn__fetch_fail(out, "fetch: malformed result document from the host");
     }
     return out->ok;
@@ -1596,7 +1666,7 @@ EDGEFN__FN bool edgefn__kv_fail(edgefn_kv_result *out, const char *why) {
 EDGEFN__FN bool edgefn__kv_call(const edgefn__kv_doc *d, edgefn_kv_result *out) {
     (void)edgefn__kv_fail(out, NULL); /* *out is defined on every path */
     if (edgefn__top == 0) edgefn__arena_reset();
-    uint32_t mark = edgefn__top;
+    edgefn__mark mark = edgefn__arena_mark();
     edgefn__w w = { NULL, 0, 0, false };
     edgefn__emit_kv(&w, d);
     uint8_t *doc = w.len <= 0xFFFF0000u ? (uint8_t *)edgefn_arena_alloc((size_t)w.len) : NULL;
@@ -1604,12 +1674,12 @@ EDGEFN__FN bool edgefn__kv_call(const edgefn__kv_doc *d, edgefn_kv_result *out) 
     edgefn__w w2 = { doc, 0, w.len, false };
     edgefn__emit_kv(&w2, d);
     int32_t n = edgefn__host_kv(doc, (size_t)w.len);
-    edgefn__top = mark; /* the request document is not needed any more */
+    edgefn__arena_restore(mark); /* the request document is not needed any more */
     if (n <= 0) return edgefn__kv_fail(out, "kv: the host could not read the request (kv returned an error code)");
     uint8_t *buf = (uint8_t *)edgefn_arena_alloc((size_t)(uint32_t)n);
     if (!buf) return edgefn__kv_fail(out, "kv: out of memory: the answer does not fit in guest memory (memory_mb)");
     if (edgefn__host_kv_result(buf, (size_t)(uint32_t)n) != n || !edgefn__parse_kv_result(buf, (size_t)(uint32_t)n, out)) {
-        edgefn__top = mark;
+        edgefn__arena_restore(mark);
         return edgefn__kv_fail(out, "kv: malformed answer from the host");
     }
     return out->ok;

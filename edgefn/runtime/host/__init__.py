@@ -1,4 +1,4 @@
-"""Host capabilities: what a guest may call, one file each (log.py, env.py, fetch.py, kv.py).
+"""Host capabilities: what a guest may call, one file each (log.py, env.py, fetch.py, kv.py; scratch.py: /tmp).
 
 Each capability declares both of its faces together: the functions of the core-module ABI
 (`edgefn:host/v1`, guest-sdk/ABI.md) and the functions of the component world (`edgefn:function/host`).
@@ -12,11 +12,11 @@ import wasmtime
 from wasmtime import component as wc
 
 from .. import abi
-from . import env, fetch, kv, log
+from . import env, fetch, kv, log, scratch
 from .capability import COMPONENT_INTERFACE, HostCapability
 from .guest_memory import define_core_function
 
-__all__ = ["CAPABILITIES", "COMPONENT_INTERFACE", "CORE_IMPORTS", "HostCapability", "create_component_linker", "create_linker", "env", "fetch", "kv", "log"]
+__all__ = ["CAPABILITIES", "COMPONENT_INTERFACE", "CORE_IMPORTS", "HostCapability", "create_component_linker", "create_linker", "env", "fetch", "kv", "log", "scratch"]
 
 #: every capability a guest can be granted, in one list
 CAPABILITIES: tuple[HostCapability, ...] = (log.CAPABILITY, env.CAPABILITY, fetch.CAPABILITY, kv.CAPABILITY)
@@ -32,6 +32,7 @@ def create_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
     (what a Store may do is set per Store)."""
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
+    scratch.shadow_wasi_growth(linker, engine)  # /tmp's size cap
     for cap in CAPABILITIES:
         for name, (params, results, callback) in cap.core.items():
             define_core_function(linker, abi.HOST_MODULE, name, params, results, callback)
