@@ -25,6 +25,7 @@ from .app_build import LOCKED_APP_ENV, load_app, read_locked_app
 from .control.async_invoke import AsyncInvoker
 from .control.catalog import POLL_INTERVAL_S, ControlOutage, FunctionCatalog, LiveCatalog, LocalSnapshot, PendingBuilds, wait_any
 from .control.deploy import behaviors_of, check_references, deploy
+from .control.event_sources import EventSourcePollers
 from .control.schedules import Scheduler, parse_schedules
 from .control.secrets import SecretBox
 from .control.store import open_control_store, open_kv_of
@@ -111,6 +112,7 @@ class EdgeNode:
             del self.client.headers[default]
         self.cache = EdgeCache(self.app.server.cache_max_bytes)
         self.purges = self.store.purges  # NodeServices: the admin API logs purges here
+        self.event_source_mappings = self.store.event_sources  # NodeServices: the admin API's event source switches
         self.kv, self.kv_namespaces = self.runtime.invoker.kv, app.kv.namespaces  # NodeServices: the admin API's kv routes
         self.pipeline = self._pipeline(self.app)
         self.metrics.watch_async_queue(self.store.queue.stats)
@@ -118,6 +120,7 @@ class EdgeNode:
         self.scheduler = Scheduler(self.store.schedules, schedules)
         self.scheduler.outage = self.outage
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns() % 10**9:09d}"
+        self.event_sources = EventSourcePollers(app.event_sources, self.store.event_sources, self.catalog, self.runtime.invoker, self.node_id)
         self.started_at = time.time()
 
     def _pipeline(self, app: ResolvedApp) -> EdgePipeline:
@@ -314,6 +317,7 @@ class EdgeNode:
         self.tasks.append(asyncio.create_task(self._follow_purges(self.stop_event), name="edgefn-cache-purges"))
         self.tasks.extend(self.async_invoker.start(self.stop_event))
         self.tasks.append(asyncio.create_task(self.scheduler.run(self.stop_event), name="edgefn-scheduler"))
+        self.tasks.extend(self.event_sources.start(self.stop_event))
         # what start-up made (modules, the app, the libraries) lives as long as the process: kept out of the
         # collector's full passes, which otherwise walk it every time and pause requests for tens of ms
         gc.collect()

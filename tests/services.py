@@ -5,6 +5,10 @@ database test), or where none answers (a contributor's own machine), a throwaway
 installed PostgreSQL binaries in a temporary directory on a free port, stopped afterwards. No PostgreSQL at all
 is a failure naming what to install, never a skip. Each test that writes gets a schema of its own
 (`own_schema`), dropped afterwards. `ThrowawayPostgres` is a server a test may stop and start again.
+
+Redis and RabbitMQ (the event sources' brokers) the same way: $EDGEFN_TEST_REDIS_URL / $EDGEFN_TEST_AMQP_URL, else
+the machine's own on 6379 / 5672, else a throwaway redis-server / rabbitmq-server of the installed binaries on free
+ports. Each test uses stream keys and queue names of its own.
 """
 
 from __future__ import annotations
@@ -119,3 +123,83 @@ def own_schema(url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+# --- the brokers of event sources (docs/event-sources.md) ------------------------------------------------------
+
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+DEFAULT_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_until_answers(port: int, seconds: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while not _answers("127.0.0.1", port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the throwaway {what} did not start:\n{log.read_text(errors='replace') if log.exists() else ''}")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def redis_url() -> Iterator[str]:
+    """$EDGEFN_TEST_REDIS_URL, the machine's Redis on 6379, or a throwaway redis-server on a free port."""
+    url = os.environ.get("EDGEFN_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    if _answers("127.0.0.1", 6379):
+        yield DEFAULT_REDIS
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("no Redis is running or installed: install redis-server (e.g. apt install redis-server), or set EDGEFN_TEST_REDIS_URL")
+    home = Path(tempfile.mkdtemp(prefix="edgefn-redis-"))
+    port = _free_port()
+    log = home / "redis.log"
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(home), "--logfile", str(log)],
+                            start_new_session=True)
+    try:
+        _wait_until_answers(port, 60, "Redis", log)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait(30)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def rabbitmq_url() -> Iterator[str]:
+    """$EDGEFN_TEST_AMQP_URL, the machine's RabbitMQ on 5672, or a throwaway rabbitmq-server on free ports."""
+    url = os.environ.get("EDGEFN_TEST_AMQP_URL")
+    if url:
+        yield url
+        return
+    if _answers("127.0.0.1", 5672):
+        yield DEFAULT_RABBITMQ
+        return
+    binary = shutil.which("rabbitmq-server") or ("/usr/sbin/rabbitmq-server" if os.path.exists("/usr/sbin/rabbitmq-server") else None)
+    if binary is None:
+        raise RuntimeError("no RabbitMQ is running or installed: install rabbitmq-server (e.g. apt install rabbitmq-server), or set EDGEFN_TEST_AMQP_URL")
+    home = Path(tempfile.mkdtemp(prefix="edgefn-rabbitmq-"))
+    port, dist = _free_port(), _free_port()
+    env = {
+        **os.environ, "RABBITMQ_NODE_PORT": str(port), "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "RABBITMQ_DIST_PORT": str(dist),
+        "RABBITMQ_NODENAME": f"edgefn-{port}@localhost", "RABBITMQ_MNESIA_BASE": str(home / "mnesia"), "RABBITMQ_LOG_BASE": str(home / "log"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(home / "enabled_plugins"), "RABBITMQ_PID_FILE": str(home / "pid"), "HOME": str(home),
+    }
+    (home / "enabled_plugins").write_text("[].\n")
+    proc = subprocess.Popen([binary], env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_answers(port, 120, "RabbitMQ", home / "log")
+        yield f"amqp://guest:guest@127.0.0.1:{port}/%2F"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        proc.wait(30)
+        shutil.rmtree(home, ignore_errors=True)

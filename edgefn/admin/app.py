@@ -44,7 +44,7 @@ from ..core.exceptions import (
     status_by_class,
 )
 from ..core.ids import new_request_id
-from ..core.ports import KeyValueStore, PurgeLog, Registry
+from ..core.ports import EventSourceStore, KeyValueStore, PurgeLog, Registry
 from ..core.records import (
     KV_MAX_LIST_LIMIT,
     KV_MAX_VALUE_BYTES,
@@ -81,6 +81,8 @@ class NodeServices(Protocol):
     #: the app's key-value store (None: its [kv] declares no namespace), and the namespaces it declares
     kv: KeyValueStore | None
     kv_namespaces: tuple[str, ...]
+    #: the event source mappings' switches and counters (docs/event-sources.md)
+    event_source_mappings: EventSourceStore
 
     @property
     def max_concurrency(self) -> int:
@@ -98,6 +100,8 @@ PROVISIONED = "/2019-09-30/functions"
 PURGES = "/2026-12-01/cache/purges"
 #: edgefn's own: the key-value store (edgefn kv), shaped as Workers KV's API is
 KV = "/2026-12-01/kv/namespaces"
+#: Lambda's ListEventSourceMappings, GetEventSourceMapping, UpdateEventSourceMapping (Enabled)
+EVENT_SOURCES = "/2015-03-31/event-source-mappings"
 
 SYNC_PAYLOAD_LIMIT = 6 * 1024 * 1024  # Lambda: 6 MB request payload for RequestResponse
 #: a configuration update re-reads and retries this often when $LATEST changes under it (then 409)
@@ -590,6 +594,30 @@ async def delete_reserved(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def list_event_sources(request: Request) -> Response:
+    """ListEventSourceMappings (?FunctionName=NAME filters)."""
+    function = request.query_params.get("FunctionName")
+    states = await _blocking(_node(request).event_source_mappings.list)
+    docs = [s.document() for s in states if function is None or s.function.partition(":")[0] == function]
+    return JSONResponse({"EventSourceMappings": docs})
+
+
+async def get_event_source(request: Request) -> Response:
+    state = await _blocking(_node(request).event_source_mappings.get, request.path_params["uuid"])
+    return JSONResponse(state.document())
+
+
+async def update_event_source(request: Request) -> Response:
+    """UpdateEventSourceMapping: {"Enabled": true|false} turns its polling on or off on every node within a second."""
+    doc = await _read_json(request, "UpdateEventSourceMapping")
+    _unknown_fields(doc, ["Enabled"])
+    enabled = _field(doc, "Enabled", bool, "true or false")
+    if enabled is None:
+        raise ApiError(400, "InvalidParameterValueException", "give Enabled: true or false")
+    state = await _blocking(_node(request).event_source_mappings.set_enabled, request.path_params["uuid"], enabled)
+    return JSONResponse(state.document(), status_code=202)
+
+
 async def create_purge(request: Request) -> Response:
     """One purge for every server process: {"Path": "/x"} (a trailing * is a prefix), {"Prefix": ...}, {"Tag": ...}
     or {"All": true}; 201 with its id, applied by each process within its poll interval."""
@@ -761,6 +789,9 @@ ROUTES: list[BaseRoute] = [
     Route(f"{PROVISIONED}/{{name}}/provisioned-concurrency", get_provisioned, methods=["GET"]),
     Route(f"{PROVISIONED}/{{name}}/provisioned-concurrency", delete_provisioned, methods=["DELETE"]),
     Route(PURGES, create_purge, methods=["POST"]),
+    Route(EVENT_SOURCES, list_event_sources, methods=["GET"]),
+    Route(f"{EVENT_SOURCES}/{{uuid}}", get_event_source, methods=["GET"]),
+    Route(f"{EVENT_SOURCES}/{{uuid}}", update_event_source, methods=["PUT"]),
     Route(KV, list_kv_namespaces, methods=["GET"]),
     Route(f"{KV}/{{namespace}}/keys", list_kv_keys, methods=["GET"]),
     Route(f"{KV}/{{namespace}}/values/{{key:path}}", get_kv_value, methods=["GET"]),

@@ -20,6 +20,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 NAME = {"name": "name", "in": "path", "required": True, "description": "function name; on invocations also NAME:QUALIFIER", "schema": {"type": "string"}}
 ALIAS = {"name": "alias", "in": "path", "required": True, "schema": {"type": "string"}}
+ESM_UUID = {"name": "uuid", "in": "path", "required": True, "description": "the mapping's UUID, or a unique prefix of it", "schema": {"type": "string"}}
 KV_NAMESPACE = {"name": "namespace", "in": "path", "required": True, "description": "a namespace the app's [kv] declares", "schema": {"type": "string"}}
 KV_KEY = {"name": "key", "in": "path", "required": True, "description": "the key (UTF-8, percent-encoded; up to 512 bytes; may hold '/')", "schema": {"type": "string"}}
 
@@ -136,6 +137,15 @@ PATHS: dict[str, dict[str, Any]] = {
     "/2026-12-01/cache/purges": {
         "post": _op("CreateCachePurge", "edgefn: drop cached responses in every server process of the app within about a second (edgefn cache purge)", {"201": _json(_ref("CachePurge"), "the purge, logged")}, [], "CachePurgeRequest"),
     },
+    "/2015-03-31/event-source-mappings": {
+        "get": _op("ListEventSourceMappings", "The app's polling event sources, their switches and counters (edgefn event-sources list)",
+                   {"200": _json(_ref("EventSourceMappings"), "the mappings")}, [_query("FunctionName", "only this function's")]),
+    },
+    "/2015-03-31/event-source-mappings/{uuid}": {
+        "get": _op("GetEventSourceMapping", "One mapping", {"200": _json(_ref("EventSourceMapping"), "the mapping")}, [ESM_UUID]),
+        "put": _op("UpdateEventSourceMapping", "Turn a mapping's polling on or off on every node within a second (edgefn event-sources enable|disable)",
+                   {"202": _json(_ref("EventSourceMapping"), "the mapping, switched")}, [ESM_UUID], "EventSourceMappingUpdate"),
+    },
     "/2026-12-01/kv/namespaces": {
         "get": _op("ListKeyValueNamespaces", "edgefn: the namespaces the app's [kv] declares", {"200": _json(_ref("KvNamespaces"), "the namespaces")}),
     },
@@ -165,6 +175,17 @@ _ENV = {"type": "object", "properties": {"Variables": {"type": "object", "additi
 _STORAGE = {"type": "object", "properties": {"Size": {"type": "integer", "description": "the cap of the private /tmp, MB"}}}
 
 SCHEMAS: dict[str, Any] = {
+    "EventSourceMapping": {
+        "type": "object",
+        "properties": {
+            "UUID": _STR, "FunctionArn": _STR, "EventSourceArn": _STR, "Source": _STR, "Target": _STR, "Kind": {"type": "string", "enum": ["queue", "stream"]},
+            "BatchSize": _INT, "ScalingConfig": {"type": "object", "properties": {"MaximumConcurrency": _INT}},
+            "State": {"type": "string", "enum": ["Enabled", "Disabled"]}, "LastProcessingResult": _STR, "LastProcessed": {"type": ["string", "null"]},
+            "LastModified": _STR, "Counters": {"type": "object", "additionalProperties": _INT},
+        },
+    },
+    "EventSourceMappings": {"type": "object", "properties": {"EventSourceMappings": {"type": "array", "items": _ref("EventSourceMapping")}}},
+    "EventSourceMappingUpdate": {"type": "object", "additionalProperties": False, "required": ["Enabled"], "properties": {"Enabled": {"type": "boolean"}}},
     "KvNamespaces": {"type": "object", "properties": {"Namespaces": {"type": "array", "items": {"type": "object", "properties": {"Name": _STR}}}}},
     "KvKeys": {
         "type": "object", "properties": {

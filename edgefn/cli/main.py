@@ -172,6 +172,16 @@ def _parser() -> argparse.ArgumentParser:
                          "edgefn nodes list --control postgresql://postgres@db.internal/edge"))
     nl.add_argument("--json", action="store_true", help="one JSON array")
 
+    es = _command(sub, "event-sources", "the app's polling event sources: queues and streams its functions read (docs/event-sources.md)",
+                  "edgefn event-sources list", "edgefn event-sources disable 5f0c")
+    es_sub = es.add_subparsers(dest="event_sources_command", required=True, metavar="SUBCOMMAND")
+    esl = with_config(cmd(es_sub, "list", "each mapping: its function, broker and queue or streams, switch, counters and last result",
+                          "edgefn event-sources list --json"))
+    esl.add_argument("--json", action="store_true", help="one JSON array (Lambda's EventSourceMappingConfiguration)")
+    for verb, purpose in (("enable", "start polling it on every node"), ("disable", "stop polling it on every node (records wait in the broker)")):
+        sw = with_config(cmd(es_sub, verb, f"{purpose}, within a second", f"edgefn event-sources {verb} 5f0c2a1e"))
+        sw.add_argument("uuid", metavar="UUID", help="the mapping's UUID (edgefn event-sources list), or a unique prefix of it")
+
     kv = _command(sub, "kv", "the app's key-value store: the namespaces its functions are granted (docs/kv.md)",
                   "edgefn kv put redirects /old /new", "edgefn kv get visits /", "edgefn kv list visits --prefix /blog/")
     kv_sub = kv.add_subparsers(dest="kv_command", required=True, metavar="SUBCOMMAND")
@@ -347,6 +357,12 @@ def _run(args: argparse.Namespace) -> int:
         from .observe import nodes_list_command
 
         return nodes_list_command(args.config, args.json, sys.stdout)
+    if args.command == "event-sources":
+        from .event_sources import event_sources_list, event_sources_switch
+
+        if args.event_sources_command == "list":
+            return event_sources_list(args.config, args.json, sys.stdout)
+        return event_sources_switch(args.config, args.uuid, args.event_sources_command == "enable", sys.stdout)
     if args.command == "schedules":
         from .observe import schedules_list_command
 

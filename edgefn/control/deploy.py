@@ -107,6 +107,8 @@ def deploy(app: ResolvedApp, control: ControlStore, wasm_of: Callable[[str], byt
         if not (name in known and previous.get(name) == document["deployed"][name])
     }
     changed = registry.put_many(items, document=(app.name, document))
+    if app.event_sources:
+        control.event_sources.sync(app.name, app.event_sources)
     return {name: changed.get(name, False) for name in app.functions}
 
 

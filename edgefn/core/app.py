@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = [
-    "CPU_BASELINE_MB", "DATABASE_URL_SCHEMES", "FUEL_PER_MB", "MAX_MEMORY_MB", "default_fuel", "CachePolicy", "FunctionSpec", "KvSettings", "Limits", "LogSettings", "QueueSettings", "ResolvedApp", "ResolvedBehavior", "ResolvedHook",
+    "CPU_BASELINE_MB", "DATABASE_URL_SCHEMES", "FUEL_PER_MB", "MAX_MEMORY_MB", "QUEUE_SOURCE", "STREAM_SOURCE", "EventSourceSpec", "default_fuel", "redacted_url", "CachePolicy", "FunctionSpec", "KvSettings", "Limits", "LogSettings", "QueueSettings", "ResolvedApp", "ResolvedBehavior", "ResolvedHook",
     "ScheduleSpec", "ServerSettings",
 ]
 
@@ -188,6 +188,57 @@ class ScheduleSpec:
     enabled: bool
 
 
+#: the two kinds of event source, by the broker URL's scheme
+QUEUE_SOURCE, STREAM_SOURCE = "queue", "stream"
+
+
+@dataclass(frozen=True)
+class EventSourceSpec:
+    """One `[[event_sources]]` entry as the node polls it (control/event_sources/, docs/event-sources.md)."""
+
+    uuid: str
+    function: str
+    source: str
+    queue: str | None = None
+    streams: tuple[str, ...] = ()
+    batch_size: int = 10
+    maximum_batching_window_s: float = 0.0
+    starting_position: str = "LATEST"
+    enabled: bool = True
+    maximum_concurrency: int = 2
+    visibility_timeout_s: float = 30.0
+    max_receive_count: int = 3
+    maximum_retry_attempts: int = -1
+    maximum_record_age_s: int = -1
+    bisect_batch_on_function_error: bool = False
+    report_batch_item_failures: bool = False
+    on_failure: str = "dlq"
+
+    @property
+    def kind(self) -> str:
+        return QUEUE_SOURCE if self.source.startswith("amqp") else STREAM_SOURCE
+
+    @property
+    def safe_source(self) -> str:
+        """The broker URL without its password (for lists, logs and records)."""
+        return redacted_url(self.source)
+
+    @property
+    def arn(self) -> str:
+        """What the event documents name the source by (Lambda's eventSourceARN)."""
+        where = self.queue if self.queue is not None else ",".join(self.streams)
+        return f"edgefn:{'rabbitmq' if self.kind == QUEUE_SOURCE else 'redis'}:{self.safe_source}:{where}"
+
+
+def redacted_url(url: str) -> str:
+    """`url` with the password of its user part as ***."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 #: what a `[kv] store` starting with one of these names: a PostgreSQL database (anything else is an SQLite file)
 DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -229,6 +280,8 @@ class ResolvedApp:
     secrets_key_file: Path = Path(".edgefn/secrets.key")
     #: a fleet's control plane (postgresql:// URL), or "" for the SQLite file at `registry_path`
     control: str = ""
+    #: the polling event sources ([[event_sources]]), in manifest order
+    event_sources: tuple[EventSourceSpec, ...] = ()
 
     @property
     def control_location(self) -> str | Path:

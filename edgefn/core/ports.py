@@ -19,7 +19,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, Callable, Protocol
 
-from .app import FunctionSpec
+from .app import EventSourceSpec, FunctionSpec
 from .events import XCache
 from .exceptions import InvocationError
 from .records import (
@@ -27,6 +27,7 @@ from .records import (
     CachePurge,
     CodeAndConfig,
     DeadLetter,
+    EventSourceState,
     FunctionRecord,
     KvPage,
     NodeRecord,
@@ -38,7 +39,7 @@ from .records import (
 from .report import InvocationReport
 
 __all__ = [
-    "ChangeFeed", "CodeStore", "ControlStore", "EdgeObserver", "EventQueue", "FunctionResolver", "InvocationObserver", "KeyValueStore", "NoObserver", "NodeDirectory", "PurgeLog", "QueueWork",
+    "ChangeFeed", "CodeStore", "ControlStore", "EdgeObserver", "EventQueue", "EventSourceStore", "FunctionResolver", "InvocationObserver", "KeyValueStore", "NoObserver", "NodeDirectory", "PurgeLog", "QueueWork",
     "Registry", "ScheduleStore", "ScheduleWork", "SecretStore",
 ]
 
@@ -252,6 +253,20 @@ class ChangeFeed(Protocol):
     def close(self) -> None: ...
 
 
+class EventSourceStore(Protocol):
+    """Each event source mapping's switch and counters (control/event_sources/ polls; the CLI and admin API switch)."""
+
+    def sync(self, app: str, specs: tuple[EventSourceSpec, ...]) -> None: ...
+    def list(self, app: str | None = None) -> list[EventSourceState]: ...
+    def get(self, uuid: str) -> EventSourceState: ...
+    def set_enabled(self, uuid: str, enabled: bool) -> EventSourceState: ...
+    def enabled(self, uuid: str) -> bool: ...
+    def record(
+        self, uuid: str, result: str, *, records: int = 0, failed: int = 0, retried: int = 0, redelivered: int = 0, sent_on_failure: int = 0,
+    ) -> None: ...
+    def send_on_failure(self, then: Callable[[QueueWork], None]) -> None: ...
+
+
 class ControlStore(Protocol):
     """One control plane's storage: registry, async queue and schedule state, committed together where a change
     spans them. `control/store/` opens one; the rest of edgefn sees only these interfaces."""
@@ -276,6 +291,9 @@ class ControlStore(Protocol):
 
     @property
     def nodes(self) -> NodeDirectory: ...
+
+    @property
+    def event_sources(self) -> EventSourceStore: ...
 
     #: None where changes are only polled (SQLite)
     changes: ChangeFeed | None

@@ -6,13 +6,14 @@ its rows into these and nothing else crosses its interface (`core.ports`).
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "INVOKE", "KV_MAX_KEY_BYTES", "KV_MAX_LIST_LIMIT", "KV_MAX_VALUE_BYTES", "KV_MIN_TTL_S", "KV_NAMESPACE", "LATEST", "POST", "PURGE_KINDS",
-    "SECRET_NAME", "kv_problem", "purge_problem", "AliasRecord", "KvPage", "SealedSecret", "CachePurge", "CodeAndConfig", "DeadLetter", "FunctionRecord", "FunctionRef",
+    "SECRET_NAME", "kv_problem", "purge_problem", "AliasRecord", "KvPage", "SealedSecret", "CachePurge", "CodeAndConfig", "DeadLetter", "EventSourceState", "FunctionRecord", "FunctionRef",
     "NodeRecord", "QueuedEvent", "RegistrySnapshot", "VersionRecord",
 ]
 
@@ -213,6 +214,47 @@ class QueuedEvent:
     #: the last outcome as a Lambda responseContext + responsePayload (None before the first)
     last_response: dict[str, Any] | None
     lease_token: str | None = None
+
+
+@dataclass(frozen=True)
+class EventSourceState:
+    """An event source mapping as `edgefn event-sources list` and the admin API show it (Lambda's EventSourceMappingConfiguration)."""
+
+    uuid: str
+    app: str
+    function: str
+    kind: str
+    source: str
+    target: str
+    batch_size: int
+    maximum_concurrency: int
+    enabled: bool
+    last_result: str
+    last_processed: float | None
+    updated_at: float
+    batches: int = 0
+    records: int = 0
+    failed: int = 0
+    retried: int = 0
+    redelivered: int = 0
+    sent_on_failure: int = 0
+
+    def document(self) -> dict[str, Any]:
+        """Lambda's EventSourceMappingConfiguration, with edgefn's counters (the CLI's --json and the admin API)."""
+        def iso(t: float) -> str:
+            return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+        return {
+            "UUID": self.uuid, "FunctionArn": f"edgefn:function:{self.function}", "EventSourceArn": f"edgefn:{self.kind}:{self.source}:{self.target}",
+            "Source": self.source, "Target": self.target, "Kind": self.kind, "BatchSize": self.batch_size,
+            "ScalingConfig": {"MaximumConcurrency": self.maximum_concurrency}, "State": "Enabled" if self.enabled else "Disabled",
+            "LastProcessingResult": self.last_result, "LastProcessed": iso(self.last_processed) if self.last_processed else None,
+            "LastModified": iso(self.updated_at),
+            "Counters": {
+                "Batches": self.batches, "Records": self.records, "Failed": self.failed, "Retried": self.retried,
+                "Redelivered": self.redelivered, "SentOnFailure": self.sent_on_failure,
+            },
+        }
 
 
 @dataclass(frozen=True)

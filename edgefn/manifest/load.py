@@ -122,6 +122,29 @@ def _known(manifest: Manifest) -> str:
     return f"declare it under [functions.NAME] (declared: {names})"
 
 
+def _check_event_sources(manifest: Manifest, file: Path) -> None:
+    """What one [[event_sources]] entry needs besides its keys' own forms: the keys of its broker's kind."""
+    for i, e in enumerate(manifest.event_sources):
+        key = f"event_sources[{i}]"
+        _check_ref(e.function, f"{key}.function", manifest, file)
+        if e.source.startswith("amqp"):
+            if e.queue is None:
+                raise ManifestError(file, f"{key}.queue", "is required for an amqp:// source", 'add queue = "orders" (the RabbitMQ queue to consume)')
+            if e.streams:
+                raise ManifestError(file, f"{key}.streams", "is for redis:// sources", "remove it, or point source at a redis:// URL")
+        else:
+            if not e.streams:
+                raise ManifestError(file, f"{key}.streams", "is required for a redis:// source", 'add streams = ["clicks"] (the Redis stream keys, one shard each)')
+            if e.queue is not None:
+                raise ManifestError(file, f"{key}.queue", "is for amqp:// sources", "remove it, or point source at an amqp:// URL")
+            if len(set(e.streams)) != len(e.streams) or not all(e.streams):
+                raise ManifestError(file, f"{key}.streams", "has an empty or repeated stream key", "name each stream once")
+        if 0 <= e.maximum_record_age_s < 60:
+            raise ManifestError(file, f"{key}.maximum_record_age_s", f"bad value {e.maximum_record_age_s}", "use -1 (no limit) or 60 to 604,800 seconds")
+        if e.on_failure.startswith("function:"):
+            _check_ref(e.on_failure.removeprefix("function:"), f"{key}.on_failure", manifest, file)
+
+
 def _check_cross_references(manifest: Manifest, file: Path) -> None:
     for name in manifest.functions:
         if FUNCTION_NAME(name) is not None:
@@ -149,6 +172,7 @@ def _check_cross_references(manifest: Manifest, file: Path) -> None:
         if FUNCTION_NAME(name) is not None:
             raise ManifestError(file, f"schedules.{name}", "bad schedule name", f"use {FUNCTION_NAME(name)}")
         _check_ref(schedule.function, f"schedules.{name}.function", manifest, file)
+    _check_event_sources(manifest, file)
     if manifest.queue.throttle_backoff_max_s < manifest.queue.throttle_backoff_min_s:
         raise ManifestError(file, "queue.throttle_backoff_max_s", "is below queue.throttle_backoff_min_s", "raise it, or lower throttle_backoff_min_s")
     for name, cfg in manifest.functions.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -11,6 +12,7 @@ from ..core.app import (
     DATABASE_URL_SCHEMES,
     AdminSettings,
     CachePolicy,
+    EventSourceSpec,
     FunctionSpec,
     KvSettings,
     Limits,
@@ -21,8 +23,9 @@ from ..core.app import (
     ResolvedHook,
     ScheduleSpec,
     ServerSettings,
+    redacted_url,
 )
-from .schema import BehaviorConfig, FunctionConfig, KvConfig, Manifest
+from .schema import BehaviorConfig, EventSourceConfig, FunctionConfig, KvConfig, Manifest
 
 #: manifest hook key -> Lambda@Edge event type
 EVENT_OF_HOOK = {
@@ -121,6 +124,7 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
         kv=kv_settings(manifest, root),
         secrets_key_file=secrets_key_file(manifest, root),
         control=control_url(manifest),
+        event_sources=event_source_specs(manifest),
     )
 
 
@@ -155,6 +159,30 @@ def admin_settings(manifest: Manifest, root: Path) -> AdminSettings:
     """The [admin] table with its token file made absolute (`root`: the manifest's folder)."""
     a = manifest.admin
     return AdminSettings(a.host, a.port, a.token_env, (root / a.token_file).resolve())
+
+
+#: event source mappings are named by a UUID derived from what they read, so every node and every deploy agrees on it
+EVENT_SOURCE_NAMESPACE = uuid.UUID("5b0e6a52-4c1c-4c59-9f7e-6d1f0e2a7c31")
+
+
+def event_source_id(app: str, cfg: EventSourceConfig) -> str:
+    where = cfg.queue if cfg.queue is not None else ",".join(cfg.streams)
+    return str(uuid.uuid5(EVENT_SOURCE_NAMESPACE, f"{app}|{cfg.function}|{redacted_url(cfg.source)}|{where}"))
+
+
+def event_source_specs(manifest: Manifest) -> tuple[EventSourceSpec, ...]:
+    """The manifest's [[event_sources]] as the node polls them."""
+    return tuple(
+        EventSourceSpec(
+            uuid=event_source_id(manifest.app.name, e), function=e.function, source=e.source, queue=e.queue, streams=tuple(e.streams),
+            batch_size=e.batch_size, maximum_batching_window_s=float(e.maximum_batching_window_s), starting_position=e.starting_position,
+            enabled=e.enabled, maximum_concurrency=e.maximum_concurrency, visibility_timeout_s=float(e.visibility_timeout_s),
+            max_receive_count=e.max_receive_count, maximum_retry_attempts=e.maximum_retry_attempts, maximum_record_age_s=e.maximum_record_age_s,
+            bisect_batch_on_function_error=e.bisect_batch_on_function_error, report_batch_item_failures=e.report_batch_item_failures,
+            on_failure=e.on_failure,
+        )
+        for e in manifest.event_sources
+    )
 
 
 def schedule_specs(manifest: Manifest) -> dict[str, ScheduleSpec]:

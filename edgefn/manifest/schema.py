@@ -290,6 +290,32 @@ class ScheduleConfig:
     enabled: bool = spec(True, None, "false pauses the schedule")
 
 
+EVENT_SOURCE_URL = matches(r"(amqps?|rediss?)://\S+", "an amqp:// (RabbitMQ queue) or redis:// (Redis Streams) URL")
+
+
+@dataclass(frozen=True)
+class EventSourceConfig:
+    """A polling event source (Lambda's event source mapping): a broker queue or stream whose records the
+    node reads in batches and hands to `function` (docs/event-sources.md)."""
+
+    function: str = spec(REQUIRED, FUNCTION_REF, "the function to invoke with each batch (NAME, NAME:VERSION or NAME:ALIAS)")
+    source: str = spec(REQUIRED, EVENT_SOURCE_URL, "the broker: amqp://user:pass@host:5672/vhost (a queue) or redis://host:6379/0 (streams)")
+    queue: str | None = spec(None, matches(r"[^\s]{1,255}", "a RabbitMQ queue name"), "the RabbitMQ queue to consume (amqp:// sources)")
+    streams: list[str] = spec(None, None, "the Redis stream keys to read, one shard each, in order per stream (redis:// sources)", factory=list)
+    batch_size: int = spec(10, int_range(1, 10_000), "most records per invocation")
+    maximum_batching_window_s: float = spec(0, number_range(0, 300), "how long to gather records for a batch before invoking with fewer")
+    starting_position: str = spec("LATEST", one_of("LATEST", "TRIM_HORIZON"), "streams: where a new mapping starts reading (new records only, or the oldest kept)")
+    enabled: bool = spec(True, None, "false pauses polling (edgefn event-sources enable|disable changes it at run time)")
+    maximum_concurrency: int = spec(2, int_range(1, 1000), "most batches of this source in flight at once on a node (pollers scale up to it with the backlog)")
+    visibility_timeout_s: float = spec(30, number_range(0, 43_200), "queues: how long a record of a failed batch stays hidden before it is received again")
+    max_receive_count: int = spec(3, int_range(1, 1000), "queues: receives of a record before it goes to on_failure")
+    maximum_retry_attempts: int = spec(-1, int_range(-1, 10_000), "streams: retries of a failed batch before its records go to on_failure (-1: until they expire)")
+    maximum_record_age_s: int = spec(-1, int_range(-1, 604_800), "streams: a record older than this goes to on_failure unprocessed (-1: no limit; else 60 or more)")
+    bisect_batch_on_function_error: bool = spec(False, None, "streams: split a failed batch in two and retry each half")
+    report_batch_item_failures: bool = spec(False, None, "the function may answer {\"batchItemFailures\": [{\"itemIdentifier\": ID}]}: only those records are retried")
+    on_failure: str = spec("dlq", DESTINATION, "where records that could not be processed go")
+
+
 @dataclass(frozen=True)
 class HookConfig:
     function: str = spec(REQUIRED, FUNCTION_REF, "the function to run for this event (NAME, NAME:VERSION or NAME:ALIAS)")
@@ -337,3 +363,4 @@ class Manifest:
     behaviors: list[BehaviorConfig] = spec(None, factory=list)
     default_behavior: BehaviorConfig | None = spec(None)
     schedules: dict[str, ScheduleConfig] = spec(None, factory=dict)
+    event_sources: list[EventSourceConfig] = spec(None, factory=list)

@@ -1,6 +1,6 @@
 """The control plane's storage: the only place SQL is written.
 
-The stores (registry, queue, schedules, secrets, purges, code, nodes) are written once over database.Database.
+The stores (registry, queue, schedules, secrets, purges, code, nodes, event source mappings) are written once over database.Database.
 SQLite is the embedded default: one database file holds them all (sqlite.py). PostgreSQL, for a fleet of nodes
 on one database, is the folder postgres/. `open_control_store` picks the engine from the location: a
 postgresql:// URL or an SQLite file's path.
@@ -14,6 +14,7 @@ from ...core.app import DATABASE_URL_SCHEMES, KvSettings
 from ...core.ports import ChangeFeed, ControlStore, KeyValueStore
 from .code import SqlCodeStore
 from .database import Database
+from .event_sources import SqlEventSourceStore
 from .kv import SqliteKeyValueStore
 from .nodes import SqlNodeDirectory
 from .purges import SqlPurgeLog
@@ -40,6 +41,7 @@ class SqlControlStore:
         self.secrets = SqlSecretStore(db)
         self.code = SqlCodeStore(db)
         self.nodes = SqlNodeDirectory(db)
+        self.event_sources = SqlEventSourceStore(db, self.queue)
         self.changes = changes
 
     def close(self) -> None:

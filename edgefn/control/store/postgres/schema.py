@@ -86,8 +86,18 @@ CREATE TRIGGER purge_added AFTER INSERT ON cache_purges FOR EACH STATEMENT EXECU
 CREATE TRIGGER event_queued AFTER INSERT OR UPDATE OF due_at ON async_events FOR EACH STATEMENT EXECUTE FUNCTION edgefn_notify('queue')
 """
 
+_V2 = """
+CREATE TABLE event_source_mappings (
+    uuid text PRIMARY KEY, app text NOT NULL, function text NOT NULL, kind text NOT NULL, source text NOT NULL, target text NOT NULL,
+    batch_size integer NOT NULL, maximum_concurrency integer NOT NULL, enabled integer NOT NULL, manifest_enabled integer NOT NULL,
+    last_result text NOT NULL DEFAULT 'No records processed', last_processed double precision, updated_at double precision NOT NULL,
+    batches bigint NOT NULL DEFAULT 0, records bigint NOT NULL DEFAULT 0, failed bigint NOT NULL DEFAULT 0, retried bigint NOT NULL DEFAULT 0,
+    redelivered bigint NOT NULL DEFAULT 0, sent_on_failure bigint NOT NULL DEFAULT 0
+)
+"""
+
 #: version -> the statements that bring the schema from the version before to it
-MIGRATIONS: dict[int, str] = {1: _V1}
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
