@@ -61,7 +61,8 @@ class QueuePoller:
             empty_since: float | None = None
             while not halt.is_set():
                 consumers = [(t, h) for t, h in consumers if not t.done()]
-                depth = (await control.declare_queue(self.queue, passive=True)).declaration_result.message_count or 0
+                # (a passive declare answers 0 through aio-pika's robust channel: the durable one counts)
+                depth = (await control.declare_queue(self.queue, durable=True)).declaration_result.message_count or 0
                 if not consumers or (depth > self.mapping.batch_size * len(consumers) and len(consumers) < self.mapping.maximum_concurrency):
                     stop_one = asyncio.Event()
                     consumers.append((asyncio.create_task(self._consume(connection, runner, stop_one)), stop_one))

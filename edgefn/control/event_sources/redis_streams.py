@@ -7,7 +7,8 @@ group `edgefn-UUID`. Records are handed over in order, one batch at a time per s
 the batch in flight when the last owner stopped, so nothing is lost (at least once; counted as redelivered).
 
 A failed batch is retried, after a short backoff, from the first record that failed (batchItemFailures) or
-whole; with bisect_batch_on_function_error a whole failure splits it in two, each half processed in turn.
+whole; with bisect_batch_on_function_error a whole failure splits it in two, each half processed in turn
+(a split does not count as a retry).
 Past maximum_retry_attempts, or older than maximum_record_age_s, records go to on_failure with
 Lambda's KinesisBatchInfo, and the shard moves on.
 """
@@ -137,19 +138,21 @@ class StreamPoller:
         return entries
 
     async def _process(self, client: aioredis.Redis, runner: BatchRunner, records: list[documents.StreamRecord], halt: asyncio.Event,
-                       redelivered: int = 0, retries: list[int] | None = None) -> None:
-        """Deliver `records` (one shard, in order) until each is done or sent to on_failure; unacked if the poller stops."""
+                       redelivered: int = 0) -> None:
+        """Deliver `records` (one shard, in order) until each is done or sent to on_failure; unacked if the poller stops.
+
+        As Lambda's bisect: splitting a failed batch does not count against maximum_retry_attempts; each half is
+        processed in turn (order kept), a record that fails alone is retried up to it."""
         m = self.mapping
-        retries = retries if retries is not None else [0]  # shared with the halves of a bisected batch
         stream = records[0].shard
-        pending = records
+        pending, retries = records, 0
         while pending and not halt.is_set():
             if m.maximum_record_age_s >= 0:
                 now = time.time()
                 old = [r for r in pending if now - r.arrived_at > m.maximum_record_age_s]
                 if old:
                     await runner.send_on_failure(
-                        [documents.stream_record(m, r) for r in old], RECORD_AGE_EXCEEDED, None, retries[0],
+                        [documents.stream_record(m, r) for r in old], RECORD_AGE_EXCEEDED, None, 0,
                         {"KinesisBatchInfo": documents.stream_failure_info(m, old)},
                     )
                     await client.xack(stream, self.group, *(r.sequence for r in old))
@@ -161,28 +164,28 @@ class StreamPoller:
                 await client.xack(stream, self.group, *(r.sequence for r in pending))
                 await runner.count("OK", records=len(pending), redelivered=redelivered)
                 return
-            done = pending
             if outcome.error is None:  # batchItemFailures: checkpoint before the first that failed, retry from it
                 first = min(i for i, r in enumerate(pending) if r.sequence in outcome.failed)
                 done, pending = pending[:first], pending[first:]
                 if done:
                     await client.xack(stream, self.group, *(r.sequence for r in done))
-            await runner.count(
-                "OK" if outcome.error is None and not pending else f"PROBLEM: {outcome.error or f'{len(outcome.failed)} records failed'}",
-                records=len(done) if outcome.error is None else 0, failed=len(outcome.failed), redelivered=redelivered,
-            )
+                await runner.count(f"PARTIAL: {len(outcome.failed)} records failed", records=len(done), failed=len(outcome.failed), redelivered=redelivered)
+            else:
+                await runner.count(f"PROBLEM: {outcome.error}", failed=len(pending), redelivered=redelivered)
+                if m.bisect_batch_on_function_error and len(pending) > 1:
+                    half = len(pending) // 2
+                    for part in (pending[:half], pending[half:]):
+                        if halt.is_set():
+                            return
+                        await self._process(client, runner, part, halt)
+                    return
             redelivered = 0
-            retries[0] += 1
-            if m.maximum_retry_attempts >= 0 and retries[0] > m.maximum_retry_attempts:
-                await self._give_up(client, runner, pending, outcome, retries[0])
-                return
-            await wait_any(halt, None, min(0.05 * 2 ** retries[0], BACKOFF_MAX_S))
-            if outcome.error is not None and m.bisect_batch_on_function_error and len(pending) > 1:
-                half = len(pending) // 2
-                for part in (pending[:half], pending[half:]):
-                    await self._process(client, runner, part, halt, retries=retries)
+            retries += 1
+            if m.maximum_retry_attempts >= 0 and retries > m.maximum_retry_attempts:
+                await self._give_up(client, runner, pending, outcome, retries)
                 return
             await runner.count("RETRY", retried=len(pending))
+            await wait_any(halt, None, min(0.05 * 2**retries, BACKOFF_MAX_S))
 
     async def _give_up(self, client: aioredis.Redis, runner: BatchRunner, records: list[documents.StreamRecord], outcome: BatchOutcome, invokes: int) -> None:
         m = self.mapping

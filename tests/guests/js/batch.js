@@ -1,5 +1,6 @@
 // A batch consumer for tests/test_event_sources.py: POSTs what it got to $RECEIVER, fails the records whose text
-// starts with "fail" (batchItemFailures) and the whole batch when one starts with "crash".
+// starts with "fail" (batchItemFailures) and the whole batch when one starts with "crash"; a batch with a "slow" record
+// takes 30 ms more (a backlog for the poller to scale to).
 const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 function fromBase64(text) {
@@ -26,6 +27,10 @@ export default {
     );
     await fetch(env.RECEIVER, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ records }) });
     if (records.some((r) => r.text.startsWith("crash"))) throw new Error("a record says crash");
+    if (records.some((r) => r.text.startsWith("slow"))) {
+      const until = Date.now() + 30;
+      while (Date.now() < until);
+    }
     return Response.json({ batchItemFailures: records.filter((r) => r.text.startsWith("fail")).map((r) => ({ itemIdentifier: r.id })) });
   },
 };
