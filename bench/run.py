@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import PROFILES, RESULTS, TMP, cpu_sets, log, machine, write_json  # noqa: E402
 
-PHASES = ("micro", "coldwarm", "throughput", "profiles", "resources", "h3", "control", "purge", "kv", "fleet", "app")
+PHASES = ("micro", "coldwarm", "throughput", "profiles", "resources", "h3", "control", "purge", "kv", "fleet", "events", "app")
 
 
 def _own_cpu() -> float:
@@ -136,7 +136,7 @@ def main() -> int:
 
         elapsed = time.monotonic() - started
         # what the later phases need, so reruns of noisy points cannot push the whole run over budget
-        later = 85.0 + (55.0 if "control" in phases else 0.0) + (25.0 if "purge" in phases else 0.0) + (35.0 if "kv" in phases else 0.0) + (120.0 if "fleet" in phases else 0.0) + (90.0 if "app" in phases else 0.0) if not a.only else 0.0
+        later = 85.0 + (55.0 if "control" in phases else 0.0) + (25.0 if "purge" in phases else 0.0) + (35.0 if "kv" in phases else 0.0) + (120.0 if "fleet" in phases else 0.0) + (40.0 if "events" in phases else 0.0) + (90.0 if "app" in phases else 0.0) if not a.only else 0.0
         return throughput.run(lg_cpus, server_cpus, seconds=seconds, rounds=2, budget_s=max(0.0, a.budget - elapsed - later), short_seconds=2.0)
 
     def profiles_phase() -> dict:
@@ -221,6 +221,15 @@ def main() -> int:
 
     phase("fleet", fleet_phase)
 
+    def events_phase() -> dict:
+        import event_sources
+
+        out = event_sources.run(quick=a.quick)
+        write_json(out_dir / "event_sources.json", out)
+        return out
+
+    phase("events", events_phase)
+
     def app_phase() -> dict:
         """`edgefn bench` itself on examples/edgefn.toml: the product command's own table, JSON and page."""
         from common import REPO
@@ -274,6 +283,10 @@ def main() -> int:
         import fleet
 
         control_md += f"\n## A fleet on PostgreSQL (bench/fleet.py)\n\n{fleet.table(res['fleet'])}\n"
+    if "events" in res:
+        import event_sources
+
+        control_md += f"\n## Polling event sources (bench/event_sources.py)\n\n{event_sources.table(res['events'])}\n"
     (out_dir / "bench.md").write_text(report.markdown(res) + control_md)
     for item in res["verdicts"].values():
         if item["target"] is None:
