@@ -20,6 +20,7 @@ from typing import AsyncIterator
 import httpx
 from starlette.applications import Starlette
 
+from . import __version__
 from .admin.listener import AdminBind, AdminListener
 from .app_build import LOCKED_APP_ENV, load_app, read_locked_app
 from .control.async_invoke import AsyncInvoker
@@ -42,6 +43,7 @@ from .edge.http1 import Http1Listener, bind_from_env
 from .edge.pipeline import EdgePipeline
 from .observability.logs import FunctionLogSink
 from .observability.metrics import EdgeMetrics
+from .observability.tracing import open_tracer
 from .runtime.concurrency import (
     check_reservations,
     provisioned_versions,
@@ -80,6 +82,9 @@ class EdgeNode:
         self.runtime = Runtime(app.store_dir, workers=app.server.guest_threads or None, observer=self.metrics, kv=open_kv_of(app.kv))
         self.metrics.watch_throttles(lambda: self.runtime.invoker.limiter.snapshot()["throttled"])
         self.logs = FunctionLogSink.from_settings(app.logs).start()
+        #: spans, exported over OTLP when [tracing] asks (docs/tracing.md); contexts propagate either way
+        self.tracer = open_tracer(app.tracing, __version__)
+        self.runtime.invoker.tracer = self.tracer
         self.tasks: list[asyncio.Task[None]] = []
         self.stop_event = asyncio.Event()
         try:
@@ -105,6 +110,7 @@ class EdgeNode:
             self._apply_limits(self.catalog.current)
         except BaseException:
             self.runtime.close()
+            self.tracer.close()
             self.logs.close()
             raise
         self.client = httpx.AsyncClient(http2=True, timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=False)
@@ -117,16 +123,20 @@ class EdgeNode:
         self.pipeline = self._pipeline(self.app)
         self.metrics.watch_async_queue(self.store.queue.stats)
         self.async_invoker = AsyncInvoker(self.store.queue, self.catalog, self.runtime.invoker, app.queue)
+        self.async_invoker.tracer = self.tracer
         self.scheduler = Scheduler(self.store.schedules, schedules)
         self.scheduler.outage = self.outage
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns() % 10**9:09d}"
         self.event_sources = EventSourcePollers(app.event_sources, self.store.event_sources, self.catalog, self.runtime.invoker, self.node_id)
+        self.event_sources.tracer = self.tracer
         self.started_at = time.time()
 
     def _pipeline(self, app: ResolvedApp) -> EdgePipeline:
-        return EdgePipeline(
+        pipeline = EdgePipeline(
             app, self.catalog, self.runtime.invoker, self.client, self.cache, dev=self.dev, recorder=self.recorder, observer=self.metrics,
         )
+        pipeline.tracer = self.tracer
+        return pipeline
 
     # --- the catalog ----------------------------------------------------------------------------------
 
@@ -309,6 +319,7 @@ class EdgeNode:
                 self.tasks.append(AdminListener(self, admin).start())
             except BaseException:  # nothing else has started: release what __init__ opened, or the process hangs
                 self.runtime.close()
+                self.tracer.close()
                 self.logs.close()
                 raise
         self._listen()
@@ -330,6 +341,7 @@ class EdgeNode:
         await self.async_invoker.close()
         await self.client.aclose()
         self.runtime.close()
+        self.tracer.close()  # after the runtime: the last invocations' spans are sent too
         self.logs.close()  # after the runtime: the last invocations' lines are written too
         with contextlib.suppress(EdgefnError, OSError):
             await asyncio.to_thread(self.store.nodes.leave, self.node_id)  # a clean stop leaves the list at once

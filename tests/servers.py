@@ -251,3 +251,62 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP traces endpoint on 127.0.0.1 (what an OpenTelemetry Collector offers): decodes each export with
+    the OpenTelemetry protobuf types and keeps its spans as dicts (hex ids, name, kind, attributes, status)."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self.spans: list[dict[str, Any]] = []
+        self.exports = 0
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["content-length"]))
+                if self.headers.get("content-encoding") == "gzip":
+                    import gzip
+
+                    body = gzip.decompress(body)
+                request = trace_service_pb2.ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                with lock:
+                    outer.exports += 1
+                    for rs in request.resource_spans:
+                        resource = {a.key: _otlp_value(a.value) for a in rs.resource.attributes}
+                        for ss in rs.scope_spans:
+                            for s in ss.spans:
+                                outer.spans.append({
+                                    "trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(), "parent_id": s.parent_span_id.hex(), "name": s.name,
+                                    "kind": s.kind, "attributes": {a.key: _otlp_value(a.value) for a in s.attributes}, "status": s.status.code,
+                                    "service": resource.get("service.name"), "start_ns": s.start_time_unix_nano, "end_ns": s.end_time_unix_nano,
+                                })
+                answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def of_trace(self, trace_id: str) -> list[dict[str, Any]]:
+        return [s for s in list(self.spans) if s["trace_id"] == trace_id]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _otlp_value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None

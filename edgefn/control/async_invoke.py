@@ -34,6 +34,7 @@ from ..core.exceptions import (
 )
 from ..core.ports import EventQueue, QueueWork
 from ..core.records import POST, QueuedEvent
+from ..core.tracing import TRACEPARENT, UNTRACED, TraceContext, Tracer
 from ..manifest.schema import AsyncInvokeConfig
 from ..runtime.invoker import Invoker, function_logger
 from .catalog import LiveCatalog, wait_any
@@ -71,6 +72,8 @@ class AsyncInvoker:
         self.client = httpx.AsyncClient(timeout=DESTINATION_TIMEOUT_S, follow_redirects=False)
         #: set when work may be due (a submit here, or the change feed heard one queued on another node)
         self.wake = asyncio.Event()
+        #: each delivery is a consumer span, a child of the submitted event's traceparent if it has one
+        self.tracer: Tracer = UNTRACED
 
     # --- submitting ---------------------------------------------------------------------------------
 
@@ -163,12 +166,19 @@ class AsyncInvoker:
         flog.info("ASYNC RequestId: %s Attempt: %d Source: %s Age: %.1f s", event.id, attempt, event.source, time.time() - event.enqueued_at)
         lease = asyncio.create_task(self._keep_lease(event, timeout_ms / 1000 + LEASE_MARGIN_S))
         failure: EdgefnError | None = None
+        parent = TraceContext.parse(next((v for _, v in call.request.headers.get(TRACEPARENT, ())), None))
+        span = self.tracer.span(f"async {event.target}", parent, "consumer", {
+            "faas.invocation_id": event.id, "edgefn.attempt": attempt, "edgefn.source": event.source, "faas.trigger": "pubsub",
+        })
+        call.config = replace(call.config, trace=span.context)
         try:
             done = await self.invoker.invoke(spec, call)
         except EdgefnError as exc:
             failure = exc
+            span.fail(str(exc))
         finally:
             lease.cancel()  # before the outcome is written: a late renewal would find the lease gone
+            span.end()
         if failure is not None and not isinstance(failure, InvocationError):  # the code cannot load: as Lambda's 502, a system error
             flog.error("ASYNC RequestId: %s Attempt: %d not run (%s); back on the queue", event.id, attempt, failure)
             await self._back_off(event, expires_at, _failure_outcome(failure, spec.version))

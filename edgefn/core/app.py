@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 __all__ = [
     "CPU_BASELINE_MB", "DATABASE_URL_SCHEMES", "FUEL_PER_MB", "MAX_MEMORY_MB", "QUEUE_SOURCE", "STREAM_SOURCE", "EventSourceSpec", "default_fuel", "redacted_url", "CachePolicy", "FunctionSpec", "KvSettings", "Limits", "LogSettings", "QueueSettings", "ResolvedApp", "ResolvedBehavior", "ResolvedHook",
-    "ScheduleSpec", "ServerSettings",
+    "ScheduleSpec", "ServerSettings", "TracingSettings",
 ]
 
 
@@ -254,6 +254,15 @@ class KvSettings:
 
 
 @dataclass(frozen=True)
+class TracingSettings:
+    """The `[tracing]` table: where spans are exported (None: not from the manifest), as what, how many."""
+
+    otlp_endpoint: str | None = None
+    service_name: str = ""
+    sample_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
 class ResolvedApp:
     manifest_path: Path
     root: Path
@@ -282,6 +291,7 @@ class ResolvedApp:
     control: str = ""
     #: the polling event sources ([[event_sources]]), in manifest order
     event_sources: tuple[EventSourceSpec, ...] = ()
+    tracing: TracingSettings = TracingSettings()
 
     @property
     def control_location(self) -> str | Path:

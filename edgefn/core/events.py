@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal, cast
 
+from .tracing import TraceContext
+
 __all__ = [
     "EVENT_TYPES", "MAX_JSON_DEPTH", "VIA", "XCache", "REQUEST_EVENTS", "Body", "EdgeRequest", "EdgeResponse", "Event", "EventConfig",
     "EventType", "Headers", "ResultError", "apply_request", "check_keys", "decode_headers", "decode_response", "event_document",
@@ -73,6 +75,8 @@ class EventConfig:
     function_name: str = ""
     distribution_domain_name: str = ""
     distribution_id: str = ""
+    #: the span this event's invocation is a child of (core/tracing.py); not part of the guest's document
+    trace: TraceContext | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -43,6 +43,8 @@ class InvocationReport:
     #: bytes a write past /tmp's cap asked for (the first refused with ENOSPC), and the cap; None: none was refused
     tmp_refused_bytes: int | None = None
     ephemeral_storage_mb: int = 512
+    #: the trace the invocation belongs to (32 hex digits; core/tracing.py), None outside one (the CLI's invoke)
+    trace_id: str | None = None
 
     @property
     def billed_duration_ms(self) -> int:
@@ -65,4 +67,6 @@ class InvocationReport:
         if self.tmp_refused_bytes is not None:
             parts.append(f"Storage Error: EphemeralStorageLimitExceeded ({self.tmp_refused_bytes} bytes refused past /tmp's {self.ephemeral_storage_mb} MB)")
         parts.append(f"Outcome: {self.outcome}")
+        if self.trace_id is not None:
+            parts.append(f"Trace Id: {self.trace_id}")
         return "\t".join(parts)

@@ -23,6 +23,7 @@ from ..core.app import FunctionSpec, ResolvedApp
 from ..core.events import Body, EdgeRequest, Headers, title_case
 from ..core.exceptions import EdgefnError
 from ..core.ids import new_request_id
+from ..core.tracing import TRACEPARENT, TraceContext
 from .paths import BadPath, normalize_host, normalize_path
 from .pipeline import VIA_PSEUDONYM, EdgePipeline, PipelineResult
 from .rules import MAX_URI_AND_QUERY
@@ -272,7 +273,7 @@ def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAs
             method=scope["method"], uri=path, querystring=scope["query_string"].decode("latin-1"), headers=headers,
             client_ip=_client_host(scope), body=Body(body) if body else None,
         )
-        result = await pipeline.handle(request, host, rid, scope.get("scheme", "http"))
+        result = await pipeline.handle(request, host, rid, scope.get("scheme", "http"), TraceContext.parse(_first(headers, TRACEPARENT)))
         resp = result.response
         raw = [(name.encode("latin-1"), v.encode("latin-1")) for name, entries in resp.headers.items() if name != "content-length" for _, v in entries]
         raw.append((REQUEST_ID_HEADER.encode(), rid.encode()))
@@ -293,6 +294,7 @@ def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAs
                     "request_id": rid, "method": scope["method"], "path": path, "status": resp.status,
                     "behavior": result.behavior, "cache": result.cache_status, "duration_ms": round(total_ms, 3),
                     "timings_ms": {s: round(ms, 3) for s, ms in result.timings}, "functions": result.outcomes,
+                    "trace_id": result.trace.trace_hex if result.trace is not None else None,
                 }
             )
         )

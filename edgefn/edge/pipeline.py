@@ -30,6 +30,7 @@ from ..core.events import (
 from ..core.exceptions import InvocationError, RuleViolation
 from ..core.ports import EdgeObserver, FunctionResolver, NoObserver
 from ..core.report import InvocationReport
+from ..core.tracing import TRACEPARENT, UNTRACED, TraceContext, Tracer
 from ..runtime.egress import EgressRefused, policy_for
 from ..runtime.invoker import Invoker, function_logger
 from . import rules
@@ -59,6 +60,8 @@ class PipelineResult:
     allowed_hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # stage -> the allowed_hosts of what ran
     #: how the viewer reached the edge ("http" or "https"): the origin's X-Forwarded-Proto
     viewer_scheme: str = "http"
+    #: the request's span: every hook, the cache and the origin fetch are its children (core/tracing.py)
+    trace: TraceContext | None = None
 
 
 @dataclass
@@ -103,20 +106,34 @@ class EdgePipeline:
         self.router = BehaviorRouter(app.behaviors)
         #: origin switching may go to the origins the app declares (plus the function's allowed_hosts)
         self.declared_origins = tuple(_host_port(b.origin) for b in app.behaviors if b.origin)
+        #: where the request's spans go (the node sets the exporter when [tracing] asks; contexts propagate anyway)
+        self.tracer: Tracer = UNTRACED
 
-    async def handle(self, request: EdgeRequest, host: str, request_id: str, scheme: str = "http") -> PipelineResult:
+    async def handle(
+        self, request: EdgeRequest, host: str, request_id: str, scheme: str = "http", parent: TraceContext | None = None,
+    ) -> PipelineResult:
+        """One viewer request through its behavior; `parent` is the viewer's trace context (its traceparent), if any."""
         behavior = self.router.match(host, request.uri)
+        pattern = behavior.path_pattern if behavior is not None else "none"
+        span = self.tracer.span(f"{request.method} {pattern}", parent, "server", {
+            "http.request.method": request.method, "url.path": request.uri, "server.address": host, "edgefn.request_id": request_id,
+        })
         if behavior is None:
             body = f"No behavior of this app matches host {host!r} and path {request.uri!r}.\n".encode()
-            return PipelineResult(EdgeResponse(404, "Not Found", _plain_headers(), Body(body)), "none", cache_status=XCache.ERROR)
-        result = PipelineResult(EdgeResponse(200), behavior.path_pattern, viewer_scheme=scheme)
-        try:
-            await self._run(behavior, request, host, request_id, result)
-        except InvocationError as exc:
-            if isinstance(exc, RuleViolation):  # the invocation itself was counted as ok: its result was not
-                self.observer.invocation_rejected(exc.function, exc.kind)
-            await _close(result)
-            result.response, result.cache_status = error_response(exc, self.dev), XCache.ERROR
+            result = PipelineResult(EdgeResponse(404, "Not Found", _plain_headers(), Body(body)), "none", cache_status=XCache.ERROR, trace=span.context)
+        else:
+            result = PipelineResult(EdgeResponse(200), behavior.path_pattern, viewer_scheme=scheme, trace=span.context)
+            try:
+                await self._run(behavior, request, host, request_id, result)
+            except InvocationError as exc:
+                if isinstance(exc, RuleViolation):  # the invocation itself was counted as ok: its result was not
+                    self.observer.invocation_rejected(exc.function, exc.kind)
+                await _close(result)
+                result.response, result.cache_status = error_response(exc, self.dev), XCache.ERROR
+                span.fail(f"{exc.kind} in {exc.function}")
+        span.set("http.response.status_code", result.response.status)
+        span.set("edgefn.cache", str(result.cache_status))
+        span.end()
         return result
 
     # --- stages, top to bottom --------------------------------------------------------------------
@@ -156,7 +173,10 @@ class EdgePipeline:
                 await _buffer(result)  # the cache stores whole bodies
             return result.response
 
+        span = self.tracer.span("cache", result.trace, "internal", {"edgefn.behavior": behavior.path_pattern})
         cached = await self.cache.get_or_fetch(key, request, policy, fetch)
+        span.set("edgefn.cache", str(cached.x_cache))
+        span.end()
         if made_by and cached.entry is not None and cached.x_cache in (XCache.MISS, XCache.REFRESH_HIT):
             cached.entry.made_by |= made_by  # this request's fetch stored it: a deploy of these drops it
         for name in SURROGATE_KEY_HEADERS:  # the origin's tags are the cache's (purge --tag), not the viewer's
@@ -206,8 +226,10 @@ class EdgePipeline:
         result.reports.append(done.report)
         return done.result
 
-    def _event(self, event_type: str, function: str, rid: str, request: EdgeRequest, response: EdgeResponse | None = None) -> Event:
-        config = EventConfig(cast(EventType, event_type), rid, function, distribution_domain_name=self.app.name)
+    def _event(
+        self, event_type: str, function: str, rid: str, request: EdgeRequest, result: PipelineResult, response: EdgeResponse | None = None,
+    ) -> Event:
+        config = EventConfig(cast(EventType, event_type), rid, function, distribution_domain_name=self.app.name, trace=result.trace)
         return Event(config, request, response)
 
     async def _request_hook(
@@ -218,7 +240,7 @@ class EdgePipeline:
             return request
         exposed = rules.expose_body(request.body, event_type) if hook.include_body else None
         shown = _shown(request, exposed)
-        out = await self._invoke(hook.function, self._event(event_type, hook.function, rid, shown), event_type, result)
+        out = await self._invoke(hook.function, self._event(event_type, hook.function, rid, shown, result), event_type, result)
         if out is shown:  # the function changed nothing (`edgefn_continue`): no rule can be broken
             return request
         try:
@@ -240,7 +262,7 @@ class EdgePipeline:
             response = result.response
         exposed = rules.expose_body(response.body, event_type) if hook.include_body else None
         shown_response = _shown(response, exposed)
-        event = self._event(event_type, hook.function, rid, _shown(request, None), shown_response)
+        event = self._event(event_type, hook.function, rid, _shown(request, None), result, shown_response)
         out = await self._invoke(hook.function, event, event_type, result)
         assert isinstance(out, EdgeResponse)  # decode_result refuses requests from response triggers
         if out is shown_response:  # the function changed nothing (`edgefn_continue`): no rule can be broken
@@ -298,7 +320,7 @@ class EdgePipeline:
     async def _fetch_origin(self, behavior: ResolvedBehavior, origin: _Origin, request: EdgeRequest, rid: str, result: PipelineResult) -> None:
         start = time.perf_counter()
         if origin.function is not None:
-            event = self._event("origin-request", origin.function, rid, request)
+            event = self._event("origin-request", origin.function, rid, request, result)
             out = await self._invoke(origin.function, event, "origin", result)
             self.observer.origin_fetched(behavior.path_pattern, time.perf_counter() - start)
             if not isinstance(out, EdgeResponse):
@@ -312,6 +334,8 @@ class EdgePipeline:
         assert origin.url is not None
         url = origin.url.rstrip("/") + origin_path(request.uri) + (f"?{request.querystring}" if request.querystring else "")
         headers = self._origin_request_headers(request, result.viewer_scheme)
+        span = self.tracer.span(f"origin {request.method}", result.trace, "client", {"http.request.method": request.method, "url.full": url})
+        headers = [(k, v) for k, v in headers if k.lower() != TRACEPARENT] + [(TRACEPARENT, span.context.traceparent())]
         timeout = httpx.Timeout(behavior.origin_read_timeout_s, connect=behavior.origin_connect_timeout_s)
         upstream_req = self.client.build_request(
             request.method, url, headers=headers, content=request.body.data if request.body else None, timeout=timeout
@@ -320,13 +344,19 @@ class EdgePipeline:
             upstream = await self.client.send(upstream_req, stream=True)
         except httpx.TimeoutException:
             result.response = _origin_failure(504, f"origin {origin.url} did not answer within its timeout")
+            span.fail("timeout")
+            span.end()
             return
         except httpx.HTTPError as exc:
             result.response = _origin_failure(502, f"origin {origin.url} is unreachable ({type(exc).__name__})")
+            span.fail(type(exc).__name__)
+            span.end()
             return
         finally:
             result.timings.append(("origin", (time.perf_counter() - start) * 1000))
             self.observer.origin_fetched(behavior.path_pattern, time.perf_counter() - start)
+        span.set("http.response.status_code", upstream.status_code)
+        span.end()
         resp_headers: Headers = {}
         for raw_name, raw_value in upstream.headers.raw:
             key = raw_name.decode("latin-1")

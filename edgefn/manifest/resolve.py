@@ -23,6 +23,7 @@ from ..core.app import (
     ResolvedHook,
     ScheduleSpec,
     ServerSettings,
+    TracingSettings,
     redacted_url,
 )
 from .schema import BehaviorConfig, EventSourceConfig, FunctionConfig, KvConfig, Manifest
@@ -125,6 +126,7 @@ def resolve(manifest: Manifest, manifest_path: Path, digests: dict[str, str]) ->
         secrets_key_file=secrets_key_file(manifest, root),
         control=control_url(manifest),
         event_sources=event_source_specs(manifest),
+        tracing=TracingSettings(manifest.tracing.otlp_endpoint, manifest.tracing.service_name or manifest.app.name, manifest.tracing.sample_ratio),
     )
 
 

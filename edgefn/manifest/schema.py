@@ -220,6 +220,15 @@ class KvConfig:
     cache_ttl_ms: int = spec(1000, int_range(0, 300_000), "PostgreSQL only: how long a node may serve a value it read before reading it again (the staleness bound; 0 = every get reads the database)")
 
 
+@dataclass(frozen=True)
+class TracingConfig:
+    """Exporting spans (docs/tracing.md): off unless an endpoint is set here or in $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT."""
+
+    otlp_endpoint: str | None = spec(None, matches(r"https?://\S+", "an http(s):// URL"), "the OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces")
+    service_name: str | None = spec(None, None, "the service.name of the spans (default: the app's name)")
+    sample_ratio: float = spec(1.0, number_range(0, 1), "the share of new traces recorded (a viewer's traceparent decides for its own)")
+
+
 def _source_check(value: str) -> str | None:
     """A path with a suffix one of build/languages.py's languages builds."""
     if any(value.endswith(s) and len(value) > len(s) for s in SOURCE_SUFFIXES):
@@ -359,6 +368,7 @@ class Manifest:
     queue: QueueConfig = spec(None, factory=QueueConfig)
     logs: LogConfig = spec(None, factory=LogConfig)
     kv: KvConfig = spec(None, factory=KvConfig)
+    tracing: TracingConfig = spec(None, factory=TracingConfig)
     functions: dict[str, FunctionConfig] = spec(None, factory=dict)
     behaviors: list[BehaviorConfig] = spec(None, factory=list)
     default_behavior: BehaviorConfig | None = spec(None)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..core.ports import KeyValueStore
+from ..core.tracing import TraceContext, Tracer
 
 if TYPE_CHECKING:
     from .scratch import ScratchDirectory
@@ -76,7 +77,7 @@ class InvocationContext:
 
     __slots__ = (
         "function", "request_id", "env", "emit", "log_bytes", "dropped_lines", "_partial",
-        "allowed_hosts", "deadline", "fetches", "pending_fetch", "io_gate", "kv", "pending_kv", "mask", "scratch",
+        "allowed_hosts", "deadline", "fetches", "pending_fetch", "io_gate", "kv", "pending_kv", "mask", "scratch", "trace",
     )
 
     def __init__(
@@ -111,6 +112,8 @@ class InvocationContext:
         self.mask = mask if mask else None
         #: the instance's /tmp (runtime/host/scratch.py); None: the guest has no WASI
         self.scratch: ScratchDirectory | None = None
+        #: the invocation's span context and the tracer its guest fetches open theirs with (None: no trace)
+        self.trace: tuple[TraceContext, Tracer] | None = None
 
     def write_log(self, level: int, data: bytes) -> None:
         """One guest log record: one line, its control characters escaped (a guest cannot start a line)."""

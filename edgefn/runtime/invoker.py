@@ -21,6 +21,7 @@ from ..core.exceptions import (
 )
 from ..core.ports import InvocationObserver, KeyValueStore, NoObserver
 from ..core.report import LINES, InvocationReport
+from ..core.tracing import UNTRACED, Span, TraceContext, Tracer
 from . import abi
 from .concurrency import ConcurrencyLimiter, InvocationCounts
 from .context import KvGrant, SecretMask
@@ -85,6 +86,8 @@ class Invoker:
         self.counts = InvocationCounts()
         #: short runs on the event loop's thread, under a slice (runtime/inline.py)
         self.inline = InlinePolicy()
+        #: where invocation and guest-fetch spans go (core/tracing.py; the node sets the exporter when [tracing] asks)
+        self.tracer: Tracer = UNTRACED
 
     def pool_of(self, fn: FunctionSpec) -> WarmPool:
         """The warm pool of `fn` (a new one when its code, limits or env changed)."""
@@ -116,10 +119,32 @@ class Invoker:
     async def invoke(self, fn: FunctionSpec, event: Event) -> Invocation:
         """Run `fn` on `event`; raises a typed InvocationError (with `.report`) on any failure, Throttled at once
         when over a concurrency limit."""
+        span = self._span(fn, event)
+        try:
+            invocation = await self._invoke(fn, event, span.context if span is not None else None)
+        except InvocationError as exc:
+            if span is not None:
+                span.fail(f"{exc.kind}: {exc}")
+                span.end()
+            raise
+        if span is not None:
+            span.set("edgefn.fuel_used", invocation.report.fuel_used)
+            span.end()
+        return invocation
+
+    def _span(self, fn: FunctionSpec, event: Event) -> Span | None:
+        """The invocation's span, a child of its event's (none outside a trace)."""
+        if event.config.trace is None:
+            return None
+        return self.tracer.span(f"{event.config.event_type} {fn.name}", event.config.trace, "internal", {
+            "faas.name": fn.name, "faas.version": fn.version, "faas.invocation_id": event.config.request_id, "edgefn.event_type": event.config.event_type,
+        })
+
+    async def _invoke(self, fn: FunctionSpec, event: Event, trace: TraceContext | None) -> Invocation:
         lease = self.limiter.acquire(fn.name, event.config.request_id)
         if self.inline.admits(fn):  # the loop's thread is a slot of its own: one try at a time, bounded by the slice
             try:
-                quick = self._run_admitted(fn, event, inline=True)
+                quick = self._run_admitted(fn, event, inline=True, trace=trace)
             except BaseException:
                 lease.release()
                 raise
@@ -133,7 +158,7 @@ class Invoker:
             lease.release()
             raise
         try:
-            future = self._pool.submit(self._run_admitted, fn, event)
+            future = self._pool.submit(self._run_admitted, fn, event, False, trace)
         except BaseException:
             self.scheduler.release(fn.name)
             lease.release()
@@ -170,7 +195,7 @@ class Invoker:
             "guest_slots": self.scheduler.snapshot(), "inline": self.inline.snapshot(),
         }
 
-    def _run_admitted(self, fn: FunctionSpec, event: Event, inline: bool = False) -> Invocation | None:
+    def _run_admitted(self, fn: FunctionSpec, event: Event, inline: bool = False, trace: TraceContext | None = None) -> Invocation | None:
         """One invocation on this thread. `inline`: a try under the slice, whose lines are held until it is
         known to count; None if it hit the slice (nothing of it is logged, counted or reported)."""
         flog = function_logger(fn.name)
@@ -211,6 +236,7 @@ class Invoker:
             io_gate=(lambda: self.scheduler.suspend(fn.name), lambda: self.scheduler.resume(fn.name)),
             kv=kv,
             mask=mask,
+            trace=(trace, self.tracer) if trace is not None else None,
         )
         if held is not None:
             if self.inline.missed(fn, limits, run.error):
@@ -226,6 +252,8 @@ class Invoker:
         else:
             self.inline.learn(fn, isinstance(loaded.info, GuestModuleInfo) and not loaded.info.waits, run.report.fuel_used)
         run.report.version = fn.version
+        if event.config.trace is not None:
+            run.report.trace_id = event.config.trace.trace_hex
         self.counts.record(fn.qualified_name, run.report.warm)
         error = run.error
         result: EdgeRequest | EdgeResponse | None = None

@@ -24,6 +24,7 @@ from ..core.exceptions import (
     WallClockTimeout,
 )
 from ..core.report import InvocationReport
+from ..core.tracing import TraceContext, Tracer
 from . import abi, component, fastcall
 from .context import InvocationContext, KvGrant, SecretMask, set_current_context
 from .engine import EpochTicker
@@ -230,6 +231,7 @@ class Sandbox:
         io_gate: "tuple[Callable[[], None], Callable[[], None]] | None" = None,
         kv: KvGrant | None = None,
         mask: SecretMask | None = None,
+        trace: "tuple[TraceContext, Tracer] | None" = None,
     ) -> SandboxRun:
         """One invocation. Without `pool`: a fresh instance, dropped afterwards. With `pool`: a warm instance
         if one is idle (else a new one); after a clean run it is in `SandboxRun.instance`, for the caller to
@@ -238,6 +240,7 @@ class Sandbox:
         cap = limits.memory_mb * 1024 * 1024
         deadline = time.monotonic() + limits.timeout_ms / 1000
         ctx = InvocationContext(function, request_id, {k: v.encode() for k, v in env.items()}, emit, allowed_hosts, deadline, io_gate, kv, mask)
+        ctx.trace = trace
         instance = pool.take() if pool is not None else None
         warm = instance is not None
         result: bytes | None = None

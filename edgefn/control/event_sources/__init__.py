@@ -23,7 +23,7 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Coroutine
 
 from ...core import events
@@ -31,6 +31,7 @@ from ...core.app import QUEUE_SOURCE, EventSourceSpec
 from ...core.exceptions import EdgefnError, InvocationError, StorageError
 from ...core.ports import EventSourceStore, QueueWork
 from ...core.records import QueuedEvent
+from ...core.tracing import UNTRACED, Tracer
 from ...runtime.invoker import Invoker, function_logger
 from ..catalog import LiveCatalog, wait_any
 from ..destinations import Destination, build_record, send
@@ -62,8 +63,9 @@ class BatchOutcome:
 class BatchRunner:
     """Invokes `mapping.function` with batches, and hands records that could not be processed to `on_failure`."""
 
-    def __init__(self, mapping: EventSourceSpec, store: EventSourceStore, catalog: LiveCatalog, invoker: Invoker) -> None:
+    def __init__(self, mapping: EventSourceSpec, store: EventSourceStore, catalog: LiveCatalog, invoker: Invoker, tracer: Tracer = UNTRACED) -> None:
         self.mapping = mapping
+        self.tracer = tracer
         self.store = store
         self.catalog = catalog
         self.invoker = invoker
@@ -77,13 +79,22 @@ class BatchRunner:
         every = frozenset(ids)
         event = documents.batch_event(self.mapping, records, request_id)
         self.flog.info("POLL RequestId: %s Source: %s Records: %d", request_id, self.mapping.uuid, len(records))
+        span = self.tracer.span(f"event-source {self.mapping.kind} {self.mapping.uuid[:8]}", None, "consumer", {
+            "faas.invocation_id": request_id, "faas.trigger": "pubsub", "messaging.batch.message_count": len(records),
+            "messaging.destination.name": self.mapping.queue or ",".join(self.mapping.streams), "edgefn.event_source": self.mapping.uuid,
+        })
+        event.config = replace(event.config, trace=span.context)
         try:
             spec = self.catalog.select(self.mapping.function, request_id)
             done = await self.invoker.invoke(spec, event)
         except InvocationError as exc:
+            span.fail(f"{exc.kind}: {exc}")
             return BatchOutcome(False, every, f"{exc.kind}: {exc}", request_id, _response(exc.error_type, str(exc)))
         except EdgefnError as exc:  # unknown or still building: as a failure of the whole batch, retried as one
+            span.fail(str(exc))
             return BatchOutcome(False, every, str(exc), request_id, _response(type(exc).__name__, str(exc)))
+        finally:
+            span.end()
         if not self.mapping.report_batch_item_failures:
             return BatchOutcome(True, frozenset(), None, request_id, _response(None, None, spec.version))
         answer = documents.batch_answer(done.result, set(ids))
@@ -144,6 +155,8 @@ class EventSourcePollers:
         self.invoker = invoker
         #: who holds a stream shard's lease (the node id)
         self.owner = owner
+        #: each batch is a consumer span, the root of its trace
+        self.tracer: Tracer = UNTRACED
         self.running: dict[str, bool] = {m.uuid: False for m in mappings}
 
     def start(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
@@ -159,7 +172,7 @@ class EventSourcePollers:
         return StreamPoller(mapping, self.owner).run
 
     async def _supervise(self, mapping: EventSourceSpec, stop: asyncio.Event) -> None:
-        runner = BatchRunner(mapping, self.store, self.catalog, self.invoker)
+        runner = BatchRunner(mapping, self.store, self.catalog, self.invoker, self.tracer)
         poll = self._poller(mapping)
         task: asyncio.Task[None] | None = None
         halt = asyncio.Event()

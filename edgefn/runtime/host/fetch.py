@@ -19,6 +19,7 @@ import httpx
 from wasmtime import component as wc
 
 from ...core.events import ResultError, decode_headers
+from ...core.tracing import TRACEPARENT, TraceContext, Tracer
 from .. import _native
 from ..context import current_context
 from ..egress import EgressPolicy, EgressRefused, policy_for
@@ -44,8 +45,11 @@ def shared_client() -> httpx.Client:
         return _client
 
 
-def perform_fetch(doc_bytes: bytes, policy: EgressPolicy, deadline: float) -> tuple[dict[str, Any], str]:
-    """Run one guest fetch; returns the response document for the guest and a log line for the operator."""
+def perform_fetch(
+    doc_bytes: bytes, policy: EgressPolicy, deadline: float, trace: tuple[TraceContext, Tracer] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """Run one guest fetch; returns the response document for the guest and a log line for the operator. In a
+    trace, the fetch is a client span whose context goes out as `traceparent` (the guest's own is replaced)."""
     try:
         doc = cbor2.loads(doc_bytes)
         if not isinstance(doc, dict):
@@ -72,6 +76,21 @@ def perform_fetch(doc_bytes: bytes, policy: EgressPolicy, deadline: float) -> tu
     remaining = min(deadline - time.monotonic(), MAX_FETCH_SECONDS)
     if remaining <= 0:
         return {"error": "fetch refused: the invocation's wall-clock limit has passed"}, "fetch refused: out of time"
+    span = None
+    if trace is not None:
+        span = trace[1].span(f"fetch {method}", trace[0], "client", {"http.request.method": method, "url.full": url})
+        headers = [(k, v) for k, v in headers if k.lower() != TRACEPARENT] + [(TRACEPARENT, span.context.traceparent())]
+    out, line = _send(method, url, headers, body, remaining)
+    if span is not None:
+        if "error" in out:
+            span.fail(line)
+        else:
+            span.set("http.response.status_code", out["status"])
+        span.end()
+    return out, line
+
+
+def _send(method: str, url: str, headers: list[tuple[str, str]], body: bytes, remaining: float) -> tuple[dict[str, Any], str]:
     start = time.perf_counter()
     give_up = time.monotonic() + remaining  # httpx's timeout is per read: this bounds the whole fetch
     try:
@@ -114,7 +133,7 @@ def guest_fetch(request: bytes) -> bytes:
         suspend, resume = ctx.io_gate or (_nothing, _nothing)
         suspend()
         try:
-            doc, line = perform_fetch(request, policy_for(ctx.allowed_hosts), ctx.deadline)
+            doc, line = perform_fetch(request, policy_for(ctx.allowed_hosts), ctx.deadline, ctx.trace)
         finally:
             resume()
     ctx.note(2 if "error" in doc else 1, line)
