@@ -13,8 +13,8 @@ import pytest
 from edgefn.core.tracing import TraceContext
 from tests.conftest import GUESTS_C as GUESTS
 from tests.conftest import REPO, wait_for
-from tests.servers import OtlpReceiver, edge_server, free_port
 from tests.origin_app import origin_server
+from tests.servers import OtlpReceiver, edge_server, free_port
 
 TOKEN = "tracing-token"
 INCOMING_TRACE = "0af7651916cd43dd8448eb211c80319c"
