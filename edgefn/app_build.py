@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .build.languages import build_source, language_of
+from .build.layers import local_layers
 from .build.toolchain import cache_dir, cache_root
 from .core.app import ResolvedApp
 from .core.exceptions import BuildError, Diagnostic, FunctionInitError
@@ -45,7 +46,13 @@ def _wasm_out(manifest_path: Path, manifest: Manifest, name: str) -> Path:
 def build_function(manifest_path: Path, manifest: Manifest, name: str) -> bytes:
     cfg: FunctionConfig = manifest.functions[name]
     with _step(f"building {name} ({cfg.source})"):
-        return build_source(source_path(manifest_path, cfg), _wasm_out(manifest_path, manifest, name), cfg.target, cache_dir())
+        layers = tuple(layer.path for layer in local_layers(local_dir_of(manifest_path, manifest), cfg.layers, name)) if cfg.layers else ()
+        return build_source(source_path(manifest_path, cfg), _wasm_out(manifest_path, manifest, name), cfg.target, cache_dir(), layers)
+
+
+def local_dir_of(manifest_path: Path, manifest: Manifest) -> Path:
+    """The app's own state beside its control database (the locked app, the snapshot, the fetched layers' index)."""
+    return (Path(manifest_path).resolve().parent / manifest.app.registry).resolve().parent
 
 
 def build_dev_function(manifest_path: Path, manifest: Manifest, name: str, store: ModuleStore, sandbox: Sandbox) -> str:
@@ -62,7 +69,7 @@ def build_dev_function(manifest_path: Path, manifest: Manifest, name: str, store
         out.parent.mkdir(parents=True, exist_ok=True)
         with _step(f"building {name} ({cfg.source})"):
             return store.add(language.dev_build(source, out, cfg.target, cache_dir()))
-    if language is None or language.dev_sources is None or not source.exists():
+    if language is None or language.dev_sources is None or not source.exists() or cfg.layers:  # a layer's code is bundled: a full build
         return store.add(build_function(manifest_path, manifest, name))
     with _step(f"loading {name} ({cfg.source}) from its sources"):
         bundle = language.dev_sources(source, cache_root())

@@ -27,6 +27,7 @@ from .admin.listener import ensure_token, plan_admin
 from .app_build import LOCKED_APP_ENV, build_app, load_app, start_app_build, store_dir_of, write_locked_app
 from .control.catalog import FunctionCatalog, LocalSnapshot, PendingBuilds
 from .control.deploy import check_references, deploy, deploy_built
+from .control.layers import fetch_manifest_layers
 from .control.schedules import parse_schedules
 from .control.store import open_control_store
 from .core.app import ResolvedApp
@@ -217,6 +218,7 @@ def serve(
     # build and precompile here, so workers start from a warm store and a broken build never serves: what is not
     # built within READY_WITHIN_S goes on in the background, each function deployed when ready (its $LATEST
     # answers 503 until then, and /_edgefn/health too); a failure there stops the server with status 2
+    fetch_manifest_layers(config_path, manifest)
     runtime = Runtime(store_dir_of(config_path, manifest)).start()
     building: dict[str, Future[str]] = {}
     try:

@@ -254,6 +254,7 @@ def configuration_doc(name: str, version: str, code: CodeAndConfig, modified: fl
         "ReuseInstances": cfg.reuse_instances,
         "Prewarm": cfg.prewarm,
         "Target": cfg.target,
+        "Layers": [{"Arn": f"edgefn:layer:{ref}"} for ref in cfg.layers],
     }
     if revision_id is not None:
         doc["RevisionId"] = revision_id

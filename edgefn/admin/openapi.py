@@ -224,6 +224,7 @@ SCHEMAS: dict[str, Any] = {
             "ReuseInstances": {"type": "boolean", "description": "edgefn: keep warm instances between requests"},
             "Prewarm": {"type": "integer", "description": "edgefn: warm instances made at start-up"},
             "Target": {"type": "string", "description": "edgefn: build target (read-only)"},
+            "Layers": {"type": "array", "items": {"type": "object", "properties": {"Arn": _STR}}, "description": "the layer versions its code was built with"},
         },
     },
     "ConfigurationUpdate": {

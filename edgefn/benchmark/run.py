@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from .. import __version__
 from ..app_build import build_app, store_dir_of
+from ..control.layers import fetch_manifest_layers
 from ..core.exceptions import ManifestError
 from ..manifest.load import load_manifest
 from ..runtime.invoker import Runtime
@@ -99,6 +100,7 @@ def run_bench(plan: BenchPlan, progress: Callable[[str], None] = lambda _: None)
     t0 = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="edgefn-bench-"))
     try:
+        fetch_manifest_layers(config, manifest)
         with Runtime(store_dir_of(config, manifest), workers=1) as runtime:
             app = build_app(config, manifest, runtime.store)
             phases["build"] = time.perf_counter() - t0

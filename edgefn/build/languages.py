@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..core.exceptions import BuildError
+from ..core.exceptions import BuildError, LayerError
 from .js import SDK_JS_DIR, build_js
 from .python import PythonSources, build_python, python_sources
 from .toolchain import SDK_C_DIR, SDK_ZIG_DIR, compile_c, compile_zig
@@ -354,10 +354,11 @@ def language_named(name: str) -> Language | None:
     return next((lang for lang in LANGUAGES if lang.name == name), None)
 
 
-def build_source(source: Path, out: Path, target: str, zig_cache: Path) -> bytes:
+def build_source(source: Path, out: Path, target: str, zig_cache: Path, layers: tuple[Path, ...] = ()) -> bytes:
     """Build `source` (any suffix of build/languages.py: .c, .zig, .py, .js, .ts, a prebuilt .wasm) and return the wasm bytes.
 
-    `zig_cache` is the toolchain cache (cache_dir()); Python builds are cached in its sibling directory.
+    `zig_cache` is the toolchain cache (cache_dir()); Python builds are cached in its sibling directory. `layers`
+    (the unpacked layers of functions.NAME.layers) go on a Python function's import path.
     """
     if not source.exists():
         raise BuildError(source, [], f"{source}: no such file")
@@ -366,4 +367,8 @@ def build_source(source: Path, out: Path, target: str, zig_cache: Path) -> bytes
         allowed = ", ".join(SOURCE_SUFFIXES)
         raise BuildError(source, [], f"{source}: unsupported source type {source.suffix!r} (use {allowed})")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if layers:
+        if language.name != "python":
+            raise LayerError(f"{source}: layers are packages of pure Python, for Python functions; a {language.name} function cannot use them")
+        return build_python(source, out, zig_cache.parent, layers)
     return language.build(source, out, target, zig_cache)

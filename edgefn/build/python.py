@@ -102,8 +102,8 @@ def _python_files(root: Path) -> list[Path]:
     return found
 
 
-def build_key(source: Path) -> str:
-    """The content hash of every input of the component built from `source`."""
+def build_key(source: Path, layers: tuple[Path, ...] = ()) -> str:
+    """The content hash of every input of the component built from `source` (and `layers`)."""
     h = hashlib.sha256()
 
     def feed(label: str, data: bytes) -> None:
@@ -115,7 +115,9 @@ def build_key(source: Path) -> str:
     feed("module", source.stem.encode())
     feed("entry", ENTRY_TEMPLATE.encode())
     sdk = _python_files(SDK_PY_DIR) + sorted((SDK_PY_DIR / "wit").glob("*.wit"))
-    for label, root, files in (("sdk", SDK_PY_DIR, sdk), ("app", source.parent, _python_files(source.parent))):
+    trees = [("sdk", SDK_PY_DIR, sdk), ("app", source.parent, _python_files(source.parent))]
+    trees += [(f"layer{i}", layer, _python_files(layer)) for i, layer in enumerate(layers)]
+    for label, root, files in trees:
         for path in files:
             feed(f"{label}:{path.relative_to(root).as_posix()}", path.read_bytes())
     return h.hexdigest()
@@ -151,11 +153,12 @@ def module_name(source: Path) -> str:
     return module
 
 
-def build_python(source: Path, out: Path, cache_root: Path) -> bytes:
-    """Build `source` into a component at `out` (from the cache when nothing changed); returns its bytes."""
+def build_python(source: Path, out: Path, cache_root: Path, layers: tuple[Path, ...] = ()) -> bytes:
+    """Build `source` into a component at `out` (from the cache when nothing changed); returns its bytes. `layers`:
+    directories of pure-Python packages put on its import path after its own (build/layers.py)."""
     module_name(source)
-    cached = cache_root / "componentize-py" / f"{build_key(source)}.wasm"
-    return cached_output(cached, out, lambda dest: _componentize(source, dest))
+    cached = cache_root / "componentize-py" / f"{build_key(source, layers)}.wasm"
+    return cached_output(cached, out, lambda dest: _componentize(source, dest, layers))
 
 
 # --- edgefn dev: one runtime component, the function's sources read at instance start -------------------
@@ -202,8 +205,8 @@ def python_sources(source: Path, cache_root: Path) -> PythonSources:
     return PythonSources(dev_runtime(cache_root), module, files)
 
 
-def _componentize(source: Path, dest: Path) -> None:
-    _componentize_entry(ENTRY_MODULE, ENTRY_TEMPLATE.format(module=source.stem), [source.parent], dest, source)
+def _componentize(source: Path, dest: Path, layers: tuple[Path, ...] = ()) -> None:
+    _componentize_entry(ENTRY_MODULE, ENTRY_TEMPLATE.format(module=source.stem), [source.parent, *layers], dest, source)
 
 
 def _componentize_entry(entry: str, text: str, app_roots: list[Path], dest: Path, source: Path) -> None:

@@ -14,6 +14,7 @@ from ..build.languages import build_source
 from ..build.toolchain import cache_dir
 from ..control.catalog import FunctionCatalog
 from ..control.deploy import has_control_plane
+from ..control.layers import fetch_manifest_layers
 from ..core import events
 from ..core.exceptions import EventFileError, InvocationError, ManifestError, error_document
 from ..core.ids import new_request_id
@@ -32,6 +33,7 @@ def build(config: Path, source: Path | None, out: Path | None, target: str, stdo
         print(f"built {dest} ({len(wasm):,} bytes) in {(time.perf_counter() - start) * 1000:.0f} ms", file=stdout)
         return 0
     start = time.perf_counter()
+    fetch_manifest_layers(config, load_manifest(config))
     app, runtime = open_app(config)
     try:
         for name, spec in app.functions.items():
@@ -51,6 +53,7 @@ def invoke(config: Path, function: str, event_file: Path | None, stdout: TextIO)
         raise ManifestError(config, f"functions.{function}", "no such function", f"pick one of: {', '.join(sorted(manifest.functions))}")
     catalog = _registered_catalog(config, manifest) if ":" in function or has_control_plane(config, manifest) else None
     registered = catalog.select(function, new_request_id()) if catalog is not None and ":" in function else None
+    fetch_manifest_layers(config, manifest)
     app, runtime = open_app(config, workers=1, kv=kv_store_of(config, manifest))
     try:
         spec = registered or app.functions[function]

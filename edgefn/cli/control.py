@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from ..control.catalog import FunctionCatalog
 from ..control.deploy import check_references, control_store_of, deploy
+from ..control.layers import fetch_manifest_layers
 from ..core.exceptions import Conflict, ManifestError, NotFound, RegistryError
 from ..core.ports import Registry
 from ..core.records import LATEST, AliasRecord, FunctionRef, RegistrySnapshot
@@ -178,6 +179,7 @@ def deploy_command(config: Path, stdout: TextIO) -> int:
     from ..app_build import open_app
 
     manifest = load_manifest(config)
+    fetch_manifest_layers(config, manifest)
     app, runtime = open_app(config)
     try:
         control = control_store_of(config, manifest)

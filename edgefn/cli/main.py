@@ -172,6 +172,18 @@ def _parser() -> argparse.ArgumentParser:
                          "edgefn nodes list --control postgresql://postgres@db.internal/edge"))
     nl.add_argument("--json", action="store_true", help="one JSON array")
 
+    ly = _command(sub, "layer", "layers: code many functions share, published once per version (docs/layers.md)",
+                  "edgefn layer publish textkit ./textkit-layer", "edgefn layer list")
+    ly_sub = ly.add_subparsers(dest="layer_command", required=True, metavar="SUBCOMMAND")
+    lp = with_config(cmd(ly_sub, "publish", "publish PATH (a directory of pure-Python packages) as the next version of layer NAME",
+                         "edgefn layer publish textkit ./textkit-layer --description 'slugs and titles'"))
+    lp.add_argument("name", metavar="NAME", help="the layer's name (lowercase letters, digits, '-')")
+    lp.add_argument("path", metavar="PATH", type=Path, help="the directory whose packages functions import")
+    lp.add_argument("--description", default="", help="a note kept with the version")
+    ll = with_config(cmd(ly_sub, "list", "every version of every layer (or of NAME)", "edgefn layer list textkit --json"))
+    ll.add_argument("name", metavar="NAME", nargs="?", help="only this layer's versions")
+    ll.add_argument("--json", action="store_true", help="one JSON array (Lambda's LayerVersionsListItem fields)")
+
     es = _command(sub, "event-sources", "the app's polling event sources: queues and streams its functions read (docs/event-sources.md)",
                   "edgefn event-sources list", "edgefn event-sources disable 5f0c")
     es_sub = es.add_subparsers(dest="event_sources_command", required=True, metavar="SUBCOMMAND")
@@ -357,6 +369,12 @@ def _run(args: argparse.Namespace) -> int:
         from .observe import nodes_list_command
 
         return nodes_list_command(args.config, args.json, sys.stdout)
+    if args.command == "layer":
+        from .layers import layer_list, layer_publish
+
+        if args.layer_command == "publish":
+            return layer_publish(args.config, args.name, args.path, args.description, sys.stdout)
+        return layer_list(args.config, args.name, args.json, sys.stdout)
     if args.command == "event-sources":
         from .event_sources import event_sources_list, event_sources_switch
 

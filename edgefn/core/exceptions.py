@@ -10,6 +10,7 @@ answers with what status is decided by class, one table per audience: the viewer
     EdgefnError
     ├── ManifestError            a manifest problem: file, key path, bad value, fix
     ├── BuildError               a compiler refused a source (Diagnostic: file:line:column)
+    ├── LayerError               a layer cannot be published, fetched or used (edgefn layer, functions.NAME.layers)
     ├── ScaffoldError            `edgefn init` cannot write the project
     ├── ModuleRejected           a wasm module cannot be a function (at load, before any instance)
     │   ├── ImportNotAllowed
@@ -63,7 +64,7 @@ __all__ = [
     "AbiMismatch", "AdminListenError", "AdminTokenRequired", "BenchError", "BuildError", "ComponentImportNotAllowed",
     "ConcurrencyConfigError", "Conflict", "CpuBudgetExhausted", "Diagnostic", "EdgefnError", "EphemeralStorageLimitExceeded", "EventFileError", "ExpressionError",
     "FunctionError", "FunctionInitError", "FunctionPending", "GuestTrap", "ImportNotAllowed", "InvalidModule", "InvalidPayload", "InvalidResult",
-    "InvocationError", "ListenError", "LogQueryError", "ManifestError", "MemoryLimitExceeded", "MetricsError", "MissingExport",
+    "InvocationError", "LayerError", "ListenError", "LogQueryError", "ManifestError", "MemoryLimitExceeded", "MetricsError", "MissingExport",
     "ModuleRejected", "NotFound", "PayloadTooLarge", "RegistryError", "RegistryLost", "RuleViolation",
     "ScaffoldError", "SecretsKeyError", "StorageError", "Throttled", "UnknownFunction", "WallClockTimeout",
 ]
@@ -368,6 +369,10 @@ class BuildError(EdgefnError):
         errors = [d for d in diagnostics if d.kind == "error"] or diagnostics
         summary = "\n".join(f"  {d}" for d in errors[:20]) or "  " + output.strip()[-2000:]
         super().__init__(f"build of {source} failed:\n{summary}")
+
+
+class LayerError(EdgefnError):
+    """A layer cannot be packaged, fetched or used; the message says which and what to do."""
 
 
 class ScaffoldError(EdgefnError):

@@ -30,6 +30,7 @@ from .records import (
     EventSourceState,
     FunctionRecord,
     KvPage,
+    LayerVersion,
     NodeRecord,
     QueuedEvent,
     RegistrySnapshot,
@@ -39,7 +40,7 @@ from .records import (
 from .report import InvocationReport
 
 __all__ = [
-    "ChangeFeed", "CodeStore", "ControlStore", "EdgeObserver", "EventQueue", "EventSourceStore", "FunctionResolver", "InvocationObserver", "KeyValueStore", "NoObserver", "NodeDirectory", "PurgeLog", "QueueWork",
+    "ChangeFeed", "CodeStore", "ControlStore", "EdgeObserver", "EventQueue", "EventSourceStore", "FunctionResolver", "InvocationObserver", "KeyValueStore", "LayerStore", "NoObserver", "NodeDirectory", "PurgeLog", "QueueWork",
     "Registry", "ScheduleStore", "ScheduleWork", "SecretStore",
 ]
 
@@ -267,6 +268,15 @@ class EventSourceStore(Protocol):
     def send_on_failure(self, then: Callable[[QueueWork], None]) -> None: ...
 
 
+class LayerStore(Protocol):
+    """Layer versions and their content (control/layers.py publishes and fetches them)."""
+
+    def publish(self, name: str, kind: str, data: bytes, description: str = "") -> LayerVersion: ...
+    def get(self, name: str, version: int) -> LayerVersion: ...
+    def list(self, name: str | None = None) -> list[LayerVersion]: ...
+    def data(self, digest: str) -> bytes: ...
+
+
 class ControlStore(Protocol):
     """One control plane's storage: registry, async queue and schedule state, committed together where a change
     spans them. `control/store/` opens one; the rest of edgefn sees only these interfaces."""
@@ -294,6 +304,9 @@ class ControlStore(Protocol):
 
     @property
     def event_sources(self) -> EventSourceStore: ...
+
+    @property
+    def layers(self) -> LayerStore: ...
 
     #: None where changes are only polled (SQLite)
     changes: ChangeFeed | None

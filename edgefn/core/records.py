@@ -13,7 +13,7 @@ from typing import Any
 
 __all__ = [
     "INVOKE", "KV_MAX_KEY_BYTES", "KV_MAX_LIST_LIMIT", "KV_MAX_VALUE_BYTES", "KV_MIN_TTL_S", "KV_NAMESPACE", "LATEST", "POST", "PURGE_KINDS",
-    "SECRET_NAME", "kv_problem", "purge_problem", "AliasRecord", "KvPage", "SealedSecret", "CachePurge", "CodeAndConfig", "DeadLetter", "EventSourceState", "FunctionRecord", "FunctionRef",
+    "SECRET_NAME", "kv_problem", "purge_problem", "AliasRecord", "KvPage", "SealedSecret", "CachePurge", "CodeAndConfig", "DeadLetter", "EventSourceState", "FunctionRecord", "FunctionRef", "LayerVersion",
     "NodeRecord", "QueuedEvent", "RegistrySnapshot", "VersionRecord",
 ]
 
@@ -214,6 +214,24 @@ class QueuedEvent:
     #: the last outcome as a Lambda responseContext + responsePayload (None before the first)
     last_response: dict[str, Any] | None
     lease_token: str | None = None
+
+
+@dataclass(frozen=True)
+class LayerVersion:
+    """One immutable version of a layer: code many functions share (`edgefn layer publish`), stored by digest."""
+
+    name: str
+    version: int
+    #: "python" (pure-Python packages, a zip) or "wasm" (a core module whose exports functions import)
+    kind: str
+    digest: str
+    size: int
+    description: str
+    created_at: float
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
 
 
 @dataclass(frozen=True)

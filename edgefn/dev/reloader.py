@@ -16,6 +16,7 @@ import watchfiles
 
 from ..app_build import build_dev_function
 from ..build.languages import LANGUAGES
+from ..control.layers import fetch_manifest_layers
 from ..core.app import ResolvedApp
 from ..core.exceptions import EdgefnError, ManifestError
 from ..manifest.load import load_manifest
@@ -69,6 +70,7 @@ class DevReloader:
 
     def _build(self, manifest: Manifest, name: str) -> str:
         """Build one function as dev mode does and precompile it, off the request path; its digest."""
+        fetch_manifest_layers(self.manifest_path, manifest)  # a layer version the save added
         digest = build_dev_function(self.manifest_path, manifest, name, self.runtime.store, self.runtime.sandbox)
         self.runtime.store.load(digest, name)
         return digest

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ..build.languages import SOURCE_SUFFIXES
+from ..build.layers import LAYER_REF
 from ..core.app import DATABASE_URL_SCHEMES, MAX_MEMORY_MB
 from ..core.records import KV_NAMESPACE
 
@@ -237,6 +238,12 @@ def _source_check(value: str) -> str | None:
     return f"a path ending in {', '.join(rest)} or {last}"
 
 
+def _layers_check(refs: list[str]) -> str | None:
+    if len(refs) > 5 or len(set(refs)) != len(refs) or not all(isinstance(r, str) and LAYER_REF.fullmatch(r) for r in refs):
+        return 'at most 5 distinct layer versions, each NAME:VERSION such as "mathlib:3" (edgefn layer list shows them)'
+    return None
+
+
 @dataclass(frozen=True)
 class FunctionConfig:
     source: str = spec(REQUIRED, _source_check, "the code")
@@ -254,6 +261,7 @@ class FunctionConfig:
     reuse_instances: bool = spec(False, None, "keep warm instances between requests (execution-context reuse); default: a fresh instance per request")
     prewarm: int = spec(0, int_range(0, 256), "warm instances to create at startup (provisioned concurrency); needs reuse_instances = true")
     reserved_concurrency: int | None = spec(None, int_range(0, 100_000), "in-flight invocations reserved for (and capping) this function; 0 throttles every invocation")
+    layers: list[str] = spec(None, _layers_check, "published layers on its import path, in order, each NAME:VERSION (edgefn layer publish; at most 5)", factory=list)
     async_invoke: "AsyncInvokeConfig | None" = spec(None)
 
 

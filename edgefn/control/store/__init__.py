@@ -1,6 +1,6 @@
 """The control plane's storage: the only place SQL is written.
 
-The stores (registry, queue, schedules, secrets, purges, code, nodes, event source mappings) are written once over database.Database.
+The stores (registry, queue, schedules, secrets, purges, code, nodes, event source mappings, layers) are written once over database.Database.
 SQLite is the embedded default: one database file holds them all (sqlite.py). PostgreSQL, for a fleet of nodes
 on one database, is the folder postgres/. `open_control_store` picks the engine from the location: a
 postgresql:// URL or an SQLite file's path.
@@ -16,6 +16,7 @@ from .code import SqlCodeStore
 from .database import Database
 from .event_sources import SqlEventSourceStore
 from .kv import SqliteKeyValueStore
+from .layers import SqlLayerStore
 from .nodes import SqlNodeDirectory
 from .purges import SqlPurgeLog
 from .queue import IDEMPOTENCY_WINDOW_S, SqlEventQueue
@@ -42,6 +43,7 @@ class SqlControlStore:
         self.code = SqlCodeStore(db)
         self.nodes = SqlNodeDirectory(db)
         self.event_sources = SqlEventSourceStore(db, self.queue)
+        self.layers = SqlLayerStore(db)
         self.changes = changes
 
     def close(self) -> None:

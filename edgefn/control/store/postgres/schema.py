@@ -93,7 +93,12 @@ CREATE TABLE event_source_mappings (
     last_result text NOT NULL DEFAULT 'No records processed', last_processed double precision, updated_at double precision NOT NULL,
     batches bigint NOT NULL DEFAULT 0, records bigint NOT NULL DEFAULT 0, failed bigint NOT NULL DEFAULT 0, retried bigint NOT NULL DEFAULT 0,
     redelivered bigint NOT NULL DEFAULT 0, sent_on_failure bigint NOT NULL DEFAULT 0
-)
+);
+CREATE TABLE layer_versions (
+    name text NOT NULL, version integer NOT NULL, kind text NOT NULL, digest text NOT NULL, size bigint NOT NULL,
+    description text NOT NULL DEFAULT '', created_at double precision NOT NULL, PRIMARY KEY (name, version)
+);
+CREATE TABLE layer_blobs (digest text PRIMARY KEY, data bytea NOT NULL)
 """
 
 #: version -> the statements that bring the schema from the version before to it
