@@ -46,7 +46,7 @@ def _wasm_out(manifest_path: Path, manifest: Manifest, name: str) -> Path:
 def build_function(manifest_path: Path, manifest: Manifest, name: str) -> bytes:
     cfg: FunctionConfig = manifest.functions[name]
     with _step(f"building {name} ({cfg.source})"):
-        layers = tuple(layer.path for layer in local_layers(local_dir_of(manifest_path, manifest), cfg.layers, name)) if cfg.layers else ()
+        layers = tuple(local_layers(local_dir_of(manifest_path, manifest), cfg.layers, name)) if cfg.layers else ()
         return build_source(source_path(manifest_path, cfg), _wasm_out(manifest_path, manifest, name), cfg.target, cache_dir(), layers)
 
 

@@ -29,7 +29,7 @@ from ..core.exceptions import BuildError, Diagnostic
 from .sdk import sdk_dir
 from .toolchain import cache_root, cached_output
 
-__all__ = ["build_js", "bundle", "install_toolchain", "toolchain_dir", "JS_SUFFIXES"]
+__all__ = ["build_js", "bundle", "install_toolchain", "npm_tool", "toolchain_dir", "JS_SUFFIXES"]
 
 log = logging.getLogger("edgefn.build")
 
@@ -95,6 +95,11 @@ def install_toolchain(source: Path | None = None) -> Path:
             os.replace(stage, home)
         log.info("installed the JavaScript toolchain into %s", home)
     return home
+
+
+def npm_tool(name: str, source: Path | None = None) -> list[str]:
+    """The command of a tool of the pinned npm toolchain (installed first if need be): wasm-merge for wasm layers."""
+    return _tool(install_toolchain(source), name)
 
 
 def _tool(home: Path, name: str) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..core.exceptions import BuildError, LayerError
+from .layers import LocalLayer, link_wasm_layers
 from .js import SDK_JS_DIR, build_js
 from .python import PythonSources, build_python, python_sources
 from .toolchain import SDK_C_DIR, SDK_ZIG_DIR, compile_c, compile_zig
@@ -354,7 +355,7 @@ def language_named(name: str) -> Language | None:
     return next((lang for lang in LANGUAGES if lang.name == name), None)
 
 
-def build_source(source: Path, out: Path, target: str, zig_cache: Path, layers: tuple[Path, ...] = ()) -> bytes:
+def build_source(source: Path, out: Path, target: str, zig_cache: Path, layers: tuple[LocalLayer, ...] = ()) -> bytes:
     """Build `source` (any suffix of build/languages.py: .c, .zig, .py, .js, .ts, a prebuilt .wasm) and return the wasm bytes.
 
     `zig_cache` is the toolchain cache (cache_dir()); Python builds are cached in its sibling directory. `layers`
@@ -367,8 +368,13 @@ def build_source(source: Path, out: Path, target: str, zig_cache: Path, layers: 
         allowed = ", ".join(SOURCE_SUFFIXES)
         raise BuildError(source, [], f"{source}: unsupported source type {source.suffix!r} (use {allowed})")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if layers:
-        if language.name != "python":
-            raise LayerError(f"{source}: layers are packages of pure Python, for Python functions; a {language.name} function cannot use them")
-        return build_python(source, out, zig_cache.parent, layers)
-    return language.build(source, out, target, zig_cache)
+    wanted = "python" if language.name == "python" else "wasm" if language.name in ("c", "zig", "wasm") else None
+    for layer in layers:
+        if layer.kind != wanted:
+            what = "pure-Python packages, for Python functions" if layer.kind == "python" else "a wasm module, for C and Zig functions"
+            raise LayerError(f"{source}: layer {layer.ref} is {what}; a {language.name} function cannot use it")
+    if layers and wanted == "python":
+        return build_python(source, out, zig_cache.parent, tuple(layer.path for layer in layers))
+    wasm = language.build(source, out, target, zig_cache)
+    # the linked module is the function's code; `out` keeps what the compiler made (its build record names it)
+    return link_wasm_layers(wasm, list(layers), source) if layers else wasm

@@ -362,3 +362,20 @@ def split_sdk(target: str, zig_cache: Path) -> tuple[Path, Path]:
                 shutil.rmtree(stage, ignore_errors=True)
     touch(obj)
     return where, obj
+
+
+# --- wasm layers (build/layers.py): a core module of exported functions, no edgefn ABI of its own -------------
+
+
+def compile_c_layer(source: Path, out: Path, zig_cache: Path) -> None:
+    """A C layer: freestanding, no entry point; what it exports is what it marks __attribute__((export_name("...")))."""
+    cmd = [*zig_command(source), "cc", "--target=wasm32-freestanding", "-Oz", "-mbulk-memory", "-Wall", "-Werror=implicit-function-declaration",
+           "-s", "-nostdlib", "-Wl,--no-entry", "-Wl,--strip-all", str(source), "-o", str(out)]
+    _run(cmd, source, zig_cache)
+
+
+def compile_zig_layer(source: Path, out: Path, zig_cache: Path) -> None:
+    """A Zig layer: its `export fn`s, freestanding."""
+    cmd = [*zig_command(source), "build-exe", "-target", "wasm32-freestanding", "-O", "ReleaseSmall", "-fno-entry", "-rdynamic", "-fstrip",
+           f"-femit-bin={out}", str(source)]
+    _run(cmd, source, zig_cache)

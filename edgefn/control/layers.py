@@ -22,7 +22,7 @@ __all__ = ["fetch_layers", "fetch_manifest_layers", "publish_layer"]
 
 
 def publish_layer(store: LayerStore, name: str, path: Path, description: str = "") -> LayerVersion:
-    kind, data = package_layer(path)
+    kind, data = package_layer(path.resolve())
     return store.publish(name, kind, data, description)
 
 
