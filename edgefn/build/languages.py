@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..core.exceptions import BuildError, LayerError
-from .layers import LocalLayer, link_wasm_layers
 from .js import SDK_JS_DIR, build_js
+from .layers import LocalLayer, link_wasm_layers
 from .python import PythonSources, build_python, python_sources
 from .toolchain import SDK_C_DIR, SDK_ZIG_DIR, compile_c, compile_zig
 
