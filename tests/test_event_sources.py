@@ -19,7 +19,7 @@ import redis
 
 from edgefn.control.store import open_control_store
 from tests.conftest import REPO, run_edgefn, wait_for
-from tests.servers import Receiver, edge_server, kill_group
+from tests.servers import OtlpReceiver, Receiver, edge_server, kill_group
 from tests.services import rabbitmq_url, redis_url
 
 BATCH_JS = REPO / "tests" / "guests" / "js" / "batch.js"
@@ -134,8 +134,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, amqp: str, redis_broker: str
     (the switch), streams C0/C1 (in order, bisected, two retries) and stream D (records older than a minute go on failure)."""
     sfx = uuid.uuid4().hex[:8]
     names = {"A": f"qa-{sfx}", "B": f"qb-{sfx}", "C0": f"sc0-{sfx}", "C1": f"sc1-{sfx}", "D": f"sd-{sfx}"}
-    receiver = Receiver()
+    receiver, spans = Receiver(), OtlpReceiver()
     sources = f"""
+[tracing]
+otlp_endpoint = "{spans.url}"
+
 [[event_sources]]
 function = "consumer"
 source = "{amqp}"
@@ -174,9 +177,10 @@ maximum_record_age_s = 60
     r = redis.Redis.from_url(redis_broker)
     try:
         with edge_server(config, tls=False, env={"EDGEFN_ADMIN_TOKEN": TOKEN}) as server:
-            yield {"server": server, "config": config, "receiver": receiver, "names": names, "amqp": amqp, "redis": r}
+            yield {"server": server, "config": config, "receiver": receiver, "names": names, "amqp": amqp, "redis": r, "spans": spans}
     finally:
         receiver.close()
+        spans.close()
         r.delete(names["C0"], names["C1"], names["D"])
         r.close()
         _delete_queues(amqp, names["A"], f"{names['A']}.edgefn-retry", names["B"], f"{names['B']}.edgefn-retry")
@@ -196,6 +200,24 @@ def test_a_queue_is_delivered_in_batches_and_acked(world):
     wait_for(lambda: _queue_counts(world["amqp"], name)[0] == 0, 60, "the queue to be empty")
     doc = wait_for(lambda: (d := _mappings(world["config"])[name])["Counters"]["Records"] >= 40 and d, 30, "the counters")
     assert doc["State"] == "Enabled" and doc["Kind"] == "queue" and "guest:***@" in doc["Source"] and doc["BatchSize"] == 5
+
+
+def test_each_batch_is_a_consumer_span_with_its_invocation_and_fetch_under_it(world):
+    name = world["names"]["A"]
+    _publish(world["amqp"], name, ["A-traced-1"])
+    wait_for(lambda: "A-traced-1" in _texts(world["receiver"], "A-traced-"), 60, "the traced message")
+    mapping = _uuid(world, "A")
+
+    def batch_span() -> dict[str, Any] | None:
+        return next((s for s in list(world["spans"].spans) if s["name"] == f"event-source queue {mapping[:8]}"
+                     and s["attributes"]["messaging.destination.name"] == name), None)
+
+    batch = wait_for(batch_span, 60, "the batch's span")
+    assert batch["kind"] == 5 and batch["parent_id"] == "" and batch["attributes"]["edgefn.event_source"] == mapping  # a consumer span, a root
+    under = wait_for(lambda: (got := {s["name"]: s for s in world["spans"].of_trace(batch["trace_id"])}) and {"viewer-request consumer", "fetch POST"} <= set(got)
+                     and got, 60, "the invocation and its fetch in the batch's trace")
+    assert under["viewer-request consumer"]["parent_id"] == batch["span_id"]
+    assert under["fetch POST"]["parent_id"] == under["viewer-request consumer"]["span_id"]
 
 
 def test_a_queue_retries_only_the_failed_item_after_the_visibility_timeout_then_sends_it_on_failure(world):

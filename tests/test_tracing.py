@@ -51,6 +51,11 @@ path_pattern = "/origin/*"
 origin = "{origin}"
 viewer_request = {{ function = "redirect" }}
 
+[[behaviors]]
+path_pattern = "/cached/*"
+origin = "{origin}"
+cache = {{ default_ttl = 300 }}
+
 [default_behavior]
 function = "fetcher"
 """)
@@ -141,3 +146,15 @@ function = "fetcher"
         sent = TraceContext.parse(r.json()["headers"]["traceparent"])
         assert sent is not None and sent.trace_hex == INCOMING_TRACE and sent.span_hex != INCOMING_SPAN
         assert f"Trace Id: {INCOMING_TRACE}" in server.log.read_text()
+
+
+def test_the_cache_lookup_is_a_span_saying_hit_or_miss(traced):
+    server, receiver = traced["server"], traced["receiver"]
+    miss, hit = TraceContext.new(), TraceContext.new()
+    for trace in (miss, hit):
+        r = httpx.get(f"{server.base}/cached/page", params={"cc": "max-age=300"}, headers={"traceparent": trace.traceparent()}, timeout=30)
+        assert r.status_code == 200
+    first = _spans(receiver, miss.trace_hex, {"GET /cached/*", "cache", "origin GET"})  # a miss fetches from the origin
+    second = _spans(receiver, hit.trace_hex, {"GET /cached/*", "cache"})
+    assert first["cache"]["parent_id"] == first["GET /cached/*"]["span_id"] and first["cache"]["attributes"]["edgefn.cache"] == "Miss"
+    assert second["cache"]["attributes"]["edgefn.cache"] == "Hit" and second["GET /cached/*"]["attributes"]["edgefn.cache"] == "Hit"
