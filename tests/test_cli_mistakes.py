@@ -53,6 +53,8 @@ WITH_CONFIG = {
     "schedules list": [], "nodes list": [], "cache info": [], "cache prune": [], "cache purge": ["--all"], "bench": ["hello"],
     "kv get": ["ns", "k"], "kv put": ["ns", "k", "v"], "kv delete": ["ns", "k"], "kv list": ["ns"],
     "secret put": ["hello", "TOKEN", "--file", "/dev/null"], "secret list": ["hello"], "secret delete": ["hello", "TOKEN"],
+    "layer publish": ["textkit", "."], "layer list": [], "event-sources list": [], "event-sources enable": ["5f0c"],
+    "event-sources disable": ["5f0c"],
 }
 
 

@@ -66,7 +66,7 @@ class InvocationReport:
             parts.append(f"KV Bytes: {self.kv_bytes}")
         if self.tmp_refused_bytes is not None:
             parts.append(f"Storage Error: EphemeralStorageLimitExceeded ({self.tmp_refused_bytes} bytes refused past /tmp's {self.ephemeral_storage_mb} MB)")
-        parts.append(f"Outcome: {self.outcome}")
         if self.trace_id is not None:
             parts.append(f"Trace Id: {self.trace_id}")
+        parts.append(f"Outcome: {self.outcome}")  # last: log readers split it off
         return "\t".join(parts)
