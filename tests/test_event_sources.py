@@ -363,3 +363,25 @@ starting_position = "TRIM_HORIZON"
         r.delete(stream)
         r.close()
         _delete_queues(amqp, queue, f"{queue}.edgefn-retry")
+
+
+def test_an_unreachable_broker_is_retried_with_backoff_while_the_node_serves(tmp_path):
+    from tests.servers import free_port
+
+    receiver = Receiver()
+    config = tmp_path / "edgefn.toml"
+    config.write_text(_manifest(receiver, f"down-{uuid.uuid4().hex[:6]}", f"""
+[[event_sources]]
+function = "consumer"
+source = "redis://127.0.0.1:{free_port()}/0"
+streams = ["nowhere"]
+"""))
+    try:
+        with edge_server(config, tls=False) as server:
+            failures = lambda: [line for line in server.log.read_text().splitlines() if "its poller stopped" in line]  # noqa: E731
+            wait_for(lambda: len(failures()) >= 2, 60, "the poller's second failure", poll_s=0.2)
+            first, second = failures()[:2]
+            assert "starting it again in 1 s" in first and "starting it again in 2 s" in second and "redis://127.0.0.1:" in first
+            assert httpx.get(f"{server.base}/_edgefn/health", timeout=30).status_code == 200  # the node serves on
+    finally:
+        receiver.close()

@@ -43,6 +43,8 @@ log = logging.getLogger("edgefn.control.event_sources")
 
 #: how often a supervisor reads its mapping's switch
 SWITCH_POLL_S = 1.0
+#: the longest wait before a poller that failed (its broker unreachable) is started again
+RESTART_MAX_S = 30.0
 RETRIES_EXHAUSTED = "RetryAttemptsExhausted"
 RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
 MAX_RECEIVES = "MaxReceiveCountExceeded"
@@ -71,11 +73,14 @@ class BatchRunner:
         self.invoker = invoker
         self.flog = function_logger(mapping.function.partition(":")[0])
         self._ids = itertools.count(1)
+        #: set at each invocation: the poller reached its broker (a restart's backoff starts over)
+        self.delivered = False
         self._prefix = f"esm-{os.getpid():x}-{uuid.uuid4().hex[:8]}"
 
     async def invoke(self, records: list[dict[str, Any]], ids: list[str]) -> BatchOutcome:
         """One invocation with `records` (whose item identifiers are `ids`)."""
         request_id = f"{self._prefix}-{next(self._ids)}"
+        self.delivered = True
         every = frozenset(ids)
         event = documents.batch_event(self.mapping, records, request_id)
         self.flog.info("POLL RequestId: %s Source: %s Records: %d", request_id, self.mapping.uuid, len(records))
@@ -176,6 +181,7 @@ class EventSourcePollers:
         poll = self._poller(mapping)
         task: asyncio.Task[None] | None = None
         halt = asyncio.Event()
+        failures, retry_at = 0, 0.0
         try:
             while not stop.is_set():
                 try:
@@ -185,9 +191,15 @@ class EventSourcePollers:
                     on = task is not None
                 if task is not None and task.done():
                     if not task.cancelled() and task.exception() is not None:
-                        log.error("event source %s (%s): its poller stopped: %s; starting it again", mapping.uuid, mapping.safe_source, task.exception())
+                        failures += 1  # a broker that is down: tried again after 1, 2, 4 ... up to 30 s, said each time
+                        retry_at = time.monotonic() + min(2.0 ** (failures - 1), RESTART_MAX_S)
+                        log.error("event source %s (%s): its poller stopped: %s; starting it again in %.0f s",
+                                  mapping.uuid, mapping.safe_source, task.exception(), retry_at - time.monotonic())
                     task = None
-                if on and task is None:
+                elif task is not None and runner.delivered:
+                    failures = 0
+                if on and task is None and time.monotonic() >= retry_at:
+                    runner.delivered = False
                     halt = asyncio.Event()
                     task = asyncio.create_task(poll(runner, halt), name=f"edgefn-poller-{mapping.uuid[:8]}")
                     log.info("event source %s: polling %s for %s", mapping.uuid, mapping.arn, mapping.function)
