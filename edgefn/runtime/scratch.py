@@ -61,7 +61,10 @@ class ScratchDirectory:
         return True
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            os.rmdir(self.path)  # most instances never wrote to /tmp: an empty directory goes in one call
+        except OSError:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 class ScratchRoot:
