@@ -162,7 +162,6 @@ class EventSourcePollers:
         self.owner = owner
         #: each batch is a consumer span, the root of its trace
         self.tracer: Tracer = UNTRACED
-        self.running: dict[str, bool] = {m.uuid: False for m in mappings}
 
     def start(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         return [asyncio.create_task(self._supervise(m, stop), name=f"edgefn-event-source-{m.uuid[:8]}") for m in self.mappings]
@@ -208,7 +207,6 @@ class EventSourcePollers:
                     await asyncio.wait({task})
                     task = None
                     log.info("event source %s: disabled, polling stopped", mapping.uuid)
-                self.running[mapping.uuid] = task is not None
                 await wait_any(stop, None, SWITCH_POLL_S)
         finally:
             if task is not None:
@@ -216,4 +214,3 @@ class EventSourcePollers:
                 await asyncio.wait({task}, timeout=30)
                 if not task.done():
                     task.cancel()
-            self.running[mapping.uuid] = False
