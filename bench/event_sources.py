@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -37,39 +36,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' recei
 from common import PYTHON, RESULTS, log, machine, write_json  # noqa: E402
 from servers import Server, free_port  # noqa: E402
 
-from tests.conftest import REPO, wait_for  # noqa: E402
-from tests.servers import Receiver  # noqa: E402
+from tests.conftest import wait_for  # noqa: E402
+from tests.servers import Receiver, batch_consumer_manifest  # noqa: E402
 from tests.services import rabbitmq_url, redis_url  # noqa: E402
 
-BATCH_JS = REPO / "tests" / "guests" / "js" / "batch.js"
 BATCH = 10
 POLL_S = 0.005
 
 
 def _manifest(directory: Path, receiver: Receiver, source: str) -> Path:
-    port = receiver.url.rsplit(":", 1)[1]
     path = directory / "edgefn.toml"
-    path.write_text(f"""
-[app]
-name = "event-sources-bench-{uuid.uuid4().hex[:6]}"
-
-[functions.consumer]
-source = "{BATCH_JS}"
-memory_mb = 32
-fuel = 500_000_000
-env = {{ RECEIVER = "{receiver.url}/got" }}
-allowed_hosts = ["127.0.0.1:{port}"]
-
-[default_behavior]
-function = "consumer"
-
+    path.write_text(batch_consumer_manifest(receiver, f"event-sources-bench-{uuid.uuid4().hex[:6]}", f"""
 [[event_sources]]
 function = "consumer"
 batch_size = {BATCH}
 maximum_concurrency = 2
 starting_position = "TRIM_HORIZON"
 {source}
-""")
+"""))
     return path
 
 

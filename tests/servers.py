@@ -310,3 +310,24 @@ class OtlpReceiver:
 def _otlp_value(value: Any) -> Any:
     kind = value.WhichOneof("value")
     return getattr(value, kind) if kind else None
+
+
+def batch_consumer_manifest(receiver: Receiver, app: str, sources: str) -> str:
+    """An app whose function `consumer` (tests/guests/js/batch.js) POSTs every batch it gets to `receiver`'s /got,
+    with `sources` (its [[event_sources]] tables) appended: the event-source tests' and bench's app."""
+    port = receiver.url.rsplit(":", 1)[1]
+    return f"""
+[app]
+name = "{app}"
+
+[functions.consumer]
+source = "{REPO / 'tests' / 'guests' / 'js' / 'batch.js'}"
+memory_mb = 32
+fuel = 500_000_000
+env = {{ RECEIVER = "{receiver.url}/got" }}
+allowed_hosts = ["127.0.0.1:{port}"]
+
+[default_behavior]
+function = "consumer"
+{sources}
+"""

@@ -18,11 +18,10 @@ import pytest
 import redis
 
 from edgefn.control.store import open_control_store
-from tests.conftest import REPO, run_edgefn, wait_for
-from tests.servers import OtlpReceiver, Receiver, edge_server, kill_group
+from tests.conftest import run_edgefn, wait_for
+from tests.servers import OtlpReceiver, Receiver, batch_consumer_manifest, edge_server, kill_group
 from tests.services import rabbitmq_url, redis_url
 
-BATCH_JS = REPO / "tests" / "guests" / "js" / "batch.js"
 TOKEN = "event-sources-token"
 ESM = "/2015-03-31/event-source-mappings"
 
@@ -37,25 +36,6 @@ def amqp() -> Iterator[str]:
 def redis_broker() -> Iterator[str]:
     with redis_url() as url:
         yield url
-
-
-def _manifest(receiver: Receiver, app: str, sources: str) -> str:
-    port = receiver.url.rsplit(":", 1)[1]
-    return f"""
-[app]
-name = "{app}"
-
-[functions.consumer]
-source = "{BATCH_JS}"
-memory_mb = 32
-fuel = 500_000_000
-env = {{ RECEIVER = "{receiver.url}/got" }}
-allowed_hosts = ["127.0.0.1:{port}"]
-
-[default_behavior]
-function = "consumer"
-{sources}
-"""
 
 
 def _publish(url: str, queue: str, bodies: list[str]) -> None:
@@ -173,7 +153,7 @@ maximum_record_age_s = 60
 """
     root = tmp_path_factory.mktemp("event-sources")
     config = root / "edgefn.toml"
-    config.write_text(_manifest(receiver, f"events-{sfx}", sources))
+    config.write_text(batch_consumer_manifest(receiver, f"events-{sfx}", sources))
     r = redis.Redis.from_url(redis_broker)
     try:
         with edge_server(config, tls=False, env={"EDGEFN_ADMIN_TOKEN": TOKEN}) as server:
@@ -323,7 +303,7 @@ def test_pollers_resume_from_their_checkpoint_after_kill_9_without_losing_a_reco
     queue, stream = f"qk-{sfx}", f"sk-{sfx}"
     receiver = Receiver()
     config = tmp_path / "edgefn.toml"
-    config.write_text(_manifest(receiver, f"kill-{sfx}", f"""
+    config.write_text(batch_consumer_manifest(receiver, f"kill-{sfx}", f"""
 [[event_sources]]
 function = "consumer"
 source = "{amqp}"
@@ -370,7 +350,7 @@ def test_an_unreachable_broker_is_retried_with_backoff_while_the_node_serves(tmp
 
     receiver = Receiver()
     config = tmp_path / "edgefn.toml"
-    config.write_text(_manifest(receiver, f"down-{uuid.uuid4().hex[:6]}", f"""
+    config.write_text(batch_consumer_manifest(receiver, f"down-{uuid.uuid4().hex[:6]}", f"""
 [[event_sources]]
 function = "consumer"
 source = "redis://127.0.0.1:{free_port()}/0"
