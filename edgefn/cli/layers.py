@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import TextIO
 
 from ..control.deploy import control_store_of
 from ..control.layers import publish_layer
+from ..control.schedules import iso_time
 from ..core.exceptions import LayerError
 from ..manifest.load import load_manifest
 
@@ -40,15 +40,11 @@ def layer_list(config: Path, name: str | None, as_json: bool, stdout: TextIO) ->
         store.close()
     if as_json:
         docs = [{"LayerVersionArn": f"edgefn:layer:{v.name}:{v.version}", "LayerName": v.name, "Version": v.version, "Kind": v.kind, "CodeSha256": v.digest,
-                 "CodeSize": v.size, "Description": v.description, "CreatedDate": _iso(v.created_at)} for v in versions]
+                 "CodeSize": v.size, "Description": v.description, "CreatedDate": iso_time(v.created_at)} for v in versions]
         print(json.dumps(docs, indent=2), file=stdout)
         return 0
     if not versions:
         print("no layers yet: edgefn layer publish NAME PATH (a directory of pure-Python packages)", file=stdout)
     for v in versions:
-        print(f"{v.ref:24} {v.kind:7} {v.size:>10,} bytes  {v.digest[:12]}  {_iso(v.created_at)}  {v.description}", file=stdout)
+        print(f"{v.ref:24} {v.kind:7} {v.size:>10,} bytes  {v.digest[:12]}  {iso_time(v.created_at)}  {v.description}", file=stdout)
     return 0
-
-
-def _iso(t: float) -> str:
-    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
