@@ -38,6 +38,7 @@ from edgefn.core.exceptions import (
     AbiMismatch,
     BuildError,
     CpuBudgetExhausted,
+    EphemeralStorageLimitExceeded,
     FunctionError,
     InvalidModule,
     InvalidResult,
@@ -521,10 +522,68 @@ def test_log_levels_stdout_stderr_and_caps(rt, digests, caplog):
     assert any("log lines dropped" in m for m in r2) and sum(len(m) - 3 for m in r2) < 70 * 1024
 
 
-def test_no_filesystem_and_no_sockets(rt, digests):
+def test_no_filesystem_but_tmp_and_no_sockets(rt, digests):
     body = invoke(rt, hostile(digests), "/fs").result.body.data.decode()
-    assert "read" not in body, body  # no preopened directories: nothing can be opened
+    assert "read" not in body, body  # no preopened directory but /tmp: nothing else can be opened
     assert invoke(rt, hostile(digests), "/socket?port=9").result.body.data.startswith(b"refused")
+
+
+# --- /tmp: a tmpfs of ephemeral_storage_mb per instance (runtime/scratch.TmpfsMounts) -----------------------
+
+
+def tmp_op(runtime: Runtime, fn: FunctionSpec, query: str, request_id: str = "r-tmp") -> dict[str, str]:
+    result = invoke(runtime, fn, f"/tmp?{query}", request_id=request_id).result
+    assert isinstance(result, EdgeResponse) and result.status == 200, result
+    return dict(line.split("=", 1) for line in result.body.data.decode().splitlines())
+
+
+def instance_mounts(runtime: Runtime) -> list[str]:
+    mounts = runtime.sandbox.scratch_root.mounts
+    assert mounts is not None and mounts.unavailable is None, "this host can make no tmpfs in a user namespace"
+    return mounts.mounted()
+
+
+def test_a_python_instance_has_its_own_tmp_kept_while_warm_and_gone_with_it(rt, digests):
+    warm = hostile(digests, reuse=True)
+    assert tmp_op(rt, warm, "op=write&kb=100") == {"written": str(100 * 1024), "errno": "0", "enospc": "0"}
+    assert tmp_op(rt, warm, "op=size")["size"] == str(100 * 1024)  # the same instance: its /tmp is still there
+    assert len(instance_mounts(rt)) == 1
+    fresh = hostile(digests)
+    assert tmp_op(rt, fresh, "op=write&kb=8")["written"] == "8192"
+    assert tmp_op(rt, fresh, "op=size")["size"] == "-1"  # a fresh instance per request: a new, empty /tmp each
+    assert len(instance_mounts(rt)) == 1  # the fresh instances' went with them; the warm one's stays
+    rt.invoker.pools.close()  # the warm instance goes, and its /tmp with it
+    assert instance_mounts(rt) == []
+
+
+def test_a_python_write_past_the_cap_is_enospc_and_named_in_the_report(rt, digests, caplog):
+    fn = hostile(digests, ephemeral_storage_mb=1)
+    with caplog.at_level(logging.INFO, logger="edgefn.function.hostile"):
+        answer = tmp_op(rt, fn, "op=write&kb=2048", request_id="r-full")
+    # the write that hit the cap failed: wasi-libc's ENOSPC (51), or the EIO (29) that componentize-py's wasi-libc
+    # makes of a failed WASI 0.2 stream write
+    assert int(answer["errno"]) in (51, 29) and 900 * 1024 <= int(answer["written"]) <= 1024 * 1024
+    report = next(line for _, line in log_lines(caplog) if line.startswith("REPORT RequestId: r-full"))
+    assert "Storage Error: EphemeralStorageLimitExceeded" in report and "/tmp's 1 MB" in report and "Outcome: ok" in report
+    assert tmp_op(rt, fn, "op=write&kb=512")["errno"] == "0"  # the next (fresh) instance has its whole cap again
+
+
+def test_a_python_guest_failing_after_filling_tmp_fails_with_the_typed_error(rt, digests):
+    with pytest.raises(EphemeralStorageLimitExceeded) as info:
+        invoke(rt, hostile(digests, ephemeral_storage_mb=2), "/tmp?op=fill-then-fail", request_id="r-fail")
+    err = info.value
+    assert (err.function, err.request_id, err.storage_mb, err.kind) == ("hostile", "r-fail", 2, "ephemeral_storage_limit_exceeded")
+    assert "ephemeral_storage_mb" in str(err)
+    assert instance_mounts(rt) == []
+
+
+def test_no_python_path_leaves_tmp(rt, digests):
+    answer = tmp_op(rt, hostile(digests, reuse=True), "op=escape")
+    assert answer == {
+        "dotdot": "refused", "absolute": "refused", "abs-link": "refused", "rel-link": "refused", "up-dir": "refused", "mkdir-up": "refused",
+    }
+    root = rt.sandbox.scratch_root.path
+    assert root is not None and not (root / "escaped").exists() and not (root / "mounts" / "escaped").exists()
 
 
 @pytest.fixture

@@ -40,7 +40,8 @@ class InvocationReport:
     #: key-value operations and bytes of keys and values this invocation used; None: the function has no kv grant
     kv_ops: int | None = None
     kv_bytes: int = 0
-    #: bytes a write past /tmp's cap asked for (the first refused with ENOSPC), and the cap; None: none was refused
+    #: bytes a write past /tmp's cap asked for (the first refused with ENOSPC; 0: unknown, a tmpfs the kernel
+    #: filled), and the cap; None: none was refused
     tmp_refused_bytes: int | None = None
     ephemeral_storage_mb: int = 512
     #: the trace the invocation belongs to (32 hex digits; core/tracing.py), None outside one (the CLI's invoke)
@@ -65,7 +66,8 @@ class InvocationReport:
             parts.append(f"KV Ops: {self.kv_ops}")
             parts.append(f"KV Bytes: {self.kv_bytes}")
         if self.tmp_refused_bytes is not None:
-            parts.append(f"Storage Error: EphemeralStorageLimitExceeded ({self.tmp_refused_bytes} bytes refused past /tmp's {self.ephemeral_storage_mb} MB)")
+            refused = f"{self.tmp_refused_bytes} bytes refused past" if self.tmp_refused_bytes else "a write refused: full,"
+            parts.append(f"Storage Error: EphemeralStorageLimitExceeded ({refused} /tmp's {self.ephemeral_storage_mb} MB)")
         if self.trace_id is not None:
             parts.append(f"Trace Id: {self.trace_id}")
         parts.append(f"Outcome: {self.outcome}")  # last: log readers split it off

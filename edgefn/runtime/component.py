@@ -55,6 +55,8 @@ class ComponentInfo:
 
     handle_export: wc.ExportIndex
     memory: MemoryLayout
+    #: it imports wasi:filesystem, so it gets a /tmp (a tmpfs mount each instance: runtime/scratch.py)
+    uses_filesystem: bool = False
 
     @property
     def memory_min_bytes(self) -> int:
@@ -86,7 +88,8 @@ def check_imports(names: list[str], function: str) -> None:
 def inspect_component(component: wc.Component, engine: wasmtime.Engine, function: str, memory: MemoryLayout) -> ComponentInfo:
     """Refuse a component that imports anything not granted or lacks `handle`; describe the rest."""
     ctype = component.type
-    check_imports(list(ctype.imports(engine)), function)
+    imports = list(ctype.imports(engine))
+    check_imports(imports, function)
     exports = ctype.exports(engine)
     handle = exports.get(HANDLE_EXPORT)
     ty = handle.ty if handle is not None else None
@@ -95,7 +98,7 @@ def inspect_component(component: wc.Component, engine: wasmtime.Engine, function
     index = component.get_export_index(HANDLE_EXPORT)
     if index is None:  # pragma: no cover - the type said it is there
         raise MissingExport(function, HANDLE_EXPORT, HANDLE_TYPE)
-    return ComponentInfo(handle_export=index, memory=memory)
+    return ComponentInfo(handle_export=index, memory=memory, uses_filesystem=any(name.startswith("wasi:filesystem/") for name in imports))
 
 
 def check_links(engine: wasmtime.Engine, linker: wc.Linker, component: wc.Component, function: str) -> None:

@@ -14,6 +14,7 @@ from ..core import events
 from ..core.app import FunctionSpec
 from ..core.events import EdgeRequest, EdgeResponse, Event
 from ..core.exceptions import (
+    EphemeralStorageLimitExceeded,
     FunctionError,
     InvalidResult,
     InvocationError,
@@ -268,6 +269,10 @@ class Invoker:
                     refused = run.memory_refused
                     detail = f": {refused[0]} bytes asked for, {refused[1]} allowed ({exc.error_message})" if refused else f": {exc.error_message}"
                     error = MemoryLimitExceeded(fn.name, rid, fn.limits.memory_mb, detail)
+                elif run.report.tmp_refused_bytes is not None:
+                    # a write past /tmp's cap was refused (ENOSPC), and the guest then failed: that refusal is the cause
+                    message = mask(exc.error_message) if mask is not None else exc.error_message
+                    error = EphemeralStorageLimitExceeded(fn.name, rid, fn.limits.ephemeral_storage_mb, f" (then: {exc.error_type}: {message})")
                 else:
                     message = mask(exc.error_message) if mask is not None else exc.error_message  # error pages and logs never show a secret
                     error = FunctionError(fn.name, rid, exc.error_type, message)

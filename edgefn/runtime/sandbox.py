@@ -131,8 +131,9 @@ class Sandbox:
                 memories=max(1, info.memory.count),
             )
             store.set_epoch_deadline(ticks)
-            store.set_wasi(_wasi_config(env, slot, loaded))
-            instance = GuestInstance(loaded, store, slot)
+            scratch = self.scratch_root.mount(limits.ephemeral_storage_mb * 1024 * 1024) if info.uses_filesystem else None
+            store.set_wasi(_wasi_config(env, slot, loaded, scratch))
+            instance = GuestInstance(loaded, store, slot, scratch)
             assert loaded.linker is not None and loaded.component is not None
             try:
                 comp_inst = component.instantiate(loaded.linker, store, loaded.component)
@@ -283,6 +284,8 @@ class Sandbox:
             asked, budget = refused
             error = MemoryLimitExceeded(function, request_id, limits.memory_mb, f": {asked} bytes asked for, {budget} allowed (then: {error.detail})")
         scratch = instance.scratch if instance is not None else None
+        if scratch is not None:
+            scratch.note_if_full()
         tmp_refused = scratch.refused if scratch is not None else None
         if error is not None and tmp_refused is not None and not isinstance(error, (CpuBudgetExhausted, WallClockTimeout, MemoryLimitExceeded)):
             # a write past /tmp's cap was refused (ENOSPC), and the guest then failed: that refusal is the cause
@@ -395,7 +398,7 @@ SOURCES_MOUNT = "/app"
 
 
 def _wasi_config(env: dict[str, str], slot: LogSlot, loaded: LoadedModule | None = None, scratch: ScratchDirectory | None = None) -> wasmtime.WasiConfig:
-    """Least privilege: no preopened directories but the instance's own /tmp (core modules, size-capped) and a
+    """Least privilege: no preopened directories but the instance's own /tmp (size-capped) and a
     source bundle's own tree (read-only), no network, empty argv and stdin; the manifest env only; stdout and
     stderr to the function's log (WASI preview 1 for core modules, 0.2 for components)."""
     wasi = wasmtime.WasiConfig()

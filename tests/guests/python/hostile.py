@@ -4,6 +4,8 @@ One component keeps the test suite to one componentize-py build. Every path answ
 through the generic `handler(event)`.
 """
 
+import errno
+import os
 import sys
 import time
 
@@ -40,6 +42,51 @@ def _hoard():
     # grows module state by 4 MiB per request: with a reused instance it hits the cap after a few requests
     HOARD.append(bytearray(4 << 20))
     return Response(200, str(len(HOARD)))
+
+
+def _write_kb(kb):
+    """Append kb KiB to /tmp/data in 4 KiB unbuffered writes, as tests/guests/c/scratch.c does."""
+    written, err = 0, 0
+    try:
+        with open("/tmp/data", "ab", buffering=0) as f:
+            for _ in range(kb // 4):
+                written += f.write(b"x" * 4096)
+    except OSError as exc:
+        err = exc.errno or -1
+    return f"written={written}\nerrno={err}\nenospc={int(err == errno.ENOSPC)}\n"
+
+
+def _tried(path):
+    try:
+        with open(path, "rb"):
+            return "opened"
+    except OSError:
+        return "refused"
+
+
+def _tmp(op, kb):
+    """/tmp, the instance's scratch directory: the ops of tests/guests/c/scratch.c."""
+    if op == "write":
+        return _write_kb(kb)
+    if op == "size":
+        return f"size={os.path.getsize('/tmp/data') if os.path.exists('/tmp/data') else -1}\n"
+    if op == "escape":
+        for target, link in (("/etc/passwd", "/tmp/abs-link"), ("../../../../../../etc/passwd", "/tmp/rel-link"), ("..", "/tmp/up")):
+            try:
+                os.symlink(target, link)
+            except OSError:
+                pass
+        try:
+            os.mkdir("/tmp/../escaped")
+            made = "made"
+        except OSError:
+            made = "refused"
+        tried = [_tried(p) for p in ("/tmp/../etc/passwd", "/etc/passwd", "/tmp/abs-link", "/tmp/rel-link", "/tmp/up/etc/passwd")]
+        return "dotdot={}\nabsolute={}\nabs-link={}\nrel-link={}\nup-dir={}\nmkdir-up={}\n".format(*tried, made)
+    if op == "fill-then-fail":
+        _write_kb(64 * 1024)
+        raise OSError(errno.ENOSPC, "the guest failed after filling /tmp")
+    return "unknown op\n"
 
 
 def _recurse(n):
@@ -94,6 +141,8 @@ def handler(event):
             except Exception as exc:  # noqa: BLE001
                 out.append(f"{target}: {type(exc).__name__}")
         return Response(200, "\n".join(out))
+    if path == "/tmp":
+        return Response(200, _tmp(request.query["op"][0], int(request.query.get("kb", ["0"])[0])))
     if path == "/socket":
         try:
             import socket
