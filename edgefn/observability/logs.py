@@ -420,15 +420,20 @@ class FunctionLogSink(logging.Handler):
         while not self._stopping:
             self._wake.wait(FLUSH_INTERVAL_S)
             self._wake.clear()
-            self.flush()
+            self.flush(wait_s=0.25)
             if time.monotonic() - last_prune > PRUNE_INTERVAL_S:
                 self.prune_all()
                 last_prune = time.monotonic()
 
-    def flush(self) -> None:
-        """Write everything buffered so far to disk (the writer thread does this every FLUSH_INTERVAL_S)."""
+    def flush(self, wait_s: float = -1) -> None:
+        """Write everything buffered so far to disk (the writer thread does this every FLUSH_INTERVAL_S).
+
+        `wait_s`: give up after that long waiting for the handler's lock. The writer thread does, because
+        logging.shutdown closes handlers with their lock held, and close() waits for the writer thread."""
         with self._io_lock:
-            self.acquire()
+            assert self.lock is not None
+            if not self.lock.acquire(timeout=wait_s):
+                return
             try:
                 pending, self._pending = self._pending, collections.defaultdict(list)
                 dropped, self._dropped = self._dropped, collections.Counter()

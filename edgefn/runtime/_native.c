@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct { uint64_t store_id; size_t private_; } wt_instance_t;
@@ -713,6 +714,163 @@ static PyObject *native_cbor_encode(PyObject *self, PyObject *obj) {
     return out;
 }
 
+/* --- the epoch ticker: a thread that never takes the GIL ------------------------------------------ */
+
+/* A Python thread ticking every few ms must take the GIL for each tick: on a busy core that forces the
+ * event loop to drop it (a GIL hand-off and two context switches per tick). This thread calls
+ * wasmtime_engine_increment_epoch (thread-safe) directly; enter/leave are a mutex each. */
+
+typedef void (*increment_epoch_fn)(void *engine);
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_t thread;
+    int started, stop, busy, parked;
+    increment_epoch_fn increment;
+    void *engines[8];
+    int n_engines;
+    long tick_ns, idle_ns;
+    struct timespec last_active;
+} ticker_t;
+
+static long elapsed_ns(const struct timespec *from, const struct timespec *to) {
+    return (to->tv_sec - from->tv_sec) * 1000000000L + (to->tv_nsec - from->tv_nsec);
+}
+
+static void add_ns(struct timespec *t, long ns) {
+    t->tv_nsec += ns;
+    while (t->tv_nsec >= 1000000000L) { t->tv_nsec -= 1000000000L; t->tv_sec++; }
+}
+
+static void *ticker_main(void *arg) {
+    ticker_t *t = arg;
+    struct timespec next, now;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    pthread_mutex_lock(&t->lock);
+    while (!t->stop) {
+        add_ns(&next, t->tick_ns);
+        while (!t->stop && pthread_cond_timedwait(&t->wake, &t->lock, &next) != ETIMEDOUT) {}
+        if (t->stop) break;
+        pthread_mutex_unlock(&t->lock);
+        for (int i = 0; i < t->n_engines; i++) t->increment(t->engines[i]);
+        pthread_mutex_lock(&t->lock);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (t->busy == 0 && elapsed_ns(&t->last_active, &now) > t->idle_ns) {
+            t->parked = 1; /* no guest for a while: no wake-ups until enter() */
+            while (t->parked && !t->stop) pthread_cond_wait(&t->wake, &t->lock);
+            clock_gettime(CLOCK_MONOTONIC, &next);
+        } else if (elapsed_ns(&next, &now) > t->tick_ns) {
+            next = now; /* fell behind (the machine was busy): tick on from now, no burst */
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+static void ticker_halt(ticker_t *t) {
+    pthread_mutex_lock(&t->lock);
+    int joinable = t->started;
+    t->stop = 1;
+    t->started = 0;
+    pthread_cond_broadcast(&t->wake);
+    pthread_mutex_unlock(&t->lock);
+    if (joinable) {
+        Py_BEGIN_ALLOW_THREADS
+        pthread_join(t->thread, NULL);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+static void ticker_destroy(PyObject *capsule) {
+    ticker_t *t = PyCapsule_GetPointer(capsule, "edgefn.ticker");
+    if (t == NULL) return;
+    ticker_halt(t);
+    pthread_cond_destroy(&t->wake);
+    pthread_mutex_destroy(&t->lock);
+    PyMem_Free(t);
+}
+
+static ticker_t *ticker_of(PyObject *capsule) { return PyCapsule_GetPointer(capsule, "edgefn.ticker"); }
+
+/* ticker_start(increment_epoch address, (engine addresses), tick_ms, idle_after_ms) -> handle */
+static PyObject *native_ticker_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    NEED_ARGS(4, "ticker_start(increment_epoch, engines, tick_ms, idle_after_ms)");
+    void *increment = PyLong_AsVoidPtr(args[0]);
+    if (increment == NULL) return PyErr_Occurred() ? NULL : (PyErr_SetString(PyExc_ValueError, "a null increment_epoch"), NULL);
+    if (!PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) < 1 || PyTuple_GET_SIZE(args[1]) > 8) {
+        PyErr_SetString(PyExc_TypeError, "engines: a tuple of 1 to 8 engine addresses");
+        return NULL;
+    }
+    long tick_ms = PyLong_AsLong(args[2]), idle_ms = PyLong_AsLong(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    if (tick_ms < 1 || idle_ms < 0) { PyErr_SetString(PyExc_ValueError, "tick_ms >= 1 and idle_after_ms >= 0"); return NULL; }
+    ticker_t *t = PyMem_Calloc(1, sizeof(ticker_t));
+    if (t == NULL) return PyErr_NoMemory();
+    t->n_engines = (int)PyTuple_GET_SIZE(args[1]);
+    for (int i = 0; i < t->n_engines; i++) {
+        t->engines[i] = PyLong_AsVoidPtr(PyTuple_GET_ITEM(args[1], i));
+        if (t->engines[i] == NULL) { PyMem_Free(t); return PyErr_Occurred() ? NULL : (PyErr_SetString(PyExc_ValueError, "a null engine"), NULL); }
+    }
+    t->increment = (increment_epoch_fn)increment;
+    t->tick_ns = tick_ms * 1000000L;
+    t->idle_ns = idle_ms * 1000000L;
+    clock_gettime(CLOCK_MONOTONIC, &t->last_active);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_mutex_init(&t->lock, NULL);
+    PyObject *capsule = PyCapsule_New(t, "edgefn.ticker", ticker_destroy);
+    if (capsule == NULL) { pthread_cond_destroy(&t->wake); pthread_mutex_destroy(&t->lock); PyMem_Free(t); return NULL; }
+    int rc = pthread_create(&t->thread, NULL, ticker_main, t);
+    if (rc != 0) { Py_DECREF(capsule); errno = rc; return PyErr_SetFromErrno(PyExc_OSError); }
+    t->started = 1;
+    return capsule;
+}
+
+static PyObject *native_ticker_enter(PyObject *self, PyObject *capsule) {
+    (void)self;
+    ticker_t *t = ticker_of(capsule);
+    if (t == NULL) return NULL;
+    pthread_mutex_lock(&t->lock);
+    t->busy++;
+    if (t->parked) { t->parked = 0; pthread_cond_broadcast(&t->wake); }
+    pthread_mutex_unlock(&t->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *native_ticker_leave(PyObject *self, PyObject *capsule) {
+    (void)self;
+    ticker_t *t = ticker_of(capsule);
+    if (t == NULL) return NULL;
+    pthread_mutex_lock(&t->lock);
+    t->busy--;
+    clock_gettime(CLOCK_MONOTONIC, &t->last_active);
+    pthread_mutex_unlock(&t->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *native_ticker_parked(PyObject *self, PyObject *capsule) {
+    (void)self;
+    ticker_t *t = ticker_of(capsule);
+    if (t == NULL) return NULL;
+    pthread_mutex_lock(&t->lock);
+    int parked = t->parked;
+    pthread_mutex_unlock(&t->lock);
+    return PyBool_FromLong(parked);
+}
+
+static PyObject *native_ticker_stop(PyObject *self, PyObject *capsule) {
+    (void)self;
+    ticker_t *t = ticker_of(capsule);
+    if (t == NULL) return NULL;
+    ticker_halt(t);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"init", (PyCFunction)(void (*)(void))native_init, METH_FASTCALL, "Bind the wasmtime C-API functions (their addresses) and check the struct layouts."},
     {"install_memory_creator", native_install_memory_creator, METH_O, "Make a wasm_config_t's engines take linear memory from this module."},
@@ -726,6 +884,11 @@ static PyMethodDef methods[] = {
     {"fuel", native_fuel, METH_O, "The fuel a Store has left."},
     {"memory", native_memory, METH_O, "(peak, refused asked, refused cap) of a Store's memory budget."},
     {"cbor_encode", native_cbor_encode, METH_O, "The CBOR bytes of an event document (maps, arrays, text, bytes, 64-bit ints, bools, None, floats)."},
+    {"ticker_start", (PyCFunction)(void (*)(void))native_ticker_start, METH_FASTCALL, "Start a thread that advances engines' epochs every tick while guests run; returns its handle."},
+    {"ticker_enter", native_ticker_enter, METH_O, "A guest is about to run (wakes a parked ticker)."},
+    {"ticker_leave", native_ticker_leave, METH_O, "A guest stopped running."},
+    {"ticker_parked", native_ticker_parked, METH_O, "Whether the ticker is parked (no guest ran for a while)."},
+    {"ticker_stop", native_ticker_stop, METH_O, "Stop the ticker's thread and wait for it (idempotent)."},
     {"host_env_get", native_host_env_get, METH_NOARGS, "The address of the env_get host function (a wasmtime unchecked callback)."},
     {NULL, NULL, 0, NULL},
 };

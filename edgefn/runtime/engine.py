@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import platform
 import threading
-import time
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import wasmtime
 
-from . import memory
+from . import _native, memory
 
 #: bump when the on-disk artifact layout or the code-affecting settings below change meaning
 #: (2: core modules are compiled for an engine without copy-on-write memory images, runtime/memory.py)
@@ -71,31 +72,29 @@ IDLE_AFTER_S = 1.0
 
 
 class EpochTicker:
-    """One daemon thread that advances the engines' epoch every tick while guests run; stores set deadlines
-    in ticks. A node with no guest running for IDLE_AFTER_S parks it, so an idle server does not wake 200
-    times a second (on a shared core those wake-ups preempt the busy servers beside it); the first guest
-    to run again (`enter`) wakes it."""
+    """A thread that advances the engines' epoch every tick while guests run; stores set deadlines in ticks.
+    It is native (runtime/_native.c) and never takes the GIL: a Python thread waking 200 times a second
+    would make the busy event loop hand the GIL over at each tick. A node with no guest running for
+    IDLE_AFTER_S parks it, so an idle server does not wake at all (on a shared core those wake-ups preempt
+    the busy servers beside it); the first guest to run again (`enter`) wakes it."""
 
     def __init__(self, engines: wasmtime.Engine | list[wasmtime.Engine], tick_ms: int) -> None:
         self._engines = engines if isinstance(engines, list) else [engines]
         self.tick_ms = tick_ms
-        self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._handle: object | None = None
         self._lock = threading.Lock()
-        self._busy = 0
-        self._last_active = time.monotonic()
-        self._parked = False
-        self._thread = threading.Thread(target=self._run, name="edgefn-epoch", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        increment = ctypes.cast(wasmtime._bindings._wasmtime_engine_increment_epoch, ctypes.c_void_p).value or 0
+        engines = tuple(ctypes.cast(e.ptr(), ctypes.c_void_p).value or 0 for e in self._engines)
+        with self._lock:
+            self._handle = _native.ticker_start(increment, engines, self.tick_ms, round(IDLE_AFTER_S * 1000))
+        self.enter, self.leave = partial(_native.ticker_enter, self._handle), partial(_native.ticker_leave, self._handle)  # type: ignore[method-assign]
 
     def stop(self) -> None:
-        with self._lock:  # under the lock: a tick deciding to park either sees the stop or is woken by it
-            self._stop.set()
-            self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        with self._lock:
+            if self._handle is not None:
+                _native.ticker_stop(self._handle)
 
     def ticks_for(self, timeout_ms: int) -> int:
         # +1: the first tick may come at once, so a deadline of n ticks guarantees at least (n-1) full ticks
@@ -104,30 +103,10 @@ class EpochTicker:
     @property
     def parked(self) -> bool:
         """No guest ran for IDLE_AFTER_S: the thread waits for the next one."""
-        return self._parked
+        return self._handle is not None and _native.ticker_parked(self._handle)
 
     def enter(self) -> None:
-        """A guest is about to run: the epoch must advance until it leaves."""
-        with self._lock:
-            self._busy += 1
-            if self._parked:
-                self._parked = False
-                self._wake.set()
+        """A guest is about to run: the epoch must advance until it leaves (replaced by the native call at start)."""
 
     def leave(self) -> None:
-        with self._lock:
-            self._busy -= 1
-            self._last_active = time.monotonic()
-
-    def _run(self) -> None:
-        period = self.tick_ms / 1000
-        while not self._stop.wait(period):
-            for engine in self._engines:
-                engine.increment_epoch()
-            with self._lock:
-                park = not self._stop.is_set() and self._busy == 0 and time.monotonic() - self._last_active > IDLE_AFTER_S
-                if park:
-                    self._parked = True
-                    self._wake.clear()
-            if park:
-                self._wake.wait()  # enter() or stop() sets it
+        """A guest stopped running (replaced by the native call at start)."""
