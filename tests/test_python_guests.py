@@ -263,6 +263,22 @@ def test_sdk_cbor_matches_cbor2(value):
     assert _cbor.loads(cbor2.dumps(value)) == value
 
 
+@pytest.mark.parametrize(("data", "why"), [
+    (b"", "truncated"), (b"\x82\x01", "2 elements announced"), (b"\x7a\x00\x00\x00\x05ab", "needs 5 bytes"),
+    (b"\x19\x01", "needs 2 bytes"), (b"\xf9\x00\x00", "float 25"), (b"\xc1\x00", "tags"), (b"\x01\x02", "trailing"),
+    (b"\xa1\x80\x01", "got list"), (b"\xa1\xf5\x01", "got bool"), (b"\x5f", "indefinite"), (b"\x62\xff\xfe", "UTF-8"),
+    (b"\xa1\x63ab", "needs 3 bytes"), (b"\x81" * 70 + b"\x00", "deeper than 64"),
+])
+def test_sdk_cbor_refuses_what_abi_v1_documents_never_hold(data, why):
+    sys.path.insert(0, str(SDK))
+    try:
+        from edgefn_guest import _cbor
+    finally:
+        sys.path.remove(str(SDK))
+    with pytest.raises(_cbor.CBORError, match=why):
+        _cbor.loads(data)
+
+
 # --- building --------------------------------------------------------------------------------------------------
 
 

@@ -147,8 +147,8 @@ class Headers:
         if isinstance(doc, dict):
             for name, entries in doc.items():
                 if isinstance(name, str) and isinstance(entries, list):
-                    h._d[name.lower()] = [
-                        (e.get("key", _title(name)), e.get("value", "")) for e in entries if isinstance(e, dict)
+                    h._d[name.lower()] = [  # the title-cased name only for an entry without its own key
+                        (e["key"] if "key" in e else _title(name), e.get("value", "")) for e in entries if isinstance(e, dict)
                     ]
         return h
 
