@@ -732,6 +732,7 @@ typedef struct {
     int n_engines;
     long tick_ns, idle_ns;
     struct timespec last_active;
+    PyObject *keep; /* the engines' Python objects: alive until the thread has stopped */
 } ticker_t;
 
 static long elapsed_ns(const struct timespec *from, const struct timespec *to) {
@@ -786,6 +787,7 @@ static void ticker_destroy(PyObject *capsule) {
     ticker_t *t = PyCapsule_GetPointer(capsule, "edgefn.ticker");
     if (t == NULL) return;
     ticker_halt(t);
+    Py_XDECREF(t->keep);
     pthread_cond_destroy(&t->wake);
     pthread_mutex_destroy(&t->lock);
     PyMem_Free(t);
@@ -793,10 +795,11 @@ static void ticker_destroy(PyObject *capsule) {
 
 static ticker_t *ticker_of(PyObject *capsule) { return PyCapsule_GetPointer(capsule, "edgefn.ticker"); }
 
-/* ticker_start(increment_epoch address, (engine addresses), tick_ms, idle_after_ms) -> handle */
+/* ticker_start(increment_epoch address, (engine addresses), tick_ms, idle_after_ms, keep) -> handle; `keep`
+ * (the engines' Python objects) is held until the thread has stopped, so no engine is freed under it */
 static PyObject *native_ticker_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    NEED_ARGS(4, "ticker_start(increment_epoch, engines, tick_ms, idle_after_ms)");
+    NEED_ARGS(5, "ticker_start(increment_epoch, engines, tick_ms, idle_after_ms, keep)");
     void *increment = PyLong_AsVoidPtr(args[0]);
     if (increment == NULL) return PyErr_Occurred() ? NULL : (PyErr_SetString(PyExc_ValueError, "a null increment_epoch"), NULL);
     if (!PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) < 1 || PyTuple_GET_SIZE(args[1]) > 8) {
@@ -814,6 +817,8 @@ static PyObject *native_ticker_start(PyObject *self, PyObject *const *args, Py_s
         if (t->engines[i] == NULL) { PyMem_Free(t); return PyErr_Occurred() ? NULL : (PyErr_SetString(PyExc_ValueError, "a null engine"), NULL); }
     }
     t->increment = (increment_epoch_fn)increment;
+    Py_INCREF(args[4]);
+    t->keep = args[4];
     t->tick_ns = tick_ms * 1000000L;
     t->idle_ns = idle_ms * 1000000L;
     clock_gettime(CLOCK_MONOTONIC, &t->last_active);
@@ -824,7 +829,7 @@ static PyObject *native_ticker_start(PyObject *self, PyObject *const *args, Py_s
     pthread_condattr_destroy(&attr);
     pthread_mutex_init(&t->lock, NULL);
     PyObject *capsule = PyCapsule_New(t, "edgefn.ticker", ticker_destroy);
-    if (capsule == NULL) { pthread_cond_destroy(&t->wake); pthread_mutex_destroy(&t->lock); PyMem_Free(t); return NULL; }
+    if (capsule == NULL) { Py_DECREF(t->keep); pthread_cond_destroy(&t->wake); pthread_mutex_destroy(&t->lock); PyMem_Free(t); return NULL; }
     int rc = pthread_create(&t->thread, NULL, ticker_main, t);
     if (rc != 0) { Py_DECREF(capsule); errno = rc; return PyErr_SetFromErrno(PyExc_OSError); }
     t->started = 1;

@@ -88,7 +88,7 @@ class EpochTicker:
         increment = ctypes.cast(wasmtime._bindings._wasmtime_engine_increment_epoch, ctypes.c_void_p).value or 0
         engines = tuple(ctypes.cast(e.ptr(), ctypes.c_void_p).value or 0 for e in self._engines)
         with self._lock:
-            self._handle = _native.ticker_start(increment, engines, self.tick_ms, round(IDLE_AFTER_S * 1000))
+            self._handle = _native.ticker_start(increment, engines, self.tick_ms, round(IDLE_AFTER_S * 1000), tuple(self._engines))
         self.enter, self.leave = partial(_native.ticker_enter, self._handle), partial(_native.ticker_leave, self._handle)  # type: ignore[method-assign]
 
     def stop(self) -> None:
