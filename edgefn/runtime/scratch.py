@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import Any, Callable
 
 __all__ = ["BLOCK", "ScratchDirectory", "ScratchRoot", "TmpfsMounts"]
 
@@ -188,11 +188,10 @@ class TmpfsMounts:
         assert self._proc is not None and self._proc.stdout is not None
         return self._proc.stdout.readline().strip() or "err the mount process ended"
 
-    def _send(self, line: str) -> IO[str]:
+    def _send(self, line: str) -> None:
         assert self._proc is not None and self._proc.stdin is not None
         self._proc.stdin.write(line)
         self._proc.stdin.flush()
-        return self._proc.stdin
 
     def make(self, cap_bytes: int) -> ScratchDirectory | None:
         if self._proc is None:
@@ -206,7 +205,11 @@ class TmpfsMounts:
                 answer = f"err {exc}"
         self._flush()
         if answer != "ok":
-            _log.warning("an instance gets no /tmp: %s", answer.removeprefix("err "))
+            if self._proc.poll() is not None:  # the mount process is gone (killed): say so once, not per instance
+                self.close()
+                self._refuse(f"the mount process ended ({answer.removeprefix('err ')})")
+            else:
+                _log.warning("an instance gets no /tmp: %s", answer.removeprefix("err "))
             return None
         return ScratchDirectory(Path(f"/proc/{self._proc.pid}/root{self._base}/{name}"), cap_bytes, lambda: self._unmount(name))
 
