@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from typing import Callable
 
 import pytest
 
+from edgefn.runtime import scheduler
 from edgefn.runtime.scheduler import GuestScheduler
 
 
@@ -90,3 +93,48 @@ def test_a_cancelled_waiter_holds_nothing():
         return s.snapshot()["running"]  # type: ignore[return-value]
 
     assert asyncio.run(scenario()) == {"c": 1}
+
+
+def _hold(seconds: float) -> None:
+    """Keep a slot busy for `seconds` of slot time (the quantity the scheduler charges)."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+def _wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize(("idle_after_s", "first"), [(60.0, "a"), (0.0, "c")])
+def test_a_short_gap_between_calls_keeps_a_functions_credit(monkeypatch, idle_after_s, first):
+    """`a` used 0.05 s of slot time, `c` 0.1 s, then both queue (`c` first) while `b` runs. Back within
+    IDLE_AFTER_S (a thread between two calls), each keeps its credit and `a` gets the freed slot; after an
+    idle spell each starts level with the least-served active function, so they tie and `c`, which waited
+    longer, goes first."""
+    monkeypatch.setattr(scheduler, "IDLE_AFTER_S", idle_after_s)
+    s = GuestScheduler(1, functions=3)
+    for function, seconds in (("a", 0.05), ("c", 0.1)):
+        s.acquire_blocking(function)
+        _hold(seconds)
+        s.release(function)
+    s.acquire_blocking("b")
+    _hold(0.2)
+    order: list[str] = []
+
+    def call(function: str) -> None:
+        s.acquire_blocking(function)
+        order.append(function)
+        s.release(function)
+
+    waiters = [threading.Thread(target=call, args=(f,), daemon=True) for f in ("c", "a")]
+    for n, t in enumerate(waiters, 1):
+        t.start()
+        _wait_until(lambda n=n: s.snapshot()["waiting"] == n, f"waiter {n} never queued")  # type: ignore[misc]
+    s.release("b")
+    for t in waiters:
+        t.join(30)
+    assert order[0] == first, order

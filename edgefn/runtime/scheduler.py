@@ -8,8 +8,9 @@ function has no one to protect and gets them all); when a slot frees, it goes fi
 coming back from a fetch, then to the waiting function that has used the least slot time for its weight
 (ties: the one that waited longest). A function's weight is its memory against 128 MB (Limits.cpu_weight),
 so under contention a 256 MB function gets twice the guest CPU of a 128 MB one, as Lambda's CPU follows
-memory; a function that comes back after being idle starts level with the busiest rather than with the
-credit of its idle time.
+memory; a function that comes back after being idle (no slot held or asked for in IDLE_AFTER_S) starts
+level with the least-served active one rather than with the credit of its idle time. A gap shorter than
+that is a thread between two calls (on a busy core, waiting for the GIL), not idleness.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+
+#: a function with no slot held or asked for this long is idle: its earlier credit is not kept
+IDLE_AFTER_S = 1.0
 
 
 @dataclass(eq=False)
@@ -48,6 +52,8 @@ class GuestScheduler:
         #: slot-seconds each function has held, divided by its weight, and the weights last given
         self._usage: dict[str, float] = {}
         self._weight: dict[str, float] = {}
+        #: when each function last gave a slot back
+        self._released: dict[str, float] = {}
         self._since = time.perf_counter()
 
     def serving(self, functions: int) -> None:
@@ -94,6 +100,7 @@ class GuestScheduler:
     def release(self, function: str) -> None:
         with self._lock:
             self._advance()
+            self._released[function] = self._since
             self._running[function] -= 1
             if not self._running[function]:
                 del self._running[function]
@@ -146,7 +153,8 @@ class GuestScheduler:
         """Queue a waiter; a function that was idle starts level with the least-served active one."""
         function = waiter.function
         self._advance()
-        if function not in self._running and not any(w.function == function for w in self._waiting):
+        idle = self._since - self._released.get(function, float("-inf")) > IDLE_AFTER_S
+        if idle and function not in self._running and not any(w.function == function for w in self._waiting):
             active = [self._usage.get(f, 0.0) for f in {*self._running, *(w.function for w in self._waiting)}]
             if active:
                 self._usage[function] = max(self._usage.get(function, 0.0), min(active))
