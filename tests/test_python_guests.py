@@ -553,23 +553,27 @@ def tmp_op(runtime: Runtime, fn: FunctionSpec, query: str, request_id: str = "r-
     return dict(line.split("=", 1) for line in result.body.data.decode().splitlines())
 
 
-def instance_mounts(runtime: Runtime) -> list[str]:
+def instance_mounts(runtime: Runtime, expected: int) -> list[str]:
+    """The instance mounts once there are `expected` of them: an unmount is sent without waiting for it."""
     mounts = runtime.sandbox.scratch_root.mounts
     assert mounts is not None and mounts.unavailable is None, "this host can make no tmpfs in a user namespace"
-    return mounts.mounted()
+    deadline = time.monotonic() + 30
+    while len(found := mounts.mounted()) != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return found
 
 
 def test_a_python_instance_has_its_own_tmp_kept_while_warm_and_gone_with_it(rt, digests):
     warm = hostile(digests, reuse=True)
     assert tmp_op(rt, warm, "op=write&kb=100") == {"written": str(100 * 1024), "errno": "0", "enospc": "0"}
     assert tmp_op(rt, warm, "op=size")["size"] == str(100 * 1024)  # the same instance: its /tmp is still there
-    assert len(instance_mounts(rt)) == 1
+    assert len(instance_mounts(rt, 1)) == 1
     fresh = hostile(digests)
     assert tmp_op(rt, fresh, "op=write&kb=8")["written"] == "8192"
     assert tmp_op(rt, fresh, "op=size")["size"] == "-1"  # a fresh instance per request: a new, empty /tmp each
-    assert len(instance_mounts(rt)) == 1  # the fresh instances' went with them; the warm one's stays
+    assert len(instance_mounts(rt, 1)) == 1  # the fresh instances' went with them; the warm one's stays
     rt.invoker.pools.close()  # the warm instance goes, and its /tmp with it
-    assert instance_mounts(rt) == []
+    assert instance_mounts(rt, 0) == []
 
 
 def test_a_python_write_past_the_cap_is_enospc_and_named_in_the_report(rt, digests, caplog):
@@ -590,7 +594,7 @@ def test_a_python_guest_failing_after_filling_tmp_fails_with_the_typed_error(rt,
     err = info.value
     assert (err.function, err.request_id, err.storage_mb, err.kind) == ("hostile", "r-fail", 2, "ephemeral_storage_limit_exceeded")
     assert "ephemeral_storage_mb" in str(err)
-    assert instance_mounts(rt) == []
+    assert instance_mounts(rt, 0) == []
 
 
 def test_no_python_path_leaves_tmp(rt, digests):
