@@ -263,6 +263,7 @@ class Invoker:
             try:
                 result = abi.decode_result(run.result, event)
             except abi.GuestFunctionError as exc:
+                message = mask(exc.error_message) if mask is not None else exc.error_message  # error pages and logs never show a secret
                 if exc.error_type == "OutOfMemory" and (loaded.kind == "component" or run.memory_refused is not None):
                     # the SDK reports that an allocation was refused: a component's memory is not visible to the host
                     # (guest-sdk/ABI.md section 8); a core module's refusal the budget recorded
@@ -271,10 +272,8 @@ class Invoker:
                     error = MemoryLimitExceeded(fn.name, rid, fn.limits.memory_mb, detail)
                 elif run.report.tmp_refused_bytes is not None:
                     # a write past /tmp's cap was refused (ENOSPC), and the guest then failed: that refusal is the cause
-                    message = mask(exc.error_message) if mask is not None else exc.error_message
                     error = EphemeralStorageLimitExceeded(fn.name, rid, fn.limits.ephemeral_storage_mb, f" (then: {exc.error_type}: {message})")
                 else:
-                    message = mask(exc.error_message) if mask is not None else exc.error_message  # error pages and logs never show a secret
                     error = FunctionError(fn.name, rid, exc.error_type, message)
             except events.ResultError as exc:
                 error = InvalidResult(fn.name, rid, str(exc))
