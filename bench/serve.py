@@ -33,7 +33,7 @@ def starlette_hypercorn(port: int, workers: int, tls_port: int, tls_dir: str | N
 
         certfile, keyfile = ensure_self_signed(Path(tls_dir))
     config = hypercorn_config("127.0.0.1", port, workers, tls_port=tls_port, certfile=certfile, keyfile=keyfile)
-    config.application_path = "edgefn.benchmark.baseline:app"
+    config.application_path = "edgefn.benchmark.baseline:worker_app()"
     return run(config)
 
 

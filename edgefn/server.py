@@ -8,6 +8,7 @@ Listeners (see docs/tls.md):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -32,7 +33,7 @@ from .control.schedules import parse_schedules
 from .control.store import open_control_store
 from .core.app import ResolvedApp
 from .core.exceptions import EdgefnError, ListenError, StorageError
-from .core.sockets import tcp_socket, udp_socket
+from .core.sockets import EdgeLoopPolicy, tcp_socket, udp_socket
 from .edge.app import EdgeApp
 from .edge.http1 import HTTP1_BIND_ENV
 from .manifest.load import load_manifest
@@ -62,7 +63,10 @@ def hypercorn_config(
     `cleartext=False`: the cleartext port is not Hypercorn's (uvicorn serves it, edge/http1.py)."""
     config = EdgeConfig()
     config.application_path = "edgefn.server:worker_app()"
-    config.worker_class = "uvloop" if _have_uvloop() else "asyncio"  # uvloop: ~2x less event-loop CPU per request
+    # "asyncio" runs the loop of the installed policy, which worker_app sets: uvloop (~2x less event-loop CPU per
+    # request) that accepts every waiting connection at once (core/sockets.BurstAcceptServer); Hypercorn's own
+    # "uvloop" worker would accept one per loop iteration
+    config.worker_class = "asyncio"
     config.workers = 0 if workers == 1 else workers  # 0: serve in this process
     config.graceful_timeout = 10.0
     config.accesslog = None  # edgefn writes its own structured access log
@@ -183,10 +187,12 @@ def worker_app() -> EdgeApp:
     """The app of a server process (Hypercorn's application_path): logging as `serve` sets it up, then the app.
 
     With several workers Hypercorn spawns fresh interpreters, which would otherwise have no log handler and
-    drop every access-log and REPORT line.
+    drop every access-log and REPORT line. Hypercorn loads the app before it makes the event loop, so the loop
+    policy set here is the one its worker runs on (in this process, or in a spawned worker).
     """
     _configure_logging()
     harden_http1()
+    asyncio.set_event_loop_policy(EdgeLoopPolicy())
     from .node import app_from_env
 
     return app_from_env()
@@ -359,14 +365,6 @@ _HELD: list[socket.socket] = []
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-def _have_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:  # a platform without it (Windows): the stdlib loop
-        return False
-    return True
 
 
 def _say(message: str) -> None:

@@ -7,6 +7,7 @@ Hypercorn settings (edgefn.server.hypercorn_config) and the same number of worke
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 from starlette.applications import Starlette
@@ -14,7 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-__all__ = ["BODY", "app", "main"]
+from ..core.sockets import EdgeLoopPolicy
+
+__all__ = ["BODY", "app", "main", "worker_app"]
 
 BODY = b"Hello from edgefn!"
 
@@ -24,6 +27,13 @@ async def hello(request: Request) -> Response:
 
 
 app = Starlette(routes=[Route("/{path:path}", hello, methods=["GET", "HEAD"])])
+
+
+def worker_app() -> Starlette:
+    """The app of a baseline server process (Hypercorn's application_path), on the event loop `edgefn serve`'s
+    processes run on (edgefn.server.worker_app sets the same policy before Hypercorn makes the loop)."""
+    asyncio.set_event_loop_policy(EdgeLoopPolicy())
+    return app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     a = p.parse_args(argv)
     config = hypercorn_config(a.host, a.port, a.workers)
-    config.application_path = "edgefn.benchmark.baseline:app"
+    config.application_path = "edgefn.benchmark.baseline:worker_app()"
     config.include_date_header = config.include_server_header = True  # the work edgefn does for them (edge/app.py)
     return int(run(config))
 
