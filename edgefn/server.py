@@ -9,16 +9,20 @@ Listeners (see docs/tls.md):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, as_completed
 from pathlib import Path
+from typing import Any
 
 from hypercorn.config import Config, Sockets
 from hypercorn.run import run
@@ -33,7 +37,7 @@ from .control.schedules import parse_schedules
 from .control.store import open_control_store
 from .core.app import ResolvedApp
 from .core.exceptions import EdgefnError, ListenError, StorageError
-from .core.sockets import EdgeLoopPolicy, tcp_socket, udp_socket
+from .core.sockets import BurstAcceptServer, tcp_socket, udp_socket
 from .edge.app import EdgeApp
 from .edge.http1 import HTTP1_BIND_ENV
 from .manifest.load import load_manifest
@@ -181,6 +185,45 @@ def harden_http1() -> None:
 
     pattern = h11._abnf.chunk_header.replace(h11._abnf.chunk_size, rf"[0-9A-Fa-f]{{1,{MAX_CHUNK_SIZE_DIGITS}}}", 1)
     h11._readers.chunk_header_re = re.compile(pattern.encode("ascii"))
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The server processes' event loop: uvloop (about half the event-loop CPU per request of the stdlib loop)
+    whose servers on a given socket accept in bursts (BurstAcceptServer); the stdlib loop where uvloop is absent."""
+    try:
+        loop_class = _burst_accept_loop_class()
+    except ImportError:  # a platform without it (Windows): the stdlib loop, which accepts in bursts already
+        return asyncio.DefaultEventLoopPolicy().new_event_loop()  # not the installed policy: that may be EdgeLoopPolicy
+    return loop_class()
+
+
+@functools.cache
+def _burst_accept_loop_class() -> type[asyncio.AbstractEventLoop]:
+    import uvloop
+
+    class BurstAcceptLoop(uvloop.Loop):  # uvloop.Loop is a Python class over the Cython loop: it subclasses
+        async def create_server(  # type: ignore[override]  # asyncio's overloads, and an AbstractServer, not a Server
+                self, protocol_factory: Callable[[], asyncio.BaseProtocol], host: Any = None, port: Any = None, *,
+                sock: socket.socket | None = None, backlog: int = 100, ssl: ssl.SSLContext | None = None,
+                ssl_handshake_timeout: float | None = None, start_serving: bool = True, **kwargs: Any) -> asyncio.AbstractServer:
+            if sock is None or host is not None or port is not None or kwargs or sock.type != socket.SOCK_STREAM:
+                return await super().create_server(protocol_factory, host, port, sock=sock, backlog=backlog, ssl=ssl,
+                                                   ssl_handshake_timeout=ssl_handshake_timeout, start_serving=start_serving, **kwargs)
+            sock.setblocking(False)
+            sock.listen(backlog)
+            server = BurstAcceptServer(self, sock, protocol_factory, ssl, ssl_handshake_timeout)
+            if start_serving:
+                await server.start_serving()
+            return server
+
+    return BurstAcceptLoop
+
+
+class EdgeLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """The asyncio policy of a server process: its new loops are `new_event_loop()`'s."""
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return new_event_loop()
 
 
 def worker_app() -> EdgeApp:

@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgefn.core.sockets import BurstAcceptServer, EdgeLoopPolicy, new_event_loop, tcp_socket
+from edgefn.core.sockets import BurstAcceptServer, tcp_socket
+from edgefn.server import EdgeLoopPolicy, new_event_loop
 from tests.servers import REPO, edge_server
 
 BURST = 32

@@ -15,8 +15,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..core.sockets import EdgeLoopPolicy
-
 __all__ = ["BODY", "app", "main", "worker_app"]
 
 BODY = b"Hello from edgefn!"
@@ -32,6 +30,8 @@ app = Starlette(routes=[Route("/{path:path}", hello, methods=["GET", "HEAD"])])
 def worker_app() -> Starlette:
     """The app of a baseline server process (Hypercorn's application_path), on the event loop `edgefn serve`'s
     processes run on (edgefn.server.worker_app sets the same policy before Hypercorn makes the loop)."""
+    from ..server import EdgeLoopPolicy
+
     asyncio.set_event_loop_policy(EdgeLoopPolicy())
     return app
 

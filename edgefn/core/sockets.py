@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import logging
 import socket
 import ssl as ssl_module
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BurstAcceptServer", "EdgeLoopPolicy", "new_event_loop", "tcp_socket", "udp_socket"]
+__all__ = ["BurstAcceptServer", "tcp_socket", "udp_socket"]
 
 log = logging.getLogger("edgefn.server")
 
@@ -152,42 +151,3 @@ def _peer(conn: socket.socket) -> str:
         return str(conn.getpeername())
     except OSError:
         return "a closed socket"
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """The server processes' event loop: uvloop (about half the event-loop CPU per request of the stdlib loop)
-    whose servers on a given socket accept in bursts (BurstAcceptServer); the stdlib loop where uvloop is absent."""
-    try:
-        loop_class = _burst_accept_loop_class()
-    except ImportError:  # a platform without it (Windows): the stdlib loop, which accepts in bursts already
-        return asyncio.DefaultEventLoopPolicy().new_event_loop()  # not the installed policy: that may be EdgeLoopPolicy
-    return loop_class()
-
-
-@functools.cache
-def _burst_accept_loop_class() -> type[asyncio.AbstractEventLoop]:
-    import uvloop
-
-    class BurstAcceptLoop(uvloop.Loop):  # uvloop.Loop is a Python class over the Cython loop: it subclasses
-        async def create_server(  # type: ignore[override]  # asyncio's overloads, and an AbstractServer, not a Server
-                self, protocol_factory: Callable[[], asyncio.BaseProtocol], host: Any = None, port: Any = None, *,
-                sock: socket.socket | None = None, backlog: int = 100, ssl: ssl_module.SSLContext | None = None,
-                ssl_handshake_timeout: float | None = None, start_serving: bool = True, **kwargs: Any) -> asyncio.AbstractServer:
-            if sock is None or host is not None or port is not None or kwargs or sock.type != socket.SOCK_STREAM:
-                return await super().create_server(protocol_factory, host, port, sock=sock, backlog=backlog, ssl=ssl,
-                                                   ssl_handshake_timeout=ssl_handshake_timeout, start_serving=start_serving, **kwargs)
-            sock.setblocking(False)
-            sock.listen(backlog)
-            server = BurstAcceptServer(self, sock, protocol_factory, ssl, ssl_handshake_timeout)
-            if start_serving:
-                await server.start_serving()
-            return server
-
-    return BurstAcceptLoop
-
-
-class EdgeLoopPolicy(asyncio.DefaultEventLoopPolicy):
-    """The asyncio policy of a server process: its new loops are `new_event_loop()`'s."""
-
-    def new_event_loop(self) -> asyncio.AbstractEventLoop:
-        return new_event_loop()
