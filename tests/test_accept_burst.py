@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -20,24 +19,25 @@ import pytest
 
 from edgefn.core.sockets import BurstAcceptServer, tcp_socket
 from edgefn.server import EdgeLoopPolicy, new_event_loop
+from edgefn.tls import ensure_self_signed
 from tests.servers import REPO, edge_server
 
 BURST = 32
 
 
 class _Counted(asyncio.Protocol):
-    made: list[asyncio.BaseTransport]
+    def __init__(self, made: list[asyncio.BaseTransport]) -> None:
+        self.made = made
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.made.append(transport)
 
 
-async def _iterations_until_all_made(sock: socket.socket, clients: list[socket.socket], tls: ssl.SSLContext | None = None) -> int:
+async def _iterations_until_all_made(sock: socket.socket, clients: list[socket.socket]) -> int:
     """Serve `sock` once `clients` are queued on it; count the loop iterations until every one is a connection."""
     loop = asyncio.get_running_loop()
     made: list[asyncio.BaseTransport] = []
-    protocol = type("Counted", (_Counted,), {"made": made})
-    server = await loop.create_server(protocol, sock=sock, start_serving=False, ssl=tls)
+    server = await loop.create_server(lambda: _Counted(made), sock=sock, start_serving=False)
     assert isinstance(server, BurstAcceptServer)
     for client in clients:
         client.connect(sock.getsockname())  # completed by the kernel: queued until the server accepts
@@ -102,9 +102,7 @@ def test_the_server_closes_its_listening_socket_and_refuses_new_connections() ->
 
 
 def test_tls_connections_accepted_in_a_burst_complete_their_handshakes(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    cert, key = ensure_self_signed(tmp_path)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
     client_tls = ssl.create_default_context(cafile=str(cert))
