@@ -16,7 +16,7 @@ from edgefn.build.languages import build_source
 from edgefn.build.toolchain import cache_dir
 from edgefn.core.app import FunctionSpec, Limits
 from edgefn.core.events import EdgeRequest, Event, EventConfig
-from edgefn.core.report import record_lines
+from edgefn.core.loglines import record_lines
 from edgefn.runtime.invoker import Runtime
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,9 +3,11 @@ rotation, retention and following across a rotation with the sink in process."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +20,8 @@ import httpx
 import pytest
 
 from edgefn.core.exceptions import LogQueryError
-from edgefn.observability.logs import FunctionLogSink, StreamReader, parse_since, prune
+from edgefn.core.loglines import log_lines
+from edgefn.observability.logs import SERVER_FORMAT, STREAMS_LOGGER, BatchedStreamHandler, FunctionLogSink, StreamReader, parse_since, prune
 from tests.servers import REPO, edge_server
 
 LOGGER_C = REPO / "tests" / "guests" / "c" / "logger.c"
@@ -215,6 +218,96 @@ def test_reader_follows_across_a_rotation_without_losing_or_repeating_lines(tmp_
     assert len(list((tmp_path / "fol").glob("*.log"))) > 2  # it did rotate
     assert seen == [f"req\tmessage {b}-{i:02d}\rsecond line" for b in range(5) for i in range(40)]
     assert StreamReader(tmp_path / "fol").read_new()[0].render().endswith("message 0-00\nsecond line")
+
+
+@pytest.fixture
+def isolated_streams(tmp_path):
+    """A function logger with nothing but edgefn's handlers on its route (the sink and a stderr-like writer
+    on a StringIO): a logger outside logging's tree, so pytest's capture handlers are not on it."""
+    out = io.StringIO()
+    stderr = BatchedStreamHandler(out, SERVER_FORMAT)
+    sink = FunctionLogSink(tmp_path, max_file_bytes=1 << 20, keep_files=5, retention_days=7).start()
+    logger = logging.Logger(f"{STREAMS_LOGGER}.direct", logging.INFO)
+    logger.addHandler(sink)
+    logger.addHandler(stderr)
+    try:
+        yield logger, stderr, sink, out
+    finally:
+        stderr.close()
+        sink.close()
+
+
+def counting_records():
+    """A list that grows by one for every LogRecord made until the returned restore() is called."""
+    made: list[logging.LogRecord] = []
+    factory = logging.getLogRecordFactory()
+
+    def count(*args, **kwargs):
+        record = factory(*args, **kwargs)
+        made.append(record)
+        return record
+
+    logging.setLogRecordFactory(count)
+    return made, lambda: logging.setLogRecordFactory(factory)
+
+
+def untimed(text: str) -> list[str]:
+    """Log output without its timestamps (the two paths log at different instants)."""
+    return [re.sub(r"^\S+ \S+(?= edgefn)|^\S+\t", "", line) for line in text.splitlines()]
+
+
+LINES = ("START RequestId: r-1 Version: 1", "END RequestId: r-1", "REPORT RequestId: r-1\tDuration: 0.10 ms")
+
+
+def test_log_lines_reach_edgefns_handlers_without_a_record_and_write_what_a_record_would(tmp_path, isolated_streams):
+    logger, stderr, sink, out = isolated_streams
+    made, restore = counting_records()
+    try:
+        log_lines(logger, LINES)
+        log_lines(logger, ("debug only",), logging.DEBUG)  # below the logger's level: nothing at all
+    finally:
+        restore()
+    assert made == []
+    stderr.flush()
+    sink.flush()
+    direct_err = out.getvalue()
+    [stream] = (tmp_path / "direct").glob("*.log")
+    direct_file = stream.read_text()
+
+    keep = logging.Filter()  # passes everything, but a filter on the route needs a record
+    stderr.addFilter(keep)
+    made, restore = counting_records()
+    try:
+        log_lines(logger, LINES)
+    finally:
+        restore()
+        stderr.removeFilter(keep)
+    assert len(made) == 1  # the three lines as one record
+    stderr.flush()
+    sink.flush()
+    both_err = out.getvalue()
+    both_file = stream.read_text()
+    assert untimed(direct_err) == [f" edgefn.function.direct {line}" for line in LINES]
+    assert untimed(both_err[len(direct_err):]) == untimed(direct_err)
+    assert untimed(direct_file) == list(LINES)
+    assert untimed(both_file[len(direct_file):]) == untimed(direct_file)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}", direct_err.split(" edgefn")[0])
+
+
+def test_log_lines_fall_back_to_one_record_when_a_handler_on_the_route_needs_it(isolated_streams):
+    logger, stderr, sink, out = isolated_streams
+    seen: list[logging.LogRecord] = []
+
+    class Theirs(logging.Handler):  # a handler of the user's: it is given the record, as before
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    logger.addHandler(Theirs())
+    log_lines(logger, LINES)
+    log_lines(logger, ("one line",))
+    assert [r.getMessage() for r in seen] == ["\n".join(LINES), "one line"]
+    stderr.flush()
+    assert untimed(out.getvalue()) == [f" edgefn.function.direct {line}" for line in (*LINES, "one line")]
 
 
 def test_since_accepts_durations_and_iso_times():

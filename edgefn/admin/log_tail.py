@@ -11,9 +11,10 @@ import base64
 import contextlib
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Iterator
 
-from ..core.report import record_lines
+from ..core.loglines import record_lines
 from ..runtime.invoker import function_logger
 
 TAIL_BYTES = 4096  # as Lambda: the last 4 KB of the invocation's log
@@ -36,13 +37,19 @@ class InvocationLogs(logging.Handler):
         self._attached: set[str] = set()
         self._attach_lock = threading.Lock()
 
+    #: a tail needs only the lines (core/loglines.py)
+    takes_lines = True
+
     def emit(self, record: logging.LogRecord) -> None:
+        if self._open:
+            self.emit_lines(record.name, record.levelno, record.created, record_lines(record))
+
+    def emit_lines(self, logger: str, level: int, created: float, lines: Sequence[str]) -> None:
         if not self._open:
             return
-        messages = record_lines(record)
-        lines = self._open.get(request_id_of(messages[0]))
-        if lines is not None:
-            lines.extend(messages)
+        captured = self._open.get(request_id_of(lines[0]))
+        if captured is not None:
+            captured.extend(lines)
 
     @contextlib.contextmanager
     def capture(self, function: str, request_id: str) -> Iterator[list[str]]:

@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
-__all__ = ["InvocationReport", "LINES", "record_lines"]
-
-#: set (True) on a log record whose message is several log lines, one per "\n": the invoker writes an
-#: invocation's START, END and REPORT as one record (one pass through logging instead of three), and
-#: every handler of function logs writes it as the lines it holds
-LINES = "edgefn_lines"
-
-
-def record_lines(record: logging.LogRecord) -> list[str]:
-    """The log lines a record holds: its message, or each line of it for a LINES record."""
-    message = record.getMessage()
-    return message.split("\n") if getattr(record, LINES, False) else [message]
+__all__ = ["InvocationReport"]
 
 
 @dataclass

@@ -23,6 +23,7 @@ from ..core.app import FunctionSpec, ResolvedApp
 from ..core.events import Body, EdgeRequest, Headers, title_case
 from ..core.exceptions import EdgefnError
 from ..core.ids import new_request_id
+from ..core.loglines import log_lines
 from ..core.tracing import TRACEPARENT, TraceContext
 from .paths import BadPath, normalize_host, normalize_path
 from .pipeline import VIA_PSEUDONYM, EdgePipeline, PipelineResult
@@ -231,7 +232,7 @@ def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAs
         return JSONResponse({"broken": sorted(state.dev.broken)}, headers={"cache-control": "no-store"})
 
     def refuse(scope: Scope, rid: str, status: int, text: str, close: bool = False) -> Response:
-        access_log.info(json.dumps({"request_id": rid, "method": scope["method"], "path": scope["path"], "status": status, "refused": text}))
+        log_lines(access_log, (json.dumps({"request_id": rid, "method": scope["method"], "path": scope["path"], "status": status, "refused": text}),))
         headers = {REQUEST_ID_HEADER: rid, "content-type": "text/plain; charset=utf-8"}
         if close and scope.get("http_version", "1.1").startswith("1"):
             headers["connection"] = "close"  # the rest of this connection's bytes are not trusted
@@ -288,16 +289,13 @@ def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAs
             raw.append((b"content-length", str(len(data)).encode()))
         if state.console is not None:
             state.console.request(scope["method"], path, result, total_ms)
-        access_log.info(
-            json.dumps(
-                {
-                    "request_id": rid, "method": scope["method"], "path": path, "status": resp.status,
-                    "behavior": result.behavior, "cache": result.cache_status, "duration_ms": round(total_ms, 3),
-                    "timings_ms": {s: round(ms, 3) for s, ms in result.timings}, "functions": result.outcomes,
-                    "trace_id": result.trace.trace_hex if result.trace is not None else None,
-                }
-            )
-        )
+        access = {
+            "request_id": rid, "method": scope["method"], "path": path, "status": resp.status,
+            "behavior": result.behavior, "cache": result.cache_status, "duration_ms": round(total_ms, 3),
+            "timings_ms": {s: round(ms, 3) for s, ms in result.timings}, "functions": result.outcomes,
+            "trace_id": result.trace.trace_hex if result.trace is not None else None,
+        }
+        log_lines(access_log, (json.dumps(access),))
         await send({"type": "http.response.start", "status": resp.status, "headers": raw})
         if result.stream is None:
             await send({"type": "http.response.body", "body": data})

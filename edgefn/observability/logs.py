@@ -17,6 +17,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import TextIO
 
 from ..core.app import LogSettings
 from ..core.exceptions import LogQueryError
-from ..core.report import LINES, record_lines
+from ..core.loglines import LINES, record_lines
 from ..manifest.schema import LogConfig
 
 #: parent of every function's logger (edgefn.runtime.invoker.function_logger names edgefn.function.<name>)
@@ -203,12 +204,16 @@ class _SecondFormatter(logging.Formatter):
     _cached: tuple[int, str] = (-1, "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
-        whole = int(record.created)
+        return self.stamp(record.created, record.msecs)
+
+    def stamp(self, created: float, msecs: float) -> str:
+        """The time of a record made at `created` (time.time()) with `msecs` (LogRecord.msecs)."""
+        whole = int(created)
         second, text = self._cached
         if whole != second:
             text = time.strftime(self.default_time_format, self.converter(whole))
             self._cached = (whole, text)
-        return f"{text},{int(record.msecs):03d}"  # logging's default_msec_format, "%s,%03d"
+        return f"{text},{int(msecs):03d}"  # logging's default_msec_format, "%s,%03d"
 
 
 class BatchedStreamHandler(logging.Handler):
@@ -233,6 +238,18 @@ class BatchedStreamHandler(logging.Handler):
         self._pending: list[str] = []  # guarded by self.lock
         self._thread = threading.Thread(target=self._run, name="edgefn-stderr-writer", daemon=True)
         self._thread.start()
+
+    @property
+    def takes_lines(self) -> bool:
+        """The server format in text (core/loglines.py): lines need no record; JSON and other formats do."""
+        return self._plain and not self.json_lines and self.formatter is self._time
+
+    def emit_lines(self, logger: str, level: int, created: float, lines: Sequence[str]) -> None:  # with self.lock held
+        msecs = int((created - int(created)) * 1000)  # as LogRecord.msecs
+        prefix = f"{self._time.stamp(created, msecs)} {logger} "
+        self._pending.append("".join(f"{prefix}{line}\n" for line in lines))
+        if logger in self.closing or level >= logging.WARNING or len(self._pending) > 4096:
+            self._write()
 
     def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held
         try:
@@ -393,16 +410,25 @@ class FunctionLogSink(logging.Handler):
 
     # --- the calling thread -----------------------------------------------------------------------------
 
+    #: the lines of a function's stream need no record (core/loglines.py)
+    takes_lines = True
+
     def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held (Handler.handle)
-        function = record.name[len(_PREFIX):] if record.name.startswith(_PREFIX) else ""
-        if not _FUNCTION_NAME.fullmatch(function):
-            return
         try:
             texts = record_lines(record)
         except Exception:
             self.handleError(record)
             return
-        when = timestamp(record.created)
+        self._append(record.name, record.created, texts)
+
+    def emit_lines(self, logger: str, level: int, created: float, lines: Sequence[str]) -> None:  # with self.lock held
+        self._append(logger, created, lines)
+
+    def _append(self, logger: str, created: float, texts: Sequence[str]) -> None:
+        function = logger[len(_PREFIX):] if logger.startswith(_PREFIX) else ""
+        if not _FUNCTION_NAME.fullmatch(function):
+            return
+        when = timestamp(created)
         # a record's lines (an invocation's START, END and REPORT) are one block, each line prefixed
         data = "".join(f"{when}\t{text.replace(chr(10), chr(13))}\n" for text in texts).encode("utf-8", "replace")
         if self._pending_bytes + len(data) > MAX_PENDING_BYTES:

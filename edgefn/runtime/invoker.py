@@ -20,8 +20,9 @@ from ..core.exceptions import (
     InvocationError,
     MemoryLimitExceeded,
 )
+from ..core.loglines import log_lines
 from ..core.ports import InvocationObserver, KeyValueStore, NoObserver
-from ..core.report import LINES, InvocationReport
+from ..core.report import InvocationReport
 from ..core.tracing import UNTRACED, Span, TraceContext, Tracer
 from . import abi
 from .concurrency import ConcurrencyLimiter, InvocationCounts
@@ -47,9 +48,6 @@ class Invocation:
 
     result: EdgeRequest | EdgeResponse
     report: InvocationReport
-
-
-_LINES = {LINES: True}
 
 
 def function_logger(name: str) -> logging.Logger:
@@ -207,7 +205,7 @@ class Invoker:
         # until it counts, and then START, END and REPORT are one record when the guest logged nothing
         started = not inline
         if started:
-            flog.info("%s", start_line)
+            log_lines(flog, (start_line,))
         # compiling a component takes seconds: on the request path only precompiled artifacts are loaded
         loaded, loaded_now = self.store.load(fn.digest, fn.name, compile_components=False)
         pool = self.pool_of(fn) if fn.reuse_instances else None
@@ -217,7 +215,7 @@ class Invoker:
             if held is not None:
                 held.append((level, message))
             else:
-                flog.log(log_level(level), "%s\t%s", rid, message)
+                log_lines(flog, (f"{rid}\t{message}",), log_level(level))
 
         if not inline:
             self.observer.invocation_started(fn.name)  # sandbox.run returns every invocation error: finished() always follows
@@ -247,9 +245,9 @@ class Invoker:
             self.observer.invocation_started(fn.name)
             if held:
                 started = True
-                flog.info("%s", start_line)
+                log_lines(flog, (start_line,))
                 for level, message in held:
-                    flog.log(log_level(level), "%s\t%s", rid, message)
+                    log_lines(flog, (f"{rid}\t{message}",), log_level(level))
         else:
             self.inline.learn(fn, isinstance(loaded.info, GuestModuleInfo) and not loaded.info.waits, run.report.fuel_used)
         run.report.version = fn.version
@@ -286,8 +284,9 @@ class Invoker:
             else:
                 pool.discard()
         self.observer.invocation_finished(fn, run.report, error)
-        closing = f"END RequestId: {rid}\n{run.report.line()}"
-        flog.info("%s", closing if started else f"{start_line}\n{closing}", extra=_LINES)
+        # one block of lines, written without a LogRecord where only edgefn's handlers listen (core/loglines.py)
+        closing = (f"END RequestId: {rid}", run.report.line())
+        log_lines(flog, closing if started else (start_line, *closing))
         if error is not None:
             flog.error("%s\t%s", rid, error)
             error.report = run.report
