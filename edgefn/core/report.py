@@ -40,23 +40,19 @@ class InvocationReport:
         return max(1, -(-int((self.duration_ms + (self.init_duration_ms or 0)) * 1000) // 1000))
 
     def line(self) -> str:
-        parts = [
-            f"REPORT RequestId: {self.request_id}",
-            f"Duration: {self.duration_ms:.2f} ms",
-            f"Billed Duration: {self.billed_duration_ms} ms",
-            f"Memory Size: {self.memory_mb} MB",
-            f"Max Memory Used: {-(-self.peak_memory_bytes // (1024 * 1024))} MB",
-        ]
+        # one f-string for the head every invocation has; the optional fields only when set
+        head = (
+            f"REPORT RequestId: {self.request_id}\tDuration: {self.duration_ms:.2f} ms\tBilled Duration: {self.billed_duration_ms} ms"
+            f"\tMemory Size: {self.memory_mb} MB\tMax Memory Used: {-(-self.peak_memory_bytes // (1024 * 1024))} MB"
+        )
         if self.init_duration_ms is not None:
-            parts.append(f"Init Duration: {self.init_duration_ms:.2f} ms")
-        parts.append(f"Fuel Used: {self.fuel_used}" if self.fuel_exact else f"Fuel Used: >={self.fuel_used} (timed out)")
+            head += f"\tInit Duration: {self.init_duration_ms:.2f} ms"
+        head += f"\tFuel Used: {self.fuel_used}" if self.fuel_exact else f"\tFuel Used: >={self.fuel_used} (timed out)"
         if self.kv_ops is not None:
-            parts.append(f"KV Ops: {self.kv_ops}")
-            parts.append(f"KV Bytes: {self.kv_bytes}")
+            head += f"\tKV Ops: {self.kv_ops}\tKV Bytes: {self.kv_bytes}"
         if self.tmp_refused_bytes is not None:
             refused = f"{self.tmp_refused_bytes} bytes refused past" if self.tmp_refused_bytes else "a write refused: full,"
-            parts.append(f"Storage Error: EphemeralStorageLimitExceeded ({refused} /tmp's {self.ephemeral_storage_mb} MB)")
+            head += f"\tStorage Error: EphemeralStorageLimitExceeded ({refused} /tmp's {self.ephemeral_storage_mb} MB)"
         if self.trace_id is not None:
-            parts.append(f"Trace Id: {self.trace_id}")
-        parts.append(f"Outcome: {self.outcome}")  # last: log readers split it off
-        return "\t".join(parts)
+            head += f"\tTrace Id: {self.trace_id}"
+        return f"{head}\tOutcome: {self.outcome}"  # last: log readers split it off

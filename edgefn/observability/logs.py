@@ -367,6 +367,8 @@ class FunctionLogSink(logging.Handler):
         self.setFormatter(logging.Formatter("%(message)s"))
         self._pending: dict[str, list[bytes]] = collections.defaultdict(list)  # guarded by self.lock
         self._pending_bytes = 0
+        #: logger name -> the function whose stream it writes ("" for none); filled as loggers log
+        self._streams: dict[str, str] = {}
         self._dropped: collections.Counter[str] = collections.Counter()
         self._files: dict[str, _StreamFile] = {}
         self._io_lock = threading.Lock()  # one flush at a time (writer thread, close)
@@ -425,8 +427,11 @@ class FunctionLogSink(logging.Handler):
         self._append(logger, created, lines)
 
     def _append(self, logger: str, created: float, texts: Sequence[str]) -> None:
-        function = logger[len(_PREFIX):] if logger.startswith(_PREFIX) else ""
-        if not _FUNCTION_NAME.fullmatch(function):
+        function = self._streams.get(logger)
+        if function is None:  # a logger's stream is looked up once, not per line
+            function = logger[len(_PREFIX):] if logger.startswith(_PREFIX) else ""
+            function = self._streams[logger] = function if _FUNCTION_NAME.fullmatch(function) else ""
+        if not function:
             return
         when = timestamp(created)
         # a record's lines (an invocation's START, END and REPORT) are one block, each line prefixed

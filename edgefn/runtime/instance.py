@@ -60,13 +60,15 @@ class GuestInstance:
 
     def memory_size(self) -> int:
         """The most linear memory this instance has held (all its memories; a component's at start)."""
-        if isinstance(self.store, fastcall.CoreStore):
-            return self.store.memory()[0]
-        return self.loaded.info.memory_min_bytes
+        return self.memory_use()[0]
 
     def memory_refused(self) -> tuple[int, int] | None:
         """(bytes asked for in all, the budget) of the first memory growth refused, if any was."""
+        return self.memory_use()[1]
+
+    def memory_use(self) -> tuple[int, tuple[int, int] | None]:
+        """`memory_size()` and `memory_refused()` in one look at the Store (every invocation's REPORT reads both)."""
         if isinstance(self.store, fastcall.CoreStore):
-            _, asked, cap = self.store.memory()
-            return (asked, cap) if cap else None
-        return None
+            peak, asked, cap = self.store.memory()
+            return peak, ((asked, cap) if cap else None)
+        return self.loaded.info.memory_min_bytes, None

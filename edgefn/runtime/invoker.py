@@ -50,9 +50,15 @@ class Invocation:
     report: InvocationReport
 
 
+_FUNCTION_LOGGERS: dict[str, logging.Logger] = {}
+
+
 def function_logger(name: str) -> logging.Logger:
     """The log stream of one function (START/END/REPORT and the guest's own lines)."""
-    return logging.getLogger(f"edgefn.function.{name}")
+    logger = _FUNCTION_LOGGERS.get(name)
+    if logger is None:  # logging.getLogger takes logging's module lock: once per function, not per invocation
+        logger = _FUNCTION_LOGGERS[name] = logging.getLogger(f"edgefn.function.{name}")
+    return logger
 
 
 def _mask_of(fn: FunctionSpec) -> SecretMask | None:
@@ -232,7 +238,8 @@ class Invoker:
             init_duration_ms=loaded.load_ms if loaded_now else None,
             allowed_hosts=fn.allowed_hosts,
             pool=pool,
-            io_gate=(lambda: self.scheduler.suspend(fn.name), lambda: self.scheduler.resume(fn.name)),
+            # only a guest that may wait on the network (a fetch grant, a kv store) gives its slot back meanwhile
+            io_gate=(lambda: self.scheduler.suspend(fn.name), lambda: self.scheduler.resume(fn.name)) if fn.allowed_hosts or fn.kv_namespaces else None,
             kv=kv,
             mask=mask,
             trace=(trace, self.tracer) if trace is not None else None,

@@ -102,6 +102,18 @@ class Sandbox:
         self._ticker = ticker
         #: where instances' /tmp directories are made (runtime/host/scratch.py)
         self.scratch_root = scratch_root or ScratchRoot()
+        #: id(env) -> (env, its values as bytes for env_get, its packed form for the Store): made once per env
+        self._env_forms: dict[int, tuple[dict[str, str], dict[str, bytes], bytes]] = {}
+
+    def _env_forms_of(self, env: dict[str, str]) -> tuple[dict[str, bytes], bytes]:
+        """`env` as the host's env_get reads it and as a core Store holds it. A function's env is one dict for
+        the life of its FunctionSpec (never changed in place), so it is encoded once, not per invocation."""
+        forms = self._env_forms.get(id(env))
+        if forms is None or forms[0] is not env:
+            if len(self._env_forms) >= 4096:  # specs come and go with deploys: never more than a bounded few
+                self._env_forms.clear()
+            forms = self._env_forms[id(env)] = (env, {k: v.encode() for k, v in env.items()}, fastcall.pack_env(env))
+        return forms[1], forms[2]
 
     # --- instances -------------------------------------------------------------------------------
 
@@ -149,7 +161,7 @@ class Sandbox:
             core = fastcall.CoreStore(
                 self._engine_ptr, fuel=limits.fuel, epoch_ticks=ticks, linear_bytes=split.linear_bytes,
                 table_elements=split.table_elements, tables=MAX_TABLES, memories=MAX_CORE_MEMORIES, instances=2 if info.imports_wasi else 1,
-                env=fastcall.pack_env(env),
+                env=self._env_forms_of(env)[1],
             )
             scratch = self.scratch_root.make(limits.ephemeral_storage_mb * 1024 * 1024) if info.imports_wasi else None
             instance = GuestInstance(loaded, core, slot, scratch)
@@ -197,7 +209,7 @@ class Sandbox:
     ) -> GuestInstance:
         """A ready instance for a warm pool (provisioned concurrency): created and initialised now, under the
         function's limits. Raises the typed InvocationError if that fails."""
-        ctx = InvocationContext(function, "prewarm", {k: v.encode() for k, v in env.items()}, emit, mask=mask)
+        ctx = InvocationContext(function, "prewarm", self._env_forms_of(env)[0], emit, mask=mask)
         set_current_context(ctx)
         self._ticker.enter()
         try:
@@ -240,7 +252,7 @@ class Sandbox:
         start = time.perf_counter()
         cap = limits.memory_mb * 1024 * 1024
         deadline = time.monotonic() + limits.timeout_ms / 1000
-        ctx = InvocationContext(function, request_id, {k: v.encode() for k, v in env.items()}, emit, allowed_hosts, deadline, io_gate, kv, mask)
+        ctx = InvocationContext(function, request_id, self._env_forms_of(env)[0], emit, allowed_hosts, deadline, io_gate, kv, mask)
         ctx.trace = trace
         instance = pool.take() if pool is not None else None
         warm = instance is not None
@@ -277,8 +289,7 @@ class Sandbox:
             ctx.flush()
         if instance is not None:
             instance.invocations += 1
-        peak = instance.memory_size() if instance is not None else loaded.info.memory_min_bytes
-        refused = instance.memory_refused() if instance is not None else None
+        peak, refused = instance.memory_use() if instance is not None else (loaded.info.memory_min_bytes, None)
         if error is not None and refused is not None and not isinstance(error, (CpuBudgetExhausted, WallClockTimeout, MemoryLimitExceeded)):
             # a growth past the budget was refused, and the guest then failed: that refusal is the cause
             asked, budget = refused
