@@ -14,6 +14,10 @@ STAMP      := $(VENV)/.installed-test-$(INPUTS)
 
 .PHONY: install debs run test bench clean
 
+# edgefn's own bytecode, written even where PYTHONDONTWRITEBYTECODE is set: an editable install has none, so
+# every server start compiled ~110 modules from source (~130 ms of a ~400 ms start); only changed files recompile
+BYTECODE := $(BIN)/python -m compileall -q -j 0 edgefn
+
 install: $(STAMP)
 
 $(STAMP_RUN): pyproject.toml setup.py edgefn/runtime/_native.c guest-sdk/js/toolchain/package-lock.json
@@ -34,6 +38,7 @@ $(STAMP): $(STAMP_RUN)
 
 # the examples' auth hooks read the secret AUTH_TOKEN: the demo token let-me-in is put once (sealed, never in the manifest)
 run: $(STAMP_RUN)
+	@$(BYTECODE)
 	@for fn in auth py-auth; do printf 'let-me-in\n' | $(BIN)/edgefn secret put $$fn AUTH_TOKEN --if-missing --config examples/edgefn.toml; done
 	$(BIN)/edgefn serve --config examples/edgefn.toml
 
@@ -49,6 +54,7 @@ debs:
 
 # the gates first (lint + import order, strict types, the floors contract), then the suite
 test: install debs
+	@$(BYTECODE)
 	$(BIN)/ruff check edgefn tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
@@ -58,6 +64,7 @@ test: install debs
 bench: install debs
 	@stamp=$(VENV)/.bench-$$(cksum < pyproject.toml | cut -d' ' -f1); \
 	  test -f $$stamp || { $(BIN)/python -m pip install --quiet -e '.[test,bench]' && rm -f $(VENV)/.bench-* && touch $$stamp; }
+	@$(BYTECODE)
 	$(BIN)/python bench/run.py
 
 clean:

@@ -15,9 +15,8 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
-import httpx
 from starlette.applications import Starlette
 
 from . import __version__
@@ -33,6 +32,7 @@ from .control.store import open_control_store, open_kv_of
 from .core.app import FunctionSpec, ResolvedApp
 from .core.events import Event
 from .core.exceptions import EdgefnError, InvalidModule, StorageError
+from .core.lazy import Lazy
 from .core.records import LATEST, FunctionRef, NodeRecord
 from .dev.console import DevConsole
 from .dev.recorder import EventRecorder
@@ -52,6 +52,20 @@ from .runtime.concurrency import (
 from .runtime.invoker import Invocation, Runtime
 
 log = logging.getLogger("edgefn.node")
+
+if TYPE_CHECKING:
+    import httpx
+
+
+def _origin_client() -> httpx.AsyncClient:
+    """The client of HTTP origins: an origin sees the viewer's headers, not httpx's defaults (an
+    Accept-Encoding: gzip the viewer never sent)."""
+    import httpx  # here: an app whose origins are functions never imports it (core/lazy.py)
+
+    client = httpx.AsyncClient(http2=True, timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=False)
+    for default in list(client.headers):
+        del client.headers[default]
+    return client
 
 #: where this node listens for viewers, as `serve` says it (EDGEFN_NODE_ADDRESS): shown by `edgefn nodes list`
 NODE_ADDRESS_ENV = "EDGEFN_NODE_ADDRESS"
@@ -88,7 +102,7 @@ class EdgeNode:
         self.tasks: list[asyncio.Task[None]] = []
         self.stop_event = asyncio.Event()
         try:
-            self.runtime.start()
+            self.runtime.start(prepare_fetch=any(fn.allowed_hosts for fn in app.functions.values()))
             load_app(app, self.runtime.store)  # the code `serve` put in the module store, precompiled: loaded, never rebuilt
             pending = PendingBuilds(app.pending_file, app.pending) if app.pending else None
             unseal = SecretBox(app.secrets_key_file).open
@@ -113,9 +127,8 @@ class EdgeNode:
             self.tracer.close()
             self.logs.close()
             raise
-        self.client = httpx.AsyncClient(http2=True, timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=False)
-        for default in list(self.client.headers):  # an origin sees the viewer's headers, not httpx's (Accept-Encoding: gzip the viewer never sent)
-            del self.client.headers[default]
+        #: the HTTP origins' client, made at the first request to one (core/lazy.py)
+        self.client: Lazy[httpx.AsyncClient] = Lazy(_origin_client)
         self.cache = EdgeCache(self.app.server.cache_max_bytes)
         self.purges = self.store.purges  # NodeServices: the admin API logs purges here
         self.event_source_mappings = self.store.event_sources  # NodeServices: the admin API's event source switches
@@ -339,7 +352,9 @@ class EdgeNode:
         if self.tasks:
             await asyncio.wait(self.tasks, timeout=5)
         await self.async_invoker.close()
-        await self.client.aclose()
+        client = self.client.peek()
+        if client is not None:
+            await client.aclose()
         self.runtime.close()
         self.tracer.close()  # after the runtime: the last invocations' spans are sent too
         self.logs.close()  # after the runtime: the last invocations' lines are written too

@@ -16,11 +16,6 @@ import ssl
 from pathlib import Path
 from typing import Iterator
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from .core.exceptions import ManifestError
 from .core.files import write_atomic
 from .manifest.schema import ServerConfig
@@ -63,6 +58,11 @@ def generate_self_signed(now: dt.datetime | None = None) -> tuple[bytes, bytes]:
     Name constraints limit what it could vouch for to the names above: were the key to leak from a machine
     that trusts the certificate, it still could not be used to impersonate any other site.
     """
+    from cryptography import x509  # each function imports cryptography: a cleartext-only server never does (~30 ms)
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     now = now or dt.datetime.now(dt.timezone.utc)
     key = ec.generate_private_key(ec.SECP256R1())
     try:
@@ -110,6 +110,9 @@ def generate_self_signed(now: dt.datetime | None = None) -> tuple[bytes, bytes]:
 
 def fingerprint(cert: Path) -> str:
     """SHA-256 fingerprint of the first certificate in a PEM file, as colon-separated hex (as browsers show it)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
     digest = x509.load_pem_x509_certificate(Path(cert).read_bytes()).fingerprint(hashes.SHA256())
     return ":".join(f"{b:02X}" for b in digest)
 
@@ -154,6 +157,9 @@ def tls_files(manifest_path: Path, server: ServerConfig) -> tuple[Path, Path, bo
 
 def _usable(cert: Path, key: Path) -> bool:
     """True when both files parse, belong together, and the certificate is valid now and tomorrow."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         certificate = x509.load_pem_x509_certificate(cert.read_bytes())
         private_key = serialization.load_pem_private_key(key.read_bytes(), password=None)

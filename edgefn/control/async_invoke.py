@@ -14,9 +14,7 @@ import json
 import logging
 import time
 from dataclasses import replace
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ..core import events
 from ..core.app import FunctionSpec, QueueSettings
@@ -32,6 +30,7 @@ from ..core.exceptions import (
     error_document,
     status_by_class,
 )
+from ..core.lazy import Lazy
 from ..core.ports import EventQueue, QueueWork
 from ..core.records import POST, QueuedEvent
 from ..core.tracing import TRACEPARENT, UNTRACED, TraceContext, Tracer
@@ -60,6 +59,15 @@ LEASE_MARGIN_S = 2.0
 DESTINATION_ATTEMPTS = 5
 DESTINATION_TIMEOUT_S = 10.0
 
+if TYPE_CHECKING:
+    import httpx
+
+
+def _destination_client() -> httpx.AsyncClient:
+    import httpx  # here: an app with no destination never imports it (core/lazy.py)
+
+    return httpx.AsyncClient(timeout=DESTINATION_TIMEOUT_S, follow_redirects=False)
+
 
 class AsyncInvoker:
     """Submits events to `queue` and delivers them to the functions of `catalog` through `invoker`."""
@@ -69,7 +77,8 @@ class AsyncInvoker:
         self.catalog = catalog
         self.invoker = invoker
         self.settings = settings
-        self.client = httpx.AsyncClient(timeout=DESTINATION_TIMEOUT_S, follow_redirects=False)
+        #: the destinations' HTTP client, made at the first POST (core/lazy.py)
+        self.client: Lazy[httpx.AsyncClient] = Lazy(_destination_client)
         #: set when work may be due (a submit here, or the change feed heard one queued on another node)
         self.wake = asyncio.Event()
         #: each delivery is a consumer span, a child of the submitted event's traceparent if it has one
@@ -125,7 +134,9 @@ class AsyncInvoker:
         return True
 
     async def close(self) -> None:
-        await self.client.aclose()
+        client = self.client.peek()
+        if client is not None:
+            await client.aclose()
 
     # --- one function event -------------------------------------------------------------------------
 
@@ -244,12 +255,14 @@ class AsyncInvoker:
     # --- one record for an HTTP destination ----------------------------------------------------------
 
     async def _post(self, event: QueuedEvent) -> None:
+        import httpx  # the first POST's: an app with no HTTP destination never imports it (core/lazy.py)
+
         flog = function_logger(event.function)
         request_id = event.source.removeprefix("destination:")
         try:
             # one bound for the whole POST (httpx's timeout is per phase): it must end inside the row's lease
             response = await asyncio.wait_for(
-                self.client.post(event.target, content=event.payload, headers={"content-type": "application/json", "x-edgefn-request-id": request_id}),
+                self.client.get().post(event.target, content=event.payload, headers={"content-type": "application/json", "x-edgefn-request-id": request_id}),
                 DESTINATION_TIMEOUT_S,
             )
             error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, AsyncGenerator, Callable, TypeVar, cast
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Callable, TypeVar, cast
 from urllib.parse import unquote_plus, urlsplit
-
-import httpx
 
 from ..core.app import CachePolicy, ResolvedApp, ResolvedBehavior
 from ..core.events import (
@@ -28,6 +26,7 @@ from ..core.events import (
     XCache,
 )
 from ..core.exceptions import InvocationError, RuleViolation
+from ..core.lazy import Lazy
 from ..core.ports import EdgeObserver, FunctionResolver, NoObserver
 from ..core.report import InvocationReport
 from ..core.tracing import TRACEPARENT, UNTRACED, TraceContext, Tracer
@@ -45,6 +44,9 @@ from .cache import (
 from .paths import origin_path
 from .responses import error_response, status_text
 from .routing import BehaviorRouter
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass
@@ -92,13 +94,14 @@ VIA_PSEUDONYM = "edgefn"
 
 class EdgePipeline:
     def __init__(
-        self, app: ResolvedApp, catalog: FunctionResolver, invoker: Invoker, client: httpx.AsyncClient, cache: EdgeCache, dev: bool = False,
+        self, app: ResolvedApp, catalog: FunctionResolver, invoker: Invoker, client: Lazy[httpx.AsyncClient], cache: EdgeCache, dev: bool = False,
         recorder: Callable[[str, Event], None] | None = None, observer: EdgeObserver | None = None,
     ) -> None:
         self.app = app
         self.catalog = catalog  # function references (name, name:7, name:alias) -> what runs
         self.observer: EdgeObserver = observer or NoObserver()
         self.invoker = invoker
+        #: the HTTP origins' client, made at the first request to one (core/lazy.py)
         self.client = client
         self.cache = cache
         self.dev = dev
@@ -336,12 +339,15 @@ class EdgePipeline:
         headers = self._origin_request_headers(request, result.viewer_scheme)
         span = self.tracer.span(f"origin {request.method}", result.trace, "client", {"http.request.method": request.method, "url.full": url})
         headers = [(k, v) for k, v in headers if k.lower() != TRACEPARENT] + [(TRACEPARENT, span.context.traceparent())]
+        import httpx  # the client's, made by now: an app without HTTP origins never imports it (core/lazy.py)
+
+        client = self.client.get()
         timeout = httpx.Timeout(behavior.origin_read_timeout_s, connect=behavior.origin_connect_timeout_s)
-        upstream_req = self.client.build_request(
+        upstream_req = client.build_request(
             request.method, url, headers=headers, content=request.body.data if request.body else None, timeout=timeout
         )
         try:
-            upstream = await self.client.send(upstream_req, stream=True)
+            upstream = await client.send(upstream_req, stream=True)
         except httpx.TimeoutException:
             result.response = _origin_failure(504, f"origin {origin.url} did not answer within its timeout")
             span.fail("timeout")

@@ -325,12 +325,13 @@ class Runtime:
         self._started = False
         self._lock = threading.Lock()
 
-    def start(self) -> "Runtime":
+    def start(self, prepare_fetch: bool = False) -> "Runtime":
+        """Start the epoch ticker. `prepare_fetch`: some function may fetch, so make the outbound client now."""
         with self._lock:
             if not self._started:
                 self.ticker.start()
-                # the fetch client's TLS setup takes ~60 ms: made beside the start, not in it nor in the first fetch
-                threading.Thread(target=shared_client, name="edgefn-fetch-client", daemon=True).start()
+                if prepare_fetch:  # its import and TLS setup take ~100 ms: beside the start, not in the first fetch
+                    threading.Thread(target=shared_client, name="edgefn-fetch-client", daemon=True).start()
                 self._started = True
         return self
 

@@ -1,0 +1,41 @@
+"""A value made on first use: an outbound HTTP client most apps never need costs a server's start nothing.
+
+Importing httpx and making a client (its TLS context) is ~100 ms, about a sixth of a server's start to its
+first 200; an app whose functions are its origins, with no destination, never makes one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+__all__ = ["Lazy"]
+
+T = TypeVar("T")
+
+
+class Lazy(Generic[T]):
+    """`get()` makes the value with `make` the first time (once, whichever thread asks first)."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def made(self) -> bool:
+        return self._value is not None
+
+    def get(self) -> T:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._make()
+                value = self._value
+        return value
+
+    def peek(self) -> T | None:
+        """The value if it was made, else None (what a close needs: nothing to close if it never was)."""
+        return self._value
