@@ -23,10 +23,6 @@ class Lazy(Generic[T]):
         self._value: T | None = None
         self._lock = threading.Lock()
 
-    @property
-    def made(self) -> bool:
-        return self._value is not None
-
     def get(self) -> T:
         value = self._value
         if value is None:

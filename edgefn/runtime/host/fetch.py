@@ -41,7 +41,7 @@ _client_lock = threading.Lock()
 def shared_client() -> httpx.Client:
     """One pooled client per process, shared by all worker threads (httpx.Client is thread-safe); made at the
     first fetch, or beside the start when a function may fetch (Runtime.start), never by a node without one."""
-    import httpx  # here: ~100 ms of a server's start that an app with no fetch grant never pays
+    import httpx  # here: part of a server's start that an app with no fetch grant never pays (core/lazy.py)
 
     global _client
     with _client_lock:
