@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast
 
 __all__ = ["LINES", "LineHandler", "log_lines", "record_lines"]
 
@@ -30,23 +30,26 @@ def record_lines(record: logging.LogRecord) -> list[str]:
     return message.split("\n") if getattr(record, LINES, False) else [message]
 
 
-@runtime_checkable
 class LineHandler(Protocol):
     """A logging.Handler that can write lines without a record. `takes_lines` may be a property: False while
     the handler is configured so that it needs the record (its own format, say)."""
 
     takes_lines: bool
 
+    def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
+
     def emit_lines(self, logger: str, level: int, created: float, lines: Sequence[str]) -> None:
         """Write `lines` as the record path would have written them (called with the handler's lock held)."""
 
 
-def _direct_route(logger: logging.Logger, level: int) -> list[logging.Handler] | None:
+def _direct_route(logger: logging.Logger, level: int) -> list[LineHandler] | None:
     """The handlers a record of `logger` at `level` would reach, if each takes lines; None if any does not
     (or none would: logging's last resort then decides)."""
     if logger.disabled or logger.filters:  # as Logger.handle: only the origin's own filters apply
         return None
-    route: list[logging.Handler] = []
+    route: list[LineHandler] = []
     current: logging.Logger | None = logger
     while current is not None:
         for handler in current.handlers:
@@ -54,7 +57,7 @@ def _direct_route(logger: logging.Logger, level: int) -> list[logging.Handler] |
                 continue
             if handler.filters or not getattr(handler, "takes_lines", False):
                 return None
-            route.append(handler)
+            route.append(cast(LineHandler, handler))
         current = current.parent if current.propagate else None
     return route or None
 
@@ -75,6 +78,6 @@ def log_lines(logger: logging.Logger, lines: Sequence[str], level: int = logging
     for handler in route:
         handler.acquire()
         try:
-            handler.emit_lines(logger.name, level, created, lines)  # type: ignore[attr-defined]
+            handler.emit_lines(logger.name, level, created, lines)
         finally:
             handler.release()

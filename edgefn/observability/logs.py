@@ -248,8 +248,7 @@ class BatchedStreamHandler(logging.Handler):
         msecs = int((created - int(created)) * 1000)  # as LogRecord.msecs
         prefix = f"{self._time.stamp(created, msecs)} {logger} "
         self._pending.append("".join(f"{prefix}{line}\n" for line in lines))
-        if logger in self.closing or level >= logging.WARNING or len(self._pending) > 4096:
-            self._write()
+        self._written_if_due(logger, level)
 
     def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held
         try:
@@ -265,7 +264,11 @@ class BatchedStreamHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return
-        if record.name in self.closing or record.levelno >= logging.WARNING or len(self._pending) > 4096:
+        self._written_if_due(record.name, record.levelno)
+
+    def _written_if_due(self, logger: str, level: int) -> None:  # with self.lock held
+        """Write the batch now if the last lines end a request, warn, or the batch is large."""
+        if logger in self.closing or level >= logging.WARNING or len(self._pending) > 4096:
             self._write()
 
     def _formatted(self, record: logging.LogRecord) -> str:

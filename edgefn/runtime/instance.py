@@ -58,16 +58,13 @@ class GuestInstance:
         self.create_ms = 0.0
         self.invocations = 0
 
-    def memory_size(self) -> int:
-        """The most linear memory this instance has held (all its memories; a component's at start)."""
-        return self.memory_use()[0]
-
     def memory_refused(self) -> tuple[int, int] | None:
         """(bytes asked for in all, the budget) of the first memory growth refused, if any was."""
         return self.memory_use()[1]
 
     def memory_use(self) -> tuple[int, tuple[int, int] | None]:
-        """`memory_size()` and `memory_refused()` in one look at the Store (every invocation's REPORT reads both)."""
+        """The most linear memory this instance has held (all its memories; a component's at start) and
+        `memory_refused()`, in one look at the Store (every invocation's REPORT reads both)."""
         if isinstance(self.store, fastcall.CoreStore):
             peak, asked, cap = self.store.memory()
             return peak, ((asked, cap) if cap else None)

@@ -208,7 +208,7 @@ class Invoker:
         held: list[tuple[int, str]] | None = [] if inline else None
         start_line = f"START RequestId: {rid} Version: {fn.version}"
         # on a guest thread (a run that may be long) START goes out now; an inline try's lines are held
-        # until it counts, and then START, END and REPORT are one record when the guest logged nothing
+        # until it counts, and then START, END and REPORT go out together when the guest logged nothing
         started = not inline
         if started:
             log_lines(flog, (start_line,))
@@ -330,7 +330,7 @@ class Runtime:
         with self._lock:
             if not self._started:
                 self.ticker.start()
-                if prepare_fetch:  # its import and TLS setup take ~100 ms: beside the start, not in the first fetch
+                if prepare_fetch:  # its import and TLS setup take tens of ms: beside the start, not in the first fetch
                     threading.Thread(target=shared_client, name="edgefn-fetch-client", daemon=True).start()
                 self._started = True
         return self

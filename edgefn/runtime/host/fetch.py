@@ -10,7 +10,6 @@ epoch deadline stops the guest at once.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ import cbor2
 from wasmtime import component as wc
 
 from ...core.events import ResultError, decode_headers
+from ...core.lazy import Lazy
 from ...core.tracing import TRACEPARENT, TraceContext, Tracer
 from .. import _native
 from ..context import current_context
@@ -34,20 +34,20 @@ MAX_FETCH_SECONDS = 30.0
 if TYPE_CHECKING:
     import httpx
 
-_client: httpx.Client | None = None
-_client_lock = threading.Lock()
+
+def _make_client() -> httpx.Client:
+    import httpx  # here: part of a server's start that an app with no fetch grant never pays (core/lazy.py)
+
+    return httpx.Client(follow_redirects=False, limits=httpx.Limits(max_connections=100))
+
+
+_client: Lazy[httpx.Client] = Lazy(_make_client)
 
 
 def shared_client() -> httpx.Client:
     """One pooled client per process, shared by all worker threads (httpx.Client is thread-safe); made at the
     first fetch, or beside the start when a function may fetch (Runtime.start), never by a node without one."""
-    import httpx  # here: part of a server's start that an app with no fetch grant never pays (core/lazy.py)
-
-    global _client
-    with _client_lock:
-        if _client is None:
-            _client = httpx.Client(follow_redirects=False, limits=httpx.Limits(max_connections=100))
-        return _client
+    return _client.get()
 
 
 def perform_fetch(
