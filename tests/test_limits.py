@@ -101,6 +101,20 @@ DIRTY_MEMORY = """
   (i32.store (i32.const 330000) (i32.const 0x5ec2e7))
   (if (local.get $seen) (then (i32.store8 (i32.const 25) (i32.const 244))))
   (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 10))"""
+# The same over every 4 KiB page of 8 wasm pages (128 host pages): past what the runtime zeroes in place, so
+# the recycled region is discarded instead (runtime/_native.c, KEEP_RESIDENT_PAGES)
+DIRTY_MANY_PAGES = """
+  (local $at i32) (local $seen i32)
+  (if (i32.lt_u (memory.size) (i32.const 8)) (then (drop (memory.grow (i32.sub (i32.const 8) (memory.size))))))
+  (local.set $at (i32.const 4096))
+  (block $done (loop $next
+    (br_if $done (i32.ge_u (local.get $at) (i32.const 524288)))
+    (local.set $seen (i32.or (local.get $seen) (i32.load (local.get $at))))
+    (i32.store (local.get $at) (i32.const 0x5ec2e7))
+    (local.set $at (i32.add (local.get $at) (i32.const 4096)))
+    (br $next)))
+  (if (local.get $seen) (then (i32.store8 (i32.const 25) (i32.const 244))))
+  (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 10))"""
 # Loads from page 5 of a 1-page memory: must trap, whatever a previous instance's memory there held
 READ_PAST_THE_END = "(drop (i32.load (i32.const 330000))) (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 10))"
 
@@ -109,6 +123,14 @@ def test_a_fresh_instance_never_sees_what_an_earlier_one_left_in_memory(runtime,
     """Linear memory is recycled between Stores (runtime/_native.c): each one must still start all zero."""
     fn = deploy(wat_guest(DIRTY_MEMORY), name="dirty")
     for i in range(40):
+        result = runtime.invoker.invoke_sync(fn, make_event(request_id=f"r-{i}")).result
+        assert isinstance(result, EdgeResponse) and result.status == 200, f"invocation {i} saw an earlier instance's memory"
+
+
+def test_a_fresh_instance_never_sees_an_earlier_one_that_touched_many_pages(runtime, deploy):
+    """Past the pages zeroed in place, a recycled memory is discarded: still all zero to the next Store."""
+    fn = deploy(wat_guest(DIRTY_MANY_PAGES), name="dirty-many")
+    for i in range(10):
         result = runtime.invoker.invoke_sync(fn, make_event(request_id=f"r-{i}")).result
         assert isinstance(result, EdgeResponse) and result.status == 200, f"invocation {i} saw an earlier instance's memory"
 

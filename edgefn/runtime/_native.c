@@ -147,20 +147,44 @@ static void *grow_memory(void *env, size_t new_size) {
 /* Freed regions wait here for the next memory of the same reservation: a fresh Store per request would
  * otherwise map, fault in and unmap a multi-GiB reservation every time (a third of a small invocation's
  * CPU went to the kernel). A spare keeps its accessible prefix (`accessible` bytes read-write, the rest
- * PROT_NONE) with every page discarded (MADV_DONTNEED: a private anonymous page reads as zero when next
- * touched, swapped or not), so to the next guest it is a new mapping; reusing it at the same size takes
+ * PROT_NONE) reading as zero, so to the next guest it is a new mapping; reusing it at the same size takes
  * no system call. */
 #define SPARE_REGIONS 32
+
+/* A small guest touches a few pages of its memory. Zeroing those in place (mincore says which) keeps them
+ * resident, where discarding them (MADV_DONTNEED) costs the next guest a page fault per page: ~1 µs each
+ * in a VM. Past this many touched pages, or a prefix too large to scan, the pages are discarded. */
+#define KEEP_RESIDENT_PAGES 64
+#define SCAN_PAGES 4096
+
+/* every page of the accessible prefix reads as zero again: 0 on failure */
+static int zero_pages(uint8_t *base, size_t accessible) {
+    size_t pages = accessible / page_size;
+    unsigned char resident[SCAN_PAGES];
+    if (pages == 0) return 1;
+    if (pages > SCAN_PAGES || mincore(base, accessible, resident) != 0) return madvise(base, accessible, MADV_DONTNEED) == 0;
+    size_t touched = 0;
+    for (size_t i = 0; i < pages; i++) touched += resident[i] & 1;
+    if (touched > KEEP_RESIDENT_PAGES) return madvise(base, accessible, MADV_DONTNEED) == 0;
+    for (size_t i = 0; i < pages; i++)
+        if (resident[i] & 1) {
+            size_t run = i;
+            while (run + 1 < pages && (resident[run + 1] & 1)) run++;
+            memset(base + i * page_size, 0, (run - i + 1) * page_size);
+            i = run;
+        }
+    return 1;
+}
 
 typedef struct { uint8_t *base; size_t mapped, accessible; } spare_t;
 
 static spare_t spares[SPARE_REGIONS];
 static pthread_mutex_t spares_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* 1 if the region was kept (discarded) for reuse, 0 if the caller must unmap it */
+/* 1 if the region was kept (zeroed) for reuse, 0 if the caller must unmap it */
 static int keep_spare(uint8_t *base, size_t mapped, size_t size) {
     size_t accessible = round_up(size);
-    if (accessible && madvise(base, accessible, MADV_DONTNEED) != 0) return 0;
+    if (!zero_pages(base, accessible)) return 0;
     int kept = 0;
     pthread_mutex_lock(&spares_lock);
     for (int i = 0; i < SPARE_REGIONS && !kept; i++)
