@@ -349,11 +349,41 @@ static PyObject *native_install_memory_creator(PyObject *self, PyObject *config)
     Py_RETURN_NONE;
 }
 
-/* store_new(engine, fuel, epoch_ticks, linear_cap, table_elements, tables, memories, instances, env) -> handle */
-static PyObject *native_store_new(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    NEED_API();
-    NEED_ARGS(9, "store_new takes 9 arguments");
+/* a Store with fuel, an epoch deadline and limits, or NULL with *err set (or a Python error if both are NULL) */
+static core_store_t *store_create(void *engine, unsigned long long fuel, unsigned long long ticks, size_t cap, long long table_elements,
+                                  long long tables, long long memories, long long instances, PyObject *env, void **err) {
+    *err = NULL;
+    core_store_t *s = PyMem_RawCalloc(1, sizeof(core_store_t));
+    if (s == NULL) return (core_store_t *)PyErr_NoMemory();
+    s->store = api.store_new(engine, NULL, no_finalizer);
+    if (env != Py_None) {
+        s->env = env;
+        Py_INCREF(s->env);
+    }
+    s->ctx = api.store_context(s->store);
+    s->budget.cap = cap;
+    s->args[0].kind = s->args[1].kind = KIND_I32;
+    *err = api.set_fuel(s->ctx, fuel);
+    if (*err != NULL) {
+        api.store_delete(s->store);
+        Py_XDECREF(s->env);
+        PyMem_RawFree(s);
+        return NULL;
+    }
+    api.store_limiter(s->store, -1, table_elements, instances, tables, memories);
+    api.set_epoch_deadline(s->ctx, ticks);
+    return s;
+}
+
+static void store_destroy(core_store_t *s) {
+    api.store_delete(s->store); /* frees its memories, which credit s->budget: so the handle goes last */
+    Py_XDECREF(s->env);
+    PyMem_RawFree(s);
+}
+
+/* the 9 arguments of store_new (and the first 9 of run_fresh) -> a Store, or NULL (*err set, or a Python error) */
+static core_store_t *store_from_args(PyObject *const *args, void **err) {
+    *err = NULL;
     void *engine = PyLong_AsVoidPtr(args[0]);
     unsigned long long fuel = PyLong_AsUnsignedLongLong(args[1]);
     unsigned long long ticks = PyLong_AsUnsignedLongLong(args[2]);
@@ -365,25 +395,17 @@ static PyObject *native_store_new(PyObject *self, PyObject *const *args, Py_ssiz
         PyErr_SetString(PyExc_TypeError, "store_new: env must be bytes (fastcall.pack_env) or None");
         return NULL;
     }
-    core_store_t *s = PyMem_RawCalloc(1, sizeof(core_store_t));
-    if (s == NULL) return PyErr_NoMemory();
-    s->store = api.store_new(engine, NULL, no_finalizer);
-    if (args[8] != Py_None) {
-        s->env = args[8];
-        Py_INCREF(s->env);
-    }
-    s->ctx = api.store_context(s->store);
-    s->budget.cap = cap;
-    s->args[0].kind = s->args[1].kind = KIND_I32;
-    void *err = api.set_fuel(s->ctx, fuel);
-    if (err != NULL) {
-        api.store_delete(s->store);
-        Py_XDECREF(s->env);
-        PyMem_RawFree(s);
-        return failure(err, NULL);
-    }
-    api.store_limiter(s->store, -1, table_elements, instances, tables, memories);
-    api.set_epoch_deadline(s->ctx, ticks);
+    return store_create(engine, fuel, ticks, cap, table_elements, tables, memories, instances, args[8], err);
+}
+
+/* store_new(engine, fuel, epoch_ticks, linear_cap, table_elements, tables, memories, instances, env) -> handle */
+static PyObject *native_store_new(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    NEED_API();
+    NEED_ARGS(9, "store_new takes 9 arguments");
+    void *err;
+    core_store_t *s = store_from_args(args, &err);
+    if (s == NULL) return err != NULL ? failure(err, NULL) : NULL;
     return PyLong_FromVoidPtr(s);
 }
 
@@ -397,10 +419,36 @@ static PyObject *native_store_delete(PyObject *self, PyObject *handle) {
     (void)self;
     core_store_t *s = store_of(handle);
     if (s == NULL) return NULL;
-    api.store_delete(s->store); /* frees its memories, which credit s->budget: so the handle goes last */
-    Py_XDECREF(s->env);
-    PyMem_RawFree(s);
+    store_destroy(s);
     Py_RETURN_NONE;
+}
+
+/* instantiate `pre` in the Store and find its ABI exports (with the GIL released): -1 done, -2 failed
+ * (*err or *trap set), else the index of a missing export */
+static int store_instantiate(core_store_t *s, void *pre, const size_t idx[3], long long init_idx, void **err, void **trap) {
+    int missing = -1;
+    *trap = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    charging = &s->budget;
+    running = s; /* a start function may make host calls */
+    *err = api.pre_instantiate(pre, s->ctx, &s->instance, trap);
+    running = NULL;
+    charging = NULL;
+    if (*err == NULL && *trap == NULL) {
+        char *name;
+        size_t name_len;
+        wt_extern_t *out[3] = { &s->memory, &s->alloc, &s->handle };
+        for (int i = 0; i < 3 && missing < 0; i++)
+            if (!api.export_nth(s->ctx, &s->instance, idx[i], &name, &name_len, out[i])) missing = (int)idx[i];
+        if (missing < 0 && init_idx >= 0) {
+            if (!api.export_nth(s->ctx, &s->instance, (size_t)init_idx, &name, &name_len, &s->init)) missing = (int)init_idx;
+            s->has_init = 1;
+        }
+    } else {
+        missing = -2;
+    }
+    Py_END_ALLOW_THREADS
+    return missing;
 }
 
 /* instantiate(handle, pre, memory_export, alloc_export, handle_export, init_export or -1) -> None | (1, error, trap) */
@@ -412,27 +460,9 @@ static PyObject *native_instantiate(PyObject *self, PyObject *const *args, Py_ss
     size_t idx[3] = { PyLong_AsSize_t(args[2]), PyLong_AsSize_t(args[3]), PyLong_AsSize_t(args[4]) };
     long long init_idx = PyLong_AsLongLong(args[5]);
     if (s == NULL || PyErr_Occurred()) return NULL;
-    void *err, *trap = NULL;
-    int missing = -1;
-    Py_BEGIN_ALLOW_THREADS
-    charging = &s->budget;
-    running = s; /* a start function may make host calls */
-    err = api.pre_instantiate(pre, s->ctx, &s->instance, &trap);
-    running = NULL;
-    charging = NULL;
-    if (err == NULL && trap == NULL) {
-        char *name;
-        size_t name_len;
-        wt_extern_t *out[3] = { &s->memory, &s->alloc, &s->handle };
-        for (int i = 0; i < 3 && missing < 0; i++)
-            if (!api.export_nth(s->ctx, &s->instance, idx[i], &name, &name_len, out[i])) missing = (int)idx[i];
-        if (missing < 0 && init_idx >= 0) {
-            if (!api.export_nth(s->ctx, &s->instance, (size_t)init_idx, &name, &name_len, &s->init)) missing = (int)init_idx;
-            s->has_init = 1;
-        }
-    }
-    Py_END_ALLOW_THREADS
-    if (err != NULL || trap != NULL) return failure(err, trap);
+    void *err, *trap;
+    int missing = store_instantiate(s, pre, idx, init_idx, &err, &trap);
+    if (missing == -2) return failure(err, trap);
     if (missing >= 0) return PyErr_Format(PyExc_IndexError, "instance has no export #%d", missing);
     Py_RETURN_NONE;
 }
@@ -453,6 +483,67 @@ static PyObject *native_call_init(PyObject *self, PyObject *handle) {
     Py_RETURN_NONE;
 }
 
+/* what one call of edgefn_alloc + edgefn_handle ended in: kind 0 with the result at result_at (a bytes), else
+ * the (kind, a, b, c) of invoke() below */
+typedef struct { int kind; uint64_t a, b, c; uint8_t *result_at; void *err, *trap; } call_end_t;
+
+/* edgefn_alloc, the event in, edgefn_handle, the result located (with the GIL released) */
+static call_end_t store_call(core_store_t *s, const void *event, size_t event_len, size_t max_result) {
+    call_end_t e = { 0, 0, 0, 0, NULL, NULL, NULL };
+    Py_BEGIN_ALLOW_THREADS
+    running = s;
+    s->args[0].kind = KIND_I32;
+    s->args[0].of.i32 = (int32_t)(uint32_t)event_len;
+    e.err = api.func_call(s->ctx, &s->alloc.of.func, s->args, 1, &s->result, 1, &e.trap);
+    if (e.err != NULL || e.trap != NULL) {
+        e.kind = 1;
+    } else {
+        uint32_t ptr = (uint32_t)s->result.of.i32;
+        size_t size = api.memory_data_size(s->ctx, &s->memory.of);
+        if (ptr == 0 || (uint64_t)ptr + (uint64_t)event_len > size) {
+            e.kind = 2;
+            e.a = ptr;
+        } else {
+            memcpy(api.memory_data(s->ctx, &s->memory.of) + ptr, event, event_len);
+            s->args[0].kind = s->args[1].kind = KIND_I32;
+            s->args[0].of.i32 = (int32_t)ptr;
+            s->args[1].of.i32 = (int32_t)(uint32_t)event_len;
+            e.err = api.func_call(s->ctx, &s->handle.of.func, s->args, 2, &s->result, 1, &e.trap);
+            if (e.err != NULL || e.trap != NULL) {
+                e.kind = 1;
+            } else {
+                uint64_t packed = (uint64_t)s->result.of.i64;
+                uint64_t rptr = packed >> 32, rlen = packed & 0xFFFFFFFFu;
+                size = api.memory_data_size(s->ctx, &s->memory.of); /* the guest may have grown it */
+                if (rlen == 0) {
+                    e.kind = 3;
+                } else if (rlen > max_result) {
+                    e.kind = 4;
+                    e.a = rlen;
+                } else if (rptr + rlen > size) {
+                    e.kind = 5;
+                    e.a = rptr;
+                    e.b = rlen;
+                    e.c = size;
+                } else {
+                    e.result_at = api.memory_data(s->ctx, &s->memory.of) + rptr;
+                    e.a = rlen;
+                }
+            }
+        }
+    }
+    running = NULL;
+    Py_END_ALLOW_THREADS
+    return e;
+}
+
+/* the Python value of a call's end: the result bytes, a failure, or (kind, a, b, c) */
+static PyObject *call_end_value(const call_end_t *e) {
+    if (e->kind == 1) return failure(e->err, e->trap);
+    if (e->kind != 0) return Py_BuildValue("(iKKK)", e->kind, (unsigned long long)e->a, (unsigned long long)e->b, (unsigned long long)e->c);
+    return PyBytes_FromStringAndSize((const char *)e->result_at, (Py_ssize_t)e->a);
+}
+
 /* invoke(handle, event, max_result_bytes) -> result bytes, or (kind, a, b, c):
  *   (1, error, trap)             a call failed (trap or engine error)
  *   (2, address, 0, 0)           edgefn_alloc returned an address the event does not fit at
@@ -471,58 +562,57 @@ static PyObject *native_invoke(PyObject *self, PyObject *const *args, Py_ssize_t
         PyBuffer_Release(&event);
         return NULL;
     }
-    void *err = NULL, *trap = NULL;
-    int kind = 0;
-    uint64_t a = 0, b = 0, c = 0;
-    uint8_t *result_at = NULL;
-    Py_BEGIN_ALLOW_THREADS
-    running = s;
-    s->args[0].kind = KIND_I32;
-    s->args[0].of.i32 = (int32_t)(uint32_t)event.len;
-    err = api.func_call(s->ctx, &s->alloc.of.func, s->args, 1, &s->result, 1, &trap);
-    if (err != NULL || trap != NULL) {
-        kind = 1;
-    } else {
-        uint32_t ptr = (uint32_t)s->result.of.i32;
-        size_t size = api.memory_data_size(s->ctx, &s->memory.of);
-        if (ptr == 0 || (uint64_t)ptr + (uint64_t)event.len > size) {
-            kind = 2;
-            a = ptr;
-        } else {
-            memcpy(api.memory_data(s->ctx, &s->memory.of) + ptr, event.buf, (size_t)event.len);
-            s->args[0].kind = s->args[1].kind = KIND_I32;
-            s->args[0].of.i32 = (int32_t)ptr;
-            s->args[1].of.i32 = (int32_t)(uint32_t)event.len;
-            err = api.func_call(s->ctx, &s->handle.of.func, s->args, 2, &s->result, 1, &trap);
-            if (err != NULL || trap != NULL) {
-                kind = 1;
-            } else {
-                uint64_t packed = (uint64_t)s->result.of.i64;
-                uint64_t rptr = packed >> 32, rlen = packed & 0xFFFFFFFFu;
-                size = api.memory_data_size(s->ctx, &s->memory.of); /* the guest may have grown it */
-                if (rlen == 0) {
-                    kind = 3;
-                } else if (rlen > max_result) {
-                    kind = 4;
-                    a = rlen;
-                } else if (rptr + rlen > size) {
-                    kind = 5;
-                    a = rptr;
-                    b = rlen;
-                    c = size;
-                } else {
-                    result_at = api.memory_data(s->ctx, &s->memory.of) + rptr;
-                    a = rlen;
-                }
-            }
-        }
-    }
-    running = NULL;
-    Py_END_ALLOW_THREADS
+    call_end_t e = store_call(s, event.buf, (size_t)event.len, max_result);
     PyBuffer_Release(&event);
-    if (kind == 1) return failure(err, trap);
-    if (kind != 0) return Py_BuildValue("(iKKK)", kind, (unsigned long long)a, (unsigned long long)b, (unsigned long long)c);
-    return PyBytes_FromStringAndSize((const char *)result_at, (Py_ssize_t)a);
+    return call_end_value(&e);
+}
+
+/* run_fresh(the 9 arguments of store_new, pre, memory_export, alloc_export, handle_export, event, max_result_bytes)
+ *   -> (stage, value, fuel left, peak, refused asked, refused cap)
+ * A fresh Store, its instance and one invocation, then the Store dropped: what store_new, instantiate,
+ * invoke, fuel, memory and store_delete do, in one call (a module without `_initialize` or WASI). `stage`
+ * says where it ended: 0 invoked (value as invoke's), 1 the Store refused (value a failure), 2 the
+ * instantiation failed (value a failure). */
+static PyObject *native_run_fresh(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    NEED_API();
+    NEED_ARGS(15, "run_fresh takes 15 arguments");
+    void *pre = PyLong_AsVoidPtr(args[9]);
+    size_t idx[3] = { PyLong_AsSize_t(args[10]), PyLong_AsSize_t(args[11]), PyLong_AsSize_t(args[12]) };
+    size_t max_result = PyLong_AsSize_t(args[14]);
+    if (PyErr_Occurred()) return NULL;
+    Py_buffer event;
+    if (PyObject_GetBuffer(args[13], &event, PyBUF_SIMPLE) != 0) return NULL;
+    void *err, *trap = NULL;
+    core_store_t *s = store_from_args(args, &err);
+    if (s == NULL) {
+        PyBuffer_Release(&event);
+        return err != NULL ? Py_BuildValue("(iNKnnn)", 1, failure(err, NULL), 0ULL, (Py_ssize_t)0, (Py_ssize_t)0, (Py_ssize_t)0) : NULL;
+    }
+    int stage = 0;
+    PyObject *value;
+    int missing = store_instantiate(s, pre, idx, -1, &err, &trap);
+    if (missing == -2) {
+        stage = 2;
+        value = failure(err, trap);
+    } else if (missing >= 0) {
+        value = PyErr_Format(PyExc_IndexError, "instance has no export #%d", missing);
+    } else {
+        call_end_t e = store_call(s, event.buf, (size_t)event.len, max_result);
+        value = call_end_value(&e);
+    }
+    PyBuffer_Release(&event);
+    uint64_t remaining = 0;
+    void *fuel_err = api.get_fuel(s->ctx, &remaining);
+    budget_t budget = s->budget;
+    store_destroy(s);
+    if (value == NULL) return NULL;
+    if (fuel_err != NULL) {
+        Py_DECREF(value);
+        return Py_BuildValue("(iNKnnn)", 1, failure(fuel_err, NULL), 0ULL, (Py_ssize_t)0, (Py_ssize_t)0, (Py_ssize_t)0);
+    }
+    return Py_BuildValue("(iNKnnn)", stage, value, (unsigned long long)remaining, (Py_ssize_t)budget.peak,
+                         (Py_ssize_t)budget.refused_asked, (Py_ssize_t)budget.refused_cap);
 }
 
 /* set_budget(handle, fuel, epoch_ticks) -> None | (1, error, 0): a warm instance's next invocation */
@@ -909,6 +999,7 @@ static PyMethodDef methods[] = {
     {"instantiate", (PyCFunction)(void (*)(void))native_instantiate, METH_FASTCALL, "Instantiate an InstancePre in the Store and find its ABI exports."},
     {"call_init", native_call_init, METH_O, "Call the instance's _initialize export, if it has one."},
     {"invoke", (PyCFunction)(void (*)(void))native_invoke, METH_FASTCALL, "edgefn_alloc, copy the event in, edgefn_handle, copy the result out."},
+    {"run_fresh", (PyCFunction)(void (*)(void))native_run_fresh, METH_FASTCALL, "A fresh Store, its instance, one invocation, the Store dropped: one call."},
     {"rearm", (PyCFunction)(void (*)(void))native_rearm, METH_FASTCALL, "Set a Store's fuel and epoch deadline for its next invocation."},
     {"fuel", native_fuel, METH_O, "The fuel a Store has left."},
     {"memory", native_memory, METH_O, "(peak, refused asked, refused cap) of a Store's memory budget."},

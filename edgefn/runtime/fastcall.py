@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 from ctypes import byref
-from typing import Any
+from typing import Any, NamedTuple
 
 import wasmtime
 from wasmtime import _bindings as b
@@ -136,6 +136,34 @@ class CoreStore:
         if self._handle:
             _native.store_delete(self._handle)
             self._handle = 0
+
+
+class FreshRun(NamedTuple):
+    """What `run_fresh` ended in: the invocation's value (as CoreStore.invoke returns it), or the failed step
+    (`failure`; `instantiating` if it was the Store or the instantiation); the Store's fuel and memory either way."""
+
+    value: bytes | tuple[int, int, int, int] | None
+    failure: GuestCallError | None
+    instantiating: bool
+    fuel_left: int
+    peak: int
+    refused: tuple[int, int] | None
+
+
+def run_fresh(
+    engine: int, pre: int, exports: tuple[int, int, int], *, fuel: int, epoch_ticks: int, linear_bytes: int, table_elements: int,
+    tables: int, memories: int, env: bytes | None, event: bytes, max_result_bytes: int,
+) -> FreshRun:
+    """A fresh Store with its limits, the instance, one invocation and the Store dropped, in one call into C:
+    what CoreStore's steps do one by one, for a module with no `_initialize` and no WASI. `exports` are the
+    memory, edgefn_alloc and edgefn_handle export indices."""
+    stage, value, fuel_left, peak, asked, cap = _native.run_fresh(
+        engine, fuel, epoch_ticks, linear_bytes, table_elements, tables, memories, 1, env, pre, *exports, event, max_result_bytes,
+    )
+    refused = (asked, cap) if cap else None
+    if stage or (isinstance(value, tuple) and value[0] == 1):
+        return FreshRun(None, GuestCallError.of(value[:3]), stage != 0, fuel_left, peak, refused)
+    return FreshRun(value, None, False, fuel_left, peak, refused)
 
 
 class GuestMemory:

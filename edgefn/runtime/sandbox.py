@@ -122,18 +122,9 @@ class Sandbox:
 
         Raises a typed InvocationError (the Store's fuel and deadline are set for one invocation)."""
         start = time.perf_counter()
-        cap = limits.memory_mb * 1024 * 1024
-        split = StoreLimits.of(limits)
+        split, per_memory = self._store_limits(loaded, limits, function, request_id)
         ticks = self._ticker.ticks_for(limits.timeout_ms)
         info = loaded.info
-        # a component's memories are capped one by one (wasmtime's store limiter): share the cap out over them
-        per_memory = info.memory.per_memory_bytes(split.linear_bytes) if isinstance(info, component.ComponentInfo) else split.linear_bytes
-        min_bytes = info.memory_min_bytes
-        if min_bytes > per_memory:
-            what = "component" if loaded.kind == "component" else "module"
-            raise MemoryLimitExceeded(
-                function, request_id, limits.memory_mb, f": the {what} needs {min_bytes // PAGE} pages at start, {per_memory // PAGE} fit"
-            )
         slot = LogSlot()
         if isinstance(info, component.ComponentInfo):
             store = wasmtime.Store(self._component_engine)
@@ -153,7 +144,7 @@ class Sandbox:
                 if loaded.sources is not None:
                     self._load_sources(instance, store, function, request_id, limits)
             except component.ComponentCallError as exc:
-                raise self._classify(exc, function, request_id, limits, instance, cap, instantiating=True) from None
+                raise self._classify(exc, function, request_id, limits, instantiating=True) from None
         else:
             assert isinstance(info, GuestModuleInfo) and loaded.pre is not None
             # linear memory: the Store's budget decides (all memories together), the limiter the rest; a WASI
@@ -170,10 +161,47 @@ class Sandbox:
                     core.set_wasi(_wasi_config(env, slot, scratch=scratch))
                 core.instantiate(loaded.pre_ptr, info.memory_export, info.alloc_export, info.handle_export, info.init_export)
             except fastcall.GuestCallError as exc:
-                raise self._classify(exc, function, request_id, limits, instance, cap, instantiating=True) from None
+                raise self._classify(exc, function, request_id, limits, instantiating=True) from None
             instance.needs_init = info.init_export is not None
         instance.create_ms = (time.perf_counter() - start) * 1000
         return instance
+
+    @staticmethod
+    def _store_limits(loaded: LoadedModule, limits: Limits, function: str, request_id: str) -> tuple[StoreLimits, int]:
+        """The Store's limits and the bytes each memory may have; MemoryLimitExceeded if the module's own start
+        does not fit."""
+        split = StoreLimits.of(limits)
+        info = loaded.info
+        # a component's memories are capped one by one (wasmtime's store limiter): share the cap out over them
+        per_memory = info.memory.per_memory_bytes(split.linear_bytes) if isinstance(info, component.ComponentInfo) else split.linear_bytes
+        min_bytes = info.memory_min_bytes
+        if min_bytes > per_memory:
+            what = "component" if loaded.kind == "component" else "module"
+            raise MemoryLimitExceeded(
+                function, request_id, limits.memory_mb, f": the {what} needs {min_bytes // PAGE} pages at start, {per_memory // PAGE} fit"
+            )
+        return split, per_memory
+
+    def _run_fresh_core(
+        self, loaded: LoadedModule, info: GuestModuleInfo, event: bytes, limits: Limits, env: dict[str, str], function: str, request_id: str,
+    ) -> fastcall.FreshRun:
+        """A fresh core instance's whole invocation in one call into C (fastcall.run_fresh): no CoreStore or
+        GuestInstance is made for an instance nobody keeps. MemoryLimitExceeded if the module's start does not fit."""
+        split, _ = self._store_limits(loaded, limits, function, request_id)
+        assert loaded.pre is not None
+        return fastcall.run_fresh(
+            self._engine_ptr, loaded.pre_ptr, (info.memory_export, info.alloc_export, info.handle_export), fuel=limits.fuel,
+            epoch_ticks=self._ticker.ticks_for(limits.timeout_ms), linear_bytes=split.linear_bytes, table_elements=split.table_elements,
+            tables=MAX_TABLES, memories=MAX_CORE_MEMORIES, env=self._env_forms_of(env)[1], event=event, max_result_bytes=limits.max_result_bytes,
+        )
+
+    def _fresh_result(self, fresh: fastcall.FreshRun, event: bytes, function: str, request_id: str, limits: Limits) -> bytes:
+        if fresh.failure is not None:
+            raise self._classify(fresh.failure, function, request_id, limits, instantiating=fresh.instantiating)
+        assert fresh.value is not None
+        if isinstance(fresh.value, bytes):
+            return fresh.value
+        raise self._refused_result(fresh.value, event, function, request_id, limits, fresh.refused)
 
     def _load_sources(self, instance: GuestInstance, store: wasmtime.Store, function: str, request_id: str, limits: Limits) -> None:
         """Have a runtime component import its function from the mounted sources: what a production build did
@@ -202,7 +230,7 @@ class Sandbox:
             try:
                 instance.store.call_init()
             except fastcall.GuestCallError as exc:
-                raise self._classify(exc, function, request_id, limits, instance, limits.memory_mb * 1024 * 1024) from None
+                raise self._classify(exc, function, request_id, limits) from None
 
     def prewarm(
         self, loaded: LoadedModule, *, function: str, limits: Limits, env: dict[str, str], emit: LogEmitter, mask: SecretMask | None = None,
@@ -250,35 +278,42 @@ class Sandbox:
         if one is idle (else a new one); after a clean run it is in `SandboxRun.instance`, for the caller to
         give back once the result is known to be good. An instance that failed is never returned."""
         start = time.perf_counter()
-        cap = limits.memory_mb * 1024 * 1024
         deadline = time.monotonic() + limits.timeout_ms / 1000
         ctx = InvocationContext(function, request_id, self._env_forms_of(env)[0], emit, allowed_hosts, deadline, io_gate, kv, mask)
         ctx.trace = trace
         instance = pool.take() if pool is not None else None
         warm = instance is not None
+        info = loaded.info
+        # a fresh core instance nobody keeps (no _initialize, no WASI /tmp): the whole invocation in one C call
+        fresh: fastcall.FreshRun | None = None
+        one_call = info if pool is None and isinstance(info, GuestModuleInfo) and info.init_export is None and not info.imports_wasi else None
         result: bytes | None = None
         error: InvocationError | None = None
         set_current_context(ctx)
         self._ticker.enter()
         try:
-            if instance is None:
-                instance = self.new_instance(loaded, limits, env, function, request_id)
-            elif isinstance(instance.store, fastcall.CoreStore):
-                instance.store.rearm(limits.fuel, self._ticker.ticks_for(limits.timeout_ms))
+            if one_call is not None:
+                fresh = self._run_fresh_core(loaded, one_call, event, limits, env, function, request_id)
+                result = self._fresh_result(fresh, event, function, request_id, limits)
             else:
-                instance.store.set_fuel(limits.fuel)
-                instance.store.set_epoch_deadline(self._ticker.ticks_for(limits.timeout_ms))
-            if pool is not None and not warm:
-                start = time.perf_counter()  # a cold pooled instance: its creation is Init Duration, not Duration
-            instance.slot.ctx = ctx
-            if instance.scratch is not None:
-                instance.scratch.refused = None
-                ctx.scratch = instance.scratch
-            self.initialize(instance, function, request_id, limits)
-            if loaded.kind == "component":
-                result = self._call_component(instance, event, function, request_id, limits, cap)
-            else:
-                result = self._call_core(instance, event, function, request_id, limits, cap)
+                if instance is None:
+                    instance = self.new_instance(loaded, limits, env, function, request_id)
+                elif isinstance(instance.store, fastcall.CoreStore):
+                    instance.store.rearm(limits.fuel, self._ticker.ticks_for(limits.timeout_ms))
+                else:
+                    instance.store.set_fuel(limits.fuel)
+                    instance.store.set_epoch_deadline(self._ticker.ticks_for(limits.timeout_ms))
+                if pool is not None and not warm:
+                    start = time.perf_counter()  # a cold pooled instance: its creation is Init Duration, not Duration
+                instance.slot.ctx = ctx
+                if instance.scratch is not None:
+                    instance.scratch.refused = None
+                    ctx.scratch = instance.scratch
+                self.initialize(instance, function, request_id, limits)
+                if loaded.kind == "component":
+                    result = self._call_component(instance, event, function, request_id, limits)
+                else:
+                    result = self._call_core(instance, event, function, request_id, limits)
         except InvocationError as exc:
             error = exc
         finally:
@@ -287,9 +322,14 @@ class Sandbox:
             if instance is not None:
                 instance.slot.ctx = None
             ctx.flush()
-        if instance is not None:
+        if fresh is not None:
+            peak, refused, fuel_used = fresh.peak, fresh.refused, limits.fuel - fresh.fuel_left
+        elif instance is not None:
             instance.invocations += 1
-        peak, refused = instance.memory_use() if instance is not None else (loaded.info.memory_min_bytes, None)
+            peak, refused = instance.memory_use()
+            fuel_used = limits.fuel - instance.store.get_fuel()
+        else:
+            peak, refused, fuel_used = info.memory_min_bytes, None, 0
         if error is not None and refused is not None and not isinstance(error, (CpuBudgetExhausted, WallClockTimeout, MemoryLimitExceeded)):
             # a growth past the budget was refused, and the guest then failed: that refusal is the cause
             asked, budget = refused
@@ -303,7 +343,6 @@ class Sandbox:
             error = EphemeralStorageLimitExceeded(function, request_id, limits.ephemeral_storage_mb, f" (then: {error})")
         if scratch is not None and pool is None:
             scratch.remove()  # a fresh instance's /tmp goes with its one invocation
-        fuel_used = limits.fuel - instance.store.get_fuel() if instance is not None else 0
         if pool is not None:
             # Lambda's rule: Init Duration only on a cold instance (its load and creation), none on a warm one
             init_duration_ms = None if warm else (init_duration_ms or 0.0) + (instance.create_ms if instance is not None else 0.0)
@@ -326,33 +365,40 @@ class Sandbox:
         keep = instance if (pool is not None and error is None) else None
         return SandboxRun(result, error, report, keep, refused)
 
-    def _call_core(self, instance: GuestInstance, event: bytes, function: str, request_id: str, limits: Limits, cap: int) -> bytes:
+    def _call_core(self, instance: GuestInstance, event: bytes, function: str, request_id: str, limits: Limits) -> bytes:
         store = instance.store
         assert isinstance(store, fastcall.CoreStore)
         try:
             out = store.invoke(event, limits.max_result_bytes)
         except fastcall.GuestCallError as exc:
-            raise self._classify(exc, function, request_id, limits, instance, cap) from None
+            raise self._classify(exc, function, request_id, limits) from None
         if isinstance(out, bytes):
             return out
+        raise self._refused_result(out, event, function, request_id, limits, instance.memory_refused())
+
+    @staticmethod
+    def _refused_result(
+        out: tuple[int, int, int, int], event: bytes, function: str, request_id: str, limits: Limits, refused: tuple[int, int] | None,
+    ) -> InvocationError:
+        """The error of a result _native refused (its (kind, a, b, c)); `refused` the Store's refused growth."""
         kind, a, b, c = out
         if kind == _NO_ROOM:
-            if instance.memory_refused() is not None:
-                raise MemoryLimitExceeded(function, request_id, limits.memory_mb, f": no room for the {len(event)}-byte event")
-            raise InvalidResult(function, request_id, f"edgefn_alloc({len(event)}) returned an unusable address {a:#x}")
+            if refused is not None:
+                return MemoryLimitExceeded(function, request_id, limits.memory_mb, f": no room for the {len(event)}-byte event")
+            return InvalidResult(function, request_id, f"edgefn_alloc({len(event)}) returned an unusable address {a:#x}")
         if kind == _EMPTY:
-            raise InvalidResult(function, request_id, "an empty result (length 0)")
+            return InvalidResult(function, request_id, "an empty result (length 0)")
         if kind == _OVERSIZED:
-            raise InvalidResult(function, request_id, f"oversized: {a} bytes, over max_result_bytes {limits.max_result_bytes}")
-        raise InvalidResult(function, request_id, f"out of bounds: result at {a:#x}+{b} outside {c} bytes of memory")
+            return InvalidResult(function, request_id, f"oversized: {a} bytes, over max_result_bytes {limits.max_result_bytes}")
+        return InvalidResult(function, request_id, f"out of bounds: result at {a:#x}+{b} outside {c} bytes of memory")
 
-    def _call_component(self, instance: GuestInstance, event: bytes, function: str, request_id: str, limits: Limits, cap: int) -> bytes:
+    def _call_component(self, instance: GuestInstance, event: bytes, function: str, request_id: str, limits: Limits) -> bytes:
         try:
             assert instance.func is not None
             assert isinstance(instance.store, wasmtime.Store)
             result = component.call_handle(instance.store, instance.func, event)
         except component.ComponentCallError as exc:
-            raise self._classify(exc, function, request_id, limits, instance, cap) from None
+            raise self._classify(exc, function, request_id, limits) from None
         if not result:
             raise InvalidResult(function, request_id, "an empty result (length 0)")
         if len(result) > limits.max_result_bytes:
@@ -365,8 +411,6 @@ class Sandbox:
         function: str,
         request_id: str,
         limits: Limits,
-        instance: GuestInstance | None,
-        cap: int,
         instantiating: bool = False,
     ) -> InvocationError:
         if isinstance(exc, component.ComponentCallError):
