@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -143,6 +144,39 @@ def test_a_recycled_memory_is_no_larger_than_the_new_module_asked_for(runtime, d
         with pytest.raises(GuestTrap) as info:
             runtime.invoker.invoke_sync(small, make_event(request_id=f"r-{i}"))
         assert info.value.trap_code == "memory_out_of_bounds"
+
+
+def test_a_fresh_instance_reports_the_fuel_and_memory_a_pooled_one_does(runtime, deploy):
+    """The one-call fresh path (runtime/_native.c run_fresh) and the step-by-step Store of a warm pool
+    (fastcall.CoreStore) run the same guest: the same fuel and the same peak memory in REPORT."""
+    fresh = deploy(wat_guest(DIRTY_MEMORY), name="measured")
+    pooled = dataclasses.replace(fresh, name="measured-pooled", reuse_instances=True)
+    a = runtime.invoker.invoke_sync(fresh, make_event(request_id="r-fresh")).report
+    b = runtime.invoker.invoke_sync(pooled, make_event(request_id="r-pooled")).report
+    assert not a.warm and not b.warm
+    assert a.fuel_used == b.fuel_used > 0
+    assert a.peak_memory_bytes == b.peak_memory_bytes == 8 * 65536
+
+
+def test_a_start_function_that_traps_is_a_trap_at_instantiation(runtime, deploy, healthy):
+    """A fresh instance is made and called in one step (runtime/_native.c run_fresh): a trap while instantiating
+    is still the guest's trap, with its code and frames."""
+    extra = OK_RESPONSE_DATA + " (func $boot (unreachable)) (start $boot)"
+    fn = deploy(wat_guest(RETURN_OK, extra=extra), name="bad-start")
+    with pytest.raises(GuestTrap) as info:
+        runtime.invoker.invoke_sync(fn, make_event(request_id="r-start"))
+    assert info.value.trap_code == "unreachable" and info.value.backtrace[0].startswith("boot")
+    assert_still_serves(runtime, healthy)
+
+
+def test_a_table_larger_than_memory_mb_allows_is_refused_at_instantiation(runtime, deploy, healthy):
+    """Tables count against memory_mb (sandbox.StoreLimits): a module declaring a larger one is refused while
+    instantiating, as a memory limit, not as a crash."""
+    fn = deploy(wat_guest(extra=OK_RESPONSE_DATA + " (table 1000000 funcref)"), name="big-table", memory_mb=16)
+    with pytest.raises(MemoryLimitExceeded) as info:
+        runtime.invoker.invoke_sync(fn, make_event(request_id="r-table"))
+    assert "instantiation refused" in str(info.value) and info.value.memory_mb == 16
+    assert_still_serves(runtime, healthy)
 
 
 def test_memory_bomb_hits_memory_cap(runtime, deploy, healthy):
