@@ -153,8 +153,17 @@ def check_keys(doc: dict[str, Any], allowed: frozenset[str], path: str) -> None:
             raise ResultError(f"{path} has unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
 
 
+#: lowercase name -> its Title-Case form: requests repeat a few dozen names (bounded: a client may send any)
+_TITLE_CASE: dict[str, str] = {}
+
+
 def title_case(name: str) -> str:
-    return "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
+    titled = _TITLE_CASE.get(name)
+    if titled is None:
+        titled = "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
+        if len(_TITLE_CASE) < 4096:
+            _TITLE_CASE[name] = titled
+    return titled
 
 
 _ENTRY_KEYS = frozenset({"key", "value"})

@@ -124,6 +124,26 @@ async def _read_body(receive: Receive, headers: Headers, idle_s: float, total_s:
             return b"".join(chunks), None
 
 
+_text = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str
+
+
+def _object(items: dict[str, str] | dict[str, float]) -> str:
+    return "{" + ", ".join(f"{_text(k)}: {_text(v) if isinstance(v, str) else float.__repr__(v)}" for k, v in items.items()) + "}"
+
+
+def access_line(
+    rid: str, method: str, path: str, status: int, behavior: str, cache: str, duration_ms: float, timings_ms: dict[str, float],
+    functions: dict[str, str], trace_id: str | None,
+) -> str:
+    """A request's access-log line: the JSON object json.dumps writes for these fields, in this order, byte for
+    byte (tests/test_access_line.py), built without it (json.dumps of the dict was ~7 µs of every request)."""
+    return (
+        f'{{"request_id": {_text(rid)}, "method": {_text(method)}, "path": {_text(path)}, "status": {int(status)}, '
+        f'"behavior": {_text(behavior)}, "cache": {_text(cache)}, "duration_ms": {float.__repr__(duration_ms)}, '
+        f'"timings_ms": {_object(timings_ms)}, "functions": {_object(functions)}, "trace_id": {"null" if trace_id is None else _text(trace_id)}}}'
+    )
+
+
 class EdgeHost(Protocol):
     """What the edge app needs of the node it serves (edgefn/node.py's EdgeNode)."""
 
@@ -289,13 +309,11 @@ def create_edge_app(state: EdgeState, lifespan: Callable[[Starlette], AbstractAs
             raw.append((b"content-length", str(len(data)).encode()))
         if state.console is not None:
             state.console.request(scope["method"], path, result, total_ms)
-        access = {
-            "request_id": rid, "method": scope["method"], "path": path, "status": resp.status,
-            "behavior": result.behavior, "cache": result.cache_status, "duration_ms": round(total_ms, 3),
-            "timings_ms": {s: round(ms, 3) for s, ms in result.timings}, "functions": result.outcomes,
-            "trace_id": result.trace.trace_hex if result.trace is not None else None,
-        }
-        log_lines(access_log, (json.dumps(access),))
+        access = access_line(
+            rid, scope["method"], path, resp.status, result.behavior, result.cache_status, round(total_ms, 3),
+            {s: round(ms, 3) for s, ms in result.timings}, result.outcomes, result.trace.trace_hex if result.trace is not None else None,
+        )
+        log_lines(access_log, (access,))
         await send({"type": "http.response.start", "status": resp.status, "headers": raw})
         if result.stream is None:
             await send({"type": "http.response.body", "body": data})

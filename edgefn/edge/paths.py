@@ -45,6 +45,8 @@ def normalize_path(raw_path: bytes) -> str:
     text = raw_path.decode("latin-1")
     if not text.startswith("/"):
         raise BadPath("the request path must start with '/'")
+    if "%" not in text and "/." not in text and "\\" not in text and "\x00" not in text:
+        return text  # nothing encoded and no dot segment: already normal (most requests)
     if _ENCODED_SEPARATOR.search(text) or "\\" in text or "\x00" in text:
         raise BadPath("the path holds an encoded '/' or '\\', a backslash or a NUL; send the path unencoded")
     try:
