@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import math
+
 import cbor2
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -105,6 +108,65 @@ def test_the_native_cbor_encoder_writes_what_cbor2_writes(value):
     from edgefn.runtime import _native
 
     assert _native.cbor_encode(value) == cbor2.dumps(value)
+
+
+def _same(a, b) -> bool:
+    """Equal as CBOR values: same types all the way down (1 and 1.0 and True differ), NaN equal to NaN."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _cbor2_or_error(raw: bytes) -> object:
+    stream = io.BytesIO(raw)
+    try:
+        value = cbor2.CBORDecoder(stream).decode()
+    except Exception:
+        return ERROR
+    return value if stream.tell() == len(raw) else ERROR
+
+
+ERROR = object()
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=cbor_values, half=st.booleans())
+def test_the_native_cbor_decoder_reads_what_cbor2_reads(value, half):
+    """runtime/_native.c decodes results; what it decodes is what cbor2 decodes (floats in any width)."""
+    from edgefn.runtime import _native
+
+    raw = cbor2.dumps(value, canonical=half)  # canonical: floats in their shortest width (half, single)
+    assert _same(_native.cbor_decode(raw), cbor2.loads(raw))
+
+
+@settings(max_examples=500, deadline=None)
+@given(raw=st.binary(max_size=40) | cbor_values.map(cbor2.dumps).flatmap(lambda b: st.integers(0, len(b)).map(lambda n: b[:n] + b[n + 1 :])))
+def test_the_native_cbor_decoder_leaves_to_cbor2_what_it_does_not_decode(raw):
+    """Any bytes (random, or a valid item with one byte cut out): the native decoder's value is cbor2's, or it
+    answers NotImplemented and cbor2 decides (a malformed item, a tag, an indefinite length, trailing bytes)."""
+    from edgefn.runtime import _native
+
+    native = _native.cbor_decode(raw)
+    if native is not NotImplemented:
+        assert _same(native, _cbor2_or_error(raw))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\xc1\x00", b"\x9f\x01\xff", b"\x7f\x61a\xff", b"\xf7", b"\xa1\x81\x01\x02", b"\x3b\x80\x00\x00\x00\x00\x00\x00\x00", b"\x01\x02", b"\x62\xff\xfe", b"\x9b\xff\xff\xff\xff\xff\xff\xff\xff"],
+)
+def test_the_native_cbor_decoder_hands_cbor2_tags_indefinite_lengths_and_bad_items(raw):
+    """A tag, indefinite lengths, undefined, an array key, a negative past 64 bits, trailing bytes, bad UTF-8,
+    an array longer than its bytes: each is cbor2's to decode or refuse."""
+    from edgefn.runtime import _native
+
+    assert _native.cbor_decode(raw) is NotImplemented
 
 
 @settings(max_examples=100, deadline=None)

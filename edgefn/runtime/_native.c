@@ -828,6 +828,130 @@ static PyObject *native_cbor_encode(PyObject *self, PyObject *obj) {
     return out;
 }
 
+/* cbor_decode(data) -> the one item `data` holds, or NotImplemented: a guest's result in C (cbor2's decoder
+ * reads through a file object, ~4 µs a result on the request path). Only well-formed items of the types
+ * results hold are decoded here (definite-length maps, arrays, text, bytes; 64-bit ints; bools, null;
+ * floats) with text or integer map keys, and only when nothing follows the item. Anything else —
+ * a tag, an indefinite length, undefined, a truncated or malformed item, trailing bytes — answers
+ * NotImplemented, and the caller decodes with cbor2, whose value or error then stands. */
+
+typedef struct { const uint8_t *at, *end; } cbor_in_t;
+
+#define CBOR_OTHER ((PyObject *)1) /* not decoded here: cbor2 decides */
+
+static int cbor_read_head(cbor_in_t *in, uint8_t *major, uint64_t *value, uint8_t *info) {
+    if (in->at >= in->end) return 0;
+    uint8_t first = *in->at++;
+    *major = first >> 5;
+    *info = first & 0x1f;
+    if (*info < 24) {
+        *value = *info;
+        return 1;
+    }
+    int n = *info == 24 ? 1 : *info == 25 ? 2 : *info == 26 ? 4 : *info == 27 ? 8 : 0;
+    if (n == 0 || in->end - in->at < n) return 0;
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v = (v << 8) | *in->at++;
+    *value = v;
+    return 1;
+}
+
+static PyObject *cbor_read_item(cbor_in_t *in, int depth) {
+    uint8_t major, info;
+    uint64_t value;
+    if (depth > 64 || !cbor_read_head(in, &major, &value, &info)) return CBOR_OTHER;
+    switch (major) {
+    case 0:
+        return PyLong_FromUnsignedLongLong(value);
+    case 1:
+        if (value > (uint64_t)INT64_MAX) return CBOR_OTHER;
+        return PyLong_FromLongLong(-1 - (long long)value);
+    case 2:
+    case 3:
+        if (value > (uint64_t)(in->end - in->at)) return CBOR_OTHER;
+        {
+            const char *text = (const char *)in->at;
+            in->at += value;
+            if (major == 2) return PyBytes_FromStringAndSize(text, (Py_ssize_t)value);
+            PyObject *str = PyUnicode_DecodeUTF8(text, (Py_ssize_t)value, "strict");
+            if (str == NULL) {
+                PyErr_Clear();
+                return CBOR_OTHER;
+            }
+            return str;
+        }
+    case 4:
+    case 5: {
+        if (value > (uint64_t)(in->end - in->at)) return CBOR_OTHER; /* each entry takes a byte at least */
+        PyObject *out = major == 4 ? PyList_New((Py_ssize_t)value) : PyDict_New();
+        if (out == NULL) return NULL;
+        for (uint64_t i = 0; i < value; i++) {
+            PyObject *key = NULL;
+            if (major == 5) {
+                key = cbor_read_item(in, depth + 1);
+                if (key == NULL || key == CBOR_OTHER) {
+                    Py_DECREF(out);
+                    return key;
+                }
+                if (!PyUnicode_CheckExact(key) && !PyLong_CheckExact(key)) {
+                    Py_DECREF(key);
+                    Py_DECREF(out);
+                    return CBOR_OTHER;
+                }
+            }
+            PyObject *item = cbor_read_item(in, depth + 1);
+            if (item == NULL || item == CBOR_OTHER) {
+                Py_XDECREF(key);
+                Py_DECREF(out);
+                return item;
+            }
+            if (major == 4) {
+                PyList_SET_ITEM(out, (Py_ssize_t)i, item);
+            } else {
+                int failed = PyDict_SetItem(out, key, item);
+                Py_DECREF(key);
+                Py_DECREF(item);
+                if (failed) {
+                    Py_DECREF(out);
+                    return NULL;
+                }
+            }
+        }
+        return out;
+    }
+    case 7:
+        if (info == 20) Py_RETURN_FALSE;
+        if (info == 21) Py_RETURN_TRUE;
+        if (info == 22) Py_RETURN_NONE;
+        if (info == 25 || info == 26 || info == 27) {
+            uint8_t raw[8];
+            int n = info == 25 ? 2 : info == 26 ? 4 : 8;
+            for (int i = 0; i < n; i++) raw[i] = (uint8_t)(value >> (8 * (n - 1 - i)));
+            double d = n == 2 ? PyFloat_Unpack2((const char *)raw, 0) : n == 4 ? PyFloat_Unpack4((const char *)raw, 0) : PyFloat_Unpack8((const char *)raw, 0);
+            if (d == -1.0 && PyErr_Occurred()) return NULL;
+            return PyFloat_FromDouble(d);
+        }
+        return CBOR_OTHER;
+    default:
+        return CBOR_OTHER; /* tags (6) */
+    }
+}
+
+static PyObject *native_cbor_decode(PyObject *self, PyObject *data) {
+    (void)self;
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) != 0) return NULL;
+    cbor_in_t in = { view.buf, (const uint8_t *)view.buf + view.len };
+    PyObject *out = cbor_read_item(&in, 0);
+    if (out != NULL && out != CBOR_OTHER && in.at != in.end) {
+        Py_DECREF(out);
+        out = CBOR_OTHER;
+    }
+    PyBuffer_Release(&view);
+    if (out == CBOR_OTHER) Py_RETURN_NOTIMPLEMENTED;
+    return out;
+}
+
 /* --- the epoch ticker: a thread that never takes the GIL ------------------------------------------ */
 
 /* A Python thread ticking every few ms must take the GIL for each tick: on a busy core that forces the
@@ -1003,6 +1127,7 @@ static PyMethodDef methods[] = {
     {"rearm", (PyCFunction)(void (*)(void))native_rearm, METH_FASTCALL, "Set a Store's fuel and epoch deadline for its next invocation."},
     {"fuel", native_fuel, METH_O, "The fuel a Store has left."},
     {"memory", native_memory, METH_O, "(peak, refused asked, refused cap) of a Store's memory budget."},
+    {"cbor_decode", native_cbor_decode, METH_O, "The one CBOR item of a guest's result, or NotImplemented where cbor2 must decide."},
     {"cbor_encode", native_cbor_encode, METH_O, "The CBOR bytes of an event document (maps, arrays, text, bytes, 64-bit ints, bools, None, floats)."},
     {"ticker_start", (PyCFunction)(void (*)(void))native_ticker_start, METH_FASTCALL, "Start a thread that advances engines' epochs every tick while guests run; returns its handle."},
     {"ticker_enter", native_ticker_enter, METH_O, "A guest is about to run (wakes a parked ticker)."},

@@ -67,13 +67,15 @@ def encode_event(event: Event) -> bytes:
 
 def decode_result(raw: bytes, event: Event) -> EdgeRequest | EdgeResponse:
     """Parse a guest's result for `event`. Raises ResultError or GuestFunctionError."""
-    stream = io.BytesIO(raw)
-    try:
-        doc = cbor2.CBORDecoder(stream).decode()
-    except Exception as exc:  # cbor2 raises several types, all meaning "not one CBOR item"
-        raise ResultError(f"not a CBOR document ({type(exc).__name__}: {exc})") from None
-    if stream.tell() != len(raw):
-        raise ResultError(f"not a CBOR document: {len(raw) - stream.tell()} trailing bytes after the first item")
+    doc = _native.cbor_decode(raw)  # the common, well-formed result in C; cbor2 decides everything else
+    if doc is NotImplemented:
+        stream = io.BytesIO(raw)
+        try:
+            doc = cbor2.CBORDecoder(stream).decode()
+        except Exception as exc:  # cbor2 raises several types, all meaning "not one CBOR item"
+            raise ResultError(f"not a CBOR document ({type(exc).__name__}: {exc})") from None
+        if stream.tell() != len(raw):
+            raise ResultError(f"not a CBOR document: {len(raw) - stream.tell()} trailing bytes after the first item")
     expect_field(doc, dict, "result", "a map")
     if "errorType" in doc:
         check_keys(doc, frozenset({"errorType", "errorMessage"}), "result")
