@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import cbor2
@@ -238,8 +239,13 @@ def test_function_fetches_only_from_allowed_hosts(servers):
 
 def test_fetch_is_bounded_by_the_functions_wall_clock_limit(servers):
     base, origin, _ = servers
+    started = time.monotonic()
     r = get(base, f"/fetch/x?url={origin}/upstream/slow?delay=5")
-    assert r.status_code == 504 or "timed out" in r.headers.get("x-fetch-error", "")
+    # the guest stopped at its deadline (504), its fetch timed out, or (a loaded machine) the deadline had passed
+    # before the fetch began: every way, well before the upstream's 5 s answer
+    error = r.headers.get("x-fetch-error", "")
+    assert r.status_code == 504 or "timed out" in error or "wall-clock limit has passed" in error, (r.status_code, r.headers, r.text[:500])
+    assert time.monotonic() - started < 4.5
 
 
 def xcache(r: httpx.Response) -> str:
