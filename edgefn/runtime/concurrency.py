@@ -188,7 +188,9 @@ class InvocationCounts:
 
     def record(self, qualified_name: str, warm: bool) -> None:
         with self._lock:
-            counts = self._counts.setdefault(qualified_name, VersionCounts())
+            counts = self._counts.get(qualified_name)
+            if counts is None:
+                counts = self._counts[qualified_name] = VersionCounts()
             if warm:
                 counts.warm += 1
             else:

@@ -76,9 +76,17 @@ class StoreLimits:
 
     @classmethod
     def of(cls, limits: Limits) -> "StoreLimits":
-        cap = limits.memory_mb * 1024 * 1024
-        elements = max(16_384, limits.memory_mb * 256)  # CPython's tables need ~10,000
-        return cls(elements, max(0, cap - MAX_TABLES * elements * TABLE_ELEMENT_BYTES))
+        split = _SPLITS.get(limits)
+        if split is None:
+            cap = limits.memory_mb * 1024 * 1024
+            elements = max(16_384, limits.memory_mb * 256)  # CPython's tables need ~10,000
+            split = cls(elements, max(0, cap - MAX_TABLES * elements * TABLE_ELEMENT_BYTES))
+            if len(_SPLITS) < 1024:  # an app has a few distinct limits: each split is made once
+                _SPLITS[limits] = split
+        return split
+
+
+_SPLITS: dict[Limits, StoreLimits] = {}
 
 
 def _trap_frames(trap: wasmtime.Trap) -> list[str]:
