@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from edgefn.core.app import Limits
-from edgefn.core.events import Body, EdgeResponse
+from edgefn.core.events import Body, EdgeResponse, Event
 from edgefn.core.exceptions import (
     CpuBudgetExhausted,
     GuestTrap,
@@ -48,6 +48,21 @@ def test_c_memory_bomb_hits_cap(runtime, c_fn):
     assert linear // 65536 * 65536 - 65536 < info.value.report.peak_memory_bytes <= linear <= 8 * 1024 * 1024
     assert "bytes asked for" in str(info.value)
     assert runtime.invoker.invoke_sync(c_fn("echo"), make_event()).result.status == 200
+
+
+@pytest.mark.parametrize("status", [200, 255, 256, 404, 599])
+def test_c_continue_in_a_response_trigger_hands_back_the_response_itself(runtime, c_fn, status):
+    """edgefn_continue in a response trigger sends only the status (guest-sdk/c/README.md): the host keeps the
+    incoming response as it is, body and headers, with nothing to decode or check."""
+    event = make_event("viewer-response")
+    event = Event(event.config, event.request, EdgeResponse(status, "As Sent", {"x-origin": [("X-Origin", "kept")]}, Body(b"origin body")))
+    done = runtime.invoker.invoke_sync(c_fn("passthrough"), event)
+    assert done.result is event.response
+
+
+def test_c_continue_in_a_request_trigger_continues_with_the_request(runtime, c_fn):
+    event = make_event("origin-request", uri="/kept")
+    assert runtime.invoker.invoke_sync(c_fn("passthrough"), event).result is event.request
 
 
 def test_c_deep_recursion_traps(runtime, c_fn):

@@ -1361,11 +1361,29 @@ EDGEFN__FN edgefn_result edgefn_finish(edgefn_out *o) {
 static const uint8_t edgefn__empty_map[1] = { 0xa0 };
 
 /* Pass-through. Request triggers: continue with the request unchanged (the result is `{}`).
-   Response triggers: return the incoming response unchanged. */
+   Response triggers: return the incoming response unchanged (the result is `{"status": <its status>}`: a
+   field left out keeps the incoming value, ABI.md, so the host has nothing to decode or check). */
 EDGEFN__FN edgefn_result edgefn_continue(const edgefn_event *ev) {
     if (edgefn__is_response_event(ev)) {
-        edgefn_out o = edgefn_edit_response(ev);
-        return edgefn_finish(&o);
+        uint32_t status = ev->has_response ? ev->response.status : 0;
+        if (status < 100 || status > 599) {  /* the misuse, reported as edgefn_edit_response reports it */
+            edgefn_out o = edgefn_edit_response(ev);
+            return edgefn_finish(&o);
+        }
+        static uint8_t unchanged[11] = { 0xa1, 0x66, 's', 't', 'a', 't', 'u', 's' };
+        edgefn_result r;
+        r.ptr = unchanged;
+        if (status < 256) {  /* CBOR's shortest head: one byte after 0x18, two after 0x19 */
+            unchanged[8] = 0x18;
+            unchanged[9] = (uint8_t)status;
+            r.len = 10;
+        } else {
+            unchanged[8] = 0x19;
+            unchanged[9] = (uint8_t)(status >> 8);
+            unchanged[10] = (uint8_t)status;
+            r.len = 11;
+        }
+        return r;
     }
     edgefn_result r;
     r.ptr = edgefn__empty_map;
