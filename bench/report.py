@@ -98,17 +98,24 @@ def verdicts(res: dict) -> dict:
 
 
 def vs_peers(res: dict) -> list[str]:
-    """Target 9: each edgefn row over uvicorn + httptools + uvloop serving the same hello (c=32)."""
+    """Target 9: each edgefn row over uvicorn + httptools + uvloop serving the same hello, and over `wasmtime serve`
+    running a WAT wasi:http component with a fresh instance per request (c=32)."""
     tp = res.get("throughput")
     if not tp:
         return []
+    peer = tp.get("wasmtime_serve", {})
+    missing = f"not measured: {peer['unavailable']}" if "unavailable" in peer else "not measured"
     lines = ["## Against the faster peers (target 9), c=32", "",
-             "| edgefn row | req/s / Starlette on uvicorn+httptools+uvloop | CPU per request / that baseline's | req/s / `wasmtime serve` |",
-             "|---|---:|---:|---|"]
+             f"`wasmtime serve`: {peer.get('version', missing)}, bench/guests/wasi_http_hello.wat made a component by wasm-tools "
+             "(bench/wasmtime_serve.py), a new instance per request, on the same pinned core.", "",
+             "| edgefn row | req/s / Starlette on uvicorn+httptools+uvloop | CPU per request / that baseline's | req/s / `wasmtime serve` | CPU per request / `wasmtime serve`'s |",
+             "|---|---:|---:|---:|---:|"]
     for key in EDGEFN_ROWS:
         x = tp["ratios"].get(key, {}).get("starlette_uvicorn", {}).get("32")
+        w = tp["ratios"].get(key, {}).get("wasmtime_serve", {}).get("32")
         if x:
-            lines.append(f"| {tp['targets'][key]['label']} | {x['rps_ratio']:.2f} | {x['cpu_per_request_ratio']:.2f} | not measured (no `wasmtime serve` WAT component in this bench) |")
+            native = f"{w['rps_ratio']:.2f} | {w['cpu_per_request_ratio']:.2f}" if w else f"{missing} | –"
+            lines.append(f"| {tp['targets'][key]['label']} | {x['rps_ratio']:.2f} | {x['cpu_per_request_ratio']:.2f} | {native} |")
     return lines + [""]
 
 
@@ -371,6 +378,7 @@ def plots(res: dict, out_dir: Path) -> list[str]:
     colors = {
         "edgefn_hello": "#d62728", "edgefn_warm": "#17becf", "edgefn_hooks": "#ff7f0e", "edgefn_cached": "#bcbd22", "starlette_hypercorn": "#1f77b4",
         "starlette_uvicorn": "#2ca02c", "edgefn_nostore": "#7f7f7f", "edgefn_py_warm": "#9467bd", "edgefn_py_fresh": "#8c564b",
+        "wasmtime_serve": "#e377c2",
     }
     tp = res.get("throughput")
     if tp:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import httpx
 import load
 import servers
+import wasmtime_serve
 from common import log
 
 CONCURRENCY = (1, 32)
@@ -45,6 +46,7 @@ TARGETS = [
     Target("edgefn_uv_cached", "edgefn on the uvicorn listener: hello behind a cache policy", "edgefn_uvicorn", "/cached/bench"),
     Target("edgefn_py_warm", "edgefn: Python hello, reuse_instances = true", "edgefn_py", "/warm/bench"),
     Target("edgefn_py_fresh", "edgefn: Python hello, fresh instance per request", "edgefn_py", "/", (32,), rounds=1),
+    Target("wasmtime_serve", "peer: `wasmtime serve`, WAT wasi:http component, fresh instance per request", "wasmtime_serve", "/"),
 ]
 
 
@@ -52,8 +54,8 @@ if servers.REUSE_SUPPORTED:  # the runtime in this tree keeps warm instances for
     TARGETS.insert(1, Target("edgefn_warm", "edgefn: hello, reuse_instances = true (warm pool)", "edgefn", "/warm/bench"))
 
 
-def make_servers(server_cpus: str | None) -> dict[str, servers.Server]:
-    return {
+def make_servers(server_cpus: str | None, out: dict) -> dict[str, servers.Server]:
+    svs = {
         "edgefn": servers.edgefn("edgefn", server_cpus),
         "starlette_hypercorn": servers.baseline("starlette-hypercorn", "starlette-hypercorn", server_cpus),
         "starlette_uvicorn": servers.baseline("starlette-uvicorn", "starlette-uvicorn", server_cpus),
@@ -61,6 +63,14 @@ def make_servers(server_cpus: str | None) -> dict[str, servers.Server]:
         "edgefn_py": servers.edgefn("edgefn-py", server_cpus, manifest=servers.PY_MANIFEST),
         "edgefn_uvicorn": servers.edgefn("edgefn-uvicorn", server_cpus, manifest=servers.MANIFEST_UVICORN),
     }
+    try:  # the native peer (target 9): measured wherever its CLI, wasm-tools and WIT are to be had
+        port = servers.free_port()
+        svs["wasmtime_serve"] = servers.Server("wasmtime-serve", wasmtime_serve.command(port), port, server_cpus)
+        out["wasmtime_serve"] = {"version": wasmtime_serve.version()}
+    except wasmtime_serve.PeerUnavailable as e:
+        out["wasmtime_serve"] = {"unavailable": str(e)}
+        log(f"throughput: wasmtime serve not measured: {e}")
+    return svs
 
 
 def probe(base: str, path: str) -> dict:
@@ -80,8 +90,9 @@ def probe(base: str, path: str) -> dict:
 
 def run(lg_cpus: str | None, server_cpus: str | None, *, seconds: float, rounds: int, budget_s: float, short_seconds: float = 2.0) -> dict:
     started = time.monotonic()
-    svs = make_servers(server_cpus)
     out: dict = {"seconds_per_run": seconds, "short_seconds_per_run": short_seconds, "rounds": rounds, "load_cpus": lg_cpus, "server_cpus": server_cpus, "targets": {}}
+    svs = make_servers(server_cpus, out)
+    targets = [t for t in TARGETS if t.server in svs]
     try:
         for s in svs.values():
             s.spawn()  # all at once; each is timed from its own spawn
@@ -91,13 +102,13 @@ def run(lg_cpus: str | None, server_cpus: str | None, *, seconds: float, rounds:
         for name, s in svs.items():
             out.setdefault("idle_rss_bytes", {})[name] = s.rss_bytes()
         warmed: set[str] = set()
-        for t in TARGETS:
+        for t in targets:
             base = svs[t.server].base
             out["targets"][t.key] = {"label": t.label, "path": t.path, "probe": probe(base, t.path), "runs": {}}
             if t.server not in warmed:  # one warm-up per server, discarded (the probe made each path's first call)
                 load.wrk(base + t.path, 16, 1, lg_cpus, svs[t.server])
                 warmed.add(t.server)
-        points = [(t, c) for c in CONCURRENCY for t in TARGETS if c in t.concurrency]
+        points = [(t, c) for c in CONCURRENCY for t in targets if c in t.concurrency]
         for r in range(rounds):
             order = points if r % 2 == 0 else list(reversed(points))
             for t, c in order:
@@ -118,7 +129,7 @@ def run(lg_cpus: str | None, server_cpus: str | None, *, seconds: float, rounds:
     finally:
         for s in svs.values():
             s.stop()
-    for t in TARGETS:
+    for t in targets:
         entry = out["targets"][t.key]
         entry["best"] = {c: min(runs, key=lambda x: (x["failed"] > 0, x["noise"])) for c, runs in entry["runs"].items()}
         # run-to-run spread of req/s at each point: (max - min) / max over its runs
@@ -153,7 +164,7 @@ def ratios(out: dict) -> dict:
     res: dict = {}
     for key in ("edgefn_hello", "edgefn_warm", "edgefn_hooks", "edgefn_cached", "edgefn_py_warm", "edgefn_py_fresh",
                 "edgefn_uv_hello", "edgefn_uv_warm", "edgefn_uv_hooks", "edgefn_uv_cached"):
-        for base in ("starlette_hypercorn", "starlette_uvicorn", "edgefn_nostore"):
+        for base in ("starlette_hypercorn", "starlette_uvicorn", "edgefn_nostore", "wasmtime_serve"):
             for c in best.get(key, {}):
                 a, b = best[key][c], best[base].get(c)
                 if b is None:
