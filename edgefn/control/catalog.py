@@ -54,6 +54,8 @@ class FunctionCatalog:
     provisioned: dict[tuple[str, str], int]
     #: app name -> its last deploy's document (control/deploy.py: behaviors, what it deployed)
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: a version reference -> its spec, resolved once (a snapshot never changes; an alias picks per call)
+    _versions: dict[str, FunctionSpec] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_snapshot(cls, snap: RegistrySnapshot, unseal: Callable[[SealedSecret], str] | None = None) -> "FunctionCatalog":
@@ -102,9 +104,14 @@ class FunctionCatalog:
 
     def select(self, ref: str, request_id: str = "", rng: Callable[[], float] = random.random) -> FunctionSpec:
         """The spec to run for one invocation of `ref`; a weighted alias picks its version at random per call."""
+        spec = self._versions.get(ref)
+        if spec is not None:
+            return spec
         parsed = FunctionRef.parse(ref)
         if parsed.is_version:
             spec = self.specs.get((parsed.name, parsed.qualifier))
+            if spec is not None and len(self._versions) < 4096:
+                self._versions[ref] = spec
         else:
             alias = self.aliases.get((parsed.name, parsed.qualifier))
             spec = None

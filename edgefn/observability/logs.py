@@ -247,7 +247,7 @@ class BatchedStreamHandler(logging.Handler):
     def emit_lines(self, logger: str, level: int, created: float, lines: Sequence[str]) -> None:  # with self.lock held
         msecs = int((created - int(created)) * 1000)  # as LogRecord.msecs
         prefix = f"{self._time.stamp(created, msecs)} {logger} "
-        self._pending.append("".join(f"{prefix}{line}\n" for line in lines))
+        self._pending.append(prefix + f"\n{prefix}".join(lines) + "\n")
         self._written_if_due(logger, level)
 
     def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held
@@ -434,11 +434,15 @@ class FunctionLogSink(logging.Handler):
         if function is None:  # a logger's stream is looked up once, not per line
             function = logger[len(_PREFIX):] if logger.startswith(_PREFIX) else ""
             function = self._streams[logger] = function if _FUNCTION_NAME.fullmatch(function) else ""
-        if not function:
+        if not function or not texts:
             return
         when = timestamp(created)
-        # a record's lines (an invocation's START, END and REPORT) are one block, each line prefixed
-        data = "".join(f"{when}\t{text.replace(chr(10), chr(13))}\n" for text in texts).encode("utf-8", "replace")
+        # a record's lines (an invocation's START, END and REPORT) are one block, each line prefixed; a newline
+        # inside a line becomes a CR (one line per entry in the file)
+        block = "\n".join(texts)
+        if block.count("\n") != len(texts) - 1:
+            block = "\n".join(text.replace("\n", "\r") for text in texts)
+        data = f"{when}\t{block.replace(chr(10), f'{chr(10)}{when}{chr(9)}')}\n".encode("utf-8", "replace")
         if self._pending_bytes + len(data) > MAX_PENDING_BYTES:
             self._dropped[function] += len(texts)
         else:

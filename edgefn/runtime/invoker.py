@@ -141,6 +141,8 @@ class Invoker:
         """The invocation's span, a child of its event's (none outside a trace)."""
         if event.config.trace is None:
             return None
+        if not self.tracer.exporting:  # a span only for its context (propagation): no name, no attributes
+            return self.tracer.span("", event.config.trace)
         return self.tracer.span(f"{event.config.event_type} {fn.name}", event.config.trace, "internal", {
             "faas.name": fn.name, "faas.version": fn.version, "faas.invocation_id": event.config.request_id, "edgefn.event_type": event.config.event_type,
         })
