@@ -28,13 +28,14 @@ TARGETS_SPEC = {
     "t2u_warm_rps": ("2. (uvicorn listener) C hello, reuse_instances = true (the lower of c=1, c=32)", 0.85, "×", "ge"),
     "t2u_cached_rps": ("2. (uvicorn listener) a cache hit (the lower of c=1, c=32)", 0.92, "×", "ge"),
     "t3u_per_hook_cpu_us": ("3. (uvicorn listener) server CPU each pass-through hook adds (c=32)", 60.0, "µs", "le"),
+    "t4u_python_warm_rps": ("4. (uvicorn listener) Python origin, reuse_instances = true (the lower of c=1, c=32)", 0.5, "×", "ge"),
     "t8_p99_over_p50": ("8. the worst p99 / p50 of any edgefn row at c=32", 3.0, "×", "le"),
     "t8_failed": ("8. failed requests over every edgefn row", 0.0, "", "le"),
 }
 
 EDGEFN_ROWS = (
     "edgefn_hello", "edgefn_warm", "edgefn_hooks", "edgefn_cached", "edgefn_py_warm", "edgefn_py_fresh",
-    "edgefn_uv_hello", "edgefn_uv_warm", "edgefn_uv_hooks", "edgefn_uv_cached",
+    "edgefn_uv_hello", "edgefn_uv_warm", "edgefn_uv_hooks", "edgefn_uv_cached", "edgefn_uv_py_warm",
 )
 
 
@@ -74,6 +75,7 @@ def verdicts(res: dict) -> dict:
                 v[f"t3{tag}_per_hook_cpu_us"] = (cpu_per_request_us(best[f"{pre}hooks"]["32"]) - cpu_per_request_us(best[f"{pre}hello"]["32"])) / 4
         v["t4_python_warm_rps"] = rps("edgefn_py_warm")
         v["t4_python_fresh_rps"] = rps("edgefn_py_fresh", ("32",))
+        v["t4u_python_warm_rps"] = rps("edgefn_uv_py_warm")
         rows = [best[k]["32"] for k in EDGEFN_ROWS if "32" in best.get(k, {})]
         v["t8_p99_over_p50"] = max(x["p99_us"] / x["p50_us"] for x in rows)
         v["t8_failed"] = float(sum(run["failed"] for k in EDGEFN_ROWS for runs in tp["targets"].get(k, {}).get("runs", {}).values() for run in runs))

@@ -24,6 +24,8 @@ MANIFEST_UVICORN = APP_DIR / "edgefn-uvicorn.toml"
 #: per run, not in every deploy the coldwarm phase measures
 PY_APP_DIR = TMP / "py-app"
 PY_MANIFEST = PY_APP_DIR / "edgefn.toml"
+#: the same Python app with its cleartext port on uvicorn + httptools
+PY_MANIFEST_UVICORN = PY_APP_DIR / "edgefn-uvicorn.toml"
 HELLO_PY = BENCH / "guests" / "hello.py"
 STORE_DIR = APP_DIR / ".edgefn" / "modules"
 LOGS = TMP / "logs"
@@ -140,7 +142,9 @@ function = "py-hello"
 
 def write_python_manifest() -> Path:
     PY_APP_DIR.mkdir(parents=True, exist_ok=True)
-    PY_MANIFEST.write_text(PY_MANIFEST_TEXT.format(hello=HELLO_PY))
+    text = PY_MANIFEST_TEXT.format(hello=HELLO_PY)
+    PY_MANIFEST.write_text(text)
+    PY_MANIFEST_UVICORN.write_text(text.replace("tls_port = 0\n", 'tls_port = 0\nhttp1 = "uvicorn"\n', 1))
     return PY_MANIFEST
 
 

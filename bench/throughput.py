@@ -46,6 +46,7 @@ TARGETS = [
     Target("edgefn_uv_cached", "edgefn on the uvicorn listener: hello behind a cache policy", "edgefn_uvicorn", "/cached/bench"),
     Target("edgefn_py_warm", "edgefn: Python hello, reuse_instances = true", "edgefn_py", "/warm/bench"),
     Target("edgefn_py_fresh", "edgefn: Python hello, fresh instance per request", "edgefn_py", "/", (32,), rounds=1),
+    Target("edgefn_uv_py_warm", "edgefn on the uvicorn listener: Python hello, reuse_instances = true", "edgefn_py_uvicorn", "/warm/bench"),
     Target("wasmtime_serve", "peer: `wasmtime serve`, WAT wasi:http component, fresh instance per request", "wasmtime_serve", "/"),
 ]
 
@@ -62,6 +63,7 @@ def make_servers(server_cpus: str | None, out: dict) -> dict[str, servers.Server
         "edgefn_nostore": servers.baseline("edgefn-nostore", "edgefn-nostore", server_cpus),
         "edgefn_py": servers.edgefn("edgefn-py", server_cpus, manifest=servers.PY_MANIFEST),
         "edgefn_uvicorn": servers.edgefn("edgefn-uvicorn", server_cpus, manifest=servers.MANIFEST_UVICORN),
+        "edgefn_py_uvicorn": servers.edgefn("edgefn-py-uvicorn", server_cpus, manifest=servers.PY_MANIFEST_UVICORN),
     }
     try:  # the native peer (target 9): measured wherever its CLI, wasm-tools and WIT are to be had
         port = servers.free_port()
@@ -163,7 +165,7 @@ def ratios(out: dict) -> dict:
     best = {k: v["best"] for k, v in out["targets"].items()}
     res: dict = {}
     for key in ("edgefn_hello", "edgefn_warm", "edgefn_hooks", "edgefn_cached", "edgefn_py_warm", "edgefn_py_fresh",
-                "edgefn_uv_hello", "edgefn_uv_warm", "edgefn_uv_hooks", "edgefn_uv_cached"):
+                "edgefn_uv_hello", "edgefn_uv_warm", "edgefn_uv_hooks", "edgefn_uv_cached", "edgefn_uv_py_warm"):
         for base in ("starlette_hypercorn", "starlette_uvicorn", "edgefn_nostore", "wasmtime_serve"):
             for c in best.get(key, {}):
                 a, b = best[key][c], best[base].get(c)
