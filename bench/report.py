@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common import RESULTS
+from throughput import EDGEFN_ROWS, cpu_per_request_us
 
 #: issue 14's targets: key -> (label, goal, unit, "le"/"ge"; goal None = measured, no goal)
 TARGETS_SPEC = {
@@ -33,10 +34,6 @@ TARGETS_SPEC = {
     "t8_failed": ("8. failed requests over every edgefn row", 0.0, "", "le"),
 }
 
-EDGEFN_ROWS = (
-    "edgefn_hello", "edgefn_warm", "edgefn_hooks", "edgefn_cached", "edgefn_py_warm", "edgefn_py_fresh",
-    "edgefn_uv_hello", "edgefn_uv_warm", "edgefn_uv_hooks", "edgefn_uv_cached", "edgefn_uv_py_warm",
-)
 
 
 def verdicts(res: dict) -> dict:
@@ -70,8 +67,6 @@ def verdicts(res: dict) -> dict:
             v[f"t2{tag}_warm_rps"] = rps(f"{pre}warm")
             v[f"t2{tag}_cached_rps"] = rps(f"{pre}cached")
             if "32" in best.get(f"{pre}hooks", {}) and "32" in best.get(f"{pre}hello", {}):
-                from throughput import cpu_per_request_us
-
                 v[f"t3{tag}_per_hook_cpu_us"] = (cpu_per_request_us(best[f"{pre}hooks"]["32"]) - cpu_per_request_us(best[f"{pre}hello"]["32"])) / 4
         v["t4_python_warm_rps"] = rps("edgefn_py_warm")
         v["t4_python_fresh_rps"] = rps("edgefn_py_fresh", ("32",))

@@ -95,6 +95,11 @@ function = "hello-warm"
 """
 
 
+def _on_uvicorn(manifest: str) -> str:
+    """The same manifest with its cleartext port on uvicorn + httptools (`[server] http1 = "uvicorn"`)."""
+    return manifest.replace("tls_port = 0\n", 'tls_port = 0\nhttp1 = "uvicorn"\n', 1)
+
+
 def write_manifest() -> Path:
     APP_DIR.mkdir(parents=True, exist_ok=True)
     warm_function = HELLO_FUNCTION.format(hello=HELLO_C).replace("[functions.hello]", "[functions.hello-warm]") + "reuse_instances = true\n"
@@ -105,7 +110,7 @@ def write_manifest() -> Path:
         warm_behavior=WARM_BEHAVIOR if REUSE_SUPPORTED else "",
     )
     MANIFEST.write_text(text)
-    MANIFEST_UVICORN.write_text(text.replace("tls_port = 0\n", 'tls_port = 0\nhttp1 = "uvicorn"\n', 1))
+    MANIFEST_UVICORN.write_text(_on_uvicorn(text))
     return MANIFEST
 
 
@@ -144,7 +149,7 @@ def write_python_manifest() -> Path:
     PY_APP_DIR.mkdir(parents=True, exist_ok=True)
     text = PY_MANIFEST_TEXT.format(hello=HELLO_PY)
     PY_MANIFEST.write_text(text)
-    PY_MANIFEST_UVICORN.write_text(text.replace("tls_port = 0\n", 'tls_port = 0\nhttp1 = "uvicorn"\n', 1))
+    PY_MANIFEST_UVICORN.write_text(_on_uvicorn(text))
     return PY_MANIFEST
 
 

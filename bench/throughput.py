@@ -51,6 +51,13 @@ TARGETS = [
 ]
 
 
+#: the edgefn rows, each divided by every baseline (ratios) and checked by targets 8 and 9 (report.py)
+EDGEFN_ROWS = (
+    "edgefn_hello", "edgefn_warm", "edgefn_hooks", "edgefn_cached", "edgefn_py_warm", "edgefn_py_fresh",
+    "edgefn_uv_hello", "edgefn_uv_warm", "edgefn_uv_hooks", "edgefn_uv_cached", "edgefn_uv_py_warm",
+)
+
+
 if servers.REUSE_SUPPORTED:  # the runtime in this tree keeps warm instances for functions that opt in
     TARGETS.insert(1, Target("edgefn_warm", "edgefn: hello, reuse_instances = true (warm pool)", "edgefn", "/warm/bench"))
 
@@ -164,11 +171,10 @@ def ratios(out: dict) -> dict:
     """Each edgefn figure over each baseline, per concurrency, from the kept (quietest) runs."""
     best = {k: v["best"] for k, v in out["targets"].items()}
     res: dict = {}
-    for key in ("edgefn_hello", "edgefn_warm", "edgefn_hooks", "edgefn_cached", "edgefn_py_warm", "edgefn_py_fresh",
-                "edgefn_uv_hello", "edgefn_uv_warm", "edgefn_uv_hooks", "edgefn_uv_cached", "edgefn_uv_py_warm"):
+    for key in EDGEFN_ROWS:
         for base in ("starlette_hypercorn", "starlette_uvicorn", "edgefn_nostore", "wasmtime_serve"):
             for c in best.get(key, {}):
-                a, b = best[key][c], best[base].get(c)
+                a, b = best[key][c], best.get(base, {}).get(c)  # a peer that was not to be had has no row
                 if b is None:
                     continue
                 res.setdefault(key, {}).setdefault(base, {})[c] = {

@@ -87,14 +87,13 @@ def _wit_deps() -> Path:
 
 def component() -> Path:
     """bench/guests/wasi_http_hello.wat as a wasi:http component (rebuilt when the WAT or the world changes)."""
-    tools = _wasm_tools()
-    deps = _wit_deps()
-    wit = deps.parent
-    shutil.copyfile(WORLD, wit / "world.wit")
-    digest = hashlib.sha256(WAT.read_bytes() + WORLD.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(WAT.read_bytes() + WORLD.read_bytes() + JCO_INTEGRITY.encode()).hexdigest()[:16]
     out = WORK / f"hello-{digest}.component.wasm"
     if out.exists():
         return out
+    tools = _wasm_tools()
+    wit = _wit_deps().parent
+    shutil.copyfile(WORLD, wit / "world.wit")
     core, embedded = WORK / "core.wasm", WORK / "embedded.wasm"
     for cmd in ([tools, "parse", str(WAT), "-o", str(core)],
                 [tools, "component", "embed", str(wit), "-w", "hello", str(core), "-o", str(embedded)],

@@ -442,7 +442,7 @@ class FunctionLogSink(logging.Handler):
         block = "\n".join(texts)
         if block.count("\n") != len(texts) - 1:
             block = "\n".join(text.replace("\n", "\r") for text in texts)
-        data = f"{when}\t{block.replace(chr(10), f'{chr(10)}{when}{chr(9)}')}\n".encode("utf-8", "replace")
+        data = (f"{when}\t" + block.replace("\n", f"\n{when}\t") + "\n").encode("utf-8", "replace")
         if self._pending_bytes + len(data) > MAX_PENDING_BYTES:
             self._dropped[function] += len(texts)
         else:
