@@ -333,6 +333,8 @@ def test_component_is_detected_precompiled_and_loaded_memory_mapped(py_store_dir
         assert loaded.info.memory_min_bytes == memory_min_bytes(rt.store.wasm_path(digests["hostile"]).read_bytes()) > 0
         assert cold_ms < 2000  # a load from the store, never a compile (which takes seconds)
         assert rt.store.component_artifact_path(digests["hostile"]).stat().st_size == loaded.artifact_bytes
+        # the SDK's handle-marshal export: the event crosses as a marshal document, which CPython decodes in C
+        assert loaded.info.event_encoding == "marshal"
 
 
 def _copy_store(src_root: Path, dst_root: Path, digest: str) -> ModuleStore:
@@ -522,6 +524,16 @@ def test_other_python_failures_are_typed(rt, digests, path, limits, check):
 def test_env_is_the_manifest_env(rt, digests):
     result = invoke(rt, hostile(digests, env={"GREETING": "hola"}), "/env").result
     assert result.body.data == b"GREETING=hola\nMISSING=(unset)\n" and result.headers["x-greeting"] == [("X-Greeting", "hola")]
+
+
+def test_a_warm_instance_reads_its_env_once_and_an_env_change_gets_new_instances(rt, digests):
+    """The SDK remembers what env() returned in an instance (a host call costs more than a small handler);
+    a function whose env changed runs on new instances, so it never sees an old value."""
+    seen = []
+    for greeting in ("hola", "hola", "ciao", "ciao"):
+        done = invoke(rt, hostile(digests, env={"GREETING": greeting}, reuse=True), "/env")
+        seen.append((done.result.headers["x-greeting"][0][1], done.report.warm))
+    assert seen == [("hola", False), ("hola", True), ("ciao", False), ("ciao", True)]
 
 
 def test_log_levels_stdout_stderr_and_caps(rt, digests, caplog):

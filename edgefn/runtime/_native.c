@@ -15,6 +15,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <errno.h>
@@ -22,6 +23,7 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/statvfs.h>
 
 typedef struct { uint64_t store_id; size_t private_; } wt_instance_t;
 typedef struct { uint64_t store_id; void *private_; } wt_func_t;
@@ -1114,6 +1116,142 @@ static PyObject *native_ticker_stop(PyObject *self, PyObject *capsule) {
     Py_RETURN_NONE;
 }
 
+/* --- a component's handle call (runtime/component.py) ------------------------------------------------ */
+
+/* wasmtime_component_val_t as far as a list<u8> needs it: the kind, then the union (a list is size, data) */
+typedef struct { size_t size; void *data; } wt_cvallist_t;
+typedef struct { uint8_t kind; union { uint8_t u8; wt_cvallist_t list; unsigned char bytes[24]; } of; } wt_cval_t;
+typedef void (*cvallist_new_uninit_fn)(wt_cvallist_t *out, size_t size);
+typedef void (*cvallist_delete_fn)(wt_cvallist_t *list);
+typedef void (*cval_delete_fn)(wt_cval_t *val);
+typedef void *(*cfunc_call_fn)(const void *func, void *ctx, const wt_cval_t *args, size_t nargs, wt_cval_t *results, size_t nresults);
+typedef void *(*cfunc_post_return_fn)(const void *func, void *ctx);
+
+static struct {
+    cvallist_new_uninit_fn vallist_new_uninit;
+    cvallist_delete_fn vallist_delete;
+    cval_delete_fn val_delete;
+    cfunc_call_fn func_call;
+    cfunc_post_return_fn post_return;
+    uint8_t kind_u8, kind_list;
+} capi;
+static int capi_ready = 0;
+
+static PyObject *native_init_component(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    NEED_API();
+    NEED_ARGS(9, "init_component(5 function addresses, kind u8, kind list, sizeof val, offset of its union)");
+    void *fns[5];
+    for (int i = 0; i < 5; i++) {
+        fns[i] = PyLong_AsVoidPtr(args[i]);
+        if (fns[i] == NULL) {
+            if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "function address #%d is null", i);
+            return NULL;
+        }
+    }
+    long kind_u8 = PyLong_AsLong(args[5]), kind_list = PyLong_AsLong(args[6]);
+    size_t size = PyLong_AsSize_t(args[7]), offset = PyLong_AsSize_t(args[8]);
+    if (PyErr_Occurred()) return NULL;
+    if (size != sizeof(wt_cval_t) || offset != offsetof(wt_cval_t, of)) {
+        PyErr_Format(PyExc_RuntimeError, "wasmtime's component value layout changed (size %zu/%zu, union at %zu/%zu): edgefn/runtime/_native.c needs updating",
+                     size, sizeof(wt_cval_t), offset, offsetof(wt_cval_t, of));
+        return NULL;
+    }
+    capi.vallist_new_uninit = (cvallist_new_uninit_fn)fns[0];
+    capi.vallist_delete = (cvallist_delete_fn)fns[1];
+    capi.val_delete = (cval_delete_fn)fns[2];
+    capi.func_call = (cfunc_call_fn)fns[3];
+    capi.post_return = (cfunc_post_return_fn)fns[4];
+    capi.kind_u8 = (uint8_t)kind_u8;
+    capi.kind_list = (uint8_t)kind_list;
+    capi_ready = 1;
+    Py_RETURN_NONE;
+}
+
+/* The fuel a component's Store has left (after a call, whatever its outcome). */
+static unsigned long long fuel_left(void *ctx) {
+    uint64_t left = 0;
+    if (api.get_fuel(ctx, &left)) return 0; /* fails only where fuel is off, which no edgefn engine is */
+    return (unsigned long long)left;
+}
+
+static PyObject *call_failed(void *ctx, void *err) {
+    return Py_BuildValue("(OKK)", Py_None, (unsigned long long)(uintptr_t)err, fuel_left(ctx));
+}
+
+/* call_component(context, func, event, fuel or None, epoch ticks) -> (result, 0, fuel left) | (None, error, fuel left).
+ * Arms the Store (unless fuel is None: a new instance's Store was armed when made), copies the event into
+ * a list<u8>, calls `handle`, copies the result out and runs post-return, with the GIL released only
+ * around the call itself: wasmtime-py's ctypes calls release and retake it on each of the ~9 foreign
+ * calls these steps take, a hand-off to the event loop each time the loop is waiting for it. */
+static PyObject *native_call_component(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    NEED_API();
+    NEED_ARGS(5, "call_component(context, func, event, fuel, epoch_ticks)");
+    if (!capi_ready) { PyErr_SetString(PyExc_RuntimeError, "edgefn.runtime._native.init_component was not called"); return NULL; }
+    void *ctx = PyLong_AsVoidPtr(args[0]);
+    const void *func = PyLong_AsVoidPtr(args[1]);
+    int arm = args[3] != Py_None;
+    unsigned long long fuel = arm ? PyLong_AsUnsignedLongLong(args[3]) : 0;
+    unsigned long long ticks = arm ? PyLong_AsUnsignedLongLong(args[4]) : 0;
+    if (PyErr_Occurred()) return NULL;
+    char *event;
+    Py_ssize_t n;
+    if (PyBytes_AsStringAndSize(args[2], &event, &n) < 0) return NULL;
+    void *err;
+    if (arm) {
+        err = api.set_fuel(ctx, fuel);
+        if (err) return call_failed(ctx, err);
+        api.set_epoch_deadline(ctx, ticks);
+    }
+    wt_cval_t param, result;
+    memset(&param, 0, sizeof param);
+    memset(&result, 0, sizeof result);
+    param.kind = capi.kind_list;
+    capi.vallist_new_uninit(&param.of.list, (size_t)n);
+    wt_cval_t *items = param.of.list.data;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        items[i].kind = capi.kind_u8;
+        items[i].of.u8 = (uint8_t)event[i];
+    }
+    Py_BEGIN_ALLOW_THREADS
+    err = capi.func_call(func, ctx, &param, 1, &result, 1);
+    Py_END_ALLOW_THREADS
+    capi.val_delete(&param);
+    if (err) return call_failed(ctx, err);
+    PyObject *out;
+    if (result.kind == capi.kind_list) {
+        size_t len = result.of.list.size;
+        out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+        if (out != NULL) {
+            uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
+            const wt_cval_t *got = result.of.list.data;
+            for (size_t i = 0; i < len; i++) dst[i] = got[i].of.u8; /* the call's type is list<u8>: each item is a u8 */
+        }
+    } else {
+        out = PyErr_Format(PyExc_TypeError, "expected a list<u8>, got value kind %d", result.kind);
+    }
+    capi.val_delete(&result);
+    if (out == NULL) return NULL;
+    err = capi.post_return(func, ctx);
+    if (err) {
+        Py_DECREF(out);
+        return call_failed(ctx, err);
+    }
+    return Py_BuildValue("(NiK)", out, 0, fuel_left(ctx));
+}
+
+/* Whether the file system of an open directory has no room left: one fstatvfs, the GIL held (it takes
+ * well under a microsecond on a tmpfs; releasing the GIL for it costs a hand-off to the event loop). */
+static PyObject *native_fs_full(PyObject *self, PyObject *fd) {
+    (void)self;
+    long n = PyLong_AsLong(fd);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    struct statvfs st;
+    if (fstatvfs((int)n, &st) != 0) return PyErr_SetFromErrno(PyExc_OSError);
+    return PyBool_FromLong(st.f_bavail == 0);
+}
+
 static PyMethodDef methods[] = {
     {"init", (PyCFunction)(void (*)(void))native_init, METH_FASTCALL, "Bind the wasmtime C-API functions (their addresses) and check the struct layouts."},
     {"install_memory_creator", native_install_memory_creator, METH_O, "Make a wasm_config_t's engines take linear memory from this module."},
@@ -1134,6 +1272,9 @@ static PyMethodDef methods[] = {
     {"ticker_leave", native_ticker_leave, METH_O, "A guest stopped running."},
     {"ticker_parked", native_ticker_parked, METH_O, "Whether the ticker is parked (no guest ran for a while)."},
     {"ticker_stop", native_ticker_stop, METH_O, "Stop the ticker's thread and wait for it (idempotent)."},
+    {"init_component", (PyCFunction)(void (*)(void))native_init_component, METH_FASTCALL, "Bind the component-call C-API functions and check the value layout."},
+    {"call_component", (PyCFunction)(void (*)(void))native_call_component, METH_FASTCALL, "Arm a component's Store and call its handle: (result, fuel left) or (None, error, 0)."},
+    {"fs_full", native_fs_full, METH_O, "Whether the file system of an open directory fd has no room left."},
     {"host_env_get", native_host_env_get, METH_NOARGS, "The address of the env_get host function (a wasmtime unchecked callback)."},
     {NULL, NULL, 0, NULL},
 };

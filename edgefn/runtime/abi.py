@@ -1,4 +1,5 @@
-"""Guest ABI v1 on the wire: the names a v1 module exports, and events and results as CBOR.
+"""Guest ABI v1 on the wire: the names a v1 module exports, and events and results as CBOR (an event, for a
+Python component, as marshal).
 
 See guest-sdk/ABI.md. `encode_event` turns a core.events.Event into the bytes a guest reads, and
 `decode_result` turns the guest's bytes back into a request or a response, checking every field (the
@@ -8,6 +9,8 @@ document form is core.events'; only the CBOR crossing is here).
 from __future__ import annotations
 
 import io
+import marshal
+from typing import Literal
 
 import cbor2
 
@@ -28,7 +31,7 @@ from . import _native
 
 __all__ = [
     "ABI_VERSION", "ALLOC_EXPORT", "HANDLE_EXPORT", "HOST_MODULE", "INIT_EXPORT", "VERSION_EXPORT_PREFIX", "WASI_MODULE",
-    "GuestFunctionError", "decode_event", "decode_result", "encode_event",
+    "EventEncoding", "GuestFunctionError", "decode_event", "decode_result", "encode_event",
 ]
 
 ABI_VERSION = 1
@@ -61,7 +64,14 @@ class GuestFunctionError(Exception):
         super().__init__(f"{error_type}: {error_message}")
 
 
-def encode_event(event: Event) -> bytes:
+#: CBOR for every guest; "marshal" for a Python component's handle-marshal, which CPython decodes in C where its
+#: CBOR decoder is Python (a warm Python hello: ~45 µs less per invocation)
+EventEncoding = Literal["cbor", "marshal"]
+
+
+def encode_event(event: Event, encoding: EventEncoding = "cbor") -> bytes:
+    if encoding == "marshal":
+        return marshal.dumps(event_document(event), 4)  # format 4 is every CPython's since 3.4
     return _native.cbor_encode(event_document(event))  # cbor2.dumps's bytes, in C (~2 µs instead of ~30)
 
 

@@ -1,14 +1,15 @@
 """Components: the component flavour of guest ABI v1 (Python guests from componentize-py, JS/TS from componentize-qjs).
 
 A component exports the edgefn:function world's `handle: func(event: list<u8>) -> list<u8>` (one CBOR
-event in, one CBOR result out, as a core module's edgefn_handle) and imports `edgefn:function/host@1.0.0`
+event in, one CBOR result out, as a core module's edgefn_handle; a Python guest's `handle-marshal` takes the
+event as a CPython marshal document instead) and imports `edgefn:function/host@1.0.0`
 (log, env-get, fetch, kv: the semantics of ABI v1's edgefn:host/v1) plus WASI 0.2, which the host grants
 with least privilege. See guest-sdk/ABI.md section 8 and guest-sdk/python/wit/edgefn.wit.
 
 This module checks components at load (what a binary is and imports: wasm_binary.py), builds the one component Linker of an engine, and
-makes the one hot crossing (`call_handle`) straight through wasmtime's C API: wasmtime-py's `Func.__call__`
-converts a `list<u8>` one Python object per byte, which costs ~1 µs a byte; this path copies it with
-strided slices instead. Like fastcall.py it touches wasmtime-py internals (`_ffi`, `_func`).
+makes the one hot crossing (`call_handle`) straight through wasmtime's C API, in C (runtime/_native.c):
+wasmtime-py's `Func.__call__` converts a `list<u8>` one Python object per byte, which costs ~1 µs a byte,
+and each of its foreign calls hands the GIL off. Like fastcall.py it touches wasmtime-py internals (`_ffi`, `_func`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import wasmtime
+from wasmtime import _bindings as b
 from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 
@@ -29,7 +31,7 @@ from ..core.exceptions import (
     InvalidModule,
     MissingExport,
 )
-from . import abi
+from . import _native, abi, fastcall
 from .wasm_binary import MemoryLayout
 
 log = logging.getLogger("edgefn.runtime")
@@ -38,6 +40,8 @@ HOST_PACKAGE = "edgefn:function"
 HOST_INTERFACE = "edgefn:function/host@1.0.0"  # = host.COMPONENT_INTERFACE (host/ imports this module, not the reverse)
 WORLD_VERSION = "1.0.0"
 HANDLE_EXPORT = "handle"
+#: the edge-function-py world's handle with a `marshal` event (guest-sdk/python/wit/edgefn.wit)
+HANDLE_MARSHAL_EXPORT = "handle-marshal"
 HANDLE_TYPE = "func(event: list<u8>) -> list<u8>"
 #: the WASI 0.2 packages `Linker.add_wasip2()` provides (wasi:http is not granted)
 WASI_PACKAGES = ("wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:cli/", "wasi:filesystem/", "wasi:sockets/")
@@ -53,10 +57,13 @@ _LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
 class ComponentInfo:
     """Static facts about a component, found once at load so the request path never looks them up."""
 
+    #: the export each invocation calls: handle-marshal where the component has it, else handle
     handle_export: wc.ExportIndex
     memory: MemoryLayout
     #: it imports wasi:filesystem, so it gets a /tmp (a tmpfs mount each instance: runtime/scratch.py)
     uses_filesystem: bool = False
+    #: how the event is encoded for `handle_export` (abi.encode_event)
+    event_encoding: abi.EventEncoding = "cbor"
 
     @property
     def memory_min_bytes(self) -> int:
@@ -91,14 +98,20 @@ def inspect_component(component: wc.Component, engine: wasmtime.Engine, function
     imports = list(ctype.imports(engine))
     check_imports(imports, function)
     exports = ctype.exports(engine)
-    handle = exports.get(HANDLE_EXPORT)
-    ty = handle.ty if handle is not None else None
-    if not isinstance(ty, wc.FuncType) or len(ty.params) != 1 or not _is_bytes_list(ty.params[0][1]) or not _is_bytes_list(ty.result):
+    if not _is_handle(exports.get(HANDLE_EXPORT)):
         raise MissingExport(function, HANDLE_EXPORT, HANDLE_TYPE)
-    index = component.get_export_index(HANDLE_EXPORT)
+    encoding: abi.EventEncoding = "marshal" if _is_handle(exports.get(HANDLE_MARSHAL_EXPORT)) else "cbor"
+    name = HANDLE_MARSHAL_EXPORT if encoding == "marshal" else HANDLE_EXPORT
+    index = component.get_export_index(name)
     if index is None:  # pragma: no cover - the type said it is there
-        raise MissingExport(function, HANDLE_EXPORT, HANDLE_TYPE)
-    return ComponentInfo(handle_export=index, memory=memory, uses_filesystem=any(name.startswith("wasi:filesystem/") for name in imports))
+        raise MissingExport(function, name, HANDLE_TYPE)
+    uses_filesystem = any(name.startswith("wasi:filesystem/") for name in imports)
+    return ComponentInfo(handle_export=index, memory=memory, uses_filesystem=uses_filesystem, event_encoding=encoding)
+
+
+def _is_handle(item: object) -> bool:
+    ty = getattr(item, "ty", None)
+    return isinstance(ty, wc.FuncType) and len(ty.params) == 1 and _is_bytes_list(ty.params[0][1]) and _is_bytes_list(ty.result)
 
 
 def check_links(engine: wasmtime.Engine, linker: wc.Linker, component: wc.Component, function: str) -> None:
@@ -120,6 +133,15 @@ _VAL = ctypes.sizeof(ffi.wasmtime_component_val_t)
 _VAL_OF = ffi.wasmtime_component_val_t.of.offset
 _U8 = ffi.WASMTIME_COMPONENT_U8.value
 _LIST = ffi.WASMTIME_COMPONENT_LIST.value
+
+
+# the hot crossing's steps in C, the GIL released only while the guest runs; host capabilities' list<u8>
+# arguments and results (fetch, kv) cross through put_bytes / take_bytes
+_native.init_component(
+    fastcall.function_address(b._wasmtime_component_vallist_new_uninit), fastcall.function_address(b._wasmtime_component_vallist_delete),
+    fastcall.function_address(b._wasmtime_component_val_delete), fastcall.function_address(b._wasmtime_component_func_call),
+    fastcall.function_address(b._wasmtime_component_func_post_return), _U8, _LIST, _VAL, _VAL_OF,
+)
 
 
 def _view(address: int, size: int) -> memoryview:
@@ -158,6 +180,8 @@ class ComponentCallError(Exception):
         self.exit_status = exit_status
         self.frames = frames
         self.message = message
+        #: the fuel the Store had left when the call failed (call_handle's failures)
+        self.fuel_left: int | None = None
         super().__init__(message)
 
 
@@ -216,18 +240,13 @@ def handle_func(store: wasmtime.Store, instance: wc.Instance, index: wc.ExportIn
     return func
 
 
-def call_handle(store: wasmtime.Store, func: ffi.wasmtime_component_func_t, event: bytes) -> bytes:
-    """`handle(event)`: one call, the event and the result copied as list<u8>, then post-return."""
-    params = (ffi.wasmtime_component_val_t * 1)()
-    put_bytes(event, params[0])
-    result = ffi.wasmtime_component_val_t()
-    context = store._context()
-    err = ffi.wasmtime_component_func_call(byref(func), context, params, 1, byref(result), 1)
-    ffi.wasmtime_component_val_delete(byref(params[0]))
-    if err:
-        raise error_from_ptr(err)
-    out = take_bytes(result)
-    err = ffi.wasmtime_component_func_post_return(byref(func), context)
-    if err:
-        raise error_from_ptr(err)
-    return out
+def call_handle(store: wasmtime.Store, func: ffi.wasmtime_component_func_t, event: bytes, fuel: int | None = None, epoch_ticks: int = 0) -> tuple[bytes, int]:
+    """`handle(event)`: one call, the event and the result copied as list<u8>, then post-return; the Store armed
+    first with `fuel` and `epoch_ticks` unless `fuel` is None. Returns the result and the fuel left."""
+    context = ctypes.cast(store._context(), ctypes.c_void_p).value or 0
+    out, err, left = _native.call_component(context, ctypes.addressof(func), event, fuel, epoch_ticks)
+    if out is None:
+        failed = error_from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
+        failed.fuel_left = left
+        raise failed
+    return out, left

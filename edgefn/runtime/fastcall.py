@@ -22,17 +22,18 @@ from . import _native
 _ContextPtr = ctypes.POINTER(ffi.wasmtime_context_t)
 
 
-def _address(fn: object) -> int:
+def function_address(fn: object) -> int:
+    """The C address of a ctypes function of wasmtime-py's bindings (what _native is bound to)."""
     return ctypes.cast(fn, ctypes.c_void_p).value or 0  # type: ignore[arg-type]  # a ctypes function object
 
 
 _native.init(
-    _address(b._wasmtime_store_new), _address(b._wasmtime_store_context), _address(b._wasmtime_store_delete),
-    _address(b._wasmtime_store_limiter), _address(b._wasmtime_context_set_fuel), _address(b._wasmtime_context_get_fuel),
-    _address(b._wasmtime_context_set_epoch_deadline), _address(b._wasmtime_instance_pre_instantiate),
-    _address(b._wasmtime_instance_export_nth), _address(b._wasmtime_func_call), _address(b._wasmtime_memory_data),
-    _address(b._wasmtime_memory_data_size), _address(b._wasmtime_error_new), _address(b._wasmtime_config_host_memory_creator_set),
-    _address(b._wasmtime_caller_export_get), _address(b._wasmtime_caller_context),
+    function_address(b._wasmtime_store_new), function_address(b._wasmtime_store_context), function_address(b._wasmtime_store_delete),
+    function_address(b._wasmtime_store_limiter), function_address(b._wasmtime_context_set_fuel), function_address(b._wasmtime_context_get_fuel),
+    function_address(b._wasmtime_context_set_epoch_deadline), function_address(b._wasmtime_instance_pre_instantiate),
+    function_address(b._wasmtime_instance_export_nth), function_address(b._wasmtime_func_call), function_address(b._wasmtime_memory_data),
+    function_address(b._wasmtime_memory_data_size), function_address(b._wasmtime_error_new), function_address(b._wasmtime_config_host_memory_creator_set),
+    function_address(b._wasmtime_caller_export_get), function_address(b._wasmtime_caller_context),
     ctypes.sizeof(ffi.wasmtime_extern_t), ctypes.sizeof(ffi.wasmtime_val_t), ctypes.sizeof(ffi.wasmtime_instance_t), ctypes.sizeof(ffi.wasmtime_val_raw_t),
 )
 

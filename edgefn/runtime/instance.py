@@ -43,7 +43,7 @@ class GuestInstance:
     """A live instance and its Store: made for one invocation, or kept warm in a pool between invocations.
     A core module's instance and exports live in its fastcall.CoreStore; a component's `handle` here."""
 
-    __slots__ = ("loaded", "store", "slot", "func", "needs_init", "create_ms", "invocations", "scratch", "__weakref__")
+    __slots__ = ("loaded", "store", "slot", "func", "fuel_left", "needs_init", "create_ms", "invocations", "scratch", "__weakref__")
 
     def __init__(self, loaded: LoadedModule, store: wasmtime.Store | fastcall.CoreStore, slot: LogSlot, scratch: ScratchDirectory | None = None) -> None:
         self.loaded = loaded
@@ -54,6 +54,8 @@ class GuestInstance:
         self.store = store
         self.slot = slot
         self.func: ffi.wasmtime_component_func_t | None = None  # components: the `handle` function
+        #: components: the fuel left after the last call of `handle` (None: not called since it was armed)
+        self.fuel_left: int | None = None
         self.needs_init = False  # core: `_initialize` not run yet
         self.create_ms = 0.0
         self.invocations = 0

@@ -233,7 +233,7 @@ class Invoker:
             loaded,
             function=fn.name,
             request_id=rid,
-            event=abi.encode_event(event),
+            event=abi.encode_event(event, loaded.info.event_encoding),
             limits=limits,
             env=fn.guest_env,
             emit=emit,

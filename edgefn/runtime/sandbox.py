@@ -216,7 +216,7 @@ class Sandbox:
         at build time, so its fuel is not the function's; the time counts, as a build's did not (dev only)."""
         assert instance.func is not None and instance.loaded.sources is not None
         store.set_fuel(SOURCES_LOAD_FUEL)
-        answer = abi.decode_document(component.call_handle(store, instance.func, b"\0" + instance.loaded.sources.module.encode()))
+        answer = abi.decode_document(component.call_handle(store, instance.func, b"\0" + instance.loaded.sources.module.encode())[0])
         store.set_fuel(limits.fuel)
         store.set_epoch_deadline(self._ticker.ticks_for(limits.timeout_ms))
         if answer != {}:
@@ -304,13 +304,11 @@ class Sandbox:
                 fresh = self._run_fresh_core(loaded, one_call, event, limits, env, function, request_id)
                 result = self._fresh_result(fresh, event, function, request_id, limits)
             else:
+                rearm = instance is not None  # a new instance's Store is armed as it is made
                 if instance is None:
                     instance = self.new_instance(loaded, limits, env, function, request_id)
                 elif isinstance(instance.store, fastcall.CoreStore):
                     instance.store.rearm(limits.fuel, self._ticker.ticks_for(limits.timeout_ms))
-                else:
-                    instance.store.set_fuel(limits.fuel)
-                    instance.store.set_epoch_deadline(self._ticker.ticks_for(limits.timeout_ms))
                 if pool is not None and not warm:
                     start = time.perf_counter()  # a cold pooled instance: its creation is Init Duration, not Duration
                 instance.slot.ctx = ctx
@@ -319,7 +317,7 @@ class Sandbox:
                     ctx.scratch = instance.scratch
                 self.initialize(instance, function, request_id, limits)
                 if loaded.kind == "component":
-                    result = self._call_component(instance, event, function, request_id, limits)
+                    result = self._call_component(instance, event, function, request_id, limits, rearm)
                 else:
                     result = self._call_core(instance, event, function, request_id, limits)
         except InvocationError as exc:
@@ -335,7 +333,9 @@ class Sandbox:
         elif instance is not None:
             instance.invocations += 1
             peak, refused = instance.memory_use()
-            fuel_used = limits.fuel - instance.store.get_fuel()
+            left = instance.fuel_left if instance.fuel_left is not None else instance.store.get_fuel()
+            instance.fuel_left = None
+            fuel_used = limits.fuel - left
         else:
             peak, refused, fuel_used = info.memory_min_bytes, None, 0
         if error is not None and refused is not None and not isinstance(error, (CpuBudgetExhausted, WallClockTimeout, MemoryLimitExceeded)):
@@ -400,12 +400,15 @@ class Sandbox:
             return InvalidResult(function, request_id, f"oversized: {a} bytes, over max_result_bytes {limits.max_result_bytes}")
         return InvalidResult(function, request_id, f"out of bounds: result at {a:#x}+{b} outside {c} bytes of memory")
 
-    def _call_component(self, instance: GuestInstance, event: bytes, function: str, request_id: str, limits: Limits) -> bytes:
+    def _call_component(self, instance: GuestInstance, event: bytes, function: str, request_id: str, limits: Limits, rearm: bool) -> bytes:
+        """`handle(event)`; `rearm`: a reused instance, whose Store gets the invocation's fuel and deadline in the same call."""
+        assert instance.func is not None
+        assert isinstance(instance.store, wasmtime.Store)
+        fuel = limits.fuel if rearm else None
         try:
-            assert instance.func is not None
-            assert isinstance(instance.store, wasmtime.Store)
-            result = component.call_handle(instance.store, instance.func, event)
+            result, instance.fuel_left = component.call_handle(instance.store, instance.func, event, fuel, self._ticker.ticks_for(limits.timeout_ms))
         except component.ComponentCallError as exc:
+            instance.fuel_left = exc.fuel_left
             raise self._classify(exc, function, request_id, limits) from None
         if not result:
             raise InvalidResult(function, request_id, "an empty result (length 0)")

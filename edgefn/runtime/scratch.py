@@ -22,6 +22,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from . import _native
+
 __all__ = ["BLOCK", "ScratchDirectory", "ScratchRoot", "TmpfsMounts"]
 
 _log = logging.getLogger("edgefn.runtime")
@@ -34,7 +36,7 @@ class ScratchDirectory:
     """One instance's /tmp on the host: its path, its cap, the room it uses (st_blocks, as `du`), and the
     first write refused."""
 
-    __slots__ = ("path", "cap_bytes", "_bound", "refused", "originals", "_unmount")
+    __slots__ = ("path", "cap_bytes", "_bound", "refused", "originals", "_unmount", "_fd")
 
     def __init__(self, path: Path, cap_bytes: int, unmount: Callable[[], None] | None = None) -> None:
         self.path = path
@@ -47,6 +49,11 @@ class ScratchDirectory:
         self.refused: int | None = None
         #: the relay's functions in this instance's Store (made at its first call that takes room)
         self.originals: dict[bytes, Any] = {}
+        #: a tmpfs's root, open: checked after every invocation, and a path through /proc/PID/root is slow to walk
+        self._fd: int | None = None
+        if unmount is not None:
+            with contextlib.suppress(OSError):
+                self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def used(self) -> int:
         """The room the directory holds now: every entry's allocated blocks, as a file system counts them."""
@@ -80,12 +87,15 @@ class ScratchDirectory:
     def note_if_full(self) -> None:
         """For a tmpfs: record a refusal if it is full (the kernel refused the write, or the next one; the
         guest saw ENOSPC either way). Its size in bytes is the kernel's to know: 0 stands for it."""
-        if self._unmount is not None and self.refused is None:
+        if self._fd is not None and self.refused is None:
             with contextlib.suppress(OSError):
-                if os.statvfs(self.path).f_bavail == 0:
+                if _native.fs_full(self._fd):
                     self.refused = 0
 
     def remove(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # a lazily detached mount lives as long as an fd on it
         if self._unmount is not None:
             unmount, self._unmount = self._unmount, None
             unmount()

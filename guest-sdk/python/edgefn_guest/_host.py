@@ -28,12 +28,23 @@ class _WitHost:
 
         self._host = host
         self._levels = {name: getattr(host.Level, name.upper()) for name in LEVELS}
+        #: env values already asked for: an instance's env never changes (the host gives a function whose env
+        #: changed new instances), and a host call costs more than the rest of a small handler
+        self._env: dict[str, str | None] = {}
+
+    def new_instance(self) -> None:
+        """Forget what was asked before this instance's first invocation (at build time, say)."""
+        self._env.clear()
 
     def log(self, level: str, message: str) -> None:
         self._host.log(self._levels.get(level, self._levels["info"]), message)
 
     def env_get(self, name: str) -> str | None:
-        return self._host.env_get(name)
+        try:
+            return self._env[name]
+        except KeyError:
+            value = self._env[name] = self._host.env_get(name)
+            return value
 
     def fetch(self, request: bytes) -> bytes:
         return self._host.fetch(request)
@@ -54,6 +65,13 @@ def install(backend: HostBackend | None) -> None:
 def current() -> HostBackend | None:
     """The backend installed now (None: the component's imports, made on first use)."""
     return _backend
+
+
+def new_instance() -> None:
+    """An instance's first invocation: drop what the backend remembers from before (the build's snapshot)."""
+    forget = getattr(_backend, "new_instance", None)
+    if forget is not None:
+        forget()
 
 
 def backend() -> HostBackend:

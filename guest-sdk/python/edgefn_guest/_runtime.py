@@ -8,6 +8,7 @@ time: its top level is snapshotted into the component), calls `bind(module)` and
 from __future__ import annotations
 
 import inspect
+import marshal
 import traceback
 from types import ModuleType
 from typing import Any, Callable
@@ -85,8 +86,8 @@ def _prepare() -> None:
                     "body": {"data": b"x", "inputTruncated": False}},
         "response": {"status": 200, "statusDescription": "OK", "headers": headers},
     }
-    for _ in range(8):
-        doc = _cbor.loads(_cbor.dumps(sample))
+    for i in range(8):
+        doc = marshal.loads(marshal.dumps(sample, 4)) if i % 2 else _cbor.loads(_cbor.dumps(sample))
         Context(doc["config"])
         request = Request._from_document(doc["request"])
         response = Response._from_document(doc["response"])
@@ -114,9 +115,18 @@ def _caused_by_memory(exc: BaseException) -> bool:
 
 def handle(raw: bytes) -> bytes:
     """One invocation: CBOR event in, CBOR result out. Never raises."""
+    return _handle(raw, _cbor.loads)
+
+
+def handle_marshal(raw: bytes) -> bytes:
+    """The same with the event as a `marshal` document (the edge-function-py world's handle-marshal)."""
+    return _handle(raw, marshal.loads)
+
+
+def _handle(raw: bytes, loads: Callable[[bytes], Any]) -> bytes:
     oom = False
     try:
-        return _dispatch(raw)
+        return _dispatch(raw, loads)
     except MemoryError:
         oom = True
     except BaseException as exc:  # noqa: BLE001 - a function's failure is a result document, never a trap
@@ -140,22 +150,24 @@ def _log_exception(exc: BaseException) -> None:
         _host.log(line, "error")
 
 
-def _dispatch(raw: bytes) -> bytes:
+def _dispatch(raw: bytes, loads: Callable[[bytes], Any]) -> bytes:
     b = _bound
     if b.module is None:
         return _error("EdgefnUsageError", "no function module is bound (build the function with `edgefn build`)")
     try:
-        doc = _cbor.loads(raw)
+        doc = loads(raw)
         if not isinstance(doc, dict) or not isinstance(doc.get("request"), dict):
             raise ValueError("the event must be a map with a 'request' map")
         context = Context(doc.get("config") or {})
         request = Request._from_document(doc["request"])
         response = Response._from_document(doc["response"]) if isinstance(doc.get("response"), dict) else None
-    except (ValueError, TypeError, KeyError) as exc:
-        return _error("InvalidEvent", str(exc))
+    except (ValueError, TypeError, KeyError, EOFError) as exc:
+        return _error("InvalidEvent", str(exc) or type(exc).__name__)
 
-    if not b.initialized and b.init is not None:
-        b.init()  # once per instance: the first invocation of a fresh (or newly pooled) instance
+    if not b.initialized:  # once per instance: the first invocation of a fresh (or newly pooled) instance
+        _host.new_instance()
+        if b.init is not None:
+            b.init()
     b.initialized = True
 
     trigger = context.event_type
