@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from . import abi
 from .concurrency import ConcurrencyLimiter, InvocationCounts
 from .context import KvGrant, SecretMask
 from .engine import EngineSettings, EpochTicker, create_engine
+from .guest_threads import GuestThreads
 from .host import create_linker
 from .host.fetch import shared_client
 from .inline import InlinePolicy
@@ -82,7 +82,7 @@ class Invoker:
         self.workers = workers or (os.cpu_count() or 2)
         #: CPU slots: `workers` guests in wasm at once, no function more than its share (docs/security.md)
         self.scheduler = GuestScheduler(self.workers)
-        self._pool = ThreadPoolExecutor(self.workers + IO_THREADS, thread_name_prefix="edgefn-guest")
+        self._threads = GuestThreads(self.workers + IO_THREADS, "edgefn-guest")
         #: warm instances of functions with reuse_instances; no more than `workers` can be busy at once
         self.pools = WarmPools(self.workers)
         #: admission (server.max_concurrency, reserved_concurrency): set by the EdgeNode from the manifest/registry
@@ -164,20 +164,18 @@ class Invoker:
         except BaseException:
             lease.release()
             raise
-        try:
-            future = self._pool.submit(self._run_admitted, fn, event, False, trace)
-        except BaseException:
-            self.scheduler.release(fn.name)
-            lease.release()
-            raise
 
-        def done(_: object) -> None:
+        def done() -> None:
             self.scheduler.release(fn.name)
             lease.release()
 
         # released when the guest call ends (even if the awaiting request was cancelled), or if it never started
-        future.add_done_callback(done)
-        invocation = await asyncio.wrap_future(future)
+        try:
+            future = self._threads.submit(asyncio.get_running_loop(), self._run_admitted, fn, event, False, trace, done=done)
+        except BaseException:
+            done()
+            raise
+        invocation = await future
         assert invocation is not None  # only an inline try returns None
         return invocation
 
@@ -304,7 +302,7 @@ class Invoker:
         return Invocation(result, run.report)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._threads.shutdown()
         self.pools.close()  # a Store with WASI output callbacks must not outlive the interpreter
 
 
