@@ -301,17 +301,23 @@ static PyObject *failure(void *err, void *trap) {
 #define NEED_ARGS(n, what) do { if (nargs != (n)) { PyErr_SetString(PyExc_TypeError, what); return NULL; } } while (0)
 #define NEED_API() do { if (!api_ready) { PyErr_SetString(PyExc_RuntimeError, "edgefn.runtime._native.init was not called"); return NULL; } } while (0)
 
+/* The first `n` arguments as non-null function addresses; 0 with an exception set if one is not. */
+static int addresses(PyObject *const *args, int n, void **out) {
+    for (int i = 0; i < n; i++) {
+        out[i] = PyLong_AsVoidPtr(args[i]);
+        if (out[i] == NULL) {
+            if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "function address #%d is null", i);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static PyObject *native_init(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     NEED_ARGS(20, "init(16 function addresses, sizeof extern, sizeof val, sizeof instance, sizeof val_raw)");
     void *fns[16];
-    for (int i = 0; i < 16; i++) {
-        fns[i] = PyLong_AsVoidPtr(args[i]);
-        if (fns[i] == NULL) {
-            if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "function address #%d is null", i);
-            return NULL;
-        }
-    }
+    if (!addresses(args, 16, fns)) return NULL;
     size_t sizes[4] = { PyLong_AsSize_t(args[16]), PyLong_AsSize_t(args[17]), PyLong_AsSize_t(args[18]), PyLong_AsSize_t(args[19]) };
     if (PyErr_Occurred()) return NULL;
     if (sizes[0] != sizeof(wt_extern_t) || sizes[1] != sizeof(wt_val_t) || sizes[2] != sizeof(wt_instance_t) || sizes[3] != sizeof(wt_val_raw_t)) {
@@ -1142,13 +1148,7 @@ static PyObject *native_init_component(PyObject *self, PyObject *const *args, Py
     NEED_API();
     NEED_ARGS(9, "init_component(5 function addresses, kind u8, kind list, sizeof val, offset of its union)");
     void *fns[5];
-    for (int i = 0; i < 5; i++) {
-        fns[i] = PyLong_AsVoidPtr(args[i]);
-        if (fns[i] == NULL) {
-            if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "function address #%d is null", i);
-            return NULL;
-        }
-    }
+    if (!addresses(args, 5, fns)) return NULL;
     long kind_u8 = PyLong_AsLong(args[5]), kind_list = PyLong_AsLong(args[6]);
     size_t size = PyLong_AsSize_t(args[7]), offset = PyLong_AsSize_t(args[8]);
     if (PyErr_Occurred()) return NULL;
