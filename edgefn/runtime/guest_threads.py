@@ -74,13 +74,13 @@ class GuestThreads:
                 error = exc
             finally:
                 done()
+            with self._lock:  # idle before the result is out: a submit it prompts finds this thread
+                self._idle += 1
             try:
                 loop.call_soon_threadsafe(_settle, future, result, error)
             except RuntimeError:  # the loop is closed: nobody awaits it
                 pass
             del job, future, result, error
-            with self._lock:
-                self._idle += 1
 
     def shutdown(self) -> None:
         """Drop the jobs not started (their `done` runs, their futures are cancelled), let the running ones end,
