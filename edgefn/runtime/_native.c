@@ -1128,14 +1128,12 @@ static PyObject *native_ticker_stop(PyObject *self, PyObject *capsule) {
 typedef struct { size_t size; void *data; } wt_cvallist_t;
 typedef struct { uint8_t kind; union { uint8_t u8; wt_cvallist_t list; unsigned char bytes[24]; } of; } wt_cval_t;
 typedef void (*cvallist_new_uninit_fn)(wt_cvallist_t *out, size_t size);
-typedef void (*cvallist_delete_fn)(wt_cvallist_t *list);
 typedef void (*cval_delete_fn)(wt_cval_t *val);
 typedef void *(*cfunc_call_fn)(const void *func, void *ctx, const wt_cval_t *args, size_t nargs, wt_cval_t *results, size_t nresults);
 typedef void *(*cfunc_post_return_fn)(const void *func, void *ctx);
 
 static struct {
     cvallist_new_uninit_fn vallist_new_uninit;
-    cvallist_delete_fn vallist_delete;
     cval_delete_fn val_delete;
     cfunc_call_fn func_call;
     cfunc_post_return_fn post_return;
@@ -1146,11 +1144,11 @@ static int capi_ready = 0;
 static PyObject *native_init_component(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     NEED_API();
-    NEED_ARGS(9, "init_component(5 function addresses, kind u8, kind list, sizeof val, offset of its union)");
-    void *fns[5];
-    if (!addresses(args, 5, fns)) return NULL;
-    long kind_u8 = PyLong_AsLong(args[5]), kind_list = PyLong_AsLong(args[6]);
-    size_t size = PyLong_AsSize_t(args[7]), offset = PyLong_AsSize_t(args[8]);
+    NEED_ARGS(8, "init_component(4 function addresses, kind u8, kind list, sizeof val, offset of its union)");
+    void *fns[4];
+    if (!addresses(args, 4, fns)) return NULL;
+    long kind_u8 = PyLong_AsLong(args[4]), kind_list = PyLong_AsLong(args[5]);
+    size_t size = PyLong_AsSize_t(args[6]), offset = PyLong_AsSize_t(args[7]);
     if (PyErr_Occurred()) return NULL;
     if (size != sizeof(wt_cval_t) || offset != offsetof(wt_cval_t, of)) {
         PyErr_Format(PyExc_RuntimeError, "wasmtime's component value layout changed (size %zu/%zu, union at %zu/%zu): edgefn/runtime/_native.c needs updating",
@@ -1158,10 +1156,9 @@ static PyObject *native_init_component(PyObject *self, PyObject *const *args, Py
         return NULL;
     }
     capi.vallist_new_uninit = (cvallist_new_uninit_fn)fns[0];
-    capi.vallist_delete = (cvallist_delete_fn)fns[1];
-    capi.val_delete = (cval_delete_fn)fns[2];
-    capi.func_call = (cfunc_call_fn)fns[3];
-    capi.post_return = (cfunc_post_return_fn)fns[4];
+    capi.val_delete = (cval_delete_fn)fns[1];
+    capi.func_call = (cfunc_call_fn)fns[2];
+    capi.post_return = (cfunc_post_return_fn)fns[3];
     capi.kind_u8 = (uint8_t)kind_u8;
     capi.kind_list = (uint8_t)kind_list;
     capi_ready = 1;
@@ -1273,7 +1270,7 @@ static PyMethodDef methods[] = {
     {"ticker_parked", native_ticker_parked, METH_O, "Whether the ticker is parked (no guest ran for a while)."},
     {"ticker_stop", native_ticker_stop, METH_O, "Stop the ticker's thread and wait for it (idempotent)."},
     {"init_component", (PyCFunction)(void (*)(void))native_init_component, METH_FASTCALL, "Bind the component-call C-API functions and check the value layout."},
-    {"call_component", (PyCFunction)(void (*)(void))native_call_component, METH_FASTCALL, "Arm a component's Store and call its handle: (result, fuel left) or (None, error, 0)."},
+    {"call_component", (PyCFunction)(void (*)(void))native_call_component, METH_FASTCALL, "Arm a component's Store and call its handle: (result, 0, fuel left) or (None, error, fuel left)."},
     {"fs_full", native_fs_full, METH_O, "Whether the file system of an open directory fd has no room left."},
     {"host_env_get", native_host_env_get, METH_NOARGS, "The address of the env_get host function (a wasmtime unchecked callback)."},
     {NULL, NULL, 0, NULL},

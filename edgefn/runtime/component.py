@@ -138,9 +138,9 @@ _LIST = ffi.WASMTIME_COMPONENT_LIST.value
 # the hot crossing's steps in C, the GIL released only while the guest runs; host capabilities' list<u8>
 # arguments and results (fetch, kv) cross through put_bytes / take_bytes
 _native.init_component(
-    fastcall.function_address(b._wasmtime_component_vallist_new_uninit), fastcall.function_address(b._wasmtime_component_vallist_delete),
-    fastcall.function_address(b._wasmtime_component_val_delete), fastcall.function_address(b._wasmtime_component_func_call),
-    fastcall.function_address(b._wasmtime_component_func_post_return), _U8, _LIST, _VAL, _VAL_OF,
+    fastcall.function_address(b._wasmtime_component_vallist_new_uninit), fastcall.function_address(b._wasmtime_component_val_delete),
+    fastcall.function_address(b._wasmtime_component_func_call), fastcall.function_address(b._wasmtime_component_func_post_return),
+    _U8, _LIST, _VAL, _VAL_OF,
 )
 
 
