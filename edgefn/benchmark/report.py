@@ -175,12 +175,16 @@ svg text { font-size: 11px; fill: #34495e; } svg text.title { font-size: 13px; f
 svg line.grid { stroke: #eaecee; stroke-width: 1; } .note { color: #5d6d7e; }
 """
 
-#: the page checks its own plots once laid out: each figure gets the drawn size of its lines (a browser test reads it)
+#: the page checks its own plots once laid out: each figure gets the size of the box all its lines are drawn in (a browser
+#: test reads it; one series alone may be narrow where its samples are close together)
 _CHECK = """
 document.querySelectorAll("figure").forEach(function (f) {
-  var box = {w: 0, h: 0};
-  f.querySelectorAll(".series").forEach(function (s) { var b = s.getBBox(); box.w = Math.max(box.w, b.width); box.h = Math.max(box.h, b.height); });
-  f.setAttribute("data-drawn", Math.round(box.w) + "x" + Math.round(box.h));
+  var x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  f.querySelectorAll(".series").forEach(function (s) {
+    var b = s.getBBox(); x0 = Math.min(x0, b.x); y0 = Math.min(y0, b.y); x1 = Math.max(x1, b.x + b.width); y1 = Math.max(y1, b.y + b.height);
+  });
+  var w = x1 > x0 ? x1 - x0 : 0, h = y1 > y0 ? y1 - y0 : 0;
+  f.setAttribute("data-drawn", Math.round(w) + "x" + Math.round(h));
 });
 document.body.setAttribute("data-plots", String(document.querySelectorAll("figure[data-drawn]").length));
 """
