@@ -225,3 +225,96 @@ def test_an_unchanged_request_result_is_the_incoming_request_itself():
     event = Event(EventConfig("viewer-request", "rid", "f"), EdgeRequest("GET", "/a", headers={"x": [("X", "1")]}))
     assert abi.decode_result(b"\xa0", event) is event.request  # {}
     assert abi.decode_result(cbor2.dumps({"uri": "/a"}), event) is not event.request
+
+
+# --- marshal results (a Python component's handle-marshal): the host's strict reader -------------------------------
+
+marshal_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text() | st.binary(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8) | st.integers(-99, 99), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=marshal_values, version=st.sampled_from([2, 3, 4]))
+def test_the_marshal_reader_reads_what_marshal_dumps_writes(value, version):
+    """Every value a result holds, in every format a guest's CPython may write, reads back as marshal.loads would."""
+    import marshal
+
+    from edgefn.runtime import _native
+
+    raw = marshal.dumps(value, version)
+    assert _same(_native.marshal_decode(raw), marshal.loads(raw))
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _marshal_bad() -> list:
+    import marshal
+
+    shared: dict = {"a": 1}
+    cyclic: list = []
+    cyclic.append(cyclic)
+    return [
+        (marshal.dumps(compile("1", "x", "eval")), "type code 0x63"),  # a code object
+        (b")\x01i\x01\x00\x00\x00", "type code 0x29"),  # a tuple
+        (b"<\x00\x00\x00\x00", "type code 0x3c"),  # a set
+        (b"y" + bytes(16), "type code 0x79"),  # a complex
+        (marshal.dumps({"status": 200}, 4)[:-3], "truncated"),
+        (marshal.dumps({"status": 200}, 4) + b"N", "trailing bytes"),
+        (marshal.dumps(_nested(80), 4), "nested too deep"),
+        (marshal.dumps([shared, shared], 4), "a reference to a container"),
+        (marshal.dumps(cyclic, 4), "a reference to a container"),
+        (b"r\x05\x00\x00\x00", "a reference to a container or to nothing"),
+        (b"[\xff\xff\xff\x7f", "a truncated list"),  # a length the document cannot hold: nothing is allocated for it
+        (b"s\x10\x00\x00\x00abc", "truncated bytes"),
+        (b"l\x06\x00\x00\x00" + b"\x01\x00" * 6, "an integer over 64 bits"),
+        (b"l\x01\x00\x00\x00\x00\x80", "a malformed integer"),  # a 15-bit digit over 15 bits
+        (b"u\x02\x00\x00\x00\xff\xfe", "text that is not utf-8"),
+        (b"a\x01\x00\x00\x00\xe9", "a non-ascii byte"),
+        (b"{[\x00\x00\x00\x00N0", "neither text nor an integer"),
+    ]
+
+
+@pytest.mark.parametrize(("raw", "problem"), _marshal_bad(), ids=[problem for _, problem in _marshal_bad()])
+def test_the_marshal_reader_refuses_what_a_result_never_holds(raw, problem):
+    """A hostile guest's result: what CPython's marshal.loads would build (code objects, tuples, sets, shared or
+    cyclic containers) and what it would choke on are a ResultError naming what and where, never a crash."""
+    event = Event(EventConfig("origin-request", "r"), EdgeRequest("GET", "/"))
+    raw = raw if raw[:1] in (b"{", b"\xfb") else b"\xfb\xda\x01x" + raw + b"0"  # a result is a dict: put the value in one
+    with pytest.raises(abi.ResultError, match="not a marshal document") as info:
+        abi.decode_result(raw, event, "marshal")
+    assert problem in str(info.value).lower() and "at byte" in str(info.value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(raw=st.binary(max_size=40) | marshal_values.map(lambda v: __import__("marshal").dumps(v, 4)).flatmap(
+    lambda b: st.integers(0, len(b)).flatmap(lambda n: st.integers(0, 255).map(lambda x: b[:n] + bytes([x]) + b[n + 1 :]))))
+def test_the_marshal_reader_reads_or_refuses_any_bytes(raw):
+    """Random bytes, or a valid document with one byte changed: a value marshal.loads agrees with, or ValueError."""
+    import marshal
+
+    from edgefn.runtime import _native
+
+    try:
+        value = _native.marshal_decode(raw)
+    except ValueError:
+        return
+    assert _same(value, marshal.loads(raw))
+
+
+def test_a_marshal_export_result_that_is_cbor_is_read_as_cbor():
+    """A component built before handle-marshal's results were marshal (BUILD_FORMAT 2) answered CBOR: still read."""
+    import marshal
+
+    event = Event(EventConfig("origin-request", "r"), EdgeRequest("GET", "/"))
+    doc = {"status": 204, "headers": {"x-a": [{"key": "X-A", "value": "1"}]}}
+    as_cbor = abi.decode_result(cbor2.dumps(doc), event, "marshal")
+    as_marshal = abi.decode_result(marshal.dumps(doc, 4), event, "marshal")
+    assert as_cbor == as_marshal and as_marshal.status == 204

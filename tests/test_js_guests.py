@@ -90,7 +90,7 @@ def test_web_apis_and_async_semantics(rt, js, caplog):
     assert _header(response, "x-from") == "web.ts" and _header(response, "content-type") == "application/json"
     assert any("web.ts answered /probe" in line for _, line in log_lines(caplog))
     # a component without the Python world's handle-marshal is sent CBOR
-    assert rt.store.load(spec.digest, spec.name)[0].info.event_encoding == "cbor"
+    assert rt.store.load(spec.digest, spec.name)[0].info.encoding == "cbor"
 
 
 def test_request_hooks_continue_rewrite_or_pass_unchanged(rt, js):

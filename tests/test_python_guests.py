@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import marshal
 import os
 import shutil
 import subprocess
@@ -113,9 +114,10 @@ def invoke(runtime: Runtime, fn: FunctionSpec, path: str, **request: object):
 # --- the SDK on plain CPython (no build): objects, documents, errors ----------------------------------------
 
 
-@pytest.fixture
-def sdk(monkeypatch):
-    """The guest SDK imported on the host, its host calls on the SDK's own LocalHost (edgefn_guest.testing)."""
+@pytest.fixture(params=["cbor", "marshal"])
+def sdk(monkeypatch, request):
+    """The guest SDK imported on the host, its host calls on the SDK's own LocalHost (edgefn_guest.testing);
+    each test runs through `handle` (CBOR both ways) and `handle-marshal` (marshal both ways)."""
     monkeypatch.syspath_prepend(str(SDK))
     import edgefn_guest
     from edgefn_guest import Response, _runtime
@@ -125,7 +127,8 @@ def sdk(monkeypatch):
         return Response(200, b"fetched", headers={"X-Url": request.uri})
 
     with local_host(env={"TOKEN": "t0k"}, fetch=fetch) as host:
-        yield types.SimpleNamespace(sdk=edgefn_guest, runtime=_runtime, host=host)
+        handle = _runtime.handle if request.param == "cbor" else _runtime.handle_marshal
+        yield types.SimpleNamespace(sdk=edgefn_guest, runtime=_runtime, host=host, encoding=request.param, handle=handle)
 
 
 def bind(sdk, source: str):
@@ -135,8 +138,15 @@ def bind(sdk, source: str):
     return module
 
 
+def call_sdk(sdk, event: Event) -> bytes:
+    """The raw result of one invocation through the fixture's export; a marshal result is a marshal dict."""
+    raw = sdk.handle(abi.encode_event(event, sdk.encoding))
+    assert (raw[:1] in (b"{", b"\xfb")) == (sdk.encoding == "marshal")
+    return raw
+
+
 def run_sdk(sdk, event: Event):
-    return abi.decode_result(sdk.runtime.handle(abi.encode_event(event)), event)
+    return abi.decode_result(call_sdk(sdk, event), event, sdk.encoding)
 
 
 def test_sdk_request_handlers_continue_change_or_answer(sdk):
@@ -176,14 +186,14 @@ def test_sdk_response_trigger_sends_back_only_what_changed(sdk):
     ''')
     resp = EdgeResponse(404, "Not Found", {"server": [("Server", "o")]}, Body(b"x" * 5000))
     event = Event(EventConfig("origin-response", "r"), make_event().request, resp)
-    raw = sdk.runtime.handle(abi.encode_event(event))
-    doc = cbor2.loads(raw)
+    raw = call_sdk(sdk, event)
+    doc = cbor2.loads(raw) if sdk.encoding == "cbor" else marshal.loads(raw)
     assert "body" not in doc and "statusDescription" not in doc  # an unchanged 5 KB body never crosses back
     assert doc["headers"]["x-trigger"] == [{"key": "X-Trigger", "value": "origin-response"}]
     event.request.uri = "/new-body"
-    assert abi.decode_result(sdk.runtime.handle(abi.encode_event(event)), event).body.data == b"replaced"
+    assert run_sdk(sdk, event).body.data == b"replaced"
     viewer = Event(EventConfig("viewer-response", "r"), make_event().request, resp)
-    assert abi.decode_result(sdk.runtime.handle(abi.encode_event(viewer)), viewer) == resp
+    assert run_sdk(sdk, viewer) == resp
 
 
 def test_sdk_errors_are_result_documents(sdk):
@@ -220,7 +230,7 @@ def test_sdk_errors_are_result_documents(sdk):
         run_sdk(sdk, Event(EventConfig("origin-request", "r"), make_event().request))
     assert info.value.error_type == "EdgefnUsageError" and "no origin_request handler" in info.value.error_message
     with pytest.raises(abi.GuestFunctionError) as info:
-        abi.decode_result(sdk.runtime.handle(b"\xff garbage"), make_event())
+        abi.decode_result(sdk.handle(b"\xff garbage"), make_event(), sdk.encoding)
     assert info.value.error_type == "InvalidEvent"
     module = sdk.runtime._bound.module
     assert module.CALLS.count("init") == 1  # once per instance, before its first request
@@ -334,7 +344,7 @@ def test_component_is_detected_precompiled_and_loaded_memory_mapped(py_store_dir
         assert cold_ms < 2000  # a load from the store, never a compile (which takes seconds)
         assert rt.store.component_artifact_path(digests["hostile"]).stat().st_size == loaded.artifact_bytes
         # the SDK's handle-marshal export: the event crosses as a marshal document, which CPython decodes in C
-        assert loaded.info.event_encoding == "marshal"
+        assert loaded.info.encoding == "marshal"
 
 
 def _copy_store(src_root: Path, dst_root: Path, digest: str) -> ModuleStore:

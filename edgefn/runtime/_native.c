@@ -960,6 +960,216 @@ static PyObject *native_cbor_decode(PyObject *self, PyObject *data) {
     return out;
 }
 
+/* marshal_decode(data) -> the one document `data` holds: a Python component's result (handle-marshal), which
+ * CPython encodes in C inside the guest (marshal.dumps, format 4). The guest is not trusted, and CPython's
+ * own marshal.loads is not meant for untrusted bytes (it builds code objects, among others), so this is a
+ * strict reader of the subset results hold: dicts with text or integer keys, lists, text, bytes, ints up to
+ * 64 bits, floats, bools, None; references only to text, bytes and numbers (a shared or cyclic container is
+ * refused: the host's checks then walk a tree). Anything else, a truncated document or trailing bytes
+ * raise ValueError naming what was wrong and where. */
+
+#define MARSHAL_FLAG_REF 0x80
+#define MARSHAL_MAX_DEPTH 64
+
+typedef struct {
+    const uint8_t *start, *at, *end;
+    PyObject *refs; /* list: what FLAG_REF registered, in order; None for a container (never referenced) */
+} marshal_in_t;
+
+static PyObject *marshal_fail(const marshal_in_t *in, const char *what) {
+    PyErr_Format(PyExc_ValueError, "%s at byte %zd", what, (Py_ssize_t)(in->at - in->start));
+    return NULL;
+}
+
+static int marshal_u32(marshal_in_t *in, uint32_t *out) {
+    if (in->end - in->at < 4) return 0;
+    *out = (uint32_t)in->at[0] | ((uint32_t)in->at[1] << 8) | ((uint32_t)in->at[2] << 16) | ((uint32_t)in->at[3] << 24);
+    in->at += 4;
+    return 1;
+}
+
+/* a length that the rest of the document can hold (each element takes a byte at least) */
+static int marshal_size(marshal_in_t *in, int short_form, Py_ssize_t *n) {
+    uint32_t v;
+    if (short_form) {
+        if (in->at >= in->end) return 0;
+        v = *in->at++;
+    } else if (!marshal_u32(in, &v)) {
+        return 0;
+    }
+    if ((int32_t)v < 0 || (Py_ssize_t)v > in->end - in->at) return 0;
+    *n = (Py_ssize_t)v;
+    return 1;
+}
+
+static int marshal_keep(marshal_in_t *in, int flagged, PyObject *obj) {
+    return !flagged || PyList_Append(in->refs, obj) == 0;
+}
+
+static PyObject *marshal_read(marshal_in_t *in, int depth);
+
+static PyObject *marshal_text(marshal_in_t *in, uint8_t type) {
+    Py_ssize_t n;
+    if (!marshal_size(in, type == 'z' || type == 'Z', &n)) return marshal_fail(in, "a truncated text");
+    const char *data = (const char *)in->at;
+    PyObject *out;
+    if (type == 'u' || type == 't') {
+        out = PyUnicode_DecodeUTF8(data, n, "strict");
+        if (out == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+            return marshal_fail(in, "text that is not UTF-8");
+        }
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++)
+            if ((uint8_t)data[i] >= 0x80) return marshal_fail(in, "a non-ASCII byte in ASCII text");
+        out = PyUnicode_DecodeASCII(data, n, "strict");
+    }
+    in->at += n;
+    return out;
+}
+
+static PyObject *marshal_long(marshal_in_t *in) {
+    uint32_t raw;
+    if (!marshal_u32(in, &raw)) return marshal_fail(in, "a truncated integer");
+    int32_t n = (int32_t)raw;
+    uint32_t digits = n < 0 ? (uint32_t)(-(int64_t)n) : (uint32_t)n;
+    /* 15-bit digits, least significant first: five hold 64 bits */
+    if (digits > 5 || in->end - in->at < (Py_ssize_t)(2 * digits)) return marshal_fail(in, "an integer over 64 bits or truncated");
+    uint64_t v = 0;
+    for (uint32_t i = 0; i < digits; i++) {
+        uint32_t d = (uint32_t)in->at[2 * i] | ((uint32_t)in->at[2 * i + 1] << 8);
+        if (d >= (1u << 15) || (i == 4 && d >= 16) || (i == digits - 1 && d == 0)) return marshal_fail(in, "a malformed integer");
+        v |= (uint64_t)d << (15 * i);
+    }
+    in->at += 2 * digits;
+    if (n >= 0) return PyLong_FromUnsignedLongLong(v);
+    if (v > (uint64_t)INT64_MAX + 1) return marshal_fail(in, "an integer under -2**63");
+    return PyLong_FromLongLong(v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(long long)v);
+}
+
+static PyObject *marshal_read(marshal_in_t *in, int depth) {
+    if (depth > MARSHAL_MAX_DEPTH) return marshal_fail(in, "nested too deep");
+    if (in->at >= in->end) return marshal_fail(in, "a truncated document");
+    uint8_t code = *in->at++;
+    int flagged = (code & MARSHAL_FLAG_REF) != 0;
+    uint8_t type = code & (uint8_t)~MARSHAL_FLAG_REF;
+    PyObject *out = NULL;
+    switch (type) {
+    case 'N':
+        Py_RETURN_NONE;
+    case 'T':
+        Py_RETURN_TRUE;
+    case 'F':
+        Py_RETURN_FALSE;
+    case 'i': {
+        uint32_t v;
+        if (!marshal_u32(in, &v)) return marshal_fail(in, "a truncated integer");
+        out = PyLong_FromLong((long)(int32_t)v);
+        break;
+    }
+    case 'l':
+        out = marshal_long(in);
+        break;
+    case 'g': {
+        if (in->end - in->at < 8) return marshal_fail(in, "a truncated float");
+        double d = PyFloat_Unpack8((const char *)in->at, 1);
+        if (d == -1.0 && PyErr_Occurred()) return NULL;
+        in->at += 8;
+        out = PyFloat_FromDouble(d);
+        break;
+    }
+    case 's': {
+        Py_ssize_t n;
+        if (!marshal_size(in, 0, &n)) return marshal_fail(in, "truncated bytes");
+        out = PyBytes_FromStringAndSize((const char *)in->at, n);
+        in->at += n;
+        break;
+    }
+    case 'u': case 't': case 'a': case 'A': case 'z': case 'Z':
+        out = marshal_text(in, type);
+        break;
+    case 'r': {
+        uint32_t idx;
+        if (!marshal_u32(in, &idx)) return marshal_fail(in, "a truncated reference");
+        if ((Py_ssize_t)idx >= PyList_GET_SIZE(in->refs) || PyList_GET_ITEM(in->refs, idx) == Py_None)
+            return marshal_fail(in, "a reference to a container or to nothing before it");
+        out = PyList_GET_ITEM(in->refs, idx);
+        Py_INCREF(out);
+        return out;
+    }
+    case '[': {
+        Py_ssize_t n;
+        if (!marshal_size(in, 0, &n)) return marshal_fail(in, "a truncated list");
+        if (!marshal_keep(in, flagged, Py_None)) return NULL;
+        out = PyList_New(n);
+        if (out == NULL) return NULL;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *item = marshal_read(in, depth + 1);
+            if (item == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            PyList_SET_ITEM(out, i, item);
+        }
+        return out;
+    }
+    case '{': {
+        if (!marshal_keep(in, flagged, Py_None)) return NULL;
+        out = PyDict_New();
+        if (out == NULL) return NULL;
+        for (;;) {
+            if (in->at >= in->end) {
+                Py_DECREF(out);
+                return marshal_fail(in, "a truncated dict");
+            }
+            if (*in->at == '0') { /* the end of the dict */
+                in->at++;
+                return out;
+            }
+            PyObject *key = marshal_read(in, depth + 1);
+            if (key == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            if (!PyUnicode_CheckExact(key) && !PyLong_CheckExact(key)) {
+                Py_DECREF(key);
+                Py_DECREF(out);
+                return marshal_fail(in, "a dict key that is neither text nor an integer");
+            }
+            PyObject *value = marshal_read(in, depth + 1);
+            int failed = value == NULL || PyDict_SetItem(out, key, value) != 0;
+            Py_DECREF(key);
+            Py_XDECREF(value);
+            if (failed) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+    }
+    default:
+        in->at--;
+        PyErr_Format(PyExc_ValueError, "type code 0x%02x at byte %zd is not one a result holds", code, (Py_ssize_t)(in->at - in->start));
+        return NULL;
+    }
+    if (out != NULL && !marshal_keep(in, flagged, out)) Py_CLEAR(out);
+    return out;
+}
+
+static PyObject *native_marshal_decode(PyObject *self, PyObject *data) {
+    (void)self;
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) != 0) return NULL;
+    marshal_in_t in = { view.buf, view.buf, (const uint8_t *)view.buf + view.len, PyList_New(0) };
+    PyObject *out = in.refs != NULL ? marshal_read(&in, 0) : NULL;
+    if (out != NULL && in.at != in.end) {
+        Py_DECREF(out);
+        out = marshal_fail(&in, "trailing bytes");
+    }
+    Py_XDECREF(in.refs);
+    PyBuffer_Release(&view);
+    return out;
+}
+
 /* --- the epoch ticker: a thread that never takes the GIL ------------------------------------------ */
 
 /* A Python thread ticking every few ms must take the GIL for each tick: on a busy core that forces the
@@ -1263,6 +1473,7 @@ static PyMethodDef methods[] = {
     {"fuel", native_fuel, METH_O, "The fuel a Store has left."},
     {"memory", native_memory, METH_O, "(peak, refused asked, refused cap) of a Store's memory budget."},
     {"cbor_decode", native_cbor_decode, METH_O, "The one CBOR item of a guest's result, or NotImplemented where cbor2 must decide."},
+    {"marshal_decode", native_marshal_decode, METH_O, "The one document of a Python component's marshal result (a strict subset; ValueError otherwise)."},
     {"cbor_encode", native_cbor_encode, METH_O, "The CBOR bytes of an event document (maps, arrays, text, bytes, 64-bit ints, bools, None, floats)."},
     {"ticker_start", (PyCFunction)(void (*)(void))native_ticker_start, METH_FASTCALL, "Start a thread that advances engines' epochs every tick while guests run; returns its handle."},
     {"ticker_enter", native_ticker_enter, METH_O, "A guest is about to run (wakes a parked ticker)."},

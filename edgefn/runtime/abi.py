@@ -1,9 +1,9 @@
-"""Guest ABI v1 on the wire: the names a v1 module exports, and events and results as CBOR (an event, for a
-Python component, as marshal).
+"""Guest ABI v1 on the wire: the names a v1 module exports, and events and results as CBOR (for a Python
+component, as marshal).
 
 See guest-sdk/ABI.md. `encode_event` turns a core.events.Event into the bytes a guest reads, and
 `decode_result` turns the guest's bytes back into a request or a response, checking every field (the
-document form is core.events'; only the CBOR crossing is here).
+document form is core.events'; only the crossing, CBOR or marshal, is here).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from . import _native
 
 __all__ = [
     "ABI_VERSION", "ALLOC_EXPORT", "HANDLE_EXPORT", "HOST_MODULE", "INIT_EXPORT", "VERSION_EXPORT_PREFIX", "WASI_MODULE",
-    "EventEncoding", "GuestFunctionError", "decode_event", "decode_result", "encode_event",
+    "DocumentEncoding", "GuestFunctionError", "decode_event", "decode_result", "encode_event",
 ]
 
 ABI_VERSION = 1
@@ -64,28 +64,35 @@ class GuestFunctionError(Exception):
         super().__init__(f"{error_type}: {error_message}")
 
 
-#: CBOR for every guest; "marshal" for a Python component's handle-marshal, which CPython decodes in C where its
-#: CBOR decoder is Python (a warm Python hello on bench/micro's typical event: 977,373 -> 412,588 instructions of fuel)
-EventEncoding = Literal["cbor", "marshal"]
+#: CBOR for every guest; "marshal" for a Python component's handle-marshal, whose event and result CPython
+#: encodes and decodes in C where its CBOR codec is Python (a warm Python hello on bench/micro's typical event:
+#: 977,373 -> 412,588 instructions of fuel with a marshal event; docs/performance.md for the result's share)
+DocumentEncoding = Literal["cbor", "marshal"]
+
+#: the first byte of a marshal dict (with and without FLAG_REF); no CBOR map starts with either
+_MARSHAL_DICT = (0x7B, 0xFB)
 
 
-def encode_event(event: Event, encoding: EventEncoding = "cbor") -> bytes:
+def encode_event(event: Event, encoding: DocumentEncoding = "cbor") -> bytes:
     if encoding == "marshal":
-        return marshal.dumps(event_document(event), 4)  # format 4 is every CPython's since 3.4
+        # format 2: no interned strings, which the guest's marshal.loads would intern one by one (~a quarter of its decode)
+        return marshal.dumps(event_document(event), 2)
     return _native.cbor_encode(event_document(event))  # cbor2.dumps's bytes, in C (~2 µs instead of ~30)
 
 
-def decode_result(raw: bytes, event: Event) -> EdgeRequest | EdgeResponse:
-    """Parse a guest's result for `event`. Raises ResultError or GuestFunctionError."""
-    doc = _native.cbor_decode(raw)  # the common, well-formed result in C; cbor2 decides everything else
-    if doc is NotImplemented:
-        stream = io.BytesIO(raw)
+def decode_result(raw: bytes, event: Event, encoding: DocumentEncoding = "cbor") -> EdgeRequest | EdgeResponse:
+    """Parse a guest's result for `event`. Raises ResultError or GuestFunctionError.
+
+    A "marshal" result is read by _native's strict reader (the guest is not trusted; CPython's marshal.loads is
+    not meant for such bytes). One that does not start as a marshal dict is CBOR: what handle-marshal answered
+    in components built before its results were marshal too (BUILD_FORMAT 2), which stay deployable."""
+    if encoding == "marshal" and raw[:1] and raw[0] in _MARSHAL_DICT:
         try:
-            doc = cbor2.CBORDecoder(stream).decode()
-        except Exception as exc:  # cbor2 raises several types, all meaning "not one CBOR item"
-            raise ResultError(f"not a CBOR document ({type(exc).__name__}: {exc})") from None
-        if stream.tell() != len(raw):
-            raise ResultError(f"not a CBOR document: {len(raw) - stream.tell()} trailing bytes after the first item")
+            doc = _native.marshal_decode(raw)
+        except ValueError as exc:
+            raise ResultError(f"not a marshal document ({exc})") from None
+    else:
+        doc = _cbor_result(raw)
     expect_field(doc, dict, "result", "a map")
     if "errorType" in doc:
         check_keys(doc, frozenset({"errorType", "errorMessage"}), "result")
@@ -97,6 +104,19 @@ def decode_result(raw: bytes, event: Event) -> EdgeRequest | EdgeResponse:
     if event.config.event_type not in REQUEST_EVENTS:
         raise ResultError(f"a {event.config.event_type} function must return a response (a map with 'status')")
     return apply_request(doc, event.request, "result")
+
+
+def _cbor_result(raw: bytes) -> object:
+    doc = _native.cbor_decode(raw)  # the common, well-formed result in C; cbor2 decides everything else
+    if doc is NotImplemented:
+        stream = io.BytesIO(raw)
+        try:
+            doc = cbor2.CBORDecoder(stream).decode()
+        except Exception as exc:  # cbor2 raises several types, all meaning "not one CBOR item"
+            raise ResultError(f"not a CBOR document ({type(exc).__name__}: {exc})") from None
+        if stream.tell() != len(raw):
+            raise ResultError(f"not a CBOR document: {len(raw) - stream.tell()} trailing bytes after the first item")
+    return doc
 
 
 def decode_event(raw: bytes) -> Event:

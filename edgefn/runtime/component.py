@@ -2,7 +2,7 @@
 
 A component exports the edgefn:function world's `handle: func(event: list<u8>) -> list<u8>` (one CBOR
 event in, one CBOR result out, as a core module's edgefn_handle; a Python guest's `handle-marshal` takes the
-event as a CPython marshal document instead) and imports `edgefn:function/host@1.0.0`
+event and gives the result as CPython marshal documents instead) and imports `edgefn:function/host@1.0.0`
 (log, env-get, fetch, kv: the semantics of ABI v1's edgefn:host/v1) plus WASI 0.2, which the host grants
 with least privilege. See guest-sdk/ABI.md section 8 and guest-sdk/python/wit/edgefn.wit.
 
@@ -62,8 +62,8 @@ class ComponentInfo:
     memory: MemoryLayout
     #: it imports wasi:filesystem, so it gets a /tmp (a tmpfs mount each instance: runtime/scratch.py)
     uses_filesystem: bool = False
-    #: how the event is encoded for `handle_export` (abi.encode_event)
-    event_encoding: abi.EventEncoding = "cbor"
+    #: how `handle_export`'s event and result are encoded (abi.encode_event, abi.decode_result)
+    encoding: abi.DocumentEncoding = "cbor"
 
     @property
     def memory_min_bytes(self) -> int:
@@ -100,13 +100,13 @@ def inspect_component(component: wc.Component, engine: wasmtime.Engine, function
     exports = ctype.exports(engine)
     if not _is_handle(exports.get(HANDLE_EXPORT)):
         raise MissingExport(function, HANDLE_EXPORT, HANDLE_TYPE)
-    encoding: abi.EventEncoding = "marshal" if _is_handle(exports.get(HANDLE_MARSHAL_EXPORT)) else "cbor"
+    encoding: abi.DocumentEncoding = "marshal" if _is_handle(exports.get(HANDLE_MARSHAL_EXPORT)) else "cbor"
     name = HANDLE_MARSHAL_EXPORT if encoding == "marshal" else HANDLE_EXPORT
     index = component.get_export_index(name)
     if index is None:  # pragma: no cover - the type said it is there
         raise MissingExport(function, name, HANDLE_TYPE)
     uses_filesystem = any(name.startswith("wasi:filesystem/") for name in imports)
-    return ComponentInfo(handle_export=index, memory=memory, uses_filesystem=uses_filesystem, event_encoding=encoding)
+    return ComponentInfo(handle_export=index, memory=memory, uses_filesystem=uses_filesystem, encoding=encoding)
 
 
 def _is_handle(item: object) -> bool:

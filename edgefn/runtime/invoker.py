@@ -231,7 +231,7 @@ class Invoker:
             loaded,
             function=fn.name,
             request_id=rid,
-            event=abi.encode_event(event, loaded.info.event_encoding),
+            event=abi.encode_event(event, loaded.info.encoding),
             limits=limits,
             env=fn.guest_env,
             emit=emit,
@@ -266,7 +266,7 @@ class Invoker:
         if error is None:
             assert run.result is not None
             try:
-                result = abi.decode_result(run.result, event)
+                result = abi.decode_result(run.result, event, loaded.info.encoding)
             except abi.GuestFunctionError as exc:
                 message = mask(exc.error_message) if mask is not None else exc.error_message  # error pages and logs never show a secret
                 if exc.error_type == "OutOfMemory" and (loaded.kind == "component" or run.memory_refused is not None):

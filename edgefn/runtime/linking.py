@@ -33,8 +33,8 @@ class GuestModuleInfo:
     memory_min_bytes: int
     #: it imports something that can wait inside the host (a fetch, a WASI sleep or read): never run inline
     waits: bool = False
-    #: how the event is encoded for it (abi.encode_event): a core module reads CBOR
-    event_encoding: abi.EventEncoding = "cbor"
+    #: how its event and result are encoded (abi.encode_event, abi.decode_result): a core module's are CBOR
+    encoding: abi.DocumentEncoding = "cbor"
 
 
 _I32 = wasmtime.ValType.i32()

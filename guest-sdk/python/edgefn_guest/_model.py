@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable, Iterator, Mapping
 from http import HTTPStatus
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 from urllib.parse import parse_qs
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
-_BAD_VALUE = re.compile(r"[\r\n\x00]")
+#: the characters of an HTTP token (RFC 9110 section 5.6.2), lowercase: what a header name may hold
+_TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
 
 TRIGGERS = ("viewer-request", "origin-request", "origin-response", "viewer-response")
 REQUEST_TRIGGERS = ("viewer-request", "origin-request")
+
+#: status -> reason phrase, made once (at build time, into the snapshot): an HTTPStatus lookup per response
+#: costs more in a component than the rest of building it
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+#: lowercase name -> the title-cased spelling of a header set without one (a handful per function)
+_TITLES: dict[str, str] = {}
 
 
 class EdgefnUsageError(ValueError):
@@ -19,14 +25,20 @@ class EdgefnUsageError(ValueError):
 
 
 def _title(name: str) -> str:
-    return "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
+    title = _TITLES.get(name)
+    if title is None:
+        title = "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
+        if len(_TITLES) < 256:
+            _TITLES[name] = title
+    return title
 
 
 def _check_name(name: Any) -> str:
     if not isinstance(name, str):
         raise EdgefnUsageError(f"header names are text, got {type(name).__name__}")
     lower = name.lower()
-    if not _TOKEN.match(lower):
+    # str methods, not a regex: a regex match is the dearest step of setting a header inside a component
+    if not lower or not lower.isascii() or lower.strip(_TOKEN_CHARS):
         raise EdgefnUsageError(f"{name!r} is not a valid HTTP header name")
     return lower
 
@@ -36,7 +48,7 @@ def _check_value(name: str, value: Any) -> str:
         value = str(value)
     if not isinstance(value, str):
         raise EdgefnUsageError(f"header {name!r}: values are text, got {type(value).__name__}")
-    if _BAD_VALUE.search(value):
+    if "\r" in value or "\n" in value or "\x00" in value:
         raise EdgefnUsageError(f"header {name!r}: the value contains CR, LF or NUL")
     return value
 
@@ -60,7 +72,8 @@ class Headers:
         if isinstance(init, Headers):
             self._d = {name: list(entries) for name, entries in init._d.items()}
             return
-        items = init.items() if isinstance(init, Mapping) else init
+        # a dict first: isinstance against an ABC is one of the dearer steps of a response inside a component
+        items = init.items() if type(init) is dict or isinstance(init, Mapping) else init
         for name, value in items:
             if isinstance(value, (list, tuple)):
                 for v in value:
@@ -199,7 +212,9 @@ class Request(_HasBody):
         self.method = method
         self.uri = uri
         self.querystring = querystring
-        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self._headers: Headers | None = headers if isinstance(headers, Headers) else Headers(headers)
+        #: the event's headers document, made a Headers when a handler first reads `headers`
+        self._headers_doc: Any = None
         self._body = _as_body(body)
         self.origin = origin
         self._client_ip = ""
@@ -207,6 +222,17 @@ class Request(_HasBody):
         # what the host sent, to send back only what changed
         self._orig_body: bytes | None = None
         self._orig_origin: Any = None
+
+    @property
+    def headers(self) -> Headers:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers._from_document(self._headers_doc)
+        return headers
+
+    @headers.setter
+    def headers(self, value: Headers | Mapping[str, Any]) -> None:
+        self._headers = value if isinstance(value, Headers) else Headers(value)
 
     @property
     def client_ip(self) -> str:
@@ -228,20 +254,25 @@ class Request(_HasBody):
 
     @classmethod
     def _from_document(cls, doc: dict[str, Any]) -> Request:
-        req = cls(
-            method=doc.get("method", "GET"),
-            uri=doc.get("uri", "/"),
-            querystring=doc.get("querystring", ""),
-            headers=Headers._from_document(doc.get("headers")),
-        )
+        req = cls.__new__(cls)  # every attribute set here, without __init__'s conversions (the host's values are sound)
+        req.method = doc.get("method", "GET")
+        req.uri = doc.get("uri", "/")
+        req.querystring = doc.get("querystring", "")
+        req._headers = None  # many handlers never read them: parsed on first use
+        req._headers_doc = doc.get("headers")
         req._client_ip = doc.get("clientIp", "")
         body = doc.get("body")
         if isinstance(body, dict):
             req._body = req._orig_body = body.get("data", b"")
             req._truncated = bool(body.get("inputTruncated", False))
+        else:
+            req._body = req._orig_body = None
+            req._truncated = False
         if "origin" in doc:
             req.origin = _copy(doc["origin"])
             req._orig_origin = doc["origin"]
+        else:
+            req.origin = req._orig_origin = None
         return req
 
     def _result(self) -> dict[str, Any]:
@@ -249,13 +280,18 @@ class Request(_HasBody):
             "method": self.method,
             "uri": self.uri,
             "querystring": self.querystring,
-            "headers": self.headers._document(),
+            # headers never read are sent back as they came
+            "headers": self._headers._document() if self._headers is not None else _unread_document(self._headers_doc),
         }
         if self._body is not self._orig_body and self._body != self._orig_body:
             doc["body"] = {"action": "replace", "data": self._body or b""}
         if self.origin is not None and self.origin != self._orig_origin:
             doc["origin"] = self.origin
         return doc
+
+
+def _unread_document(doc: Any) -> dict[str, list[dict[str, str]]]:
+    return Headers._from_document(doc)._document() if doc else {}
 
 
 class Response(_HasBody):
@@ -302,10 +338,7 @@ class Response(_HasBody):
     def _description(self) -> str:
         if self.status_description:
             return self.status_description
-        try:
-            return HTTPStatus(self.status).phrase
-        except ValueError:
-            return ""
+        return _PHRASES.get(self.status, "")
 
     def _result(self) -> dict[str, Any]:
         if not isinstance(self.status, int) or isinstance(self.status, bool):

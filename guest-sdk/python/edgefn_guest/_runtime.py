@@ -16,11 +16,24 @@ from typing import Any, Callable
 from . import _cbor, _host
 from ._model import REQUEST_TRIGGERS, TRIGGERS, Context, EdgefnUsageError, Event, Request, Response
 
+#: the marshal format of handle-marshal's results (the host's events come in format 2; guest-sdk/ABI.md section 8)
+MARSHAL_VERSION = 4
+
+
+def _marshal_dumps(doc: Any) -> bytes:
+    return marshal.dumps(doc, MARSHAL_VERSION)
+
+
 #: A MemoryError means the guest's allocator was refused memory (memory.grow failed under the host's
 #: memory cap). The report is encoded now, at build time, so sending it needs no allocation.
-OUT_OF_MEMORY = _cbor.dumps(
-    {"errorType": "OutOfMemory", "errorMessage": "MemoryError: the function ran out of memory (manifest key 'memory_mb')"}
-)
+_OUT_OF_MEMORY_DOC = {"errorType": "OutOfMemory", "errorMessage": "MemoryError: the function ran out of memory (manifest key 'memory_mb')"}
+OUT_OF_MEMORY = _cbor.dumps(_OUT_OF_MEMORY_DOC)
+OUT_OF_MEMORY_MARSHAL = _marshal_dumps(_OUT_OF_MEMORY_DOC)
+
+#: one codec per export: (decode the event, encode the result, the out-of-memory result already encoded)
+_Codec = tuple[Callable[[bytes], Any], Callable[[Any], bytes], bytes]
+CBOR: _Codec = (_cbor.loads, _cbor.dumps, OUT_OF_MEMORY)
+MARSHAL: _Codec = (marshal.loads, _marshal_dumps, OUT_OF_MEMORY_MARSHAL)
 
 
 class _Bound:
@@ -87,19 +100,20 @@ def _prepare() -> None:
         "response": {"status": 200, "statusDescription": "OK", "headers": headers},
     }
     for i in range(8):
-        doc = marshal.loads(marshal.dumps(sample, 4)) if i % 2 else _cbor.loads(_cbor.dumps(sample))
+        loads, dumps, _ = MARSHAL if i % 2 else CBOR
+        doc = loads(dumps(sample))
         Context(doc["config"])
         request = Request._from_document(doc["request"])
         response = Response._from_document(doc["response"])
         request.headers["x-warm"] = "1"
         response.headers.add("x-warm", "1")
-        _cbor.dumps(request._result())
-        _cbor.dumps(response._result())
-        _cbor.dumps(Response(404, "x", headers={"content-type": "text/plain"})._result())
+        dumps(request._result())
+        dumps(response._result())
+        dumps(Response(404, "x", headers={"content-type": "text/plain"})._result())
 
 
-def _error(error_type: str, message: str) -> bytes:
-    return _cbor.dumps({"errorType": error_type, "errorMessage": message[:4000]})
+def _error(error_type: str, message: str, dumps: Callable[[Any], bytes] = _cbor.dumps) -> bytes:
+    return dumps({"errorType": error_type, "errorMessage": message[:4000]})
 
 
 def _caused_by_memory(exc: BaseException) -> bool:
@@ -115,18 +129,19 @@ def _caused_by_memory(exc: BaseException) -> bool:
 
 def handle(raw: bytes) -> bytes:
     """One invocation: CBOR event in, CBOR result out. Never raises."""
-    return _handle(raw, _cbor.loads)
+    return _handle(raw, CBOR)
 
 
 def handle_marshal(raw: bytes) -> bytes:
-    """The same with the event as a `marshal` document (the edge-function-py world's handle-marshal)."""
-    return _handle(raw, marshal.loads)
+    """The same with the event and the result as `marshal` documents (the edge-function-py world's
+    handle-marshal): CPython encodes and decodes them in C, where the CBOR codec here is Python."""
+    return _handle(raw, MARSHAL)
 
 
-def _handle(raw: bytes, loads: Callable[[bytes], Any]) -> bytes:
+def _handle(raw: bytes, codec: _Codec) -> bytes:
     oom = False
     try:
-        return _dispatch(raw, loads)
+        return _dispatch(raw, codec)
     except MemoryError:
         oom = True
     except BaseException as exc:  # noqa: BLE001 - a function's failure is a result document, never a trap
@@ -135,12 +150,12 @@ def _handle(raw: bytes, loads: Callable[[bytes], Any]) -> bytes:
         else:
             try:
                 _log_exception(exc)
-                return _error(type(exc).__name__, str(exc) or type(exc).__name__)
+                return _error(type(exc).__name__, str(exc) or type(exc).__name__, codec[1])
             except MemoryError:
                 oom = True
     # here the exception and its frames are gone, and with them whatever the function allocated
     assert oom
-    return OUT_OF_MEMORY
+    return codec[2]
 
 
 def _log_exception(exc: BaseException) -> None:
@@ -150,10 +165,11 @@ def _log_exception(exc: BaseException) -> None:
         _host.log(line, "error")
 
 
-def _dispatch(raw: bytes, loads: Callable[[bytes], Any]) -> bytes:
+def _dispatch(raw: bytes, codec: _Codec) -> bytes:
+    loads, dumps, _ = codec
     b = _bound
     if b.module is None:
-        return _error("EdgefnUsageError", "no function module is bound (build the function with `edgefn build`)")
+        return _error("EdgefnUsageError", "no function module is bound (build the function with `edgefn build`)", dumps)
     try:
         doc = loads(raw)
         if not isinstance(doc, dict) or not isinstance(doc.get("request"), dict):
@@ -162,7 +178,7 @@ def _dispatch(raw: bytes, loads: Callable[[bytes], Any]) -> bytes:
         request = Request._from_document(doc["request"])
         response = Response._from_document(doc["response"]) if isinstance(doc.get("response"), dict) else None
     except (ValueError, TypeError, KeyError, EOFError) as exc:
-        return _error("InvalidEvent", str(exc) or type(exc).__name__)
+        return _error("InvalidEvent", str(exc) or type(exc).__name__, dumps)
 
     if not b.initialized:  # once per instance: the first invocation of a fresh (or newly pooled) instance
         _host.new_instance()
@@ -186,8 +202,9 @@ def _dispatch(raw: bytes, loads: Callable[[bytes], Any]) -> bytes:
             "EdgefnUsageError",
             f"this function has no {trigger.replace('-', '_')} handler (defined: {defined}); "
             "check the manifest's trigger or add the handler",
+            dumps,
         )
-    return _cbor.dumps(_result(out, trigger, request, response))
+    return dumps(_result(out, trigger, request, response))
 
 
 def _result(out: Any, trigger: str, request: Request, response: Response | None) -> dict[str, Any]:
