@@ -82,6 +82,13 @@ def _texts(receiver: Receiver, prefix: str) -> list[str]:
     return [r["text"] for batch in _got(receiver) for r in batch["records"] if r["text"].removeprefix("fail-").removeprefix("crash-").startswith(prefix)]
 
 
+def _story(world: dict[str, Any], prefix: str) -> str:
+    """What a failed ordering assertion needs: each batch the function reported, and the server's poller lines."""
+    batches = [[r["text"] for r in b["records"]] for b in _got(world["receiver"]) if any(prefix in r["text"] for r in b["records"])]
+    lines = [ln for ln in world["server"].log.read_text(errors="replace").splitlines() if any(k in ln for k in ("POLL", "event source", "fetch", "Task timed out", "ERROR"))]
+    return "batches reported: " + json.dumps(batches) + "\nserver log (poller, fetch, errors):\n" + "\n".join(lines[-200:])
+
+
 def _mappings(config: Path) -> dict[str, dict[str, Any]]:
     """The app's mappings by their source's queue or streams (`edgefn event-sources list --json`)."""
     done = run_edgefn("event-sources", "list", "--json", "--config", str(config))
@@ -280,7 +287,7 @@ def test_a_stream_bisects_a_failing_batch_and_sends_the_poison_record_on_failure
     assert len(alone) == 3  # bisected down to itself, then tried once and retried twice (maximum_retry_attempts)
     order = _texts(receiver, "C-b-")
     last = {t: i for i, t in enumerate(order)}  # a record's last delivery is the one that succeeded (or gave up)
-    assert last["C-b-2"] < last["crash-C-b-3"] < last["C-b-4"]  # the shard's order kept through the bisection
+    assert last["C-b-2"] < last["crash-C-b-3"] < last["C-b-4"], _story(world, "C-b-")  # the shard's order kept through the bisection
 
 
 def test_stream_records_older_than_the_maximum_age_go_on_failure_unprocessed(world):

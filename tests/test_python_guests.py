@@ -718,6 +718,54 @@ def test_fuel_and_deadline_are_reset_per_invocation(rt, digests):
     assert int(done.result.headers["x-count"][0][1]) == 8
 
 
+def test_a_warm_component_measured_short_runs_on_the_event_loop(rt, digests):
+    """runtime/inline.py: a warm Python instance whose run on a guest thread was short is tried on the loop's own
+    thread next, the same instance (its module state goes on); a fresh one is never tried there."""
+    fn = hostile(digests, reuse=True)
+
+    async def three() -> list[tuple[str, int]]:
+        out = []
+        for _ in range(3):
+            done = await rt.invoker.invoke(fn, get("/count"))
+            out.append((done.result.headers["x-count"][0][1], rt.invoker.inline.inline_runs))
+        return out
+
+    # cold on a thread, warm on a thread (now measured short), then warm on the loop
+    assert asyncio.run(three()) == [("1", 0), ("2", 0), ("3", 1)]
+    fresh = hostile(digests, name="hostile-fresh")
+    for _ in range(3):
+        asyncio.run(rt.invoker.invoke(fresh, get("/count")))
+    assert rt.invoker.inline.inline_runs == 1  # never without an idle warm instance
+
+
+def test_a_component_that_waits_in_the_host_inline_goes_back_to_the_threads(rt, digests, caplog):
+    """A component's WASI can sleep where neither fuel nor the epoch reach: a try that held the loop past the
+    slice's wall clock is a miss whatever its outcome, and each one doubles its function's cooldown."""
+    fn = hostile(digests, reuse=True)
+    policy = rt.invoker.inline
+
+    async def call(path: str) -> str:
+        return (await rt.invoker.invoke(fn, get(path))).result.body.data.decode()
+
+    async def go() -> None:
+        for _ in range(2):
+            await call("/count")  # measured short, warm
+        for wait in (1, 2):
+            assert policy.cooldown_left(fn.name) == 0.0
+            assert await call(f"/sleep?s={policy.slice_ms * 3 / 1000}") == "slept"  # it still answers
+            assert policy.slice_misses == wait
+            assert policy.cooldown_left(fn.name) > policy.cooldown_s * wait * 0.9  # 10 s, then 20 s
+            runs = policy.inline_runs
+            assert (await call("/count")).isdigit() and policy.inline_runs == runs  # on a thread meanwhile
+            policy._long_until.pop(fn.name)  # the cooldown is over (not waited out: it is seconds long)
+            await call("/count")  # warm on a thread: measured short again
+
+    with caplog.at_level(logging.INFO, logger="edgefn.function.hostile"):
+        asyncio.run(go())
+    reports = [line for _, line in log_lines(caplog) if line.startswith("REPORT")]
+    assert len(reports) == 2 + 2 * 3  # a missed try is never reported: each request once
+
+
 def test_memory_growing_across_reuses_hits_the_cap_and_the_instance_is_dropped(rt, digests):
     fn = hostile(digests, reuse=True, memory_mb=40)
     with pytest.raises(MemoryLimitExceeded):

@@ -10,9 +10,13 @@ would send a busy node's functions to the threads, where they wait longer still.
 the slice is the invocation. A try that hits the slice (and not its own, smaller, limit) is thrown away
 unseen — no log line, no REPORT, no metric, its instance dropped — and the invocation runs again on a guest
 thread with the function's full limits; the function then stays on the threads for `cooldown_s`, so a
-guest that turns long (or hostile) costs the loop at most one slice per cooldown. Only code that cannot
-wait inside the host is tried: core modules without the fetch grant and without a WASI import that blocks
-(`GuestModuleInfo.waits`). A thrown-away try had no effect outside its own instance, so the run again is
+guest that turns long (or hostile) costs the loop at most one slice per cooldown. Nothing with the fetch
+grant or a key-value store is tried. A core module is tried only if it has no WASI import that blocks
+(`GuestModuleInfo.waits`). A component is tried only warm (an idle pooled instance: its creation takes
+milliseconds), and its WASI can sleep inside the host, where neither fuel nor the epoch reach: a try
+that held the loop past the slice's wall clock, whatever its outcome, is a miss, and each such miss of a
+function doubles its cooldown (up to `MAX_COOLDOWN_S`), so a guest that sleeps stalls the loop a few times,
+then runs on the threads. A thrown-away try had no effect outside its own instance, so the run again is
 the same invocation.
 """
 
@@ -21,9 +25,15 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from typing import TYPE_CHECKING, Callable
 
 from ..core.app import FunctionSpec, Limits
 from ..core.exceptions import CpuBudgetExhausted, InvocationError, WallClockTimeout
+from ..core.report import InvocationReport
+from .linking import GuestModuleInfo
+
+if TYPE_CHECKING:
+    from .component import ComponentInfo
 
 __all__ = ["InlinePolicy"]
 
@@ -31,6 +41,8 @@ __all__ = ["InlinePolicy"]
 SLICE_FUEL = 2_000_000
 SLICE_MS = 10
 COOLDOWN_S = 10.0
+#: the longest a component that overran the slice's wall clock (it waited in the host) stays on the threads
+MAX_COOLDOWN_S = 640.0
 
 
 class InlinePolicy:
@@ -40,8 +52,10 @@ class InlinePolicy:
         self.slice_fuel = slice_fuel
         self.slice_ms = slice_ms
         self.cooldown_s = cooldown_s
-        #: function -> the digest whose runs were measured short (its code may run inline)
-        self._short: dict[str, str] = {}
+        #: function -> (the digest whose runs were measured short, whether it is a component: tried only warm)
+        self._short: dict[str, tuple[str, bool]] = {}
+        #: function -> the cooldown its component's last wait in the host earned (doubles with each)
+        self._waits: dict[str, float] = {}
         #: function -> monotonic time until which it runs on threads only (after a missed try)
         self._long_until: dict[str, float] = {}
         #: a function's limits -> those of its inline tries (few distinct limits per app; made once each)
@@ -50,18 +64,27 @@ class InlinePolicy:
         self.inline_runs = 0
         self.slice_misses = 0
 
-    def admits(self, fn: FunctionSpec) -> bool:
+    def admits(self, fn: FunctionSpec, warm_idle: Callable[[], bool]) -> bool:
         """Try `fn` inline now? (Its code must have been seen to be short-run code. One that may fetch or use the
-        key-value store never is: the loop would wait on I/O, and a missed try run again would repeat a write.)"""
-        if self.slice_fuel <= 0 or fn.allowed_hosts or fn.kv_namespaces or self._short.get(fn.name) != fn.digest:
+        key-value store never is: the loop would wait on I/O, and a missed try run again would repeat a write.
+        A component only when `warm_idle()`: one of its pooled instances is idle.)"""
+        if self.slice_fuel <= 0 or fn.allowed_hosts or fn.kv_namespaces:
+            return False
+        mark = self._short.get(fn.name)
+        if mark is None or mark[0] != fn.digest:
             return False
         until = self._long_until.get(fn.name)
-        return until is None or time.monotonic() >= until
+        if until is not None and time.monotonic() < until:
+            return False
+        return not mark[1] or warm_idle()
 
-    def learn(self, fn: FunctionSpec, code_ok: bool, fuel_used: int) -> None:
-        """A run on a guest thread: code that never waits and used at most half the slice's fuel marks `fn` short."""
-        if code_ok and fuel_used * 2 <= self.slice_fuel:
-            self._short[fn.name] = fn.digest
+    def learn(self, fn: FunctionSpec, info: GuestModuleInfo | ComponentInfo, report: InvocationReport) -> None:
+        """A run on a guest thread: code that cannot block in the host (a core module without a waiting import,
+        or a warm component) and used at most half the slice's fuel marks `fn` short."""
+        component = not isinstance(info, GuestModuleInfo)
+        can_run = report.warm if not isinstance(info, GuestModuleInfo) else not info.waits
+        if can_run and report.fuel_used * 2 <= self.slice_fuel:
+            self._short[fn.name] = (fn.digest, component)
         else:
             self._short.pop(fn.name, None)
 
@@ -75,18 +98,30 @@ class InlinePolicy:
             self._sliced[limits] = capped
         return capped
 
-    def missed(self, fn: FunctionSpec, tried: Limits, error: InvocationError | None) -> bool:
-        """Did the try end on the slice rather than on the function's own limit? Then it runs on threads for a while."""
+    def missed(self, fn: FunctionSpec, tried: Limits, error: InvocationError | None, duration_ms: float) -> bool:
+        """Did the try end on the slice rather than on the function's own limit? Then it runs on threads for a
+        while, and runs again there now. A component's try that held the loop past the slice's wall clock waited in
+        the host: its outcome stands, but its function's cooldown doubles (see the module docstring)."""
         over = (isinstance(error, CpuBudgetExhausted) and tried.fuel < fn.limits.fuel) or (
             isinstance(error, WallClockTimeout) and tried.timeout_ms < fn.limits.timeout_ms
         )
+        mark = self._short.get(fn.name)
+        waited = mark is not None and mark[1] and duration_ms > self.slice_ms
         with self._lock:
-            if over:
+            if over or waited:
                 self.slice_misses += 1
-                self._long_until[fn.name] = time.monotonic() + self.cooldown_s
-            else:
+                cooldown = self.cooldown_s
+                if waited:
+                    self._waits[fn.name] = cooldown = min(self._waits.get(fn.name, self.cooldown_s / 2) * 2, MAX_COOLDOWN_S)
+                self._long_until[fn.name] = time.monotonic() + cooldown
+            if not over:
                 self.inline_runs += 1
         return over
+
+    def cooldown_left(self, name: str) -> float:
+        """Seconds function `name` still runs on the threads only (0: it may be tried inline)."""
+        until = self._long_until.get(name)
+        return max(0.0, until - time.monotonic()) if until is not None else 0.0
 
     def snapshot(self) -> dict[str, int]:
         return {"inline_runs": self.inline_runs, "slice_misses": self.slice_misses, "slice_fuel": self.slice_fuel}

@@ -32,7 +32,6 @@ from .host import create_linker
 from .host.fetch import shared_client
 from .inline import InlinePolicy
 from .instance import GuestInstance
-from .linking import GuestModuleInfo
 from .module_store import ModuleStore
 from .pool import WarmPool, WarmPools
 from .sandbox import Sandbox, log_level
@@ -149,7 +148,8 @@ class Invoker:
 
     async def _invoke(self, fn: FunctionSpec, event: Event, trace: TraceContext | None) -> Invocation:
         lease = self.limiter.acquire(fn.name, event.config.request_id)
-        if self.inline.admits(fn):  # the loop's thread is a slot of its own: one try at a time, bounded by the slice
+        # the loop's thread is a slot of its own: one try at a time, bounded by the slice
+        if self.inline.admits(fn, lambda: fn.reuse_instances and self.pool_of(fn).idle() > 0):
             try:
                 quick = self._run_admitted(fn, event, inline=True, trace=trace)
             except BaseException:
@@ -245,7 +245,7 @@ class Invoker:
             trace=(trace, self.tracer) if trace is not None else None,
         )
         if held is not None:
-            if self.inline.missed(fn, limits, run.error):
+            if self.inline.missed(fn, limits, run.error, run.report.duration_ms):
                 if pool is not None:
                     pool.discard()
                 return None
@@ -256,7 +256,7 @@ class Invoker:
                 for level, message in held:
                     log_lines(flog, (f"{rid}\t{message}",), log_level(level))
         else:
-            self.inline.learn(fn, isinstance(loaded.info, GuestModuleInfo) and not loaded.info.waits, run.report.fuel_used)
+            self.inline.learn(fn, loaded.info, run.report)
         run.report.version = fn.version
         if event.config.trace is not None:
             run.report.trace_id = event.config.trace.trace_hex
