@@ -81,8 +81,10 @@ class InlinePolicy:
     def learn(self, fn: FunctionSpec, info: GuestModuleInfo | ComponentInfo, report: InvocationReport) -> None:
         """A run on a guest thread: code that cannot block in the host (a core module without a waiting import,
         or a warm component) and used at most half the slice's fuel marks `fn` short."""
-        component = not isinstance(info, GuestModuleInfo)
-        can_run = report.warm if not isinstance(info, GuestModuleInfo) else not info.waits
+        if isinstance(info, GuestModuleInfo):
+            component, can_run = False, not info.waits
+        else:
+            component, can_run = True, report.warm
         if can_run and report.fuel_used * 2 <= self.slice_fuel:
             self._short[fn.name] = (fn.digest, component)
         else:
@@ -101,7 +103,7 @@ class InlinePolicy:
     def missed(self, fn: FunctionSpec, tried: Limits, error: InvocationError | None, duration_ms: float) -> bool:
         """Did the try end on the slice rather than on the function's own limit? Then it runs on threads for a
         while, and runs again there now. A component's try that held the loop past the slice's wall clock waited in
-        the host: its outcome stands, but its function's cooldown doubles (see the module docstring)."""
+        the host: its function's cooldown doubles, and an outcome it reached within the slice's fuel stands."""
         over = (isinstance(error, CpuBudgetExhausted) and tried.fuel < fn.limits.fuel) or (
             isinstance(error, WallClockTimeout) and tried.timeout_ms < fn.limits.timeout_ms
         )

@@ -60,6 +60,9 @@ class QueuePoller:
             )
             empty_since: float | None = None
             while not halt.is_set():
+                for t, _ in consumers:
+                    if t.done() and not t.cancelled() and t.exception() is not None:  # its batch goes back to the queue
+                        log.error("event source %s: a consumer of %s stopped: %r; starting another", self.mapping.uuid, self.queue, t.exception())
                 consumers = [(t, h) for t, h in consumers if not t.done()]
                 # (a passive declare answers 0 through aio-pika's robust channel: the durable one counts)
                 depth = (await control.declare_queue(self.queue, durable=True)).declaration_result.message_count or 0
