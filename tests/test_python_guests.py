@@ -51,6 +51,7 @@ from edgefn.core.exceptions import (
 from edgefn.manifest.load import load_manifest
 from edgefn.runtime import abi
 from edgefn.runtime.engine import EngineSettings
+from edgefn.runtime.inline import InlinePolicy
 from edgefn.runtime.invoker import Runtime
 from edgefn.runtime.module_store import ModuleStore
 from edgefn.runtime.wasm_binary import is_component, memory_min_bytes
@@ -742,7 +743,8 @@ def test_a_component_that_waits_in_the_host_inline_goes_back_to_the_threads(rt, 
     """A component's WASI can sleep where neither fuel nor the epoch reach: a try that held the loop past the
     slice's wall clock is a miss whatever its outcome, and each one doubles its function's cooldown."""
     fn = hostile(digests, reuse=True)
-    policy = rt.invoker.inline
+    # a 100 ms slice: a short try preempted on a busy machine is no wait; a 300 ms sleep is
+    policy = rt.invoker.inline = InlinePolicy(slice_ms=100)
 
     async def call(path: str) -> str:
         return (await rt.invoker.invoke(fn, get(path))).result.body.data.decode()
