@@ -760,7 +760,7 @@ def test_a_component_that_waits_in_the_host_inline_goes_back_to_the_threads(rt, 
             runs = policy.inline_runs
             assert (await call("/count")).isdigit() and policy.inline_runs == runs  # on a thread meanwhile
             policy._long_until.pop(fn.name)  # the cooldown is over (not waited out: it is seconds long)
-            await call("/count")  # warm on a thread: measured short again
+            await call("/count")  # on the loop again: the /count above, warm on a thread, measured it short
 
     with caplog.at_level(logging.INFO, logger="edgefn.function.hostile"):
         asyncio.run(go())

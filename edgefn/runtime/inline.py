@@ -113,8 +113,9 @@ class InlinePolicy:
             if over or waited:
                 self.slice_misses += 1
                 cooldown = self.cooldown_s
-                if waited:
-                    self._waits[fn.name] = cooldown = min(self._waits.get(fn.name, self.cooldown_s / 2) * 2, MAX_COOLDOWN_S)
+                if waited:  # the first wait earns the plain cooldown, each later one twice the last
+                    last = self._waits.get(fn.name)
+                    cooldown = self._waits[fn.name] = self.cooldown_s if last is None else min(last * 2, MAX_COOLDOWN_S)
                 self._long_until[fn.name] = time.monotonic() + cooldown
             if not over:
                 self.inline_runs += 1
