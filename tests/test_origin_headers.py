@@ -43,12 +43,29 @@ def _seen(response: httpx.Response) -> dict[str, str]:
     return response.json()["headers"]
 
 
-def test_the_origin_gets_the_peer_address_not_the_viewers_claim(env):
-    server, _ = env
-    seen = _seen(httpx.get(f"{server.base}/xff", headers={"X-Forwarded-For": "6.6.6.6"}))
-    assert seen["x-forwarded-for"] == "127.0.0.1"
-    assert seen["x-forwarded-proto"] == "http"
-    assert seen["via"] == "1.1 edgefn"
+def _on_uvicorn(tmp: Path, trust: bool) -> tuple[int, Path]:
+    """A fresh origin port and the same app with its cleartext port on uvicorn."""
+    origin_port = free_port()
+    config = _manifest(tmp, origin_port, trust=trust)
+    config.write_text(config.read_text().replace("[server]\n", '[server]\nhttp1 = "uvicorn"\n'))
+    return origin_port, config
+
+
+@pytest.mark.parametrize("listener", ["hypercorn", "uvicorn"])
+def test_the_origin_gets_the_peer_address_not_the_viewers_claim(env, listener, tmp_path):
+    def check(base: str) -> None:
+        # a viewer on loopback claims another address and https: neither listener believes it
+        seen = _seen(httpx.get(f"{base}/xff", headers={"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"}))
+        assert seen["x-forwarded-for"] == "127.0.0.1"
+        assert seen["x-forwarded-proto"] == "http"
+        assert seen["via"] == "1.1 edgefn"
+
+    if listener == "uvicorn":
+        origin_port, config = _on_uvicorn(tmp_path, trust=False)
+        with origin_server(origin_port), edge_server(config, tls=False) as uv:
+            check(uv.base)
+        return
+    check(env[0].base)
 
 
 def test_behind_a_trusted_proxy_the_peer_is_appended(env):
@@ -103,9 +120,7 @@ def test_one_date_and_one_server_on_proxied_and_generated_responses(env, listene
     server, _ = env
     port = server.port
     if listener == "uvicorn":
-        origin_port = free_port()
-        config = _manifest(tmp_path, origin_port, trust=False)
-        config.write_text(config.read_text().replace("[server]\n", '[server]\nhttp1 = "uvicorn"\n'))
+        origin_port, config = _on_uvicorn(tmp_path, trust=False)
         with origin_server(origin_port), edge_server(config, tls=False) as uv:
             _check_date_and_server(uv.port)
         return

@@ -55,9 +55,11 @@ class Http1Listener:
 
     def __init__(self, app: EdgeApp, host: str, port: int) -> None:
         self.host, self.port = host, port
+        # proxy_headers off: uvicorn would take a loopback peer's X-Forwarded-For / -Proto as the client's address
+        # and scheme; the edge decides what to trust ([server] trust_forwarded_for), as on Hypercorn
         config = uvicorn.Config(
             app, loop="none", http="httptools", lifespan="off", access_log=False, log_config=None, server_header=False, date_header=False,
-            h11_max_incomplete_event_size=MAX_INCOMPLETE_EVENT, timeout_keep_alive=KEEP_ALIVE_S,
+            h11_max_incomplete_event_size=MAX_INCOMPLETE_EVENT, timeout_keep_alive=KEEP_ALIVE_S, proxy_headers=False,
         )
         config.load()
         self._server = uvicorn.Server(config)
