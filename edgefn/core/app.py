@@ -83,9 +83,14 @@ class FunctionSpec:
         """What the guest's env API reads: its env, and its secrets (a secret wins over an env entry of its name)."""
         return {**self.env, **self.secrets} if self.secrets else self.env
 
-    @property
+    @cached_property  # read several times per invocation
     def qualified_name(self) -> str:
         return f"{self.name}:{self.version}"
+
+    @cached_property
+    def instance_key(self) -> tuple[str, Limits, tuple[tuple[str, str], ...]]:
+        """What a warm instance of this spec was made from (code, limits, env): a pool with another key is stale."""
+        return self.digest, self.limits, tuple(sorted(self.guest_env.items()))
 
 
 @dataclass(frozen=True)

@@ -118,9 +118,12 @@ class EdgePipeline:
         """One viewer request through its behavior; `parent` is the viewer's trace context (its traceparent), if any."""
         behavior = self.router.match(host, request.uri)
         pattern = behavior.path_pattern if behavior is not None else "none"
-        span = self.tracer.span(f"{request.method} {pattern}", parent, "server", {
-            "http.request.method": request.method, "url.path": request.uri, "server.address": host, "edgefn.request_id": request_id,
-        })
+        if self.tracer.exporting:
+            span = self.tracer.span(f"{request.method} {pattern}", parent, "server", {
+                "http.request.method": request.method, "url.path": request.uri, "server.address": host, "edgefn.request_id": request_id,
+            })
+        else:  # only its context (propagation, the trace id in logs): no name or attributes to build
+            span = self.tracer.span("", parent, "server")
         if behavior is None:
             body = f"No behavior of this app matches host {host!r} and path {request.uri!r}.\n".encode()
             result = PipelineResult(EdgeResponse(404, "Not Found", _plain_headers(), Body(body)), "none", cache_status=XCache.ERROR, trace=span.context)
@@ -134,8 +137,9 @@ class EdgePipeline:
                 await _close(result)
                 result.response, result.cache_status = error_response(exc, self.dev), XCache.ERROR
                 span.fail(f"{exc.kind} in {exc.function}")
-        span.set("http.response.status_code", result.response.status)
-        span.set("edgefn.cache", str(result.cache_status))
+        if self.tracer.exporting:
+            span.set("http.response.status_code", result.response.status)
+            span.set("edgefn.cache", str(result.cache_status))
         span.end()
         return result
 

@@ -95,7 +95,7 @@ class Invoker:
 
     def pool_of(self, fn: FunctionSpec) -> WarmPool:
         """The warm pool of `fn` (a new one when its code, limits or env changed)."""
-        return self.pools.pool_for(fn.qualified_name, (fn.digest, fn.limits, tuple(sorted(fn.guest_env.items()))))
+        return self.pools.pool_for(fn.qualified_name, fn.instance_key)
 
     def prewarm(self, fn: FunctionSpec) -> int:
         """Create `fn.prewarm` warm instances now (at startup); returns how many are idle in its pool.
