@@ -265,6 +265,11 @@ def _throughput_md(tp: dict) -> list[str]:
     for key, t in tp["targets"].items():
         p = t["probe"]
         lines.append(f"| {key} | {p['status']} | {p['x_cache_second'] or ''} | {p['server_timing'] or ''} |")
+    inline = tp.get("inline") or {}
+    if inline:  # a try that missed sends its function to the guest threads for a cooldown: slower rows
+        lines += ["", "Invocations on the event loop per edgefn server, over the whole phase (GET /_edgefn/info):", "",
+                  "| server | inline runs | slice misses |", "|---|---:|---:|"]
+        lines += [f"| {name} | {i.get('inline_runs', '')} | {i.get('slice_misses', '')} |" for name, i in inline.items()]
     lines.append("")
     return lines
 

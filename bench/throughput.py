@@ -135,6 +135,8 @@ def run(lg_cpus: str | None, server_cpus: str | None, *, seconds: float, rounds:
                 _measure(out, t, c, svs, lg_cpus, short_seconds if t.short else seconds)
         for name, s in svs.items():
             out.setdefault("startup_s", {})[name] = s.startup_s
+            if name.startswith("edgefn") and name != "edgefn_nostore":
+                out.setdefault("inline", {})[name] = _inline_stats(s)
     finally:
         for s in svs.values():
             s.stop()
@@ -148,6 +150,14 @@ def run(lg_cpus: str | None, server_cpus: str | None, *, seconds: float, rounds:
         }
     out["ratios"] = ratios(out)
     return out
+
+
+def _inline_stats(s: servers.Server) -> dict:
+    """The server's inline runs and slice misses so far ({} from a tree without them)."""
+    try:
+        return dict(httpx.get(s.base + "/_edgefn/info", timeout=10.0).json().get("inline") or {})
+    except (httpx.HTTPError, ValueError):
+        return {}
 
 
 def _measure(out: dict, t: Target, c: int, svs: dict, lg_cpus: str | None, seconds: float) -> None:

@@ -14,15 +14,19 @@ guest that turns long (or hostile) costs the loop at most one slice per cooldown
 grant or a key-value store is tried. A core module is tried only if it has no WASI import that blocks
 (`GuestModuleInfo.waits`). A component is tried only warm (an idle pooled instance: its creation takes
 milliseconds), and its WASI can sleep inside the host, where neither fuel nor the epoch reach: a try
-that held the loop past the slice's wall clock, whatever its outcome, is a miss, and each such miss of a
-function doubles its cooldown (up to `MAX_COOLDOWN_S`), so a guest that sleeps stalls the loop a few times,
-then runs on the threads. A thrown-away try had no effect outside its own instance, so the run again is
-the same invocation.
+whose thread was blocked (gave up the CPU: a sleep, a wait in the host) for longer than the slice's wall
+clock, whatever its outcome, is a miss, and each such miss of a function doubles its cooldown (up to
+`MAX_COOLDOWN_S`), so a guest that sleeps stalls the loop a few times, then runs on the threads. Time the
+thread computed (a garbage collection) or waited to be scheduled again (another process on a busy core)
+is not the guest's wait: on a shared core one such stall sent a component to the threads for minutes. A
+thrown-away try had no effect outside its own instance, so the run again is the same invocation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Callable
@@ -35,7 +39,7 @@ from .linking import GuestModuleInfo
 if TYPE_CHECKING:
     from .component import ComponentInfo
 
-__all__ = ["InlinePolicy"]
+__all__ = ["InlinePolicy", "blocked_ms", "blocking_mark"]
 
 #: ~1 ms of wasm on this class of machine: what one request may hold the loop for at most, per cooldown
 SLICE_FUEL = 2_000_000
@@ -43,6 +47,38 @@ SLICE_MS = 10
 COOLDOWN_S = 10.0
 #: the longest a component that overran the slice's wall clock (it waited in the host) stays on the threads
 MAX_COOLDOWN_S = 640.0
+
+
+#: per thread: its /proc/thread-self/schedstat, open (closed with the thread), or None where there is none
+_schedstat = threading.local()
+
+
+def _schedstat_of_this_thread() -> io.FileIO | None:
+    try:
+        return _schedstat.file  # type: ignore[no-any-return]
+    except AttributeError:
+        try:
+            _schedstat.file = io.FileIO("/proc/thread-self/schedstat", "r")
+        except OSError:  # not Linux, or no schedstats: a try's whole wall time counts as blocked
+            _schedstat.file = None
+        return _schedstat.file  # type: ignore[no-any-return]
+
+
+def blocking_mark() -> int:
+    """Now, for `blocked_ms` (ns): the wall clock, less this thread's time on a CPU and waiting for one."""
+    now = time.perf_counter_ns()
+    stat = _schedstat_of_this_thread()
+    if stat is not None:
+        on_cpu, waiting, _ = os.pread(stat.fileno(), 64, 0).split()
+        now -= int(on_cpu) + int(waiting)
+    return now
+
+
+def blocked_ms(mark: int) -> float:
+    """How long since `mark` this thread was blocked (asleep: a sleep, a wait in the host), not running or
+    waiting to run (a garbage collection; another process on a busy core). Where the OS does not say, the
+    whole wall time."""
+    return max(0, blocking_mark() - mark) / 1e6
 
 
 class InlinePolicy:
@@ -100,15 +136,16 @@ class InlinePolicy:
             self._sliced[limits] = capped
         return capped
 
-    def missed(self, fn: FunctionSpec, tried: Limits, error: InvocationError | None, duration_ms: float) -> bool:
+    def missed(self, fn: FunctionSpec, tried: Limits, error: InvocationError | None, blocked_ms: float) -> bool:
         """Did the try end on the slice rather than on the function's own limit? Then it runs on threads for a
-        while, and runs again there now. A component's try that held the loop past the slice's wall clock waited in
-        the host: its function's cooldown doubles, and an outcome it reached within the slice's fuel stands."""
+        while, and runs again there now. A component's try whose thread was blocked (`blocked_ms`) past the slice's
+        wall clock waited in the host: its function's cooldown doubles, and an outcome it reached within the
+        slice's fuel stands."""
         over = (isinstance(error, CpuBudgetExhausted) and tried.fuel < fn.limits.fuel) or (
             isinstance(error, WallClockTimeout) and tried.timeout_ms < fn.limits.timeout_ms
         )
         mark = self._short.get(fn.name)
-        waited = mark is not None and mark[1] and duration_ms > self.slice_ms
+        waited = mark is not None and mark[1] and blocked_ms > self.slice_ms
         with self._lock:
             if over or waited:
                 self.slice_misses += 1

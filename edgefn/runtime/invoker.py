@@ -30,7 +30,7 @@ from .engine import EngineSettings, EpochTicker, create_engine
 from .guest_threads import GuestThreads
 from .host import create_linker
 from .host.fetch import shared_client
-from .inline import InlinePolicy
+from .inline import InlinePolicy, blocked_ms, blocking_mark
 from .instance import GuestInstance
 from .module_store import ModuleStore
 from .pool import WarmPool, WarmPools
@@ -227,6 +227,8 @@ class Invoker:
             self.observer.invocation_started(fn.name)  # sandbox.run returns every invocation error: finished() always follows
         mask = _mask_of(fn)
         kv = KvGrant(self.kv, fn.kv_namespaces, fn.limits.kv_ops, fn.limits.kv_bytes) if fn.kv_namespaces and self.kv is not None else None
+        # a component's inline try may wait in the host, out of fuel's and the epoch's reach: how long it blocked
+        waits_from = blocking_mark() if inline and loaded.kind == "component" else None
         run = self.sandbox.run(
             loaded,
             function=fn.name,
@@ -245,7 +247,7 @@ class Invoker:
             trace=(trace, self.tracer) if trace is not None else None,
         )
         if held is not None:
-            if self.inline.missed(fn, limits, run.error, run.report.duration_ms):
+            if self.inline.missed(fn, limits, run.error, blocked_ms(waits_from) if waits_from is not None else 0.0):
                 if pool is not None:
                     pool.discard()
                 return None
