@@ -287,10 +287,13 @@ def test_a_stream_bisects_a_failing_batch_and_sends_the_poison_record_on_failure
         """Each record's last delivery (the one that succeeded, or gave up), by its place in delivery order."""
         return {t: i for i, t in enumerate(_texts(receiver, "C-b-"))}
 
+    def second_half_after_poison() -> bool:
+        last = last_deliveries()
+        return all(last.get(f"C-b-{i}", -1) > last["crash-C-b-3"] for i in range(4, 8))
+
     # the batch's second half was delivered once already, in the failing whole batch: it counts once it comes
     # again after the poison record (on-failure is written before the poller moves on, so it may come later)
-    wait_for(lambda: all(last_deliveries().get(f"C-b-{i}", -1) > last_deliveries()["crash-C-b-3"] for i in range(4, 8)), 60,
-             "the batch's second half, after the poison record")
+    wait_for(second_half_after_poison, 60, "the batch's second half, after the poison record")
     alone = [b for b in _got(receiver) if [x["text"] for x in b["records"]] == ["crash-C-b-3"]]
     assert len(alone) == 3  # bisected down to itself, then tried once and retried twice (maximum_retry_attempts)
     last = last_deliveries()

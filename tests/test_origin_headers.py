@@ -43,10 +43,10 @@ def _seen(response: httpx.Response) -> dict[str, str]:
     return response.json()["headers"]
 
 
-def _on_uvicorn(tmp: Path, trust: bool) -> tuple[int, Path]:
-    """A fresh origin port and the same app with its cleartext port on uvicorn."""
+def _on_uvicorn(tmp: Path) -> tuple[int, Path]:
+    """A fresh origin port and the same (untrusting) app with its cleartext port on uvicorn."""
     origin_port = free_port()
-    config = _manifest(tmp, origin_port, trust=trust)
+    config = _manifest(tmp, origin_port, trust=False)
     config.write_text(config.read_text().replace("[server]\n", '[server]\nhttp1 = "uvicorn"\n'))
     return origin_port, config
 
@@ -61,7 +61,7 @@ def test_the_origin_gets_the_peer_address_not_the_viewers_claim(env, listener, t
         assert seen["via"] == "1.1 edgefn"
 
     if listener == "uvicorn":
-        origin_port, config = _on_uvicorn(tmp_path, trust=False)
+        origin_port, config = _on_uvicorn(tmp_path)
         with origin_server(origin_port), edge_server(config, tls=False) as uv:
             check(uv.base)
         return
@@ -120,7 +120,7 @@ def test_one_date_and_one_server_on_proxied_and_generated_responses(env, listene
     server, _ = env
     port = server.port
     if listener == "uvicorn":
-        origin_port, config = _on_uvicorn(tmp_path, trust=False)
+        origin_port, config = _on_uvicorn(tmp_path)
         with origin_server(origin_port), edge_server(config, tls=False) as uv:
             _check_date_and_server(uv.port)
         return

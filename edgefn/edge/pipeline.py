@@ -118,7 +118,8 @@ class EdgePipeline:
         """One viewer request through its behavior; `parent` is the viewer's trace context (its traceparent), if any."""
         behavior = self.router.match(host, request.uri)
         pattern = behavior.path_pattern if behavior is not None else "none"
-        if self.tracer.exporting:
+        exporting = self.tracer.exporting
+        if exporting:
             span = self.tracer.span(f"{request.method} {pattern}", parent, "server", {
                 "http.request.method": request.method, "url.path": request.uri, "server.address": host, "edgefn.request_id": request_id,
             })
@@ -137,7 +138,7 @@ class EdgePipeline:
                 await _close(result)
                 result.response, result.cache_status = error_response(exc, self.dev), XCache.ERROR
                 span.fail(f"{exc.kind} in {exc.function}")
-        if self.tracer.exporting:
+        if exporting:
             span.set("http.response.status_code", result.response.status)
             span.set("edgefn.cache", str(result.cache_status))
         span.end()
